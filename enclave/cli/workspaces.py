@@ -1,0 +1,64 @@
+"""``enclave workspace``: workspaces, their members and attached releases."""
+
+from __future__ import annotations
+
+import getpass
+
+import click
+
+from .. import workspaces as ws
+from ..releases import ReleaseError
+from . import main, pass_ctx
+
+
+def _run(fn, *args):
+    try:
+        return fn(*args)
+    except (ws.WorkspaceError, ReleaseError) as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@main.group()
+def workspace() -> None:
+    """Manage workspaces."""
+
+
+@workspace.command("create")
+@click.argument("name")
+@pass_ctx
+def create(ctx, name: str) -> None:
+    """Create workspace NAME."""
+    _run(ws.create, ctx.settings, name)
+    click.echo(f"created workspace {name}")
+
+
+@workspace.command("add-member")
+@click.argument("workspace_name", metavar="WS")
+@click.argument("username", metavar="USER")
+@click.option("--role", required=True, type=click.Choice(["operator", "reviewer"]))
+@pass_ctx
+def add_member(ctx, workspace_name: str, username: str, role: str) -> None:
+    """Make USER an operator or reviewer of workspace WS."""
+    _run(ws.add_member, ctx.settings, workspace_name, username, role)
+    click.echo(f"{username} is now a {role} of {workspace_name}")
+
+
+@workspace.command("attach")
+@click.argument("workspace_name", metavar="WS")
+@click.argument("release")
+@pass_ctx
+def attach(ctx, workspace_name: str, release: str) -> None:
+    """Make RELEASE visible, read-only, under /data in WS's sandboxes."""
+    _run(ws.attach, ctx.settings, workspace_name, release, getpass.getuser())
+    click.echo(f"attached {release} to {workspace_name} (mounted at /data/{release})")
+
+
+@workspace.command("list")
+@pass_ctx
+def list_(ctx) -> None:
+    """List workspaces with their members and releases."""
+    for w in ws.all_workspaces(ctx.settings):
+        click.echo(w.name)
+        click.echo(f"  operators: {', '.join(sorted(w.operators)) or '-'}")
+        click.echo(f"  reviewers: {', '.join(sorted(w.reviewers)) or '-'}")
+        click.echo(f"  releases:  {', '.join(w.releases) or '-'}")

@@ -1,0 +1,204 @@
+"""Enclave settings: one schema, read from ``enclave.toml`` with ``ENCLAVE_*`` environment overrides.
+
+Where things live:
+
+* ``ENCLAVE_HOME`` (default ``./var``) holds all state: databases, secrets, homes, the release store
+  and the sandboxes' runtime directories.
+* ``ENCLAVE_CONFIG`` (default ``$ENCLAVE_HOME/enclave.toml``) is the settings file; it is optional.
+* Any setting can be overridden from the environment as ``ENCLAVE_<SECTION>__<KEY>``, for example
+  ``ENCLAVE_HUB__PORT=9000`` or ``ENCLAVE_SANDBOX__LIMITS__MEMORY_MB=4096``.
+
+An unknown key or a bad value stops start-up with a message that names the key.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class SettingsError(Exception):
+    """The settings file or environment holds a value Enclave cannot use."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class OIDCSettings(_Section):
+    """GenericOAuthenticator against an OpenID Connect provider (production)."""
+
+    client_id: str = ""
+    client_secret: str = ""
+    authorize_url: str = ""
+    token_url: str = ""
+    userdata_url: str = ""
+    oauth_callback_url: str = ""
+    username_claim: str = "preferred_username"
+    groups_claim: str = "groups"
+    # IdP group names that map onto Enclave roles.
+    admin_groups: list[str] = ["enclave-admins"]
+    operator_groups: list[str] = ["enclave-operators"]
+    reviewer_groups: list[str] = ["enclave-reviewers"]
+    scope: list[str] = ["openid", "profile", "groups"]
+
+
+class HubSettings(_Section):
+    ip: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    # JupyterHub's own database; empty means SQLite under $ENCLAVE_HOME/hub.
+    db_url: str = ""
+    authenticator: Literal["native", "oidc"] = "native"
+    oidc: OIDCSettings = OIDCSettings()
+    # Proxy REST API, on loopback only (sandboxes have no network at all).
+    proxy_api_port: int = Field(8001, ge=1, le=65535)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class AccountSettings(_Section):
+    min_password_length: int = Field(12, ge=8)
+    allowed_failed_logins: int = Field(5, ge=1)
+    lockout_seconds: int = Field(600, ge=1)
+
+
+class LimitSettings(_Section):
+    """Per-sandbox limits; a workspace may override each of them."""
+
+    memory_mb: int = Field(2048, ge=256)
+    pids: int = Field(256, ge=32)
+    cpus: float = Field(1.0, gt=0)
+    # Files a sandbox may create in its home, in MiB (RLIMIT_FSIZE caps a single file).
+    max_file_mb: int = Field(1024, ge=1)
+
+
+class SandboxSettings(_Section):
+    backend: Literal["bubblewrap"] = "bubblewrap"
+    # The operator's Python environment (mounted read-only at /opt/enclave/env).
+    python_env: Path = REPO_ROOT / ".venv-sandbox"
+    bwrap: str = "bwrap"
+    # Host uids for sandboxes are uid_base + the server's id; each (user, workspace) gets its own.
+    uid_base: int = Field(200_000, ge=1000)
+    limits: LimitSettings = LimitSettings()
+    start_timeout: int = Field(60, ge=5)
+    # Idle sandboxes are stopped by jupyterhub-idle-culler after this many seconds (0 = never).
+    idle_timeout: int = Field(3600, ge=0)
+    cull_every: int = Field(300, ge=1)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="ENCLAVE_",
+        env_nested_delimiter="__",
+        extra="forbid",
+    )
+
+    home: Path = Path("var")
+    # Enclave's own database (accounts' roles, workspaces, attachments); empty means SQLite in home.
+    db_url: str = ""
+    hub: HubSettings = HubSettings()
+    accounts: AccountSettings = AccountSettings()
+    sandbox: SandboxSettings = SandboxSettings()
+
+    @model_validator(mode="after")
+    def _absolute_home(self) -> "Settings":
+        self.home = self.home.expanduser().resolve()
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment beats the file; explicit arguments beat both.
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, _config_path()))
+
+    # -- derived locations (state that can be derived is never configured twice) --
+
+    @cached_property
+    def enclave_db_url(self) -> str:
+        return self.db_url or f"sqlite:///{self.home / 'enclave.sqlite'}"
+
+    @cached_property
+    def hub_db_url(self) -> str:
+        return self.hub.db_url or f"sqlite:///{self.home / 'hub' / 'jupyterhub.sqlite'}"
+
+    @property
+    def hub_dir(self) -> Path:
+        return self.home / "hub"
+
+    @property
+    def secrets_dir(self) -> Path:
+        return self.home / "secrets"
+
+    @property
+    def homes_dir(self) -> Path:
+        return self.home / "homes"
+
+    @property
+    def release_store(self) -> Path:
+        return self.home / "releases"
+
+    @property
+    def run_dir(self) -> Path:
+        """Sockets and per-sandbox runtime directories."""
+        return self.home / "run"
+
+    @property
+    def hub_socket(self) -> Path:
+        return self.run_dir / "hub.sock"
+
+    @property
+    def public_url(self) -> str:
+        return f"http://{self.hub.ip}:{self.hub.port}"
+
+
+def _config_path() -> Path:
+    if "ENCLAVE_CONFIG" in os.environ:
+        return Path(os.environ["ENCLAVE_CONFIG"])
+    home = Path(os.environ.get("ENCLAVE_HOME", "var"))
+    return home / "enclave.toml"
+
+
+def load_settings(**overrides) -> Settings:
+    """Read and validate settings; raise SettingsError naming each bad key."""
+    path = _config_path()
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            key = ".".join(str(p) for p in err["loc"])
+            if err["type"] == "extra_forbidden":
+                problems.append(f"unknown setting '{key}'")
+            else:
+                problems.append(f"setting '{key}': {err['msg']} (got {err.get('input')!r})")
+        raise SettingsError(f"invalid Enclave settings ({path}): " + "; ".join(problems)) from None
+    except Exception as exc:  # a TOML syntax error, for one
+        if isinstance(exc, SettingsError):
+            raise
+        raise SettingsError(f"cannot read Enclave settings {path}: {exc}") from None
+
+
+def load_settings_or_exit(**overrides) -> Settings:
+    try:
+        return load_settings(**overrides)
+    except SettingsError as exc:
+        print(f"enclave: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -1,0 +1,140 @@
+"""Workspaces: who works in them, in which role, and which releases their sandboxes see."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sqlalchemy import select
+
+from . import db
+from .releases import release_dir
+from .settings import LimitSettings, Settings
+
+
+class WorkspaceError(Exception):
+    """A workspace operation that cannot be done, with the reason."""
+
+
+class UnknownWorkspace(WorkspaceError):
+    pass
+
+
+@dataclass(frozen=True)
+class WorkspaceView:
+    """What the hub needs to know about a workspace, detached from the database session."""
+
+    name: str
+    operators: frozenset[str]
+    reviewers: frozenset[str]
+    releases: tuple[str, ...]
+    limits: dict = field(default_factory=dict)
+
+    def effective_limits(self, defaults: LimitSettings) -> LimitSettings:
+        return defaults.model_copy(update=self.limits)
+
+
+def _get(session, name: str) -> db.Workspace:
+    ws = session.get(db.Workspace, name)
+    if ws is None:
+        raise UnknownWorkspace(f"no workspace named '{name}'")
+    return ws
+
+
+def _view(ws: db.Workspace) -> WorkspaceView:
+    return WorkspaceView(
+        name=ws.name,
+        operators=frozenset(ws.members_with("operator")),
+        reviewers=frozenset(ws.members_with("reviewer")),
+        releases=tuple(sorted(a.release for a in ws.attachments)),
+        limits=dict(ws.limits or {}),
+    )
+
+
+def create(settings: Settings, name: str, limits: dict | None = None) -> WorkspaceView:
+    if not db.WORKSPACE_NAME.match(name):
+        raise WorkspaceError(
+            f"workspace name '{name}' is not allowed: use 1-40 lower-case letters, digits and '-',"
+            " starting and ending with a letter or digit"
+        )
+    limits = limits or {}
+    LimitSettings(**limits)  # validates keys and values
+    with db.transaction(settings.enclave_db_url) as s:
+        if s.get(db.Workspace, name) is not None:
+            raise WorkspaceError(f"workspace '{name}' already exists")
+        ws = db.Workspace(name=name, limits=limits)
+        s.add(ws)
+        s.flush()
+        return _view(ws)
+
+
+def get(settings: Settings, name: str) -> WorkspaceView:
+    with db.transaction(settings.enclave_db_url) as s:
+        return _view(_get(s, name))
+
+
+def all_workspaces(settings: Settings) -> list[WorkspaceView]:
+    with db.transaction(settings.enclave_db_url) as s:
+        return [_view(ws) for ws in s.scalars(select(db.Workspace).order_by(db.Workspace.name))]
+
+
+def for_user(settings: Settings, username: str) -> list[tuple[WorkspaceView, set[str]]]:
+    """The workspaces a user belongs to, each with the user's roles in it."""
+    return [
+        (ws, {r for r in ("operator", "reviewer") if username in getattr(ws, r + "s")})
+        for ws in all_workspaces(settings)
+        if username in ws.operators | ws.reviewers
+    ]
+
+
+def add_member(settings: Settings, workspace: str, username: str, role: str) -> WorkspaceView:
+    if role not in db.WORKSPACE_ROLES:
+        raise WorkspaceError(f"role '{role}' is not a workspace role ({', '.join(db.WORKSPACE_ROLES)})")
+    with db.transaction(settings.enclave_db_url) as s:
+        ws = _get(s, workspace)
+        account = s.get(db.Account, username)
+        if account is None:
+            raise WorkspaceError(f"no account named '{username}'")
+        if role not in account.role_names:
+            raise WorkspaceError(
+                f"'{username}' cannot be a workspace {role}: the account does not hold the {role} role"
+            )
+        if username in ws.members_with(role):
+            raise WorkspaceError(f"'{username}' is already a {role} of '{workspace}'")
+        ws.members.append(db.Membership(username=username, role=role))
+        s.flush()
+        return _view(ws)
+
+
+def remove_member(settings: Settings, workspace: str, username: str, role: str) -> WorkspaceView:
+    with db.transaction(settings.enclave_db_url) as s:
+        ws = _get(s, workspace)
+        kept = [m for m in ws.members if not (m.username == username and m.role == role)]
+        if len(kept) == len(ws.members):
+            raise WorkspaceError(f"'{username}' is not a {role} of '{workspace}'")
+        ws.members = kept
+        s.flush()
+        return _view(ws)
+
+
+def attach(settings: Settings, workspace: str, release: str, by: str) -> WorkspaceView:
+    path = release_dir(settings, release)  # validates the name and that the release exists
+    if not path.is_dir():
+        raise WorkspaceError(f"release '{release}' is not in the release store ({settings.release_store})")
+    with db.transaction(settings.enclave_db_url) as s:
+        ws = _get(s, workspace)
+        if release in {a.release for a in ws.attachments}:
+            raise WorkspaceError(f"release '{release}' is already attached to '{workspace}'")
+        ws.attachments.append(db.Attachment(release=release, attached_by=by))
+        s.flush()
+        return _view(ws)
+
+
+def detach(settings: Settings, workspace: str, release: str) -> WorkspaceView:
+    with db.transaction(settings.enclave_db_url) as s:
+        ws = _get(s, workspace)
+        kept = [a for a in ws.attachments if a.release != release]
+        if len(kept) == len(ws.attachments):
+            raise WorkspaceError(f"release '{release}' is not attached to '{workspace}'")
+        ws.attachments = kept
+        s.flush()
+        return _view(ws)
