@@ -1,0 +1,75 @@
+# Enclave: the single entry point.
+#   make demo   set everything up and start the hub with a seeded demo on http://127.0.0.1:8000
+#   make test   set everything up and run the whole test suite
+# Set-up is idempotent: a second run only checks.
+
+PYTHON ?= python3
+VENV := .venv
+SANDBOX_ENV := .venv-sandbox
+NODE_BIN := node_modules/.bin
+export ENCLAVE_HOME ?= $(CURDIR)/var
+
+.PHONY: demo test setup system-deps hub-env sandbox-env proxy test-deps clean
+
+demo: setup
+	$(VENV)/bin/enclave demo
+
+test: setup test-deps
+	$(VENV)/bin/python -m pytest -p no:cacheprovider $(PYTEST_ARGS)
+
+setup: system-deps hub-env sandbox-env proxy
+
+# System packages: installed when missing and running as root, otherwise an exact instruction.
+SYSTEM_PACKAGES := bubblewrap nodejs npm python3-venv
+system-deps:
+	@missing=""; \
+	command -v bwrap >/dev/null || missing="$$missing bubblewrap"; \
+	command -v node >/dev/null || missing="$$missing nodejs"; \
+	command -v npm >/dev/null || missing="$$missing npm"; \
+	$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || missing="$$missing python3-venv"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else \
+	    echo "Enclave needs:$$missing. Run: sudo apt-get install -y$$missing"; exit 1; \
+	  fi; \
+	fi
+	@node -e 'process.exit(+process.versions.node.split(".")[0] >= 20 ? 0 : 1)' || \
+	  { echo "configurable-http-proxy needs Node.js >= 20 (found $$(node --version))."; exit 1; }
+
+$(VENV)/.installed: requirements/hub.txt requirements/test.txt $(wildcard requirements/data.txt) pyproject.toml
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -r requirements/hub.txt -r requirements/test.txt \
+	  $(if $(wildcard requirements/data.txt),-r requirements/data.txt)
+	$(VENV)/bin/pip install -q --no-deps -e .
+	touch $@
+hub-env: $(VENV)/.installed
+
+# The operator's environment is separate from the hub's: sandboxes mount it read-only and it
+# holds nothing of the hub side. Packages of our own are installed as copies, not editable.
+SANDBOX_LOCAL_PACKAGES := $(wildcard extensions/*/pyproject.toml)
+$(SANDBOX_ENV)/.installed: requirements/sandbox.txt $(SANDBOX_LOCAL_PACKAGES) $(shell find extensions -name '*.py' -o -name '*.json' -o -name '*.ts' 2>/dev/null | grep -v node_modules)
+	test -d $(SANDBOX_ENV) || $(PYTHON) -m venv $(SANDBOX_ENV)
+	$(SANDBOX_ENV)/bin/pip install -q --upgrade pip
+	$(SANDBOX_ENV)/bin/pip install -q -r requirements/sandbox.txt
+	$(foreach pkg,$(SANDBOX_LOCAL_PACKAGES),$(SANDBOX_ENV)/bin/pip install -q --no-deps --force-reinstall ./$(dir $(pkg)) &&) true
+	chmod -R go+rX $(SANDBOX_ENV)
+	touch $@
+sandbox-env: $(SANDBOX_ENV)/.installed
+
+$(NODE_BIN)/configurable-http-proxy: package.json
+	npm install --no-audit --no-fund --silent
+	touch $@
+proxy: $(NODE_BIN)/configurable-http-proxy
+
+# Test-only system dependencies (the browser tests drive Debian's chromium).
+test-deps:
+	@if ! command -v chromium >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "The browser tests need Debian's chromium. Run: sudo apt-get install -y chromium"; exit 1; fi; \
+	fi
+
+clean:
+	rm -rf $(VENV) $(SANDBOX_ENV) node_modules
