@@ -38,11 +38,12 @@ system-deps:
 	@node -e 'process.exit(+process.versions.node.split(".")[0] >= 20 ? 0 : 1)' || \
 	  { echo "configurable-http-proxy needs Node.js >= 20 (found $$(node --version))."; exit 1; }
 
-$(VENV)/.installed: requirements/hub.txt requirements/test.txt $(wildcard requirements/data.txt) pyproject.toml
+# The hub's environment: every requirements file except the sandbox's.
+HUB_REQUIREMENTS := $(filter-out requirements/sandbox.txt,$(wildcard requirements/*.txt))
+$(VENV)/.installed: $(HUB_REQUIREMENTS) pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -r requirements/hub.txt -r requirements/test.txt \
-	  $(if $(wildcard requirements/data.txt),-r requirements/data.txt)
+	$(VENV)/bin/pip install -q $(foreach r,$(HUB_REQUIREMENTS),-r $(r))
 	$(VENV)/bin/pip install -q --no-deps -e .
 	touch $@
 hub-env: $(VENV)/.installed
