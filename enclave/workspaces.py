@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from sqlalchemy import select
 
@@ -48,6 +49,14 @@ def _view(ws: db.Workspace) -> WorkspaceView:
         releases=tuple(sorted(a.release for a in ws.attachments)),
         limits=dict(ws.limits or {}),
     )
+
+
+def data_mounts(settings: Settings, view: WorkspaceView) -> list[tuple[Path, str]]:
+    """What a workspace's sandboxes see under /data: (host folder, name under /data) per release.
+
+    Only a release's ``data/`` folder is mounted; its manifest and report stay with the hub.
+    """
+    return [(release_dir(settings, r) / "data", r) for r in view.releases]
 
 
 def create(settings: Settings, name: str, limits: dict | None = None) -> WorkspaceView:
@@ -117,7 +126,7 @@ def remove_member(settings: Settings, workspace: str, username: str, role: str) 
 
 
 def attach(settings: Settings, workspace: str, release: str, by: str) -> WorkspaceView:
-    path = release_dir(settings, release)  # validates the name and that the release exists
+    path = release_dir(settings, release) / "data"  # validates the name
     if not path.is_dir():
         raise WorkspaceError(f"release '{release}' is not in the release store ({settings.release_store})")
     with db.transaction(settings.enclave_db_url) as s:
