@@ -98,6 +98,28 @@ class SandboxSettings(_Section):
     cull_every: int = Field(300, ge=1)
 
 
+class ExportSettings(_Section):
+    """The export review service (``enclave.exports``); per-workspace approvals live in its database."""
+
+    # The service's HTTP port on loopback; the proxy routes /services/exports/ to it.
+    port: int = Field(8010, ge=1, le=65535)
+    # The service's own database; empty means SQLite under $ENCLAVE_HOME/exports.
+    db_url: str = ""
+    # Default review policy of a workspace until an admin sets one.
+    approvals_required: int = Field(2, ge=1, le=10)
+    max_file_mb: int = Field(16, ge=1, le=1024)
+    max_files_per_request: int = Field(20, ge=1, le=200)
+    max_csv_rows: int = Field(5000, ge=1)
+    # Disclosure-control thresholds (ACRO's defaults).
+    min_cell_count: int = Field(10, ge=1)
+    round_base: int = Field(5, ge=1)
+    nk_n: int = Field(2, ge=1)
+    nk_k: float = Field(0.90, gt=0, le=1)
+    p_ratio: float = Field(0.10, gt=0, le=1)
+    # Download links of released files expire after this many seconds.
+    link_ttl_seconds: int = Field(600, ge=10)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="ENCLAVE_",
@@ -111,6 +133,7 @@ class Settings(BaseSettings):
     hub: HubSettings = HubSettings()
     accounts: AccountSettings = AccountSettings()
     sandbox: SandboxSettings = SandboxSettings()
+    exports: ExportSettings = ExportSettings()
 
     @model_validator(mode="after")
     def _absolute_home(self) -> "Settings":

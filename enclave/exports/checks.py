@@ -1,0 +1,393 @@
+"""Automated disclosure checks: each a small function, all listed in :data:`CHECKS`.
+
+A check receives the inspected file and the context (thresholds, the workspace's released datasets,
+ACRO results attached to the request) and returns findings, each ``pass``, ``review`` or ``fail``
+with a reason and a location. Reviewers see every finding; requesters can run the same checks
+before submitting. A file's status is its worst finding.
+"""
+
+from __future__ import annotations
+
+import bisect
+import csv
+import json
+import math
+import re
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from . import identifiers
+from .files import Inspected, content_matches
+
+PASS, REVIEW, FAIL = "pass", "review", "fail"
+_RANK = {PASS: 0, REVIEW: 1, FAIL: 2}
+
+
+@dataclass
+class Finding:
+    check: str
+    status: str
+    reason: str
+    location: str = ""
+    # Table cells as [data row (1-based), column index], for highlighting.
+    cells: list[list[int]] = field(default_factory=list)
+
+
+@dataclass
+class Thresholds:
+    max_csv_rows: int = 5000
+    min_cell_count: int = 10
+    round_base: int = 5
+    nk_n: int = 2
+    nk_k: float = 0.90
+    p_ratio: float = 0.10
+
+
+@dataclass
+class Context:
+    thresholds: Thresholds
+    released: "ReleasedIndex"
+    # ACRO ``results.json`` outputs keyed by the file name they describe.
+    acro: dict[str, dict] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    title: str
+    applies: Callable[[Inspected], bool]
+    run: Callable[[Inspected, Context], list[Finding]]
+
+
+def worst(findings: list[dict] | list[Finding]) -> str:
+    statuses = [f["status"] if isinstance(f, dict) else f.status for f in findings]
+    return max(statuses, key=_RANK.__getitem__, default=PASS)
+
+
+# -- helpers --
+
+_INT = re.compile(r"^\s*-?\d+\s*$")
+_COUNT_HEADER = re.compile(
+    r"count|^n$|^num|number|freq|total|cases|records|^obs|人数|数量|计数|频数|合计|户数", re.I
+)
+_ID_HEADER = re.compile(
+    r"(^|[_\s-])(id|name|姓名|身份证|证件号|phone|mobile|手机|电话|email|邮箱|address|地址|card|卡号)($|[_\s-])"
+    r"|^(身份证号|姓名|手机号|邮箱|地址|identifier|person_id|user_id)$",
+    re.I,
+)
+_ID_VALUE = re.compile(r"^(?=.*\d)[A-Za-z0-9-]{6,}$")
+
+
+def _count_columns(rows: list[list[str]]) -> list[int]:
+    """Columns that hold counts: named like counts or, for a cross-tabulation, every column after the label."""
+    header, body = rows[0], rows[1:]
+    if not body:
+        return []
+    named = [i for i, h in enumerate(header) if _COUNT_HEADER.search(h.strip())]
+    named = [i for i in named if all(_INT.match(r[i]) or not r[i].strip() for r in body)]
+    if named:
+        return named
+    rest = range(1, len(header))
+    if len(header) > 1 and all(_INT.match(r[i]) and int(r[i]) >= 0 for r in body for i in rest):
+        return list(rest)
+    return []
+
+
+def _cells_summary(cells: list[list[int]], header: list[str], limit: int = 5) -> str:
+    shown = ", ".join(f"row {r} column {header[c]!r}" for r, c in cells[:limit])
+    more = f" and {len(cells) - limit} more" if len(cells) > limit else ""
+    return shown + more
+
+
+# -- the checks --
+
+
+def check_type(f: Inspected, ctx: Context) -> list[Finding]:
+    if not content_matches(f):
+        return [Finding("type", FAIL, f"the name says .{f.ext} but the content is {f.sniffed}", f.name)]
+    return [Finding("type", PASS, f".{f.ext} file holding {f.sniffed} content")]
+
+
+def check_rows(f: Inspected, ctx: Context) -> list[Finding]:
+    n = len(f.rows) - 1
+    cap = ctx.thresholds.max_csv_rows
+    if n > cap:
+        return [Finding("rows", FAIL, f"{n} data rows, over the cap of {cap}", f"line {cap + 2}")]
+    return [Finding("rows", PASS, f"{n} data rows (cap {cap})")]
+
+
+def check_small_cells(f: Inspected, ctx: Context) -> list[Finding]:
+    rows, t = f.rows, ctx.thresholds
+    cols = _count_columns(rows)
+    if not cols:
+        return [Finding("small_cells", PASS, "no count columns found")]
+    small, zeros = [], []
+    for r, row in enumerate(rows[1:], start=1):
+        for c in cols:
+            v = row[c].strip()
+            if not v:
+                continue
+            n = int(v)
+            if 0 < n < t.min_cell_count:
+                small.append([r, c])
+            elif n == 0:
+                zeros.append([r, c])
+    out = []
+    if small:
+        out.append(Finding("small_cells", FAIL,
+                           f"{len(small)} count cell(s) under the minimum of {t.min_cell_count}",
+                           _cells_summary(small, rows[0]), small))
+    if zeros:
+        out.append(Finding("small_cells", REVIEW,
+                           f"{len(zeros)} zero cell(s): an empty category can disclose (class disclosure)",
+                           _cells_summary(zeros, rows[0]), zeros))
+    return out or [Finding("small_cells", PASS,
+                           f"every count in {len(cols)} count column(s) is at least {t.min_cell_count}")]
+
+
+def check_rounding(f: Inspected, ctx: Context) -> list[Finding]:
+    rows, base = f.rows, ctx.thresholds.round_base
+    cols = _count_columns(rows)
+    unrounded = [
+        [r, c]
+        for r, row in enumerate(rows[1:], start=1)
+        for c in cols
+        if row[c].strip() and int(row[c]) % base
+    ]
+    if unrounded:
+        return [Finding("rounding", REVIEW,
+                        f"{len(unrounded)} count(s) not rounded to a multiple of {base}",
+                        _cells_summary(unrounded, rows[0]), unrounded)]
+    return [Finding("rounding", PASS, f"counts are multiples of {base}" if cols else "no count columns")]
+
+
+def check_acro(f: Inspected, ctx: Context) -> list[Finding]:
+    """Dominance (NK), p% and threshold failures that ACRO recorded for this output."""
+    entry = ctx.acro.get(f.name)
+    if entry is None:
+        return [Finding("acro", PASS, "no ACRO results attached for this output")]
+    out = []
+    header = f.rows[0] if f.rows else []
+    names = {"NKCheck": "dominance (N,K)", "PPercentCheck": "p% rule", "MinimumThresholdCheck": "minimum count",
+             "PresenceOfZeroCheck": "zero cells", "MinimumDoFCheck": "degrees of freedom"}
+    for check, cells in (entry.get("sdc", {}).get("cells") or {}).items():
+        if not cells:
+            continue
+        # ACRO cell coordinates index the table body; header row and label column are not counted.
+        marked = [[int(r) + 1, int(c) + 1] for r, c in cells if int(c) + 1 < max(len(header), 1)]
+        out.append(Finding("acro", FAIL, f"ACRO {names.get(check, check)} check failed on {len(cells)} cell(s)",
+                           _cells_summary(marked, header) if header else f"{len(cells)} cells", marked))
+    status = entry.get("status", "")
+    if not out and status == "review":
+        out.append(Finding("acro", REVIEW, "ACRO asks for a review: " + (entry.get("summary") or "").strip()[:300]))
+    if not out and status == "fail":
+        out.append(Finding("acro", FAIL, "ACRO reports a failure: " + (entry.get("summary") or "").strip()[:300]))
+    return out or [Finding("acro", PASS, "ACRO checks passed for this output")]
+
+
+def check_microdata(f: Inspected, ctx: Context) -> list[Finding]:
+    rows = f.rows
+    header, body = rows[0], rows[1:]
+    out = []
+    if len(body) >= 20:
+        for c, h in enumerate(header):
+            values = [r[c].strip() for r in body if r[c].strip()]
+            distinct = len(set(values))
+            if not values or distinct < 0.9 * len(body):
+                continue
+            if _ID_HEADER.search(h) or all(_ID_VALUE.match(v) and not _INT.match(v) for v in values[:200]):
+                out.append(Finding("microdata", FAIL,
+                                   f"looks like record-level data: column {h!r} has a distinct value in"
+                                   f" {distinct} of {len(body)} rows", f"column {h!r}"))
+                break
+    matches = ctx.released.match(header, body, ctx.thresholds.min_cell_count)
+    for dataset, exact, near in matches:
+        if exact:
+            out.append(Finding("microdata", FAIL,
+                               f"{len(exact)} row(s) copy rows of released dataset {dataset}",
+                               "rows " + ", ".join(map(str, exact[:10])), [[r, 0] for r in exact]))
+        if near:
+            out.append(Finding("microdata", FAIL,
+                               f"{len(near)} row(s) nearly duplicate rows of released dataset {dataset}"
+                               " (after rounding and normalising text)",
+                               "rows " + ", ".join(map(str, near[:10])), [[r, 0] for r in near]))
+    return out or [Finding("microdata", PASS, "no record-level data or released rows found")]
+
+
+def _line_col(text: str, starts: list[int], pos: int) -> str:
+    line = bisect.bisect_right(starts, pos)
+    return f"line {line}, column {pos - starts[line - 1] + 1}"
+
+
+def check_identifiers(f: Inspected, ctx: Context) -> list[Finding]:
+    out = []
+    if f.text:
+        found = identifiers.find(f.text)
+        if found:
+            starts = [0] + [m.end() for m in re.finditer("\n", f.text)]
+            for m in found[:50]:
+                out.append(Finding("identifiers", FAIL, f"{identifiers.KINDS[m.kind]} {m.masked}",
+                                   _line_col(f.text, starts, m.start)))
+    for frag in f.fragments:
+        for m in identifiers.find(frag.text)[:20]:
+            out.append(Finding("identifiers", FAIL, f"{identifiers.KINDS[m.kind]} {m.masked}", frag.location))
+    return out or [Finding("identifiers", PASS, "no resident IDs, phone or card numbers, USCCs or e-mail addresses")]
+
+
+def check_image_metadata(f: Inspected, ctx: Context) -> list[Finding]:
+    out = [
+        Finding("metadata", REVIEW,
+                "embedded metadata (removed on release): " + ", ".join(sorted(meta))[:300], where)
+        for where, meta in f.image_metadata
+    ]
+    return out or [Finding("metadata", PASS, "no embedded metadata")]
+
+
+def check_active_content(f: Inspected, ctx: Context) -> list[Finding]:
+    out = [Finding("active_content", REVIEW, "not rendered for review: " + what) for what in f.active_content]
+    if f.sniffed == "notebook":
+        out.append(Finding("notebook", PASS, f"{f.notebook_outputs} output(s) extracted and checked"))
+    return out or [Finding("active_content", PASS, "no scripts or widget state")]
+
+
+def _is_table(f: Inspected) -> bool:
+    return f.rows is not None
+
+
+CHECKS: list[Check] = [
+    Check("type", "Allowed type, content matches the extension", lambda f: True, check_type),
+    Check("rows", "Table row cap", _is_table, check_rows),
+    Check("small_cells", "Counts under the minimum, zero cells", _is_table, check_small_cells),
+    Check("rounding", "Unrounded counts", _is_table, check_rounding),
+    Check("acro", "ACRO results: dominance (N,K), p%, thresholds", _is_table, check_acro),
+    Check("microdata", "Record-level data, rows of released datasets", _is_table, check_microdata),
+    Check("identifiers", "Direct identifiers anywhere in the file", lambda f: True, check_identifiers),
+    Check("metadata", "Embedded image and document metadata", lambda f: True, check_image_metadata),
+    Check("active_content", "Scripts, widget state, notebook outputs", lambda f: True, check_active_content),
+]
+
+
+def run_checks(f: Inspected, ctx: Context) -> list[dict]:
+    return [asdict(finding) for check in CHECKS if check.applies(f) for finding in check.run(f, ctx)]
+
+
+# -- ACRO results attached to a request --
+
+
+def acro_outputs(files: list[Inspected]) -> dict[str, dict]:
+    """ACRO ``results.json`` entries, keyed by the output file each one describes."""
+    found: dict[str, dict] = {}
+    for f in files:
+        if f.sniffed != "json" or b'"results"' not in f.data:
+            continue
+        doc = json.loads(f.data)
+        if not isinstance(doc, dict) or not isinstance(doc.get("results"), dict):
+            continue
+        tool = doc.get("tool", {})
+        if isinstance(tool, dict) and tool.get("name") not in (None, "ACRO"):
+            continue
+        for entry in doc["results"].values():
+            if not isinstance(entry, dict):
+                continue
+            for fe in entry.get("files") or []:
+                if isinstance(fe, dict) and "name" in fe:
+                    found[fe["name"]] = {"status": entry.get("status"), "summary": entry.get("summary"),
+                                         "sdc": fe.get("sdc") or {}}
+    return found
+
+
+# -- released datasets, for spotting copied rows --
+
+
+def _norm_exact(v: str) -> str:
+    return v.strip()
+
+
+def _norm_near(v: str) -> str:
+    s = " ".join(v.split()).casefold()
+    try:
+        x = float(s)
+    except ValueError:
+        return s
+    if math.isnan(x) or math.isinf(x):
+        return s
+    return f"{x:.3g}"
+
+
+class _ReleasedTable:
+    def __init__(self, label: str, header: list[str], rows: list[list[str]]) -> None:
+        self.label = label
+        self.columns = {h.strip().casefold(): i for i, h in enumerate(header)}
+        self.width = len(header)
+        self.rows = rows
+        self._cache: dict[tuple, tuple[Counter, Counter]] = {}
+
+    def projections(self, cols: tuple[int, ...] | None) -> tuple[Counter, Counter]:
+        """How many released records share each (projected) row, exactly and after normalising."""
+        if cols not in self._cache:
+            exact, near = Counter(), Counter()
+            for row in self.rows:
+                if cols is None:  # columns unnamed in the export: compare the row's values as a multiset
+                    exact[tuple(sorted(_norm_exact(v) for v in row))] += 1
+                    near[tuple(sorted(_norm_near(v) for v in row))] += 1
+                else:
+                    exact[tuple(_norm_exact(row[i]) for i in cols)] += 1
+                    near[tuple(_norm_near(row[i]) for i in cols)] += 1
+            self._cache[cols] = (exact, near)
+        return self._cache[cols]
+
+
+class ReleasedIndex:
+    """The CSV tables of a workspace's released datasets (files under ``<release>/data``)."""
+
+    def __init__(self, tables: list[_ReleasedTable]) -> None:
+        self.tables = tables
+
+    @classmethod
+    def load(cls, folders: list[tuple[str, Path]]) -> "ReleasedIndex":
+        tables = []
+        for release, folder in folders:
+            for path in sorted(folder.rglob("*.csv")) if folder.is_dir() else []:
+                with path.open(newline="", encoding="utf-8", errors="replace") as fh:
+                    rows = [r for r in csv.reader(fh)]
+                if len(rows) > 1:
+                    width = len(rows[0])
+                    body = [r for r in rows[1:] if len(r) == width]
+                    tables.append(_ReleasedTable(f"{release}/{path.relative_to(folder)}", rows[0], body))
+        return cls(tables)
+
+    def match(self, header: list[str], body: list[list[str]], k: int) -> list[tuple[str, list[int], list[int]]]:
+        """Rows of ``body`` that pin down fewer than ``k`` released records: (dataset, exact rows, near rows).
+
+        The export's columns must all be columns of the released table (by name), or, when the names
+        differ, as many as the released table's. A row shared by ``k`` or more released records
+        describes a group, not a record, and is not reported.
+        """
+        results = []
+        names = [h.strip().casefold() for h in header]
+        for table in self.tables:
+            if len(names) >= 2 and all(n in table.columns for n in names):
+                cols = tuple(table.columns[n] for n in names)
+                key_exact = lambda r: tuple(_norm_exact(v) for v in r)  # noqa: E731
+                key_near = lambda r: tuple(_norm_near(v) for v in r)  # noqa: E731
+            elif len(names) == table.width and len(names) >= 2:
+                cols = None
+                key_exact = lambda r: tuple(sorted(_norm_exact(v) for v in r))  # noqa: E731
+                key_near = lambda r: tuple(sorted(_norm_near(v) for v in r))  # noqa: E731
+            else:
+                continue
+            exact_counts, near_counts = table.projections(cols)
+            exact, near = [], []
+            for i, row in enumerate(body, start=1):
+                n = exact_counts.get(key_exact(row), 0)
+                if 0 < n < k:
+                    exact.append(i)
+                    continue
+                n = near_counts.get(key_near(row), 0)
+                if 0 < n < k:
+                    near.append(i)
+            if exact or near:
+                results.append((table.label, exact, near))
+        return results

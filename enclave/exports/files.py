@@ -1,0 +1,324 @@
+"""Uploaded files: what is refused outright, and what is extracted from the rest for the checks.
+
+:func:`inspect` either raises :class:`FileRejected` with a message naming the file and the problem
+(nothing of the request is then stored) or returns an :class:`Inspected` holding everything the
+checks and the review pages need: the sniffed content type, the decoded text, the table's rows,
+the notebook's extracted outputs and every embedded image's metadata, each with its location.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import csv
+import io
+import json
+import re
+import warnings
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+
+import nbformat
+from defusedxml import ElementTree as SafeET
+from defusedxml.common import DefusedXmlException
+from PIL import Image, UnidentifiedImageError
+from pypdf import PdfReader
+from pypdf.errors import PdfReadError
+
+# Extension -> the kind of content it must hold.
+KINDS = {
+    "csv": "table",
+    "tsv": "table",
+    "txt": "text",
+    "md": "text",
+    "json": "json",
+    "png": "png",
+    "jpg": "jpeg",
+    "jpeg": "jpeg",
+    "svg": "svg",
+    "pdf": "pdf",
+    "html": "html",
+    "ipynb": "notebook",
+}
+
+# Archives and compressed streams are never accepted: their size says nothing of what they hold.
+_ARCHIVE_MAGIC = {
+    b"PK\x03\x04": "zip archive",
+    b"PK\x05\x06": "zip archive",
+    b"\x1f\x8b": "gzip stream",
+    b"BZh": "bzip2 stream",
+    b"\xfd7zXZ\x00": "xz stream",
+    b"7z\xbc\xaf\x27\x1c": "7-zip archive",
+    b"\x28\xb5\x2f\xfd": "zstd stream",
+    b"Rar!\x1a\x07": "rar archive",
+    b"\x04\x22\x4d\x18": "lz4 stream",
+}
+
+_SAFE_NAME = re.compile(r"^[^/\\\x00-\x1f\x7f]{1,200}$")
+# Images above this many pixels are refused (Pillow's decompression-bomb guard raises past it).
+MAX_IMAGE_PIXELS = 40_000_000
+
+
+class FileRejected(ValueError):
+    """An uploaded file that is not accepted at all; the message names the file and the reason."""
+
+
+@dataclass
+class Fragment:
+    """A piece of text found in a file, with where it was found."""
+
+    location: str
+    text: str
+
+
+@dataclass
+class Inspected:
+    name: str
+    ext: str
+    kind: str  # what the extension promises
+    data: bytes
+    sniffed: str  # what the content is
+    text: str | None = None
+    rows: list[list[str]] | None = None  # tables: header first
+    fragments: list[Fragment] = field(default_factory=list)  # text to scan, besides ``text``
+    image_metadata: list[tuple[str, dict]] = field(default_factory=list)  # (location, {key: value})
+    notebook_outputs: int = 0
+    active_content: list[str] = field(default_factory=list)  # scripts, widget state: not rendered
+
+
+def check_name(name: str) -> str:
+    """The file name, or FileRejected if it is not a plain file name with an allowed extension."""
+    if not _SAFE_NAME.match(name) or name in (".", "..") or name.startswith("."):
+        raise FileRejected(
+            f"file name {name!r} is not allowed: use a plain file name (no folders, no '/' or '\\',"
+            " no control characters, not starting with '.')"
+        )
+    if PurePosixPath(name).name != name or ".." in name:
+        raise FileRejected(f"file name {name!r} is not allowed: it must not contain '..'")
+    ext = name.rsplit(".", 1)[-1].lower() if "." in name else ""
+    if ext not in KINDS:
+        raise FileRejected(
+            f"file {name!r}: type '.{ext}' is not exportable; allowed: {', '.join(sorted(KINDS))}"
+        )
+    return ext
+
+
+def _archive(data: bytes) -> str | None:
+    for magic, what in _ARCHIVE_MAGIC.items():
+        if data.startswith(magic):
+            return what
+    return None
+
+
+def _utf8(name: str, data: bytes) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise FileRejected(f"file {name!r} is not UTF-8 text (invalid byte at offset {exc.start})") from None
+
+
+def _sniff(data: bytes) -> str:
+    """What the bytes are, whatever the name says."""
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "jpeg"
+    if data.startswith(b"%PDF-"):
+        return "pdf"
+    if b"\x00" in data[:8192]:
+        return "binary"
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return "binary"
+    head = text.lstrip()[:2048].lower()
+    if head.startswith("{") or head.startswith("["):
+        try:
+            value = json.loads(text)
+        except ValueError:
+            return "text"
+        if isinstance(value, dict) and "cells" in value and "nbformat" in value:
+            return "notebook"
+        return "json"
+    if "<svg" in head and (head.startswith("<?xml") or head.startswith("<svg") or head.startswith("<!--")):
+        return "svg"
+    if head.startswith("<!doctype html") or head.startswith("<html") or re.search(r"<(body|div|table|p)\b", head):
+        return "html"
+    return "text"
+
+
+# Which sniffed contents each kind accepts (csv and markdown are text; html may be any text).
+_COMPATIBLE = {
+    "table": {"text"},
+    "text": {"text", "json", "html"},
+    "json": {"json"},
+    "png": {"png"},
+    "jpeg": {"jpeg"},
+    "svg": {"svg"},
+    "pdf": {"pdf"},
+    "html": {"html", "text"},
+    "notebook": {"notebook"},
+}
+
+
+def content_matches(inspected: Inspected) -> bool:
+    return inspected.sniffed in _COMPATIBLE[inspected.kind]
+
+
+def image_metadata(name: str, data: bytes) -> dict[str, str]:
+    """Text chunks, EXIF and other metadata of a PNG/JPEG, as strings; FileRejected if unsafe."""
+    Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as img:
+                img.load()  # decodes every chunk, so oversized text chunks surface here
+                meta = {}
+                for key, value in (img.info or {}).items():
+                    if key in ("dpi", "gamma", "transparency", "aspect", "interlace", "progression",
+                               "progressive", "jfif", "jfif_version", "jfif_unit", "jfif_density"):
+                        continue
+                    if isinstance(value, bytes):
+                        value = value.decode("utf-8", "replace")
+                    meta[str(key)] = str(value)
+                for tag, value in img.getexif().items():
+                    if isinstance(value, bytes):
+                        value = value.decode("utf-8", "replace")
+                    meta[f"exif:{tag}"] = str(value)
+                return meta
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise FileRejected(f"image {name!r} is refused as a decompression bomb: {exc}") from None
+    except ValueError as exc:  # Pillow: "Decompressed data too large" for zTXt/iTXt chunks
+        raise FileRejected(f"image {name!r} is refused: {exc}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise FileRejected(f"image {name!r} cannot be read: {exc}") from None
+
+
+def _table(name: str, ext: str, text: str) -> list[list[str]]:
+    try:
+        rows = list(csv.reader(io.StringIO(text, newline=""), delimiter="\t" if ext == "tsv" else ","))
+    except csv.Error as exc:
+        raise FileRejected(f"table {name!r} is not valid CSV: {exc}") from None
+    if not rows:
+        raise FileRejected(f"table {name!r} is empty")
+    width = len(rows[0])
+    for i, row in enumerate(rows[1:], start=2):
+        if len(row) != width:
+            raise FileRejected(
+                f"table {name!r} is ragged: line {i} has {len(row)} fields, the header has {width}"
+            )
+    return rows
+
+
+def _notebook(inspected: Inspected) -> None:
+    name = inspected.name
+    try:
+        nb = nbformat.reads(inspected.text, as_version=4)
+    except Exception as exc:  # nbformat raises several unrelated types for bad documents
+        raise FileRejected(f"notebook {name!r} cannot be read: {exc}") from None
+    frags = inspected.fragments
+    frags.append(Fragment("notebook metadata", json.dumps(nb.metadata, ensure_ascii=False)))
+    if "widgets" in nb.metadata:
+        inspected.active_content.append("notebook metadata holds widget state")
+    for ci, cell in enumerate(nb.cells, start=1):
+        where = f"cell {ci}"
+        frags.append(Fragment(f"{where} source", cell.source))
+        if cell.get("metadata"):
+            frags.append(Fragment(f"{where} metadata", json.dumps(cell.metadata, ensure_ascii=False)))
+        for att_name, bundle in (cell.get("attachments") or {}).items():
+            _bundle(inspected, f"{where} attachment {att_name!r}", bundle)
+        for oi, out in enumerate(cell.get("outputs") or [], start=1):
+            inspected.notebook_outputs += 1
+            owhere = f"{where} output {oi}"
+            if out.get("output_type") == "stream":
+                frags.append(Fragment(f"{owhere} ({out.get('name', 'stream')})", out.get("text", "")))
+            elif out.get("output_type") == "error":
+                frags.append(Fragment(f"{owhere} (error)", "\n".join(out.get("traceback", []))))
+            else:
+                _bundle(inspected, owhere, out.get("data") or {})
+            if out.get("metadata"):
+                frags.append(Fragment(f"{owhere} metadata", json.dumps(out.metadata, ensure_ascii=False)))
+
+
+def _bundle(inspected: Inspected, where: str, bundle: dict) -> None:
+    """One output (or attachment) mime bundle: text is scanned, images decoded and inspected."""
+    for mime, value in bundle.items():
+        if mime in ("image/png", "image/jpeg"):
+            try:
+                raw = base64.b64decode(value if isinstance(value, str) else "".join(value), validate=False)
+            except (binascii.Error, ValueError):
+                raise FileRejected(f"notebook {inspected.name!r}: {where} has a {mime} that is not base64") from None
+            meta = image_metadata(f"{inspected.name} ({where})", raw)
+            if meta:
+                inspected.image_metadata.append((f"{where} {mime}", meta))
+                for key, val in meta.items():
+                    inspected.fragments.append(Fragment(f"{where} {mime} metadata {key!r}", val))
+            continue
+        if mime in ("application/javascript", "text/javascript") or "widget" in mime:
+            inspected.active_content.append(f"{where}: {mime}")
+        text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+        inspected.fragments.append(Fragment(f"{where} {mime}", text))
+
+
+def _pdf(inspected: Inspected) -> None:
+    try:
+        reader = PdfReader(io.BytesIO(inspected.data))
+        meta = {str(k): str(v) for k, v in (reader.metadata or {}).items()}
+        pages = [page.extract_text() or "" for page in reader.pages]
+    except (PdfReadError, ValueError, KeyError, RecursionError) as exc:
+        # pypdf raises LimitReachedError (a PdfReadError) for decompression bombs.
+        raise FileRejected(f"PDF {inspected.name!r} cannot be read safely: {exc}") from None
+    if meta:
+        inspected.image_metadata.append(("document information", meta))
+        for key, val in meta.items():
+            inspected.fragments.append(Fragment(f"PDF metadata {key}", val))
+    for i, text in enumerate(pages, start=1):
+        inspected.fragments.append(Fragment(f"page {i}", text))
+
+
+def _svg(inspected: Inspected) -> None:
+    try:
+        root = SafeET.fromstring(inspected.data, forbid_dtd=True)
+    except (DefusedXmlException, SafeET.ParseError) as exc:
+        raise FileRejected(f"SVG {inspected.name!r} is refused: {exc}") from None
+    texts = [t for el in root.iter() for t in (el.text, el.tail) if t and t.strip()]
+    if any(el.tag.rsplit("}", 1)[-1] in ("script", "foreignObject") for el in root.iter()):
+        inspected.active_content.append("SVG holds script or foreign content")
+    inspected.fragments.append(Fragment("SVG text", "\n".join(texts)))
+
+
+def inspect(name: str, data: bytes, max_bytes: int) -> Inspected:
+    """Validate one uploaded file and extract what the checks need; FileRejected if unacceptable."""
+    ext = check_name(name)
+    if len(data) == 0:
+        raise FileRejected(f"file {name!r} is empty")
+    if len(data) > max_bytes:
+        raise FileRejected(
+            f"file {name!r} is {len(data) / 2**20:.1f} MiB, over the {max_bytes / 2**20:.0f} MiB cap"
+        )
+    archive = _archive(data)
+    if archive:
+        raise FileRejected(f"file {name!r} is a {archive}: archives and compressed files are not accepted")
+    inspected = Inspected(name=name, ext=ext, kind=KINDS[ext], data=data, sniffed=_sniff(data))
+    # A table must be UTF-8 CSV unless it is plainly something else (then the type check fails it).
+    if inspected.kind == "table" and inspected.sniffed not in ("png", "jpeg", "pdf"):
+        inspected.text = _utf8(name, data)
+        inspected.rows = _table(name, ext, inspected.text)
+    elif inspected.sniffed in ("png", "jpeg"):
+        meta = image_metadata(name, data)
+        if meta:
+            inspected.image_metadata.append(("image", meta))
+            for key, val in meta.items():
+                inspected.fragments.append(Fragment(f"image metadata {key!r}", val))
+    elif inspected.sniffed == "pdf":
+        _pdf(inspected)
+    elif inspected.sniffed != "binary":
+        inspected.text = _utf8(name, data)
+        if inspected.sniffed == "notebook":
+            _notebook(inspected)
+            inspected.text = None  # scanned through its fragments, each with a location
+        elif inspected.sniffed == "svg":
+            _svg(inspected)
+        elif inspected.sniffed == "html" and re.search(r"<script\b|\bon\w+\s*=", inspected.text, re.I):
+            inspected.active_content.append("HTML holds scripts or event handlers")
+    return inspected
