@@ -1,0 +1,657 @@
+"""What the export review service does, independent of HTTP: every operation and every
+authorisation decision. The web handlers only translate requests and errors.
+
+Who someone is comes from JupyterHub (a user model with the scopes of the token used); what they
+may do in a workspace comes from Enclave's database (its operators and reviewers). Requests are
+read and written in single transactions; file snapshots go to the blob store first, so a crash
+leaves at worst an unreferenced blob, removed at the next start.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import func, select
+
+from .. import workspaces
+from ..releases import release_dir
+from ..settings import Settings
+from . import checks, files, release, signing, workflow
+from .models import Database, DownloadLink, Event, ExportRequest, Comment, Release, RequestFile, ReviewPolicy, Vote, db_url
+from .store import BlobStore, sha256
+
+SCOPE_REQUEST = "custom:exports:request"
+SCOPE_REVIEW = "custom:exports:review"
+SCOPE_ADMIN = "custom:exports:admin"
+
+
+class ExportError(Exception):
+    status = 400
+
+
+class BadInput(ExportError):
+    status = 400
+
+
+class Refused(ExportError):
+    status = 403
+
+
+class NotFound(ExportError):
+    status = 404
+
+
+class Conflict(ExportError):
+    status = 409
+
+
+class TooLarge(ExportError):
+    status = 413
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Someone acting on the service, as JupyterHub identified them for this request."""
+
+    name: str
+    scopes: frozenset[str]
+    # Set only when the token is a sandbox server's: the one workspace it belongs to.
+    workspace: str | None = None
+
+    def _holds(self, scope: str) -> bool:
+        return scope in self.scopes or f"{scope}!user={self.name}" in self.scopes
+
+    @property
+    def can_request(self) -> bool:
+        return self._holds(SCOPE_REQUEST)
+
+    @property
+    def can_review(self) -> bool:
+        return SCOPE_REVIEW in self.scopes
+
+    @property
+    def is_admin(self) -> bool:
+        return SCOPE_ADMIN in self.scopes
+
+    @classmethod
+    def from_hub(cls, model: dict) -> "Actor":
+        """From ``/hub/api/user``: the token's owner and scopes; the workspace from a server scope."""
+        if model.get("kind", "user") != "user":
+            raise Refused("only users act on export requests")
+        name = model["name"]
+        scopes = frozenset(model.get("scopes") or [])
+        prefix = f"access:servers!server={name}/"
+        servers = {s[len(prefix):] for s in scopes if s.startswith(prefix)}
+        return cls(name=name, scopes=scopes, workspace=servers.pop() if len(servers) == 1 else None)
+
+
+@dataclass
+class Upload:
+    name: str
+    data: bytes
+    # The SHA-256 the sender computed: a truncated or altered upload does not match it.
+    declared_sha256: str | None = None
+    provenance: dict = field(default_factory=dict)
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _iso(dt: datetime | None) -> str | None:
+    return dt.isoformat(timespec="seconds") if dt else None
+
+
+class ExportService:
+    def __init__(self, settings: Settings, database: Database | None = None) -> None:
+        self.settings = settings
+        self.cfg = settings.exports
+        self.db = database or Database(db_url(settings))
+        self.store = BlobStore(settings.home / "exports" / "store")
+        self.key = signing.load_or_create_key(settings)
+        self.key_id = signing.key_id(self.key.public_key())
+        self._released: dict[tuple, checks.ReleasedIndex] = {}
+
+    # -- start-up --
+
+    def recover(self) -> int:
+        """Drop what an interrupted upload may have left in the store (never a committed file)."""
+        with self.db.transaction() as s:
+            keep = set(s.scalars(select(RequestFile.sha256))) | set(s.scalars(select(Release.sha256)))
+        return self.store.collect_garbage(keep)
+
+    # -- workspaces and roles --
+
+    def workspace(self, name: str) -> workspaces.WorkspaceView:
+        try:
+            return workspaces.get(self.settings, name)
+        except workspaces.UnknownWorkspace:
+            raise NotFound(f"no workspace named {name!r}") from None
+
+    def is_reviewer(self, actor: Actor, ws: str) -> bool:
+        return actor.can_review and actor.name in self.workspace(ws).reviewers
+
+    def reviewed_workspaces(self, actor: Actor) -> list[str] | None:
+        """Workspaces whose requests ``actor`` reviews; None means all (admins)."""
+        if actor.is_admin:
+            return None
+        if not actor.can_review:
+            return []
+        return [w.name for w in workspaces.all_workspaces(self.settings) if actor.name in w.reviewers]
+
+    # -- policies --
+
+    def policy(self, session, ws: str) -> tuple[int, str]:
+        p = session.get(ReviewPolicy, ws)
+        if p is None:
+            return self.cfg.approvals_required, f"{ws}/default-{self.cfg.approvals_required}"
+        return p.approvals_required, f"{ws}/v{p.version}"
+
+    def set_policy(self, actor: Actor, ws: str, approvals_required) -> dict:
+        if not actor.is_admin:
+            raise Refused("setting a review policy needs the custom:exports:admin scope")
+        self.workspace(ws)
+        if not isinstance(approvals_required, int) or isinstance(approvals_required, bool) or not 1 <= approvals_required <= 10:
+            raise BadInput("approvals_required must be a whole number from 1 to 10")
+        with self.db.transaction() as s:
+            p = s.get(ReviewPolicy, ws)
+            if p is None:
+                p = ReviewPolicy(workspace=ws, version=0, approvals_required=approvals_required, updated_by=actor.name)
+                s.add(p)
+            p.approvals_required = approvals_required
+            p.version += 1
+            p.updated_by = actor.name
+            p.updated_at = now()
+            return {"workspace": ws, "approvals_required": p.approvals_required, "version": p.version}
+
+    # -- checks --
+
+    def _released_index(self, ws: workspaces.WorkspaceView) -> checks.ReleasedIndex:
+        folders = [(r, release_dir(self.settings, r) / "data") for r in ws.releases]
+        stamp = tuple(
+            (str(p), p.stat().st_mtime_ns, p.stat().st_size)
+            for _, folder in folders if folder.is_dir() for p in sorted(folder.rglob("*.csv"))
+        )
+        if stamp not in self._released:
+            self._released = {stamp: checks.ReleasedIndex.load(folders)}
+        return self._released[stamp]
+
+    def _thresholds(self) -> checks.Thresholds:
+        c = self.cfg
+        return checks.Thresholds(c.max_csv_rows, c.min_cell_count, c.round_base, c.nk_n, c.nk_k, c.p_ratio)
+
+    def _inspect(self, upload: Upload) -> files.Inspected:
+        if upload.declared_sha256 is not None and sha256(upload.data) != upload.declared_sha256.lower():
+            raise BadInput(
+                f"upload of {upload.name!r} is truncated or corrupted: {len(upload.data)} bytes received"
+                " do not match the declared SHA-256"
+            )
+        try:
+            return files.inspect(upload.name, upload.data, self.cfg.max_file_mb * 2**20)
+        except files.FileRejected as exc:
+            raise (TooLarge if "cap" in str(exc) else BadInput)(str(exc)) from None
+
+    def _check_all(self, ws: workspaces.WorkspaceView, inspected: list[files.Inspected]) -> list[list[dict]]:
+        ctx = checks.Context(self._thresholds(), self._released_index(ws), checks.acro_outputs(inspected))
+        return [checks.run_checks(f, ctx) for f in inspected]
+
+    def _sandbox_workspace(self, actor: Actor) -> workspaces.WorkspaceView:
+        if not actor.can_request:
+            raise Refused("submitting exports needs the custom:exports:request scope")
+        if actor.workspace is None:
+            raise Refused("export requests are accepted only with a workspace sandbox's server token")
+        ws = self.workspace(actor.workspace)
+        if actor.name not in ws.operators:
+            raise Refused(f"{actor.name} is not an operator of workspace {ws.name!r}")
+        return ws
+
+    def _uploads(self, uploads: list[Upload]) -> None:
+        if not uploads:
+            raise BadInput("a request needs at least one file")
+        if len(uploads) > self.cfg.max_files_per_request:
+            raise BadInput(f"at most {self.cfg.max_files_per_request} files per request")
+        names = [u.name for u in uploads]
+        dupes = {n for n in names if names.count(n) > 1}
+        if dupes:
+            raise BadInput(f"file names must be unique in a request: {', '.join(sorted(dupes))}")
+        for u in uploads:
+            if not isinstance(u.provenance, dict):
+                raise BadInput(f"provenance of {u.name!r} must be a JSON object")
+
+    def preflight(self, actor: Actor, uploads: list[Upload]) -> list[dict]:
+        """The checks a request would get, without storing anything; bad files are reported, not raised."""
+        ws = self._sandbox_workspace(actor)
+        self._uploads(uploads)
+        results, good = [], []
+        for u in uploads:
+            try:
+                good.append(self._inspect(u))
+                results.append(None)
+            except ExportError as exc:
+                results.append({"name": u.name, "rejected": str(exc)})
+        found = iter(self._check_all(ws, good))
+        out = []
+        for u, r in zip(uploads, results):
+            if r is None:
+                findings = next(found)
+                r = {"name": u.name, "status": checks.worst(findings), "checks": findings}
+            out.append(r)
+        return out
+
+    # -- submission --
+
+    def submit(self, actor: Actor, title: str, context: str, uploads: list[Upload]) -> str:
+        ws = self._sandbox_workspace(actor)
+        title, context = (title or "").strip(), (context or "").strip()
+        if not title or len(title) > 200:
+            raise BadInput("a title of 1 to 200 characters is required")
+        if not context or len(context) > 20000:
+            raise BadInput("context is required: say what the outputs are and how disclosure was controlled")
+        self._uploads(uploads)
+        inspected = [self._inspect(u) for u in uploads]
+        results = self._check_all(ws, inspected)
+        digests = [self.store.put(f.data) for f in inspected]
+        request_id = uuid.uuid4().hex
+        with self.db.transaction() as s:
+            approvals, version = self.policy(s, ws.name)
+            req = ExportRequest(
+                id=request_id, workspace=ws.name, requester=actor.name, title=title, context=context,
+                state=workflow.SUBMITTED, approvals_required=approvals, policy_version=version,
+                datasets=list(ws.releases), submitted_at=now(), updated_at=now(),
+            )
+            s.add(req)
+            s.flush()  # events refer to the request without a relationship that would order the inserts
+            for f, u, digest, findings in zip(inspected, uploads, digests, results):
+                s.add(RequestFile(
+                    request_id=request_id, name=f.name, version=1, sha256=digest, size=len(f.data),
+                    kind=f.sniffed, checks=findings, check_status=checks.worst(findings),
+                    provenance=u.provenance, submitted_at=now(),
+                ))
+            s.add(Event(request_id=request_id, actor=actor.name, action="submit", from_state=None,
+                        to_state=workflow.SUBMITTED, detail={"files": [u.name for u in uploads]}, at=now()))
+        return request_id
+
+    def update_files(self, actor: Actor, request_id: str, uploads: list[Upload]) -> list[dict]:
+        """New versions of files of a returned request; an unchanged file keeps its votes."""
+        ws = self._sandbox_workspace(actor)
+        with self.db.transaction() as s:
+            req = self._get(s, request_id)
+            if req.requester != actor.name or req.workspace != ws.name:
+                raise NotFound(f"no export request {request_id}")
+            if req.state != workflow.RETURNED:
+                raise Conflict(f"files can be changed only while the request is returned (it is {req.state})")
+            existing = {f.name: f for f in req.current_files()}
+        self._uploads(uploads)
+        inspected = [self._inspect(u) for u in uploads]
+        # Checks run over the whole request as it will be, so ACRO results attached earlier still apply.
+        unchanged = [f for f in existing.values() if f.name not in {u.name for u in uploads}]
+        results = self._check_all(ws, inspected + [self._inspect(Upload(f.name, self.store.get(f.sha256))) for f in unchanged])
+        changed = []
+        digests = [self.store.put(f.data) for f in inspected]
+        with self.db.transaction() as s:
+            req = self._get(s, request_id)
+            if req.state != workflow.RETURNED:
+                raise Conflict(f"files can be changed only while the request is returned (it is {req.state})")
+            current = {f.name: f for f in req.current_files()}
+            for f, u, digest, findings in zip(inspected, uploads, digests, results):
+                old = current.get(f.name)
+                if old is not None and old.sha256 == digest:
+                    continue
+                new = RequestFile(
+                    request_id=req.id, name=f.name, version=(old.version + 1) if old else 1, sha256=digest,
+                    size=len(f.data), kind=f.sniffed, checks=findings, check_status=checks.worst(findings),
+                    provenance=u.provenance, submitted_at=now(),
+                )
+                s.add(new)
+                s.flush()
+                if old is not None:
+                    old.superseded_by = new.id
+                changed.append({"name": f.name, "version": new.version})
+            req.updated_at = now()
+            s.add(Event(request_id=req.id, actor=actor.name, action="update files", from_state=req.state,
+                        to_state=req.state, detail={"changed": changed}, at=now()))
+        return changed
+
+    # -- reading --
+
+    def _get(self, session, request_id: str) -> ExportRequest:
+        req = session.get(ExportRequest, request_id) if re.fullmatch(r"[0-9a-f]{32}", request_id or "") else None
+        if req is None:
+            raise NotFound(f"no export request {request_id}")
+        return req
+
+    def _visible(self, actor: Actor, req: ExportRequest) -> str:
+        """The role in which ``actor`` sees ``req``; NotFound (not Refused) so existence does not leak."""
+        if actor.is_admin:
+            return workflow.ADMIN
+        if self.is_reviewer(actor, req.workspace) and actor.name != req.requester:
+            return workflow.REVIEWER
+        if req.requester == actor.name and actor.can_request:
+            return workflow.REQUESTER
+        raise NotFound(f"no export request {req.id}")
+
+    def get(self, actor: Actor, request_id: str) -> dict:
+        with self.db.transaction() as s:
+            req = self._get(s, request_id)
+            return self._view(actor, req, self._visible(actor, req))
+
+    def _view(self, actor: Actor, req: ExportRequest, role: str) -> dict:
+        decided = req.state not in workflow.OPEN
+        out_files = []
+        for f in req.current_files():
+            votes = [v.decision for v in f.votes]
+            complete = len(f.votes) >= req.approvals_required
+            shown = [
+                {"reviewer": v.reviewer, "decision": v.decision, "reason": v.reason, "at": _iso(v.at)}
+                for v in f.votes
+                if role == workflow.ADMIN or (role == workflow.REVIEWER and (complete or v.reviewer == actor.name))
+            ]
+            entry = {
+                "id": f.id, "name": f.name, "version": f.version, "sha256": f.sha256, "size": f.size,
+                "kind": f.kind, "check_status": f.check_status, "checks": f.checks, "provenance": f.provenance,
+                "submitted_at": _iso(f.submitted_at), "votes_in": len(f.votes),
+                "decision": workflow.file_decision(votes, req.approvals_required)
+                if role != workflow.REQUESTER or decided else None,
+                "votes": shown, "my_vote": next((v["decision"] for v in shown if v["reviewer"] == actor.name), None),
+                "release": None,
+            }
+            if f.release is not None:
+                entry["release"] = {"id": f.release.id, "sha256": f.release.sha256,
+                                    "released_at": _iso(f.release.released_at),
+                                    "revoked": f.release.revoked_at is not None}
+            out_files.append(entry)
+        comments = [
+            {"id": c.id, "author": c.author, "visibility": c.visibility, "text": c.text, "file_id": c.file_id,
+             "at": _iso(c.at)}
+            for c in req.comments
+            if role != workflow.REQUESTER or c.visibility == "public"
+        ]
+        history = [
+            {"actor": e.actor, "action": e.action, "from": e.from_state, "to": e.to_state, "detail": e.detail,
+             "at": _iso(e.at)}
+            for e in req.events
+            if self._shows_event(role, actor, req, e)
+        ]
+        allowed = [
+            {"to": to, "action": t.action, "reason_required": t.reason_required}
+            for to, t in workflow.allowed_from(req.state).items()
+            if t.actor == role and t.action != "start review"
+        ]
+        return {
+            "id": req.id, "workspace": req.workspace, "requester": req.requester, "title": req.title,
+            "context": req.context, "state": req.state, "approvals_required": req.approvals_required,
+            "policy_version": req.policy_version, "datasets": req.datasets,
+            "submitted_at": _iso(req.submitted_at), "updated_at": _iso(req.updated_at),
+            "role": role, "files": out_files, "comments": comments, "history": history, "allowed": allowed,
+            "can_vote": role == workflow.REVIEWER and req.state in (workflow.SUBMITTED, workflow.IN_REVIEW),
+        }
+
+    @staticmethod
+    def _shows_event(role: str, actor: Actor, req: ExportRequest, e: Event) -> bool:
+        if role == workflow.REQUESTER:
+            return e.action not in ("vote", "view")
+        # Reviewers are blind to each other's votes while the request is open.
+        return not (role == workflow.REVIEWER and e.action == "vote" and e.actor != actor.name
+                    and req.state in workflow.OPEN)
+
+    def queue(self, actor: Actor, workspace: str | None = None, state: str | None = None,
+              max_age_days: int | None = None, mine: bool = False, page: int = 1, per_page: int = 50,
+              at: datetime | None = None) -> dict:
+        """Requests ``actor`` may see, newest first: their own (``mine``) or those they review."""
+        q = select(ExportRequest)
+        if mine:
+            if not actor.can_request:
+                raise Refused("listing one's requests needs the custom:exports:request scope")
+            q = q.where(ExportRequest.requester == actor.name)
+        else:
+            allowed = self.reviewed_workspaces(actor)
+            if allowed is not None:
+                if not allowed:
+                    raise Refused("the review queue needs the custom:exports:review scope and a workspace to review")
+                q = q.where(ExportRequest.workspace.in_(allowed), ExportRequest.requester != actor.name)
+        if workspace:
+            q = q.where(ExportRequest.workspace == workspace)
+        if state:
+            if state not in workflow.STATES:
+                raise BadInput(f"unknown state {state!r}; states: {', '.join(workflow.STATES)}")
+            q = q.where(ExportRequest.state == state)
+        if max_age_days is not None:
+            q = q.where(ExportRequest.submitted_at >= (at or now()) - timedelta(days=max_age_days))
+        page = max(1, page)
+        with self.db.transaction() as s:
+            total = s.scalar(select(func.count()).select_from(q.subquery()))
+            rows = s.execute(
+                q.with_only_columns(ExportRequest.id, ExportRequest.workspace, ExportRequest.requester,
+                                    ExportRequest.title, ExportRequest.state, ExportRequest.submitted_at,
+                                    ExportRequest.updated_at)
+                .order_by(ExportRequest.submitted_at.desc()).limit(per_page).offset((page - 1) * per_page)
+            ).all()
+        return {
+            "total": total, "page": page, "per_page": per_page,
+            "requests": [
+                {"id": r.id, "workspace": r.workspace, "requester": r.requester, "title": r.title,
+                 "state": r.state, "submitted_at": _iso(r.submitted_at), "updated_at": _iso(r.updated_at)}
+                for r in rows
+            ],
+        }
+
+    # -- review --
+
+    def vote(self, actor: Actor, request_id: str, file_id: int, decision: str, reason: str) -> dict:
+        reason = (reason or "").strip()
+        if decision not in workflow.VOTES:
+            raise BadInput(f"decision must be one of {', '.join(workflow.VOTES)}")
+        if not reason:
+            raise BadInput("every vote needs a written reason")
+        with self.db.transaction() as s:
+            req = self._get(s, request_id)
+            role = self._visible(actor, req)
+            if actor.name == req.requester:
+                raise Refused("nobody reviews a request they made")
+            if role != workflow.REVIEWER:
+                raise Refused(f"{actor.name} is not a reviewer of workspace {req.workspace!r}")
+            if req.state not in (workflow.SUBMITTED, workflow.IN_REVIEW):
+                raise Conflict(f"votes are taken only while a request is submitted or in review (it is {req.state})")
+            f = next((f for f in req.current_files() if f.id == file_id), None)
+            if f is None:
+                raise NotFound(f"request {req.id} has no current file {file_id}")
+            mine = next((v for v in f.votes if v.reviewer == actor.name), None)
+            if mine is None and len(f.votes) >= req.approvals_required:
+                raise Conflict(f"file {f.name!r} already has the {req.approvals_required} votes the policy requires")
+            if mine is not None and len(f.votes) >= req.approvals_required:
+                raise Conflict(f"votes on {f.name!r} are complete and visible to all reviewers; they cannot change")
+            if mine is None:
+                mine = Vote(file_id=f.id, reviewer=actor.name)
+                s.add(mine)
+                f.votes.append(mine)
+            mine.decision, mine.reason, mine.at = decision, reason, now()
+            s.add(Event(request_id=req.id, actor=actor.name, action="vote", from_state=req.state,
+                        to_state=req.state, detail={"file": f.name, "version": f.version, "decision": decision,
+                                                    "reason": reason}, at=now()))
+            if req.state == workflow.SUBMITTED:
+                self._move(s, req, actor, workflow.IN_REVIEW, "")
+            return {"file": f.name, "decision": decision, "votes_in": len(f.votes)}
+
+    def _move(self, s, req: ExportRequest, actor: Actor, to: str, reason: str) -> None:
+        t = workflow.TRANSITIONS[(req.state, to)]
+        s.add(Event(request_id=req.id, actor=actor.name, action=t.action, from_state=req.state, to_state=to,
+                    detail={"reason": reason} if reason else {}, at=now()))
+        req.state = to
+        req.updated_at = now()
+
+    def transition(self, actor: Actor, request_id: str, to: str, reason: str = "") -> dict:
+        reason = (reason or "").strip()
+        with self.db.transaction() as s:
+            req = self._get(s, request_id)
+            role = self._visible(actor, req)
+            t = workflow.TRANSITIONS.get((req.state, to))
+            if t is None:
+                raise Conflict(f"a request cannot go from {req.state} to {to}")
+            if t.actor == workflow.SYSTEM or t.action == "start review":
+                raise Refused(f"{req.state} -> {to} is taken by the service, not by hand")
+            if t.actor == workflow.REVIEWER and actor.name == req.requester:
+                raise Refused("nobody reviews a request they made")
+            if t.actor != role:
+                raise Refused(f"only the request's {t.actor} may {t.action} it")
+            if t.reason_required and not reason:
+                raise BadInput(f"to {t.action} a request, give a written reason")
+            problem = t.guard(req) if t.guard else None
+            if problem:
+                raise Conflict(f"cannot {t.action}: {problem}")
+            self._move(s, req, actor, to, reason)
+            if to == workflow.APPROVED:
+                self._release(s, req, actor, reason)
+            if to == workflow.REVOKED:
+                for f in req.files:
+                    if f.release is not None:
+                        f.release.revoked_at = now()
+            return {"id": req.id, "state": req.state}
+
+    def _release(self, s, req: ExportRequest, actor: Actor, reason: str) -> None:
+        approved_at = now()
+        for f in req.current_files():
+            if workflow.file_decision([v.decision for v in f.votes], req.approvals_required) != workflow.FILE_APPROVED:
+                continue
+            release_id = uuid.uuid4().hex
+            data, watermarked = release.prepare(self.store.get(f.sha256), f.kind, release_id)
+            digest = self.store.put(data)
+            manifest = {
+                "schema": "enclave-export-manifest/1",
+                "release_id": release_id,
+                "request_id": req.id,
+                "workspace": req.workspace,
+                "requester": req.requester,
+                "title": req.title,
+                "file": {"name": f.name, "version": f.version, "sha256": digest, "size": len(data),
+                         "submitted_sha256": f.sha256, "watermarked": watermarked},
+                "approvers": [{"reviewer": v.reviewer, "reason": v.reason, "at": _iso(v.at)} for v in f.votes],
+                "approved_by": {"reviewer": actor.name, "reason": reason, "at": _iso(approved_at)},
+                "checks": [{k: c[k] for k in ("check", "status", "reason", "location")} for c in f.checks],
+                "policy": {"version": req.policy_version, "approvals_required": req.approvals_required},
+                "datasets": req.datasets,
+                "times": {"submitted_at": _iso(f.submitted_at), "approved_at": _iso(approved_at),
+                          "released_at": _iso(now())},
+                "key_id": self.key_id,
+            }
+            s.add(Release(id=release_id, file_id=f.id, sha256=digest, manifest=manifest,
+                          signature=signing.sign(self.key, manifest), key_id=self.key_id, released_at=now()))
+        s.flush()
+        self._move(s, req, Actor("system", frozenset()), workflow.RELEASED, "")
+
+    def comment(self, actor: Actor, request_id: str, text: str, visibility: str, file_id: int | None = None) -> dict:
+        text = (text or "").strip()
+        if not text:
+            raise BadInput("a comment needs text")
+        if visibility not in ("private", "public"):
+            raise BadInput("visibility must be 'private' (reviewers only) or 'public' (the requester sees it)")
+        with self.db.transaction() as s:
+            req = self._get(s, request_id)
+            role = self._visible(actor, req)
+            if role == workflow.REQUESTER and visibility != "public":
+                raise Refused("a requester's comments are public")
+            if file_id is not None and file_id not in {f.id for f in req.files}:
+                raise NotFound(f"request {req.id} has no file {file_id}")
+            c = Comment(request_id=req.id, file_id=file_id, author=actor.name, visibility=visibility, text=text, at=now())
+            s.add(c)
+            s.add(Event(request_id=req.id, actor=actor.name, action="comment", from_state=req.state,
+                        to_state=req.state, detail={"visibility": visibility}, at=now()))
+            s.flush()
+            return {"id": c.id}
+
+    # -- file content for reviewers --
+
+    def file_content(self, actor: Actor, request_id: str, file_id: int) -> tuple[RequestFile, bytes]:
+        """A submitted file's bytes for reviewing; requesters get files only once released."""
+        with self.db.transaction() as s:
+            req = self._get(s, request_id)
+            role = self._visible(actor, req)
+            if role == workflow.REQUESTER:
+                raise Refused("requesters download files only once they are released")
+            f = next((f for f in req.files if f.id == file_id), None)
+            if f is None:
+                raise NotFound(f"request {req.id} has no file {file_id}")
+            s.add(Event(request_id=req.id, actor=actor.name, action="view", from_state=req.state,
+                        to_state=req.state, detail={"file": f.name, "version": f.version}, at=now()))
+        return f, self.store.get(f.sha256)
+
+    # -- downloads --
+
+    def create_link(self, actor: Actor, request_id: str, file_id: int, at: datetime | None = None) -> dict:
+        at = at or now()
+        with self.db.transaction() as s:
+            req = self._get(s, request_id)
+            role = self._visible(actor, req)
+            if role not in (workflow.REQUESTER, workflow.ADMIN):
+                raise Refused("only the requester (and admins) download released files")
+            f = next((f for f in req.files if f.id == file_id), None)
+            if f is None:
+                raise NotFound(f"request {req.id} has no file {file_id}")
+            if req.state == workflow.REVOKED or (f.release is not None and f.release.revoked_at is not None):
+                raise Refused("this release was revoked: it can no longer be downloaded")
+            if req.state != workflow.RELEASED or f.release is None:
+                raise Refused(f"{f.name!r} is not released (the request is {req.state})")
+            token = secrets.token_urlsafe(32)
+            expires = at + timedelta(seconds=self.cfg.link_ttl_seconds)
+            s.add(DownloadLink(token_sha256=hashlib.sha256(token.encode()).hexdigest(), release_id=f.release.id,
+                               username=actor.name, created_at=at, expires_at=expires))
+            return {"token": token, "expires_at": _iso(expires)}
+
+    def download(self, actor: Actor, token: str, at: datetime | None = None) -> tuple[str, bytes, Release]:
+        at = at or now()
+        with self.db.transaction() as s:
+            link = s.get(DownloadLink, hashlib.sha256((token or "").encode()).hexdigest())
+            if link is None or link.username != actor.name:
+                raise NotFound("no such download link")
+            if link.expires_at <= at:
+                raise Refused("this download link has expired; ask for a new one")
+            rel = s.get(Release, link.release_id)
+            f = s.get(RequestFile, rel.file_id)
+            req = f.request
+            if rel.revoked_at is not None or req.state != workflow.RELEASED:
+                raise Refused("this release was revoked: it can no longer be downloaded")
+            # Access is decided again: a link is useless to anyone who lost the right to it.
+            if self._visible(actor, req) not in (workflow.REQUESTER, workflow.ADMIN):
+                raise Refused("only the requester (and admins) download released files")
+            s.add(Event(request_id=req.id, actor=actor.name, action="download", from_state=req.state,
+                        to_state=req.state, detail={"file": f.name, "release_id": rel.id}, at=at))
+            return f.name, self.store.get(rel.sha256), rel
+
+    def manifest(self, actor: Actor, request_id: str, file_id: int) -> dict:
+        with self.db.transaction() as s:
+            req = self._get(s, request_id)
+            self._visible(actor, req)
+            f = next((f for f in req.files if f.id == file_id), None)
+            if f is None or f.release is None:
+                raise NotFound(f"request {req.id} has no released file {file_id}")
+            return {"manifest": f.release.manifest, "signature": f.release.signature, "key_id": f.release.key_id,
+                    "revoked": f.release.revoked_at is not None}
+
+
+def verify_file(settings: Settings, data: bytes) -> dict:
+    """Was this file released, from which request, by whom, and does the manifest's signature hold?"""
+    database = Database(db_url(settings))
+    digest = sha256(data)
+    public = signing.load_public_key(settings)
+    with database.transaction() as s:
+        rel = s.scalars(select(Release).where(Release.sha256 == digest)).first()
+        by = "hash"
+        if rel is None:
+            mark = release.read_watermark(data)
+            rel = s.get(Release, mark) if mark else None
+            by = "watermark"
+        if rel is None:
+            return {"released": False, "sha256": digest}
+        return {
+            "released": True,
+            "found_by": by,
+            "sha256": digest,
+            "hash_matches": rel.manifest["file"]["sha256"] == digest,
+            "signature_valid": signing.verify(public, rel.manifest, rel.signature),
+            "revoked": rel.revoked_at is not None,
+            "manifest": rel.manifest,
+        }
