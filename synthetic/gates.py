@@ -1,0 +1,360 @@
+"""Privacy and utility gates: a release is published only when every gate passes.
+
+``MASKED_GATES`` and ``SYNTHETIC_GATES`` list the gates, in the order they run, with the contract
+setting each threshold comes from. Each gate is a small function returning one result per table
+(or one for the release); nothing here decides anything else.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+import re
+import warnings
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import pandas as pd
+
+from . import identifiers, masking, privacy
+from .contract import Contract
+
+PSEUDONYM = re.compile(r"^[0-9a-f]{20}$")
+
+
+@dataclass(frozen=True)
+class GateResult:
+    gate: str
+    table: str | None
+    value: float | int | None
+    threshold: str
+    passed: bool
+    detail: str = ""
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        if isinstance(d["value"], float) and math.isnan(d["value"]):
+            d["value"] = None
+        return d
+
+
+class GateFailure(Exception):
+    def __init__(self, results: list[GateResult]):
+        self.results = results
+        failed = [r for r in results if not r.passed]
+        lines = [
+            f"  {r.gate}{f' [{r.table}]' if r.table else ''}: {r.value} (needs {r.threshold})"
+            + (f" - {r.detail}" if r.detail else "")
+            for r in failed
+        ]
+        super().__init__("release refused, gate(s) failed:\n" + "\n".join(lines))
+
+
+def _string_columns(df: pd.DataFrame) -> list[str]:
+    return [c for c in df.columns if df[c].dtype == object or isinstance(df[c].dtype, pd.StringDtype)]
+
+
+# -- gates shared by both methods -------------------------------------------------------------
+
+
+def no_identifier_patterns(released: dict[str, pd.DataFrame], **_) -> list[GateResult]:
+    out = []
+    for tname, df in released.items():
+        found: dict[str, int] = {}
+        for c in _string_columns(df):
+            for kind, n in identifiers.scan_series(df[c]).items():
+                found[f"{c}:{kind}"] = n
+        total = sum(found.values())
+        detail = ", ".join(f"{k} in {n} row(s)" for k, n in found.items())
+        out.append(GateResult("no_identifier_patterns", tname, total, "== 0", total == 0, detail))
+    return out
+
+
+def key_forms(key: bytes) -> list[str]:
+    return [key.hex(), base64.b64encode(key).decode().rstrip("="), base64.urlsafe_b64encode(key).decode().rstrip("=")]
+
+
+def no_key_material(released: dict[str, pd.DataFrame], key: bytes, **_) -> list[GateResult]:
+    """The pseudonymisation key, in any common text form, appears nowhere in a release."""
+    rx = re.compile("|".join(re.escape(f) for f in key_forms(key)), re.IGNORECASE)
+    out = []
+    for tname, df in released.items():
+        hits = []
+        for c in _string_columns(df):
+            values = pd.Series(df[c].dropna().astype(str).unique())
+            if values.str.contains(rx).any():
+                hits.append(c)
+        out.append(GateResult("no_key_material", tname, len(hits), "== 0", not hits,
+                              f"key found in column(s) {hits}" if hits else ""))
+    return out
+
+
+def no_direct_identifiers(
+    released: dict[str, pd.DataFrame], contract: Contract, raw: dict[str, pd.DataFrame], method: str, **_
+) -> list[GateResult]:
+    """Direct identifiers are released only as pseudonyms (synthetic keys are generated afresh),
+    and no raw identifier value is left in any column."""
+    out = []
+    for tname, t in contract.tables.items():
+        df = released[tname]
+        problems = []
+        raw_values: set[str] = set()
+        for c, col in t.columns.items():
+            if col.role != "direct_identifier":
+                continue
+            raw_values |= set(raw[tname][c].dropna().astype(str).str.strip())
+            if c in df.columns and method == "masked":
+                vals = df[c].dropna().astype(str)
+                if not vals.str.match(PSEUDONYM).all():
+                    problems.append(f"column '{c}' holds values that are not pseudonyms")
+        for c in _string_columns(df):
+            leaked = df[c].dropna().astype(str).str.strip().isin(raw_values)
+            if leaked.any():
+                problems.append(f"column '{c}' holds {int(leaked.sum())} raw identifier value(s)")
+        direct = [c for c, col in t.columns.items() if col.role == "direct_identifier"]
+        if method == "masked":
+            for c, col in t.columns.items():
+                if col.role == "free_text" and c in df.columns:
+                    n = _own_identifiers_in_text(df[c], raw[tname].loc[df.index, direct])
+                    if n:
+                        problems.append(f"column '{c}' repeats its row's own identifiers in {n} row(s)")
+        out.append(GateResult("no_direct_identifiers", tname, len(problems), "== 0", not problems, "; ".join(problems)))
+    return out
+
+
+def _own_identifiers_in_text(text: pd.Series, direct: pd.DataFrame) -> int:
+    return masking.redact_own_identifiers(text.copy(), direct)
+
+
+# -- masked releases --------------------------------------------------------------------------
+
+
+def k_anonymity(released, contract: Contract, **_) -> list[GateResult]:
+    out = []
+    for tname, t in contract.tables.items():
+        qis = [c for c in t.quasi_identifiers() if c in released[tname].columns]
+        if qis:
+            k = privacy.k_anonymity(released[tname], qis)
+            out.append(GateResult("k_anonymity", tname, k, f">= {contract.privacy.k}", k >= contract.privacy.k,
+                                  f"over {qis}"))
+    return out
+
+
+def l_diversity(released, contract: Contract, **_) -> list[GateResult]:
+    out = []
+    for tname, t in contract.tables.items():
+        df = released[tname]
+        qis = [c for c in t.quasi_identifiers() if c in df.columns]
+        sens = [c for c in t.sensitive() if c in df.columns]
+        if qis and sens:
+            l = privacy.l_diversity(df, qis, sens)
+            out.append(GateResult("l_diversity", tname, l, f">= {contract.privacy.l}", l >= contract.privacy.l,
+                                  f"of {sens}"))
+    return out
+
+
+def suppression(released, contract: Contract, raw, **_) -> list[GateResult]:
+    out = []
+    for tname in contract.tables:
+        share = 1 - len(released[tname]) / len(raw[tname])
+        limit = contract.privacy.max_suppressed
+        out.append(GateResult("suppressed_share", tname, round(share, 4), f"<= {limit}", share <= limit))
+    return out
+
+
+# -- synthetic releases -----------------------------------------------------------------------
+
+
+def _quiet(fn, *args, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return fn(*args, **kwargs)
+
+
+def diagnostic(released, synth_ctx, contract: Contract, **_) -> list[GateResult]:
+    from sdv.evaluation import run_diagnostic
+
+    real, md = synth_ctx["real"], synth_ctx["metadata"]
+    data_r, data_s = (real, released) if len(real) > 1 else (next(iter(real.values())), next(iter(released.values())))
+    score = float(_quiet(run_diagnostic, data_r, data_s, md, verbose=False).get_score())
+    limit = contract.gates.diagnostic
+    return [GateResult("diagnostic", None, round(score, 4), f">= {limit}", score >= limit)]
+
+
+def quality(released, synth_ctx, contract: Contract, **_) -> list[GateResult]:
+    from sdv.evaluation import evaluate_quality
+
+    real, md = synth_ctx["real"], synth_ctx["metadata"]
+    data_r, data_s = (real, released) if len(real) > 1 else (next(iter(real.values())), next(iter(released.values())))
+    report = _quiet(evaluate_quality, data_r, data_s, md, verbose=False)
+    score = float(report.get_score())
+    limit = contract.gates.quality
+    props = report.get_properties()
+    detail = ", ".join(f"{p}: {s:.3f}" for p, s in zip(props["Property"], props["Score"]) if not pd.isna(s))
+    ok = not math.isnan(score) and score >= limit
+    return [GateResult("quality", None, round(score, 4), f">= {limit}", ok, detail)]
+
+
+def _comparable(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    return df.drop(columns=[k for k in keys if k in df.columns])
+
+
+def _table_metadata(md, tname: str, keys: list[str]) -> dict:
+    cols = md.to_dict()["tables"][tname]["columns"]
+    return {"columns": {c: v for c, v in cols.items() if c not in keys}}
+
+
+def _keys(contract: Contract, tname: str) -> list[str]:
+    t = contract.tables[tname]
+    return ([t.primary_key] if t.primary_key else []) + [fk.column for fk in t.foreign_keys]
+
+
+def exact_copies(released, synth_ctx, contract: Contract, **_) -> list[GateResult]:
+    """Synthetic rows equal, in every non-key column, to a real row."""
+    out = []
+    for tname in contract.tables:
+        keys = _keys(contract, tname)
+        real = _comparable(synth_ctx["real"][tname], keys).drop_duplicates()
+        syn = _comparable(released[tname], keys)
+        cols = list(real.columns)
+        copies = syn.merge(real.astype(syn[cols].dtypes.to_dict(), errors="ignore"), on=cols, how="inner")
+        n = len(copies)
+        out.append(GateResult("exact_copies", tname, n, "== 0", n == 0))
+    return out
+
+
+def new_row_synthesis(released, synth_ctx, contract: Contract, **_) -> list[GateResult]:
+    from sdmetrics.single_table import NewRowSynthesis
+
+    out = []
+    limit = contract.gates.new_row_synthesis
+    for tname in contract.tables:
+        keys = _keys(contract, tname)
+        score = float(_quiet(
+            NewRowSynthesis.compute,
+            real_data=_comparable(synth_ctx["real"][tname], keys),
+            synthetic_data=_comparable(released[tname], keys),
+            metadata=_table_metadata(synth_ctx["metadata"], tname, keys),
+            synthetic_sample_size=min(len(released[tname]), contract.gates.subsample),
+        ))
+        out.append(GateResult("new_row_synthesis", tname, round(score, 4), f">= {limit}", score >= limit))
+    return out
+
+
+def _equal_halves(train: pd.DataFrame, holdout: pd.DataFrame, size: int, seed: int):
+    n = min(len(train), len(holdout), size)
+    return train.sample(n=n, random_state=seed), holdout.sample(n=n, random_state=seed + 1)
+
+
+def dcr_overfitting(released, synth_ctx, contract: Contract, **_) -> list[GateResult]:
+    """Share of synthetic rows closer to training rows than to an equal-size holdout."""
+    from sdmetrics.single_table import DCROverfittingProtection
+
+    out = []
+    limit = contract.gates.dcr_overfitting_protection
+    for tname in contract.tables:
+        keys = _keys(contract, tname)
+        train, hold = _equal_halves(
+            _comparable(synth_ctx["train"][tname], keys), _comparable(synth_ctx["holdout"][tname], keys),
+            5 * contract.gates.subsample, contract.synthesis.seed,
+        )
+        syn = _comparable(released[tname], keys)
+        result = _quiet(
+            DCROverfittingProtection.compute_breakdown,
+            real_training_data=train, synthetic_data=syn, real_validation_data=hold,
+            metadata=_table_metadata(synth_ctx["metadata"], tname, keys), table_name=None,
+            num_rows_subsample=min(len(syn), contract.gates.subsample), num_iterations=1,
+        )
+        score = float(result["score"])
+        closer = result.get("synthetic_data_percentages", {}).get("closer_to_training")
+        out.append(GateResult("dcr_overfitting_protection", tname, round(score, 4), f">= {limit}", score >= limit,
+                              f"{len(train)} training vs {len(hold)} holdout rows"
+                              + (f"; {closer:.1%} of synthetic rows closer to training" if closer is not None else "")))
+    return out
+
+
+def _attack_frame(df: pd.DataFrame) -> pd.DataFrame:
+    out = df.copy()
+    for c in out.columns:
+        if pd.api.types.is_datetime64_any_dtype(out[c].dtype):
+            out[c] = (out[c] - pd.Timestamp("1970-01-01")).dt.days.astype("float64")
+        elif out[c].dtype == object:
+            out[c] = out[c].astype(str)
+    return out
+
+
+def attack_risks(released, synth_ctx, contract: Contract, **_) -> list[GateResult]:
+    """Anonymeter's singling-out, linkability and inference risks, against a holdout control."""
+    from anonymeter.evaluators import InferenceEvaluator, LinkabilityEvaluator, SinglingOutEvaluator
+
+    out = []
+    g = contract.gates
+    for tname, t in contract.tables.items():
+        keys = _keys(contract, tname)
+        ori, control = _equal_halves(
+            _comparable(synth_ctx["train"][tname], keys), _comparable(synth_ctx["holdout"][tname], keys),
+            g.subsample, contract.synthesis.seed,
+        )
+        syn = _comparable(released[tname], keys)
+        syn = syn.sample(n=min(len(syn), g.subsample), random_state=contract.synthesis.seed)
+        ori, control, syn = _attack_frame(ori), _attack_frame(control), _attack_frame(syn)
+        cols = list(syn.columns)
+        n = min(g.anonymeter_attacks, len(control))
+        risks: dict[str, float] = {}
+        so = SinglingOutEvaluator(ori=ori, syn=syn, control=control, n_attacks=n, seed=contract.synthesis.seed)
+        risks["singling_out"] = _quiet(lambda: so.evaluate(mode="univariate").risk().value)
+        if len(cols) >= 2:
+            half = len(cols) // 2
+            link = LinkabilityEvaluator(ori=ori, syn=syn, control=control, aux_cols=(cols[:half], cols[half:]),
+                                        n_attacks=n, n_neighbors=1)
+            risks["linkability"] = _quiet(lambda: link.evaluate(n_jobs=1).risk().value)
+            secrets = [c for c in t.sensitive() if c in cols] or [cols[-1]]
+            for secret in secrets:
+                inf = InferenceEvaluator(ori=ori, syn=syn, control=control, n_attacks=n, secret=secret,
+                                         aux_cols=[c for c in cols if c != secret],
+                                         regression=pd.api.types.is_numeric_dtype(syn[secret].dtype))
+                risks[f"inference:{secret}"] = _quiet(lambda: inf.evaluate(n_jobs=1).risk().value)
+        for attack, risk in risks.items():
+            out.append(GateResult(f"attack_risk:{attack}", tname, round(float(risk), 4), f"<= {g.max_attack_risk}",
+                                  float(risk) <= g.max_attack_risk, f"anonymeter, {n} attacks"))
+    return out
+
+
+Gate = Callable[..., list[GateResult]]
+
+MASKED_GATES: list[Gate] = [
+    k_anonymity,  # privacy.k
+    l_diversity,  # privacy.l
+    suppression,  # privacy.max_suppressed
+    no_direct_identifiers,
+    no_identifier_patterns,
+    no_key_material,
+]
+
+SYNTHETIC_GATES: list[Gate] = [
+    diagnostic,  # gates.diagnostic
+    quality,  # gates.quality
+    exact_copies,
+    new_row_synthesis,  # gates.new_row_synthesis
+    dcr_overfitting,  # gates.dcr_overfitting_protection, equal-size holdout
+    attack_risks,  # gates.max_attack_risk
+    no_direct_identifiers,
+    no_identifier_patterns,
+    no_key_material,
+]
+
+
+def run(gates: list[Gate], progress: bool = True, **ctx) -> list[GateResult]:
+    from tqdm import tqdm
+
+    results: list[GateResult] = []
+    for gate in tqdm(gates, desc="gates", unit="gate", disable=not progress or None):
+        results.extend(gate(**ctx))
+    return results
+
+
+def enforce(results: list[GateResult]) -> None:
+    if not all(r.passed for r in results):
+        raise GateFailure(results)
+
+

@@ -1,0 +1,248 @@
+"""Synthesis behind a small interface, so another generator can replace SDV.
+
+SDV (BUSL-1.1: fine for a data holder's internal use, not for offering synthesis to third parties
+as a service) is the implementation here: GaussianCopula by default, CTGAN/TVAE with an epoch cap
+and a wall-clock budget, HMA for several tables (SDV's free edition refuses more than 5 tables or
+depth over 2).
+
+The synthesiser learns from the *prepared* tables: masking treatments applied (generalised,
+shifted, derived), direct identifiers other than keys dropped, free text dropped (a generator
+would only copy it). Keys become SDV ids and are generated afresh.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import pickle
+import tempfile
+import traceback
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import pandas as pd
+
+from .contract import Contract, Synthesis, Table
+
+
+class SynthesisError(Exception):
+    pass
+
+
+class Synthesiser(Protocol):
+    """What a release needs from a generator: learn from tables, then produce new ones."""
+
+    name: str
+
+    def fit(self, tables: dict[str, pd.DataFrame]) -> None: ...
+
+    def sample(self, rows: dict[str, int]) -> dict[str, pd.DataFrame]: ...
+
+    def versions(self) -> dict[str, str]: ...
+
+
+def _is_key(t: Table, column: str) -> bool:
+    return column == t.primary_key or column in {fk.column for fk in t.foreign_keys}
+
+
+@dataclass
+class Prepared:
+    tables: dict[str, pd.DataFrame]
+    dropped: dict[str, list[str]]
+
+
+def prepare(contract: Contract, masked: dict[str, pd.DataFrame]) -> Prepared:
+    """Masked (unsuppressed) tables reduced to what a generator may learn from."""
+    tables, dropped = {}, {}
+    for tname, t in contract.tables.items():
+        df = masked[tname]
+        drop = [
+            c
+            for c, col in t.columns.items()
+            if c in df.columns
+            and not _is_key(t, c)
+            and (col.role == "free_text" or (col.role == "direct_identifier"))
+        ]
+        dropped[tname] = drop
+        df = df.drop(columns=drop)
+        for c in df.columns:
+            # SDV handles plain numpy dtypes best; nullable integers become floats only if needed.
+            if isinstance(df[c].dtype, pd.Int64Dtype):
+                df[c] = df[c].astype("float64") if df[c].isna().any() else df[c].astype("int64")
+            elif isinstance(df[c].dtype, pd.BooleanDtype):
+                df[c] = df[c].astype(object)
+        tables[tname] = df
+    return Prepared(tables, dropped)
+
+
+def build_metadata(contract: Contract, tables: dict[str, pd.DataFrame]):
+    from sdv.metadata import Metadata
+
+    md = Metadata.detect_from_dataframes(data=tables)
+    for tname, t in contract.tables.items():
+        df = tables[tname]
+        for c in df.columns:
+            if _is_key(t, c):
+                md.update_column(column_name=c, sdtype="id", table_name=tname)
+            elif pd.api.types.is_datetime64_any_dtype(df[c].dtype):
+                md.update_column(column_name=c, sdtype="datetime", table_name=tname, datetime_format="%Y-%m-%d")
+            elif pd.api.types.is_numeric_dtype(df[c].dtype):
+                md.update_column(column_name=c, sdtype="numerical", table_name=tname)
+            else:
+                md.update_column(column_name=c, sdtype="categorical", table_name=tname)
+        if t.primary_key:
+            md.set_primary_key(column_name=t.primary_key, table_name=tname)
+    # detect_from_dataframes guesses relationships from names; the contract's are the real ones.
+    for rel in list(md.relationships):
+        md.remove_relationship(rel["parent_table_name"], rel["child_table_name"])
+    for tname, t in contract.tables.items():
+        for fk in t.foreign_keys:
+            rt, rc = fk.references.split(".")
+            md.add_relationship(
+                parent_table_name=rt, child_table_name=tname, parent_primary_key=rc, child_foreign_key=fk.column
+            )
+    md.validate()
+    return md
+
+
+def _constraints(params: Synthesis, table: str) -> list:
+    from sdv.cag import FixedCombinations, Inequality
+
+    out = []
+    for c in params.constraints:
+        if c.table != table:
+            continue
+        if c.inequality:
+            out.append(
+                Inequality(low_column_name=c.inequality[0], high_column_name=c.inequality[1], table_name=table)
+            )
+        else:
+            out.append(FixedCombinations(column_names=c.fixed_combinations, table_name=table))
+    return out
+
+
+class SDVSynthesiser:
+    """SDV 2.0: one single-table model, or HMA when the contract has several tables."""
+
+    def __init__(self, contract: Contract, metadata) -> None:
+        self.contract = contract
+        self.params = contract.synthesis
+        self.metadata = metadata
+        self.multi = len(contract.tables) > 1
+        self.name = "hma" if self.multi else self.params.model
+        self._sampled: dict[str, pd.DataFrame] | None = None
+        self._model = None
+
+    def versions(self) -> dict[str, str]:
+        import sdv
+
+        return {"sdv": sdv.__version__}
+
+    def _new_model(self):
+        if self.multi:
+            from sdv.multi_table import HMASynthesizer
+
+            model = HMASynthesizer(self.metadata, verbose=True)
+        else:
+            from sdv.single_table import CTGANSynthesizer, GaussianCopulaSynthesizer, TVAESynthesizer
+
+            if self.params.model == "gaussian_copula":
+                model = GaussianCopulaSynthesizer(self.metadata, default_distribution="truncnorm")
+            elif self.params.model == "ctgan":
+                model = CTGANSynthesizer(self.metadata, epochs=self.params.epochs, verbose=True, enable_gpu=False)
+            else:
+                model = TVAESynthesizer(self.metadata, epochs=self.params.epochs, verbose=True, enable_gpu=False)
+        constraints = [c for t in self.contract.tables for c in _constraints(self.params, t)]
+        if constraints:
+            model.add_constraints(constraints)
+        return model
+
+    def fit(self, tables: dict[str, pd.DataFrame]) -> None:
+        self._train_rows = {t: len(df) for t, df in tables.items()}
+        if self.params.model in ("ctgan", "tvae") and not self.multi:
+            # Neural models run in a worker process that is stopped when the budget runs out.
+            self._pending = tables
+            return
+        model = self._new_model()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            model.fit(tables)
+        self._model = model
+
+    def sample(self, rows: dict[str, int]) -> dict[str, pd.DataFrame]:
+        if self._model is None:
+            return _with_budget(self, self._pending, rows)
+        return self._sample_fitted(rows)
+
+    def _sample_fitted(self, rows: dict[str, int]) -> dict[str, pd.DataFrame]:
+        np.random.seed(self.params.seed)
+        if self.multi:
+            roots = [t for t, spec in self.contract.tables.items() if not spec.foreign_keys]
+            scale = rows[roots[0]] / max(self._train_rows[roots[0]], 1)
+            return self._model.sample_scale(scale=scale)
+        (tname,) = self.contract.tables
+        return self._model.sample(num_rows=rows[tname])
+
+
+def _worker(synth: SDVSynthesiser, tables, rows, out: Path) -> None:
+    try:
+        synth._model = synth._new_model()
+        synth._model.fit(tables)
+        result = synth._sample_fitted(rows)
+        out.write_bytes(pickle.dumps(("ok", result)))
+    except BaseException:
+        out.write_bytes(pickle.dumps(("error", traceback.format_exc())))
+
+
+def _with_budget(synth: SDVSynthesiser, tables, rows) -> dict[str, pd.DataFrame]:
+    budget = synth.params.time_budget_s
+    ctx = multiprocessing.get_context("spawn")  # no torch thread pools inherited across fork
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "result.pickle"
+        proc = ctx.Process(target=_worker, args=(synth, tables, rows, out), daemon=True)
+        proc.start()
+        proc.join(budget)
+        if proc.is_alive():
+            proc.terminate()
+            proc.join()
+            raise SynthesisError(
+                f"{synth.name} did not finish within its time budget of {budget:g} s"
+                f" ({synth.params.epochs} epochs): lower synthesis.epochs or raise synthesis.time_budget_s"
+            )
+        if not out.exists():
+            raise SynthesisError(f"{synth.name} worker ended without a result (exit code {proc.exitcode})")
+        status, payload = pickle.loads(out.read_bytes())
+    if status != "ok":
+        raise SynthesisError(f"{synth.name} failed:\n{payload}")
+    return payload
+
+
+def split_holdout(contract: Contract, tables: dict[str, pd.DataFrame], seed: int):
+    """Training and holdout halves of equal size; child rows follow their parent row."""
+    rng = np.random.default_rng(seed)
+    train, holdout = {}, {}
+    pending = dict(contract.tables)
+    while pending:
+        for tname, t in list(pending.items()):
+            parents = [fk for fk in t.foreign_keys if fk.references.split(".")[0] != tname]
+            if any(fk.references.split(".")[0] in pending for fk in parents):
+                continue
+            df = tables[tname]
+            if not parents:
+                order = rng.permutation(len(df))
+                half = len(df) // 2
+                train[tname] = df.iloc[order[:half]]
+                holdout[tname] = df.iloc[order[half : 2 * half]]
+            else:
+                fk = parents[0]
+                rt, rc = fk.references.split(".")
+                in_train = df[fk.column].isin(train[rt][rc])
+                in_hold = df[fk.column].isin(holdout[rt][rc])
+                train[tname], holdout[tname] = df[in_train], df[in_hold]
+            del pending[tname]
+    return (
+        {t: d.reset_index(drop=True) for t, d in train.items()},
+        {t: d.reset_index(drop=True) for t, d in holdout.items()},
+    )
