@@ -1,0 +1,139 @@
+"""Enclave guard: the operator's Jupyter server lets no file out except through export review.
+
+Loaded as a server extension from the read-only environment's system config
+(``etc/jupyter/jupyter_server_config.d/enclave_guard.json``, which also sets the contents manager,
+the kernel websocket class, the server extension allow-list and the Lab settings). At load it
+checks that those settings are in force and stops the server if any is not: a guard that is
+half-installed must not serve.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from jupyter_server.utils import url_path_join
+from traitlets import Unicode
+from traitlets.config import LoggingConfigurable
+
+from . import policy
+from .audit import AuditTrail
+from .contents import GuardContentsManager
+from .exports import package_environment
+from .handlers import ChecksHandler, ClosedHandler, ExportsHandler
+from .intake import Intake
+from .kernel_channel import GuardedKernelConnection
+
+__version__ = "0.1.0"
+
+
+class EnclaveGuard(LoggingConfigurable):
+    """Where the guard finds its workspace, its audit file and the export review intake."""
+
+    workspace_file = Unicode(policy.WORKSPACE_FILE, help="The workspace's settings, written by the hub.").tag(config=True)
+    audit_file = Unicode(policy.AUDIT_FILE, help="Audit trail (JSON lines), in a place kernels cannot reach.").tag(config=True)
+    exports_socket = Unicode(policy.EXPORTS_SOCKET, help="The export review service's intake socket.").tag(config=True)
+
+
+@dataclass
+class Guard:
+    workspace: policy.Workspace
+    audit: AuditTrail
+    intake: Intake
+    packages: dict[str, str]
+
+    def record_execution(self, **fields):
+        self.audit.record_execution(**fields)
+
+
+class GuardNotInForce(RuntimeError):
+    """A setting the guard depends on is not what the guard's config sets."""
+
+
+def _jupyter_server_extension_points():
+    return [{"module": "enclave_guard"}]
+
+
+def _jupyter_labextension_paths():
+    return [{"src": "labextension", "dest": "enclave-guard"}]
+
+
+def _require(condition: bool, what: str):
+    if not condition:
+        raise GuardNotInForce(f"Enclave guard: {what}; the server must not start like this")
+
+
+def _check_configuration(serverapp):
+    _require(isinstance(serverapp.contents_manager, GuardContentsManager),
+             "ServerApp.contents_manager_class is not enclave_guard.contents.GuardContentsManager")
+    _require(issubclass(serverapp.kernel_websocket_connection_class, GuardedKernelConnection),
+             "ServerApp.kernel_websocket_connection_class is not the guarded connection")
+    _require(serverapp.contents_manager.files_handler_class is None,
+             "ContentsManager.files_handler_class is set: /files/ would be served")
+    _require(not serverapp.contents_manager.allow_hidden, "ContentsManager.allow_hidden is on")
+    _require(not serverapp.terminals_enabled, "terminals are enabled")
+    _require(not serverapp.disable_check_xsrf, "XSRF checks are disabled")
+    loaded = {name for name, ext in serverapp.extension_manager.extensions.items() if ext.enabled}
+    allowed = {name for name, on in serverapp.jpserver_extensions.items() if on}
+    _require(loaded <= allowed | {"jupyterhub"}, f"server extensions outside the allow-list: {sorted(loaded - allowed)}")
+    _require(not any(n in loaded for n in ("jupyter_server_terminals", "jupyter_server_proxy")),
+             "a terminal or proxy server extension is loaded")
+
+
+def _enforce_page_config(hook):
+    """Wrap a page_config_hook so the plugins the guard disables stay disabled and locked."""
+    if getattr(hook, "_enclave_guard", False):
+        return hook
+
+    def guarded(handler, page_config):
+        if hook is not None:
+            page_config = hook(handler, page_config)
+        disabled = page_config.get("disabledExtensions")
+        disabled = list(disabled) if isinstance(disabled, list) else [k for k, v in (disabled or {}).items() if v]
+        page_config["disabledExtensions"] = sorted(set(disabled) | set(policy.DISABLED_LAB_PLUGINS))
+        locked = page_config.get("lockedExtensions")
+        locked = set(locked) if isinstance(locked, list) else {k for k, v in (locked or {}).items() if v}
+        page_config["lockedExtensions"] = sorted(locked | set(policy.DISABLED_LAB_PLUGINS))
+        return page_config
+
+    guarded._enclave_guard = True
+    return guarded
+
+
+def _load_jupyter_server_extension(serverapp):
+    config = EnclaveGuard(parent=serverapp)
+    _check_configuration(serverapp)
+    workspace = policy.load_workspace(config.workspace_file)
+    guard = Guard(
+        workspace=workspace,
+        audit=AuditTrail(config.audit_file, workspace.user, workspace.workspace),
+        intake=Intake(config.exports_socket),
+        packages=package_environment(),
+    )
+    web_app = serverapp.web_app
+    web_app.settings["enclave_guard"] = guard
+    serverapp.contents_manager.guard = guard
+
+    # The Lab page's CSP; jupyterhub-singleuser only sets a default when none is there.
+    web_app.settings.setdefault("headers", {})["Content-Security-Policy"] = policy.CONTENT_SECURITY_POLICY
+
+    base = serverapp.base_url
+    rules = [(url_path_join(base, route), ClosedHandler, {"what": what}) for route, what in policy.CLOSED_ROUTES.items()]
+    rules += [
+        (url_path_join(base, "enclave/api/exports"), ExportsHandler),
+        (url_path_join(base, "enclave/api/exports/checks"), ChecksHandler),
+    ]
+    # Extension rules are inserted before the core ones, so these win over any core route.
+    web_app.add_handlers(".*$", rules)
+
+    # jupyterhub-singleuser sets its page_config_hook after extensions load: wrap it then too.
+    web_app.settings["page_config_hook"] = _enforce_page_config(web_app.settings.get("page_config_hook"))
+
+    def rewrap():
+        web_app.settings["page_config_hook"] = _enforce_page_config(web_app.settings.get("page_config_hook"))
+
+    serverapp.io_loop.add_callback(rewrap)
+    serverapp.log.info(
+        "Enclave guard loaded for %s/%s (user %s); audit trail %s",
+        workspace.workspace, os.environ.get("JUPYTERHUB_SERVER_NAME", ""), workspace.user, config.audit_file,
+    )

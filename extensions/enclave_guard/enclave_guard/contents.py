@@ -1,0 +1,174 @@
+"""The contents manager: the home is the only place, text is the only content, notebooks are budgeted.
+
+Stock jupyter_server follows symlinks out of ``root_dir`` in the contents API and returns any file
+as base64; this manager resolves every path to its real location first and refuses anything
+outside the home, serves content only for notebooks and code/text files under a size cap, and
+accepts from the browser only notebooks and code/text files under the upload cap.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+
+from jupyter_server.services.contents.largefilemanager import AsyncLargeFileManager
+from tornado import web
+
+from . import policy
+from .outputs import limit_notebook
+
+
+def _parent(path: str) -> str:
+    path = path.strip("/")
+    return path.rsplit("/", 1)[0] if "/" in path else ""
+
+
+def _openable(path: str) -> bool:
+    return policy.is_text_path(path) or policy.is_notebook_path(path)
+
+
+class Refused(web.HTTPError, PermissionError):
+    """A contents request the guard refuses.
+
+    Also a PermissionError so that directory listings, which skip entries raising OSError,
+    leave out what points outside the home instead of failing.
+    """
+
+    def __init__(self, status: int, message: str):
+        web.HTTPError.__init__(self, status, message, reason="Refused by Enclave")
+
+
+class GuardContentsManager(AsyncLargeFileManager):
+    # Set by the server extension when it loads; until then every request is refused.
+    guard = None
+
+    def _settings(self) -> policy.GuardSettings:
+        if self.guard is None:
+            raise Refused(503, "the Enclave guard is not loaded")
+        return self.guard.workspace.guard
+
+    # -- where -------------------------------------------------------------------------------
+
+    def _real_inside(self, path: str) -> str:
+        """The OS path of ``path`` after resolving every symlink, which must stay in the home."""
+        os_path = self._get_os_path(path.strip("/"))
+        real = os.path.realpath(os_path)
+        root = os.path.realpath(self.root_dir)
+        if real != root and not real.startswith(root + os.sep):
+            raise Refused(404, f"{path}: not in the workspace home")
+        return real
+
+    # -- reads -------------------------------------------------------------------------------
+
+    async def get(self, path, content=True, type=None, format=None, require_hash=False):
+        settings = self._settings()
+        real = self._real_inside(path)
+        if not content or os.path.isdir(real):
+            return await super().get(path, content=content, type=type, format=format, require_hash=require_hash)
+        if format == "base64":
+            raise Refused(403, f"{path}: file content is not served in binary form; use it from a notebook")
+        notebook = type == "notebook" or (type is None and policy.is_notebook_path(path))
+        if not notebook and not policy.is_text_path(path):
+            raise Refused(
+                403,
+                f"{path}: files of type '{policy.suffix_of(path) or 'none'}' are not opened in the browser;"
+                " read them from a notebook, or request an export",
+            )
+        size = os.stat(real).st_size
+        if size > settings.read_max_bytes:
+            raise Refused(403, f"{path}: {size} bytes is over the {settings.read_max_mb} MiB limit for opening files")
+        model = await super().get(
+            path, content=True, type=type, format=None if notebook else "text", require_hash=require_hash
+        )
+        if model["type"] == "notebook":
+            limit_notebook(model["content"], settings.output_message_max_bytes, settings.output_cell_max_bytes)
+        elif model.get("format") != "text":
+            raise Refused(403, f"{path}: only text content is served")
+        return model
+
+    # -- writes ------------------------------------------------------------------------------
+
+    async def save(self, model, path=""):
+        settings = self._settings()
+        self._real_inside(path)
+        self._real_inside(_parent(path))
+        if model.get("chunk") is not None:
+            raise Refused(403, f"{path}: chunked uploads are refused; files over the upload limit stay out")
+        kind = model.get("type")
+        if kind == "notebook":
+            content = model.get("content")
+            if content is not None:
+                limit_notebook(content, settings.output_message_max_bytes, settings.output_cell_max_bytes)
+                size = len(json.dumps(content))
+                if size > settings.upload_max_bytes:
+                    raise Refused(413, f"{path}: notebook of {size} bytes is over the {settings.upload_max_mb} MiB limit")
+        elif kind == "file":
+            if not policy.is_text_path(path):
+                raise Refused(
+                    403,
+                    f"{path}: files of type '{policy.suffix_of(path) or 'none'}' cannot be uploaded or written"
+                    f" from the browser; allowed: notebooks and {', '.join(sorted(policy.TEXT_SUFFIXES))}",
+                )
+            if model.get("content") is not None:
+                model = {**model, "content": self._as_text(path, model), "format": "text"}
+                size = len(model["content"].encode("utf-8"))
+                if size > settings.upload_max_bytes:
+                    raise Refused(413, f"{path}: {size} bytes is over the {settings.upload_max_mb} MiB upload limit")
+        elif kind != "directory":
+            raise Refused(400, f"{path}: unknown content type {kind!r}")
+        return await super().save(model, path)
+
+    @staticmethod
+    def _as_text(path: str, model: dict) -> str:
+        content = model["content"]
+        if model.get("format") != "base64":
+            if not isinstance(content, str):
+                raise Refused(400, f"{path}: text content must be a string")
+            return content
+        # The file browser uploads every file as base64; code and text are accepted as text.
+        try:
+            return base64.b64decode(content, validate=True).decode("utf-8")
+        except (binascii.Error, ValueError):
+            raise Refused(403, f"{path}: only UTF-8 text may be uploaded") from None
+
+    async def rename_file(self, old_path, new_path):
+        real = self._real_inside(old_path)
+        self._real_inside(_parent(new_path))
+        # Renaming data.csv to data.txt would make it readable in the browser, and back again.
+        if not os.path.isdir(real) and _openable(old_path) != _openable(new_path):
+            raise Refused(
+                403, f"{old_path} -> {new_path}: a rename cannot change whether the browser may open a file"
+            )
+        return await super().rename_file(old_path, new_path)
+
+    async def delete_file(self, path):
+        self._real_inside(path)
+        return await super().delete_file(path)
+
+    async def copy(self, from_path, to_path=None):
+        real = self._real_inside(from_path)
+        if os.path.isdir(real):
+            # shutil.copytree would copy what symlinks inside the folder point to.
+            raise Refused(403, f"{from_path}: folders cannot be copied from the browser")
+        # Files are copied through get() and save(), so both policies apply.
+        return await super().copy(from_path, to_path)
+
+    # -- checkpoints: same rules (a checkpoint is a copy of the file) -------------------------
+
+    async def create_checkpoint(self, path):
+        self._real_inside(path)
+        return await super().create_checkpoint(path)
+
+    async def restore_checkpoint(self, checkpoint_id, path):
+        self._real_inside(path)
+        return await super().restore_checkpoint(checkpoint_id, path)
+
+    async def list_checkpoints(self, path):
+        self._real_inside(path)
+        return await super().list_checkpoints(path)
+
+    async def delete_checkpoint(self, checkpoint_id, path):
+        self._real_inside(path)
+        return await super().delete_checkpoint(checkpoint_id, path)

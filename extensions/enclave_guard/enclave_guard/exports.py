@@ -1,0 +1,140 @@
+"""Export requests, assembled by the server: the bytes, their SHA-256 and where they came from.
+
+The browser names files; the server reads them from the home (same realpath rule as the contents
+API), snapshots their bytes and hashes, and adds provenance nobody types: workspace, user, path,
+the executions that wrote the file when the execution record knows them, the releases mounted in
+/data and the package environment. ACRO's ``results.json`` travels with an output it describes.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import stat
+from dataclasses import dataclass
+from importlib import metadata
+
+from tornado import web
+
+ACRO_RESULTS = "results.json"
+MAX_FILES = 20
+MAX_JUSTIFICATION = 4000
+
+
+class ExportError(web.HTTPError):
+    def __init__(self, status: int, message: str):
+        super().__init__(status, message, reason="Export refused")
+
+
+def package_environment() -> dict[str, str]:
+    """Names and versions of the Python packages the operator's code ran with."""
+    return {d.metadata["Name"].lower(): d.version for d in metadata.distributions() if d.metadata["Name"]}
+
+
+@dataclass
+class Snapshot:
+    name: str
+    path: str
+    data: bytes
+    role: str  # "output", or "acro-results" for ACRO's record of an output
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.data).hexdigest()
+
+    def as_json(self, with_bytes: bool = True) -> dict:
+        doc = {"name": self.name, "path": self.path, "sha256": self.sha256, "size": len(self.data), "role": self.role}
+        if with_bytes:
+            doc["content_b64"] = base64.b64encode(self.data).decode()
+        return doc
+
+
+def _read(contents_manager, path: str, max_bytes: int) -> bytes:
+    real = contents_manager._real_inside(path)
+    try:
+        # O_NOFOLLOW: the path was resolved above; a symlink swapped in since is not followed.
+        fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        raise ExportError(404, f"{path}: no such file") from None
+    except OSError as exc:
+        raise ExportError(403, f"{path}: cannot be read ({exc.strerror})") from None
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise ExportError(400, f"{path}: only files can be exported, not folders")
+        if st.st_size > max_bytes:
+            raise ExportError(413, f"{path}: {st.st_size} bytes is over the export limit of {max_bytes} bytes")
+        data = f.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise ExportError(413, f"{path}: over the export limit of {max_bytes} bytes")
+    return data
+
+
+def _acro_results_for(contents_manager, path: str, name: str, max_bytes: int) -> Snapshot | None:
+    """ACRO's results.json next to an output, when it describes that output."""
+    folder = path.rsplit("/", 1)[0] if "/" in path else ""
+    results_path = f"{folder}/{ACRO_RESULTS}" if folder else ACRO_RESULTS
+    try:
+        data = _read(contents_manager, results_path, max_bytes)
+        doc = json.loads(data)
+    except (web.HTTPError, ValueError):
+        return None
+    entries = doc.get("results", {}) if isinstance(doc, dict) else {}
+    described = {
+        fe.get("name")
+        for entry in entries.values() if isinstance(entry, dict)
+        for fe in entry.get("files") or [] if isinstance(fe, dict)
+    }
+    return Snapshot(ACRO_RESULTS, results_path, data, "acro-results") if name in described else None
+
+
+def snapshot(contents_manager, paths: list, max_bytes: int) -> list[Snapshot]:
+    if not isinstance(paths, list) or not paths or not all(isinstance(p, str) and p.strip("/") for p in paths):
+        raise ExportError(400, "'paths' must be a non-empty list of file paths")
+    if len(paths) > MAX_FILES:
+        raise ExportError(400, f"at most {MAX_FILES} files per export request")
+    snaps: list[Snapshot] = []
+    for raw in paths:
+        path = raw.strip("/")
+        name = path.rsplit("/", 1)[-1]
+        if name.startswith(".") or any(part.startswith(".") for part in path.split("/")):
+            raise ExportError(403, f"{path}: hidden files cannot be exported")
+        if any(s.name == name for s in snaps):
+            raise ExportError(400, f"two files named '{name}': export them in separate requests")
+        snaps.append(Snapshot(name, path, _read(contents_manager, path, max_bytes), "output"))
+        if name != ACRO_RESULTS:
+            acro = _acro_results_for(contents_manager, path, name, max_bytes)
+            if acro is not None and not any(s.name == ACRO_RESULTS for s in snaps):
+                snaps.append(acro)
+    return snaps
+
+
+def justification_of(body: dict) -> str:
+    text = body.get("justification")
+    if not isinstance(text, str) or not text.strip():
+        raise ExportError(400, "a justification is required: say what the output is and why it must leave")
+    if len(text) > MAX_JUSTIFICATION:
+        raise ExportError(400, f"the justification is over {MAX_JUSTIFICATION} characters")
+    return text.strip()
+
+
+def provenance(guard, snaps: list[Snapshot]) -> dict:
+    ws = guard.workspace
+    return {
+        "workspace": ws.workspace,
+        "user": ws.user,
+        "releases": list(ws.releases),
+        "packages": guard.packages,
+        "files": {
+            s.name: {
+                "path": s.path,
+                "executions": [
+                    {k: e[k] for k in ("time", "user", "kernel_id", "msg_id", "notebook", "code")}
+                    for e in guard.audit.executions_mentioning(s.name)
+                ],
+            }
+            for s in snaps
+        },
+    }

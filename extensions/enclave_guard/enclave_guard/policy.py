@@ -1,0 +1,294 @@
+"""The guard's rules, as data: what the operator's server lets through to the browser and back.
+
+Everything the guard enforces is read from here: the per-workspace settings (with their defaults and
+bounds), the file types the contents API serves or accepts, the output MIME allow-list and HTML
+sanitiser rules, the kernel messages that may pass in each direction, the closed routes, the
+JupyterLab plugins that are disabled and locked, and the Content-Security-Policy of the pages.
+``docs/security-model.md`` explains each rule and names the test that attacks it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+# -- per-workspace settings -------------------------------------------------------------------
+
+WORKSPACE_FILE = "/run/enclave/workspace.json"
+EXPORTS_SOCKET = "/run/enclave/exports/intake.sock"
+AUDIT_FILE = "/run/enclave/server/audit.jsonl"
+
+MIB = 1024 * 1024
+KIB = 1024
+
+
+class GuardSettingsError(ValueError):
+    """The workspace's ``guard`` settings hold a key or value the guard cannot use."""
+
+
+@dataclass(frozen=True)
+class AcroThresholds:
+    """ACRO's disclosure-control parameters (names as in ACRO's ``default.yaml``)."""
+
+    safe_threshold: int = 10
+    safe_dof_threshold: int = 10
+    safe_nk_n: int = 2
+    safe_nk_k: float = 0.9
+    safe_pratio_p: float = 0.1
+    check_missing_values: bool = False
+    zeros_are_disclosive: bool = True
+
+
+@dataclass(frozen=True)
+class GuardSettings:
+    """The ``guard`` object of ``/run/enclave/workspace.json``; every key is optional."""
+
+    # Largest code/text file or notebook the browser may upload or save, in MiB.
+    upload_max_mb: float = 1.0
+    # Largest notebook or text file whose content the contents API returns, in MiB.
+    read_max_mb: float = 5.0
+    # Output budgets on the kernel channel (and on saved notebooks): one message, one execution.
+    output_message_max_kb: int = 512
+    output_cell_max_kb: int = 2048
+    # Largest file that may be submitted for export review, in MiB.
+    export_max_mb: float = 50.0
+    acro: AcroThresholds = field(default_factory=AcroThresholds)
+
+    @property
+    def upload_max_bytes(self) -> int:
+        return int(self.upload_max_mb * MIB)
+
+    @property
+    def read_max_bytes(self) -> int:
+        return int(self.read_max_mb * MIB)
+
+    @property
+    def output_message_max_bytes(self) -> int:
+        return self.output_message_max_kb * KIB
+
+    @property
+    def output_cell_max_bytes(self) -> int:
+        return self.output_cell_max_kb * KIB
+
+    @property
+    def export_max_bytes(self) -> int:
+        return int(self.export_max_mb * MIB)
+
+
+# Bounds on each numeric setting: a workspace may tighten or loosen within these, never beyond.
+_BOUNDS = {
+    "upload_max_mb": (0.0, 20.0),
+    "read_max_mb": (0.1, 50.0),
+    "output_message_max_kb": (1, 16 * 1024),
+    "output_cell_max_kb": (1, 64 * 1024),
+    "export_max_mb": (0.001, 1024.0),
+}
+
+
+def _check_type(where: str, value, expected: type):
+    ok = isinstance(value, expected) and not (expected is not bool and isinstance(value, bool))
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        ok = True
+    if not ok:
+        raise GuardSettingsError(f"guard setting '{where}' must be {expected.__name__}, got {value!r}")
+    return value
+
+
+def parse_guard_settings(raw: dict | None) -> GuardSettings:
+    """Validate a ``guard`` object; unknown keys and out-of-range values are errors naming the key."""
+    raw = dict(raw or {})
+    known = {f.name: f for f in fields(GuardSettings)}
+    unknown = sorted(set(raw) - set(known))
+    if unknown:
+        raise GuardSettingsError(f"unknown guard setting(s): {', '.join(unknown)}")
+    values = {}
+    for name, value in raw.items():
+        if name == "acro":
+            values["acro"] = _parse_acro(value)
+            continue
+        expected = int if name.endswith("_kb") else float
+        _check_type(name, value, expected)
+        low, high = _BOUNDS[name]
+        if not low <= value <= high:
+            raise GuardSettingsError(f"guard setting '{name}' must be within [{low}, {high}], got {value!r}")
+        values[name] = value
+    settings = GuardSettings(**values)
+    if settings.output_message_max_kb > settings.output_cell_max_kb:
+        raise GuardSettingsError("guard setting 'output_message_max_kb' exceeds 'output_cell_max_kb'")
+    return settings
+
+
+def _parse_acro(raw) -> AcroThresholds:
+    if not isinstance(raw, dict):
+        raise GuardSettingsError(f"guard setting 'acro' must be an object, got {raw!r}")
+    known = {f.name: f.type for f in fields(AcroThresholds)}
+    unknown = sorted(set(raw) - set(known))
+    if unknown:
+        raise GuardSettingsError(f"unknown guard setting(s): {', '.join('acro.' + k for k in unknown)}")
+    types = {"int": int, "float": float, "bool": bool}
+    for name, value in raw.items():
+        _check_type(f"acro.{name}", value, types[known[name]])
+    return AcroThresholds(**raw)
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """What the server knows of its workspace (``/run/enclave/workspace.json``)."""
+
+    user: str
+    workspace: str
+    releases: tuple[str, ...]
+    guard: GuardSettings
+
+
+def load_workspace(path: str | Path) -> Workspace:
+    """Read the workspace file written by the hub; a missing or bad file stops the server."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise GuardSettingsError(f"workspace file {path} does not exist") from None
+    except (OSError, ValueError) as exc:
+        raise GuardSettingsError(f"cannot read workspace file {path}: {exc}") from None
+    for key in ("user", "workspace"):
+        if not isinstance(data.get(key), str) or not data[key]:
+            raise GuardSettingsError(f"workspace file {path}: '{key}' must be a non-empty string")
+    releases = data.get("releases", [])
+    if not isinstance(releases, list) or not all(isinstance(r, str) for r in releases):
+        raise GuardSettingsError(f"workspace file {path}: 'releases' must be a list of names")
+    return Workspace(
+        user=data["user"],
+        workspace=data["workspace"],
+        releases=tuple(releases),
+        guard=parse_guard_settings(data.get("guard")),
+    )
+
+
+# -- files ------------------------------------------------------------------------------------
+
+NOTEBOOK_SUFFIX = ".ipynb"
+# Code and prose the browser may open, edit, save and upload. Data formats (.csv, .parquet,
+# .xlsx, …) are deliberately absent: data reaches the operator only through a kernel, whose
+# output is budgeted, and leaves only through export review.
+TEXT_SUFFIXES = frozenset({
+    ".py", ".r", ".jl", ".sql", ".sh",
+    ".md", ".txt", ".rst",
+    ".toml", ".yaml", ".yml", ".cfg", ".ini",
+})
+
+
+def suffix_of(path: str) -> str:
+    name = path.rsplit("/", 1)[-1]
+    return ("." + name.rsplit(".", 1)[-1].lower()) if "." in name.lstrip(".") else ""
+
+
+def is_text_path(path: str) -> bool:
+    return suffix_of(path) in TEXT_SUFFIXES
+
+
+def is_notebook_path(path: str) -> bool:
+    return suffix_of(path) == NOTEBOOK_SUFFIX
+
+
+# -- kernel outputs ---------------------------------------------------------------------------
+
+# MIME types an output may carry to the browser. Everything else is removed from the bundle:
+# application/javascript and text/markdown (scripts and links), application/pdf (a viewer with a
+# download button), image/svg+xml (scripts and links inside SVG), widget and JSON payloads.
+# text/html passes only after sanitising (below).
+OUTPUT_MIME_ALLOWED = frozenset({"text/plain", "text/html", "image/png", "image/jpeg"})
+
+# HTML sanitiser (nh3/ammonia) allow-list: enough for tables (pandas) and formatted text, and
+# nothing that links, loads, submits or runs: no <a>, <img>, <form>, <script>, <style>,
+# no style/href/src attributes, no URL schemes at all.
+HTML_TAGS = frozenset({
+    "table", "thead", "tbody", "tfoot", "tr", "th", "td", "caption", "colgroup", "col",
+    "div", "span", "p", "br", "hr", "b", "i", "em", "strong", "code", "pre", "sub", "sup",
+    "ul", "ol", "li", "h1", "h2", "h3", "h4", "h5", "h6", "small", "blockquote",
+})
+HTML_ATTRIBUTES = {
+    "*": frozenset({"class"}),
+    "table": frozenset({"border"}),
+    "td": frozenset({"colspan", "rowspan", "align"}),
+    "th": frozenset({"colspan", "rowspan", "align"}),
+}
+
+# Kernel messages, by direction and channel. Anything not listed is dropped and logged.
+# In: no debugger, no comms (a comm lets kernel code push arbitrary data to the page).
+INCOMING_MESSAGES = frozenset({
+    "execute_request", "inspect_request", "complete_request", "history_request",
+    "is_complete_request", "comm_info_request", "kernel_info_request", "shutdown_request",
+    "interrupt_request", "input_reply",
+})
+OUTGOING_MESSAGES = {
+    "iopub": frozenset({
+        "status", "execute_input", "stream", "display_data", "execute_result",
+        "update_display_data", "error", "clear_output",
+    }),
+    "shell": frozenset({
+        "execute_reply", "inspect_reply", "complete_reply", "history_reply", "is_complete_reply",
+        "comm_info_reply", "kernel_info_reply", "shutdown_reply", "interrupt_reply",
+    }),
+    "control": frozenset({"kernel_info_reply", "shutdown_reply", "interrupt_reply"}),
+    "stdin": frozenset({"input_request"}),
+}
+# Output messages that count against the per-execution budget.
+BUDGETED_OUTPUTS = frozenset({"stream", "display_data", "execute_result", "update_display_data", "error"})
+
+# -- routes -----------------------------------------------------------------------------------
+
+# Server routes that are closed outright (relative to the base URL; tornado anchors them).
+# /files/ is also removed at its source (ContentsManager.files_handler_class = None).
+CLOSED_ROUTES = {
+    r"files/.*": "file downloads",
+    r"view/.*": "file views",
+    r"nbconvert/.*": "notebook conversion",
+    r"api/nbconvert.*": "notebook conversion",
+    r"api/events": "client-sent events",
+    r"api/terminals.*": "terminals",
+    r"terminals/.*": "terminals",
+    r"proxy/.*": "proxied ports",
+    r"lab/api/extensions.*": "the extension manager",
+}
+
+# -- JupyterLab --------------------------------------------------------------------------------
+
+# Disabled and locked on every page load (server-side page config), whatever labconfig says.
+# IDs checked against JupyterLab 4.6.6; a package name disables all of its plugins.
+DISABLED_LAB_PLUGINS = (
+    "@jupyterlab/docmanager-extension:download",
+    "@jupyterlab/docmanager-extension:open-browser-tab",
+    "@jupyterlab/filebrowser-extension:download",
+    "@jupyterlab/filebrowser-extension:open-browser-tab",
+    "@jupyterlab/filebrowser-extension:share-file",
+    "@jupyterlab/filebrowser-extension:open-url",
+    "@jupyterlab/notebook-extension:export",
+    "@jupyterlab/notebook-extension:copy-output",
+    "@jupyterlab/apputils-extension:print",
+    "@jupyterlab/terminal-extension",
+    "@jupyterlab/extensionmanager-extension",
+    "@jupyterlab/pluginmanager-extension",
+    "@jupyterlab/javascript-extension",
+    "@jupyterlab/pdf-extension",
+    "@jupyterlab/htmlviewer-extension",
+    "@jupyterlab/debugger-extension",
+)
+
+# The Lab page's Content-Security-Policy. JupyterLab needs inline styles and 'unsafe-eval'
+# (its JSON-schema validator compiles schemas); everything that could carry data elsewhere is
+# held to this origin: fetch/XHR/websocket, form posts, frames, workers, base URL.
+CONTENT_SECURITY_POLICY = "; ".join((
+    "default-src 'self'",
+    "script-src 'self' 'unsafe-inline' 'unsafe-eval'",
+    "style-src 'self' 'unsafe-inline'",
+    "img-src 'self' data: blob:",
+    "font-src 'self' data:",
+    "connect-src 'self'",
+    "form-action 'self'",
+    "frame-src 'self'",
+    "worker-src 'self' blob:",
+    "object-src 'none'",
+    "base-uri 'self'",
+    "frame-ancestors 'self'",
+))
