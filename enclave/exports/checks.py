@@ -216,7 +216,7 @@ def check_microdata(f: Inspected, ctx: Context) -> list[Finding]:
     return out or [Finding("microdata", PASS, "no record-level data or released rows found")]
 
 
-def _line_col(text: str, starts: list[int], pos: int) -> str:
+def _line_col(starts: list[int], pos: int) -> str:
     line = bisect.bisect_right(starts, pos)
     return f"line {line}, column {pos - starts[line - 1] + 1}"
 
@@ -224,14 +224,17 @@ def _line_col(text: str, starts: list[int], pos: int) -> str:
 def check_identifiers(f: Inspected, ctx: Context) -> list[Finding]:
     out = []
     if f.text:
-        found = identifiers.find(f.text)
+        # Past the first 50 of a kind, more findings add nothing for the reviewer but time.
+        found = identifiers.find(f.text, limit=51)
         if found:
             starts = [0] + [m.end() for m in re.finditer("\n", f.text)]
             for m in found[:50]:
                 out.append(Finding("identifiers", FAIL, f"{identifiers.KINDS[m.kind]} {m.masked}",
-                                   _line_col(f.text, starts, m.start)))
+                                   _line_col(starts, m.start)))
+            if len(found) > 50:
+                out.append(Finding("identifiers", FAIL, "more identifiers than listed here", "whole file"))
     for frag in f.fragments:
-        for m in identifiers.find(frag.text)[:20]:
+        for m in identifiers.find(frag.text, limit=20)[:20]:
             out.append(Finding("identifiers", FAIL, f"{identifiers.KINDS[m.kind]} {m.masked}", frag.location))
     return out or [Finding("identifiers", PASS, "no resident IDs, phone or card numbers, USCCs or e-mail addresses")]
 
