@@ -31,6 +31,6 @@ def main(ctx: click.Context) -> None:
     ctx.ensure_object(_Context)
 
 
-from . import hub, users, workspaces  # noqa: E402  (subcommands register on ``main``)
+from . import exports, hub, users, workspaces  # noqa: E402  (subcommands register on ``main``)
 
-__all__ = ["main", "pass_ctx", "hub", "users", "workspaces"]
+__all__ = ["main", "pass_ctx", "exports", "hub", "users", "workspaces"]

@@ -1,0 +1,68 @@
+"""The states page of the documentation, generated from the transition table and check registry.
+
+``enclave exports states-doc`` writes it; a test fails when the committed page differs.
+"""
+
+from __future__ import annotations
+
+from ..settings import REPO_ROOT
+from . import workflow
+from .checks import CHECKS
+
+DOC_PATH = REPO_ROOT / "docs" / "export-review.md"
+
+
+def render() -> str:
+    lines = [
+        "# Export review: states, transitions and checks",
+        "",
+        "<!-- Generated from enclave/exports/workflow.py and checks.py by `enclave exports states-doc`;"
+        " do not edit by hand. -->",
+        "",
+        "An export request is the only way a file leaves a workspace. It is submitted from the sandbox,",
+        "checked automatically, voted on file by file by the workspace's reviewers, and released with a",
+        "signed manifest. Nobody reviews a request they made; reviewers do not see each other's votes on",
+        "a file until all the votes the workspace's policy requires are in; every vote and decision needs",
+        "a written reason.",
+        "",
+        "## States",
+        "",
+        "| State | Meaning |",
+        "|---|---|",
+    ]
+    lines += [f"| `{s}` | {meaning} |" for s, meaning in workflow.STATES.items()]
+    lines += [
+        "",
+        f"Final states: {', '.join(f'`{s}`' for s in sorted(workflow.FINAL))}.",
+        "",
+        "## Transitions",
+        "",
+        "| From | To | Who | Action | Reason required | Condition |",
+        "|---|---|---|---|---|---|",
+    ]
+    for (frm, to), t in workflow.TRANSITIONS.items():
+        lines.append(f"| `{frm}` | `{to}` | {t.actor} | {t.action} | {'yes' if t.reason_required else 'no'} |"
+                     f" {t.description} |")
+    lines += ["", "```mermaid", "stateDiagram-v2", "    [*] --> submitted"]
+    lines += [f"    {frm} --> {to}: {t.action}" for (frm, to), t in workflow.TRANSITIONS.items()]
+    lines += [f"    {s} --> [*]" for s in sorted(workflow.FINAL)]
+    lines += [
+        "```",
+        "",
+        "## Votes and file decisions",
+        "",
+        f"Each reviewer votes once per file version: {', '.join(f'`{v}`' for v in workflow.VOTES)}.",
+        "A file is `pending` until the policy's number of reviewers have voted; it is then `approved`",
+        "(all approve), `rejected` (all reject), `changes_requested` (any asks for changes) or",
+        "`conflicted`. A file changed while the request is returned is a new version, with no votes.",
+        "",
+        "## Automated checks",
+        "",
+        "Each check returns `pass`, `review` or `fail` with a reason and a location; a file's status",
+        "is its worst result. Requesters can run them before submitting (`POST api/checks`).",
+        "",
+        "| Check | What it looks at |",
+        "|---|---|",
+    ]
+    lines += [f"| `{c.name}` | {c.title} |" for c in CHECKS]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,274 @@
+"""A real JupyterHub (with proxy) running the export review service as a hub-managed service.
+
+No sandboxes are started: a sandbox's server token is stood in for by a token, created through
+the hub API, with the same scopes a server token carries for ``<user>/<workspace>``. The path from
+inside a real sandbox (the spawner's bind mount of the intake socket) is covered by the guard's tests.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import secrets
+import signal
+import subprocess
+import time
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+import requests
+import requests_unixsocket
+
+from enclave import accounts, rbac, workspaces
+from enclave.settings import Settings
+
+REPO = Path(__file__).resolve().parents[2]
+HUB_PORT, PROXY_API_PORT, HUB_API_PORT, SERVICE_PORT = 18000, 18001, 18081, 18010
+BASE = f"http://127.0.0.1:{HUB_PORT}"
+SERVICE = f"{BASE}/services/exports"
+PASSWORD = "exports-test-password"
+
+USERS = {
+    "olga": ["operator"],
+    "omar": ["operator"],
+    "dual": ["operator", "reviewer"],
+    "rita": ["reviewer"],
+    "rob": ["reviewer"],
+    "rhea": ["reviewer"],
+    "adam": ["admin"],
+}
+# ws1: olga and dual analyse, rita, rob and dual review; ws2: omar analyses, rhea reviews.
+MEMBERS = {
+    "ws1": {"operator": ["olga", "dual"], "reviewer": ["rita", "rob", "dual"]},
+    "ws2": {"operator": ["omar"], "reviewer": ["rhea"]},
+}
+
+CONFIG = """
+from enclave import rbac
+from enclave.exports.hub import exports_service
+from enclave.settings import load_settings
+
+settings = load_settings()
+c.JupyterHub.ip = "127.0.0.1"
+c.JupyterHub.port = {hub_port}
+c.JupyterHub.hub_ip = "127.0.0.1"
+c.JupyterHub.hub_port = {hub_api_port}
+c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{proxy_api_port}"
+c.ConfigurableHTTPProxy.command = [{proxy!r}]
+c.ConfigurableHTTPProxy.auth_token = {proxy_token!r}
+c.JupyterHub.db_url = settings.hub_db_url
+c.JupyterHub.cookie_secret = bytes.fromhex({cookie_secret!r})
+c.JupyterHub.pid_file = {pid_file!r}
+c.JupyterHub.authenticator_class = "enclave.accounts.EnclaveAuthenticator"
+c.EnclaveAuthenticator.enclave_db_url = settings.enclave_db_url
+c.EnclaveAuthenticator.allow_all = True
+c.EnclaveAuthenticator.manage_groups = True
+c.JupyterHub.allow_named_servers = True
+c.JupyterHub.custom_scopes = rbac.CUSTOM_SCOPES
+c.JupyterHub.load_roles = rbac.ROLES + [
+    {{"name": "harness", "scopes": ["tokens", "read:users"], "services": ["harness"]}},
+]
+c.JupyterHub.services = [
+    exports_service(settings),
+    {{"name": "harness", "api_token": {harness_token!r}}},
+]
+"""
+
+
+def people_rows(n: int = 60) -> list[list[str]]:
+    """A released (synthetic) dataset: one row per person."""
+    regions = ["north", "south", "east", "west"]
+    rows = [["region", "age", "income", "sector"]]
+    for i in range(n):
+        rows.append([regions[i % 4], str(20 + (i * 7) % 50), f"{30000 + i * 1237 % 40000}", f"s{i % 6}"])
+    return rows
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class Client:
+    """JSON API client through the proxy, authenticated by a hub token."""
+
+    def __init__(self, token: str, base: str = SERVICE + "/api") -> None:
+        self.base = base
+        self.session = requests.Session()
+        self.session.headers["Authorization"] = f"token {token}"
+
+    def get(self, path: str, **kw) -> requests.Response:
+        return self.session.get(self.base + path, timeout=30, **kw)
+
+    def post(self, path: str, body: dict | None = None, **kw) -> requests.Response:
+        return self.session.post(self.base + path, json=body, timeout=60, **kw)
+
+    def put(self, path: str, body: dict) -> requests.Response:
+        return self.session.put(self.base + path, json=body, timeout=30)
+
+    def submit(self, files: dict[str, bytes], title: str = "Outputs", context: str = "Tables for the report.",
+               manifest: dict | None = None, path: str = "/requests", **extra) -> requests.Response:
+        if manifest is None:
+            manifest = {"files": {n: {"sha256": sha(d), "provenance": {"notebook": "analysis.ipynb"}}
+                                  for n, d in files.items()}}
+        parts = [("file", (n, d, "application/octet-stream")) for n, d in files.items()]
+        data = {"title": title, "context": context, "manifest": json.dumps(manifest), **extra}
+        return self.session.post(self.base + path, data=data, files=parts, timeout=120)
+
+
+class Intake(Client):
+    """The same API over the intake socket, as a sandbox's server reaches it."""
+
+    def __init__(self, token: str, socket_path: Path) -> None:
+        super().__init__(token, base="http+unix://" + quote(str(socket_path), safe=""))
+        self.session = requests_unixsocket.Session()
+        self.session.headers["Authorization"] = f"token {token}"
+
+    def get(self, path: str, **kw):
+        return super().get("/api" + path, **kw)
+
+    def post(self, path: str, body=None, **kw):
+        return super().post("/api" + path, body, **kw)
+
+    def submit(self, files, path: str = "/requests", **kw):
+        return super().submit(files, path="/api" + path, **kw)
+
+
+class Hub:
+    def __init__(self, settings: Settings, proc: subprocess.Popen, harness_token: str, log: Path) -> None:
+        self.settings = settings
+        self.proc = proc
+        self.harness = requests.Session()
+        self.harness.headers["Authorization"] = f"token {harness_token}"
+        self.log = log
+        self.intake_socket = settings.run_dir / "exports" / "intake.sock"
+
+    def login(self, username: str) -> requests.Session:
+        """A browser-like session logged in to the hub (this also sets the user's role groups)."""
+        s = requests.Session()
+        s.get(f"{BASE}/hub/login", timeout=30)
+        r = s.post(f"{BASE}/hub/login", data={"username": username, "password": PASSWORD,
+                                               "_xsrf": s.cookies.get("_xsrf")}, allow_redirects=False, timeout=30)
+        assert r.status_code == 302, f"login of {username} failed: {r.status_code}"
+        return s
+
+    def token(self, username: str, scopes: list[str]) -> str:
+        r = self.harness.post(f"{BASE}/hub/api/users/{username}/tokens",
+                              json={"scopes": scopes, "note": "export review tests"}, timeout=30)
+        assert r.status_code == 201, r.text
+        return r.json()["token"]
+
+    def server_token(self, username: str, workspace: str) -> str:
+        """What a sandbox server's $JUPYTERHUB_API_TOKEN holds for ``username``/``workspace``."""
+        return self.token(username, [f"access:servers!server={username}/{workspace}",
+                                     f"access:services!service={rbac.EXPORTS_SERVICE}",
+                                     "custom:exports:request!user"])
+
+    def user_token(self, username: str) -> str:
+        """A token with the user's own export scopes (as a browser session has)."""
+        return self.token(username, [f"access:services!service={rbac.EXPORTS_SERVICE}", *{
+            "operator": ["custom:exports:request!user"], "reviewer": ["custom:exports:review"],
+            "admin": ["custom:exports:admin"]}[USERS[username][0]]] + (
+            ["custom:exports:review"] if "reviewer" in USERS[username] else []))
+
+    def service_pid(self) -> int:
+        out = subprocess.run(["pgrep", "-f", "-P", str(self.proc.pid), "enclave.exports.app"],
+                             capture_output=True, text=True).stdout.split()
+        assert out, "the export service process is not running"
+        return int(out[0])
+
+    def wait_for_service(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"jupyterhub exited; see {self.log}:\n{self.log.read_text()[-3000:]}")
+            try:
+                if requests.get(f"{SERVICE}/api/openapi.json", timeout=2).status_code == 200 \
+                        and self.intake_socket.exists():
+                    return
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.3)
+        raise RuntimeError(f"the export service did not come up; see {self.log}:\n{self.log.read_text()[-3000:]}")
+
+
+@pytest.fixture(scope="package")
+def hub(tmp_path_factory):
+    home = tmp_path_factory.mktemp("exports-home")
+    # Neither the hub nor this process may pick up another Enclave's settings file or overrides.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ENCLAVE_")}
+    env.update(ENCLAVE_HOME=str(home), ENCLAVE_CONFIG=str(home / "enclave.toml"),
+               ENCLAVE_EXPORTS__PORT=str(SERVICE_PORT))
+    with pytest.MonkeyPatch.context() as mp:
+        for k in [k for k in os.environ if k.startswith("ENCLAVE_")]:
+            mp.delenv(k)
+        mp.setenv("ENCLAVE_HOME", str(home))
+        mp.setenv("ENCLAVE_CONFIG", str(home / "enclave.toml"))
+        yield from _run_hub(home, env)
+
+
+def _run_hub(home: Path, env: dict):
+    settings = Settings(home=home, exports={"port": SERVICE_PORT})
+    settings.hub_dir.mkdir(parents=True, exist_ok=True)
+    for name, roles in USERS.items():
+        accounts.add_user(settings, name, roles, PASSWORD)
+    release = settings.release_store / "people" / "data"
+    release.mkdir(parents=True)
+    with (release / "people.csv").open("w", newline="") as fh:
+        csv.writer(fh).writerows(people_rows())
+    for ws, members in MEMBERS.items():
+        workspaces.create(settings, ws)
+        for role, names in members.items():
+            for name in names:
+                workspaces.add_member(settings, ws, name, role)
+    workspaces.attach(settings, "ws1", "people", "tests")
+
+    harness_token = secrets.token_hex(32)
+    config = home / "jupyterhub_config.py"
+    config.write_text(CONFIG.format(
+        hub_port=HUB_PORT, hub_api_port=HUB_API_PORT, proxy_api_port=PROXY_API_PORT,
+        proxy=str(REPO / "node_modules" / ".bin" / "configurable-http-proxy"),
+        proxy_token=secrets.token_hex(32), cookie_secret=secrets.token_hex(32),
+        pid_file=str(home / "jupyterhub.pid"), harness_token=harness_token,
+    ))
+    log = home / "jupyterhub.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen([str(REPO / ".venv" / "bin" / "jupyterhub"), "-f", str(config)],
+                                cwd=home, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    hub = Hub(settings, proc, harness_token, log)
+    try:
+        hub.wait_for_service()
+        for name in USERS:
+            hub.login(name)
+        yield hub
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+@pytest.fixture(scope="package")
+def tokens(hub):
+    """API tokens: each user's own, and server-token stand-ins for the operators' workspaces."""
+    t = {name: hub.user_token(name) for name in USERS}
+    t["olga@ws1"] = hub.server_token("olga", "ws1")
+    t["dual@ws1"] = hub.server_token("dual", "ws1")
+    t["omar@ws2"] = hub.server_token("omar", "ws2")
+    return t
+
+
+@pytest.fixture(scope="package")
+def client():
+    """``client(token)``: the JSON API through the proxy."""
+    return Client
+
+
+@pytest.fixture(scope="package")
+def intake(hub):
+    """``intake(token)``: the JSON API over the intake socket."""
+    return lambda token: Intake(token, hub.intake_socket)
