@@ -23,6 +23,7 @@ from .exports import package_environment
 from .handlers import ChecksHandler, ClosedHandler, ExportsHandler
 from .intake import Intake
 from .kernel_channel import GuardedKernelConnection
+from .kernels import GuardKernelManager
 
 __version__ = "0.1.0"
 
@@ -68,6 +69,8 @@ def _check_configuration(serverapp):
              "ServerApp.contents_manager_class is not enclave_guard.contents.GuardContentsManager")
     _require(issubclass(serverapp.kernel_websocket_connection_class, GuardedKernelConnection),
              "ServerApp.kernel_websocket_connection_class is not the guarded connection")
+    _require(isinstance(serverapp.kernel_manager, GuardKernelManager),
+             "ServerApp.kernel_manager_class is not enclave_guard.kernels.GuardKernelManager")
     _require(serverapp.contents_manager.files_handler_class is None,
              "ContentsManager.files_handler_class is set: /files/ would be served")
     _require(not serverapp.contents_manager.allow_hidden, "ContentsManager.allow_hidden is on")

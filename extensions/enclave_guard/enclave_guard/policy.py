@@ -250,6 +250,7 @@ CLOSED_ROUTES = {
     r"terminals/.*": "terminals",
     r"proxy/.*": "proxied ports",
     r"lab/api/extensions.*": "the extension manager",
+    r"lab/api/plugins.*": "the plugin manager",
 }
 
 # -- JupyterLab --------------------------------------------------------------------------------
