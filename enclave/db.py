@@ -113,6 +113,9 @@ class Attachment(Base):
     release: Mapped[str] = mapped_column(String(200), primary_key=True)
     attached_by: Mapped[str] = mapped_column(String(64))
     attached_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # A column view (table -> columns) when only some columns were granted; None = the whole release.
+    columns: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    reason: Mapped[str] = mapped_column(String(500), default="")
     workspace: Mapped[Workspace] = relationship(back_populates="attachments")
 
 

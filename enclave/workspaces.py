@@ -7,7 +7,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from . import db
+from . import db, supply
 from .releases import release_dir
 from .settings import LimitSettings, Settings
 
@@ -29,6 +29,8 @@ class WorkspaceView:
     reviewers: frozenset[str]
     releases: tuple[str, ...]
     limits: dict = field(default_factory=dict)
+    # Releases attached as column views: release -> {table: [columns]}.
+    views: dict = field(default_factory=dict)
 
     def effective_limits(self, defaults: LimitSettings) -> LimitSettings:
         return defaults.model_copy(update=self.limits)
@@ -48,15 +50,20 @@ def _view(ws: db.Workspace) -> WorkspaceView:
         reviewers=frozenset(ws.members_with("reviewer")),
         releases=tuple(sorted(a.release for a in ws.attachments)),
         limits=dict(ws.limits or {}),
+        views={a.release: a.columns for a in ws.attachments if a.columns},
     )
 
 
 def data_mounts(settings: Settings, view: WorkspaceView) -> list[tuple[Path, str]]:
     """What a workspace's sandboxes see under /data: (host folder, name under /data) per release.
 
-    Only a release's ``data/`` folder is mounted; its manifest and report stay with the hub.
+    Only a release's ``data/`` folder is mounted; its manifest and report stay with the hub. A
+    release attached with ``--columns`` is mounted from its column view instead.
     """
-    return [(release_dir(settings, r) / "data", r) for r in view.releases]
+    return [
+        (supply.view_dir(settings, view.name, r) if r in view.views else release_dir(settings, r) / "data", r)
+        for r in view.releases
+    ]
 
 
 def create(settings: Settings, name: str, limits: dict | None = None) -> WorkspaceView:
@@ -125,7 +132,15 @@ def remove_member(settings: Settings, workspace: str, username: str, role: str) 
         return _view(ws)
 
 
-def attach(settings: Settings, workspace: str, release: str, by: str) -> WorkspaceView:
+def attach(
+    settings: Settings,
+    workspace: str,
+    release: str,
+    by: str,
+    columns: list[str] | None = None,
+    reason: str = "",
+) -> WorkspaceView:
+    """Attach a release, or only ``columns`` of it (a view), and record it in the supply manifest."""
     path = release_dir(settings, release) / "data"  # validates the name
     if not path.is_dir():
         raise WorkspaceError(f"release '{release}' is not in the release store ({settings.release_store})")
@@ -133,12 +148,26 @@ def attach(settings: Settings, workspace: str, release: str, by: str) -> Workspa
         ws = _get(s, workspace)
         if release in {a.release for a in ws.attachments}:
             raise WorkspaceError(f"release '{release}' is already attached to '{workspace}'")
-        ws.attachments.append(db.Attachment(release=release, attached_by=by))
-        s.flush()
+        selection = view_hash = None
+        try:
+            if columns:
+                selection = supply.select_columns(supply.release_tables(settings, release), release, columns)
+                view_hash = supply.build_view(settings, workspace, release, selection)
+            ws.attachments.append(db.Attachment(release=release, attached_by=by, columns=selection, reason=reason))
+            s.flush()
+            # Last step inside the transaction: if the manifest cannot be written, nothing is attached.
+            supply.record(settings, workspace, action="attach", release=release, by=by, reason=reason,
+                          columns=selection, view_hash=view_hash)
+        except supply.SupplyError as exc:
+            raise WorkspaceError(str(exc)) from None
+        except BaseException:
+            if selection:
+                supply.remove_view(settings, workspace, release)
+            raise
         return _view(ws)
 
 
-def detach(settings: Settings, workspace: str, release: str) -> WorkspaceView:
+def detach(settings: Settings, workspace: str, release: str, by: str = "") -> WorkspaceView:
     with db.transaction(settings.enclave_db_url) as s:
         ws = _get(s, workspace)
         kept = [a for a in ws.attachments if a.release != release]
@@ -146,4 +175,7 @@ def detach(settings: Settings, workspace: str, release: str) -> WorkspaceView:
             raise WorkspaceError(f"release '{release}' is not attached to '{workspace}'")
         ws.attachments = kept
         s.flush()
-        return _view(ws)
+        supply.record(settings, workspace, action="detach", release=release, by=by)
+        result = _view(ws)
+    supply.remove_view(settings, workspace, release)
+    return result

@@ -144,7 +144,7 @@ RESIDENTS_CONTRACT = {
 }
 
 
-def generate_enterprises(n: int = 300, years: tuple[int, ...] = (2022, 2023, 2024), seed: int = 11):
+def generate_enterprises(n: int = 500, years: tuple[int, ...] = (2022, 2023, 2024), seed: int = 11):
     """GENERATED enterprises and their yearly tax filings: (enterprises, filings)."""
     rng = np.random.default_rng(seed)
     ents, codes = [], set()
@@ -193,13 +193,11 @@ ENTERPRISES_CONTRACT = {
             "columns": {
                 "uscc": {"role": "direct_identifier", "type": "string", "treatment": "pseudonymise"},
                 "enterprise_name": {"role": "direct_identifier", "type": "string", "treatment": "drop"},
-                "legal_rep_id": {"role": "direct_identifier", "type": "string", "treatment": "derive",
-                                 "derive": ["sex"]},
+                "legal_rep_id": {"role": "direct_identifier", "type": "string", "treatment": "drop"},
                 "industry": {"role": "quasi_identifier", "type": "string"},
                 "region_code": {"role": "quasi_identifier", "type": "string", "treatment": "truncate", "keep": 2},
-                "registered_capital": {"role": "measure", "type": "float", "treatment": "top_bottom",
-                                       "top": "p95"},
-                "founded": {"role": "date", "type": "date", "treatment": "year"},
+                "registered_capital": {"role": "measure", "type": "float"},
+                "founded": {"role": "date", "type": "date", "treatment": "shift", "entity": "uscc"},
             },
         },
         "filings": {
@@ -216,6 +214,7 @@ ENTERPRISES_CONTRACT = {
             },
         },
     },
+    "privacy": {"k": 5, "l": 2, "max_suppressed": 0.15},
 }
 
 
@@ -228,7 +227,7 @@ def write_residents(folder: Path, n: int = 2000, seed: int = 7) -> Path:
     return path
 
 
-def write_enterprises(folder: Path, n: int = 300, seed: int = 11) -> Path:
+def write_enterprises(folder: Path, n: int = 500, seed: int = 11) -> Path:
     """Write the GENERATED enterprises (Parquet) and filings (CSV) and their contract."""
     folder.mkdir(parents=True, exist_ok=True)
     enterprises, filings = generate_enterprises(n, seed=seed)

@@ -254,16 +254,17 @@ def dcr_overfitting(released, synth_ctx, contract: Contract, **_) -> list[GateRe
     limit = contract.gates.dcr_overfitting_protection
     for tname in contract.tables:
         keys = _keys(contract, tname)
+        size, seed = contract.gates.subsample, contract.synthesis.seed
         train, hold = _equal_halves(
-            _comparable(synth_ctx["train"][tname], keys), _comparable(synth_ctx["holdout"][tname], keys),
-            5 * contract.gates.subsample, contract.synthesis.seed,
+            _comparable(synth_ctx["train"][tname], keys), _comparable(synth_ctx["holdout"][tname], keys), size, seed
         )
         syn = _comparable(released[tname], keys)
+        syn = syn.sample(n=min(len(syn), size), random_state=seed)
+        # Subsampled here rather than by SDMetrics, which takes the same count from all three.
         result = _quiet(
             DCROverfittingProtection.compute_breakdown,
             real_training_data=train, synthetic_data=syn, real_validation_data=hold,
             metadata=_table_metadata(synth_ctx["metadata"], tname, keys), table_name=None,
-            num_rows_subsample=min(len(syn), contract.gates.subsample), num_iterations=1,
         )
         score = float(result["score"])
         closer = result.get("synthetic_data_percentages", {}).get("closer_to_training")

@@ -87,12 +87,12 @@ def build_metadata(contract: Contract, tables: dict[str, pd.DataFrame]):
             if _is_key(t, c):
                 md.update_column(column_name=c, sdtype="id", table_name=tname)
             elif pd.api.types.is_datetime64_any_dtype(df[c].dtype):
-                md.update_column(column_name=c, sdtype="datetime", table_name=tname, datetime_format="%Y-%m-%d")
+                md.update_column(column_name=c, sdtype="datetime", table_name=tname)
             elif pd.api.types.is_numeric_dtype(df[c].dtype):
                 md.update_column(column_name=c, sdtype="numerical", table_name=tname)
             else:
                 md.update_column(column_name=c, sdtype="categorical", table_name=tname)
-        if t.primary_key:
+        if t.primary_key and md.tables[tname].primary_key != t.primary_key:
             md.set_primary_key(column_name=t.primary_key, table_name=tname)
     # detect_from_dataframes guesses relationships from names; the contract's are the real ones.
     for rel in list(md.relationships):

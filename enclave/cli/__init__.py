@@ -31,6 +31,6 @@ def main(ctx: click.Context) -> None:
     ctx.ensure_object(_Context)
 
 
-from . import exports, hub, users, workspaces  # noqa: E402  (subcommands register on ``main``)
+from . import data, exports, hub, users, workspaces  # noqa: E402  (subcommands register on ``main``)
 
-__all__ = ["main", "pass_ctx", "exports", "hub", "users", "workspaces"]
+__all__ = ["main", "pass_ctx", "data", "exports", "hub", "users", "workspaces"]

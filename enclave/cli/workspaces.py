@@ -46,11 +46,17 @@ def add_member(ctx, workspace_name: str, username: str, role: str) -> None:
 @workspace.command("attach")
 @click.argument("workspace_name", metavar="WS")
 @click.argument("release")
+@click.option("--columns", help="Only these columns (comma-separated, 'col' or 'table.col'): a column view.")
+@click.option("--reason", default="", help="Why the workspace needs this data (kept in its data supply manifest).")
 @pass_ctx
-def attach(ctx, workspace_name: str, release: str) -> None:
-    """Make RELEASE visible, read-only, under /data in WS's sandboxes."""
-    _run(ws.attach, ctx.settings, workspace_name, release, getpass.getuser())
-    click.echo(f"attached {release} to {workspace_name} (mounted at /data/{release})")
+def attach(ctx, workspace_name: str, release: str, columns: str | None, reason: str) -> None:
+    """Make RELEASE (or some of its columns) visible, read-only, under /data in WS's sandboxes."""
+    cols = [c.strip() for c in columns.split(",") if c.strip()] if columns is not None else None
+    if cols is not None and not cols:
+        raise click.BadParameter("give at least one column", param_hint="--columns")
+    _run(ws.attach, ctx.settings, workspace_name, release, getpass.getuser(), cols, reason)
+    what = f"columns {', '.join(cols)} of {release}" if cols else release
+    click.echo(f"attached {what} to {workspace_name} (mounted at /data/{release})")
 
 
 @workspace.command("list")

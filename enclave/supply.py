@@ -1,0 +1,182 @@
+"""Minimum-necessary supply: column views of releases, and each workspace's data supply manifest.
+
+A *view* is a materialised copy of only the columns a workspace was granted, built under
+``$ENCLAVE_HOME/views/<workspace>/<release>/`` and mounted at ``/data/<release>`` instead of the
+release's full ``data/`` folder, so the other columns do not exist inside the sandbox at all.
+
+The *data supply manifest* (``$ENCLAVE_HOME/supply/<workspace>.json``) records every attachment
+and detachment: what (release, its content hash, columns, view hash), why, by whom and when.
+Both are written atomically: a temporary file or folder beside the target, then a rename.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+
+from .releases import release_dir
+from .settings import Settings
+
+
+class SupplyError(Exception):
+    pass
+
+
+def views_root(settings: Settings) -> Path:
+    return settings.home / "views"
+
+
+def view_dir(settings: Settings, workspace: str, release: str) -> Path:
+    release_dir(settings, release)  # validates the name
+    return views_root(settings) / workspace / release
+
+
+def manifest_path(settings: Settings, workspace: str) -> Path:
+    return settings.home / "supply" / f"{workspace}.json"
+
+
+def release_tables(settings: Settings, release: str) -> dict[str, list[str]]:
+    """Each table of a release (its Parquet files) with its columns."""
+    data = release_dir(settings, release) / "data"
+    return {p.stem: pq.read_schema(p).names for p in sorted(data.glob("*.parquet"))}
+
+
+def select_columns(tables: dict[str, list[str]], release: str, columns: list[str]) -> dict[str, list[str]]:
+    """``col`` (in every table that has it) or ``table.col``, resolved to table -> columns."""
+    chosen: dict[str, list[str]] = {}
+    unknown = []
+    for spec in columns:
+        spec = spec.strip()
+        if not spec:
+            continue
+        if "." in spec:
+            t, c = spec.split(".", 1)
+            hits = [t] if c in tables.get(t, []) else []
+        else:
+            c = spec
+            hits = [t for t, cols in tables.items() if c in cols]
+        if not hits:
+            unknown.append(spec)
+        for t in hits:
+            if c not in chosen.setdefault(t, []):
+                chosen[t].append(c)
+    if unknown:
+        available = ", ".join(f"{t}.{c}" for t, cols in tables.items() for c in cols)
+        raise SupplyError(f"release '{release}' has no column(s) {', '.join(map(repr, unknown))} (it has: {available})")
+    if not chosen:
+        raise SupplyError("no columns given for the view")
+    # Keep each table's own column order.
+    return {t: [c for c in tables[t] if c in cols] for t, cols in chosen.items()}
+
+
+def _hash_files(root: Path) -> str:
+    h = hashlib.sha256()
+    for p in sorted(root.rglob("*")):
+        if p.is_file():
+            h.update(f"{p.relative_to(root)}\0{hashlib.sha256(p.read_bytes()).hexdigest()}\n".encode())
+    return h.hexdigest()
+
+
+def build_view(settings: Settings, workspace: str, release: str, selection: dict[str, list[str]]) -> str:
+    """Materialise the selected columns of ``release`` for ``workspace``; return the view's hash."""
+    data = release_dir(settings, release) / "data"
+    target = view_dir(settings, workspace, release)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{release}.", suffix=".partial", dir=target.parent))
+    try:
+        lines = [f"Column view of release {release} for workspace {workspace} (minimum necessary).", ""]
+        readme = data / "README.txt"
+        if readme.is_file() and "GENERATED DATA" in readme.read_text(encoding="utf-8"):
+            lines += ["GENERATED DATA: every person and enterprise in this release is made up.", ""]
+        for t, cols in selection.items():
+            table = pq.read_table(data / f"{t}.parquet", columns=cols)
+            pq.write_table(table, tmp / f"{t}.parquet")
+            # The CSV is cut from the release's own CSV so values read exactly as published there.
+            csv = pd.read_csv(data / f"{t}.csv", usecols=cols, dtype=str, keep_default_na=False)
+            csv[cols].to_csv(tmp / f"{t}.csv", index=False)
+            lines.append(f"Table {t}: {table.num_rows} rows; columns: {', '.join(cols)}")
+        (tmp / "README.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        digest = _hash_files(tmp)
+        for p in tmp.iterdir():
+            p.chmod(0o444)
+        tmp.chmod(0o555)
+        if target.exists():
+            remove_view(settings, workspace, release)
+        os.rename(tmp, target)
+        return digest
+    except BaseException:
+        _rmtree(tmp)
+        raise
+
+
+def _rmtree(path: Path) -> None:
+    if path.exists():
+        path.chmod(0o755)
+        shutil.rmtree(path)
+
+
+def remove_view(settings: Settings, workspace: str, release: str) -> None:
+    _rmtree(view_dir(settings, workspace, release))
+
+
+def read_manifest(settings: Settings, workspace: str) -> list[dict]:
+    path = manifest_path(settings, workspace)
+    if not path.exists():
+        return []
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))["entries"]
+    except (ValueError, KeyError) as exc:
+        raise SupplyError(f"data supply manifest {path} is unreadable: {exc}") from None
+
+
+def _release_hash(settings: Settings, release: str) -> str | None:
+    try:
+        return json.loads((release_dir(settings, release) / "manifest.json").read_text(encoding="utf-8"))["content_hash"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def record(
+    settings: Settings,
+    workspace: str,
+    *,
+    action: str,
+    release: str,
+    by: str,
+    reason: str = "",
+    columns: dict[str, list[str]] | None = None,
+    view_hash: str | None = None,
+) -> dict:
+    """Append one entry to the workspace's data supply manifest (atomically) and return it."""
+    entry = {
+        "action": action,
+        "release": release,
+        "release_content_hash": _release_hash(settings, release),
+        "columns": columns if columns is not None else "all",
+        "view_hash": view_hash,
+        "reason": reason,
+        "by": by,
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    path = manifest_path(settings, workspace)
+    entries = read_manifest(settings, workspace) + [entry]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{workspace}.", suffix=".json", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump({"workspace": workspace, "entries": entries}, f, indent=2, ensure_ascii=False)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return entry
