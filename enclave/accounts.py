@@ -1,10 +1,10 @@
-"""Local accounts: created only by admins, passwords hashed by NativeAuthenticator (bcrypt),
-roles kept by Enclave and handed to JupyterHub as groups at every login.
+"""Local accounts: created only by admins, passwords hashed with Argon2id (argon2-cffi),
+locked after repeated failures, roles handed to JupyterHub as groups at every login.
 
-NativeAuthenticator 1.3.0 works with JupyterHub 6.1.1. Two things are changed here:
-sign-up is off (accounts come from ``enclave user add``), and the lock-out after repeated
-failures is kept in Enclave's database instead of the authenticator's memory, so it survives a
-hub restart and holds across hub processes.
+NativeAuthenticator 1.3.0 (the latest) was tried first: its login handler fails on JupyterHub
+6.1.1 (it reads ``self.statsd``, which JupyterHub 6 removed, and calls ``_render(sync=...)``), so
+every login is a 500. This authenticator is the small part of it Enclave needs, on JupyterHub's
+own login page: no sign-up, hashed passwords, a persistent lock-out.
 """
 
 from __future__ import annotations
@@ -12,14 +12,17 @@ from __future__ import annotations
 import secrets
 from datetime import UTC, datetime, timedelta
 
-import bcrypt
-from jupyterhub import orm as hub_orm
-from nativeauthenticator import NativeAuthenticator
-from nativeauthenticator.orm import UserInfo
-from traitlets import Unicode
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from jupyterhub.auth import Authenticator
+from traitlets import Integer, Unicode
 
 from . import db
 from .settings import Settings
+
+_hasher = PasswordHasher()
+# Verified against when the account does not exist, so both cases take the same time.
+_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
 
 
 class AccountError(Exception):
@@ -30,14 +33,13 @@ def generate_password() -> str:
     return secrets.token_urlsafe(15)
 
 
-def _hub_session(settings: Settings):
-    settings.hub_dir.mkdir(parents=True, exist_ok=True)
-    # new_session_factory creates (and stamps) JupyterHub's schema, users_info included.
-    return hub_orm.new_session_factory(settings.hub_db_url)()
+def _check_password(settings: Settings, password: str) -> None:
+    if len(password) < settings.accounts.min_password_length:
+        raise AccountError(f"password too short: at least {settings.accounts.min_password_length} characters")
 
 
 def add_user(settings: Settings, username: str, roles: list[str], password: str) -> None:
-    """Create an account with ``roles``; both databases get it, or neither does."""
+    """Create an account with ``roles`` in one transaction."""
     if not db.USERNAME.match(username):
         raise AccountError(
             f"user name '{username}' is not allowed: 1-32 lower-case letters, digits, '_' or '-',"
@@ -46,91 +48,69 @@ def add_user(settings: Settings, username: str, roles: list[str], password: str)
     unknown = set(roles) - set(db.ROLES)
     if not roles or unknown:
         raise AccountError(f"role must be one of {', '.join(db.ROLES)} (got {', '.join(roles) or 'none'})")
-    if len(password) < settings.accounts.min_password_length:
-        raise AccountError(
-            f"password too short: at least {settings.accounts.min_password_length} characters"
-        )
-    hub = _hub_session(settings)
-    try:
-        if UserInfo.find(hub, username) is not None:
+    _check_password(settings, password)
+    with db.transaction(settings.enclave_db_url) as s:
+        if s.get(db.Account, username) is not None:
             raise AccountError(f"an account named '{username}' already exists")
-        with db.transaction(settings.enclave_db_url) as s:
-            if s.get(db.Account, username) is not None:
-                raise AccountError(f"an account named '{username}' already exists")
-            s.add(db.Account(username=username, roles=[db.AccountRole(role=r) for r in sorted(set(roles))]))
-            s.flush()
-            hub.add(
-                UserInfo(
-                    username=username,
-                    password=bcrypt.hashpw(password.encode(), bcrypt.gensalt()),
-                    is_authorized=True,
-                )
-            )
-            # Committed inside the Enclave transaction: if this fails, the account is rolled back.
-            hub.commit()
-    except Exception:
-        hub.rollback()
-        raise
-    finally:
-        hub.close()
+        s.add(db.Account(
+            username=username,
+            password_hash=_hasher.hash(password),
+            roles=[db.AccountRole(role=r) for r in sorted(set(roles))],
+        ))
 
 
-def get_roles(settings: Settings, username: str) -> set[str]:
+def set_password(settings: Settings, username: str, password: str) -> None:
+    """Set a new password and lift any lock-out."""
+    _check_password(settings, password)
     with db.transaction(settings.enclave_db_url) as s:
         account = s.get(db.Account, username)
-        return account.role_names if account else set()
+        if account is None:
+            raise AccountError(f"no account named '{username}'")
+        account.password_hash = _hasher.hash(password)
+        account.failed_logins = 0
+        account.locked_until = None
 
 
-class EnclaveAuthenticator(NativeAuthenticator):
-    """NativeAuthenticator without sign-up, with persistent lock-out and roles as groups."""
+class EnclaveAuthenticator(Authenticator):
+    """Enclave's accounts on JupyterHub's login page. Groups = the account's roles."""
 
-    enclave_db_url = Unicode(help="Enclave's database, for roles and lock-out state.").tag(config=True)
-
-    def _account(self, session, username):
-        return session.get(db.Account, username)
-
-    # -- lock-out (replaces NativeAuthenticator's in-memory dict) --
-
-    def is_blocked(self, username):
-        with db.transaction(self.enclave_db_url) as s:
-            account = self._account(s, username)
-            until = account.locked_until if account else None
-            if until is not None and until.tzinfo is None:
-                until = until.replace(tzinfo=UTC)
-            return until is not None and until > datetime.now(UTC)
-
-    def add_login_attempt(self, username):
-        with db.transaction(self.enclave_db_url) as s:
-            account = self._account(s, username)
-            if account is None:
-                return
-            account.failed_logins += 1
-            if account.failed_logins >= self.allowed_failed_logins:
-                account.locked_until = datetime.now(UTC) + timedelta(seconds=self.seconds_before_next_try)
-                account.failed_logins = 0
-                self.log.warning("account %s locked after repeated failed logins", username)
-
-    def successful_login(self, username):
-        with db.transaction(self.enclave_db_url) as s:
-            account = self._account(s, username)
-            if account is not None:
-                account.failed_logins = 0
-                account.locked_until = None
+    enclave_db_url = Unicode(help="Enclave's database (accounts, roles, lock-out state).").tag(config=True)
+    allowed_failed_logins = Integer(5, help="Failed logins in a row before the account locks.").tag(config=True)
+    lockout_seconds = Integer(600, help="How long a locked account stays locked.").tag(config=True)
 
     async def authenticate(self, handler, data):
-        name = await super().authenticate(handler, data)
-        if name is None:
-            return None
+        username = self.normalize_username(data.get("username", ""))
+        password = data.get("password", "")
         with db.transaction(self.enclave_db_url) as s:
-            account = self._account(s, name)
-            roles = sorted(account.role_names) if account else []
-        if not roles:
-            self.log.warning("refusing %s: no Enclave account roles", name)
-            return None
+            account = s.get(db.Account, username)
+            if account is None:
+                _verify(_DUMMY_HASH, password)
+                return None
+            now = datetime.now(UTC)
+            locked_until = account.locked_until
+            if locked_until is not None and locked_until.tzinfo is None:
+                locked_until = locked_until.replace(tzinfo=UTC)
+            if locked_until is not None and locked_until > now:
+                self.log.warning("login refused for %s: account locked until %s", username, locked_until)
+                return None
+            if not _verify(account.password_hash, password):
+                account.failed_logins += 1
+                if account.failed_logins >= self.allowed_failed_logins:
+                    account.locked_until = now + timedelta(seconds=self.lockout_seconds)
+                    account.failed_logins = 0
+                    self.log.warning("account %s locked after repeated failed logins", username)
+                return None
+            account.failed_logins = 0
+            account.locked_until = None
+            if _hasher.check_needs_rehash(account.password_hash):
+                account.password_hash = _hasher.hash(password)
+            roles = sorted(account.role_names)
         # manage_groups: these groups replace the user's groups at every login.
-        return {"name": name, "groups": roles}
+        return {"name": username, "groups": roles}
 
-    def get_handlers(self, app):
-        # Keep only login and change-password; sign-up and self-authorisation are not offered.
-        allowed = ("/login", "/change-password")
-        return [h for h in super().get_handlers(app) if h[0].startswith(allowed)]
+
+def _verify(password_hash: str, password: str) -> bool:
+    try:
+        return _hasher.verify(password_hash, password)
+    except (VerificationError, InvalidHashError):
+        return False

@@ -1,7 +1,6 @@
 """Enclave's own database: accounts' roles, workspaces, their members and attached releases.
 
-Passwords are not here: NativeAuthenticator keeps bcrypt hashes in JupyterHub's database
-(see ``enclave.accounts``). Every write goes through :func:`transaction`, so a failed command
+Every write goes through :func:`transaction`, so a failed command
 leaves nothing half-written.
 """
 
@@ -47,6 +46,7 @@ class Account(Base):
 
     username: Mapped[str] = mapped_column(String(32), primary_key=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    password_hash: Mapped[str] = mapped_column(String(200))  # Argon2id, see enclave.accounts
     failed_logins: Mapped[int] = mapped_column(Integer, default=0)
     locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     roles: Mapped[list["AccountRole"]] = relationship(

@@ -185,7 +185,7 @@ class Settings(BaseSettings):
 
     @property
     def hub_socket(self) -> Path:
-        return self.run_dir / "hub.sock"
+        return self.run_dir / "hub" / "hub.sock"
 
     @property
     def public_url(self) -> str:

@@ -36,3 +36,19 @@ def add(ctx, name: str, roles: tuple[str, ...], password_stdin: bool) -> None:
     click.echo(f"created {name} ({', '.join(sorted(roles))})")
     if not password_stdin:
         click.echo(f"password: {password}")
+
+
+@user.command("set-password")
+@click.argument("name")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+@pass_ctx
+def set_password(ctx, name: str, password_stdin: bool) -> None:
+    """Set NAME's password (and lift a lock-out). A generated password is printed once."""
+    password = sys.stdin.readline().rstrip("\n") if password_stdin else accounts.generate_password()
+    try:
+        accounts.set_password(ctx.settings, name, password)
+    except accounts.AccountError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"password set for {name}")
+    if not password_stdin:
+        click.echo(f"password: {password}")

@@ -1,0 +1,42 @@
+"""``enclave hub`` and ``enclave demo``: run JupyterHub for Enclave."""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+from .. import demo as demo_seed
+from ..hub import EnclaveHub, check_host
+from ..settings import REPO_ROOT
+from . import main, pass_ctx
+
+
+def _run_hub(settings) -> None:
+    check_host(settings)
+    os.chdir(settings.home)
+    EnclaveHub.launch_instance(["-f", str(REPO_ROOT / "jupyterhub_config.py")])
+
+
+@main.command("hub")
+@pass_ctx
+def hub(ctx) -> None:
+    """Start JupyterHub with Enclave's configuration."""
+    _run_hub(ctx.settings)
+
+
+@main.command("demo")
+@pass_ctx
+def demo(ctx) -> None:
+    """Seed a demo (accounts, a workspace, a release) once, then start the hub."""
+    settings = ctx.settings
+    check_host(settings)
+    created = demo_seed.seed(settings)
+    if created:
+        click.echo("Demo accounts (shown once; kept in %s, mode 0600):" % demo_seed.credentials_path(settings))
+        for name, roles, password in created:
+            click.echo(f"  {name:10} {', '.join(roles):18} {password}")
+    else:
+        click.echo(f"Demo already seeded; credentials are in {demo_seed.credentials_path(settings)}")
+    click.echo(f"Starting Enclave on {settings.public_url}")
+    _run_hub(settings)

@@ -1,0 +1,204 @@
+"""JupyterHub as Enclave runs it: configuration from settings, and the hub application.
+
+``jupyterhub_config.py`` calls :func:`configure`; ``enclave hub`` runs :class:`EnclaveHub`, which
+is JupyterHub with a spawn page that knows workspaces.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import sys
+from pathlib import Path
+
+from jupyterhub.app import JupyterHub
+from jupyterhub.handlers.pages import SpawnHandler
+from tornado import web
+
+from . import rbac, workspaces
+from .settings import REPO_ROOT, Settings
+from .spawner import unix_socket_url
+
+TEMPLATES = Path(__file__).parent / "templates"
+
+
+class WorkspaceSpawnHandler(SpawnHandler):
+    """The spawn page: a server name must be one of the user's workspaces, or a clear 404/403."""
+
+    def initialize(self, enclave_settings: Settings):
+        self.enclave_settings = enclave_settings
+
+    async def _check_named_server_request(self, user, server_name, display_name, check_limit=True):
+        try:
+            ws = workspaces.get(self.enclave_settings, server_name)
+        except workspaces.UnknownWorkspace:
+            raise web.HTTPError(404, f"There is no workspace named '{server_name}'.") from None
+        if user.name not in ws.operators:
+            raise web.HTTPError(403, f"{user.name} is not an operator of workspace '{server_name}'.")
+        await super()._check_named_server_request(user, server_name, display_name, check_limit)
+
+
+class EnclaveHub(JupyterHub):
+    name = "enclave-hub"
+    description = "JupyterHub for Enclave"
+
+    def init_handlers(self):
+        super().init_handlers()
+        settings = self.config.SandboxSpawner.enclave_settings
+        self.handlers[:0] = self.add_url_prefix(self.hub_prefix, [
+            (r"/spawn/([^/]+)/([^/]+)", WorkspaceSpawnHandler, {"enclave_settings": settings}),
+        ])
+
+
+def _secret_file(path: Path, nbytes: int) -> str:
+    """A secret kept in the state directory (mode 0600), created once."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(nbytes))
+    return path.read_text().strip()
+
+
+def _workspaces_of(settings: Settings):
+    def workspaces_of(user) -> list[dict]:
+        if user is None:
+            return []
+        rows = []
+        for ws, roles in workspaces.for_user(settings, user.name):
+            spawner = user.spawners.get(ws.name) if "operator" in roles else None
+            rows.append({
+                "name": ws.name,
+                "roles": sorted(roles),
+                "releases": ws.releases,
+                "can_start": "operator" in roles,
+                "active": bool(spawner and spawner.active),
+                "ready": bool(spawner and spawner.ready),
+            })
+        return rows
+
+    return workspaces_of
+
+
+def _authenticator(c, settings: Settings) -> None:
+    if settings.hub.authenticator == "native":
+        c.JupyterHub.authenticator_class = "enclave.accounts.EnclaveAuthenticator"
+        c.EnclaveAuthenticator.enclave_db_url = settings.enclave_db_url
+        c.EnclaveAuthenticator.allowed_failed_logins = settings.accounts.allowed_failed_logins
+        c.EnclaveAuthenticator.lockout_seconds = settings.accounts.lockout_seconds
+        # Only admins create accounts, so whoever has one may log in.
+        c.EnclaveAuthenticator.allow_all = True
+        c.EnclaveAuthenticator.manage_groups = True
+    else:
+        oidc = settings.hub.oidc
+        c.JupyterHub.authenticator_class = "generic-oauth"
+        g = c.GenericOAuthenticator
+        g.client_id = oidc.client_id
+        g.client_secret = oidc.client_secret
+        g.authorize_url = oidc.authorize_url
+        g.token_url = oidc.token_url
+        g.userdata_url = oidc.userdata_url
+        g.oauth_callback_url = oidc.oauth_callback_url or f"{settings.public_url}/hub/oauth_callback"
+        g.username_claim = oidc.username_claim
+        g.scope = oidc.scope
+        g.enable_pkce = True
+        # The IdP's groups decide who may log in and which Enclave role groups they get.
+        g.manage_groups = True
+        g.auth_state_groups_key = f"oauth_user.{oidc.groups_claim}"
+        g.allowed_groups = set(oidc.admin_groups + oidc.operator_groups + oidc.reviewer_groups)
+        g.admin_groups = set()  # Enclave admins are not JupyterHub admins (see enclave.rbac)
+        g.modify_auth_state_hook = _oidc_role_groups(oidc)
+
+
+def _oidc_role_groups(oidc):
+    """Map IdP group names onto Enclave's role groups (admin/operator/reviewer)."""
+    mapping = {"admin": oidc.admin_groups, "operator": oidc.operator_groups, "reviewer": oidc.reviewer_groups}
+
+    def hook(authenticator, auth_state):
+        user = auth_state.setdefault("oauth_user", {})
+        idp_groups = set(user.get(oidc.groups_claim) or [])
+        roles = sorted(role for role, names in mapping.items() if idp_groups & set(names))
+        user[oidc.groups_claim] = roles + sorted(idp_groups & authenticator.allowed_groups)
+        return auth_state
+
+    return hook
+
+
+def configure(c, settings: Settings) -> None:
+    """Fill JupyterHub's config object ``c`` from Enclave settings."""
+    for d in (settings.home, settings.hub_dir, settings.run_dir, settings.hub_socket.parent,
+              settings.run_dir / "exports", settings.homes_dir, settings.release_store):
+        d.mkdir(parents=True, exist_ok=True)
+    settings.homes_dir.chmod(0o700)
+    # Sandboxes (unprivileged uids) reach the hub's and the services' sockets through these.
+    for d in (settings.run_dir, settings.hub_socket.parent, settings.run_dir / "exports"):
+        d.chmod(0o755)
+
+    c.JupyterHub.ip = settings.hub.ip
+    c.JupyterHub.port = settings.hub.port
+    c.JupyterHub.db_url = settings.hub_db_url
+    c.JupyterHub.cookie_secret_file = str(settings.secrets_dir / "jupyterhub_cookie_secret")
+    c.JupyterHub.pid_file = str(settings.hub_dir / "jupyterhub.pid")
+    c.JupyterHub.log_level = settings.hub.log_level
+    c.JupyterHub.template_paths = [str(TEMPLATES)]
+    c.JupyterHub.template_vars = {"enclave_workspaces": _workspaces_of(settings)}
+    c.JupyterHub.default_url = "/hub/home"
+
+    # The hub listens on a unix socket that sandboxes can reach without a network. The hub API
+    # authenticates every request, so the socket is open to the sandboxes' uids.
+    hub_url = unix_socket_url(settings.hub_socket)
+    c.JupyterHub.hub_bind_url = hub_url
+    c.JupyterHub.hub_connect_url = hub_url
+    c.JupyterHub.hub_socket_mode = 0o666
+
+    c.JupyterHub.proxy_class = "enclave.proxy.UnixSocketProxy"
+    c.ConfigurableHTTPProxy.command = [str(REPO_ROOT / "node_modules" / ".bin" / "configurable-http-proxy")]
+    c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{settings.hub.proxy_api_port}"
+    c.ConfigurableHTTPProxy.auth_token = _secret_file(settings.secrets_dir / "proxy_auth_token", 32)
+    c.ConfigurableHTTPProxy.pid_file = str(settings.hub_dir / "proxy.pid")
+    # Sandboxes outlive a hub restart; the proxy is restarted with the hub and its routes restored.
+    c.JupyterHub.cleanup_servers = False
+
+    _authenticator(c, settings)
+
+    # Roles, custom scopes and the token a sandbox's server gets.
+    c.JupyterHub.custom_scopes = rbac.CUSTOM_SCOPES
+    c.JupyterHub.load_roles = rbac.ROLES + [rbac.idle_culler_role()]
+    c.Spawner.server_token_scopes = rbac.SERVER_TOKEN_SCOPES
+
+    # One named server per workspace; the default (unnamed) server is not offered.
+    c.JupyterHub.allow_named_servers = True
+    c.JupyterHub.named_server_limit_per_user = 0
+    c.JupyterHub.spawner_class = "enclave.spawner.SandboxSpawner"
+    c.SandboxSpawner.enclave_settings = settings
+    c.Spawner.disable_user_config = True
+    c.Spawner.default_url = "/lab"
+    c.Spawner.start_timeout = settings.sandbox.start_timeout
+    c.Spawner.http_timeout = settings.sandbox.start_timeout
+
+    if settings.sandbox.idle_timeout:
+        c.JupyterHub.services = [{
+            "name": rbac.IDLE_CULLER_SERVICE,
+            # The culler's HTTP client cannot use the hub's unix socket; it goes through the proxy.
+            "command": [sys.executable, "-m", "jupyterhub_idle_culler",
+                        f"--url={settings.public_url}/hub/api",
+                        f"--timeout={settings.sandbox.idle_timeout}",
+                        f"--cull-every={settings.sandbox.cull_every}"],
+        }]
+
+
+def check_host(settings: Settings) -> None:
+    """Refuse to start on a host that cannot run the sandboxes, saying what is missing."""
+    if os.geteuid() != 0:
+        raise SystemExit(
+            "enclave: the bubblewrap sandbox runs each workspace server under its own unprivileged"
+            " uid, which needs the hub to start as root."
+        )
+    if shutil.which(settings.sandbox.bwrap) is None:
+        raise SystemExit(f"enclave: '{settings.sandbox.bwrap}' not found: apt-get install bubblewrap")
+    if not (settings.sandbox.python_env / "bin" / "jupyterhub-singleuser").exists():
+        raise SystemExit(
+            f"enclave: the sandbox environment {settings.sandbox.python_env} is missing"
+            " or incomplete: run 'make setup'"
+        )

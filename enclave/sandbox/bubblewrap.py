@@ -1,0 +1,63 @@
+"""Render a :class:`SandboxPolicy` as a bubblewrap command line.
+
+bwrap runs as root (no user namespace): it builds the mount, pid, network, ipc and uts
+namespaces, then ``setpriv`` drops to the sandbox's own unprivileged uid with no capabilities and
+``no_new_privs`` before the sandboxed program starts. Processes therefore run under a real host uid
+that owns nothing but the sandbox's home.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path, PurePosixPath
+
+from .policy import SandboxPolicy
+
+NAMESPACES = (
+    "--unshare-pid",
+    "--unshare-net",  # a network namespace with only 'lo', and it is down: no route anywhere
+    "--unshare-ipc",
+    "--unshare-uts",
+    "--unshare-cgroup-try",
+)
+
+
+def bwrap_argv(policy: SandboxPolicy, bwrap: str, files_dir: Path, info_fd: int) -> list[str]:
+    """The full command. Generated files (``kind="file"``) are written into ``files_dir``."""
+    files_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    args = [bwrap, *NAMESPACES, "--hostname", "enclave", "--die-with-parent", "--new-session",
+            "--as-pid-1", "--info-fd", str(info_fd), "--clearenv",
+            "--proc", "/proc", "--dev", "/dev"]
+    made: set[str] = {"/", "/proc", "/dev"}
+    for m in policy.mounts:
+        # bwrap creates missing parents of a mount point as 0700 root directories, which the
+        # sandbox's uid could not traverse: create them first, world-readable.
+        for parent in reversed(PurePosixPath(m.target).parents):
+            if str(parent) not in made:
+                args += ["--perms", "0755", "--dir", str(parent)]
+                made.add(str(parent))
+        made.add(m.target)
+        if m.kind == "ro":
+            args += ["--ro-bind", m.source, m.target]
+        elif m.kind == "rw":
+            args += ["--bind", m.source, m.target]
+        elif m.kind == "tmpfs":
+            args += ["--perms", "1777", "--tmpfs", m.target]
+        elif m.kind == "symlink":
+            args += ["--symlink", m.source, m.target]
+        elif m.kind == "file":
+            path = files_dir / m.target.strip("/").replace("/", "_")
+            path.write_text(m.content)
+            path.chmod(0o644)
+            args += ["--ro-bind", str(path), m.target]
+        else:  # pragma: no cover - the policy type admits no other kind
+            raise ValueError(f"unknown mount kind {m.kind!r}")
+    for key, value in sorted(policy.env.items()):
+        args += ["--setenv", key, value]
+    if policy.workdir:
+        args += ["--chdir", policy.workdir]
+    uid, gid = policy.identity.uid, policy.identity.gid
+    args += [
+        "--", "/usr/bin/setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups",
+        "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--", *policy.argv,
+    ]
+    return args

@@ -1,0 +1,228 @@
+"""The sandbox policy: what an operator's server and kernels can see and do, as data.
+
+One :class:`SandboxPolicy` describes one sandbox: its mounts, identity, limits, network and the
+command it runs. :func:`server_policy` and :func:`kernel_policy` build the two sandboxes of a
+workspace server from the same rules; the bubblewrap backend renders them to ``bwrap`` arguments
+(``enclave.sandbox.bubblewrap``) and a container backend can read the same objects.
+
+Layout inside a sandbox::
+
+    /usr, /etc (selected files)    read-only system
+    /opt/enclave/env               read-only Python environment (the operator's tools)
+    /home/<user>                   the (user, workspace) home: the only writable persistent place
+    /data/<release>                read-only, only the workspace's attached releases (kernel only)
+    /tmp                           private tmpfs
+    /run/enclave/...               server only: its socket, the hub's and the export service's
+                                   sockets, its runtime files; kernels see only their own ipc dir
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+ENV_MOUNT = "/opt/enclave/env"
+RUN = "/run/enclave"
+SERVER_RUN = f"{RUN}/server"
+SERVER_SOCKET = f"{SERVER_RUN}/jupyter.sock"
+LAUNCHER_SOCKET = f"{SERVER_RUN}/launcher.sock"
+KERNELS_DIR = f"{RUN}/kernels"
+HUB_SOCKET_DIR = f"{RUN}/hub"
+EXPORTS_SOCKET_DIR = f"{RUN}/exports"
+WORKSPACE_FILE = f"{RUN}/workspace.json"
+KERNELSPEC = "enclave-python"
+
+# Host /etc entries a Python analysis environment needs; everything else of /etc stays out
+# (no resolv.conf, no host names, no credentials).
+ETC_READONLY = (
+    "/etc/alternatives",
+    "/etc/ca-certificates",
+    "/etc/fonts",
+    "/etc/ld.so.cache",
+    "/etc/localtime",
+    "/etc/mime.types",
+    "/etc/nsswitch.conf",
+    "/etc/ssl",
+)
+# Debian 12 has a merged /usr: these are symlinks into it.
+USR_SYMLINKS = (("usr/bin", "/bin"), ("usr/sbin", "/sbin"), ("usr/lib", "/lib"), ("usr/lib64", "/lib64"))
+
+
+@dataclass(frozen=True)
+class Mount:
+    """``kind``: ro/rw bind of ``source``; tmpfs; or a file of generated ``content`` (read-only)."""
+
+    target: str
+    kind: Literal["ro", "rw", "tmpfs", "file", "symlink"]
+    source: str = ""
+    content: str = ""
+
+
+@dataclass(frozen=True)
+class Identity:
+    uid: int
+    gid: int
+    username: str
+    home: str
+
+
+@dataclass(frozen=True)
+class Limits:
+    memory_mb: int
+    pids: int
+    cpus: float
+    max_file_mb: int
+
+
+@dataclass(frozen=True)
+class SandboxPolicy:
+    name: str
+    argv: tuple[str, ...]
+    identity: Identity
+    limits: Limits
+    mounts: tuple[Mount, ...]
+    env: dict[str, str] = field(default_factory=dict)
+    # "none": a network namespace of its own with only loopback. There is no other setting: a
+    # sandbox never gets a route out; its server is reached over a unix socket.
+    network: Literal["none"] = "none"
+    workdir: str = ""
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SandboxPolicy":
+        return cls(
+            name=d["name"],
+            argv=tuple(d["argv"]),
+            identity=Identity(**d["identity"]),
+            limits=Limits(**d["limits"]),
+            mounts=tuple(Mount(**m) for m in d["mounts"]),
+            env=dict(d["env"]),
+            network=d["network"],
+            workdir=d["workdir"],
+        )
+
+    def mount_at(self, target: str) -> Mount | None:
+        return next((m for m in self.mounts if m.target == target), None)
+
+
+@dataclass(frozen=True)
+class SandboxLayout:
+    """Host-side paths of one workspace server's sandboxes."""
+
+    env: Path  # the operator's Python environment (a venv)
+    home: Path  # the (user, workspace) home
+    run: Path  # this sandbox's runtime directory (root-owned)
+    hub_socket_dir: Path
+    exports_socket_dir: Path
+    data: tuple[tuple[Path, str], ...]  # (host folder, name under /data)
+
+    @property
+    def server_run(self) -> Path:
+        return self.run / "server"
+
+    @property
+    def kernels(self) -> Path:
+        return self.run / "kernels"
+
+    @property
+    def workspace_file(self) -> Path:
+        return self.run / "workspace.json"
+
+
+def base_python_prefix(env: Path) -> Path:
+    """The interpreter installation a venv was made from (its ``home`` in pyvenv.cfg)."""
+    cfg = (env / "pyvenv.cfg").read_text()
+    for line in cfg.splitlines():
+        key, _, value = line.partition("=")
+        if key.strip() == "home":
+            return Path(value.strip()).parent
+    raise ValueError(f"{env / 'pyvenv.cfg'} names no base interpreter ('home')")
+
+
+def _system_mounts(env: Path, identity: Identity) -> list[Mount]:
+    mounts = [Mount("/usr", "ro", "/usr")]
+    mounts += [Mount(target, "symlink", source) for source, target in USR_SYMLINKS]
+    mounts += [Mount(p, "ro", p) for p in ETC_READONLY if Path(p).exists()]
+    prefix = base_python_prefix(env)
+    if not str(prefix).startswith("/usr/"):
+        mounts.append(Mount(str(prefix), "ro", str(prefix)))
+    mounts += [
+        Mount(ENV_MOUNT, "ro", str(env)),
+        Mount("/etc/passwd", "file", content=(
+            f"root:x:0:0::/nonexistent:/usr/sbin/nologin\n"
+            f"{identity.username}:x:{identity.uid}:{identity.gid}::{identity.home}:/bin/bash\n")),
+        Mount("/etc/group", "file", content=f"root:x:0:\n{identity.username}:x:{identity.gid}:\n"),
+        Mount("/etc/hosts", "file", content="127.0.0.1 localhost\n::1 localhost\n"),
+        Mount("/tmp", "tmpfs"),
+    ]
+    return mounts
+
+
+def _base_env(identity: Identity) -> dict[str, str]:
+    return {
+        "HOME": identity.home,
+        "USER": identity.username,
+        "LOGNAME": identity.username,
+        "PATH": f"{ENV_MOUNT}/bin:/usr/local/bin:/usr/bin:/bin",
+        "LANG": "C.UTF-8",
+        "SHELL": "/bin/bash",
+        # Code must not load anything from the home: no user site-packages, no Jupyter user config.
+        "PYTHONNOUSERSITE": "1",
+        "MPLCONFIGDIR": "/tmp/matplotlib",
+        "IPYTHONDIR": "/tmp/ipython",
+    }
+
+
+def server_policy(
+    layout: SandboxLayout,
+    identity: Identity,
+    limits: Limits,
+    name: str,
+    hub_env: dict[str, str],
+) -> SandboxPolicy:
+    """The single-user server's sandbox: no /data, no network; sockets under /run/enclave."""
+    mounts = _system_mounts(layout.env, identity) + [
+        Mount(identity.home, "rw", str(layout.home)),
+        Mount(SERVER_RUN, "rw", str(layout.server_run)),
+        Mount(KERNELS_DIR, "rw", str(layout.kernels)),
+        Mount(HUB_SOCKET_DIR, "ro", str(layout.hub_socket_dir)),
+        Mount(EXPORTS_SOCKET_DIR, "ro", str(layout.exports_socket_dir)),
+        Mount(WORKSPACE_FILE, "ro", str(layout.workspace_file)),
+    ]
+    env = _base_env(identity) | hub_env | {
+        "JUPYTER_RUNTIME_DIR": f"{SERVER_RUN}/runtime",
+        "ENCLAVE_LAUNCHER_SOCKET": LAUNCHER_SOCKET,
+        "ENCLAVE_KERNELS_DIR": KERNELS_DIR,
+    }
+    argv = (
+        f"{ENV_MOUNT}/bin/python", "-m", "enclave_singleuser",
+        f"--sock={SERVER_SOCKET}",
+        f"--ServerApp.root_dir={identity.home}",
+    )
+    return SandboxPolicy(name=name, argv=argv, identity=identity, limits=limits,
+                         mounts=tuple(mounts), env=env, workdir=identity.home)
+
+
+def kernel_policy(server: SandboxPolicy, layout: SandboxLayout, kernel_id: str) -> SandboxPolicy:
+    """A kernel's sandbox, derived from its server's: same identity and home, plus /data, minus
+    every socket, runtime file and token of the server. Only the kernel's own ipc dir is shared."""
+    identity = server.identity
+    ipc = f"{KERNELS_DIR}/{kernel_id}"
+    mounts = _system_mounts(layout.env, identity) + [
+        Mount(identity.home, "rw", str(layout.home)),
+        Mount(ipc, "rw", str(layout.kernels / kernel_id)),
+    ]
+    mounts += [Mount(f"/data/{name}", "ro", str(src)) for src, name in layout.data]
+    argv = (
+        f"{ENV_MOUNT}/bin/python", "-m", "ipykernel_launcher",
+        "-f", f"{ipc}/connection.json", "--transport=ipc",
+    )
+    # The kernel's environment is built here, not passed through from the server: no JUPYTERHUB_*
+    # token or URL can leak into it.
+    env = _base_env(identity) | {"MPLBACKEND": "module://matplotlib_inline.backend_inline"}
+    return SandboxPolicy(name=f"{server.name}-kernel-{kernel_id[:8]}", argv=argv, identity=identity,
+                         limits=server.limits, mounts=tuple(mounts), env=env, workdir=identity.home)

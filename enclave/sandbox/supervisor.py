@@ -1,0 +1,268 @@
+"""The host-side supervisor of one workspace server's sandboxes.
+
+Run by the spawner as ``python -m enclave.sandbox.supervisor SPEC``, as root, outside any sandbox.
+It starts the single-user server's sandbox and, on the server's request, each kernel in a sibling
+sandbox of its own (see :func:`enclave.sandbox.policy.kernel_policy`): the server asks over the
+launcher socket, but this process decides the kernel's command, mounts, identity and environment.
+Killing the supervisor (SIGTERM) stops the server and every kernel and removes the runtime files.
+
+Launcher protocol: one JSON object per line, one request per connection::
+
+    {"op": "prepare" | "start" | "poll" | "signal" | "cleanup", "kernel_id": UUID, ...}
+    -> {"ok": true, ...} | {"ok": false, "error": "..."}
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import shutil
+import signal
+import sys
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .bubblewrap import bwrap_argv
+from .limits import SandboxCgroup, apply_rlimits
+from .policy import KERNELS_DIR, SandboxLayout, SandboxPolicy, kernel_policy
+
+log = logging.getLogger("enclave.supervisor")
+
+MAX_KERNELS = 8
+# Signals the server may ask to deliver to one of its kernels.
+KERNEL_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGKILL, signal.SIGHUP, signal.SIGQUIT}
+STOP_GRACE_SECONDS = 5
+
+
+@dataclass
+class Sandboxed:
+    """A running bwrap process and the host pid of the program inside it."""
+
+    process: asyncio.subprocess.Process
+    child_pid: int
+
+    def signal(self, signum: int) -> None:
+        try:
+            os.kill(self.child_pid, signum)
+        except ProcessLookupError:
+            pass
+
+
+@dataclass
+class Supervisor:
+    server_policy: SandboxPolicy
+    layout: SandboxLayout
+    bwrap: str
+    cgroup: SandboxCgroup | None = None
+    server: Sandboxed | None = None
+    kernels: dict[str, Sandboxed] = field(default_factory=dict)
+
+    # -- set-up --
+
+    def prepare(self) -> None:
+        uid, gid = self.server_policy.identity.uid, self.server_policy.identity.gid
+        self.layout.home.mkdir(parents=True, exist_ok=True)
+        os.chown(self.layout.home, uid, gid)
+        self.layout.home.chmod(0o700)
+        # The runtime dir is root's; the server owns only its own part. kernels/ stays root's so
+        # the server cannot swap a kernel's directory for a link to somewhere else on the host.
+        for d, owner, mode in (
+            (self.layout.run, (0, 0), 0o755),
+            (self.layout.server_run, (uid, gid), 0o700),
+            (self.layout.kernels, (0, 0), 0o755),
+        ):
+            d.mkdir(parents=True, exist_ok=True)
+            os.chown(d, *owner)
+            d.chmod(mode)
+        self.layout.exports_socket_dir.mkdir(parents=True, exist_ok=True)
+        self.cgroup = SandboxCgroup.create(self.server_policy.name, self.server_policy.limits)
+
+    async def _start(self, policy: SandboxPolicy, files: Path, log_path: Path) -> Sandboxed:
+        read_fd, write_fd = os.pipe()
+        argv = bwrap_argv(policy, self.bwrap, files, info_fd=write_fd)
+        cgroup = self.cgroup
+
+        def in_child() -> None:
+            if cgroup is not None:
+                cgroup.add_self()
+            apply_rlimits(policy.limits, with_memory=cgroup is None)
+
+        with open(log_path, "ab") as out:
+            proc = await asyncio.create_subprocess_exec(
+                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out,
+                pass_fds=(write_fd,), preexec_fn=in_child,
+            )
+        os.close(write_fd)
+        info = await asyncio.get_running_loop().run_in_executor(None, _read_info, read_fd)
+        if "child-pid" not in info:
+            await proc.wait()
+            raise RuntimeError(f"sandbox {policy.name} did not start (bwrap exit {proc.returncode}); see {log_path}")
+        return Sandboxed(proc, info["child-pid"])
+
+    # -- the launcher: kernels on the server's request --
+
+    def _kernel_dir(self, kernel_id: str) -> Path:
+        try:
+            canonical = str(uuid.UUID(kernel_id))
+        except (ValueError, TypeError):
+            raise ValueError(f"kernel id {kernel_id!r} is not a UUID") from None
+        if canonical != kernel_id:
+            raise ValueError(f"kernel id {kernel_id!r} is not in canonical form")
+        return self.layout.kernels / kernel_id
+
+    async def handle(self, request: dict) -> dict:
+        op = request.get("op")
+        kernel_id = request.get("kernel_id", "")
+        kdir = self._kernel_dir(kernel_id)
+        kernel = self.kernels.get(kernel_id)
+        if op == "prepare":
+            if kernel is not None and kernel.process.returncode is None:
+                raise ValueError(f"kernel {kernel_id} is running")
+            if kernel is None and len(self.kernels) >= MAX_KERNELS:
+                raise ValueError(f"at most {MAX_KERNELS} kernels per workspace server")
+            uid, gid = self.server_policy.identity.uid, self.server_policy.identity.gid
+            kdir.mkdir(exist_ok=True)
+            os.chown(kdir, uid, gid)
+            kdir.chmod(0o700)
+            return {"ipc_dir": f"{KERNELS_DIR}/{kernel_id}"}
+        if op == "start":
+            if kernel is not None and kernel.process.returncode is None:
+                raise ValueError(f"kernel {kernel_id} is already running")
+            if not kdir.is_dir() or kdir.is_symlink():
+                raise ValueError(f"kernel {kernel_id} was not prepared")
+            policy = kernel_policy(self.server_policy, self.layout, kernel_id)
+            cwd = _home_subdir(request.get("cwd"), policy.identity.home)
+            if cwd:
+                policy = _with_workdir(policy, cwd)
+            started = await self._start(policy, self.layout.run / "files" / kernel_id,
+                                        self.layout.run / f"kernel-{kernel_id}.log")
+            self.kernels[kernel_id] = started
+            return {}
+        if kernel is None:
+            raise ValueError(f"no kernel {kernel_id}")
+        if op == "poll":
+            return {"returncode": kernel.process.returncode}
+        if op == "signal":
+            signum = int(request.get("signum", 0))
+            if signum not in KERNEL_SIGNALS:
+                raise ValueError(f"signal {signum} may not be sent to a kernel")
+            kernel.signal(signum)
+            return {}
+        if op == "cleanup":
+            if kernel.process.returncode is None:
+                raise ValueError(f"kernel {kernel_id} is still running")
+            if not request.get("restart"):
+                del self.kernels[kernel_id]
+                shutil.rmtree(kdir, ignore_errors=True)
+                shutil.rmtree(self.layout.run / "files" / kernel_id, ignore_errors=True)
+            return {}
+        raise ValueError(f"unknown operation {op!r}")
+
+    async def serve_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            line = await reader.readline()
+            try:
+                reply = {"ok": True, **await self.handle(json.loads(line))}
+            except (ValueError, RuntimeError, OSError, json.JSONDecodeError) as exc:
+                log.warning("launcher request refused: %s", exc)
+                reply = {"ok": False, "error": str(exc)}
+            writer.write(json.dumps(reply).encode() + b"\n")
+            await writer.drain()
+        finally:
+            writer.close()
+
+    # -- life cycle --
+
+    async def run(self) -> int:
+        self.prepare()
+        uid, gid = self.server_policy.identity.uid, self.server_policy.identity.gid
+        sock = self.layout.server_run / "launcher.sock"
+        sock.unlink(missing_ok=True)
+        launcher = await asyncio.start_unix_server(self.serve_client, path=str(sock))
+        os.chown(sock, uid, gid)
+        sock.chmod(0o600)
+        self.server = await self._start(self.server_policy, self.layout.run / "files" / "server",
+                                        self.layout.run / "server.log")
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        server_exit = asyncio.ensure_future(self.server.process.wait())
+        stopping = asyncio.ensure_future(stop.wait())
+        await asyncio.wait([server_exit, stopping], return_when=asyncio.FIRST_COMPLETED)
+        launcher.close()
+        await self.shutdown()
+        return self.server.process.returncode or 0
+
+    async def shutdown(self) -> None:
+        running = [s for s in [self.server, *self.kernels.values()] if s and s.process.returncode is None]
+        for s in running:
+            s.signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(asyncio.gather(*(s.process.wait() for s in running)), STOP_GRACE_SECONDS)
+        except TimeoutError:
+            for s in running:
+                if s.process.returncode is None:
+                    s.signal(signal.SIGKILL)
+                    s.process.kill()
+            await asyncio.gather(*(s.process.wait() for s in running))
+        shutil.rmtree(self.layout.server_run, ignore_errors=True)
+        shutil.rmtree(self.layout.kernels, ignore_errors=True)
+        shutil.rmtree(self.layout.run / "files", ignore_errors=True)
+        if self.cgroup is not None:
+            self.cgroup.remove()
+
+
+def _read_info(fd: int) -> dict:
+    """bwrap writes one JSON object to --info-fd once the sandboxed program is started."""
+    data = b""
+    with os.fdopen(fd, "rb") as f:
+        while chunk := f.read(4096):
+            data += chunk
+            try:
+                return json.loads(data)
+            except json.JSONDecodeError:
+                continue
+    return {}
+
+
+def _home_subdir(cwd: object, home: str) -> str:
+    if not isinstance(cwd, str):
+        return ""
+    norm = os.path.normpath(cwd)
+    return norm if norm == home or norm.startswith(home + "/") else ""
+
+
+def _with_workdir(policy: SandboxPolicy, workdir: str) -> SandboxPolicy:
+    from dataclasses import replace
+
+    return replace(policy, workdir=workdir)
+
+
+def load_spec(path: Path) -> tuple[SandboxPolicy, SandboxLayout, str]:
+    spec = json.loads(path.read_text())
+    layout = spec["layout"]
+    return (
+        SandboxPolicy.from_dict(spec["server"]),
+        SandboxLayout(
+            env=Path(layout["env"]), home=Path(layout["home"]), run=Path(layout["run"]),
+            hub_socket_dir=Path(layout["hub_socket_dir"]),
+            exports_socket_dir=Path(layout["exports_socket_dir"]),
+            data=tuple((Path(src), name) for src, name in layout["data"]),
+        ),
+        spec["bwrap"],
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s supervisor %(levelname)s %(message)s")
+    policy, layout, bwrap = load_spec(Path(argv[0]))
+    return asyncio.run(Supervisor(policy, layout, bwrap).run())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,225 @@
+"""SandboxSpawner: one bubblewrap sandbox per (operator, workspace) named server.
+
+The spawner checks that the user is an operator of the workspace, builds the sandbox policy,
+and starts the host-side supervisor (``enclave.sandbox.supervisor``), which runs the single-user
+server on a unix socket in a sandbox with no network, and each kernel in a sibling sandbox.
+The supervisor lives in its own session, so sandboxes keep running across hub restarts; the
+spawner finds it again by the pid kept in its state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import string
+import subprocess
+import sys
+from pathlib import Path
+
+from jupyterhub.spawner import Spawner
+from tornado import web
+from traitlets import Any, Integer
+
+from . import workspaces
+from .sandbox.policy import (
+    HUB_SOCKET_DIR,
+    Identity,
+    Limits,
+    SandboxLayout,
+    server_policy,
+)
+
+SUPERVISOR_MODULE = "enclave.sandbox.supervisor"
+
+
+_URL_SAFE = frozenset(string.ascii_lowercase + string.digits + "-_.")
+
+
+def unix_socket_url(path: str | Path) -> str:
+    """An ``http+unix://`` URL for a socket path.
+
+    Everything but lower-case letters, digits and ``-_.`` is percent-encoded: JupyterHub keeps the
+    server's host as ``urlparse(url).hostname``, which lower-cases it; percent-escapes survive
+    that, upper-case path characters would not.
+    """
+    return "http+unix://" + "".join(
+        c if c in _URL_SAFE else "".join(f"%{b:02X}" for b in c.encode()) for c in str(path)
+    )
+
+
+class SandboxSpawner(Spawner):
+    enclave_settings = Any(help="enclave.settings.Settings of this hub").tag(config=True)
+    pid = Integer(0)
+    _proc: subprocess.Popen | None = None
+
+    # Nothing of the hub's environment is passed on; the policy builds the sandbox's.
+    env_keep = []
+
+    def load_state(self, state):
+        super().load_state(state)
+        self.pid = state.get("pid", 0)
+
+    def get_state(self):
+        state = super().get_state()
+        if self.pid:
+            state["pid"] = self.pid
+        return state
+
+    def clear_state(self):
+        super().clear_state()
+        self.pid = 0
+
+    # -- where things are --
+
+    @property
+    def _run_dir(self) -> Path:
+        return self.enclave_settings.run_dir / "sandboxes" / self.user.name / self.name
+
+    @property
+    def _spec_path(self) -> Path:
+        return self._run_dir / "spec.json"
+
+    def _layout(self, ws: workspaces.WorkspaceView) -> SandboxLayout:
+        s = self.enclave_settings
+        return SandboxLayout(
+            env=s.sandbox.python_env,
+            home=s.homes_dir / self.user.name / ws.name,
+            run=self._run_dir,
+            hub_socket_dir=s.hub_socket.parent,
+            exports_socket_dir=s.run_dir / "exports",
+            data=tuple(workspaces.data_mounts(s, ws)),
+        )
+
+    def _workspace(self) -> workspaces.WorkspaceView:
+        """The workspace this server is for, if the user may start it; else a clear refusal."""
+        if not self.name:
+            raise web.HTTPError(400, "Choose a workspace: each workspace has its own server.")
+        try:
+            ws = workspaces.get(self.enclave_settings, self.name)
+        except workspaces.UnknownWorkspace:
+            raise web.HTTPError(404, f"There is no workspace named '{self.name}'.") from None
+        if self.user.name not in ws.operators:
+            raise web.HTTPError(403, f"{self.user.name} is not an operator of workspace '{ws.name}'.")
+        return ws
+
+    def _hub_env(self) -> dict[str, str]:
+        """The JupyterHub variables the server needs, with the hub reached over its socket."""
+        env = {k: v for k, v in self.get_env().items() if k.startswith(("JUPYTERHUB_", "JPY_"))}
+        hub_api = unix_socket_url(f"{HUB_SOCKET_DIR}/{self.enclave_settings.hub_socket.name}") + "/hub/api"
+        env["JUPYTERHUB_API_URL"] = hub_api
+        env["JUPYTERHUB_ACTIVITY_URL"] = f"{hub_api}/users/{self.user.escaped_name}/activity"
+        return env
+
+    # -- life cycle --
+
+    async def start(self):
+        s = self.enclave_settings
+        ws = self._workspace()
+        missing = [name for src, name in workspaces.data_mounts(s, ws) if not src.is_dir()]
+        if missing:
+            raise RuntimeError(
+                f"workspace '{ws.name}' has releases attached that are not in the release store: "
+                + ", ".join(missing)
+            )
+        layout = self._layout(ws)
+        uid = s.sandbox.uid_base + self.orm_spawner.id
+        identity = Identity(uid=uid, gid=uid, username=self.user.name, home=f"/home/{self.user.name}")
+        limits = Limits(**ws.effective_limits(s.sandbox.limits).model_dump())
+        policy = server_policy(layout, identity, limits, f"{self.user.name}-{ws.name}", self._hub_env())
+
+        self._run_dir.mkdir(parents=True, exist_ok=True)
+        self._run_dir.chmod(0o755)
+        _write_private(layout.workspace_file, json.dumps({
+            "user": self.user.name,
+            "workspace": ws.name,
+            "releases": list(ws.releases),
+            "limits": limits.__dict__,
+        }, indent=2), mode=0o644)
+        _write_private(self._spec_path, json.dumps({
+            "server": json.loads(policy.to_json()),
+            "layout": {
+                "env": str(layout.env), "home": str(layout.home), "run": str(layout.run),
+                "hub_socket_dir": str(layout.hub_socket_dir),
+                "exports_socket_dir": str(layout.exports_socket_dir),
+                "data": [[str(src), name] for src, name in layout.data],
+            },
+            "bwrap": s.sandbox.bwrap,
+        }), mode=0o600)
+
+        socket_path = layout.server_run / "jupyter.sock"
+        socket_path.unlink(missing_ok=True)
+        log = open(self._run_dir / "supervisor.log", "ab")
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", SUPERVISOR_MODULE, str(self._spec_path)],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+            cwd="/", env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+        )
+        log.close()
+        self.pid = self._proc.pid
+        # Wait for the server's socket, so a sandbox that fails shows its reason on the spawn page.
+        deadline = asyncio.get_running_loop().time() + s.sandbox.start_timeout
+        while not socket_path.exists():
+            if self._proc.poll() is not None:
+                self.pid = 0
+                raise RuntimeError(f"the sandbox did not start: {self._failure_reason()}")
+            if asyncio.get_running_loop().time() > deadline:
+                await self.stop(now=True)
+                raise RuntimeError(f"the sandbox did not start within {s.sandbox.start_timeout} s")
+            await asyncio.sleep(0.1)
+        return unix_socket_url(socket_path)
+
+    def _failure_reason(self) -> str:
+        lines = []
+        for name in ("server.log", "supervisor.log"):
+            path = self._run_dir / name
+            if path.exists():
+                lines += [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+        errors = [ln for ln in lines if "Error" in ln or "error" in ln or "bwrap:" in ln]
+        return (errors or lines or ["no output"])[-1][-500:]
+
+    def _supervisor_alive(self) -> bool:
+        if not self.pid:
+            return False
+        if self._proc is not None and self._proc.pid == self.pid:
+            return self._proc.poll() is None
+        # After a hub restart the supervisor is not our child: check it is still the one we started.
+        try:
+            cmdline = Path(f"/proc/{self.pid}/cmdline").read_bytes().split(b"\0")
+            stat = Path(f"/proc/{self.pid}/stat").read_text()
+        except OSError:
+            return False
+        state = stat.rsplit(")", 1)[1].split()[0]
+        return state != "Z" and SUPERVISOR_MODULE.encode() in cmdline and str(self._spec_path).encode() in cmdline
+
+    async def poll(self):
+        if self._supervisor_alive():
+            return None
+        self.pid = 0
+        return 0
+
+    async def stop(self, now=False):
+        if not self._supervisor_alive():
+            return
+        os.kill(self.pid, signal.SIGTERM)
+        for _ in range(100 if not now else 20):
+            if not self._supervisor_alive():
+                break
+            await asyncio.sleep(0.1)
+        else:
+            # The supervisor's bwrap processes die with it (--die-with-parent).
+            os.kill(self.pid, signal.SIGKILL)
+            while self._supervisor_alive():
+                await asyncio.sleep(0.1)
+        self.pid = 0
+
+
+def _write_private(path: Path, text: str, mode: int) -> None:
+    """Write atomically with ``mode`` (the file never exists with other permissions)."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)

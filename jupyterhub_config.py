@@ -1,0 +1,6 @@
+# JupyterHub configuration for Enclave. Everything comes from Enclave's settings
+# ($ENCLAVE_HOME/enclave.toml and ENCLAVE_* variables); see README.md. Start with `enclave hub`.
+from enclave.hub import configure
+from enclave.settings import load_settings_or_exit
+
+configure(c, load_settings_or_exit())  # noqa: F821 (c is JupyterHub's config object)
