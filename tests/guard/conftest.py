@@ -83,7 +83,9 @@ def start_server(root: Path, guard: dict, extra_args: list[str] = ()) -> Server:
         f"--EnclaveGuard.workspace_file={run / 'workspace.json'}",
         f"--EnclaveGuard.audit_file={run / 'audit.jsonl'}",
         f"--EnclaveGuard.exports_socket={run / 'intake.sock'}",
-        # A plain local kernel: these tests attack the server, not the kernel sandbox.
+        # A plain server: without the hub's launcher extension, and with a local kernel (these
+        # tests attack the server; the sandboxed kernel is the hub tests' business).
+        "--ServerApp.jpserver_extensions", "enclave_singleuser=False",
         "--KernelSpecManager.allowed_kernelspecs=python3",
         "--KernelSpecManager.ensure_native_kernel=True",
         "--KernelProvisionerFactory.default_provisioner_name=local-provisioner",

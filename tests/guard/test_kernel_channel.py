@@ -61,7 +61,8 @@ async def test_javascript_output_is_dropped(any_kernel):
     for forbidden in (b"evil.example", b"document.cookie", b"JVBERi0", b"<svg", b"onload"):
         assert forbidden not in frames
     shown = [m["content"]["data"] for m in msgs if m["msg_type"] == "display_data"]
-    assert all(set(d) == {"text/plain"} and "type not allowed" in d["text/plain"] for d in shown)
+    assert len(shown) == 2 and all(set(d) == {"text/plain"} for d in shown)
+    assert "type not allowed: application/pdf, image/svg+xml" in shown[1]["text/plain"]
 
 
 async def test_user_expressions_do_not_carry_data_back(kernel, guard_server):

@@ -77,10 +77,8 @@ def _check_configuration(serverapp):
     _require(not serverapp.terminals_enabled, "terminals are enabled")
     _require(not serverapp.disable_check_xsrf, "XSRF checks are disabled")
     loaded = {name for name, ext in serverapp.extension_manager.extensions.items() if ext.enabled}
-    allowed = {name for name, on in serverapp.jpserver_extensions.items() if on}
-    _require(loaded <= allowed | {"jupyterhub"}, f"server extensions outside the allow-list: {sorted(loaded - allowed)}")
-    _require(not any(n in loaded for n in ("jupyter_server_terminals", "jupyter_server_proxy")),
-             "a terminal or proxy server extension is loaded")
+    _require(loaded <= policy.SERVER_EXTENSIONS,
+             f"server extensions outside the allow-list are enabled: {sorted(loaded - policy.SERVER_EXTENSIONS)}")
 
 
 def _enforce_page_config(hook):

@@ -253,6 +253,10 @@ CLOSED_ROUTES = {
     r"lab/api/plugins.*": "the plugin manager",
 }
 
+# Server extensions that may load. Any other enabled extension (say, a package that ships a
+# jupyter_server_config.d file) stops the server. enclave_singleuser is the hub launcher itself.
+SERVER_EXTENSIONS = frozenset({"enclave_guard", "enclave_singleuser", "jupyterlab"})
+
 # -- JupyterLab --------------------------------------------------------------------------------
 
 # Disabled and locked on every page load (server-side page config), whatever labconfig says.
