@@ -450,7 +450,10 @@ def _api_routes(p: str, intake: bool) -> list:
 
 def make_intake_app(service: ExportService) -> web.Application:
     """The sandbox-facing app: the requester's API only, token authentication only."""
-    return web.Application(_api_routes("/", intake=True), service=service, prefix="/", intake=True)
+    # A cookie is never accepted here (see BaseHandler.actor), but HubOAuth looks for one when a
+    # token is unknown, and tornado needs a secret to even look.
+    return web.Application(_api_routes("/", intake=True), service=service, prefix="/", intake=True,
+                           cookie_secret=os.urandom(32))
 
 
 async def serve(settings: Settings) -> None:
@@ -474,7 +477,11 @@ async def serve(settings: Settings) -> None:
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="[exports %(levelname)s %(asctime)s] %(message)s")
-    asyncio.run(serve(load_settings_or_exit()))
+    settings = load_settings_or_exit()
+    try:
+        asyncio.run(serve(settings))
+    except KeyboardInterrupt:  # JupyterHub stops its services with SIGINT/SIGTERM
+        pass
 
 
 if __name__ == "__main__":

@@ -1,0 +1,413 @@
+"""The export review service behind a real JupyterHub: workflow, separation of duties, bad input,
+CSRF, restarts. Tokens come from the hub; user and workspace are never taken from request bodies."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import re
+import signal
+import socket
+import time
+from datetime import timedelta
+
+import pytest
+import requests
+from click.testing import CliRunner
+from PIL import Image, PngImagePlugin
+from sqlalchemy import func, select
+
+from enclave.cli import main as cli
+from enclave.exports import release, signing
+from enclave.exports.models import Database, ExportRequest, db_url
+from enclave.exports.service import ExportService, Refused, now
+
+SAFE_TABLE = b"region,count\nnorth,120\nsouth,35\neast,45\n"
+SERVICE = "http://127.0.0.1:18000/services/exports"
+
+
+def figure(comment: str = "made by olga") -> bytes:
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Comment", comment)
+    out = io.BytesIO()
+    Image.new("RGB", (16, 16), "green").save(out, "PNG", pnginfo=info)
+    return out.getvalue()
+
+
+def stored(hub) -> tuple[int, set[str]]:
+    """Requests in the database and files in the blob store."""
+    with Database(db_url(hub.settings), migrate=False).transaction() as s:
+        n = s.scalar(select(func.count()).select_from(ExportRequest))
+    store = hub.settings.home / "exports" / "store"
+    return n, {str(p.relative_to(store)) for p in store.rglob("*") if p.is_file()}
+
+
+def submit(client, token, files=None, **kw) -> dict:
+    r = client(token).submit(files or {"table.csv": SAFE_TABLE}, **kw)
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+def vote(client, token, rid, fid, decision="approve", reason="checked: counts are safe"):
+    return client(token).post(f"/requests/{rid}/votes", {"file_id": fid, "decision": decision, "reason": reason})
+
+
+def move(client, token, rid, to, reason="") -> requests.Response:
+    return client(token).post(f"/requests/{rid}/transitions", {"to": to, "reason": reason})
+
+
+def approve_all(client, tokens, req, reviewers=("rita", "rob")):
+    for f in req["files"]:
+        for who in reviewers:
+            assert vote(client, tokens[who], req["id"], f["id"]).status_code == 201
+    r = move(client, tokens[reviewers[0]], req["id"], "approved", "all files safe")
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_full_workflow_through_the_api(hub, tokens, client):
+    req = submit(client, tokens["olga@ws1"], {"table.csv": SAFE_TABLE, "figure.png": figure()})
+    rid = req["id"]
+    assert (req["workspace"], req["requester"], req["state"]) == ("ws1", "olga", "submitted")
+    assert req["datasets"] == ["people"] and req["policy_version"] == "ws1/default-2"
+    table, png = req["files"]
+    assert table["check_status"] == "pass" and png["check_status"] == "review"  # metadata to strip
+
+    mine = client(tokens["olga"]).get("/requests?mine=1").json()
+    assert rid in [r["id"] for r in mine["requests"]]
+    queue = client(tokens["rita"]).get("/requests?workspace=ws1&state=submitted").json()
+    assert rid in [r["id"] for r in queue["requests"]]
+
+    # Blind review: rob does not see rita's vote until both are in.
+    assert vote(client, tokens["rita"], rid, table["id"]).status_code == 201
+    seen_by_rob = client(tokens["rob"]).get(f"/requests/{rid}").json()
+    assert seen_by_rob["state"] == "in_review"
+    assert seen_by_rob["files"][0]["votes"] == [] and seen_by_rob["files"][0]["votes_in"] == 1
+    assert all(e["action"] != "vote" for e in seen_by_rob["history"])
+    assert vote(client, tokens["rob"], rid, table["id"]).status_code == 201
+    seen_by_rita = client(tokens["rita"]).get(f"/requests/{rid}").json()
+    assert {v["reviewer"] for v in seen_by_rita["files"][0]["votes"]} == {"rita", "rob"}
+    # Votes once visible to all cannot be changed.
+    assert vote(client, tokens["rita"], rid, table["id"], "reject", "changed my mind").status_code == 409
+
+    for who in ("rita", "rob"):
+        assert vote(client, tokens[who], rid, png["id"], "approve", "plot of safe counts").status_code == 201
+    # The requester sees neither votes nor decisions while the request is open.
+    for f in client(tokens["olga"]).get(f"/requests/{rid}").json()["files"]:
+        assert f["votes"] == [] and f["decision"] is None
+
+    assert move(client, tokens["rita"], rid, "approved").status_code == 400  # no reason
+    r = move(client, tokens["rita"], rid, "approved", "safe aggregate outputs")
+    assert r.status_code == 200 and r.json()["state"] == "released"
+
+    # Download: an expiring link for the requester, recorded.
+    link = client(tokens["olga"]).post(f"/requests/{rid}/files/{png['id']}/links")
+    assert link.status_code == 201
+    data = client(tokens["olga"]).session.get("http://127.0.0.1:18000" + link.json()["url"], timeout=30)
+    assert data.status_code == 200
+    released = Image.open(io.BytesIO(data.content))
+    assert "Comment" not in released.info and release.read_watermark(data.content)
+
+    manifest = client(tokens["olga"]).get(f"/requests/{rid}/files/{png['id']}/manifest").json()
+    m = manifest["manifest"]
+    assert m["file"]["sha256"] == hashlib.sha256(data.content).hexdigest()
+    assert {a["reviewer"] for a in m["approvers"]} == {"rita", "rob"}
+    assert m["request_id"] == rid and m["workspace"] == "ws1" and m["requester"] == "olga"
+    assert m["policy"] == {"version": "ws1/default-2", "approvals_required": 2} and m["datasets"] == ["people"]
+    assert signing.verify(signing.load_public_key(hub.settings), m, manifest["signature"])
+
+    history = client(tokens["olga"]).get(f"/requests/{rid}").json()["history"]
+    assert [e["action"] for e in history] == ["submit", "start review", "approve", "release", "download"]
+
+    # enclave exports verify: by hash, then a modified copy by its watermark, then an unknown file.
+    path = hub.settings.home / "downloaded.png"
+    path.write_bytes(data.content)
+    out = CliRunner().invoke(cli, ["exports", "verify", str(path)])
+    assert out.exit_code == 0, out.output
+    assert rid in out.output and "rita" in out.output and "signature:  valid" in out.output
+    altered = Image.open(io.BytesIO(data.content)).copy()
+    altered.putpixel((0, 0), (255, 0, 0))
+    info = PngImagePlugin.PngInfo()
+    info.add_text(release.WATERMARK_KEY, release.read_watermark(data.content))
+    buf = io.BytesIO()
+    altered.save(buf, "PNG", pnginfo=info)
+    path.write_bytes(buf.getvalue())
+    out = CliRunner().invoke(cli, ["exports", "verify", str(path)])
+    assert out.exit_code == 1 and "found by:   watermark" in out.output and "MODIFIED" in out.output
+    path.write_bytes(b"region,count\nnorth,999\n")
+    out = CliRunner().invoke(cli, ["exports", "verify", str(path)])
+    assert out.exit_code == 1 and "NOT released" in out.output
+
+    # Revocation stops downloads, through old links too; only an admin may revoke.
+    assert move(client, tokens["rita"], rid, "revoked", "leak").status_code == 403
+    assert move(client, tokens["adam"], rid, "revoked", "published by mistake").status_code == 200
+    assert client(tokens["olga"]).post(f"/requests/{rid}/files/{png['id']}/links").status_code == 403
+    again = client(tokens["olga"]).session.get("http://127.0.0.1:18000" + link.json()["url"], timeout=30)
+    assert again.status_code == 403 and "revoked" in again.text
+    path.write_bytes(data.content)
+    out = CliRunner().invoke(cli, ["exports", "verify", str(path)])
+    assert out.exit_code == 1 and "REVOKED" in out.output
+
+
+def test_self_review_is_refused_even_holding_both_roles(hub, tokens, client):
+    req = submit(client, tokens["dual@ws1"])
+    r = vote(client, tokens["dual"], req["id"], req["files"][0]["id"])
+    assert r.status_code == 403 and "nobody reviews a request they made" in r.json()["error"]
+    queue = client(tokens["dual"]).get("/requests?workspace=ws1").json()
+    assert req["id"] not in [q["id"] for q in queue["requests"]]
+    for who in ("rita", "rob"):
+        assert vote(client, tokens[who], req["id"], req["files"][0]["id"]).status_code == 201
+    r = move(client, tokens["dual"], req["id"], "approved", "looks fine to me")
+    assert r.status_code == 403
+
+
+def test_fewer_approvals_than_the_policy_is_refused(hub, tokens, client):
+    req = submit(client, tokens["olga@ws1"])
+    assert vote(client, tokens["rita"], req["id"], req["files"][0]["id"]).status_code == 201
+    r = move(client, tokens["rita"], req["id"], "approved", "one is enough")
+    assert r.status_code == 409 and "1 of the 2 votes the policy requires" in r.json()["error"]
+    assert client(tokens["rita"]).get(f"/requests/{req['id']}").json()["state"] == "in_review"
+
+
+def test_non_reviewers_cannot_vote(hub, tokens, client):
+    req = submit(client, tokens["dual@ws1"])
+    fid = req["files"][0]["id"]
+    assert vote(client, tokens["olga"], req["id"], fid).status_code == 404  # an operator of the workspace
+    r = vote(client, tokens["adam"], req["id"], fid)  # an admin is not a reviewer
+    assert r.status_code == 403 and "not a reviewer" in r.json()["error"]
+    assert vote(client, tokens["rhea"], req["id"], fid).status_code == 404  # a reviewer of another workspace
+    assert client(tokens["rita"]).get(f"/requests/{req['id']}").json()["files"][0]["votes_in"] == 0
+
+
+def test_reviewer_of_one_workspace_cannot_read_another(hub, tokens, client):
+    req = submit(client, tokens["olga@ws1"])
+    assert client(tokens["rhea"]).get(f"/requests/{req['id']}").status_code == 404
+    assert client(tokens["rhea"]).get("/requests?workspace=ws1").json()["total"] == 0
+    listed = client(tokens["rhea"]).get("/requests").json()["requests"]
+    assert all(r["workspace"] == "ws2" for r in listed)
+    r = client(tokens["rhea"]).session.get(f"{SERVICE}/requests/{req['id']}/files/{req['files'][0]['id']}/raw")
+    assert r.status_code == 404
+
+
+def test_requester_cannot_download_before_release(hub, tokens, client):
+    req = submit(client, tokens["olga@ws1"])
+    fid = req["files"][0]["id"]
+    r = client(tokens["olga"]).post(f"/requests/{req['id']}/files/{fid}/links")
+    assert r.status_code == 403 and "not released" in r.json()["error"]
+    raw = client(tokens["olga"]).session.get(f"{SERVICE}/requests/{req['id']}/files/{fid}/raw")
+    assert raw.status_code == 403
+    approve_all(client, tokens, req)
+    assert client(tokens["rita"]).post(f"/requests/{req['id']}/files/{fid}/links").status_code == 403
+
+
+def test_user_and_workspace_come_from_the_token_not_the_body(hub, tokens, client, intake):
+    before = stored(hub)[0]
+    forged = {"files": {"table.csv": {"provenance": {}}}, "workspace": "ws2", "requester": "omar"}
+    req = submit(client, tokens["olga@ws1"], manifest=forged, workspace="ws2", requester="omar", user="omar")
+    assert (req["workspace"], req["requester"]) == ("ws1", "olga")
+    # A token that is not a sandbox server's (no server scope) cannot submit.
+    r = intake(tokens["olga"]).submit({"table.csv": SAFE_TABLE})
+    assert r.status_code == 403 and "server token" in r.json()["error"]
+    # A server token for a workspace the user is not an operator of.
+    stray = hub.server_token("olga", "ws2")
+    r = intake(stray).submit({"table.csv": SAFE_TABLE})
+    assert r.status_code == 403 and "not an operator of workspace 'ws2'" in r.json()["error"]
+    # The hub does not mint a token for another user's server.
+    r = hub.harness.post("http://127.0.0.1:18000/hub/api/users/olga/tokens",
+                         json={"scopes": ["access:servers!server=omar/ws2"]}, timeout=30)
+    assert r.status_code == 400
+    # An unknown token on the intake socket.
+    assert intake("not-a-token").get("/requests?mine=1").status_code == 403
+    assert stored(hub)[0] == before + 1
+
+
+def test_review_policy_per_workspace(hub, tokens, client):
+    assert client(tokens["rita"]).put("/policies/ws2", {"approvals_required": 1}).status_code == 403
+    r = client(tokens["adam"]).put("/policies/ws2", {"approvals_required": 0})
+    assert r.status_code == 400
+    r = client(tokens["adam"]).put("/policies/ws2", {"approvals_required": 1})
+    assert r.status_code == 200 and r.json()["version"] >= 1
+    req = submit(client, tokens["omar@ws2"])
+    assert req["approvals_required"] == 1 and req["policy_version"].startswith("ws2/v")
+    assert approve_all(client, tokens, req, reviewers=("rhea",))["state"] == "released"
+
+
+def test_return_new_version_resets_its_votes_and_comments_visibility(hub, tokens, client, intake):
+    req = submit(client, tokens["olga@ws1"], {"a.csv": SAFE_TABLE, "b.csv": b"group,count\nx,50\ny,60\n"})
+    rid, (a, b) = req["id"], req["files"]
+    assert vote(client, tokens["rita"], rid, a["id"], "request_changes", "round to 10").status_code == 201
+    assert vote(client, tokens["rita"], rid, b["id"], "approve", "fine").status_code == 201
+    assert vote(client, tokens["rob"], rid, b["id"], "approve", "fine").status_code == 201
+    assert vote(client, tokens["rita"], rid, a["id"], "approve", "").status_code == 400  # a reason is required
+    assert client(tokens["rita"]).post(f"/requests/{rid}/comments",
+                                       {"text": "dominance worry", "visibility": "private"}).status_code == 201
+    assert client(tokens["rob"]).post(f"/requests/{rid}/comments",
+                                      {"text": "please round a.csv", "visibility": "public"}).status_code == 201
+    assert client(tokens["olga"]).post(f"/requests/{rid}/comments",
+                                       {"text": "secret", "visibility": "private"}).status_code == 403
+    assert move(client, tokens["rita"], rid, "returned", "round a.csv to base 10").status_code == 200
+    seen = client(tokens["olga"]).get(f"/requests/{rid}").json()
+    assert [c["text"] for c in seen["comments"]] == ["please round a.csv"]
+
+    new_a = b"region,count\nnorth,120\nsouth,40\neast,40\n"
+    r = intake(tokens["olga@ws1"]).submit({"a.csv": new_a, "b.csv": b"group,count\nx,50\ny,60\n"},
+                                          path=f"/requests/{rid}/files")
+    assert r.status_code == 200, r.text
+    assert r.json()["changed"] == [{"name": "a.csv", "version": 2}]
+    files = {f["name"]: f for f in client(tokens["rita"]).get(f"/requests/{rid}").json()["files"]}
+    assert files["a.csv"]["version"] == 2 and files["a.csv"]["votes_in"] == 0
+    assert files["b.csv"]["votes_in"] == 2
+    assert move(client, tokens["olga@ws1"], rid, "submitted").status_code == 200
+    for who in ("rita", "rob"):
+        assert vote(client, tokens[who], rid, files["a.csv"]["id"]).status_code == 201
+    assert move(client, tokens["rob"], rid, "approved", "rounded now").json()["state"] == "released"
+    m = client(tokens["olga"]).get(f"/requests/{rid}/files/{files['a.csv']['id']}/manifest").json()["manifest"]
+    assert m["file"]["version"] == 2 and m["file"]["submitted_sha256"] == hashlib.sha256(new_a).hexdigest()
+
+
+def test_checks_before_submitting_store_nothing(hub, tokens, intake):
+    before = stored(hub)
+    r = intake(tokens["olga@ws1"]).submit({"t.csv": b"region,count\nnorth,3\n", "../x.csv": b"a\n"}, path="/checks")
+    assert r.status_code == 200, r.text
+    table, bad = r.json()["files"]
+    assert table["status"] == "fail" and any(c["check"] == "small_cells" for c in table["checks"])
+    assert "not allowed" in bad["rejected"]
+    assert stored(hub) == before
+
+
+def _zip() -> bytes:
+    import zipfile
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("zeros.csv", b"0" * (32 * 2**20))
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("name, data, status, message", [
+    ("t.csv", _zip(), 400, "archives and compressed files are not accepted"),
+    ("big.txt", b"x" * (16 * 2**20 + 1), 413, "over the 16 MiB cap"),
+    ("../../../etc/cron.d/x.csv", SAFE_TABLE, 400, "is not allowed"),
+    ("t.csv", "region,count\nnörth,20\n".encode("gb18030"), 400, "is not UTF-8 text"),
+    ("t.csv", b"region,count\nnorth,20\nsouth\n", 400, "ragged"),
+])
+def test_bad_input_is_rejected_and_nothing_stored(hub, tokens, client, name, data, status, message):
+    before = stored(hub)
+    r = client(tokens["olga@ws1"]).submit({"ok.csv": SAFE_TABLE, name: data})
+    assert r.status_code == status and message in r.json()["error"], r.text
+    assert stored(hub) == before
+
+
+def test_truncated_upload_is_rejected_and_nothing_stored(hub, tokens, client):
+    before = stored(hub)
+    # A body cut short of its declared hash (a client that lost the end of the file).
+    manifest = {"files": {"t.csv": {"sha256": hashlib.sha256(SAFE_TABLE + b"west,55\n").hexdigest()}}}
+    r = client(tokens["olga@ws1"]).submit({"t.csv": SAFE_TABLE}, manifest=manifest)
+    assert r.status_code == 400 and "truncated or corrupted" in r.json()["error"]
+    # A file the manifest names but no part carries.
+    manifest = {"files": {"t.csv": {}, "u.csv": {}}}
+    r = client(tokens["olga@ws1"]).submit({"t.csv": SAFE_TABLE}, manifest=manifest)
+    assert r.status_code == 400 and "no file part carries it" in r.json()["error"]
+    # A connection that closes before the announced Content-Length.
+    _send_partial(hub, tokens["olga@ws1"], total=200_000, sent=50_000)
+    # Compressed request bodies are refused.
+    r = client(tokens["olga@ws1"]).session.post(f"{SERVICE}/api/requests", data=b"x",
+                                                headers={"Content-Encoding": "gzip"}, timeout=30)
+    assert r.status_code == 415
+    assert stored(hub) == before
+
+
+def _send_partial(hub, token: str, total: int, sent: int) -> None:
+    sock = socket.socket(socket.AF_UNIX)
+    sock.connect(str(hub.intake_socket))
+    boundary = "b0undary"
+    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"title\"\r\n\r\nt\r\n"
+            f"--{boundary}\r\nContent-Disposition: form-data; name=\"context\"\r\n\r\nc\r\n"
+            f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"t.csv\"\r\n\r\n"
+            "region,count\n").encode()
+    sock.sendall((f"POST /api/requests HTTP/1.1\r\nHost: intake\r\nAuthorization: token {token}\r\n"
+                  f"Content-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {total}\r\n\r\n").encode()
+                 + head + b"north,20\n" * ((sent - len(head)) // 9))
+    sock.close()
+
+
+def test_service_killed_mid_upload_keeps_committed_requests_and_no_partial_one(hub, tokens, client):
+    committed = submit(client, tokens["olga@ws1"])
+    store = hub.settings.home / "exports" / "store"
+    # What a crash between writing blobs and committing leaves behind: a temporary file, a lone blob.
+    (store / ".tmp-interrupted").write_bytes(b"partial")
+    (store / "00").mkdir(exist_ok=True)
+    orphan = store / "00" / ("00" + "1" * 62)
+    orphan.write_bytes(b"never committed")
+    before_count = stored(hub)[0]
+
+    # An upload in flight (headers and half the body sent) when the service is killed.
+    sock = socket.socket(socket.AF_UNIX)
+    sock.connect(str(hub.intake_socket))
+    sock.sendall(f"POST /api/requests HTTP/1.1\r\nHost: intake\r\nAuthorization: token {tokens['olga@ws1']}\r\n"
+                 "Content-Type: multipart/form-data; boundary=zz\r\nContent-Length: 4000000\r\n\r\n".encode()
+                 + b"--zz\r\n" + b"x" * 1_000_000)
+    pid = hub.service_pid()
+    os.kill(pid, signal.SIGKILL)
+    sock.close()
+    # JupyterHub restarts its managed service.
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        try:
+            if hub.service_pid() != pid:
+                break
+        except AssertionError:
+            pass
+        time.sleep(0.5)
+    hub.wait_for_service()
+
+    assert client(tokens["olga"]).get(f"/requests/{committed['id']}").json()["state"] == "submitted"
+    count, blobs = stored(hub)
+    assert count == before_count
+    assert not (store / ".tmp-interrupted").exists() and not orphan.exists()
+    assert any(committed["files"][0]["sha256"] in b for b in blobs)
+
+
+def test_download_links_expire(hub, tokens, client):
+    req = submit(client, tokens["olga@ws1"])
+    approve_all(client, tokens, req)
+    service = ExportService(hub.settings)
+    from enclave.exports.service import Actor
+    olga = Actor("olga", frozenset({"custom:exports:request!user=olga"}))
+    link = service.create_link(olga, req["id"], req["files"][0]["id"], at=now() - timedelta(hours=2))
+    with pytest.raises(Refused, match="expired"):
+        service.download(olga, link["token"])
+    fresh = service.create_link(olga, req["id"], req["files"][0]["id"])
+    assert service.download(olga, fresh["token"])[1] == SAFE_TABLE
+    # A link is bound to the user it was made for.
+    r = client(tokens["adam"]).session.get(f"{SERVICE}/download/{fresh['token']}", timeout=30)
+    assert r.status_code == 404
+
+
+def test_forms_need_the_xsrf_token(hub, tokens, client):
+    req = submit(client, tokens["olga@ws1"])
+    browser = hub.login("rita")
+    page = browser.get(f"{SERVICE}/requests/{req['id']}", timeout=30)
+    assert page.status_code == 200 and "Vote on table.csv" in page.text
+    form = {"file_id": str(req["files"][0]["id"]), "decision": "approve", "reason": "ok"}
+    r = browser.post(f"{SERVICE}/requests/{req['id']}/vote", data=form, allow_redirects=False, timeout=30)
+    assert r.status_code == 403
+    assert client(tokens["rob"]).get(f"/requests/{req['id']}").json()["files"][0]["votes_in"] == 0
+    xsrf = re.search(r'name="_xsrf" value="([^"]+)"', page.text).group(1)
+    r = browser.post(f"{SERVICE}/requests/{req['id']}/vote", data={**form, "_xsrf": xsrf},
+                     allow_redirects=False, timeout=30)
+    assert r.status_code == 303
+    assert client(tokens["rob"]).get(f"/requests/{req['id']}").json()["files"][0]["votes_in"] == 1
+
+
+def test_openapi_document_lists_the_api(hub, tokens, client, intake):
+    doc = requests.get(f"{SERVICE}/api/openapi.json", timeout=30).json()
+    assert doc["openapi"].startswith("3.1") and doc["servers"] == [{"url": "/services/exports/api"}]
+    assert {"/requests", "/checks", "/requests/{request_id}/votes", "/policies/{workspace}"} <= set(doc["paths"])
+    sandbox_doc = intake(tokens["olga@ws1"]).get("/openapi.json").json()
+    assert "/requests/{request_id}/votes" not in sandbox_doc["paths"]
+    # The intake socket does not serve reviewer operations at all.
+    r = intake(tokens["rita"]).post("/requests/" + "0" * 32 + "/votes", {"file_id": 1})
+    assert r.status_code == 404
+    assert json.loads(client(tokens["rita"]).get("/requests?state=bogus").text)["error"].startswith("unknown state")

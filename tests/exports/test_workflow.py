@@ -1,0 +1,105 @@
+"""The transition table, its generated page, the migrations, signatures and release watermarks."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from PIL import Image, PngImagePlugin
+from pypdf import PdfReader, PdfWriter
+from sqlalchemy import inspect
+
+from enclave.exports import docs, release, signing, workflow
+from enclave.exports.models import Base, alembic_config, make_engine, upgrade
+
+
+def test_transition_table_is_consistent():
+    assert workflow.TRANSITIONS, "the table is empty"
+    reachable, todo = {workflow.SUBMITTED}, [workflow.SUBMITTED]
+    while todo:
+        for to in workflow.allowed_from(todo.pop()):
+            if to not in reachable:
+                reachable.add(to)
+                todo.append(to)
+    assert reachable == set(workflow.STATES), "every state is reachable from submitted"
+    for state in workflow.FINAL:
+        assert not workflow.allowed_from(state), f"{state} is final"
+    for (frm, to), t in workflow.TRANSITIONS.items():
+        assert frm in workflow.STATES and to in workflow.STATES
+        assert t.actor in (workflow.REQUESTER, workflow.REVIEWER, workflow.ADMIN, workflow.SYSTEM)
+        # Every decision that refuses, returns or approves carries a written reason.
+        if t.action in ("approve", "reject", "return", "revoke"):
+            assert t.reason_required
+
+
+@pytest.mark.parametrize("votes, required, decision", [
+    ([], 2, workflow.FILE_PENDING),
+    (["approve"], 2, workflow.FILE_PENDING),
+    (["approve", "approve"], 2, workflow.FILE_APPROVED),
+    (["approve"], 1, workflow.FILE_APPROVED),
+    (["reject", "reject"], 2, workflow.FILE_REJECTED),
+    (["approve", "reject"], 2, workflow.FILE_CONFLICTED),
+    (["approve", "request_changes"], 2, workflow.FILE_CHANGES),
+    (["request_changes"], 2, workflow.FILE_PENDING),
+])
+def test_file_decisions(votes, required, decision):
+    assert workflow.file_decision(votes, required) == decision
+
+
+def test_committed_states_page_matches_the_table():
+    assert docs.DOC_PATH.read_text() == docs.render(), "run 'enclave exports states-doc'"
+    for (frm, to), t in workflow.TRANSITIONS.items():
+        assert f"| `{frm}` | `{to}` | {t.actor} | {t.action} |" in docs.render()
+
+
+def test_migrations_build_the_models_schema_and_downgrade(tmp_path):
+    url = f"sqlite:///{tmp_path / 'exports.sqlite'}"
+    upgrade(url)
+    engine = make_engine(url)
+    with engine.connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
+    command.downgrade(alembic_config(url), "base")
+    assert set(inspect(make_engine(url)).get_table_names()) == {"alembic_version"}
+
+
+def test_signature_detects_tampering_and_foreign_keys():
+    key = Ed25519PrivateKey.generate()
+    manifest = {"request_id": "r1", "file": {"sha256": "ab" * 32}, "approvers": [{"reviewer": "rita"}]}
+    sig = signing.sign(key, manifest)
+    assert signing.verify(key.public_key(), manifest, sig)
+    forged = {**manifest, "approvers": [{"reviewer": "mallory"}]}
+    assert not signing.verify(key.public_key(), forged, sig)
+    assert not signing.verify(Ed25519PrivateKey.generate().public_key(), manifest, sig)
+    assert not signing.verify(key.public_key(), manifest, "not base64!")
+
+
+def test_png_release_strips_metadata_and_carries_watermark():
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Author", "zhang san 13812345678")
+    out = io.BytesIO()
+    Image.new("RGB", (4, 4), "blue").save(out, "PNG", pnginfo=info)
+    released, marked = release.prepare(out.getvalue(), "png", "f" * 32)
+    assert marked
+    assert Image.open(io.BytesIO(released)).info == {release.WATERMARK_KEY: "f" * 32}
+    assert release.read_watermark(released) == "f" * 32
+
+
+def test_pdf_release_replaces_document_information():
+    w = PdfWriter()
+    w.add_blank_page(72, 72)
+    w.add_metadata({"/Author": "zhang san"})
+    out = io.BytesIO()
+    w.write(out)
+    released, marked = release.prepare(out.getvalue(), "pdf", "e" * 32)
+    assert marked
+    assert dict(PdfReader(io.BytesIO(released)).metadata) == {release.PDF_KEY: "e" * 32}
+    assert release.read_watermark(released) == "e" * 32
+
+
+def test_text_is_released_unchanged():
+    assert release.prepare(b"region,count\nnorth,20\n", "text", "d" * 32) == (b"region,count\nnorth,20\n", False)
+    assert release.read_watermark(b"region,count\n") is None
