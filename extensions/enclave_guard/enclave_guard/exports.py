@@ -8,7 +8,6 @@ the executions that wrote the file when the execution record knows them, the rel
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import os
@@ -44,11 +43,8 @@ class Snapshot:
     def sha256(self) -> str:
         return hashlib.sha256(self.data).hexdigest()
 
-    def as_json(self, with_bytes: bool = True) -> dict:
-        doc = {"name": self.name, "path": self.path, "sha256": self.sha256, "size": len(self.data), "role": self.role}
-        if with_bytes:
-            doc["content_b64"] = base64.b64encode(self.data).decode()
-        return doc
+    def as_json(self) -> dict:
+        return {"name": self.name, "path": self.path, "sha256": self.sha256, "size": len(self.data), "role": self.role}
 
 
 def _read(contents_manager, path: str, max_bytes: int) -> bytes:
@@ -120,21 +116,29 @@ def justification_of(body: dict) -> str:
     return text.strip()
 
 
-def provenance(guard, snaps: list[Snapshot]) -> dict:
+def manifest(guard, snaps: list[Snapshot]) -> dict:
+    """The intake manifest: each file's SHA-256 and the provenance captured for it."""
     ws = guard.workspace
-    return {
-        "workspace": ws.workspace,
-        "user": ws.user,
-        "releases": list(ws.releases),
-        "packages": guard.packages,
-        "files": {
-            s.name: {
+    return {"files": {
+        s.name: {
+            "sha256": s.sha256,
+            "provenance": {
+                "workspace": ws.workspace,
+                "user": ws.user,
                 "path": s.path,
+                "role": s.role,
+                "releases": list(ws.releases),
                 "executions": [
                     {k: e[k] for k in ("time", "user", "kernel_id", "msg_id", "notebook", "code")}
                     for e in guard.audit.executions_mentioning(s.name)
                 ],
-            }
-            for s in snaps
-        },
-    }
+                "packages": guard.packages,
+            },
+        }
+        for s in snaps
+    }}
+
+
+def title_for(snaps: list[Snapshot]) -> str:
+    names = ", ".join(s.name for s in snaps if s.role == "output")
+    return (f"Export of {names}")[:200]

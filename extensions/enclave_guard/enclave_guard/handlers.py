@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import json
+import os
 
 from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import APIHandler, JupyterHandler
+from jupyter_server.utils import url_path_join
 from tornado import web
 
 from . import exports
 from .intake import IntakeError
 
 AUTH_RESOURCE = "enclave_exports"
+# The export review service's name in JupyterHub (enclave.rbac.EXPORTS_SERVICE): its pages are at
+# {hub base URL}services/exports/, where released files are downloaded.
+EXPORTS_SERVICE = "exports"
 
 
 class ClosedHandler(JupyterHandler):
@@ -61,19 +66,40 @@ class ChecksHandler(_GuardAPIHandler):
     async def post(self):
         guard = self.guard
         snaps = exports.snapshot(self.contents_manager, self.body().get("paths"), guard.workspace.guard.export_max_bytes)
-        result = await self.relay(guard.intake.checks({
-            "workspace": guard.workspace.workspace,
-            "files": [s.as_json() for s in snaps],
-        }))
-        self.finish(json.dumps({"files": [s.as_json(with_bytes=False) for s in snaps], "checks": result}))
+        result = await self.relay(guard.intake.checks(exports.manifest(guard, snaps), [(s.name, s.data) for s in snaps]))
+        self.finish(json.dumps({"files": [s.as_json() for s in snaps], "checks": result.get("files", [])}))
 
 
 class ExportsHandler(_GuardAPIHandler):
+    # The Exports panel shows this many of the most recent requests.
+    SHOWN = 10
+
     @web.authenticated
     @authorized
     async def get(self):
         guard = self.guard
-        self.finish(json.dumps(await self.relay(guard.intake.requests(guard.workspace.workspace))))
+        listing = await self.relay(guard.intake.requests(guard.workspace.workspace))
+        shown = []
+        for item in listing.get("requests", [])[: self.SHOWN]:
+            shown.append(self._summary(await self.relay(guard.intake.request(item["id"]))))
+        self.finish(json.dumps({"requests": shown, "total": listing.get("total", len(shown))}))
+
+    def _summary(self, req: dict) -> dict:
+        """What the panel shows: state, files, public comments and where to download releases."""
+        page = url_path_join(os.environ.get("JUPYTERHUB_BASE_URL", "/"), "services", EXPORTS_SERVICE,
+                             "requests", req["id"])
+        return {
+            "id": req["id"], "title": req.get("title"), "state": req["state"], "submitted_at": req.get("submitted_at"),
+            "page_url": page,
+            "files": [
+                {"name": f["name"], "sha256": f["sha256"], "check_status": f.get("check_status"),
+                 "decision": f.get("decision"),
+                 "released": bool(f.get("release")) and not f["release"].get("revoked")}
+                for f in req.get("files", [])
+            ],
+            "comments": [{"author": c.get("author"), "text": c["text"], "at": c.get("at")}
+                         for c in req.get("comments", []) if c.get("visibility") == "public"],
+        }
 
     @web.authenticated
     @authorized
@@ -82,18 +108,12 @@ class ExportsHandler(_GuardAPIHandler):
         body = self.body()
         justification = exports.justification_of(body)
         snaps = exports.snapshot(self.contents_manager, body.get("paths"), guard.workspace.guard.export_max_bytes)
-        request = {
-            "workspace": guard.workspace.workspace,
-            "justification": justification,
-            "files": [s.as_json() for s in snaps],
-            "provenance": exports.provenance(guard, snaps),
-        }
-        created = await self.relay(guard.intake.submit(request))
+        created = await self.relay(guard.intake.submit(
+            exports.title_for(snaps), justification, exports.manifest(guard, snaps), [(s.name, s.data) for s in snaps]
+        ))
         guard.audit.write(
-            "export-submitted",
-            user=self.current_user.username,
-            request=created.get("id"),
-            files=[s.as_json(with_bytes=False) for s in snaps],
+            "export-submitted", user=self.current_user.username, request=created.get("id"),
+            files=[s.as_json() for s in snaps],
         )
         self.set_status(201)
-        self.finish(json.dumps(created))
+        self.finish(json.dumps(self._summary(created)))

@@ -1,13 +1,15 @@
 """Client of the export review service's intake, over its unix socket.
 
 The server (never the kernel) talks to the intake, authenticated with the server's own token
-(``$JUPYTERHUB_API_TOKEN``, scoped to ``custom:exports:request!user``). The routes used are:
+(``$JUPYTERHUB_API_TOKEN``: it names the owner and, through its ``access:servers!server=`` scope,
+the workspace). The intake's API (``enclave/exports/app.py``, OpenAPI at ``/api/openapi.json``):
 
-* ``POST /intake/checks``   the automated checks for files, before submitting;
-* ``POST /intake/requests`` submit an export request (files with their bytes and provenance);
-* ``GET  /intake/requests?workspace=<name>`` the owner's requests in this workspace.
+* ``POST /api/checks``   the automated checks for files, before submitting (nothing is stored);
+* ``POST /api/requests`` submit: ``title``, ``context``, ``manifest`` and ``file`` parts;
+* ``GET  /api/requests?mine=1&workspace=<name>`` and ``GET /api/requests/<id>``: the owner's requests.
 
-Bodies are JSON; file bytes travel base64-encoded with their SHA-256, which the service verifies.
+Files travel as multipart parts; the manifest declares each one's SHA-256 (the service refuses bytes
+that do not match) and its provenance.
 """
 
 from __future__ import annotations
@@ -17,10 +19,12 @@ import http.client
 import json
 import os
 import socket
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
-CHECKS = "/intake/checks"
-REQUESTS = "/intake/requests"
+from urllib3.filepost import encode_multipart_formdata
+
+CHECKS = "/api/checks"
+REQUESTS = "/api/requests"
 TIMEOUT = 60
 
 
@@ -49,13 +53,12 @@ class Intake:
         self.socket_path = socket_path
         self.token = token if token is not None else os.environ.get("JUPYTERHUB_API_TOKEN", "")
 
-    def _call(self, method: str, path: str, body: dict | None = None) -> dict:
+    def _call(self, method: str, path: str, fields: list | None = None) -> dict:
         conn = _UnixConnection(self.socket_path)
         headers = {"Authorization": f"token {self.token}", "Accept": "application/json"}
         payload = None
-        if body is not None:
-            payload = json.dumps(body).encode()
-            headers["Content-Type"] = "application/json"
+        if fields is not None:
+            payload, headers["Content-Type"] = encode_multipart_formdata(fields)
         try:
             conn.request(method, path, body=payload, headers=headers)
             resp = conn.getresponse()
@@ -69,17 +72,25 @@ class Intake:
         except ValueError:
             doc = {"message": data.decode(errors="replace")[:500]}
         if resp.status >= 400:
-            raise IntakeError(resp.status, doc.get("message") or doc.get("detail") or f"HTTP {resp.status}")
+            raise IntakeError(resp.status, f"export review: {doc.get('error') or doc.get('message') or resp.reason}")
         return doc
 
-    async def call(self, method: str, path: str, body: dict | None = None) -> dict:
-        return await asyncio.to_thread(self._call, method, path, body)
+    async def call(self, method: str, path: str, fields: list | None = None) -> dict:
+        return await asyncio.to_thread(self._call, method, path, fields)
 
-    async def checks(self, body: dict) -> dict:
-        return await self.call("POST", CHECKS, body)
+    @staticmethod
+    def _fields(manifest: dict, files: list[tuple[str, bytes]], **form: str) -> list:
+        return [*form.items(), ("manifest", json.dumps(manifest)),
+                *(("file", (name, data, "application/octet-stream")) for name, data in files)]
 
-    async def submit(self, body: dict) -> dict:
-        return await self.call("POST", REQUESTS, body)
+    async def checks(self, manifest: dict, files: list[tuple[str, bytes]]) -> dict:
+        return await self.call("POST", CHECKS, self._fields(manifest, files))
+
+    async def submit(self, title: str, context: str, manifest: dict, files: list[tuple[str, bytes]]) -> dict:
+        return await self.call("POST", REQUESTS, self._fields(manifest, files, title=title, context=context))
 
     async def requests(self, workspace: str) -> dict:
-        return await self.call("GET", f"{REQUESTS}?{urlencode({'workspace': workspace})}")
+        return await self.call("GET", f"{REQUESTS}?{urlencode({'mine': '1', 'workspace': workspace})}")
+
+    async def request(self, request_id: str) -> dict:
+        return await self.call("GET", f"{REQUESTS}/{quote(request_id)}")

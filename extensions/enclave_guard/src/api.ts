@@ -12,37 +12,42 @@ export interface IFinding {
   location?: string;
 }
 
+/** The review service's verdict on one file: its findings, or why it was rejected outright. */
 export interface IFileCheck {
   name: string;
-  status: string;
-  findings: IFinding[];
+  status?: string;
+  checks?: IFinding[];
+  rejected?: string;
 }
 
 export interface IChecks {
   files: { name: string; path: string; sha256: string; size: number; role: string }[];
-  checks: { files?: IFileCheck[] };
+  checks: IFileCheck[];
 }
 
 export interface IExportFile {
   name: string;
-  sha256?: string;
-  state?: string;
-  download_url?: string;
+  sha256: string;
+  check_status?: string;
+  decision?: string | null;
+  released: boolean;
 }
 
 export interface IComment {
   author?: string;
   text: string;
-  created?: string;
+  at?: string;
 }
 
 export interface IExportRequest {
   id: string;
+  title?: string;
   state: string;
-  created?: string;
-  justification?: string;
+  submitted_at?: string;
+  /** The request's page in the export review service, where released files are downloaded. */
+  page_url: string;
   files: IExportFile[];
-  comments?: IComment[];
+  comments: IComment[];
 }
 
 async function call<T>(path: string, init: RequestInit = {}): Promise<T> {

@@ -59,19 +59,24 @@ class RequestBody extends Widget {
 
   showChecks(checks: IChecks): void {
     this.results.textContent = '';
-    const byName = new Map(
-      (checks.checks.files || []).map(f => [f.name, f] as const)
-    );
+    const byName = new Map(checks.checks.map(f => [f.name, f] as const));
     for (const file of checks.files) {
       const block = document.createElement('div');
       const result = byName.get(file.name);
-      const status = result ? result.status : 'unknown';
+      const status = result?.rejected
+        ? 'rejected'
+        : result?.status || 'unknown';
       block.className = `enclave-check enclave-check-${status}`;
       const title = document.createElement('strong');
       title.textContent = `${file.name}: ${status}`;
       block.appendChild(title);
       const findings = document.createElement('ul');
-      for (const finding of result ? result.findings : []) {
+      if (result?.rejected) {
+        const li = document.createElement('li');
+        li.textContent = result.rejected;
+        findings.appendChild(li);
+      }
+      for (const finding of result?.checks || []) {
         const li = document.createElement('li');
         li.textContent = `${finding.status} · ${finding.check}: ${finding.reason}${
           finding.location ? ` (${finding.location})` : ''
@@ -138,7 +143,7 @@ async function requestExport(paths: string[], panel: ExportsPanel) {
       const created = await submitExport(paths, justification);
       await showDialog({
         title: 'Export requested',
-        body: `Request ${created.id} was submitted for review (${created.state}). Follow it in the Exports panel.`,
+        body: `Your export request "${created.title}" was submitted for review (${created.state}). Follow it in the Exports panel.`,
         buttons: [Dialog.okButton()]
       });
       panel.refresh();

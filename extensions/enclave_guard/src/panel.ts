@@ -59,23 +59,29 @@ export class ExportsPanel extends Widget {
       item.dataset.requestId = request.id;
       const title = document.createElement('div');
       title.className = 'enclave-export-title';
-      title.textContent = `#${request.id} · ${request.state}`;
+      title.textContent = `${request.title || request.id} · ${request.state}`;
       item.appendChild(title);
       const files = document.createElement('ul');
       for (const file of request.files) {
         const li = document.createElement('li');
-        li.textContent = file.state ? `${file.name} (${file.state}) ` : `${file.name} `;
-        if (file.download_url) {
-          const link = document.createElement('a');
-          link.href = file.download_url;
-          link.textContent = 'Download';
-          link.className = 'enclave-export-download';
-          link.setAttribute('download', file.name);
-          li.appendChild(link);
-        }
+        li.className = 'enclave-export-file';
+        const verdict = file.decision || file.check_status;
+        li.textContent = verdict ? `${file.name} (${verdict})` : file.name;
         files.appendChild(li);
       }
       item.appendChild(files);
+      const link = document.createElement('a');
+      link.href = request.page_url;
+      link.target = '_blank';
+      link.rel = 'noopener';
+      const released = request.files.some(f => f.released);
+      link.className = released
+        ? 'enclave-export-download'
+        : 'enclave-export-open';
+      link.textContent = released
+        ? 'Download released files'
+        : 'Open in export review';
+      item.appendChild(link);
       for (const comment of request.comments || []) {
         const p = document.createElement('p');
         p.className = 'enclave-export-comment';
