@@ -143,6 +143,7 @@ class Hub:
         self.harness = requests.Session()
         self.harness.headers["Authorization"] = f"token {harness_token}"
         self.log = log
+        self.password = PASSWORD
         self.intake_socket = settings.run_dir / "exports" / "intake.sock"
 
     def login(self, username: str) -> requests.Session:
