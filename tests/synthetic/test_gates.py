@@ -1,0 +1,147 @@
+"""The gates refuse leaking releases, and a refused release leaves nothing in the store."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from synthetic import gates, masking, pipeline, synthesis
+from synthetic.contract import load_contract, load_tables
+
+
+def _copy(tmp_path, residents_dir, edit=None, edit_csv=None):
+    folder = tmp_path / "raw"
+    shutil.copytree(residents_dir, folder)
+    path = folder / "residents.yaml"
+    if edit:
+        c = yaml.safe_load(path.read_text(encoding="utf-8"))
+        edit(c)
+        path.write_text(yaml.safe_dump(c, allow_unicode=True), encoding="utf-8")
+    if edit_csv:
+        df = pd.read_csv(folder / "residents.generated.csv", dtype=str)
+        edit_csv(df)
+        df.to_csv(folder / "residents.generated.csv", index=False)
+    return path
+
+
+def _refused_by(settings, store_listing, path, method, gate_name):
+    with pytest.raises(gates.GateFailure) as err:
+        pipeline.release(settings, path, method, progress=False)
+    failed = {r.gate for r in err.value.results if not r.passed}
+    assert gate_name in failed, failed
+    assert gate_name in str(err.value)
+    assert store_listing() == []
+    return err.value
+
+
+def test_masked_table_with_a_k1_group_is_refused(residents_dir):
+    contract = load_contract(residents_dir / "residents.yaml")
+    raw = load_tables(contract, residents_dir)
+    released = masking.mask_tables(contract, raw, b"k" * 32, suppress=False, progress=False).tables
+    # Without suppression, the generated data has classes smaller than k.
+    results = gates.run(gates.MASKED_GATES, progress=False, released=released, contract=contract, raw=raw,
+                        key=b"k" * 32, method="masked")
+    k = next(r for r in results if r.gate == "k_anonymity")
+    assert not k.passed and k.value < 5
+    with pytest.raises(gates.GateFailure, match="k_anonymity"):
+        gates.enforce(results)
+
+
+def test_masked_release_needing_too_much_suppression_is_refused(settings, store_listing, tmp_path, residents_dir):
+    def strict(c):
+        c["privacy"] = {"k": 50, "l": 2, "max_suppressed": 0.05}
+
+    _refused_by(settings, store_listing, _copy(tmp_path, residents_dir, strict), "masked", "suppressed_share")
+
+
+def test_resident_id_left_in_free_text_is_refused(settings, store_listing, tmp_path, residents_dir):
+    # Free text mistakenly declared a plain sensitive column: nothing redacts it, the gate catches it.
+    def misclassify(c):
+        c["tables"]["residents"]["columns"]["notes"] = {"role": "sensitive", "type": "string"}
+
+    err = _refused_by(settings, store_listing, _copy(tmp_path, residents_dir, misclassify), "masked",
+                      "no_identifier_patterns")
+    detail = next(r.detail for r in err.results if r.gate == "no_identifier_patterns")
+    assert "notes:resident_id" in detail
+
+
+def test_pseudonym_key_reused_as_a_column_value_is_refused(settings, store_listing, tmp_path, residents_dir):
+    key = masking.load_or_create_key(settings.secrets_dir)
+
+    def leak_key(df):
+        df.loc[df.index % 3 == 0, "education"] = f"batch-{key.hex()}"
+
+    err = _refused_by(settings, store_listing, _copy(tmp_path, residents_dir, edit_csv=leak_key), "masked",
+                      "no_key_material")
+    assert "education" in next(r.detail for r in err.results if r.gate == "no_key_material")
+
+
+def test_raw_identifier_copied_into_another_column_is_refused(settings, store_listing, tmp_path, residents_dir):
+    # Names match no pattern; the gate knows them as the raw values of a direct identifier.
+    def copy_names(df):
+        df.loc[df.index % 7 == 0, "education"] = df["name"]
+
+    err = _refused_by(settings, store_listing, _copy(tmp_path, residents_dir, edit_csv=copy_names), "masked",
+                      "no_direct_identifiers")
+    assert "column 'education' holds" in next(r.detail for r in err.results if r.gate == "no_direct_identifiers")
+
+
+class _CopyingSynthesiser:
+    """A generator that leaks: it 'samples' by handing back its training rows."""
+
+    name = "copying"
+
+    def __init__(self, contract, metadata):
+        self.contract = contract
+
+    def fit(self, tables):
+        self.tables = tables
+
+    def sample(self, rows):
+        return {t: df.sample(n=rows[t], replace=True, random_state=0) for t, df in self.tables.items()}
+
+    def versions(self):
+        return {}
+
+
+def test_synthetic_data_containing_copied_real_rows_is_refused(settings, store_listing, tmp_path, residents_dir,
+                                                               monkeypatch):
+    monkeypatch.setattr(synthesis, "SDVSynthesiser", _CopyingSynthesiser)
+    err = _refused_by(settings, store_listing, residents_dir / "residents.yaml", "synthetic", "exact_copies")
+    failed = {r.gate: r.value for r in err.results if not r.passed}
+    assert failed["new_row_synthesis"] == 0.0
+    assert failed["dcr_overfitting_protection"] < 0.9
+
+
+def test_new_row_share_agrees_with_sdmetrics():
+    from sdmetrics.single_table import NewRowSynthesis
+
+    rng = np.random.default_rng(3)
+    n = 400
+    real = pd.DataFrame({
+        "cat": rng.choice(["a", "b", None], size=n),
+        "num": np.where(rng.random(n) < 0.1, np.nan, rng.normal(100, 30, size=n).round(1)),
+        "day": pd.to_datetime("2024-01-01") + pd.to_timedelta(rng.integers(0, 50, size=n), unit="D"),
+    })
+    near = real.sample(n=60, random_state=1).copy()
+    near["num"] = near["num"] * 1.005  # within the 1% tolerance: still copies
+    far = real.sample(n=60, random_state=2).copy()
+    far["num"] = far["num"] * 1.5 + 1
+    fresh = pd.DataFrame({
+        "cat": rng.choice(["a", "b", None], size=80),
+        "num": rng.normal(100, 30, size=80).round(3),
+        "day": pd.to_datetime("2024-01-01") + pd.to_timedelta(rng.integers(0, 50, size=80), unit="D"),
+    })
+    syn = pd.concat([near, far, fresh, real.head(20)], ignore_index=True)
+    metadata = {"columns": {"cat": {"sdtype": "categorical"}, "num": {"sdtype": "numerical"},
+                            "day": {"sdtype": "datetime"}}}
+    expected = NewRowSynthesis.compute(real_data=real, synthetic_data=syn, metadata=metadata)
+    ours = gates.new_row_share(real, syn, ["num", "day"], ["cat"])
+    assert ours == pytest.approx(expected)
+    assert 0.1 < ours < 0.9
+    # Tiny chunks give the same answer.
+    assert gates.new_row_share(real, syn, ["num", "day"], ["cat"], max_pairs=50) == pytest.approx(expected)
