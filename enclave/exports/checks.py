@@ -14,7 +14,7 @@ import json
 import math
 import re
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -22,6 +22,8 @@ from . import identifiers
 from .files import Inspected, content_matches
 
 PASS, REVIEW, FAIL = "pass", "review", "fail"
+# Cells kept per finding for highlighting; the reason still gives the full number.
+MAX_CELLS = 1000
 _RANK = {PASS: 0, REVIEW: 1, FAIL: 2}
 
 
@@ -80,19 +82,36 @@ _ID_HEADER = re.compile(
 _ID_VALUE = re.compile(r"^(?=.*\d)[A-Za-z0-9-]{6,}$")
 
 
-def _count_columns(rows: list[list[str]]) -> list[int]:
-    """Columns that hold counts: named like counts or, for a cross-tabulation, every column after the label."""
-    header, body = rows[0], rows[1:]
-    if not body:
-        return []
-    named = [i for i, h in enumerate(header) if _COUNT_HEADER.search(h.strip())]
-    named = [i for i in named if all(_INT.match(r[i]) or not r[i].strip() for r in body)]
-    if named:
-        return named
-    rest = range(1, len(header))
-    if len(header) > 1 and all(_INT.match(r[i]) and int(r[i]) >= 0 for r in body for i in rest):
-        return list(rest)
-    return []
+def _int_column(body: list[list[str]], c: int) -> list[int | None] | None:
+    """The column's values as integers (None where empty), or None if any value is not one."""
+    try:
+        return [int(v) if (v := r[c]) else None for r in body]
+    except ValueError:
+        return None
+
+
+def _counts(f: Inspected) -> tuple[list[int], list[tuple[int, int, int]]]:
+    """The table's count columns and every count cell as (data row, column, value).
+
+    Count columns are those named like counts, or, for a cross-tabulation, every column after the
+    label column when all of them hold non-negative integers.
+    """
+    if "counts" not in f.cache:
+        header, body = f.rows[0], f.rows[1:]
+        cols: dict[int, list] = {}
+        for c, h in enumerate(header):
+            if _COUNT_HEADER.search(h.strip()) and (values := _int_column(body, c)) is not None:
+                cols[c] = values
+        if not cols and body and len(header) > 1:
+            for c in range(1, len(header)):
+                values = _int_column(body, c)
+                if values is None or any(v is None or v < 0 for v in values):
+                    cols = {}
+                    break
+                cols[c] = values
+        cells = [(r, c, n) for c, values in cols.items() for r, n in enumerate(values, start=1) if n is not None]
+        f.cache["counts"] = (sorted(cols), cells)
+    return f.cache["counts"]
 
 
 def _cells_summary(cells: list[list[int]], header: list[str], limit: int = 5) -> str:
@@ -118,30 +137,27 @@ def check_rows(f: Inspected, ctx: Context) -> list[Finding]:
     return [Finding("rows", PASS, f"{n} data rows (cap {cap})")]
 
 
+def _cells_where(cells: list[tuple[int, int, int]], test) -> tuple[int, list[list[int]]]:
+    """How many count cells pass ``test``, and the first MAX_CELLS of them."""
+    hits = [i for i, (_, _, n) in enumerate(cells) if test(n)]
+    return len(hits), [[cells[i][0], cells[i][1]] for i in hits[:MAX_CELLS]]
+
+
 def check_small_cells(f: Inspected, ctx: Context) -> list[Finding]:
     rows, t = f.rows, ctx.thresholds
-    cols = _count_columns(rows)
+    cols, cells = _counts(f)
     if not cols:
         return [Finding("small_cells", PASS, "no count columns found")]
-    small, zeros = [], []
-    for r, row in enumerate(rows[1:], start=1):
-        for c in cols:
-            v = row[c].strip()
-            if not v:
-                continue
-            n = int(v)
-            if 0 < n < t.min_cell_count:
-                small.append([r, c])
-            elif n == 0:
-                zeros.append([r, c])
+    n_small, small = _cells_where(cells, lambda n: 0 < n < t.min_cell_count)
+    n_zeros, zeros = _cells_where(cells, lambda n: n == 0)
     out = []
     if small:
         out.append(Finding("small_cells", FAIL,
-                           f"{len(small)} count cell(s) under the minimum of {t.min_cell_count}",
+                           f"{n_small} count cell(s) under the minimum of {t.min_cell_count}",
                            _cells_summary(small, rows[0]), small))
     if zeros:
         out.append(Finding("small_cells", REVIEW,
-                           f"{len(zeros)} zero cell(s): an empty category can disclose (class disclosure)",
+                           f"{n_zeros} zero cell(s): an empty category can disclose (class disclosure)",
                            _cells_summary(zeros, rows[0]), zeros))
     return out or [Finding("small_cells", PASS,
                            f"every count in {len(cols)} count column(s) is at least {t.min_cell_count}")]
@@ -149,16 +165,11 @@ def check_small_cells(f: Inspected, ctx: Context) -> list[Finding]:
 
 def check_rounding(f: Inspected, ctx: Context) -> list[Finding]:
     rows, base = f.rows, ctx.thresholds.round_base
-    cols = _count_columns(rows)
-    unrounded = [
-        [r, c]
-        for r, row in enumerate(rows[1:], start=1)
-        for c in cols
-        if row[c].strip() and int(row[c]) % base
-    ]
+    cols, cells = _counts(f)
+    n_unrounded, unrounded = _cells_where(cells, lambda n: n % base)
     if unrounded:
         return [Finding("rounding", REVIEW,
-                        f"{len(unrounded)} count(s) not rounded to a multiple of {base}",
+                        f"{n_unrounded} count(s) not rounded to a multiple of {base}",
                         _cells_summary(unrounded, rows[0]), unrounded)]
     return [Finding("rounding", PASS, f"counts are multiples of {base}" if cols else "no count columns")]
 
@@ -193,11 +204,15 @@ def check_microdata(f: Inspected, ctx: Context) -> list[Finding]:
     out = []
     if len(body) >= 20:
         for c, h in enumerate(header):
-            values = [r[c].strip() for r in body if r[c].strip()]
-            distinct = len(set(values))
-            if not values or distinct < 0.9 * len(body):
+            # A column repeating values in its first rows is no record key; only others get a full count.
+            head = body[:1000]
+            if len({r[c] for r in head}) < 0.9 * len(head):
                 continue
-            if _ID_HEADER.search(h) or all(_ID_VALUE.match(v) and not _INT.match(v) for v in values[:200]):
+            distinct = len({r[c] for r in body})
+            if distinct < 0.9 * len(body):
+                continue
+            sample = [r[c].strip() for r in body[:200]]
+            if _ID_HEADER.search(h) or all(_ID_VALUE.match(v) and not _INT.match(v) for v in sample):
                 out.append(Finding("microdata", FAIL,
                                    f"looks like record-level data: column {h!r} has a distinct value in"
                                    f" {distinct} of {len(body)} rows", f"column {h!r}"))
@@ -207,12 +222,12 @@ def check_microdata(f: Inspected, ctx: Context) -> list[Finding]:
         if exact:
             out.append(Finding("microdata", FAIL,
                                f"{len(exact)} row(s) copy rows of released dataset {dataset}",
-                               "rows " + ", ".join(map(str, exact[:10])), [[r, 0] for r in exact]))
+                               "rows " + ", ".join(map(str, exact[:10])), [[r, 0] for r in exact[:MAX_CELLS]]))
         if near:
             out.append(Finding("microdata", FAIL,
                                f"{len(near)} row(s) nearly duplicate rows of released dataset {dataset}"
                                " (after rounding and normalising text)",
-                               "rows " + ", ".join(map(str, near[:10])), [[r, 0] for r in near]))
+                               "rows " + ", ".join(map(str, near[:10])), [[r, 0] for r in near[:MAX_CELLS]]))
     return out or [Finding("microdata", PASS, "no record-level data or released rows found")]
 
 
@@ -273,7 +288,10 @@ CHECKS: list[Check] = [
 
 
 def run_checks(f: Inspected, ctx: Context) -> list[dict]:
-    return [asdict(finding) for check in CHECKS if check.applies(f) for finding in check.run(f, ctx)]
+    return [
+        {"check": x.check, "status": x.status, "reason": x.reason, "location": x.location, "cells": x.cells}
+        for check in CHECKS if check.applies(f) for x in check.run(f, ctx)
+    ]
 
 
 # -- ACRO results attached to a request --

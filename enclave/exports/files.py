@@ -84,6 +84,8 @@ class Inspected:
     image_metadata: list[tuple[str, dict]] = field(default_factory=list)  # (location, {key: value})
     notebook_outputs: int = 0
     active_content: list[str] = field(default_factory=list)  # scripts, widget state: not rendered
+    # Results several checks share (the count cells of a table), computed once.
+    cache: dict = field(default_factory=dict)
 
 
 def check_name(name: str) -> str:
@@ -127,14 +129,18 @@ def _sniff(data: bytes) -> str:
         return "pdf"
     if b"\x00" in data[:8192]:
         return "binary"
+    # The start decides; a multi-byte character cut at the end of the sample is not an error.
+    sample = data[:65536]
     try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        return "binary"
-    head = text.lstrip()[:2048].lower()
+        head = sample.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.start < len(sample) - 3:
+            return "binary"
+        head = sample[: exc.start].decode("utf-8")
+    head = head.lstrip()[:2048].lower()
     if head.startswith("{") or head.startswith("["):
         try:
-            value = json.loads(text)
+            value = json.loads(data)
         except ValueError:
             return "text"
         if isinstance(value, dict) and "cells" in value and "nbformat" in value:
