@@ -137,10 +137,9 @@ def check_rows(f: Inspected, ctx: Context) -> list[Finding]:
     return [Finding("rows", PASS, f"{n} data rows (cap {cap})")]
 
 
-def _cells_where(cells: list[tuple[int, int, int]], test) -> tuple[int, list[list[int]]]:
-    """How many count cells pass ``test``, and the first MAX_CELLS of them."""
-    hits = [i for i, (_, _, n) in enumerate(cells) if test(n)]
-    return len(hits), [[cells[i][0], cells[i][1]] for i in hits[:MAX_CELLS]]
+def _collect(cells: list[list[int]], r: int, c: int) -> None:
+    if len(cells) < MAX_CELLS:
+        cells.append([r, c])
 
 
 def check_small_cells(f: Inspected, ctx: Context) -> list[Finding]:
@@ -148,8 +147,15 @@ def check_small_cells(f: Inspected, ctx: Context) -> list[Finding]:
     cols, cells = _counts(f)
     if not cols:
         return [Finding("small_cells", PASS, "no count columns found")]
-    n_small, small = _cells_where(cells, lambda n: 0 < n < t.min_cell_count)
-    n_zeros, zeros = _cells_where(cells, lambda n: n == 0)
+    small, zeros, n_small, n_zeros, k = [], [], 0, 0, t.min_cell_count
+    for r, c, n in cells:  # one plain loop: this runs over every cell of tables up to 16 MB
+        if n < k:
+            if n > 0:
+                n_small += 1
+                _collect(small, r, c)
+            elif n == 0:
+                n_zeros += 1
+                _collect(zeros, r, c)
     out = []
     if small:
         out.append(Finding("small_cells", FAIL,
@@ -166,7 +172,11 @@ def check_small_cells(f: Inspected, ctx: Context) -> list[Finding]:
 def check_rounding(f: Inspected, ctx: Context) -> list[Finding]:
     rows, base = f.rows, ctx.thresholds.round_base
     cols, cells = _counts(f)
-    n_unrounded, unrounded = _cells_where(cells, lambda n: n % base)
+    unrounded, n_unrounded = [], 0
+    for r, c, n in cells:
+        if n % base:
+            n_unrounded += 1
+            _collect(unrounded, r, c)
     if unrounded:
         return [Finding("rounding", REVIEW,
                         f"{n_unrounded} count(s) not rounded to a multiple of {base}",
