@@ -55,6 +55,7 @@ _ARCHIVE_MAGIC = {
 }
 
 _SAFE_NAME = re.compile(r"^[^/\\\x00-\x1f\x7f]{1,200}$")
+_SCRIPT = re.compile(r"<script\b|\bon\w+\s*=|javascript:", re.I)
 # Images above this many pixels are refused (Pillow's decompression-bomb guard raises past it).
 MAX_IMAGE_PIXELS = 40_000_000
 
@@ -260,9 +261,10 @@ def _bundle(inspected: Inspected, where: str, bundle: dict) -> None:
                 for key, val in meta.items():
                     inspected.fragments.append(Fragment(f"{where} {mime} metadata {key!r}", val))
             continue
-        if mime in ("application/javascript", "text/javascript") or "widget" in mime:
-            inspected.active_content.append(f"{where}: {mime}")
         text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+        if mime in ("application/javascript", "text/javascript") or "widget" in mime or (
+                mime == "text/html" and _SCRIPT.search(text)):
+            inspected.active_content.append(f"{where}: {mime}")
         inspected.fragments.append(Fragment(f"{where} {mime}", text))
 
 
@@ -325,6 +327,6 @@ def inspect(name: str, data: bytes, max_bytes: int) -> Inspected:
             inspected.text = None  # scanned through its fragments, each with a location
         elif inspected.sniffed == "svg":
             _svg(inspected)
-        elif inspected.sniffed == "html" and re.search(r"<script\b|\bon\w+\s*=", inspected.text, re.I):
+        elif inspected.sniffed == "html" and _SCRIPT.search(inspected.text):
             inspected.active_content.append("HTML holds scripts or event handlers")
     return inspected

@@ -207,10 +207,12 @@ def test_identifier_in_pdf_metadata_is_found():
 
 
 def test_notebook_widget_state_and_scripts_are_reported():
-    nb = notebook([new_output("display_data", data={"application/javascript": "fetch('x')", "text/plain": "x"})],
+    nb = notebook([new_output("display_data", data={"application/javascript": "fetch('x')", "text/plain": "x"}),
+                   new_output("display_data", data={"text/html": "<img src=x onerror=fetch('y')>"})],
                   metadata={"widgets": {"application/vnd.jupyter.widget-state+json": {"state": {}}}})
     reasons = [r["reason"] for r in run("analysis.ipynb", nb) if r["check"] == "active_content"]
     assert any("widget state" in r for r in reasons) and any("application/javascript" in r for r in reasons)
+    assert any("output 2: text/html" in r for r in reasons)
 
 
 # -- types and bad input --
