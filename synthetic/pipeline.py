@@ -102,7 +102,7 @@ def release(
         results = gates.run(gates.SYNTHETIC_GATES, progress=progress, released=released, contract=contract,
                             raw=raw, key=key, method=method, synth_ctx=ctx)
         manifest["parameters"] = {
-            "model": synth.name, **contract.synthesis.model_dump(mode="json"),
+            **contract.synthesis.model_dump(mode="json"), "model": synth.name,
             "training_rows": {t: len(d) for t, d in train.items()},
             "holdout_rows": {t: len(d) for t, d in holdout.items()},
             "dropped_before_synthesis": prepared.dropped,

@@ -145,6 +145,8 @@ class SDVSynthesiser:
             from sdv.multi_table import HMASynthesizer
 
             model = HMASynthesizer(self.metadata, verbose=True)
+            for table in self.contract.tables:
+                model.set_table_parameters(table, {"default_distribution": "truncnorm"})
         else:
             from sdv.single_table import CTGANSynthesizer, GaussianCopulaSynthesizer, TVAESynthesizer
 
@@ -165,9 +167,11 @@ class SDVSynthesiser:
             # Neural models run in a worker process that is stopped when the budget runs out.
             self._pending = tables
             return
-        model = self._new_model()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
+            # The metadata is rebuilt from the contract on every run; SDV's advice to save it is moot.
+            warnings.filterwarnings("ignore", message="We strongly recommend saving the metadata")
+            model = self._new_model()
             model.fit(tables)
         self._model = model
 
