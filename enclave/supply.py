@@ -98,7 +98,9 @@ def build_view(settings: Settings, workspace: str, release: str, selection: dict
             lines += ["GENERATED DATA: every person and enterprise in this release is made up.", ""]
         for t, cols in selection.items():
             table = pq.read_table(data / f"{t}.parquet", columns=cols)
-            pq.write_table(table, tmp / f"{t}.parquet")
+            # pandas' schema metadata lists every column of the release: keep only our own labels.
+            meta = {k: v for k, v in (table.schema.metadata or {}).items() if k.startswith(b"enclave.")}
+            pq.write_table(table.replace_schema_metadata(meta), tmp / f"{t}.parquet")
             # The CSV is cut from the release's own CSV so values read exactly as published there.
             csv = pd.read_csv(data / f"{t}.csv", usecols=cols, dtype=str, keep_default_na=False)
             csv[cols].to_csv(tmp / f"{t}.csv", index=False)
