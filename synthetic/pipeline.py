@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import getpass
 import platform
+import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from importlib import metadata as importlib_metadata
@@ -62,12 +63,21 @@ def release(
     progress: bool = True,
     contract: Contract | None = None,
 ) -> Released:
+    timings: dict[str, float] = {}
+    clock = [time.perf_counter()]
+
+    def lap(step: str) -> None:
+        now = time.perf_counter()
+        timings[step] = round(now - clock[0], 3)
+        clock[0] = now
+
     contract_path = Path(contract_path)
     contract = contract or load_contract(contract_path)
     base_dir = contract_path.parent
     raw = load_tables(contract, base_dir, source=str(contract_path))
     hashes = source_hashes(contract, base_dir)
     key = masking.load_or_create_key(settings.secrets_dir, contract.pseudonym_key)
+    lap("load")
 
     manifest: dict = {
         "method": method,
@@ -83,6 +93,7 @@ def release(
     if method == "masked":
         masked = masking.mask_tables(contract, raw, key, suppress=True, progress=progress)
         released = masked.tables
+        lap("mask")
         results = gates.run(gates.MASKED_GATES, progress=progress, released=released, contract=contract,
                             raw=raw, key=key, method=method)
         manifest["parameters"] = {"k": contract.privacy.k, "l": contract.privacy.l,
@@ -94,10 +105,12 @@ def release(
         prepared = synthesis.prepare(contract, prepared_masked.tables)
         train, holdout = synthesis.split_holdout(contract, prepared.tables, contract.synthesis.seed)
         metadata = synthesis.build_metadata(contract, prepared.tables)
+        lap("mask")
         synth = synthesis.SDVSynthesiser(contract, metadata)
         synth.fit(train)
         released = synth.sample({t: len(df) for t, df in prepared.tables.items()})
         released = {t: released[t].reset_index(drop=True) for t in contract.tables}
+        lap("synthesise")
         ctx = {"real": prepared.tables, "train": train, "holdout": holdout, "metadata": metadata}
         results = gates.run(gates.SYNTHETIC_GATES, progress=progress, released=released, contract=contract,
                             raw=raw, key=key, method=method, synth_ctx=ctx)
@@ -109,7 +122,9 @@ def release(
         }
         real_for_report = prepared.tables
 
+    lap("gates")
     manifest["gates"] = [r.as_dict() for r in results]
+    manifest["timings_s"] = timings
     gates.enforce(results)
     name = store.publish(
         settings.release_store, contract.name, released, manifest,
