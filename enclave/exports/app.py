@@ -20,7 +20,7 @@ import logging
 import os
 from functools import partial
 from pathlib import Path
-from urllib.parse import urlencode, urlparse
+from urllib.parse import quote, urlencode, urlparse
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from jupyterhub.services.auth import HubOAuthCallbackHandler, HubOAuthenticated
@@ -378,7 +378,7 @@ class DownloadHandler(Page):
     async def get(self, token):
         name, data, _ = await self.call(self.service.download, self.actor(), token)
         self.set_header("Content-Type", "application/octet-stream")
-        self.set_header("Content-Disposition", f"attachment; filename=\"{name}\"")
+        self.set_header("Content-Disposition", f"attachment; filename*=UTF-8''{quote(name, safe='')}")
         self.finish(data)
 
 
@@ -395,6 +395,8 @@ class RenderedFile(Page):
     @web.authenticated
     async def get(self, request_id, file_id):
         f, data = await self.call(self.service.file_content, self.actor(), request_id, int(file_id))
+        if f.kind not in ("notebook", "html"):
+            raise web.HTTPError(404, f"{f.name!r} is shown on the request page, not rendered as HTML")
         html = await self.call(render.notebook_html, data) if f.kind == "notebook" else data
         self.set_header("Content-Type", "text/html; charset=utf-8")
         self.set_header("Content-Security-Policy", render.FRAME_CSP)
