@@ -411,3 +411,16 @@ def test_openapi_document_lists_the_api(hub, tokens, client, intake):
     r = intake(tokens["rita"]).post("/requests/" + "0" * 32 + "/votes", {"file_id": 1})
     assert r.status_code == 404
     assert json.loads(client(tokens["rita"]).get("/requests?state=bogus").text)["error"].startswith("unknown state")
+
+
+def test_rows_of_the_workspace_released_dataset_are_caught(hub, tokens, client):
+    people = (hub.settings.release_store / "people" / "data" / "people.csv").read_text().splitlines()
+    extract = "\n".join([people[0]] + people[5:9]) + "\n"
+    req = submit(client, tokens["olga@ws1"], {"extract.csv": extract.encode()})
+    [table] = req["files"]
+    assert table["check_status"] == "fail"
+    [hit] = [c for c in table["checks"] if c["check"] == "microdata" and c["status"] == "fail"]
+    assert "copy rows of released dataset people/people.csv" in hit["reason"]
+    # A workspace without that release attached is not matched against it.
+    other = submit(client, tokens["omar@ws2"], {"extract.csv": extract.encode()})
+    assert not [c for c in other["files"][0]["checks"] if c["check"] == "microdata" and c["status"] == "fail"]
