@@ -103,3 +103,14 @@ def test_pdf_release_replaces_document_information():
 def test_text_is_released_unchanged():
     assert release.prepare(b"region,count\nnorth,20\n", "text", "d" * 32) == (b"region,count\nnorth,20\n", False)
     assert release.read_watermark(b"region,count\n") is None
+
+
+def test_jpeg_release_drops_exif_and_carries_watermark():
+    exif = Image.Exif()
+    exif[0x013B] = "zhang san"  # Artist
+    out = io.BytesIO()
+    Image.new("RGB", (16, 16), "red").save(out, "JPEG", exif=exif.tobytes())
+    assert Image.open(io.BytesIO(out.getvalue())).getexif()
+    released, marked = release.prepare(out.getvalue(), "jpeg", "c" * 32)
+    assert marked and not Image.open(io.BytesIO(released)).getexif()
+    assert release.read_watermark(released) == "c" * 32
