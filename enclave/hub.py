@@ -164,7 +164,7 @@ def configure(c, settings: Settings) -> None:
 
     # Roles, custom scopes and the token a sandbox's server gets.
     c.JupyterHub.custom_scopes = rbac.CUSTOM_SCOPES
-    c.JupyterHub.load_roles = rbac.ROLES + [rbac.idle_culler_role()]
+    c.JupyterHub.load_roles = list(rbac.ROLES)
     c.Spawner.server_token_scopes = rbac.SERVER_TOKEN_SCOPES
 
     # One named server per workspace; the default (unnamed) server is not offered.
@@ -178,6 +178,7 @@ def configure(c, settings: Settings) -> None:
     c.Spawner.http_timeout = settings.sandbox.start_timeout
 
     if settings.sandbox.idle_timeout:
+        c.JupyterHub.load_roles.append(rbac.idle_culler_role())
         c.JupyterHub.services = [{
             "name": rbac.IDLE_CULLER_SERVICE,
             # The culler's HTTP client cannot use the hub's unix socket; it goes through the proxy.

@@ -22,10 +22,14 @@ NAMESPACES = (
 
 
 def bwrap_argv(policy: SandboxPolicy, bwrap: str, files_dir: Path, info_fd: int) -> list[str]:
-    """The full command. Generated files (``kind="file"``) are written into ``files_dir``."""
+    """The full command. Generated files (``kind="file"``) are written into ``files_dir``.
+
+    The sandbox's environment is not on this command line (host users can read command lines,
+    and the server's environment holds its hub token): run the command with ``env=policy.env``.
+    """
     files_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     args = [bwrap, *NAMESPACES, "--hostname", "enclave", "--die-with-parent", "--new-session",
-            "--as-pid-1", "--info-fd", str(info_fd), "--clearenv",
+            "--as-pid-1", "--info-fd", str(info_fd),
             "--proc", "/proc", "--dev", "/dev"]
     made: set[str] = {"/", "/proc", "/dev"}
     for m in policy.mounts:
@@ -51,8 +55,6 @@ def bwrap_argv(policy: SandboxPolicy, bwrap: str, files_dir: Path, info_fd: int)
             args += ["--ro-bind", str(path), m.target]
         else:  # pragma: no cover - the policy type admits no other kind
             raise ValueError(f"unknown mount kind {m.kind!r}")
-    for key, value in sorted(policy.env.items()):
-        args += ["--setenv", key, value]
     if policy.workdir:
         args += ["--chdir", policy.workdir]
     uid, gid = policy.identity.uid, policy.identity.gid

@@ -22,7 +22,7 @@ import shutil
 import signal
 import sys
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .bubblewrap import bwrap_argv
@@ -92,7 +92,7 @@ class Supervisor:
 
         with open(log_path, "ab") as out:
             proc = await asyncio.create_subprocess_exec(
-                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out,
+                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out, env=policy.env,
                 pass_fds=(write_fd,), preexec_fn=in_child,
             )
         os.close(write_fd)
@@ -136,7 +136,7 @@ class Supervisor:
             policy = kernel_policy(self.server_policy, self.layout, kernel_id)
             cwd = _home_subdir(request.get("cwd"), policy.identity.home)
             if cwd:
-                policy = _with_workdir(policy, cwd)
+                policy = replace(policy, workdir=cwd)
             started = await self._start(policy, self.layout.run / "files" / kernel_id,
                                         self.layout.run / f"kernel-{kernel_id}.log")
             self.kernels[kernel_id] = started
@@ -234,12 +234,6 @@ def _home_subdir(cwd: object, home: str) -> str:
         return ""
     norm = os.path.normpath(cwd)
     return norm if norm == home or norm.startswith(home + "/") else ""
-
-
-def _with_workdir(policy: SandboxPolicy, workdir: str) -> SandboxPolicy:
-    from dataclasses import replace
-
-    return replace(policy, workdir=workdir)
 
 
 def load_spec(path: Path) -> tuple[SandboxPolicy, SandboxLayout, str]:

@@ -1,0 +1,92 @@
+"""Fixtures around a real Enclave: hub, proxy and bubblewrap sandboxes, started as `make demo` would.
+
+`enclave` (session): a hub with these accounts and workspaces, created in-process:
+
+    alpha:  operators alice, bob; reviewer carol; release households@1 attached
+    beta:   operator erin; release secret@1 attached (so alpha's sandboxes must not see it)
+
+`hub_factory` starts further hubs with other settings (each with its own state directory).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from enclave_testing import Hub  # noqa: E402
+
+from enclave import accounts, workspaces  # noqa: E402
+from enclave.settings import Settings  # noqa: E402
+
+ACCOUNTS = {
+    "alice": "operator",
+    "bob": "operator",
+    "carol": "reviewer",
+    "erin": "operator",
+    "root-admin": "admin",
+}
+PASSWORD = "correct-horse-battery-staple"
+RELEASES = {"households@1": "district,size\nHeping,3\n", "secret@1": "id,value\nx,1\n"}
+
+
+def _publish(home: Path, name: str, csv: str) -> None:
+    data = home / "releases" / name / "data"
+    data.mkdir(parents=True)
+    (data / "table.csv").write_text(csv)
+
+
+def seed(hub: Hub) -> None:
+    """Accounts, workspaces and releases, made in-process (the CLI has its own tests)."""
+    settings = Settings(home=hub.home)
+    for release, csv in RELEASES.items():
+        _publish(hub.home, release, csv)
+    for name, role in ACCOUNTS.items():
+        accounts.add_user(settings, name, [role], PASSWORD)
+    for ws, members, release in (("alpha", (("alice", "operator"), ("bob", "operator"), ("carol", "reviewer")), "households@1"),
+                                 ("beta", (("erin", "operator"),), "secret@1")):
+        workspaces.create(settings, ws)
+        for user, role in members:
+            workspaces.add_member(settings, ws, user, role)
+        workspaces.attach(settings, ws, release, by="tests")
+
+
+@pytest.fixture(scope="session")
+def hub_factory(tmp_path_factory):
+    hubs: list[Hub] = []
+
+    def make(name: str, **env) -> Hub:
+        hub = Hub(home=tmp_path_factory.mktemp(name), env_overrides=env)
+        hubs.append(hub)
+        return hub
+
+    yield make
+    for hub in hubs:
+        hub.stop()
+        hub.stop_all_sandboxes()
+
+
+@pytest.fixture(scope="session")
+def enclave(hub_factory) -> Hub:
+    hub = hub_factory("enclave", ENCLAVE_SANDBOX__IDLE_TIMEOUT="0")
+    seed(hub)
+    hub.start()
+    return hub
+
+
+@pytest.fixture(scope="session")
+def alice(enclave):
+    return enclave.login("alice", PASSWORD)
+
+
+@pytest.fixture(scope="session")
+def alice_kernel(alice):
+    """alice's kernel in her alpha sandbox (started once for the session)."""
+    r = alice.start("alpha")
+    assert r.status_code == 200, r.text
+    kernel = alice.kernel("alpha")
+    yield kernel
+    kernel.close()

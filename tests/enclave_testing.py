@@ -1,0 +1,249 @@
+"""Drive a real Enclave hub from tests and benchmarks: start it, log in, start sandboxes, run code.
+
+Everything goes through the proxy on loopback, as a browser or script would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+import websocket
+
+REPO = Path(__file__).resolve().parent.parent
+ENCLAVE = REPO / ".venv" / "bin" / "enclave"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.2):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = predicate()
+        if result:
+            return result
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+
+
+@dataclass
+class Hub:
+    """An ``enclave hub`` process with its own ENCLAVE_HOME and ports."""
+
+    home: Path
+    env_overrides: dict = field(default_factory=dict)
+    port: int = field(default_factory=free_port)
+    proxy_api_port: int = field(default_factory=free_port)
+    proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def env(self) -> dict:
+        return {
+            **os.environ,
+            "ENCLAVE_HOME": str(self.home),
+            "ENCLAVE_HUB__PORT": str(self.port),
+            "ENCLAVE_HUB__PROXY_API_PORT": str(self.proxy_api_port),
+            **self.env_overrides,
+        }
+
+    def enclave(self, *args: str, input: str | None = None) -> subprocess.CompletedProcess:
+        """Run the ``enclave`` CLI against this hub's state."""
+        return subprocess.run([str(ENCLAVE), *args], env=self.env, input=input, capture_output=True,
+                              text=True, timeout=120)
+
+    def start(self) -> None:
+        log = open(self.home / "hub.log", "ab")
+        self.proc = subprocess.Popen([str(ENCLAVE), "hub"], env=self.env, stdout=log, stderr=log,
+                                     start_new_session=True)
+        log.close()
+
+        def up():
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"hub exited {self.proc.returncode}: {self.log_tail()}")
+            try:
+                return requests.get(self.url + "/hub/api/", timeout=2).status_code == 200
+            except requests.ConnectionError:
+                return False
+
+        wait_for(up, 60, "the hub to answer through the proxy")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def log_tail(self, n: int = 40) -> str:
+        path = self.home / "hub.log"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-n:]) if path.exists() else ""
+
+    def stop_all_sandboxes(self) -> None:
+        """Tests end with no sandbox left: SIGTERM every supervisor of this home."""
+        for pid in supervisor_pids(self.home):
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        wait_for(lambda: not supervisor_pids(self.home), 30, "sandboxes to stop")
+
+    def login(self, username: str, password: str) -> "Session":
+        s = Session(self)
+        s.http.get(self.url + "/hub/login")
+        r = s.http.post(self.url + "/hub/login",
+                        data={"username": username, "password": password, "_xsrf": s.http.cookies.get("_xsrf")})
+        if not r.url.endswith("/hub/home"):
+            raise AssertionError(f"login as {username} failed: {r.status_code} {r.url}")
+        s.username = username
+        return s
+
+
+def supervisor_pids(home: Path) -> list[int]:
+    marker = str(home).encode()
+    pids = []
+    for p in Path("/proc").iterdir():
+        if not p.name.isdigit():
+            continue
+        try:
+            cmd = (p / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"enclave.sandbox.supervisor" in cmd and marker in cmd:
+            pids.append(int(p.name))
+    return pids
+
+
+def processes_of_uid(uid: int) -> list[int]:
+    pids = []
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                status = (p / "status").read_text()
+            except OSError:
+                continue
+            real_uid = int(next(ln for ln in status.splitlines() if ln.startswith("Uid:")).split()[1])
+            if real_uid == uid:
+                pids.append(int(p.name))
+    return pids
+
+
+class Session:
+    """A logged-in browser-like session."""
+
+    def __init__(self, hub: Hub):
+        self.hub = hub
+        self.http = requests.Session()
+        self.username = ""
+
+    def server_url(self, workspace: str) -> str:
+        return f"{self.hub.url}/user/{self.username}/{workspace}"
+
+    def hub_api(self, method: str, path: str, **kw) -> requests.Response:
+        headers = {"X-XSRFToken": self.http.cookies.get("_xsrf", path="/hub/")}
+        return self.http.request(method, f"{self.hub.url}/hub/api{path}", headers=headers, **kw)
+
+    def start(self, workspace: str, timeout: float = 90) -> requests.Response:
+        """Ask for the workspace's server as the home page's start button does; wait until up."""
+        r = self.http.get(f"{self.hub.url}/hub/spawn/{self.username}/{workspace}")
+        if r.status_code != 200:
+            return r
+
+        def up():
+            model = self.hub_api("GET", f"/users/{self.username}").json()
+            server = model.get("servers", {}).get(workspace)
+            if server is None:
+                raise AssertionError(f"spawn failed: {self.hub.log_tail()}")
+            return server.get("ready")
+
+        wait_for(up, timeout, f"{self.username}/{workspace} to start")
+        # The oauth hand-shake with the single-user server, as a browser follows it.
+        return self.http.get(self.server_url(workspace) + "/lab")
+
+    def stop(self, workspace: str) -> None:
+        r = self.hub_api("DELETE", f"/users/{self.username}/servers/{workspace}")
+        assert r.status_code in (202, 204), r.text
+
+        def stopped():
+            model = self.hub_api("GET", f"/users/{self.username}").json()
+            return workspace not in model.get("servers", {})
+
+        wait_for(stopped, 60, f"{self.username}/{workspace} to stop")
+
+    def server_api(self, workspace: str, method: str, path: str, **kw) -> requests.Response:
+        xsrf = self.http.cookies.get("_xsrf", path=f"/user/{self.username}/{workspace}/")
+        return self.http.request(method, f"{self.server_url(workspace)}/api{path}",
+                                 headers={"X-XSRFToken": xsrf or ""}, **kw)
+
+    def kernel(self, workspace: str) -> "Kernel":
+        r = self.server_api(workspace, "POST", "/kernels", json={"name": "enclave-python"})
+        assert r.status_code == 201, r.text
+        return Kernel(self, workspace, r.json()["id"])
+
+
+class Kernel:
+    """A kernel reached over its websocket through the proxy."""
+
+    def __init__(self, session: Session, workspace: str, kernel_id: str):
+        self.session = session
+        self.workspace = workspace
+        self.id = kernel_id
+        cookie = "; ".join(f"{c.name}={c.value}" for c in session.http.cookies)
+        url = session.server_url(workspace).replace("http://", "ws://") + f"/api/kernels/{kernel_id}/channels"
+        self.ws = websocket.create_connection(url, header=[f"Cookie: {cookie}"], timeout=120)
+        self.session_id = uuid.uuid4().hex
+
+    def run(self, code: str, timeout: float = 120) -> tuple[str, str | None]:
+        """Execute ``code``; return (stdout, "EName: value" of an error or None)."""
+        msg_id = uuid.uuid4().hex
+        self.ws.send(json.dumps({
+            "header": {"msg_id": msg_id, "msg_type": "execute_request", "username": self.session.username,
+                       "session": self.session_id, "version": "5.3", "date": ""},
+            "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [],
+            "content": {"code": code, "silent": False, "store_history": False, "user_expressions": {},
+                        "allow_stdin": False, "stop_on_error": True},
+        }))
+        out, err = [], None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            msg = json.loads(self.ws.recv())
+            if msg.get("parent_header", {}).get("msg_id") != msg_id:
+                continue
+            kind = msg["msg_type"]
+            if kind == "stream":
+                out.append(msg["content"]["text"])
+            elif kind == "error":
+                err = f"{msg['content']['ename']}: {msg['content']['evalue']}"
+            elif kind == "status" and msg["content"]["execution_state"] == "idle":
+                return "".join(out), err
+        raise TimeoutError(f"no reply to {code!r}")
+
+    def value(self, expr_code: str):
+        """Run code whose last line prints a JSON value; return it decoded."""
+        out, err = self.run(expr_code)
+        assert err is None, err
+        return json.loads(out.strip().splitlines()[-1])
+
+    def close(self) -> None:
+        self.ws.close()
