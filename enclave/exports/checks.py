@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 from . import identifiers
-from .files import Inspected, content_matches
+from .files import Inspected, content_matches, gc_paused
 
 PASS, REVIEW, FAIL = "pass", "review", "fail"
 # Cells kept per finding for highlighting; the reason still gives the full number.
@@ -298,10 +298,11 @@ CHECKS: list[Check] = [
 
 
 def run_checks(f: Inspected, ctx: Context) -> list[dict]:
-    return [
-        {"check": x.check, "status": x.status, "reason": x.reason, "location": x.location, "cells": x.cells}
-        for check in CHECKS if check.applies(f) for x in check.run(f, ctx)
-    ]
+    with gc_paused():
+        return [
+            {"check": x.check, "status": x.status, "reason": x.reason, "location": x.location, "cells": x.cells}
+            for check in CHECKS if check.applies(f) for x in check.run(f, ctx)
+        ]
 
 
 # -- ACRO results attached to a request --
