@@ -58,21 +58,57 @@ def _string_columns(df: pd.DataFrame) -> list[str]:
 # -- gates shared by both methods -------------------------------------------------------------
 
 
-def _not_pseudonyms(s: pd.Series) -> pd.Series:
-    # A value that is exactly 20 lower-case hex characters cannot hold an identifier: candidates
-    # must be bounded by non-alphanumerics, so only the whole value could be one, and no kind is
-    # 20 hex characters long. Skipping them keeps scans of pseudonym columns cheap.
-    s = s.dropna().astype(str)
-    return s[~s.str.fullmatch(PSEUDONYM.pattern.strip("^$"))]
+class ReleasedText:
+    """Distinct text values of each released column, computed once and shared by the gates.
+
+    Gates look at distinct values, not rows: a million-row pseudonym column is hashed once, and
+    low-cardinality columns cost almost nothing.
+    """
+
+    def __init__(self, released: dict[str, pd.DataFrame]) -> None:
+        self.released = released
+        self._values: dict[tuple[str, str], pd.Series] = {}
+        self._pseudonym: dict[tuple[str, str], np.ndarray] = {}
+
+    def columns(self, table: str) -> list[str]:
+        return _string_columns(self.released[table])
+
+    def values(self, table: str, column: str) -> pd.Series:
+        k = (table, column)
+        if k not in self._values:
+            self._values[k] = pd.Series(pd.unique(self.released[table][column].dropna())).astype(str)
+        return self._values[k]
+
+    def is_pseudonym(self, table: str, column: str) -> np.ndarray:
+        k = (table, column)
+        if k not in self._pseudonym:
+            v = self.values(table, column)
+            self._pseudonym[k] = v.str.fullmatch(PSEUDONYM.pattern.strip("^$")).to_numpy(dtype=bool)
+        return self._pseudonym[k]
+
+    def not_pseudonyms(self, table: str, column: str) -> pd.Series:
+        # A value of exactly 20 lower-case hex characters cannot hold an identifier: candidates
+        # must be bounded by non-alphanumerics, so only the whole value could be one, and no kind
+        # is 20 hex characters long.
+        return self.values(table, column)[~self.is_pseudonym(table, column)]
+
+    def rows_with(self, table: str, column: str, values) -> int:
+        return int(self.released[table][column].astype(str).isin(list(values)).sum())
 
 
-def no_identifier_patterns(released: dict[str, pd.DataFrame], **_) -> list[GateResult]:
+def no_identifier_patterns(text: ReleasedText, **_) -> list[GateResult]:
     out = []
-    for tname, df in released.items():
+    for tname in text.released:
         found: dict[str, int] = {}
-        for c in _string_columns(df):
-            for kind, n in identifiers.scan_series(_not_pseudonyms(df[c])).items():
-                found[f"{c}:{kind}"] = n
+        for c in text.columns(tname):
+            candidates = text.not_pseudonyms(tname, c)
+            candidates = candidates[candidates.str.contains(identifiers.ANY_CANDIDATE)]
+            by_kind: dict[str, set[str]] = {}
+            for v in candidates:
+                for f in identifiers.find(v):
+                    by_kind.setdefault(f.kind, set()).add(v)
+            for kind, values in by_kind.items():
+                found[f"{c}:{kind}"] = text.rows_with(tname, c, values)
         total = sum(found.values())
         detail = ", ".join(f"{k} in {n} row(s)" for k, n in found.items())
         out.append(GateResult("no_identifier_patterns", tname, total, "== 0", total == 0, detail))
@@ -83,23 +119,21 @@ def key_forms(key: bytes) -> list[str]:
     return [key.hex(), base64.b64encode(key).decode().rstrip("="), base64.urlsafe_b64encode(key).decode().rstrip("=")]
 
 
-def no_key_material(released: dict[str, pd.DataFrame], key: bytes, **_) -> list[GateResult]:
+def no_key_material(text: ReleasedText, key: bytes, **_) -> list[GateResult]:
     """The pseudonymisation key, in any common text form, appears nowhere in a release."""
     rx = re.compile("|".join(re.escape(f) for f in key_forms(key)), re.IGNORECASE)
     out = []
-    for tname, df in released.items():
-        hits = []
-        for c in _string_columns(df):
-            values = pd.Series(df[c].dropna().astype(str).unique())
-            if values.str.contains(rx).any():
-                hits.append(c)
+    for tname in text.released:
+        # Pseudonyms are 20 characters, shorter than any form of a 32-byte key.
+        hits = [c for c in text.columns(tname) if text.not_pseudonyms(tname, c).str.contains(rx).any()]
         out.append(GateResult("no_key_material", tname, len(hits), "== 0", not hits,
                               f"key found in column(s) {hits}" if hits else ""))
     return out
 
 
 def no_direct_identifiers(
-    released: dict[str, pd.DataFrame], contract: Contract, raw: dict[str, pd.DataFrame], method: str, **_
+    released: dict[str, pd.DataFrame], text: ReleasedText, contract: Contract, raw: dict[str, pd.DataFrame],
+    method: str, **_
 ) -> list[GateResult]:
     """Direct identifiers are released only as pseudonyms (synthetic keys are generated afresh),
     and no raw identifier value is left in any column."""
@@ -112,16 +146,18 @@ def no_direct_identifiers(
             if col.role != "direct_identifier":
                 continue
             raw_parts.append(pd.Series(pd.unique(raw[tname][c].dropna())).astype(str).str.strip())
-            if c in df.columns and method == "masked":
-                vals = pd.Series(pd.unique(df[c].dropna())).astype(str)
-                if not vals.str.fullmatch(PSEUDONYM.pattern.strip("^$")).all():
-                    problems.append(f"column '{c}' holds values that are not pseudonyms")
+            if c in df.columns and method == "masked" and not text.is_pseudonym(tname, c).all():
+                problems.append(f"column '{c}' holds values that are not pseudonyms")
         raw_values = pd.Index(pd.unique(pd.concat(raw_parts))) if raw_parts else pd.Index([])
-        for c in _string_columns(df):
-            counts = df[c].dropna().astype(str).value_counts()
-            leaked = counts[counts.index.str.strip().isin(raw_values)]
+        pseudonymised = {c for c, col in t.columns.items()
+                         if col.treatment == "pseudonymise" or (col.treatment == "derive" and c in _keys(contract, tname))}
+        for c in text.columns(tname):
+            if method == "masked" and c in pseudonymised:
+                continue  # HMAC outputs, checked above to be nothing but pseudonyms
+            values = text.values(tname, c)
+            leaked = values[values.str.strip().isin(raw_values)]
             if len(leaked):
-                problems.append(f"column '{c}' holds {int(leaked.sum())} raw identifier value(s)")
+                problems.append(f"column '{c}' holds {text.rows_with(tname, c, leaked)} raw identifier value(s)")
         direct = [c for c, col in t.columns.items() if col.role == "direct_identifier"]
         if method == "masked":
             for c, col in t.columns.items():
@@ -415,6 +451,7 @@ def run(gates: list[Gate], progress: bool = True, **ctx) -> list[GateResult]:
     from tqdm import tqdm
 
     results: list[GateResult] = []
+    ctx.setdefault("text", ReleasedText(ctx["released"]))
     for gate in tqdm(gates, desc="gates", unit="gate", disable=not progress or None):
         results.extend(gate(**ctx))
     return results
