@@ -42,6 +42,7 @@ class GateResult:
 class GateFailure(Exception):
     def __init__(self, results: list[GateResult]):
         self.results = results
+        self.manifest: dict | None = None
         failed = [r for r in results if not r.passed]
         lines = [
             f"  {r.gate}{f' [{r.table}]' if r.table else ''}: {r.value} (needs {r.threshold})"

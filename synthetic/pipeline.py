@@ -125,7 +125,11 @@ def release(
     lap("gates")
     manifest["gates"] = [r.as_dict() for r in results]
     manifest["timings_s"] = timings
-    gates.enforce(results)
+    try:
+        gates.enforce(results)
+    except gates.GateFailure as exc:
+        exc.manifest = manifest  # what was measured, for the caller to show; nothing is published
+        raise
     name = store.publish(
         settings.release_store, contract.name, released, manifest,
         lambda m: report.render(m, real_for_report, released), version=version,

@@ -70,7 +70,7 @@ def _plot_column(ax, s: pd.Series, title: str) -> None:
         ax.text(0.5, 0.5, "no values", ha="center", transform=ax.transAxes)
         return
     if pd.api.types.is_datetime64_any_dtype(s.dtype):
-        s = s.dt.year
+        s = s.dt.year + (s.dt.dayofyear - 1) / 366  # fractional years
     if pd.api.types.is_numeric_dtype(s.dtype) and not pd.api.types.is_bool_dtype(s.dtype):
         ax.hist(s.astype("float64"), bins=30, color="#4a7bb7")
     else:
@@ -82,8 +82,14 @@ def _plot_column(ax, s: pd.Series, title: str) -> None:
                            rotation=60, fontsize=5)
 
 
+def _identifier_like(s: pd.Series) -> bool:
+    # Keys, pseudonyms and raw identifiers: one bar per person says nothing and would print them.
+    is_text = not pd.api.types.is_numeric_dtype(s.dtype) and not pd.api.types.is_datetime64_any_dtype(s.dtype)
+    return is_text and s.nunique() > max(MAX_CATEGORIES, len(s) // 2)
+
+
 def distributions(real: pd.DataFrame, released: pd.DataFrame) -> str:
-    cols = [c for c in released.columns][:MAX_COLUMNS]
+    cols = [c for c in released.columns if not _identifier_like(released[c])][:MAX_COLUMNS]
     fig, axes = plt.subplots(len(cols), 2, figsize=(8, 1.8 * len(cols)), squeeze=False)
     for i, c in enumerate(cols):
         if c in real.columns:
