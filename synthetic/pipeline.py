@@ -15,6 +15,8 @@ from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Literal, Protocol
 
+from tqdm import tqdm
+
 from . import gates, masking, report, store, synthesis
 from .contract import Contract, load_contract, load_tables, source_hashes
 
@@ -107,8 +109,12 @@ def release(
         metadata = synthesis.build_metadata(contract, prepared.tables)
         lap("mask")
         synth = synthesis.SDVSynthesiser(contract, metadata)
-        synth.fit(train)
-        released = synth.sample({t: len(df) for t, df in prepared.tables.items()})
+        # GaussianCopula reports no progress of its own; CTGAN/TVAE/HMA add their bars inside.
+        with tqdm(total=2, desc=f"synthesis ({synth.name})", unit="step", disable=not progress or None) as bar:
+            synth.fit(train)
+            bar.update()
+            released = synth.sample({t: len(df) for t, df in prepared.tables.items()})
+            bar.update()
         released = {t: released[t].reset_index(drop=True) for t in contract.tables}
         lap("synthesise")
         ctx = {"real": prepared.tables, "train": train, "holdout": holdout, "metadata": metadata}
