@@ -137,6 +137,7 @@ def test_multi_table_synthesis_with_hma(settings, tmp_path):
     c = yaml.safe_load((folder / "enterprises.yaml").read_text(encoding="utf-8"))
     # With 60 training enterprises, distance-based scores are too noisy for the default 0.9.
     c["gates"] = {"dcr_overfitting_protection": 0.5, "max_attack_risk": 0.2}
+    c["synthesis"] = {"constraints": [{"table": "filings", "inequality": ["tax_paid", "revenue"]}]}
     (folder / "enterprises.yaml").write_text(yaml.safe_dump(c, allow_unicode=True), encoding="utf-8")
     result = pipeline.release(settings, folder / "enterprises.yaml", "synthetic", progress=False)
     m = result.manifest
@@ -146,6 +147,9 @@ def test_multi_table_synthesis_with_hma(settings, tmp_path):
     data = settings.release_store / result.release / "data"
     ent, fil = pd.read_parquet(data / "enterprises.parquet"), pd.read_parquet(data / "filings.parquet")
     assert fil["uscc"].isin(ent["uscc"]).all() and len(ent) == 120
+    assert (fil["tax_paid"] <= fil["revenue"]).all()  # the contract's constraint holds
+    assert m["parameters"]["constraints"] == [
+        {"table": "filings", "inequality": ["tax_paid", "revenue"], "fixed_combinations": None}]
 
 
 def test_ctgan_runs_within_its_budget_and_is_stopped_beyond_it(settings, residents_dir, store_listing):
