@@ -1,19 +1,17 @@
-"""The demo: an admin, two operators sharing a workspace, two reviewers, and a released dataset."""
+"""The demo: an admin, two operators sharing a workspace, two reviewers, and a masked release of
+generated residents' data (``synthetic.demo``)."""
 
 from __future__ import annotations
 
-import csv
 import os
-import random
-import tempfile
 from pathlib import Path
 
+from synthetic.demo import publish_demo_release
+
 from . import accounts, workspaces
-from .releases import release_dir
 from .settings import Settings
 
 WORKSPACE = "demo"
-DEMO_RELEASE = "demo-households@1"
 ACCOUNTS = (
     ("admin", ("admin",)),
     ("alice", ("operator",)),
@@ -27,31 +25,6 @@ def credentials_path(settings: Settings) -> Path:
     return settings.home / "demo-credentials.txt"
 
 
-def _publish_file_release(settings: Settings) -> str:
-    """A small generated table, published atomically as a release folder."""
-    target = release_dir(settings, DEMO_RELEASE)
-    if target.exists():
-        return DEMO_RELEASE
-    settings.release_store.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=settings.release_store, prefix=".staging-"))
-    (staging / "data").mkdir()
-    rng = random.Random(7)
-    with open(staging / "data" / "households.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["district", "household_size", "age_band", "monthly_income_band"])
-        for _ in range(500):
-            w.writerow([rng.choice(["Heping", "Hexi", "Nankai", "Hedong"]), rng.randint(1, 6),
-                        rng.choice(["18-29", "30-44", "45-59", "60+"]),
-                        rng.choice(["<3000", "3000-5999", "6000-9999", "10000+"])])
-    (staging / "data" / "README.txt").write_text(
-        "GENERATED DEMO DATA - synthetic households, not real people.\n")
-    for p in staging.rglob("*"):
-        p.chmod(0o755 if p.is_dir() else 0o644)
-    staging.chmod(0o755)
-    os.rename(staging, target)
-    return DEMO_RELEASE
-
-
 def seed(settings: Settings) -> list[tuple[str, tuple[str, ...], str]]:
     """Create the demo once. Returns the accounts created with their passwords (empty if seeded)."""
     if credentials_path(settings).exists():
@@ -61,7 +34,7 @@ def seed(settings: Settings) -> list[tuple[str, tuple[str, ...], str]]:
         password = accounts.generate_password()
         accounts.add_user(settings, name, list(roles), password)
         created.append((name, roles, password))
-    release = _publish_file_release(settings)
+    release = publish_demo_release(settings)
     workspaces.create(settings, WORKSPACE)
     for name, roles in ACCOUNTS:
         for role in roles:

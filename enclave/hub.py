@@ -17,6 +17,7 @@ from jupyterhub.handlers.pages import SpawnHandler
 from tornado import web
 
 from . import rbac, workspaces
+from .exports.hub import exports_service
 from .settings import REPO_ROOT, Settings
 from .spawner import unix_socket_url
 
@@ -177,16 +178,17 @@ def configure(c, settings: Settings) -> None:
     c.Spawner.start_timeout = settings.sandbox.start_timeout
     c.Spawner.http_timeout = settings.sandbox.start_timeout
 
+    c.JupyterHub.services = [exports_service(settings)]
     if settings.sandbox.idle_timeout:
         c.JupyterHub.load_roles.append(rbac.idle_culler_role())
-        c.JupyterHub.services = [{
+        c.JupyterHub.services.append({
             "name": rbac.IDLE_CULLER_SERVICE,
             # The culler's HTTP client cannot use the hub's unix socket; it goes through the proxy.
             "command": [sys.executable, "-m", "jupyterhub_idle_culler",
                         f"--url={settings.public_url}/hub/api",
                         f"--timeout={settings.sandbox.idle_timeout}",
                         f"--cull-every={settings.sandbox.cull_every}"],
-        }]
+        })
 
 
 def check_host(settings: Settings) -> None:

@@ -136,6 +136,8 @@ class SandboxSpawner(Spawner):
             "workspace": ws.name,
             "releases": list(ws.releases),
             "limits": limits.__dict__,
+            # Read by the guard inside the server (extensions/enclave_guard/enclave_guard/policy.py).
+            "guard": {"acro": _acro_thresholds(s)},
         }, indent=2), mode=0o644)
         _write_private(self._spec_path, json.dumps({
             "server": json.loads(policy.to_json()),
@@ -213,6 +215,13 @@ class SandboxSpawner(Spawner):
             while self._supervisor_alive():
                 await asyncio.sleep(0.1)
         self.pid = 0
+
+
+def _acro_thresholds(settings) -> dict:
+    """The workspace's disclosure-control thresholds, under the names ACRO uses."""
+    e = settings.exports
+    return {"safe_threshold": e.min_cell_count, "safe_nk_n": e.nk_n, "safe_nk_k": e.nk_k,
+            "safe_pratio_p": e.p_ratio}
 
 
 def _write_private(path: Path, text: str, mode: int) -> None:

@@ -5,6 +5,7 @@ Everything goes through the proxy on loopback, as a browser or script would.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -20,6 +21,7 @@ import websocket
 
 REPO = Path(__file__).resolve().parent.parent
 ENCLAVE = REPO / ".venv" / "bin" / "enclave"
+_hub_numbers = itertools.count(os.getpid() % 100 * 10)
 
 
 def free_port() -> int:
@@ -46,6 +48,9 @@ class Hub:
     env_overrides: dict = field(default_factory=dict)
     port: int = field(default_factory=free_port)
     proxy_api_port: int = field(default_factory=free_port)
+    exports_port: int = field(default_factory=free_port)
+    # Hubs on one machine must not hand out the same sandbox uids.
+    uid_base: int = field(default_factory=lambda: 300_000 + 1000 * next(_hub_numbers))
     proc: subprocess.Popen | None = None
 
     @property
@@ -59,6 +64,8 @@ class Hub:
             "ENCLAVE_HOME": str(self.home),
             "ENCLAVE_HUB__PORT": str(self.port),
             "ENCLAVE_HUB__PROXY_API_PORT": str(self.proxy_api_port),
+            "ENCLAVE_EXPORTS__PORT": str(self.exports_port),
+            "ENCLAVE_SANDBOX__UID_BASE": str(self.uid_base),
             **self.env_overrides,
         }
 
@@ -209,15 +216,27 @@ class Kernel:
         self.session = session
         self.workspace = workspace
         self.id = kernel_id
-        cookie = "; ".join(f"{c.name}={c.value}" for c in session.http.cookies)
-        url = session.server_url(workspace).replace("http://", "ws://") + f"/api/kernels/{kernel_id}/channels"
-        self.ws = websocket.create_connection(url, header=[f"Cookie: {cookie}"], timeout=120)
         self.session_id = uuid.uuid4().hex
+        self.ws = None
+
+    def _connect(self):
+        """(Re)open the websocket: the server drops one that missed its pings while a test idled."""
+        if self.ws is not None and self.ws.connected:
+            try:
+                self.ws.ping()
+                return self.ws
+            except (websocket.WebSocketException, OSError):
+                pass
+        cookie = "; ".join(f"{c.name}={c.value}" for c in self.session.http.cookies)
+        url = self.session.server_url(self.workspace).replace("http://", "ws://") + f"/api/kernels/{self.id}/channels"
+        self.ws = websocket.create_connection(url, header=[f"Cookie: {cookie}"], timeout=120)
+        return self.ws
 
     def run(self, code: str, timeout: float = 120) -> tuple[str, str | None]:
         """Execute ``code``; return (stdout, "EName: value" of an error or None)."""
         msg_id = uuid.uuid4().hex
-        self.ws.send(json.dumps({
+        ws = self._connect()
+        ws.send(json.dumps({
             "header": {"msg_id": msg_id, "msg_type": "execute_request", "username": self.session.username,
                        "session": self.session_id, "version": "5.3", "date": ""},
             "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [],
@@ -227,7 +246,7 @@ class Kernel:
         out, err = [], None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            msg = json.loads(self.ws.recv())
+            msg = json.loads(ws.recv())
             if msg.get("parent_header", {}).get("msg_id") != msg_id:
                 continue
             kind = msg["msg_type"]
@@ -246,4 +265,5 @@ class Kernel:
         return json.loads(out.strip().splitlines()[-1])
 
     def close(self) -> None:
-        self.ws.close()
+        if self.ws is not None:
+            self.ws.close()
