@@ -289,6 +289,7 @@ def new_row_share(real: pd.DataFrame, synthetic: pd.DataFrame, numerical: list[s
     """
     if synthetic.empty:
         return 1.0
+
     def numbers(df: pd.DataFrame) -> pd.DataFrame:
         out = {}
         for c in numerical:
@@ -298,23 +299,25 @@ def new_row_share(real: pd.DataFrame, synthetic: pd.DataFrame, numerical: list[s
             out[c] = pd.to_numeric(v).astype("float64").to_numpy()
         return pd.DataFrame(out, index=df.index)
 
-    def keyed(df: pd.DataFrame, prefix: str) -> pd.DataFrame:
-        k = pd.DataFrame({f"k:{c}": _match_key(df[c]) for c in categorical}, index=df.index)
-        nums = numbers(df)
-        for c in numerical:
-            k[f"k:null:{c}"] = np.isnan(nums[c].to_numpy())
-            k[f"{prefix}{c}"] = nums[c]
-        return k.reset_index(drop=True)
-
-    r, s = keyed(real, "r:"), keyed(synthetic, "s:")
+    nr, ns = numbers(real), numbers(synthetic)
+    # One integer per distinct combination of categorical values and numeric emptiness, shared by
+    # both tables, so the join is on a single int64 column.
+    keys = pd.concat([
+        pd.DataFrame({**{f"c:{c}": _match_key(df[c]).to_numpy() for c in categorical},
+                      **{f"n:{c}": np.isnan(nums[c].to_numpy()) for c in numerical}}, index=range(len(df)))
+        for df, nums in ((real, nr), (synthetic, ns))
+    ], ignore_index=True)
+    codes = privacy.class_codes(keys, list(keys.columns))
+    r = pd.DataFrame({"key": codes[: len(real)], **{f"r:{c}": nr[c].to_numpy() for c in numerical}})
+    s = pd.DataFrame({"key": codes[len(real):], **{f"s:{c}": ns[c].to_numpy() for c in numerical}})
     s["row"] = np.arange(len(s))
-    on = [c for c in r.columns if c.startswith("k:")]
+    on = ["key"]
     matched = np.zeros(len(s), dtype=bool)
-    per_row = len(r) if not on else max(1, int(r.groupby(on, sort=False).size().max()))
+    per_row = max(1, int(np.bincount(r["key"].to_numpy()).max()))
     step = max(1, max_pairs // per_row)
     for start in range(0, len(s), step):
         chunk = s.iloc[start : start + step]
-        pairs = chunk.merge(r, on=on, how="inner") if on else chunk.merge(r, how="cross")
+        pairs = chunk.merge(r, on=on, how="inner")
         ok = np.ones(len(pairs), dtype=bool)
         for c in numerical:
             sv, rv = pairs[f"s:{c}"].to_numpy(), pairs[f"r:{c}"].to_numpy()
