@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import date
-from typing import Callable, Iterable
+from typing import Callable
 
 import pandas as pd
 
@@ -142,16 +142,6 @@ def redact(text: str) -> str:
         pos = f.end
     out.append(text[pos:])
     return "".join(out)
-
-
-def scan_values(values: Iterable[object]) -> dict[str, int]:
-    """How many of ``values`` (strings; others are skipped) hold each kind of identifier."""
-    counts: dict[str, int] = {}
-    for v in values:
-        if isinstance(v, str) and ANY_CANDIDATE.search(v):
-            for kind in {f.kind for f in find(v)}:
-                counts[kind] = counts.get(kind, 0) + 1
-    return counts
 
 
 def scan_series(series: pd.Series) -> dict[str, int]:

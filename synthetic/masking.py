@@ -7,7 +7,6 @@ in every table and every run, and nothing in a release lets one recompute it wit
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import os
 import secrets

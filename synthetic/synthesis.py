@@ -40,8 +40,6 @@ class Synthesiser(Protocol):
 
     def sample(self, rows: dict[str, int]) -> dict[str, pd.DataFrame]: ...
 
-    def versions(self) -> dict[str, str]: ...
-
 
 def _is_key(t: Table, column: str) -> bool:
     return column == t.primary_key or column in {fk.column for fk in t.foreign_keys}
@@ -134,11 +132,6 @@ class SDVSynthesiser:
         self.name = "hma" if self.multi else self.params.model
         self._sampled: dict[str, pd.DataFrame] | None = None
         self._model = None
-
-    def versions(self) -> dict[str, str]:
-        import sdv
-
-        return {"sdv": sdv.__version__}
 
     def _new_model(self):
         if self.multi:

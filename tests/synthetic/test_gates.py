@@ -104,9 +104,6 @@ class _CopyingSynthesiser:
     def sample(self, rows):
         return {t: df.sample(n=rows[t], replace=True, random_state=0) for t, df in self.tables.items()}
 
-    def versions(self):
-        return {}
-
 
 def test_synthetic_data_containing_copied_real_rows_is_refused(settings, store_listing, tmp_path, residents_dir,
                                                                monkeypatch):
