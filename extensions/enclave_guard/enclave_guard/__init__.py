@@ -71,6 +71,7 @@ def _check_configuration(serverapp):
              "ServerApp.kernel_websocket_connection_class is not the guarded connection")
     _require(isinstance(serverapp.kernel_manager, GuardKernelManager),
              "ServerApp.kernel_manager_class is not enclave_guard.kernels.GuardKernelManager")
+    _require(bool(serverapp.kernel_spec_manager.allowed_kernelspecs), "KernelSpecManager.allowed_kernelspecs is empty")
     _require(serverapp.contents_manager.files_handler_class is None,
              "ContentsManager.files_handler_class is set: /files/ would be served")
     _require(not serverapp.contents_manager.allow_hidden, "ContentsManager.allow_hidden is on")

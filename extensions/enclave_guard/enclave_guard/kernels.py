@@ -3,7 +3,9 @@
 ``KernelSpecManager.allowed_kernelspecs`` only filters the list the browser sees; stock
 jupyter_server still starts any kernelspec it can find by name (``POST /api/kernels
 {"name": ...}``), including one a kernel wrote into a data directory. The allow-list itself
-belongs to the sandbox configuration (enclave_singleuser); this enforces it at start.
+(``enclave-python``, the sandboxed kernel of enclave_singleuser) is set in the guard's server config
+(the only file of ``jupyter_server_config.d`` that jupyter_server reads is the extension list, so
+it cannot live there), and this enforces it at start.
 """
 
 from __future__ import annotations
