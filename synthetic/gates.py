@@ -451,13 +451,19 @@ SYNTHETIC_GATES: list[Gate] = [
 ]
 
 
-def run(gates: list[Gate], progress: bool = True, **ctx) -> list[GateResult]:
+def run(gates: list[Gate], progress: bool = True, timings: dict | None = None, **ctx) -> list[GateResult]:
+    """Every gate's results; ``timings`` (if given) receives seconds per gate."""
+    import time
+
     from tqdm import tqdm
 
     results: list[GateResult] = []
     ctx.setdefault("text", ReleasedText(ctx["released"]))
     for gate in tqdm(gates, desc="gates", unit="gate", disable=not progress or None):
+        start = time.perf_counter()
         results.extend(gate(**ctx))
+        if timings is not None:
+            timings[gate.__name__] = round(time.perf_counter() - start, 3)
     return results
 
 
