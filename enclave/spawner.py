@@ -13,10 +13,10 @@ import asyncio
 import json
 import os
 import signal
-import string
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import quote
 
 from jupyterhub.spawner import Spawner
 from tornado import web
@@ -34,19 +34,9 @@ from .sandbox.policy import (
 SUPERVISOR_MODULE = "enclave.sandbox.supervisor"
 
 
-_URL_SAFE = frozenset(string.ascii_lowercase + string.digits + "-_.")
-
-
 def unix_socket_url(path: str | Path) -> str:
-    """An ``http+unix://`` URL for a socket path.
-
-    Everything but lower-case letters, digits and ``-_.`` is percent-encoded: JupyterHub keeps the
-    server's host as ``urlparse(url).hostname``, which lower-cases it; percent-escapes survive
-    that, upper-case path characters would not.
-    """
-    return "http+unix://" + "".join(
-        c if c in _URL_SAFE else "".join(f"%{b:02X}" for b in c.encode()) for c in str(path)
-    )
+    """An ``http+unix://`` URL for a socket path (the path percent-encoded as the host)."""
+    return "http+unix://" + quote(str(path), safe="")
 
 
 class SandboxSpawner(Spawner):

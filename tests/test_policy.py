@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import subprocess
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -81,12 +83,11 @@ def test_bwrap_command_has_no_network_and_drops_to_the_sandbox_uid(server, tmp_p
     assert not any("secret-token" in a for a in argv)
 
 
-def test_unix_socket_urls_survive_jupyterhubs_lower_casing():
+def test_unix_socket_urls_round_trip_through_jupyterhubs_parsing():
     path = "/srv/Enclave State/run/jupyter.sock"
     url = unix_socket_url(path)
-    host = urlparse(url).hostname  # what JupyterHub stores: lower-cased
-    assert unquote(host) == path
-    assert unquote(urlparse("http+unix://%2Fsrv%2FEnclave/").hostname) != "/srv/Enclave"  # the trap
+    # JupyterHub keeps a server's host as urlparse(url).hostname.
+    assert unquote(urlparse(url + "/user/alice/ws/").hostname) == path
 
 
 @pytest.mark.parametrize("target, stored", [
@@ -100,21 +101,42 @@ def test_proxy_shim_strips_and_restores_the_port_jupyterhub_adds(target, stored)
         assert add_unix_port(stored) == target
 
 
-def test_singleuser_shim_serves_on_a_socket_despite_a_port_in_the_service_url(tmp_path):
+@pytest.fixture
+def hub_version_endpoint():
+    """Just enough of a hub for a single-user server to start: its version check answers."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("X-JupyterHub-Version", "6.1.1")
+            self.end_headers()
+            self.wfile.write(b'{"version": "6.1.1"}')
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}/hub/api"
+    server.shutdown()
+
+
+def test_singleuser_shim_serves_on_a_socket_despite_a_port_in_the_service_url(tmp_path, hub_version_endpoint):
     """jupyterhub-singleuser 6.1.1 alone aborts ('--port and --sock are mutually exclusive')."""
     sock = tmp_path / "s.sock"
     env = {
         "PATH": "/usr/bin:/bin", "HOME": str(tmp_path),
         "JUPYTERHUB_SERVICE_URL": "http://127.0.0.1:45678/user/alice/ws/",
         "JUPYTERHUB_SERVICE_PREFIX": "/user/alice/ws/", "JUPYTERHUB_API_TOKEN": "t",
-        "JUPYTERHUB_API_URL": "http://127.0.0.1:9/hub/api", "JUPYTERHUB_USER": "alice",
+        "JUPYTERHUB_API_URL": hub_version_endpoint, "JUPYTERHUB_USER": "alice",
         "JUPYTERHUB_CLIENT_ID": "c", "JUPYTER_RUNTIME_DIR": str(tmp_path / "rt"),
     }
     python = str(REPO / ".venv-sandbox" / "bin" / "python")
     # The guard needs the sandbox's workspace file; this test is about the socket alone.
     proc = subprocess.Popen([python, "-m", "enclave_singleuser", f"--sock={sock}",
                              f"--ServerApp.root_dir={tmp_path}",
-                             "--ServerApp.jpserver_extensions={'enclave_guard': False}"], env=env,
+                             "--ServerApp.jpserver_extensions={'enclave_guard': False}", "--allow-root"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 60
