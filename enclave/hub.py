@@ -104,26 +104,23 @@ def _authenticator(c, settings: Settings) -> None:
         g.username_claim = oidc.username_claim
         g.scope = oidc.scope
         g.enable_pkce = True
-        # The IdP's groups decide who may log in and which Enclave role groups they get.
+        # The IdP's groups, mapped onto Enclave's roles, become the user's groups at each login;
+        # someone holding none of the mapped groups cannot log in.
         g.manage_groups = True
-        g.auth_state_groups_key = f"oauth_user.{oidc.groups_claim}"
-        g.allowed_groups = set(oidc.admin_groups + oidc.operator_groups + oidc.reviewer_groups)
+        g.auth_state_groups_key = oidc_roles(oidc)
+        g.allowed_groups = {"admin", "operator", "reviewer"}
         g.admin_groups = set()  # Enclave admins are not JupyterHub admins (see enclave.rbac)
-        g.modify_auth_state_hook = _oidc_role_groups(oidc)
 
 
-def _oidc_role_groups(oidc):
-    """Map IdP group names onto Enclave's role groups (admin/operator/reviewer)."""
+def oidc_roles(oidc):
+    """IdP groups (claim ``groups_claim`` of the user info) -> Enclave role groups."""
     mapping = {"admin": oidc.admin_groups, "operator": oidc.operator_groups, "reviewer": oidc.reviewer_groups}
 
-    def hook(authenticator, auth_state):
-        user = auth_state.setdefault("oauth_user", {})
-        idp_groups = set(user.get(oidc.groups_claim) or [])
-        roles = sorted(role for role, names in mapping.items() if idp_groups & set(names))
-        user[oidc.groups_claim] = roles + sorted(idp_groups & authenticator.allowed_groups)
-        return auth_state
+    def roles(auth_state: dict) -> list[str]:
+        idp_groups = set((auth_state.get("oauth_user") or {}).get(oidc.groups_claim) or [])
+        return sorted(role for role, names in mapping.items() if idp_groups & set(names))
 
-    return hook
+    return roles
 
 
 def configure(c, settings: Settings) -> None:
