@@ -142,3 +142,34 @@ def test_new_row_share_agrees_with_sdmetrics():
     assert 0.1 < ours < 0.9
     # Tiny chunks give the same answer.
     assert gates.new_row_share(real, syn, ["num", "day"], ["cat"], max_pairs=50) == pytest.approx(expected)
+
+
+def test_dcr_agrees_with_sdmetrics():
+    from sdmetrics.single_table import DCROverfittingProtection
+    from sdmetrics.single_table.privacy.dcr_utils import calculate_dcr
+
+    rng = np.random.default_rng(5)
+
+    def table(n):
+        return pd.DataFrame({
+            "cat": rng.choice(["a", "b", "c", None], size=n),
+            "num": np.where(rng.random(n) < 0.05, np.nan, rng.normal(50, 10, size=n)),
+            "const": np.full(n, 7.0),
+            "day": pd.to_datetime("2024-01-01") + pd.to_timedelta(rng.integers(0, 300, size=n), unit="D"),
+        })
+
+    train, hold = table(300), table(300)
+    syn = pd.concat([train.sample(n=80, random_state=0), table(170)], ignore_index=True)  # some copies
+    metadata = {"columns": {"cat": {"sdtype": "categorical"}, "num": {"sdtype": "numerical"},
+                            "const": {"sdtype": "numerical"}, "day": {"sdtype": "datetime"}}}
+    numerical, categorical = ["num", "const", "day"], ["cat"]
+    expected = calculate_dcr(dataset=syn, reference_dataset=train, metadata=metadata).to_numpy()
+    ours = gates.closest_record_distances(syn, train, numerical, categorical, chunk=64)
+    assert ours == pytest.approx(expected)
+    breakdown = DCROverfittingProtection.compute_breakdown(
+        real_training_data=train, synthetic_data=syn, real_validation_data=hold, metadata=metadata,
+        table_name=None)
+    score, closer = gates.dcr_overfitting_protection(train, syn, hold, numerical, categorical)
+    assert score == pytest.approx(breakdown["score"])
+    assert closer == pytest.approx(breakdown["synthetic_data_percentages"]["closer_to_training"])
+    assert score < 0.9  # the copies show
