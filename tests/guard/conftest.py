@@ -75,6 +75,8 @@ def start_server(root: Path, guard: dict, extra_args: list[str] = ()) -> Server:
         "JUPYTER_RUNTIME_DIR": str(run / "runtime"),
         "IPYTHONDIR": str(run / "ipython"),
         "MPLCONFIGDIR": str(run / "mpl"),
+        # What the sandbox hands a kernel from the workspace's guard.acro settings.
+        "ENCLAVE_ACRO_THRESHOLDS": json.dumps({"safe_threshold": 7}),
     }
     argv = [
         str(SANDBOX_ENV / "bin" / "jupyter-server"), "--allow-root", "--no-browser",

@@ -106,3 +106,10 @@ async def test_ordinary_work_still_renders(kernel_v1):
     msgs = await kernel_v1.execute("1/0")
     error = [m for m in msgs if m["msg_type"] == "error"][0]["content"]
     assert error["ename"] == "ZeroDivisionError" and error["traceback"]
+
+
+async def test_acro_uses_the_workspace_thresholds(kernel):
+    msgs = await kernel.execute(
+        "from enclave_guard.disclosure import workspace_acro\nprint(workspace_acro().config['safe_threshold'])")
+    text = "".join(m["content"].get("text", "") for m in outputs(msgs))
+    assert text.strip().splitlines()[-1] == "7"

@@ -105,7 +105,7 @@ def parse_guard_settings(raw: dict | None) -> GuardSettings:
     values = {}
     for name, value in raw.items():
         if name == "acro":
-            values["acro"] = _parse_acro(value)
+            values["acro"] = parse_acro(value)
             continue
         expected = int if name.endswith("_kb") else float
         _check_type(name, value, expected)
@@ -119,7 +119,7 @@ def parse_guard_settings(raw: dict | None) -> GuardSettings:
     return settings
 
 
-def _parse_acro(raw) -> AcroThresholds:
+def parse_acro(raw) -> AcroThresholds:
     if not isinstance(raw, dict):
         raise GuardSettingsError(f"guard setting 'acro' must be an object, got {raw!r}")
     known = {f.name: f.type for f in fields(AcroThresholds)}
