@@ -83,6 +83,19 @@ def create(settings: Settings, name: str, limits: dict | None = None) -> Workspa
         return _view(ws)
 
 
+def set_limits(settings: Settings, name: str, limits: dict) -> WorkspaceView:
+    """Override [sandbox.limits] for this workspace's sandboxes (from their next start)."""
+    try:
+        checked = LimitSettings(**limits).model_dump(include=set(limits))
+    except ValueError as exc:
+        raise WorkspaceError(f"invalid limits for '{name}': {exc}") from None
+    with db.transaction(settings.enclave_db_url) as s:
+        ws = _get(s, name)
+        ws.limits = {**(ws.limits or {}), **checked}
+        s.flush()
+        return _view(ws)
+
+
 def get(settings: Settings, name: str) -> WorkspaceView:
     with db.transaction(settings.enclave_db_url) as s:
         return _view(_get(s, name))

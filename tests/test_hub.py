@@ -167,3 +167,29 @@ def test_sandbox_limits_are_applied(alice_kernel, enclave):
     assert int(out.split()[-1]) < 256
     time.sleep(0.5)
     assert alice_kernel.run("print('alive')") == ("alive\n", None)
+
+
+def test_workspace_limits_apply_to_its_sandboxes(enclave):
+    assert enclave.enclave("workspace", "set-limits", "beta", "pids=300", "memory_mb=400").returncode == 0
+    r = enclave.enclave("workspace", "set-limits", "beta", "pids=lots")
+    assert r.returncode != 0 and "pids" in r.stderr
+    r = enclave.enclave("workspace", "set-limits", "beta", "colour=red")
+    assert r.returncode != 0 and "colour" in r.stderr
+    erin = enclave.login("erin", PASSWORD)
+    assert erin.start("beta").status_code == 200
+    k = erin.kernel("beta")
+    try:
+        assert k.value("import resource; print(resource.getrlimit(resource.RLIMIT_NPROC)[0])") == 300
+        # Memory beyond the sandbox's limit: the allocating process is killed, the sandbox lives.
+        out, err = k.run(
+            "import subprocess, sys\n"
+            "r = subprocess.run([sys.executable, '-c', 'b = bytearray(700 * 2**20)\\n"
+            "for i in range(0, len(b), 4096): b[i] = 1'])\n"
+            "print(r.returncode)")
+        # -9: the cgroup's OOM killer; 1: MemoryError under RLIMIT_AS where no cgroup could be made.
+        assert err is None and out.strip() in ("-9", "1"), out
+        assert k.run("print('alive')") == ("alive\n", None)
+    finally:
+        k.close()
+        erin.stop("beta")
+        enclave.enclave("workspace", "set-limits", "beta", "pids=256", "memory_mb=2048")

@@ -59,6 +59,22 @@ def attach(ctx, workspace_name: str, release: str, columns: str | None, reason: 
     click.echo(f"attached {what} to {workspace_name} (mounted at /data/{release})")
 
 
+@workspace.command("set-limits")
+@click.argument("workspace_name", metavar="WS")
+@click.argument("limits", nargs=-1, required=True, metavar="KEY=VALUE...")
+@pass_ctx
+def set_limits(ctx, workspace_name: str, limits: tuple[str, ...]) -> None:
+    """Override sandbox limits for WS (memory_mb, pids, cpus, max_file_mb)."""
+    values = {}
+    for item in limits:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise click.ClickException(f"'{item}' is not KEY=VALUE")
+        values[key] = value
+    view = _run(ws.set_limits, ctx.settings, workspace_name, values)
+    click.echo(f"limits of {workspace_name}: {view.limits} (from each sandbox's next start)")
+
+
 @workspace.command("list")
 @pass_ctx
 def list_(ctx) -> None:

@@ -78,7 +78,8 @@ class Supervisor:
             os.chown(d, *owner)
             d.chmod(mode)
         self.layout.exports_socket_dir.mkdir(parents=True, exist_ok=True)
-        self.cgroup = SandboxCgroup.create(self.server_policy.name, self.server_policy.limits)
+        # Named by uid too: unique on the host even across hubs.
+        self.cgroup = SandboxCgroup.create(f"{self.server_policy.name}-{uid}", self.server_policy.limits)
 
     async def _start(self, policy: SandboxPolicy, files: Path, log_path: Path) -> Sandboxed:
         read_fd, write_fd = os.pipe()
