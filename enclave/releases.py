@@ -28,9 +28,3 @@ def release_dir(settings: Settings, name: str) -> Path:
         )
     return settings.release_store / name
 
-
-def list_releases(settings: Settings) -> list[str]:
-    store = settings.release_store
-    if not store.is_dir():
-        return []
-    return sorted(p.name for p in store.iterdir() if p.is_dir() and RELEASE_NAME.match(p.name))

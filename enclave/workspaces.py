@@ -66,18 +66,16 @@ def data_mounts(settings: Settings, view: WorkspaceView) -> list[tuple[Path, str
     ]
 
 
-def create(settings: Settings, name: str, limits: dict | None = None) -> WorkspaceView:
+def create(settings: Settings, name: str) -> WorkspaceView:
     if not db.WORKSPACE_NAME.match(name):
         raise WorkspaceError(
             f"workspace name '{name}' is not allowed: use 1-40 lower-case letters, digits and '-',"
             " starting and ending with a letter or digit"
         )
-    limits = limits or {}
-    LimitSettings(**limits)  # validates keys and values
     with db.transaction(settings.enclave_db_url) as s:
         if s.get(db.Workspace, name) is not None:
             raise WorkspaceError(f"workspace '{name}' already exists")
-        ws = db.Workspace(name=name, limits=limits)
+        ws = db.Workspace(name=name, limits={})
         s.add(ws)
         s.flush()
         return _view(ws)
@@ -130,17 +128,6 @@ def add_member(settings: Settings, workspace: str, username: str, role: str) -> 
         if username in ws.members_with(role):
             raise WorkspaceError(f"'{username}' is already a {role} of '{workspace}'")
         ws.members.append(db.Membership(username=username, role=role))
-        s.flush()
-        return _view(ws)
-
-
-def remove_member(settings: Settings, workspace: str, username: str, role: str) -> WorkspaceView:
-    with db.transaction(settings.enclave_db_url) as s:
-        ws = _get(s, workspace)
-        kept = [m for m in ws.members if not (m.username == username and m.role == role)]
-        if len(kept) == len(ws.members):
-            raise WorkspaceError(f"'{username}' is not a {role} of '{workspace}'")
-        ws.members = kept
         s.flush()
         return _view(ws)
 

@@ -32,7 +32,6 @@ KERNELS_DIR = f"{RUN}/kernels"
 HUB_SOCKET_DIR = f"{RUN}/hub"
 EXPORTS_SOCKET_DIR = f"{RUN}/exports"
 WORKSPACE_FILE = f"{RUN}/workspace.json"
-KERNELSPEC = "enclave-python"
 
 # Host /etc entries a Python analysis environment needs; everything else of /etc stays out
 # (no resolv.conf, no host names, no credentials).
@@ -104,9 +103,6 @@ class SandboxPolicy:
             network=d["network"],
             workdir=d["workdir"],
         )
-
-    def mount_at(self, target: str) -> Mount | None:
-        return next((m for m in self.mounts if m.target == target), None)
 
 
 @dataclass(frozen=True)
