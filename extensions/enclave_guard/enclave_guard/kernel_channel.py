@@ -143,7 +143,7 @@ class GuardedKernelConnection(ZMQChannelsWebsocketConnection):
                 changed = True
             for item in content.get("payload", []):
                 if isinstance(item.get("data"), dict):
-                    item["data"], _, removed = filter_bundle(item["data"])
+                    item["data"], _, _ = filter_bundle(item["data"])
                     changed = True
         elif msg_type == "inspect_reply" and isinstance(content.get("data"), dict):
             content["data"], content["metadata"], _ = filter_bundle(content["data"], content.get("metadata"))

@@ -79,9 +79,6 @@ class OutputBudget:
             old, _ = self._used.popitem(last=False)
             self._noticed.discard(old)
 
-    def exhausted(self, key: str) -> bool:
-        return self._used.get(key, 0) >= self.per_cell
-
     def first_notice(self, key: str) -> bool:
         """True once per execution: the first time something of it is withheld."""
         if key in self._noticed:

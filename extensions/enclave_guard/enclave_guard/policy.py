@@ -52,7 +52,7 @@ class GuardSettings:
     output_message_max_kb: int = 512
     output_cell_max_kb: int = 2048
     # Largest file that may be submitted for export review, in MiB.
-    export_max_mb: float = 50.0
+    export_max_mb: float = 16.0
     acro: AcroThresholds = field(default_factory=AcroThresholds)
 
     @property
@@ -278,6 +278,8 @@ DISABLED_LAB_PLUGINS = (
     "@jupyterlab/pdf-extension",
     "@jupyterlab/htmlviewer-extension",
     "@jupyterlab/debugger-extension",
+    # Asks to fetch news from the Internet, which the sandbox cannot reach and the CSP blocks.
+    "@jupyterlab/apputils-extension:announcements",
 )
 
 # The Lab page's Content-Security-Policy. JupyterLab needs inline styles and 'unsafe-eval'
