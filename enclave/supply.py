@@ -19,9 +19,6 @@ import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
-import pandas as pd
-import pyarrow.parquet as pq
-
 from .releases import release_dir
 from .settings import Settings
 
@@ -45,6 +42,8 @@ def manifest_path(settings: Settings, workspace: str) -> Path:
 
 def release_tables(settings: Settings, release: str) -> dict[str, list[str]]:
     """Each table of a release (its Parquet files) with its columns."""
+    import pyarrow.parquet as pq  # only needed when attaching; the hub's other paths stay light
+
     data = release_dir(settings, release) / "data"
     return {p.stem: pq.read_schema(p).names for p in sorted(data.glob("*.parquet"))}
 
@@ -87,6 +86,9 @@ def _hash_files(root: Path) -> str:
 
 def build_view(settings: Settings, workspace: str, release: str, selection: dict[str, list[str]]) -> str:
     """Materialise the selected columns of ``release`` for ``workspace``; return the view's hash."""
+    import pandas as pd
+    import pyarrow.parquet as pq
+
     data = release_dir(settings, release) / "data"
     target = view_dir(settings, workspace, release)
     target.parent.mkdir(parents=True, exist_ok=True)
