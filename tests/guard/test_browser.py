@@ -99,6 +99,21 @@ async def test_download_entries_are_absent(browser, enclave, alice, alice_kernel
     await context.close()
 
 
+async def test_csv_upload_is_refused_in_the_file_browser(browser, enclave, alice, alice_kernel):
+    context, page = await login(browser, enclave, "alice")
+    await open_lab(page, enclave, "alice", "alpha")
+    async with page.expect_file_chooser() as chooser:
+        await page.locator('.jp-FileBrowser [data-command="filebrowser:upload"], .jp-FileBrowser .jp-id-upload').first.click()
+    await (await chooser.value).set_files(
+        {"name": "outside.csv", "mimeType": "text/csv", "buffer": b"id,name\n1,Ada\n"})
+    dialog = page.locator(".jp-Dialog")
+    await expect(dialog).to_contain_text("only notebooks and code or text files can be uploaded")
+    await dialog.locator(".jp-Dialog-button").first.click()
+    out, err = alice_kernel.run("import pathlib\nprint((pathlib.Path.home() / 'outside.csv').exists())")
+    assert out.strip() == "False"
+    await context.close()
+
+
 def _service_registered(hub) -> bool:
     # Unregistered, the path falls through to the hub, which answers 404.
     return requests.get(f"{hub.url}/services/exports/", timeout=10, allow_redirects=False).status_code != 404

@@ -148,6 +148,14 @@ def test_csv_upload_is_refused(guard_server):
     assert not (guard_server.home / "incoming2.csv").exists()
 
 
+def test_upload_policy_is_published_for_the_file_browser(guard_server):
+    r = guard_server.request("GET", "enclave/api/uploads")
+    assert r.status_code == 200
+    body = r.json()
+    assert ".ipynb" in body["suffixes"] and ".py" in body["suffixes"] and ".csv" not in body["suffixes"]
+    assert body["max_bytes"] == 512 * 1024
+
+
 def test_chunked_and_oversized_uploads_are_refused(guard_server):
     r = upload(guard_server, "big.py", b"# x\n", chunk=1)
     assert r.status_code == 403

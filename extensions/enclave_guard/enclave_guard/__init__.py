@@ -20,7 +20,7 @@ from . import policy
 from .audit import AuditTrail
 from .contents import GuardContentsManager
 from .exports import package_environment
-from .handlers import ChecksHandler, ClosedHandler, ExportsHandler
+from .handlers import ChecksHandler, ClosedHandler, ExportsHandler, UploadPolicyHandler
 from .intake import Intake
 from .kernel_channel import GuardedKernelConnection
 from .kernels import GuardKernelManager
@@ -124,6 +124,7 @@ def _load_jupyter_server_extension(serverapp):
     rules += [
         (url_path_join(base, "enclave/api/exports"), ExportsHandler),
         (url_path_join(base, "enclave/api/exports/checks"), ChecksHandler),
+        (url_path_join(base, "enclave/api/uploads"), UploadPolicyHandler),
     ]
     # Extension rules are inserted before the core ones, so these win over any core route.
     web_app.add_handlers(".*$", rules)

@@ -10,7 +10,7 @@ from jupyter_server.base.handlers import APIHandler, JupyterHandler
 from jupyter_server.utils import url_path_join
 from tornado import web
 
-from . import exports
+from . import exports, policy
 from .intake import IntakeError
 
 AUTH_RESOURCE = "enclave_exports"
@@ -62,6 +62,19 @@ class _GuardAPIHandler(APIHandler):
             return await call
         except IntakeError as exc:
             raise web.HTTPError(502 if exc.status >= 500 else exc.status, str(exc)) from None
+
+
+class UploadPolicyHandler(_GuardAPIHandler):
+    """What the browser may upload, so the file browser can say so before sending anything."""
+
+    @web.authenticated
+    @authorized
+    def get(self):
+        settings = self.guard.workspace.guard
+        self.finish(json.dumps({
+            "suffixes": sorted(policy.TEXT_SUFFIXES | {policy.NOTEBOOK_SUFFIX}),
+            "max_bytes": settings.upload_max_bytes,
+        }))
 
 
 class ChecksHandler(_GuardAPIHandler):

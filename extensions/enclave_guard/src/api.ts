@@ -50,9 +50,13 @@ export interface IExportRequest {
   comments: IComment[];
 }
 
-async function call<T>(path: string, init: RequestInit = {}): Promise<T> {
+async function call<T>(
+  path: string,
+  init: RequestInit = {},
+  base = 'enclave/api/exports'
+): Promise<T> {
   const settings = ServerConnection.makeSettings();
-  const url = URLExt.join(settings.baseUrl, 'enclave/api/exports', path);
+  const url = URLExt.join(settings.baseUrl, base, path);
   const response = await ServerConnection.makeRequest(url, init, settings);
   const text = await response.text();
   let body: any = {};
@@ -87,4 +91,14 @@ export function submitExport(
 export async function listExports(): Promise<IExportRequest[]> {
   const body = await call<{ requests: IExportRequest[] }>('');
   return body.requests || [];
+}
+
+/** What the server accepts as uploads (it refuses the rest whatever the browser does). */
+export interface IUploadPolicy {
+  suffixes: string[];
+  max_bytes: number;
+}
+
+export function uploadPolicy(): Promise<IUploadPolicy> {
+  return call<IUploadPolicy>('', {}, 'enclave/api/uploads');
 }

@@ -15,7 +15,7 @@ import { IDefaultFileBrowser } from '@jupyterlab/filebrowser';
 import { LabIcon } from '@jupyterlab/ui-components';
 import { Widget } from '@lumino/widgets';
 
-import { IChecks, runChecks, submitExport } from './api';
+import { IChecks, runChecks, submitExport, uploadPolicy } from './api';
 import { ExportsPanel } from './panel';
 
 const COMMAND = 'enclave:request-export';
@@ -195,6 +195,26 @@ const plugin: JupyterFrontEndPlugin<void> = {
     if (palette) {
       palette.addItem({ command: COMMAND, category: 'Enclave' });
     }
+
+    // Say why an upload is refused before sending it (the server refuses it anyway).
+    const policy = uploadPolicy();
+    const upload = browser.model.upload.bind(browser.model);
+    browser.model.upload = async (file: File, path?: string) => {
+      const { suffixes, max_bytes } = await policy;
+      const dot = file.name.lastIndexOf('.');
+      const suffix = dot > 0 ? file.name.slice(dot).toLowerCase() : '';
+      if (!suffixes.includes(suffix)) {
+        throw new Error(
+          `${file.name}: only notebooks and code or text files can be uploaded (${suffixes.join(' ')}). Data enters a workspace as a release.`
+        );
+      }
+      if (file.size > max_bytes) {
+        throw new Error(
+          `${file.name}: ${file.size} bytes is over the upload limit of ${max_bytes} bytes.`
+        );
+      }
+      return upload(file, path);
+    };
   }
 };
 
