@@ -51,14 +51,20 @@ def load_or_create_key(secrets_dir: Path, name: str = "default") -> bytes:
     return key
 
 
-def _normalise(value: object) -> bytes:
-    return str(value).strip().casefold().encode("utf-8")
+def _keyed(key: bytes, domain: bytes, values: pd.Series) -> tuple[np.ndarray, list[bytes]]:
+    """HMAC-SHA256(key, domain NUL normalised value) of each distinct value, and row -> distinct index.
 
-
-def _keyed(key: bytes, domain: bytes, values: pd.Series) -> tuple[np.ndarray, pd.Series]:
-    """HMAC digests of the distinct values (computed once each), and the row -> distinct index."""
+    Values are normalised as trimmed, case-folded text, so ' 11010519491231002x' and
+    '11010519491231002X' (or the integer 42 and the text '42') get one pseudonym.
+    """
     codes, uniques = pd.factorize(values)
-    digests = [hmac.digest(key, domain + b"\0" + _normalise(u), "sha256") for u in uniques]
+    normalised = pd.Series(uniques, dtype=object).astype(str).str.strip().str.casefold().to_numpy()
+    base = hmac.new(key, domain + b"\0", "sha256")  # the keyed state, copied for each value
+    digests = []
+    for v in normalised:
+        h = base.copy()
+        h.update(v.encode("utf-8"))
+        digests.append(h.digest())
     return codes, digests
 
 

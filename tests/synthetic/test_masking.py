@@ -114,3 +114,13 @@ def test_empty_values_form_their_own_class():
     df = pd.DataFrame({"q": ["a", "a", None, None, None], "s": ["x", "y", "x", "y", "y"]})
     assert privacy.k_anonymity(df, ["q"]) == 2
     assert privacy.class_sizes(df, ["q"]).tolist() == [2, 2, 3, 3, 3]
+
+
+def test_pseudonym_is_the_documented_hmac():
+    import hashlib
+    import hmac
+
+    key = b"k" * 32
+    expected = hmac.new(key, b"pseudonym\0" + b"11010519491231002x", hashlib.sha256).hexdigest()[:20]
+    assert masking.pseudonymise(pd.Series([" 11010519491231002X"]), key)[0] == expected
+    assert masking.pseudonymise(pd.Series([42]), key)[0] == masking.pseudonymise(pd.Series(["42"]), key)[0]
