@@ -173,3 +173,19 @@ def test_dcr_agrees_with_sdmetrics():
     assert score == pytest.approx(breakdown["score"])
     assert closer == pytest.approx(breakdown["synthetic_data_percentages"]["closer_to_training"])
     assert score < 0.9  # the copies show
+
+
+def test_cli_refusal_names_the_failed_gate(settings, store_listing, tmp_path, residents_dir):
+    from click.testing import CliRunner
+
+    from enclave.cli import main
+
+    def misclassify(c):
+        c["tables"]["residents"]["columns"]["notes"] = {"role": "sensitive", "type": "string"}
+
+    path = _copy(tmp_path, residents_dir, misclassify)
+    result = CliRunner().invoke(main, ["data", "release", str(path), "--method", "masked"])
+    assert result.exit_code == 1
+    assert "release refused" in result.output and "no_identifier_patterns [residents]" in result.output
+    assert store_listing() == []
+    assert CliRunner().invoke(main, ["data", "list"]).output == "no releases\n"
