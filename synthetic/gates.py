@@ -347,16 +347,19 @@ def _equal_halves(train: pd.DataFrame, holdout: pd.DataFrame, size: int, seed: i
     return train.sample(n=n, random_state=seed), holdout.sample(n=n, random_state=seed + 1)
 
 
-def _dcr_values(df: pd.DataFrame, numerical: list[str]) -> dict[str, np.ndarray]:
-    out = {}
-    for c in df.columns:
-        v = df[c]
+def _dcr_columns(data: pd.DataFrame, reference: pd.DataFrame, numerical: list[str], categorical: list[str]):
+    """Per column: (values of data, values of reference, is numerical); categories as shared int codes."""
+    out = []
+    for c in data.columns:
         if c in numerical:
-            if pd.api.types.is_datetime64_any_dtype(v.dtype):
-                v = (v - pd.Timestamp(0)).dt.total_seconds()
-            out[c] = pd.to_numeric(v).astype("float64").to_numpy()
-        else:
-            out[c] = _match_key(v).to_numpy()
+            a, b = data[c], reference[c]
+            if pd.api.types.is_datetime64_any_dtype(a.dtype):
+                a, b = (a - pd.Timestamp(0)).dt.total_seconds(), (b - pd.Timestamp(0)).dt.total_seconds()
+            out.append((c, pd.to_numeric(a).astype("float64").to_numpy(),
+                        pd.to_numeric(b).astype("float64").to_numpy(), True))
+        elif c in categorical:
+            codes, _ = pd.factorize(pd.concat([_match_key(data[c]), _match_key(reference[c])], ignore_index=True))
+            out.append((c, codes[: len(data)], codes[len(data):], False))
     return out
 
 
@@ -369,22 +372,21 @@ def closest_record_distances(data: pd.DataFrame, reference: pd.DataFrame, numeri
     differ by 0 or 1; an empty value against a non-empty one differs by 1, two empty values by 0.
     A row's distance is the mean over columns; its DCR the minimum over reference rows.
     """
-    cols = [c for c in data.columns if c in numerical or c in categorical]
-    d, r = _dcr_values(data[cols], numerical), _dcr_values(reference[cols], numerical)
-    ranges = {c: np.nanmax(r[c]) - np.nanmin(r[c]) for c in cols if c in numerical}
+    cols = _dcr_columns(data, reference, numerical, categorical)
     best = np.full(len(data), np.inf)
     for start in range(0, len(data), chunk):
         total = np.zeros((min(chunk, len(data) - start), len(reference)))
-        for c in cols:
-            a, b = d[c][start : start + chunk, None], r[c][None, :]
-            if c in numerical:
-                diff = np.abs(b - a)
-                rng = ranges[c]
-                dist = (diff > 0).astype(float) if rng == 0 else np.minimum(diff / rng, 1.0)
-                na, nb = np.isnan(a), np.isnan(b)
+        for _, d, r, is_number in cols:
+            a, b = d[start : start + chunk, None], r[None, :]
+            if not is_number:
+                total += a != b
+                continue
+            rng = np.nanmax(r) - np.nanmin(r)
+            diff = np.abs(b - a)
+            dist = (diff > 0).astype(float) if rng == 0 else np.minimum(diff / rng, 1.0)
+            na, nb = np.isnan(a), np.isnan(b)
+            if na.any() or nb.any():
                 dist = np.where(na & nb, 0.0, np.where(na | nb, 1.0, dist))
-            else:
-                dist = (a != b).astype(float)
             total += dist
         best[start : start + chunk] = (total / len(cols)).min(axis=1)
     return best
