@@ -32,7 +32,7 @@ STOCK = [
     "--ServerApp.kernel_websocket_connection_class="
     "jupyter_server.services.kernels.connection.channels.ZMQChannelsWebsocketConnection",
     "--ServerApp.contents_manager_class=jupyter_server.services.contents.largefilemanager.AsyncLargeFileManager",
-    "--ServerApp.kernel_manager_class=jupyter_server.services.kernels.kernelmanager.AsyncMappingKernelManager",
+    "--ServerApp.kernel_spec_manager_class=jupyter_client.kernelspec.KernelSpecManager",
 ]
 # Default budgets (policy.GuardSettings): the benchmark measures the guard as deployed.
 GUARD = {}

@@ -261,6 +261,12 @@ def test_kernelspec_in_the_home_is_not_used(guard_server):
     r = guard_server.request("POST", "api/kernels", json={"name": "mine"})
     assert r.status_code >= 400
     assert not marker.exists()
+    # Nor are the files of its folder served.
+    (spec / "secret.csv").write_text(SECRET)
+    r = guard_server.request("GET", "kernelspecs/mine/secret.csv")
+    assert r.status_code in (403, 404)
+    no_secret(r)
+    assert guard_server.request("GET", "kernelspecs/python3/kernel.json").status_code == 200
 
 
 # -- export requests (the way out) --------------------------------------------------------------

@@ -23,7 +23,7 @@ from .exports import package_environment
 from .handlers import ChecksHandler, ClosedHandler, ExportsHandler, UploadPolicyHandler
 from .intake import Intake
 from .kernel_channel import GuardedKernelConnection
-from .kernels import GuardKernelManager
+from .kernels import GuardKernelSpecManager
 
 __version__ = "0.1.0"
 
@@ -69,8 +69,8 @@ def _check_configuration(serverapp):
              "ServerApp.contents_manager_class is not enclave_guard.contents.GuardContentsManager")
     _require(issubclass(serverapp.kernel_websocket_connection_class, GuardedKernelConnection),
              "ServerApp.kernel_websocket_connection_class is not the guarded connection")
-    _require(isinstance(serverapp.kernel_manager, GuardKernelManager),
-             "ServerApp.kernel_manager_class is not enclave_guard.kernels.GuardKernelManager")
+    _require(isinstance(serverapp.kernel_spec_manager, GuardKernelSpecManager),
+             "ServerApp.kernel_spec_manager_class is not enclave_guard.kernels.GuardKernelSpecManager")
     _require(bool(serverapp.kernel_spec_manager.allowed_kernelspecs), "KernelSpecManager.allowed_kernelspecs is empty")
     _require(serverapp.contents_manager.files_handler_class is None,
              "ContentsManager.files_handler_class is set: /files/ would be served")
