@@ -266,6 +266,13 @@ def exact_copies(released, synth_ctx, contract: Contract, **_) -> list[GateResul
     return out
 
 
+def _category_values(s: pd.Series) -> np.ndarray:
+    """Values to group categories by: numbers as floats (2020 == 2020.0); empty values are one value."""
+    if pd.api.types.is_numeric_dtype(s.dtype) and not pd.api.types.is_bool_dtype(s.dtype):
+        return s.astype("float64").to_numpy()
+    return s.to_numpy(dtype=object)
+
+
 def _match_key(s: pd.Series) -> pd.Series:
     """Categorical values as comparable text; numbers compare by value whatever their dtype."""
     if pd.api.types.is_numeric_dtype(s.dtype) and not pd.api.types.is_bool_dtype(s.dtype):
@@ -279,8 +286,8 @@ def new_row_share(real: pd.DataFrame, synthetic: pd.DataFrame, numerical: list[s
 
     A synthetic row matches a real row when every categorical value is equal (empty matches empty)
     and every numerical value is within ``tolerance`` times the synthetic value (empty matches
-    empty). SDMetrics evaluates this with one query per synthetic row; here candidate pairs come
-    from a join on the categorical values, in chunks of at most ``max_pairs``.
+    empty). SDMetrics evaluates this with one query per synthetic row; here candidate pairs are
+    the real rows sharing the synthetic row's categorical values, in chunks of at most ``max_pairs``.
     """
     if synthetic.empty:
         return 1.0
@@ -296,29 +303,34 @@ def new_row_share(real: pd.DataFrame, synthetic: pd.DataFrame, numerical: list[s
 
     nr, ns = numbers(real), numbers(synthetic)
     # One integer per distinct combination of categorical values and numeric emptiness, shared by
-    # both tables, so the join is on a single int64 column.
+    # both tables, so candidates are found with one sort.
     keys = pd.concat([
-        pd.DataFrame({**{f"c:{c}": _match_key(df[c]).to_numpy() for c in categorical},
+        pd.DataFrame({**{f"c:{c}": _category_values(df[c]) for c in categorical},
                       **{f"n:{c}": np.isnan(nums[c].to_numpy()) for c in numerical}}, index=range(len(df)))
         for df, nums in ((real, nr), (synthetic, ns))
     ], ignore_index=True)
     codes = privacy.class_codes(keys, list(keys.columns))
-    r = pd.DataFrame({"key": codes[: len(real)], **{f"r:{c}": nr[c].to_numpy() for c in numerical}})
-    s = pd.DataFrame({"key": codes[len(real):], **{f"s:{c}": ns[c].to_numpy() for c in numerical}})
-    s["row"] = np.arange(len(s))
-    on = ["key"]
-    matched = np.zeros(len(s), dtype=bool)
-    per_row = max(1, int(np.bincount(r["key"].to_numpy()).max()))
-    step = max(1, max_pairs // per_row)
-    for start in range(0, len(s), step):
-        chunk = s.iloc[start : start + step]
-        pairs = chunk.merge(r, on=on, how="inner")
-        ok = np.ones(len(pairs), dtype=bool)
+    r_key, s_key = codes[: len(real)], codes[len(real):]
+    # Real rows sorted by key: each synthetic row's candidates are one contiguous range.
+    order = np.argsort(r_key, kind="stable")
+    lo = np.searchsorted(r_key[order], s_key, "left")
+    counts = np.searchsorted(r_key[order], s_key, "right") - lo
+    r_nums = {c: nr[c].to_numpy() for c in numerical}
+    s_nums = {c: ns[c].to_numpy() for c in numerical}
+    matched = np.zeros(len(synthetic), dtype=bool)
+    step = max(1, max_pairs // max(1, int(counts.max())))
+    for start in range(0, len(synthetic), step):
+        rows = np.arange(start, min(start + step, len(synthetic)))
+        n = counts[rows]
+        s_row = np.repeat(rows, n)
+        offset = np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n)
+        r_row = order[np.repeat(lo[rows], n) + offset]
+        ok = np.ones(len(s_row), dtype=bool)
         for c in numerical:
-            sv, rv = pairs[f"s:{c}"].to_numpy(), pairs[f"r:{c}"].to_numpy()
+            sv, rv = s_nums[c][s_row], r_nums[c][r_row]
             both_null = np.isnan(sv) & np.isnan(rv)
             ok &= both_null | (np.abs(rv - sv) <= np.abs(tolerance * sv))
-        matched[pairs.loc[ok, "row"].to_numpy()] = True
+        matched[s_row[ok]] = True
     return float(1 - matched.mean())
 
 
