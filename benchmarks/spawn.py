@@ -63,10 +63,14 @@ class PlainHub(Hub):
             c.JupyterHub.authenticator_class = "dummy"
             c.DummyAuthenticator.allow_all = True
             c.JupyterHub.allow_named_servers = True
+            c.JupyterHub.default_url = "/hub/home"
             c.JupyterHub.spawner_class = "simple"
             c.Spawner.cmd = ["{REPO}/.venv-sandbox/bin/jupyterhub-singleuser"]
+            c.Spawner.args = ["--allow-root", "--ServerApp.jpserver_extensions={{'jupyterlab': True}}"]
             c.Spawner.default_url = "/lab"
             c.Spawner.env_keep = ["PATH", "LANG"]
+            # Stock server: none of the sandbox's configuration (the guard needs a sandbox).
+            c.Spawner.environment = {{"JUPYTER_NO_CONFIG": "1"}}
             c.SimpleLocalProcessSpawner.home_dir_template = "{self.home}/homes/{{username}}"
         """))
         import subprocess
