@@ -85,6 +85,8 @@ def start_server(root: Path, guard: dict, extra_args: list[str] = ()) -> Server:
         f"--EnclaveGuard.workspace_file={run / 'workspace.json'}",
         f"--EnclaveGuard.audit_file={run / 'audit.jsonl'}",
         f"--EnclaveGuard.exports_socket={run / 'intake.sock'}",
+        f"--LabApp.user_settings_dir={run / 'lab' / 'user-settings'}",
+        f"--LabApp.workspaces_dir={run / 'lab' / 'workspaces'}",
         # A plain server: without the hub's launcher extension, and with a local kernel (these
         # tests attack the server; the sandboxed kernel is the hub tests' business).
         "--ServerApp.jpserver_extensions", "enclave_singleuser=False",

@@ -243,6 +243,21 @@ def test_user_labconfig_cannot_reenable_plugins(guard_server):
     assert r.status_code == 403
 
 
+def test_lab_settings_written_in_the_home_are_not_served(guard_server):
+    """JupyterLab returns a settings file's raw text: kernel code must not be able to write one."""
+    d = guard_server.home / ".jupyter" / "lab" / "user-settings" / "@jupyterlab" / "apputils-extension"
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "themes.jupyterlab-settings").write_text('{\n // ' + MARK + '\n "theme": "JupyterLab Dark"}')
+    r = guard_server.request("GET", "lab/api/settings/@jupyterlab/apputils-extension:themes")
+    assert r.status_code == 200
+    no_secret(r)
+    # Settings the browser saves still work (in the server's runtime directory).
+    r = guard_server.request("PUT", "lab/api/settings/@jupyterlab/apputils-extension:themes",
+                             json={"raw": '{"theme": "JupyterLab Dark"}'})
+    assert r.status_code == 204
+    assert "Dark" in guard_server.request("GET", "lab/api/settings/@jupyterlab/apputils-extension:themes").json()["raw"]
+
+
 def test_lab_page_has_the_guard_csp(guard_server):
     r = guard_server.request("GET", "lab")
     csp = r.headers["Content-Security-Policy"]

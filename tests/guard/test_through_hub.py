@@ -171,6 +171,14 @@ def test_plugin_reenabled_through_user_labconfig(alice, alice_kernel):
     assert get(alice, "lab/api/plugins", "POST", json={"cmd": "enable", "plugin_name": plugins[0]}).status_code == 403
 
 
+def test_lab_settings_written_by_a_kernel(alice, alice_kernel):
+    write_in_home(alice_kernel, ".jupyter/lab/user-settings/@jupyterlab/apputils-extension/themes.jupyterlab-settings",
+                  '{\n // ' + MARK + '\n "theme": "JupyterLab Dark"}')
+    r = get(alice, "lab/api/settings/@jupyterlab/apputils-extension:themes")
+    assert r.status_code == 200
+    assert MARK not in r.text
+
+
 def test_kernelspec_in_the_home(alice, alice_kernel):
     write_in_home(alice_kernel, ".local/share/jupyter/kernels/mine/kernel.json", json.dumps({
         "argv": ["/bin/sh", "-c", "touch $HOME/kernelspec-ran; sleep 30"], "display_name": "mine", "language": "sh"}))

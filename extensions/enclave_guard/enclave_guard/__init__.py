@@ -77,6 +77,15 @@ def _check_configuration(serverapp):
     _require(not serverapp.contents_manager.allow_hidden, "ContentsManager.allow_hidden is on")
     _require(not serverapp.terminals_enabled, "terminals are enabled")
     _require(not serverapp.disable_check_xsrf, "XSRF checks are disabled")
+    # JupyterLab serves these folders' files back (settings keep their raw text): kernel code must
+    # not be able to write them, so they may not be in the home.
+    home = os.path.realpath(serverapp.root_dir)
+    lab = serverapp.extension_manager.extension_apps.get("jupyterlab", set())
+    for app in lab:
+        for trait in ("user_settings_dir", "workspaces_dir"):
+            where = os.path.realpath(getattr(app, trait))
+            _require(not (where == home or where.startswith(home + os.sep)),
+                     f"LabApp.{trait} ({where}) is in the home, where kernel code can write")
     loaded = {name for name, ext in serverapp.extension_manager.extensions.items() if ext.enabled}
     _require(loaded <= policy.SERVER_EXTENSIONS,
              f"server extensions outside the allow-list are enabled: {sorted(loaded - policy.SERVER_EXTENSIONS)}")
