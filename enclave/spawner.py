@@ -39,6 +39,15 @@ def unix_socket_url(path: str | Path) -> str:
     return "http+unix://" + quote(str(path), safe="")
 
 
+class SandboxStartError(web.HTTPError):
+    """A sandbox cannot start. JupyterHub shows the message on the spawn page when the failure is
+    immediate and on the spawn-pending page otherwise (``jupyterhub_message`` there)."""
+
+    def __init__(self, message: str):
+        super().__init__(500, message)
+        self.jupyterhub_message = message
+
+
 class SandboxSpawner(Spawner):
     enclave_settings = Any(help="enclave.settings.Settings of this hub").tag(config=True)
     pid = Integer(0)
@@ -109,8 +118,8 @@ class SandboxSpawner(Spawner):
         ws = self._workspace()
         missing = [name for src, name in workspaces.data_mounts(s, ws) if not src.is_dir()]
         if missing:
-            raise RuntimeError(
-                f"workspace '{ws.name}' has releases attached that are not in the release store: "
+            raise SandboxStartError(
+                f"Workspace '{ws.name}' has releases attached that are not in the release store: "
                 + ", ".join(missing)
             )
         layout = self._layout(ws)
@@ -155,10 +164,10 @@ class SandboxSpawner(Spawner):
         while not socket_path.exists():
             if self._proc.poll() is not None:
                 self.pid = 0
-                raise RuntimeError(f"the sandbox did not start: {self._failure_reason()}")
+                raise SandboxStartError(f"The sandbox did not start: {self._failure_reason()}")
             if asyncio.get_running_loop().time() > deadline:
                 await self.stop(now=True)
-                raise RuntimeError(f"the sandbox did not start within {s.sandbox.start_timeout} s")
+                raise SandboxStartError(f"The sandbox did not start within {s.sandbox.start_timeout} s")
             await asyncio.sleep(0.1)
         return unix_socket_url(socket_path)
 
