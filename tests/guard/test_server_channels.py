@@ -57,7 +57,8 @@ def test_contents_base64_is_refused(guard_server):
     put_file(guard_server, "results.csv", SECRET)
     put_file(guard_server, "script.py", f"# {SECRET}")
     for url in ("api/contents/results.csv?format=base64&type=file", "api/contents/script.py?format=base64&type=file",
-                "api/contents/results.csv", "api/contents/results.csv?type=file&format=text"):
+                "api/contents/results.csv", "api/contents/results.csv?type=file&format=text",
+                "api/contents/results.csv?type=notebook"):
         r = guard_server.request("GET", url)
         assert r.status_code == 403, url
         no_secret(r)

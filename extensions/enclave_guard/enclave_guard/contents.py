@@ -69,7 +69,10 @@ class GuardContentsManager(AsyncLargeFileManager):
             return await super().get(path, content=content, type=type, format=format, require_hash=require_hash)
         if format == "base64":
             raise Refused(403, f"{path}: file content is not served in binary form; use it from a notebook")
-        notebook = type == "notebook" or (type is None and policy.is_notebook_path(path))
+        notebook = policy.is_notebook_path(path)
+        if type == "notebook" and not notebook:
+            # Reading data.csv "as a notebook" would put its first bytes in the parse error.
+            raise Refused(403, f"{path}: only .ipynb files are opened as notebooks")
         if not notebook and not policy.is_text_path(path):
             raise Refused(
                 403,
@@ -98,6 +101,8 @@ class GuardContentsManager(AsyncLargeFileManager):
             raise Refused(403, f"{path}: chunked uploads are refused; files over the upload limit stay out")
         kind = model.get("type")
         if kind == "notebook":
+            if not policy.is_notebook_path(path):
+                raise Refused(403, f"{path}: notebooks are saved only as .ipynb files")
             content = model.get("content")
             if content is not None:
                 limit_notebook(content, settings.output_message_max_bytes, settings.output_cell_max_bytes)
