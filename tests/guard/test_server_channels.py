@@ -7,8 +7,20 @@ asserts both the refusal and that none of the file's bytes came back.
 from __future__ import annotations
 
 import base64
+import importlib.util
 import json
 import re
+import sys
+from pathlib import Path
+
+import pytest
+
+# The server helpers live in this folder's conftest.py.
+_spec = importlib.util.spec_from_file_location("guard_conftest", Path(__file__).with_name("conftest.py"))
+_conftest = importlib.util.module_from_spec(_spec)
+sys.modules["guard_conftest"] = _conftest
+_spec.loader.exec_module(_conftest)
+start_server = _conftest.start_server
 
 SECRET = "id,name,income\n1,Ada Lovelace,91234\n2,Alan Turing,88765\n"
 MARK = "Ada Lovelace"
@@ -309,3 +321,21 @@ def test_export_request_without_the_review_service_fails_clearly(guard_server):
     assert r.status_code == 502
     assert "export review service" in r.json()["message"]
     no_secret(r)
+
+
+# -- a half-installed guard does not serve --------------------------------------------------------
+
+
+@pytest.mark.parametrize("guard, args, reason", [
+    ({}, ["--ContentsManager.files_handler_class=jupyter_server.base.handlers.AuthenticatedFileHandler"],
+     "files_handler_class is set"),
+    ({}, ["--ServerApp.kernel_websocket_connection_class="
+          "jupyter_server.services.kernels.connection.channels.ZMQChannelsWebsocketConnection"],
+     "kernel_websocket_connection_class is not the guarded connection"),
+    ({}, ["--ServerApp.jpserver_extensions", "jupyter_server_terminals=True"], "outside the allow-list"),
+    ({"terminals": True}, [], "unknown guard setting(s): terminals"),
+])
+def test_server_refuses_to_start_without_the_guard_in_force(tmp_path, guard, args, reason):
+    with pytest.raises(RuntimeError, match="exited") as exc:
+        start_server(tmp_path, guard, args)
+    assert reason in str(exc.value)
