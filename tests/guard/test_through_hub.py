@@ -196,6 +196,10 @@ def test_executions_reach_the_audit_trail(alice_kernel, enclave):
     records = [json.loads(line) for t in trails for line in t.read_text().splitlines()]
     mine = [r for r in records if r.get("code") == code]
     assert len(mine) == 1 and mine[0]["user"] == "alice" and mine[0]["workspace"] == "alpha"
+    # Also in the server's log, which the supervisor keeps outside the sandbox.
+    logs = "".join(p.read_text() for p in enclave.home.glob("run/sandboxes/alice/alpha/server.log"))
+    logged = [json.loads(line.split("enclave-audit ", 1)[1]) for line in logs.splitlines() if "enclave-audit " in line]
+    assert any(r.get("code") == code for r in logged)
 
 
 def test_the_audit_trail_is_out_of_the_kernels_reach(alice_kernel):

@@ -117,7 +117,7 @@ def _load_jupyter_server_extension(serverapp):
     workspace = policy.load_workspace(config.workspace_file)
     guard = Guard(
         workspace=workspace,
-        audit=AuditTrail(config.audit_file, workspace.user, workspace.workspace),
+        audit=AuditTrail(config.audit_file, workspace.user, workspace.workspace, serverapp.log),
         intake=Intake(config.exports_socket),
         packages=package_environment(),
     )

@@ -1,9 +1,10 @@
 """The server's audit trail and execution record.
 
 Every ``execute_request`` that reaches a kernel is appended as one JSON line to the audit file
-(``/run/enclave/server/audit.jsonl``: the server's runtime directory, which kernels cannot see and
-the hub collects) and logged. The most recent executions are also kept in memory, so an export
-request can say which executions wrote the file it carries.
+(``/run/enclave/server/audit.jsonl``: the server's runtime directory, which kernels cannot see) and
+written to the server's log as ``enclave-audit {json}`` (the server's stdout and stderr are kept by
+the sandbox supervisor, out of the sandbox). The most recent executions are also kept in memory, so
+an export request can say which executions wrote the file it carries.
 """
 
 from __future__ import annotations
@@ -16,14 +17,13 @@ from collections import deque
 from datetime import UTC, datetime
 from pathlib import Path
 
-log = logging.getLogger("enclave.audit")
-
 REMEMBERED_EXECUTIONS = 5000
 
 
 class AuditTrail:
-    def __init__(self, path: str | Path, user: str, workspace: str):
+    def __init__(self, path: str | Path, user: str, workspace: str, log: logging.Logger):
         self.path = Path(path)
+        self.log = log
         self.user = user
         self.workspace = workspace
         self._lock = threading.Lock()
@@ -42,7 +42,7 @@ class AuditTrail:
         line = (json.dumps(record, sort_keys=True) + "\n").encode()
         with self._lock:
             os.write(self._fd, line)
-        log.info("%s", line.decode().rstrip())
+        self.log.info("enclave-audit %s", line.decode().rstrip())
         return record
 
     def record_execution(self, user: str, kernel_id: str, msg_id: str, notebook: str | None, code: str):
