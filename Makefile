@@ -40,10 +40,14 @@ system-deps:
 
 # The hub's environment: every requirements file except the sandbox's.
 HUB_REQUIREMENTS := $(filter-out requirements/sandbox.txt,$(wildcard requirements/*.txt))
-$(VENV)/.installed: $(HUB_REQUIREMENTS) pyproject.toml
+# requirements/no-deps/ holds packages whose own pins conflict with ours (pycanon pins
+# typing_extensions exactly); they are installed without their dependencies.
+NO_DEPS_REQUIREMENTS := $(wildcard requirements/no-deps/*.txt)
+$(VENV)/.installed: $(HUB_REQUIREMENTS) $(NO_DEPS_REQUIREMENTS) pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q $(foreach r,$(HUB_REQUIREMENTS),-r $(r))
+	$(foreach r,$(NO_DEPS_REQUIREMENTS),$(VENV)/bin/pip install -q --no-deps -r $(r) &&) true
 	$(VENV)/bin/pip install -q --no-deps -e .
 	touch $@
 hub-env: $(VENV)/.installed

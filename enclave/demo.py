@@ -40,7 +40,8 @@ def seed(settings: Settings) -> list[tuple[str, tuple[str, ...], str]]:
         for role in roles:
             if role in ("operator", "reviewer"):
                 workspaces.add_member(settings, WORKSPACE, name, role)
-    workspaces.attach(settings, WORKSPACE, release, by="demo")
+    workspaces.attach(settings, WORKSPACE, release, by="demo",
+                      reason="Demo: generated residents' data, masked, for trying Enclave out")
     path = credentials_path(settings)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:

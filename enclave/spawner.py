@@ -88,6 +88,7 @@ class SandboxSpawner(Spawner):
             run=self._run_dir,
             hub_socket_dir=s.hub_socket.parent,
             exports_socket_dir=s.run_dir / "exports",
+            audit=s.home / "audit" / "sandboxes" / self.user.name / ws.name,
             data=tuple(workspaces.data_mounts(s, ws)),
         )
 
@@ -128,6 +129,7 @@ class SandboxSpawner(Spawner):
         limits = Limits(**ws.effective_limits(s.sandbox.limits).model_dump())
         policy = server_policy(layout, identity, limits, f"{self.user.name}-{ws.name}", self._hub_env())
 
+        acro = _acro_thresholds(s)
         self._run_dir.mkdir(parents=True, exist_ok=True)
         self._run_dir.chmod(0o755)
         _write_private(layout.workspace_file, json.dumps({
@@ -136,7 +138,7 @@ class SandboxSpawner(Spawner):
             "releases": list(ws.releases),
             "limits": limits.__dict__,
             # Read by the guard inside the server (extensions/enclave_guard/enclave_guard/policy.py).
-            "guard": {"acro": _acro_thresholds(s)},
+            "guard": {"acro": acro},
         }, indent=2), mode=0o644)
         _write_private(self._spec_path, json.dumps({
             "server": json.loads(policy.to_json()),
@@ -144,9 +146,12 @@ class SandboxSpawner(Spawner):
                 "env": str(layout.env), "home": str(layout.home), "run": str(layout.run),
                 "hub_socket_dir": str(layout.hub_socket_dir),
                 "exports_socket_dir": str(layout.exports_socket_dir),
+                "audit": str(layout.audit),
                 "data": [[str(src), name] for src, name in layout.data],
             },
             "bwrap": s.sandbox.bwrap,
+            # ACRO in the kernel reads the workspace's thresholds from here (enclave_guard.disclosure).
+            "kernel_env": {"ENCLAVE_ACRO_THRESHOLDS": json.dumps(acro)},
         }), mode=0o600)
 
         socket_path = layout.server_run / "jupyter.sock"

@@ -59,8 +59,10 @@ class Hub:
 
     @property
     def env(self) -> dict:
+        # Nothing of another Enclave's settings (file or overrides) reaches this hub.
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith("ENCLAVE_")}
         return {
-            **os.environ,
+            **inherited,
             "ENCLAVE_HOME": str(self.home),
             "ENCLAVE_HUB__PORT": str(self.port),
             "ENCLAVE_HUB__PROXY_API_PORT": str(self.proxy_api_port),

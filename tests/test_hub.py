@@ -105,11 +105,17 @@ def test_stopping_removes_the_sandbox(enclave):
     spec = enclave.home / "run" / "sandboxes" / "bob" / "alpha" / "spec.json"
     uid = json.loads(spec.read_text())["server"]["identity"]["uid"]
     assert processes_of_uid(uid)
+    k = bob.kernel("alpha")
+    k.run("print('audited cell')")
+    k.close()
     bob.stop("alpha")
     wait_for(lambda: not processes_of_uid(uid), 20, "bob's sandbox processes to exit")
     run = spec.parent
     assert not (run / "server").exists() and not (run / "kernels").exists()
     assert bob.http.get(bob.server_url("alpha") + "/api/status").status_code != 200
+    # The server's audit trail outlives its sandbox, on the hub side.
+    trails = list((enclave.home / "audit" / "sandboxes" / "bob" / "alpha").glob("*.jsonl"))
+    assert trails and any("audited cell" in t.read_text() for t in trails)
 
 
 def test_idle_sandboxes_are_culled(hub_factory):
@@ -122,7 +128,8 @@ def test_idle_sandboxes_are_culled(hub_factory):
     uid = json.loads(spec.read_text())["server"]["identity"]["uid"]
     wait_for(lambda: not supervisor_pids(hub.home), 60, "the idle culler to stop the sandbox")
     wait_for(lambda: not processes_of_uid(uid), 20, "culled sandbox processes to exit")
-    assert "beta" not in erin.hub_api("GET", "/users/erin").json().get("servers", {})
+    wait_for(lambda: "beta" not in erin.hub_api("GET", "/users/erin").json().get("servers", {}), 30,
+             "the hub to record the culled server as stopped")
 
 
 @pytest.mark.parametrize("toml, key", [
@@ -143,6 +150,7 @@ def test_settings_come_from_the_environment_over_the_file(tmp_path, monkeypatch)
     from enclave.settings import load_settings
 
     (tmp_path / "enclave.toml").write_text("[hub]\nport = 9000\n[sandbox.limits]\nmemory_mb = 1024\n")
+    monkeypatch.delenv("ENCLAVE_CONFIG", raising=False)
     monkeypatch.setenv("ENCLAVE_HOME", str(tmp_path))
     monkeypatch.setenv("ENCLAVE_HUB__PORT", "9100")
     s = load_settings()

@@ -34,7 +34,7 @@ KERNEL_ID = "6451b036-d28f-4af7-8cbe-de2a1c2b5da1"
 def layout(tmp_path):
     return SandboxLayout(
         env=REPO / ".venv-sandbox", home=tmp_path / "home", run=tmp_path / "run",
-        hub_socket_dir=tmp_path / "hub", exports_socket_dir=tmp_path / "exports",
+        hub_socket_dir=tmp_path / "hub", exports_socket_dir=tmp_path / "exports", audit=tmp_path / "audit",
         data=((tmp_path / "releases" / "r@1" / "data", "r@1"),),
     )
 
@@ -47,7 +47,7 @@ def server(layout):
 
 
 def test_kernel_policy_has_none_of_the_servers_sockets_runtime_or_token(server, layout):
-    kernel = kernel_policy(server, layout, KERNEL_ID)
+    kernel = kernel_policy(server, layout, KERNEL_ID, {})
     targets = {m.target for m in kernel.mounts}
     for private in (SERVER_RUN, HUB_SOCKET_DIR, EXPORTS_SOCKET_DIR, "/run/enclave/workspace.json"):
         assert private in {m.target for m in server.mounts}
@@ -59,14 +59,14 @@ def test_kernel_policy_has_none_of_the_servers_sockets_runtime_or_token(server, 
 
 
 def test_only_the_kernel_sees_data_and_only_read_only(server, layout):
-    kernel = kernel_policy(server, layout, KERNEL_ID)
+    kernel = kernel_policy(server, layout, KERNEL_ID, {})
     assert not any(m.target.startswith("/data") for m in server.mounts)
     data = [m for m in kernel.mounts if m.target.startswith("/data/")]
     assert [(m.target, m.kind) for m in data] == [("/data/r@1", "ro")]
 
 
 def test_writable_mounts_are_only_home_tmp_and_own_runtime(server, layout):
-    kernel = kernel_policy(server, layout, KERNEL_ID)
+    kernel = kernel_policy(server, layout, KERNEL_ID, {})
     assert {m.target for m in kernel.mounts if m.kind in ("rw", "tmpfs")} == {
         "/home/alice", "/tmp", f"/run/enclave/kernels/{KERNEL_ID}"}
     assert {m.target for m in server.mounts if m.kind in ("rw", "tmpfs")} == {

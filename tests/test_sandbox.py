@@ -213,3 +213,8 @@ def _server_env(enclave, user, workspace) -> dict:
     pid = _server_host_pid(enclave, user, workspace)
     raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
     return dict(item.decode().split("=", 1) for item in raw if b"=" in item)
+
+
+def test_kernel_gets_the_workspaces_disclosure_thresholds(alice_kernel):
+    thresholds = alice_kernel.value("import os; print(os.environ['ENCLAVE_ACRO_THRESHOLDS'])")
+    assert thresholds["safe_threshold"] == 10 and thresholds["safe_nk_n"] == 2

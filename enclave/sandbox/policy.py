@@ -114,6 +114,7 @@ class SandboxLayout:
     run: Path  # this sandbox's runtime directory (root-owned)
     hub_socket_dir: Path
     exports_socket_dir: Path
+    audit: Path  # where the server's audit trail is kept once the sandbox stops
     data: tuple[tuple[Path, str], ...]  # (host folder, name under /data)
 
     @property
@@ -203,9 +204,11 @@ def server_policy(
                          mounts=tuple(mounts), env=env, workdir=identity.home)
 
 
-def kernel_policy(server: SandboxPolicy, layout: SandboxLayout, kernel_id: str) -> SandboxPolicy:
+def kernel_policy(server: SandboxPolicy, layout: SandboxLayout, kernel_id: str,
+                  workspace_env: dict[str, str]) -> SandboxPolicy:
     """A kernel's sandbox, derived from its server's: same identity and home, plus /data, minus
-    every socket, runtime file and token of the server. Only the kernel's own ipc dir is shared."""
+    every socket, runtime file and token of the server. Only the kernel's own ipc dir is shared.
+    ``workspace_env``: the workspace's settings for code in the kernel (ACRO's thresholds)."""
     identity = server.identity
     ipc = f"{KERNELS_DIR}/{kernel_id}"
     mounts = _system_mounts(layout.env, identity) + [
@@ -219,6 +222,6 @@ def kernel_policy(server: SandboxPolicy, layout: SandboxLayout, kernel_id: str) 
     )
     # The kernel's environment is built here, not passed through from the server: no JUPYTERHUB_*
     # token or URL can leak into it.
-    env = _base_env(identity) | {"MPLBACKEND": "module://matplotlib_inline.backend_inline"}
+    env = _base_env(identity) | workspace_env | {"MPLBACKEND": "module://matplotlib_inline.backend_inline"}
     return SandboxPolicy(name=f"{server.name}-kernel-{kernel_id[:8]}", argv=argv, identity=identity,
                          limits=server.limits, mounts=tuple(mounts), env=env, workdir=identity.home)

@@ -21,6 +21,7 @@ import os
 import shutil
 import signal
 import sys
+import time
 import uuid
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -56,6 +57,7 @@ class Supervisor:
     server_policy: SandboxPolicy
     layout: SandboxLayout
     bwrap: str
+    kernel_env: dict[str, str] = field(default_factory=dict)
     cgroup: SandboxCgroup | None = None
     server: Sandboxed | None = None
     kernels: dict[str, Sandboxed] = field(default_factory=dict)
@@ -134,7 +136,7 @@ class Supervisor:
                 raise ValueError(f"kernel {kernel_id} is already running")
             if not kdir.is_dir() or kdir.is_symlink():
                 raise ValueError(f"kernel {kernel_id} was not prepared")
-            policy = kernel_policy(self.server_policy, self.layout, kernel_id)
+            policy = kernel_policy(self.server_policy, self.layout, kernel_id, self.kernel_env)
             cwd = _home_subdir(request.get("cwd"), policy.identity.home)
             if cwd:
                 policy = replace(policy, workdir=cwd)
@@ -210,11 +212,22 @@ class Supervisor:
                     s.signal(signal.SIGKILL)
                     s.process.kill()
             await asyncio.gather(*(s.process.wait() for s in running))
+        self._keep_audit_trail()
         shutil.rmtree(self.layout.server_run, ignore_errors=True)
         shutil.rmtree(self.layout.kernels, ignore_errors=True)
         shutil.rmtree(self.layout.run / "files", ignore_errors=True)
         if self.cgroup is not None:
             self.cgroup.remove()
+
+
+    def _keep_audit_trail(self) -> None:
+        """The guard writes its audit trail in the server's runtime dir, out of the kernels' reach;
+        move it to the hub side before that dir goes."""
+        trail = self.layout.server_run / "audit.jsonl"
+        if trail.is_file() and not trail.is_symlink():
+            self.layout.audit.mkdir(parents=True, exist_ok=True, mode=0o700)
+            stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+            os.replace(trail, self.layout.audit / f"{stamp}-{os.getpid()}.jsonl")
 
 
 def _read_info(fd: int) -> dict:
@@ -237,26 +250,26 @@ def _home_subdir(cwd: object, home: str) -> str:
     return norm if norm == home or norm.startswith(home + "/") else ""
 
 
-def load_spec(path: Path) -> tuple[SandboxPolicy, SandboxLayout, str]:
+def load_spec(path: Path) -> Supervisor:
     spec = json.loads(path.read_text())
     layout = spec["layout"]
-    return (
-        SandboxPolicy.from_dict(spec["server"]),
-        SandboxLayout(
+    return Supervisor(
+        server_policy=SandboxPolicy.from_dict(spec["server"]),
+        layout=SandboxLayout(
             env=Path(layout["env"]), home=Path(layout["home"]), run=Path(layout["run"]),
             hub_socket_dir=Path(layout["hub_socket_dir"]),
-            exports_socket_dir=Path(layout["exports_socket_dir"]),
+            exports_socket_dir=Path(layout["exports_socket_dir"]), audit=Path(layout["audit"]),
             data=tuple((Path(src), name) for src, name in layout["data"]),
         ),
-        spec["bwrap"],
+        bwrap=spec["bwrap"],
+        kernel_env=spec["kernel_env"],
     )
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     logging.basicConfig(level=logging.INFO, format="%(asctime)s supervisor %(levelname)s %(message)s")
-    policy, layout, bwrap = load_spec(Path(argv[0]))
-    return asyncio.run(Supervisor(policy, layout, bwrap).run())
+    return asyncio.run(load_spec(Path(argv[0])).run())
 
 
 if __name__ == "__main__":

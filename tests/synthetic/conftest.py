@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from enclave.settings import load_settings
 from synthetic import demo
-
-REPO = Path(__file__).resolve().parents[2]
-
 
 @pytest.fixture
 def settings(tmp_path, monkeypatch):
@@ -40,15 +35,9 @@ def enterprises_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def pycanon():
-    """pycanon, installed without its exact pins (see requirements/no-deps/data.txt) if missing."""
-    try:
-        import pycanon
-    except ImportError:
-        subprocess.run(
-            [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "-r", str(REPO / "requirements/no-deps/data.txt")],
-            check=True,
-        )
-        import pycanon
+    """pycanon (installed by the Makefile without its exact pins: requirements/no-deps/data.txt)."""
+    import pycanon
+
     return pycanon
 
 
