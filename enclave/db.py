@@ -1,7 +1,7 @@
 """Enclave's own database: accounts' roles, workspaces, their members and attached releases.
 
-Every write goes through :func:`transaction`, so a failed command
-leaves nothing half-written.
+The schema is built by Alembic migrations (``enclave/db_migrations``). Every write goes through
+:func:`transaction`, so a failed command leaves nothing half-written.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Iterator
 
 from sqlalchemy import (
@@ -23,6 +24,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
+
+from . import migrate
 
 ROLES = ("admin", "operator", "reviewer")
 WORKSPACE_ROLES = ("operator", "reviewer")
@@ -119,6 +122,7 @@ class Attachment(Base):
     workspace: Mapped[Workspace] = relationship(back_populates="attachments")
 
 
+MIGRATIONS = Path(__file__).parent / "db_migrations"
 _factories: dict[str, sessionmaker[Session]] = {}
 
 
@@ -138,13 +142,8 @@ def engine_for(url: str) -> Engine:
 
 def session_factory(url: str) -> sessionmaker[Session]:
     if url not in _factories:
-        if url.startswith("sqlite:///"):
-            from pathlib import Path
-
-            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        engine = engine_for(url)
-        Base.metadata.create_all(engine)
-        _factories[url] = sessionmaker(engine, expire_on_commit=False)
+        migrate.upgrade(url, MIGRATIONS)
+        _factories[url] = sessionmaker(engine_for(url), expire_on_commit=False)
     return _factories[url]
 
 

@@ -73,3 +73,19 @@ def test_every_setting_is_documented_in_the_readme():
     missing = [f"{p}{n}" for p, n in keys(Settings) if f"`{p}{n}`" not in readme and f"{n}`" not in readme
                and f", {n}" not in readme and f"`{p}{n}," not in readme]
     assert missing == []
+
+
+def test_enclave_database_migrations_build_the_models_schema_and_downgrade(tmp_path):
+    from alembic import command
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+    from sqlalchemy import inspect
+
+    from enclave import db, migrate
+
+    url = f"sqlite:///{tmp_path / 'enclave.sqlite'}"
+    migrate.upgrade(url, db.MIGRATIONS)
+    with db.engine_for(url).connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), db.Base.metadata) == []
+    command.downgrade(migrate.alembic_config(url, db.MIGRATIONS), "base")
+    assert set(inspect(db.engine_for(url)).get_table_names()) == {"alembic_version"}

@@ -29,6 +29,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
+from .. import migrate
 from ..settings import Settings
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -211,22 +212,9 @@ def make_engine(url: str) -> Engine:
     return engine
 
 
-def alembic_config(url: str):
-    from alembic.config import Config
-
-    cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS))
-    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
-    return cfg
-
-
 def upgrade(url: str) -> None:
     """Bring the database to the newest migration (creating it if need be)."""
-    from alembic import command
-
-    if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    command.upgrade(alembic_config(url), "head")
+    migrate.upgrade(url, MIGRATIONS)
 
 
 class Database:

@@ -14,7 +14,8 @@ from pypdf import PdfReader, PdfWriter
 from sqlalchemy import inspect
 
 from enclave.exports import docs, release, signing, workflow
-from enclave.exports.models import Base, alembic_config, make_engine, upgrade
+from enclave.exports.models import MIGRATIONS, Base, make_engine, upgrade
+from enclave.migrate import alembic_config
 
 
 def test_transition_table_is_consistent():
@@ -62,7 +63,7 @@ def test_migrations_build_the_models_schema_and_downgrade(tmp_path):
     engine = make_engine(url)
     with engine.connect() as conn:
         assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
-    command.downgrade(alembic_config(url), "base")
+    command.downgrade(alembic_config(url, MIGRATIONS), "base")
     assert set(inspect(make_engine(url)).get_table_names()) == {"alembic_version"}
 
 
