@@ -53,9 +53,6 @@ class SandboxSpawner(Spawner):
     pid = Integer(0)
     _proc: subprocess.Popen | None = None
 
-    # Nothing of the hub's environment is passed on; the policy builds the sandbox's.
-    env_keep = []
-
     def load_state(self, state):
         super().load_state(state)
         self.pid = state.get("pid", 0)
@@ -105,7 +102,8 @@ class SandboxSpawner(Spawner):
         return ws
 
     def _hub_env(self) -> dict[str, str]:
-        """The JupyterHub variables the server needs, with the hub reached over its socket."""
+        """The JupyterHub variables the server needs, with the hub reached over its socket.
+        Nothing else of the hub's environment is passed on; the policy builds the sandbox's."""
         env = {k: v for k, v in self.get_env().items() if k.startswith(("JUPYTERHUB_", "JPY_"))}
         hub_api = unix_socket_url(f"{HUB_SOCKET_DIR}/{self.enclave_settings.hub_socket.name}") + "/hub/api"
         env["JUPYTERHUB_API_URL"] = hub_api
