@@ -23,6 +23,7 @@ from tornado import web
 from traitlets import Any, Integer
 
 from . import workspaces
+from .files import atomic_write
 from .sandbox.policy import (
     HUB_SOCKET_DIR,
     Identity,
@@ -130,7 +131,7 @@ class SandboxSpawner(Spawner):
         acro = _acro_thresholds(s)
         self._run_dir.mkdir(parents=True, exist_ok=True)
         self._run_dir.chmod(0o755)
-        _write_private(layout.workspace_file, json.dumps({
+        atomic_write(layout.workspace_file, json.dumps({
             "user": self.user.name,
             "workspace": ws.name,
             "releases": list(ws.releases),
@@ -138,7 +139,7 @@ class SandboxSpawner(Spawner):
             # Read by the guard inside the server (extensions/enclave_guard/enclave_guard/policy.py).
             "guard": {"acro": acro},
         }, indent=2), mode=0o644)
-        _write_private(self._spec_path, json.dumps({
+        atomic_write(self._spec_path, json.dumps({
             "server": json.loads(policy.to_json()),
             "layout": {
                 "env": str(layout.env), "home": str(layout.home), "run": str(layout.run),
@@ -224,13 +225,3 @@ def _acro_thresholds(settings) -> dict:
     e = settings.exports
     return {"safe_threshold": e.min_cell_count, "safe_nk_n": e.nk_n, "safe_nk_k": e.nk_k,
             "safe_pratio_p": e.p_ratio}
-
-
-def _write_private(path: Path, text: str, mode: int) -> None:
-    """Write atomically with ``mode`` (the file never exists with other permissions)."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)

@@ -19,6 +19,7 @@ import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
+from .files import atomic_write
 from .releases import release_dir
 from .settings import Settings
 
@@ -173,14 +174,5 @@ def record(
     path = manifest_path(settings, workspace)
     entries = read_manifest(settings, workspace) + [entry]
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{workspace}.", suffix=".json", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump({"workspace": workspace, "entries": entries}, f, indent=2, ensure_ascii=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, json.dumps({"workspace": workspace, "entries": entries}, indent=2, ensure_ascii=False))
     return entry

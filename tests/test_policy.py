@@ -7,7 +7,6 @@ import subprocess
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
-from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 import pytest

@@ -8,10 +8,10 @@ blob either exists whole under its hash or not at all. The store lives under
 from __future__ import annotations
 
 import hashlib
-import os
 import re
-import tempfile
 from pathlib import Path
+
+from ..files import atomic_write
 
 _HEX = re.compile(r"^[0-9a-f]{64}$")
 
@@ -36,16 +36,7 @@ class BlobStore:
         if target.exists():
             return digest
         target.parent.mkdir(exist_ok=True, mode=0o700)
-        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write(target, data)
         return digest
 
     def get(self, digest: str) -> bytes:
