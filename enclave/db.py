@@ -79,6 +79,8 @@ class Workspace(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     # Overrides of [sandbox.limits] for this workspace's sandboxes (keys of LimitSettings).
     limits: Mapped[dict] = mapped_column(JSON, default=dict)
+    # Settings for the guard in this workspace's servers (keys of enclave_guard.policy.GuardSettings).
+    guard: Mapped[dict] = mapped_column(JSON, default=dict)
     members: Mapped[list["Membership"]] = relationship(
         back_populates="workspace", cascade="all, delete-orphan", lazy="selectin"
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +31,8 @@ class WorkspaceView:
     reviewers: frozenset[str]
     releases: tuple[str, ...]
     limits: dict = field(default_factory=dict)
+    # Guard settings for the workspace's servers (enclave_guard.policy.GuardSettings keys).
+    guard: dict = field(default_factory=dict)
     # Releases attached as column views: release -> {table: [columns]}.
     views: dict = field(default_factory=dict)
 
@@ -50,6 +54,7 @@ def _view(ws: db.Workspace) -> WorkspaceView:
         reviewers=frozenset(ws.members_with("reviewer")),
         releases=tuple(sorted(a.release for a in ws.attachments)),
         limits=dict(ws.limits or {}),
+        guard=dict(ws.guard or {}),
         views={a.release: a.columns for a in ws.attachments if a.columns},
     )
 
@@ -90,6 +95,40 @@ def set_limits(settings: Settings, name: str, limits: dict) -> WorkspaceView:
     with db.transaction(settings.enclave_db_url) as s:
         ws = _get(s, name)
         ws.limits = {**(ws.limits or {}), **checked}
+        s.flush()
+        return _view(ws)
+
+
+# The guard in the operator's environment is the authority on its own settings: the hub asks it
+# to validate them, so what an admin sets is exactly what the guard will accept at start-up.
+_CHECK_GUARD_SETTINGS = """
+import json, sys
+from enclave_guard.policy import GuardSettingsError, parse_guard_settings
+try:
+    parse_guard_settings(json.load(sys.stdin))
+except GuardSettingsError as exc:
+    sys.exit(str(exc))
+"""
+
+
+def set_guard(settings: Settings, name: str, guard: dict) -> WorkspaceView:
+    """Change guard settings for this workspace's servers (from their next start).
+
+    ACRO's thresholds are not among them: they come from [exports] for every workspace, because the
+    review service checks outputs with the same thresholds.
+    """
+    if "acro" in guard:
+        raise WorkspaceError("ACRO thresholds are set in [exports] for all workspaces, not per workspace")
+    with db.transaction(settings.enclave_db_url) as s:
+        ws = _get(s, name)
+        merged = {**(ws.guard or {}), **guard}
+        python = settings.sandbox.python_env / "bin" / "python"
+        check = subprocess.run([str(python), "-I", "-c", _CHECK_GUARD_SETTINGS], input=json.dumps(merged),
+                               capture_output=True, text=True, timeout=120)
+        if check.returncode != 0:
+            reason = check.stderr.strip().splitlines()[-1] if check.stderr.strip() else f"exit {check.returncode}"
+            raise WorkspaceError(f"invalid guard settings for '{name}': {reason}")
+        ws.guard = merged
         s.flush()
         return _view(ws)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import getpass
+import json
 
 import click
 
@@ -75,6 +76,26 @@ def set_limits(ctx, workspace_name: str, limits: tuple[str, ...]) -> None:
     click.echo(f"limits of {workspace_name}: {view.limits} (from each sandbox's next start)")
 
 
+@workspace.command("set-guard")
+@click.argument("workspace_name", metavar="WS")
+@click.argument("items", nargs=-1, required=True, metavar="KEY=VALUE...")
+@pass_ctx
+def set_guard(ctx, workspace_name: str, items: tuple[str, ...]) -> None:
+    """Change what WS's servers let through: terminals, upload_max_mb, read_max_mb,
+    output_message_max_kb, output_cell_max_kb, export_max_mb. Values are JSON (true, 2, 0.5)."""
+    values = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise click.ClickException(f"'{item}' is not KEY=VALUE")
+        try:
+            values[key] = json.loads(value)
+        except ValueError:
+            values[key] = value  # the guard's check names the key and the type it needs
+    view = _run(ws.set_guard, ctx.settings, workspace_name, values)
+    click.echo(f"guard settings of {workspace_name}: {json.dumps(view.guard, sort_keys=True)} (from each server's next start)")
+
+
 @workspace.command("list")
 @pass_ctx
 def list_(ctx) -> None:
@@ -84,3 +105,7 @@ def list_(ctx) -> None:
         click.echo(f"  operators: {', '.join(sorted(w.operators)) or '-'}")
         click.echo(f"  reviewers: {', '.join(sorted(w.reviewers)) or '-'}")
         click.echo(f"  releases:  {', '.join(w.releases) or '-'}")
+        if w.limits:
+            click.echo(f"  limits:    {json.dumps(w.limits, sort_keys=True)}")
+        if w.guard:
+            click.echo(f"  guard:     {json.dumps(w.guard, sort_keys=True)}")
