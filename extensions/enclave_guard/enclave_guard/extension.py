@@ -1,8 +1,8 @@
-"""Enclave guard: the operator's Jupyter server lets no file out except through export review.
+"""The guard's server extension.
 
-Loaded as a server extension from the read-only environment's system config
-(``etc/jupyter/jupyter_server_config.d/enclave_guard.json``, which also sets the contents manager,
-the kernel websocket class, the server extension allow-list and the Lab settings). At load it
+Loaded from the read-only environment's system config (``etc/jupyter/jupyter_server_config.json``,
+which also sets the contents manager, the kernel websocket class, the terminal manager, the server
+extension allow-list and the Lab settings). At load it
 checks that those settings are in force and stops the server if any is not: a guard that is
 half-installed must not serve.
 """
@@ -24,8 +24,7 @@ from .handlers import ChecksHandler, ClosedHandler, ExportsHandler, UploadPolicy
 from .intake import Intake
 from .kernel_channel import GuardedKernelConnection
 from .kernels import GuardKernelSpecManager
-
-__version__ = "0.1.0"
+from .terminals import GuardedTerminalManager
 
 
 class EnclaveGuard(LoggingConfigurable):
@@ -39,6 +38,7 @@ class EnclaveGuard(LoggingConfigurable):
 @dataclass
 class Guard:
     workspace: policy.Workspace
+    workspace_file: str
     audit: AuditTrail
     intake: Intake
     packages: dict[str, str]
@@ -51,20 +51,12 @@ class GuardNotInForce(RuntimeError):
     """A setting the guard depends on is not what the guard's config sets."""
 
 
-def _jupyter_server_extension_points():
-    return [{"module": "enclave_guard"}]
-
-
-def _jupyter_labextension_paths():
-    return [{"src": "labextension", "dest": "enclave-guard"}]
-
-
 def _require(condition: bool, what: str):
     if not condition:
         raise GuardNotInForce(f"Enclave guard: {what}; the server must not start like this")
 
 
-def _check_configuration(serverapp):
+def _check_configuration(serverapp, settings: policy.GuardSettings):
     _require(isinstance(serverapp.contents_manager, GuardContentsManager),
              "ServerApp.contents_manager_class is not enclave_guard.contents.GuardContentsManager")
     _require(issubclass(serverapp.kernel_websocket_connection_class, GuardedKernelConnection),
@@ -75,7 +67,13 @@ def _check_configuration(serverapp):
     _require(serverapp.contents_manager.files_handler_class is None,
              "ContentsManager.files_handler_class is set: /files/ would be served")
     _require(not serverapp.contents_manager.allow_hidden, "ContentsManager.allow_hidden is on")
-    _require(not serverapp.terminals_enabled, "terminals are enabled")
+    if settings.terminals:
+        _require(serverapp.terminals_enabled, "the workspace allows terminals but ServerApp.terminals_enabled is off")
+        for app in serverapp.extension_manager.extension_apps.get(policy.TERMINAL_EXTENSION, set()):
+            _require(issubclass(app.terminal_manager_class, GuardedTerminalManager),
+                     "TerminalsExtensionApp.terminal_manager_class is not the guarded one: a shell would run in the server")
+    else:
+        _require(not serverapp.terminals_enabled, "terminals are enabled but the workspace does not allow them")
     _require(not serverapp.disable_check_xsrf, "XSRF checks are disabled")
     # JupyterLab serves these folders' files back (settings keep their raw text): kernel code must
     # not be able to write them, so they may not be in the home.
@@ -87,24 +85,26 @@ def _check_configuration(serverapp):
             _require(not (where == home or where.startswith(home + os.sep)),
                      f"LabApp.{trait} ({where}) is in the home, where kernel code can write")
     loaded = {name for name, ext in serverapp.extension_manager.extensions.items() if ext.enabled}
-    _require(loaded <= policy.SERVER_EXTENSIONS,
-             f"server extensions outside the allow-list are enabled: {sorted(loaded - policy.SERVER_EXTENSIONS)}")
+    allowed = policy.server_extensions(settings)
+    _require(loaded <= allowed, f"server extensions outside the allow-list are enabled: {sorted(loaded - allowed)}")
 
 
-def _enforce_page_config(hook):
+def _enforce_page_config(hook, settings: policy.GuardSettings):
     """Wrap a page_config_hook so the plugins the guard disables stay disabled and locked."""
     if getattr(hook, "_enclave_guard", False):
         return hook
+
+    closed_plugins = policy.disabled_lab_plugins(settings)
 
     def guarded(handler, page_config):
         if hook is not None:
             page_config = hook(handler, page_config)
         disabled = page_config.get("disabledExtensions")
         disabled = list(disabled) if isinstance(disabled, list) else [k for k, v in (disabled or {}).items() if v]
-        page_config["disabledExtensions"] = sorted(set(disabled) | set(policy.DISABLED_LAB_PLUGINS))
+        page_config["disabledExtensions"] = sorted(set(disabled) | set(closed_plugins))
         locked = page_config.get("lockedExtensions")
         locked = set(locked) if isinstance(locked, list) else {k for k, v in (locked or {}).items() if v}
-        page_config["lockedExtensions"] = sorted(locked | set(policy.DISABLED_LAB_PLUGINS))
+        page_config["lockedExtensions"] = sorted(locked | set(closed_plugins))
         return page_config
 
     guarded._enclave_guard = True
@@ -113,10 +113,11 @@ def _enforce_page_config(hook):
 
 def _load_jupyter_server_extension(serverapp):
     config = EnclaveGuard(parent=serverapp)
-    _check_configuration(serverapp)
     workspace = policy.load_workspace(config.workspace_file)
+    _check_configuration(serverapp, workspace.guard)
     guard = Guard(
         workspace=workspace,
+        workspace_file=config.workspace_file,
         audit=AuditTrail(config.audit_file, workspace.user, workspace.workspace, serverapp.log),
         intake=Intake(config.exports_socket),
         packages=package_environment(),
@@ -129,7 +130,8 @@ def _load_jupyter_server_extension(serverapp):
     web_app.settings.setdefault("headers", {})["Content-Security-Policy"] = policy.CONTENT_SECURITY_POLICY
 
     base = serverapp.base_url
-    rules = [(url_path_join(base, route), ClosedHandler, {"what": what}) for route, what in policy.CLOSED_ROUTES.items()]
+    rules = [(url_path_join(base, route), ClosedHandler, {"what": what})
+             for route, what in policy.closed_routes(workspace.guard).items()]
     rules += [
         (url_path_join(base, "enclave/api/exports"), ExportsHandler),
         (url_path_join(base, "enclave/api/exports/checks"), ChecksHandler),
@@ -139,10 +141,10 @@ def _load_jupyter_server_extension(serverapp):
     web_app.add_handlers(".*$", rules)
 
     # jupyterhub-singleuser sets its page_config_hook after extensions load: wrap it then too.
-    web_app.settings["page_config_hook"] = _enforce_page_config(web_app.settings.get("page_config_hook"))
+    web_app.settings["page_config_hook"] = _enforce_page_config(web_app.settings.get("page_config_hook"), workspace.guard)
 
     def rewrap():
-        web_app.settings["page_config_hook"] = _enforce_page_config(web_app.settings.get("page_config_hook"))
+        web_app.settings["page_config_hook"] = _enforce_page_config(web_app.settings.get("page_config_hook"), workspace.guard)
 
     serverapp.io_loop.add_callback(rewrap)
     serverapp.log.info(
