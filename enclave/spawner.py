@@ -126,7 +126,9 @@ class SandboxSpawner(Spawner):
         uid = s.sandbox.uid_base + self.orm_spawner.id
         identity = Identity(uid=uid, gid=uid, username=self.user.name, home=f"/home/{self.user.name}")
         limits = Limits(**ws.effective_limits(s.sandbox.limits).model_dump())
-        policy = server_policy(layout, identity, limits, f"{self.user.name}-{ws.name}", self._hub_env())
+        terminals = ws.guard.get("terminals") is True
+        policy = server_policy(layout, identity, limits, f"{self.user.name}-{ws.name}", self._hub_env(),
+                               terminals=terminals)
 
         acro = _acro_thresholds(s)
         self._run_dir.mkdir(parents=True, exist_ok=True)
@@ -137,7 +139,7 @@ class SandboxSpawner(Spawner):
             "releases": list(ws.releases),
             "limits": limits.__dict__,
             # Read by the guard inside the server (extensions/enclave_guard/enclave_guard/policy.py).
-            "guard": {"acro": acro},
+            "guard": {**ws.guard, "acro": acro},
         }, indent=2), mode=0o644)
         atomic_write(self._spec_path, json.dumps({
             "server": json.loads(policy.to_json()),
@@ -151,6 +153,8 @@ class SandboxSpawner(Spawner):
             "bwrap": s.sandbox.bwrap,
             # ACRO in the kernel reads the workspace's thresholds from here (enclave_guard.disclosure).
             "kernel_env": {"ENCLAVE_ACRO_THRESHOLDS": json.dumps(acro)},
+            # The supervisor starts terminal sandboxes only if the workspace allows them.
+            "terminals": terminals,
         }), mode=0o600)
 
         socket_path = layout.server_run / "jupyter.sock"

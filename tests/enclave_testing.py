@@ -205,6 +205,11 @@ class Session:
         return self.http.request(method, f"{self.server_url(workspace)}/api{path}",
                                  headers={"X-XSRFToken": xsrf or ""}, **kw)
 
+    def terminal(self, workspace: str) -> "Terminal":
+        r = self.server_api(workspace, "POST", "/terminals", json={})
+        assert r.status_code == 200, r.text
+        return Terminal(self, workspace, r.json()["name"])
+
     def kernel(self, workspace: str) -> "Kernel":
         r = self.server_api(workspace, "POST", "/kernels", json={"name": "enclave-python"})
         assert r.status_code == 201, r.text
@@ -265,3 +270,71 @@ class Kernel:
     def close(self) -> None:
         if self.ws is not None:
             self.ws.close()
+
+
+class Terminal:
+    """A terminal reached over its websocket through the proxy (terminado's JSON protocol)."""
+
+    def __init__(self, session: Session, workspace: str, name: str):
+        self.session = session
+        self.workspace = workspace
+        self.name = name
+        cookie = "; ".join(f"{c.name}={c.value}" for c in session.http.cookies)
+        url = session.server_url(workspace).replace("http://", "ws://") + f"/terminals/websocket/{name}"
+        self.ws = websocket.create_connection(url, header=[f"Cookie: {cookie}"], timeout=60)
+        self.ws.send(json.dumps(["set_size", 40, 200, 800, 1600]))
+        self.output = ""
+        self.closed = False
+        # Like a person, wait for the prompt: input typed ahead of it may be discarded when the
+        # shell's line editor sets the terminal up.
+        self.read_until("$ ")
+
+    def send(self, text: str) -> None:
+        self.ws.send(json.dumps(["stdin", text]))
+
+    def read_until(self, marker: str, timeout: float = 60) -> str:
+        """Everything received until ``marker`` appears (after what earlier calls returned)."""
+        deadline = time.monotonic() + timeout
+        while marker not in self.output:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no {marker!r} in terminal output: {self.output[-2000:]!r}")
+            self.ws.settimeout(max(deadline - time.monotonic(), 0.1))
+            try:
+                kind, *rest = json.loads(self.ws.recv())
+            except websocket.WebSocketTimeoutException:
+                continue
+            if kind == "stdout":
+                self.output += rest[0]
+            elif kind == "disconnect":
+                self.closed = True
+                raise EOFError(f"terminal closed before {marker!r}: {self.output[-2000:]!r}")
+        upto = self.output.index(marker) + len(marker)
+        seen, self.output = self.output[:upto], self.output[upto:]
+        return seen
+
+    def run(self, command: str, timeout: float = 60) -> str:
+        """Type ``command`` and return what it printed (between two unique markers)."""
+        mark = uuid.uuid4().hex[:10]
+        # The shell echoes the command line first; "B-…-B" followed by a line end is only in the
+        # output, and every "E-…-E" echoed before it has been read past by then.
+        self.send(f"echo B-{mark}-B; {command}; echo E-{mark}-E\r")
+        self.read_until(f"B-{mark}-B\r\n", timeout)
+        return self.read_until(f"E-{mark}-E", timeout)[: -len(f"E-{mark}-E")]
+
+    def wait_closed(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while not self.closed and time.monotonic() < deadline:
+            self.ws.settimeout(max(deadline - time.monotonic(), 0.1))
+            try:
+                kind, *_ = json.loads(self.ws.recv())
+            except websocket.WebSocketTimeoutException:
+                continue
+            except websocket.WebSocketConnectionClosedException:
+                self.closed = True
+                break
+            self.closed = kind == "disconnect"
+        if not self.closed:
+            raise TimeoutError("the terminal did not close")
+
+    def close(self) -> None:
+        self.ws.close()

@@ -1,8 +1,8 @@
 """The sandbox policy: what an operator's server and kernels can see and do, as data.
 
 One :class:`SandboxPolicy` describes one sandbox: its mounts, identity, limits, network and the
-command it runs. :func:`server_policy` and :func:`kernel_policy` build the two sandboxes of a
-workspace server from the same rules; the bubblewrap backend renders them to ``bwrap`` arguments
+command it runs. :func:`server_policy`, :func:`kernel_policy` and :func:`terminal_policy` build the
+sandboxes of a workspace server from the same rules; the bubblewrap backend renders them to ``bwrap`` arguments
 (``enclave.sandbox.bubblewrap``) and a container backend can read the same objects.
 
 Layout inside a sandbox::
@@ -10,7 +10,8 @@ Layout inside a sandbox::
     /usr, /etc (selected files)    read-only system
     /opt/enclave/env               read-only Python environment (the operator's tools)
     /home/<user>                   the (user, workspace) home: the only writable persistent place
-    /data/<release>                read-only, only the workspace's attached releases (kernel only)
+    /data/<release>                read-only, only the workspace's attached releases (kernels and
+                                   terminals, never the server)
     /tmp                           private tmpfs
     /run/enclave/...               server only: its socket, the hub's and the export service's
                                    sockets, its runtime files; kernels see only their own ipc dir
@@ -37,8 +38,10 @@ WORKSPACE_FILE = f"{RUN}/workspace.json"
 # (no resolv.conf, no host names, no credentials).
 ETC_READONLY = (
     "/etc/alternatives",
+    "/etc/bash.bashrc",
     "/etc/ca-certificates",
     "/etc/fonts",
+    "/etc/inputrc",
     "/etc/ld.so.cache",
     "/etc/localtime",
     "/etc/mime.types",
@@ -180,8 +183,10 @@ def server_policy(
     limits: Limits,
     name: str,
     hub_env: dict[str, str],
+    terminals: bool = False,
 ) -> SandboxPolicy:
-    """The single-user server's sandbox: no /data, no network; sockets under /run/enclave."""
+    """The single-user server's sandbox: no /data, no network; sockets under /run/enclave.
+    ``terminals``: the workspace allows terminals (each then runs in a sandbox of its own)."""
     mounts = _system_mounts(layout.env, identity) + [
         Mount(identity.home, "rw", str(layout.home)),
         Mount(SERVER_RUN, "rw", str(layout.server_run)),
@@ -200,8 +205,19 @@ def server_policy(
         f"--sock={SERVER_SOCKET}",
         f"--ServerApp.root_dir={identity.home}",
     )
+    if terminals:
+        argv += ("--ServerApp.terminals_enabled=True",
+                 "--ServerApp.jpserver_extensions=jupyter_server_terminals=True")
     return SandboxPolicy(name=name, argv=argv, identity=identity, limits=limits,
                          mounts=tuple(mounts), env=env, workdir=identity.home)
+
+
+def _workspace_mounts(server: SandboxPolicy, layout: SandboxLayout) -> list[Mount]:
+    """What code of the workspace sees: the system, the home and the releases under /data."""
+    identity = server.identity
+    return _system_mounts(layout.env, identity) + [Mount(identity.home, "rw", str(layout.home))] + [
+        Mount(f"/data/{name}", "ro", str(src)) for src, name in layout.data
+    ]
 
 
 def kernel_policy(server: SandboxPolicy, layout: SandboxLayout, kernel_id: str,
@@ -211,11 +227,7 @@ def kernel_policy(server: SandboxPolicy, layout: SandboxLayout, kernel_id: str,
     ``workspace_env``: the workspace's settings for code in the kernel (ACRO's thresholds)."""
     identity = server.identity
     ipc = f"{KERNELS_DIR}/{kernel_id}"
-    mounts = _system_mounts(layout.env, identity) + [
-        Mount(identity.home, "rw", str(layout.home)),
-        Mount(ipc, "rw", str(layout.kernels / kernel_id)),
-    ]
-    mounts += [Mount(f"/data/{name}", "ro", str(src)) for src, name in layout.data]
+    mounts = _workspace_mounts(server, layout) + [Mount(ipc, "rw", str(layout.kernels / kernel_id))]
     argv = (
         f"{ENV_MOUNT}/bin/python", "-m", "ipykernel_launcher",
         "-f", f"{ipc}/connection.json", "--transport=ipc",
@@ -225,3 +237,17 @@ def kernel_policy(server: SandboxPolicy, layout: SandboxLayout, kernel_id: str,
     env = _base_env(identity) | workspace_env | {"MPLBACKEND": "module://matplotlib_inline.backend_inline"}
     return SandboxPolicy(name=f"{server.name}-kernel-{kernel_id[:8]}", argv=argv, identity=identity,
                          limits=server.limits, mounts=tuple(mounts), env=env, workdir=identity.home)
+
+
+def terminal_policy(server: SandboxPolicy, layout: SandboxLayout, terminal_id: str,
+                    workspace_env: dict[str, str]) -> SandboxPolicy:
+    """A terminal's sandbox: a kernel's view (home, /data, nothing of the server) running an
+    interactive shell on the pty it is started with. ``setsid --ctty`` makes that pty the shell's
+    controlling terminal, so Ctrl-C and job control work; ``--wait`` keeps the sandbox's first
+    process alive until the shell exits."""
+    identity = server.identity
+    argv = ("/usr/bin/setsid", "--ctty", "--wait", "/bin/bash", "-i")
+    env = _base_env(identity) | workspace_env | {"TERM": "xterm-256color"}
+    return SandboxPolicy(name=f"{server.name}-terminal-{terminal_id[:8]}", argv=argv, identity=identity,
+                         limits=server.limits, mounts=tuple(_workspace_mounts(server, layout)), env=env,
+                         workdir=identity.home)

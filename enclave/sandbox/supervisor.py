@@ -1,26 +1,36 @@
 """The host-side supervisor of one workspace server's sandboxes.
 
 Run by the spawner as ``python -m enclave.sandbox.supervisor SPEC``, as root, outside any sandbox.
-It starts the single-user server's sandbox and, on the server's request, each kernel in a sibling
-sandbox of its own (see :func:`enclave.sandbox.policy.kernel_policy`): the server asks over the
-launcher socket, but this process decides the kernel's command, mounts, identity and environment.
-Killing the supervisor (SIGTERM) stops the server and every kernel and removes the runtime files.
+It starts the single-user server's sandbox and, on the server's request, each kernel and (when the
+workspace allows them) each terminal in a sibling sandbox of its own (see
+:func:`enclave.sandbox.policy.kernel_policy` and :func:`~enclave.sandbox.policy.terminal_policy`):
+the server asks over the launcher socket, but this process decides the command, mounts, identity
+and environment. Killing the supervisor (SIGTERM) stops the server, every kernel and terminal, and
+removes the runtime files.
 
 Launcher protocol: one JSON object per line, one request per connection::
 
     {"op": "prepare" | "start" | "poll" | "signal" | "cleanup", "kernel_id": UUID, ...}
+    {"op": "terminal", "rows": N, "cols": N}
     -> {"ok": true, ...} | {"ok": false, "error": "..."}
+
+The reply to ``terminal`` carries, as SCM_RIGHTS ancillary data, the master side of the pty the
+terminal's shell runs on: the server relays the browser's terminal to it and never runs a shell.
 """
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import logging
 import os
 import shutil
 import signal
+import socket
+import struct
 import sys
+import termios
 import time
 import uuid
 from dataclasses import dataclass, field, replace
@@ -28,11 +38,12 @@ from pathlib import Path
 
 from .bubblewrap import bwrap_argv
 from .limits import SandboxCgroup, apply_rlimits
-from .policy import KERNELS_DIR, SandboxLayout, SandboxPolicy, kernel_policy
+from .policy import KERNELS_DIR, SandboxLayout, SandboxPolicy, kernel_policy, terminal_policy
 
 log = logging.getLogger("enclave.supervisor")
 
 MAX_KERNELS = 8
+MAX_TERMINALS = 8
 # Signals the server may ask to deliver to one of its kernels.
 KERNEL_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGKILL, signal.SIGHUP, signal.SIGQUIT}
 STOP_GRACE_SECONDS = 5
@@ -58,9 +69,12 @@ class Supervisor:
     layout: SandboxLayout
     bwrap: str
     kernel_env: dict[str, str] = field(default_factory=dict)
+    # The workspace allows terminals; otherwise the terminal operation is refused.
+    terminals_allowed: bool = False
     cgroup: SandboxCgroup | None = None
     server: Sandboxed | None = None
     kernels: dict[str, Sandboxed] = field(default_factory=dict)
+    terminals: dict[str, Sandboxed] = field(default_factory=dict)
 
     # -- set-up --
 
@@ -83,7 +97,8 @@ class Supervisor:
         # Named by uid too: unique on the host even across hubs.
         self.cgroup = SandboxCgroup.create(f"{self.server_policy.name}-{uid}", self.server_policy.limits)
 
-    async def _start(self, policy: SandboxPolicy, files: Path, log_path: Path) -> Sandboxed:
+    async def _start(self, policy: SandboxPolicy, files: Path, log_path: Path, tty: int | None = None) -> Sandboxed:
+        """Start one sandbox; its output goes to ``log_path``, or it runs on the pty slave ``tty``."""
         read_fd, write_fd = os.pipe()
         argv = bwrap_argv(policy, self.bwrap, files, info_fd=write_fd)
         cgroup = self.cgroup
@@ -94,8 +109,9 @@ class Supervisor:
             apply_rlimits(policy.limits, with_memory=cgroup is None)
 
         with open(log_path, "ab") as out:
+            stdin, stdout = (tty, tty) if tty is not None else (asyncio.subprocess.DEVNULL, out)
             proc = await asyncio.create_subprocess_exec(
-                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out, env=policy.env,
+                *argv, stdin=stdin, stdout=stdout, stderr=stdout, env=policy.env,
                 pass_fds=(write_fd,), preexec_fn=in_child,
             )
         os.close(write_fd)
@@ -164,17 +180,60 @@ class Supervisor:
             return {}
         raise ValueError(f"unknown operation {op!r}")
 
+    # -- the launcher: terminals on the server's request --
+
+    async def open_terminal(self, request: dict) -> tuple[dict, int]:
+        """Start a terminal sandbox on a new pty; return the reply and the pty's master side."""
+        if not self.terminals_allowed:
+            raise ValueError("this workspace does not allow terminals")
+        for ended in [k for k, t in self.terminals.items() if t.process.returncode is not None]:
+            del self.terminals[ended]
+            shutil.rmtree(self.layout.run / "files" / f"terminal-{ended}", ignore_errors=True)
+        if len(self.terminals) >= MAX_TERMINALS:
+            raise ValueError(f"at most {MAX_TERMINALS} terminals per workspace server")
+        rows, cols = request.get("rows"), request.get("cols")
+        terminal_id = str(uuid.uuid4())
+        master, slave = os.openpty()
+        try:
+            if all(isinstance(n, int) and 0 < n < 10000 for n in (rows, cols)):
+                fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+            policy = terminal_policy(self.server_policy, self.layout, terminal_id, self.kernel_env)
+            self.terminals[terminal_id] = await self._start(
+                policy, self.layout.run / "files" / f"terminal-{terminal_id}", Path(os.devnull), tty=slave)
+        except BaseException:
+            os.close(master)
+            raise
+        finally:
+            os.close(slave)
+        return {"terminal_id": terminal_id}, master
+
     async def serve_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        fd = None
         try:
             line = await reader.readline()
             try:
-                reply = {"ok": True, **await self.handle(json.loads(line))}
+                request = json.loads(line)
+                if not isinstance(request, dict):
+                    raise ValueError("a launcher request is a JSON object")
+                if request.get("op") == "terminal":
+                    reply, fd = await self.open_terminal(request)
+                    reply = {"ok": True, **reply}
+                else:
+                    reply = {"ok": True, **await self.handle(request)}
             except (ValueError, RuntimeError, OSError, json.JSONDecodeError) as exc:
                 log.warning("launcher request refused: %s", exc)
                 reply = {"ok": False, "error": str(exc)}
-            writer.write(json.dumps(reply).encode() + b"\n")
-            await writer.drain()
+            data = json.dumps(reply).encode() + b"\n"
+            if fd is None:
+                writer.write(data)
+                await writer.drain()
+            else:
+                # The pty travels with the reply (SCM_RIGHTS); asyncio's transport cannot send it.
+                with socket.socket(fileno=os.dup(writer.get_extra_info("socket").fileno())) as conn:
+                    socket.send_fds(conn, [data], [fd])
         finally:
+            if fd is not None:
+                os.close(fd)
             writer.close()
 
     # -- life cycle --
@@ -201,9 +260,13 @@ class Supervisor:
         return self.server.process.returncode or 0
 
     async def shutdown(self) -> None:
-        running = [s for s in [self.server, *self.kernels.values()] if s and s.process.returncode is None]
+        running = [s for s in [self.server, *self.kernels.values(), *self.terminals.values()]
+                   if s and s.process.returncode is None]
         for s in running:
             s.signal(signal.SIGTERM)
+        # A shell has nothing to save, and its sandbox's first process ignores SIGTERM.
+        for t in self.terminals.values():
+            t.signal(signal.SIGKILL)
         try:
             await asyncio.wait_for(asyncio.gather(*(s.process.wait() for s in running)), STOP_GRACE_SECONDS)
         except TimeoutError:
@@ -263,6 +326,7 @@ def load_spec(path: Path) -> Supervisor:
         ),
         bwrap=spec["bwrap"],
         kernel_env=spec["kernel_env"],
+        terminals_allowed=bool(spec.get("terminals", False)),
     )
 
 

@@ -32,7 +32,9 @@ def test_values_within_bounds_are_taken():
 
 
 @pytest.mark.parametrize("raw, message", [
-    ({"terminals": True}, "unknown guard setting(s): terminals"),
+    ({"terminal": True}, "unknown guard setting(s): terminal"),
+    ({"terminals": "yes"}, "guard setting 'terminals' must be bool"),
+    ({"terminals": 1}, "guard setting 'terminals' must be bool"),
     ({"upload_max_mb": 500}, "'upload_max_mb' must be within"),
     ({"output_cell_max_kb": "2048"}, "'output_cell_max_kb' must be int"),
     ({"read_max_mb": True}, "'read_max_mb' must be float"),

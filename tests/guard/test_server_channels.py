@@ -6,6 +6,7 @@ asserts both the refusal and that none of the file's bytes came back.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import importlib.util
 import json
@@ -14,6 +15,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from tornado.httpclient import HTTPRequest
+from tornado.websocket import websocket_connect
 
 # The server helpers live in this folder's conftest.py.
 _spec = importlib.util.spec_from_file_location("guard_conftest", Path(__file__).with_name("conftest.py"))
@@ -21,6 +24,7 @@ _conftest = importlib.util.module_from_spec(_spec)
 sys.modules["guard_conftest"] = _conftest
 _spec.loader.exec_module(_conftest)
 start_server = _conftest.start_server
+stop_server = _conftest.stop_server
 
 SECRET = "id,name,income\n1,Ada Lovelace,91234\n2,Alan Turing,88765\n"
 MARK = "Ada Lovelace"
@@ -222,6 +226,30 @@ def test_terminals_are_refused(guard_server):
         assert r.status_code == 403, url
 
 
+async def test_an_allowed_terminal_never_runs_a_shell_in_the_server(tmp_path):
+    """Terminals on, with the guarded manager but no sandbox supervisor to ask: the terminal says
+    it could not be opened and ends; the server does not fall back to a shell of its own."""
+    server = start_server(tmp_path, {"terminals": True}, [
+        "--ServerApp.terminals_enabled=True", "--ServerApp.jpserver_extensions", "jupyter_server_terminals=True",
+        # A shell command the guard must ignore.
+        "--ServerApp.terminado_settings=shell_command=['/bin/sh']"])
+    try:
+        r = server.request("POST", "api/terminals")
+        assert r.status_code == 200, r.text
+        url = server.url.replace("http://", "ws://") + f"/terminals/websocket/{r.json()['name']}"
+        conn = await websocket_connect(HTTPRequest(url, headers={"Authorization": f"token {server.token}"}))
+        received = []
+        while (msg := await asyncio.wait_for(conn.read_message(), 30)) is not None:
+            kind, *rest = json.loads(msg)
+            received.append(rest[0] if kind == "stdout" else "")
+            if kind == "disconnect":
+                break
+        assert "enclave: this terminal could not be opened" in "".join(received)
+        conn.close()
+    finally:
+        stop_server(server)
+
+
 def test_client_events_are_refused(guard_server):
     r = guard_server.request("POST", "api/events", json={
         "schema_id": "https://events.jupyter.org/jupyter_server/contents_service/v1", "version": "1",
@@ -333,7 +361,15 @@ def test_export_request_without_the_review_service_fails_clearly(guard_server):
           "jupyter_server.services.kernels.connection.channels.ZMQChannelsWebsocketConnection"],
      "kernel_websocket_connection_class is not the guarded connection"),
     ({}, ["--ServerApp.jpserver_extensions", "jupyter_server_terminals=True"], "outside the allow-list"),
-    ({"terminals": True}, [], "unknown guard setting(s): terminals"),
+    ({}, ["--ServerApp.terminals_enabled=True"], "terminals are enabled but the workspace does not allow them"),
+    ({"terminals": True}, [], "the workspace allows terminals but ServerApp.terminals_enabled is off"),
+    # A terminal manager that would run a shell inside the server itself.
+    ({"terminals": True}, ["--ServerApp.terminals_enabled=True", "--ServerApp.jpserver_extensions",
+                           "jupyter_server_terminals=True",
+                           "--TerminalsExtensionApp.terminal_manager_class="
+                           "jupyter_server_terminals.terminalmanager.TerminalManager"],
+     "terminal_manager_class is not the guarded one"),
+    ({"terminal": True}, [], "unknown guard setting(s): terminal"),
 ])
 def test_server_refuses_to_start_without_the_guard_in_force(tmp_path, guard, args, reason):
     with pytest.raises(RuntimeError, match="exited") as exc:

@@ -53,6 +53,9 @@ class GuardSettings:
     output_cell_max_kb: int = 2048
     # Largest file that may be submitted for export review, in MiB.
     export_max_mb: float = 16.0
+    # Terminals, each in a sandbox of its own beside the kernels' (same view: home and /data),
+    # with input recorded and output held to the per-execution budget (an "execution" is a line).
+    terminals: bool = False
     acro: AcroThresholds = field(default_factory=AcroThresholds)
 
     @property
@@ -107,8 +110,11 @@ def parse_guard_settings(raw: dict | None) -> GuardSettings:
         if name == "acro":
             values["acro"] = parse_acro(value)
             continue
-        expected = int if name.endswith("_kb") else float
+        expected = bool if name == "terminals" else int if name.endswith("_kb") else float
         _check_type(name, value, expected)
+        if expected is bool:
+            values[name] = value
+            continue
         low, high = _BOUNDS[name]
         if not low <= value <= high:
             raise GuardSettingsError(f"guard setting '{name}' must be within [{low}, {high}], got {value!r}")
@@ -246,16 +252,31 @@ CLOSED_ROUTES = {
     r"nbconvert/.*": "notebook conversion",
     r"api/nbconvert.*": "notebook conversion",
     r"api/events": "client-sent events",
-    r"api/terminals.*": "terminals",
-    r"terminals/.*": "terminals",
     r"proxy/.*": "proxied ports",
     r"lab/api/extensions.*": "the extension manager",
     r"lab/api/plugins.*": "the plugin manager",
 }
 
+# Closed as well unless the workspace enables terminals.
+TERMINAL_ROUTES = {
+    r"api/terminals.*": "terminals",
+    r"terminals/.*": "terminals",
+}
+
+
+def closed_routes(settings: GuardSettings) -> dict[str, str]:
+    return CLOSED_ROUTES | ({} if settings.terminals else TERMINAL_ROUTES)
+
+
 # Server extensions that may load. Any other enabled extension (say, a package that ships a
 # jupyter_server_config.d file) stops the server. enclave_singleuser is the hub launcher itself.
 SERVER_EXTENSIONS = frozenset({"enclave_guard", "enclave_singleuser", "jupyterlab"})
+TERMINAL_EXTENSION = "jupyter_server_terminals"
+
+
+def server_extensions(settings: GuardSettings) -> frozenset[str]:
+    return SERVER_EXTENSIONS | ({TERMINAL_EXTENSION} if settings.terminals else set())
+
 
 # -- JupyterLab --------------------------------------------------------------------------------
 
@@ -271,7 +292,6 @@ DISABLED_LAB_PLUGINS = (
     "@jupyterlab/notebook-extension:export",
     "@jupyterlab/notebook-extension:copy-output",
     "@jupyterlab/apputils-extension:print",
-    "@jupyterlab/terminal-extension",
     "@jupyterlab/extensionmanager-extension",
     "@jupyterlab/pluginmanager-extension",
     "@jupyterlab/javascript-extension",
@@ -281,6 +301,13 @@ DISABLED_LAB_PLUGINS = (
     # Asks to fetch news from the Internet, which the sandbox cannot reach and the CSP blocks.
     "@jupyterlab/apputils-extension:announcements",
 )
+
+TERMINAL_LAB_PLUGINS = ("@jupyterlab/terminal-extension",)
+
+
+def disabled_lab_plugins(settings: GuardSettings) -> tuple[str, ...]:
+    return DISABLED_LAB_PLUGINS + (() if settings.terminals else TERMINAL_LAB_PLUGINS)
+
 
 # The Lab page's Content-Security-Policy. JupyterLab needs inline styles and 'unsafe-eval'
 # (its JSON-schema validator compiles schemas); everything that could carry data elsewhere is
