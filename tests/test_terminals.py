@@ -1,7 +1,9 @@
-"""Terminals: off unless the workspace allows them; then each runs in a sandbox of its own.
+"""Per-workspace guard settings, and terminals: off unless the workspace allows them; then each
+runs in a sandbox of its own.
 
 Against the session hub (``conftest.py``): dave operates workspace ``gamma``, whose guard settings
-(set with the CLI, as an admin would) allow terminals and hold output to 64 KiB per command. Every
+(set with the CLI, as an admin would) allow terminals, hold output to 64 KiB per command and raise
+the upload limit. Every
 terminal is driven over its websocket through the proxy, as JupyterLab's terminal does.
 """
 
@@ -31,7 +33,7 @@ def dave(enclave):
     workspaces.add_member(settings, "gamma", "dave", "operator")
     workspaces.attach(settings, "gamma", "households@1", by="tests")
     r = enclave.enclave("workspace", "set-guard", "gamma", "terminals=true", "output_message_max_kb=16",
-                        f"output_cell_max_kb={BUDGET_KB}")
+                        f"output_cell_max_kb={BUDGET_KB}", "upload_max_mb=2.5")
     assert r.returncode == 0, r.stderr
     session = enclave.login("dave", PASSWORD)
     assert session.start("gamma").status_code == 200
@@ -79,8 +81,18 @@ def test_guard_settings_are_checked_by_the_guard_and_nothing_changes_on_error(en
     r = enclave.enclave("workspace", "set-guard", "nowhere", "terminals=true")
     assert r.returncode != 0 and "no workspace named 'nowhere'" in r.stderr
     assert enclave.enclave("workspace", "list").stdout == before
-    assert (f'guard:     {{"output_cell_max_kb": {BUDGET_KB}, "output_message_max_kb": 16, "terminals": true}}'
-            in before)
+    assert (f'guard:     {{"output_cell_max_kb": {BUDGET_KB}, "output_message_max_kb": 16, "terminals": true,'
+            ' "upload_max_mb": 2.5}' in before)
+
+
+def test_guard_settings_reach_the_workspace_s_server(dave, alice, alice_kernel):
+    def upload_limit(session, ws):
+        r = session.http.get(f"{session.server_url(ws)}/enclave/api/uploads")
+        assert r.status_code == 200, r.text
+        return r.json()["max_bytes"]
+
+    assert upload_limit(dave, "gamma") == int(2.5 * 1024 * 1024)
+    assert upload_limit(alice, "alpha") == 1024 * 1024  # the default, where nothing is set
 
 
 # -- a terminal is a sandbox of its own -----------------------------------------------------------
@@ -186,3 +198,39 @@ def test_terminal_plugins_follow_the_workspace(enclave, dave, alice_kernel, alic
     alpha = page_config(alice, "alpha")
     assert "@jupyterlab/terminal-extension" in alpha["disabledExtensions"]
     assert "@jupyterlab/terminal-extension" in alpha["lockedExtensions"]
+
+
+# -- in JupyterLab ------------------------------------------------------------------------------
+
+
+@pytest.mark.browser
+async def test_terminal_opens_and_runs_in_jupyterlab(enclave, dave):
+    """In chromium, under the guard's CSP: the launcher offers a terminal, typing in it runs
+    commands in the terminal sandbox (the file it writes is the operator's own)."""
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path="/usr/bin/chromium", args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync"])
+        try:
+            page = await browser.new_page()
+            page.set_default_timeout(90_000)
+            await page.goto(f"{enclave.url}/hub/login")
+            await page.fill("input[name=username]", "dave")
+            await page.fill("input[name=password]", PASSWORD)
+            await page.click("#login_submit")
+            await page.wait_for_url("**/hub/home**")
+            await page.goto(f"{enclave.url}/user/dave/gamma/lab")
+            await page.locator(".jp-LauncherCard[title='Start a new terminal session']").click()
+            await page.locator(".jp-Terminal .xterm-helper-textarea").wait_for(state="attached")
+            await page.locator(".jp-Terminal").click()
+            await page.keyboard.type("wc -l < /data/households@1/table.csv > from-the-browser.txt\n")
+
+            def written():
+                r = dave.server_api("gamma", "GET", "/contents/from-the-browser.txt")
+                return r.status_code == 200 and r.json()["content"].strip() == "2"
+
+            wait_for(written, 60, "the browser's terminal to write the file")
+        finally:
+            await browser.close()
