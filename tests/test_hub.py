@@ -71,6 +71,13 @@ def test_default_server_is_not_offered(alice, enclave):
     assert 'id="workspaces"' in home and "alpha" in home and "beta" not in home
 
 
+def test_navigation_offers_no_token_page_to_operators(alice, enclave):
+    """Operators may not create API tokens (enclave/rbac.py), so the page is not offered."""
+    home = alice.http.get(f"{enclave.url}/hub/home").text
+    assert 'href="/hub/home"' in home and 'href="/hub/token"' not in home
+    assert 'href="/services/exports/"' in home  # the services menu is kept
+
+
 def test_spawn_failure_shows_its_reason(enclave):
     hub = enclave
     # A release is attached, then disappears from the store: the spawn must say which.
