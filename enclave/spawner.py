@@ -88,6 +88,7 @@ class SandboxSpawner(Spawner):
             exports_socket_dir=s.run_dir / "exports",
             audit=s.home / "audit" / "sandboxes" / self.user.name / ws.name,
             data=tuple(workspaces.data_mounts(s, ws)),
+            lab_state=s.home / "lab-state" / self.user.name / ws.name,
         )
 
     def _workspace(self) -> workspaces.WorkspaceView:
@@ -148,6 +149,7 @@ class SandboxSpawner(Spawner):
                 "hub_socket_dir": str(layout.hub_socket_dir),
                 "exports_socket_dir": str(layout.exports_socket_dir),
                 "audit": str(layout.audit),
+                "lab_state": str(layout.lab_state),
                 "data": [[str(src), name] for src, name in layout.data],
             },
             "bwrap": s.sandbox.bwrap,

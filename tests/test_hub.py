@@ -125,6 +125,28 @@ def test_stopping_removes_the_sandbox(enclave):
     assert trails and any("audited cell" in t.read_text() for t in trails)
 
 
+def test_jupyterlab_settings_outlive_the_sandbox(enclave):
+    """Lab settings (theme, editor…) are kept hub-side per (user, workspace), out of the kernel's reach."""
+    bob = enclave.login("bob", PASSWORD)
+    setting = "/lab/api/settings/@jupyterlab/apputils-extension:themes"
+
+    def lab_api(method, **kw):
+        xsrf = bob.http.cookies.get("_xsrf", path="/user/bob/alpha/") or ""
+        return bob.http.request(method, bob.server_url("alpha") + setting, headers={"X-XSRFToken": xsrf}, **kw)
+
+    assert bob.start("alpha").status_code == 200
+    assert lab_api("PUT", json={"raw": '{"theme": "JupyterLab Dark"}'}).status_code == 204
+    k = bob.kernel("alpha")
+    assert k.value("import os, json\nprint(json.dumps(os.path.exists('/run/enclave/server/lab')))") is False
+    k.close()
+    bob.stop("alpha")
+    assert bob.start("alpha").status_code == 200
+    try:
+        assert '"JupyterLab Dark"' in lab_api("GET").json()["raw"]
+    finally:
+        bob.stop("alpha")
+
+
 def test_idle_sandboxes_are_culled(hub_factory):
     hub = hub_factory("culling", ENCLAVE_SANDBOX__IDLE_TIMEOUT="6", ENCLAVE_SANDBOX__CULL_EVERY="2")
     seed(hub)

@@ -17,12 +17,14 @@ from enclave.sandbox.bubblewrap import bwrap_argv
 from enclave.sandbox.policy import (
     EXPORTS_SOCKET_DIR,
     HUB_SOCKET_DIR,
+    LAB_STATE,
     SERVER_RUN,
     Identity,
     Limits,
     SandboxLayout,
     kernel_policy,
     server_policy,
+    terminal_policy,
 )
 from enclave.spawner import unix_socket_url
 
@@ -34,7 +36,7 @@ def layout(tmp_path):
     return SandboxLayout(
         env=REPO / ".venv-sandbox", home=tmp_path / "home", run=tmp_path / "run",
         hub_socket_dir=tmp_path / "hub", exports_socket_dir=tmp_path / "exports", audit=tmp_path / "audit",
-        data=((tmp_path / "releases" / "r@1" / "data", "r@1"),),
+        data=((tmp_path / "releases" / "r@1" / "data", "r@1"),), lab_state=tmp_path / "lab-state",
     )
 
 
@@ -48,13 +50,23 @@ def server(layout):
 def test_kernel_policy_has_none_of_the_servers_sockets_runtime_or_token(server, layout):
     kernel = kernel_policy(server, layout, KERNEL_ID, {})
     targets = {m.target for m in kernel.mounts}
-    for private in (SERVER_RUN, HUB_SOCKET_DIR, EXPORTS_SOCKET_DIR, "/run/enclave/workspace.json"):
+    for private in (SERVER_RUN, LAB_STATE, HUB_SOCKET_DIR, EXPORTS_SOCKET_DIR, "/run/enclave/workspace.json"):
         assert private in {m.target for m in server.mounts}
         assert private not in targets
     assert f"/run/enclave/kernels/{KERNEL_ID}" in targets and "/run/enclave/kernels" not in targets
     assert not any(k.startswith("JUPYTERHUB") or k.startswith("JPY") for k in kernel.env)
     assert "secret-token" not in repr(kernel)
     assert kernel.identity == server.identity and kernel.limits == server.limits
+
+
+def test_terminal_policy_is_a_kernel_s_view_without_any_runtime_dir(server, layout):
+    terminal = terminal_policy(server, layout, KERNEL_ID, {"ENCLAVE_ACRO_THRESHOLDS": "{}"})
+    kernel = kernel_policy(server, layout, KERNEL_ID, {})
+    assert not any(m.target.startswith("/run/") for m in terminal.mounts)
+    assert {m for m in kernel.mounts if not m.target.startswith("/run/")} == set(terminal.mounts)
+    assert not any(k.startswith("JUPYTERHUB") or k.startswith("JPY") for k in terminal.env)
+    assert "secret-token" not in repr(terminal) and terminal.env["ENCLAVE_ACRO_THRESHOLDS"] == "{}"
+    assert terminal.identity == server.identity and terminal.limits == server.limits
 
 
 def test_only_the_kernel_sees_data_and_only_read_only(server, layout):
@@ -69,7 +81,7 @@ def test_writable_mounts_are_only_home_tmp_and_own_runtime(server, layout):
     assert {m.target for m in kernel.mounts if m.kind in ("rw", "tmpfs")} == {
         "/home/alice", "/tmp", f"/run/enclave/kernels/{KERNEL_ID}"}
     assert {m.target for m in server.mounts if m.kind in ("rw", "tmpfs")} == {
-        "/home/alice", "/tmp", SERVER_RUN, "/run/enclave/kernels"}
+        "/home/alice", "/tmp", SERVER_RUN, LAB_STATE, "/run/enclave/kernels"}
 
 
 def test_bwrap_command_has_no_network_and_drops_to_the_sandbox_uid(server, tmp_path):

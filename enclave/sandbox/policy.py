@@ -14,7 +14,9 @@ Layout inside a sandbox::
                                    terminals, never the server)
     /tmp                           private tmpfs
     /run/enclave/...               server only: its socket, the hub's and the export service's
-                                   sockets, its runtime files; kernels see only their own ipc dir
+                                   sockets, its runtime files, its JupyterLab settings and layouts
+                                   (kept on the hub side between starts); kernels see only their
+                                   own ipc dir
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ ENV_MOUNT = "/opt/enclave/env"
 RUN = "/run/enclave"
 SERVER_RUN = f"{RUN}/server"
 SERVER_SOCKET = f"{SERVER_RUN}/jupyter.sock"
+# JupyterLab's user settings and workspaces (LabApp.user_settings_dir / workspaces_dir in the guard's
+# system config): out of the home, where kernel code could write settings that Lab serves back.
+LAB_STATE = f"{SERVER_RUN}/lab"
 LAUNCHER_SOCKET = f"{SERVER_RUN}/launcher.sock"
 KERNELS_DIR = f"{RUN}/kernels"
 HUB_SOCKET_DIR = f"{RUN}/hub"
@@ -119,6 +124,7 @@ class SandboxLayout:
     exports_socket_dir: Path
     audit: Path  # where the server's audit trail is kept once the sandbox stops
     data: tuple[tuple[Path, str], ...]  # (host folder, name under /data)
+    lab_state: Path  # JupyterLab settings and layouts of this (user, workspace), kept between starts
 
     @property
     def server_run(self) -> Path:
@@ -190,6 +196,7 @@ def server_policy(
     mounts = _system_mounts(layout.env, identity) + [
         Mount(identity.home, "rw", str(layout.home)),
         Mount(SERVER_RUN, "rw", str(layout.server_run)),
+        Mount(LAB_STATE, "rw", str(layout.lab_state)),
         Mount(KERNELS_DIR, "rw", str(layout.kernels)),
         Mount(HUB_SOCKET_DIR, "ro", str(layout.hub_socket_dir)),
         Mount(EXPORTS_SOCKET_DIR, "ro", str(layout.exports_socket_dir)),

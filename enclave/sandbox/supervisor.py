@@ -80,9 +80,10 @@ class Supervisor:
 
     def prepare(self) -> None:
         uid, gid = self.server_policy.identity.uid, self.server_policy.identity.gid
-        self.layout.home.mkdir(parents=True, exist_ok=True)
-        os.chown(self.layout.home, uid, gid)
-        self.layout.home.chmod(0o700)
+        for d in (self.layout.home, self.layout.lab_state):
+            d.mkdir(parents=True, exist_ok=True)
+            os.chown(d, uid, gid)
+            d.chmod(0o700)
         # The runtime dir is root's; the server owns only its own part. kernels/ stays root's so
         # the server cannot swap a kernel's directory for a link to somewhere else on the host.
         for d, owner, mode in (
@@ -323,6 +324,7 @@ def load_spec(path: Path) -> Supervisor:
             hub_socket_dir=Path(layout["hub_socket_dir"]),
             exports_socket_dir=Path(layout["exports_socket_dir"]), audit=Path(layout["audit"]),
             data=tuple((Path(src), name) for src, name in layout["data"]),
+            lab_state=Path(layout["lab_state"]),
         ),
         bwrap=spec["bwrap"],
         kernel_env=spec["kernel_env"],
