@@ -53,9 +53,19 @@ def sandbox_uid(hub, user: str, ws: str) -> int:
     return spec["server"]["identity"]["uid"]
 
 
+def cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:  # it has just exited
+        return b""
+
+
 def shells_of_uid(uid: int) -> list[int]:
-    return [pid for pid in processes_of_uid(uid)
-            if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"/bin/bash\0-i")]
+    return [pid for pid in processes_of_uid(uid) if cmdline(pid).startswith(b"/bin/bash\0-i")]
+
+
+def sleepers_of_uid(uid: int) -> list[int]:
+    return [pid for pid in processes_of_uid(uid) if cmdline(pid) == b"sleep\x004242\x00"]
 
 
 def audit_records(hub, user: str, ws: str) -> list[dict]:
@@ -159,10 +169,13 @@ def test_closing_a_terminal_ends_its_sandbox(enclave, dave):
     uid = sandbox_uid(enclave, "dave", "gamma")
     before = set(shells_of_uid(uid))
     t = dave.terminal("gamma")
-    t.run("true")
+    # A process that leaves the shell's session and ignores hang-ups goes with the sandbox too.
+    t.run("(setsid nohup sleep 4242 >/dev/null 2>&1 &)")
     (mine,) = set(shells_of_uid(uid)) - before
+    assert sleepers_of_uid(uid)
     assert dave.server_api("gamma", "DELETE", f"/terminals/{t.name}").status_code == 204
     wait_for(lambda: mine not in shells_of_uid(uid), 30, "the terminal's shell to end")
+    wait_for(lambda: not sleepers_of_uid(uid), 30, "the terminal's detached process to end")
     t.close()
     # `exit` in the shell ends the sandbox and closes the terminal in the browser.
     t = dave.terminal("gamma")
