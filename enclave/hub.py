@@ -151,7 +151,10 @@ def configure(c, settings: Settings) -> None:
     c.JupyterHub.hub_socket_mode = 0o666
 
     c.JupyterHub.proxy_class = "enclave.proxy.UnixSocketProxy"
-    c.ConfigurableHTTPProxy.command = [str(REPO_ROOT / "node_modules" / ".bin" / "configurable-http-proxy")]
+    c.ConfigurableHTTPProxy.command = [
+        shutil.which("node") or "node", "--import", str(Path(__file__).with_name("proxy_unix_keepalive.mjs")),
+        str(REPO_ROOT / "node_modules" / ".bin" / "configurable-http-proxy"),
+    ]
     c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{settings.hub.proxy_api_port}"
     c.ConfigurableHTTPProxy.auth_token = _secret_file(settings.secrets_dir / "proxy_auth_token", 32)
     c.ConfigurableHTTPProxy.pid_file = str(settings.hub_dir / "proxy.pid")
