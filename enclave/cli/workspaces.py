@@ -60,19 +60,23 @@ def attach(ctx, workspace_name: str, release: str, columns: str | None, reason: 
     click.echo(f"attached {what} to {workspace_name} (mounted at /data/{release})")
 
 
+def _key_values(items: tuple[str, ...]) -> dict[str, str]:
+    values = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise click.ClickException(f"'{item}' is not KEY=VALUE")
+        values[key] = value
+    return values
+
+
 @workspace.command("set-limits")
 @click.argument("workspace_name", metavar="WS")
 @click.argument("limits", nargs=-1, required=True, metavar="KEY=VALUE...")
 @pass_ctx
 def set_limits(ctx, workspace_name: str, limits: tuple[str, ...]) -> None:
     """Override sandbox limits for WS (memory_mb, pids, cpus, max_file_mb)."""
-    values = {}
-    for item in limits:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise click.ClickException(f"'{item}' is not KEY=VALUE")
-        values[key] = value
-    view = _run(ws.set_limits, ctx.settings, workspace_name, values)
+    view = _run(ws.set_limits, ctx.settings, workspace_name, _key_values(limits))
     click.echo(f"limits of {workspace_name}: {view.limits} (from each sandbox's next start)")
 
 
@@ -84,10 +88,7 @@ def set_guard(ctx, workspace_name: str, items: tuple[str, ...]) -> None:
     """Change what WS's servers let through: terminals, upload_max_mb, read_max_mb,
     output_message_max_kb, output_cell_max_kb, export_max_mb. Values are JSON (true, 2, 0.5)."""
     values = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise click.ClickException(f"'{item}' is not KEY=VALUE")
+    for key, value in _key_values(items).items():
         try:
             values[key] = json.loads(value)
         except ValueError:
