@@ -21,3 +21,15 @@ def upgrade(url: str, script_location: Path) -> None:
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     command.upgrade(alembic_config(url, script_location), "head")
+
+
+def run_online(engine, metadata) -> None:
+    """The body of a migrations ``env.py``: run the pending migrations on ``engine``."""
+    from alembic import context
+
+    with engine.connect() as connection:
+        # render_as_batch: SQLite can only alter tables by copying them.
+        context.configure(connection=connection, target_metadata=metadata, render_as_batch=True)
+        with context.begin_transaction():
+            context.run_migrations()
+    engine.dispose()
