@@ -69,11 +69,19 @@ $(NODE_BIN)/configurable-http-proxy: package.json
 	touch $@
 proxy: $(NODE_BIN)/configurable-http-proxy
 
-# Test-only system dependencies (the browser tests drive Debian's chromium).
+# Test-only system dependencies: Debian's chromium (browser tests), strace (the hostile-home
+# fixture watches what trusted processes open) and PostgreSQL 15's server binaries (tests start
+# their own throwaway cluster).
 test-deps:
-	@if ! command -v chromium >/dev/null; then \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
-	  else echo "The browser tests need Debian's chromium. Run: sudo apt-get install -y chromium"; exit 1; fi; \
+	@missing=""; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v strace >/dev/null || missing="$$missing strace"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else echo "The tests need:$$missing. Run: sudo apt-get install -y$$missing"; exit 1; fi; \
 	fi
 
 clean:

@@ -184,10 +184,11 @@ def configure(c, settings: Settings) -> None:
         c.JupyterHub.services.append({
             "name": rbac.IDLE_CULLER_SERVICE,
             # The culler's HTTP client cannot use the hub's unix socket; it goes through the proxy.
-            "command": [sys.executable, "-m", "jupyterhub_idle_culler",
+            "command": [sys.executable, "-I", "-m", "jupyterhub_idle_culler",
                         f"--url={settings.public_url}/hub/api",
                         f"--timeout={settings.sandbox.idle_timeout}",
                         f"--cull-every={settings.sandbox.cull_every}"],
+            "cwd": "/",
         })
 
 

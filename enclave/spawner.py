@@ -163,7 +163,8 @@ class SandboxSpawner(Spawner):
         socket_path.unlink(missing_ok=True)
         log = open(self._run_dir / "supervisor.log", "ab")
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", SUPERVISOR_MODULE, str(self._spec_path)],
+            # Isolated mode and "/" as working directory: nothing on sys.path that a user can write.
+            [sys.executable, "-I", "-m", SUPERVISOR_MODULE, str(self._spec_path)],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
             cwd="/", env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
         )

@@ -210,6 +210,14 @@ class Session:
         assert r.status_code == 200, r.text
         return Terminal(self, workspace, r.json()["name"])
 
+    def notebook_kernel(self, workspace: str, path: str) -> "Kernel":
+        """A kernel for the notebook at ``path`` (a session, as JupyterLab opens one): it runs in
+        the notebook's folder."""
+        r = self.server_api(workspace, "POST", "/sessions", json={
+            "path": path, "name": path.rsplit("/", 1)[-1], "type": "notebook", "kernel": {"name": "enclave-python"}})
+        assert r.status_code == 201, r.text
+        return Kernel(self, workspace, r.json()["kernel"]["id"])
+
     def kernel(self, workspace: str) -> "Kernel":
         r = self.server_api(workspace, "POST", "/kernels", json={"name": "enclave-python"})
         assert r.status_code == 201, r.text
@@ -235,31 +243,42 @@ class Kernel:
         self.ws = websocket.create_connection(url, header=[f"Cookie: {cookie}"], timeout=120)
         return self.ws
 
-    def run(self, code: str, timeout: float = 120) -> tuple[str, str | None]:
-        """Execute ``code``; return (stdout, "EName: value" of an error or None)."""
+    def request(self, msg_type: str, content: dict, channel: str = "shell", timeout: float = 120) -> list[dict]:
+        """Send one request as JupyterLab does; return every message answering it, in order, until
+        its reply has come and the kernel is idle again."""
         msg_id = uuid.uuid4().hex
         ws = self._connect()
         ws.send(json.dumps({
-            "header": {"msg_id": msg_id, "msg_type": "execute_request", "username": self.session.username,
+            "header": {"msg_id": msg_id, "msg_type": msg_type, "username": self.session.username,
                        "session": self.session_id, "version": "5.3", "date": ""},
-            "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [],
-            "content": {"code": code, "silent": False, "store_history": False, "user_expressions": {},
-                        "allow_stdin": False, "stop_on_error": True},
+            "parent_header": {}, "metadata": {}, "channel": channel, "buffers": [], "content": content,
         }))
-        out, err = [], None
+        answers, replied, idle = [], False, False
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            msg = json.loads(ws.recv())
+        while time.monotonic() < deadline and not (replied and idle):
+            ws.settimeout(max(deadline - time.monotonic(), 0.1))
+            try:
+                msg = json.loads(ws.recv())
+            except websocket.WebSocketTimeoutException:
+                break
             if msg.get("parent_header", {}).get("msg_id") != msg_id:
                 continue
-            kind = msg["msg_type"]
-            if kind == "stream":
-                out.append(msg["content"]["text"])
-            elif kind == "error":
-                err = f"{msg['content']['ename']}: {msg['content']['evalue']}"
-            elif kind == "status" and msg["content"]["execution_state"] == "idle":
-                return "".join(out), err
-        raise TimeoutError(f"no reply to {code!r}")
+            answers.append(msg)
+            replied = replied or msg["msg_type"].endswith("_reply")
+            idle = idle or (msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle")
+        if not (replied and idle):
+            raise TimeoutError(f"no complete answer to {msg_type}: {answers!r}")
+        return answers
+
+    def run(self, code: str, timeout: float = 120) -> tuple[str, str | None]:
+        """Execute ``code``; return (stdout, "EName: value" of an error or None)."""
+        answers = self.request("execute_request", {
+            "code": code, "silent": False, "store_history": False, "user_expressions": {},
+            "allow_stdin": False, "stop_on_error": True}, timeout=timeout)
+        out = [m["content"]["text"] for m in answers if m["msg_type"] == "stream"]
+        errors = [m["content"] for m in answers if m["msg_type"] == "error"]
+        err = f"{errors[-1]['ename']}: {errors[-1]['evalue']}" if errors else None
+        return "".join(out), err
 
     def value(self, expr_code: str):
         """Run code whose last line prints a JSON value; return it decoded."""

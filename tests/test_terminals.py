@@ -61,7 +61,7 @@ def cmdline(pid: int) -> bytes:
 
 
 def shells_of_uid(uid: int) -> list[int]:
-    return [pid for pid in processes_of_uid(uid) if cmdline(pid).startswith(b"/bin/bash\0-i")]
+    return [pid for pid in processes_of_uid(uid) if cmdline(pid).startswith(b"/bin/bash\0--norc")]
 
 
 def sleepers_of_uid(uid: int) -> list[int]:
@@ -118,7 +118,7 @@ def test_terminal_sees_the_workspace_and_nothing_of_the_server(enclave, dave, te
     assert not HUB_TOKEN_VARS.search(terminal.run("env"))
     assert "No such file" in terminal.run("ls /run/enclave 2>&1")
     processes = terminal.run("cat /proc/[0-9]*/cmdline 2>/dev/null | tr '\\0' ' '")
-    assert "enclave_singleuser" not in processes and "setsid --ctty --wait /bin/bash -i" in processes
+    assert "enclave_singleuser" not in processes and "setsid --ctty --wait /bin/bash --norc --noprofile -i" in processes
     uid = sandbox_uid(enclave, "dave", "gamma")
     assert terminal.run("id -u").strip() == str(uid)
     assert terminal.run("grep -E '^(CapEff|NoNewPrivs)' /proc/self/status").split() == [

@@ -19,10 +19,14 @@ def exports_service(settings: Settings) -> dict:
     # Managed services do not inherit the hub's environment: pass on the settings file and overrides.
     environment = {k: v for k, v in os.environ.items() if k.startswith("ENCLAVE_")}
     environment["ENCLAVE_HOME"] = str(settings.home)
+    if "ENCLAVE_CONFIG" in environment:  # it runs from "/": a relative path would point elsewhere
+        environment["ENCLAVE_CONFIG"] = os.path.abspath(environment["ENCLAVE_CONFIG"])
     return {
         "name": EXPORTS_SERVICE,
         "url": f"http://127.0.0.1:{settings.exports.port}",
-        "command": [sys.executable, "-m", "enclave.exports.app"],
+        # Isolated mode from "/": nothing a user can write is on the service's sys.path.
+        "command": [sys.executable, "-I", "-m", "enclave.exports.app"],
+        "cwd": "/",
         "environment": environment,
         "display": True,
         "info": {"description": "Review and release of outputs leaving workspaces"},

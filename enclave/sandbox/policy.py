@@ -168,6 +168,22 @@ def _system_mounts(env: Path, identity: Identity) -> list[Mount]:
     return mounts
 
 
+# Per-start places (the sandbox's own /tmp, a fresh tmpfs each start) for everything a program
+# would otherwise read from, or cache in, the home: configuration, start-up files and caches there
+# are files the operator writes, so none of them may be loaded (a poisoned cache is code: jedi's
+# completion cache is unpickled). See docs/security-model.md, "What each process loads".
+PER_START_DIRS = {
+    "IPYTHONDIR": "/tmp/ipython",
+    "MPLCONFIGDIR": "/tmp/matplotlib",
+    "JUPYTER_CONFIG_DIR": "/tmp/jupyter/config",
+    "JUPYTER_DATA_DIR": "/tmp/jupyter/data",
+    "XDG_CONFIG_HOME": "/tmp/config",
+    "XDG_CACHE_HOME": "/tmp/cache",
+    "XDG_DATA_HOME": "/tmp/data",
+    "XDG_STATE_HOME": "/tmp/state",
+}
+
+
 def _base_env(identity: Identity) -> dict[str, str]:
     return {
         "HOME": identity.home,
@@ -176,11 +192,17 @@ def _base_env(identity: Identity) -> dict[str, str]:
         "PATH": f"{ENV_MOUNT}/bin:/usr/local/bin:/usr/bin:/bin",
         "LANG": "C.UTF-8",
         "SHELL": "/bin/bash",
-        # Code must not load anything from the home: no user site-packages, no Jupyter user config.
+        # Programs started from a terminal: no user site-packages (and no .pth files) from the home.
+        # The sandboxes' own Python processes run in isolated mode (-I), which implies this.
         "PYTHONNOUSERSITE": "1",
-        "MPLCONFIGDIR": "/tmp/matplotlib",
-        "IPYTHONDIR": "/tmp/ipython",
+        **PER_START_DIRS,
     }
+
+
+# The single-user server's home: its own /tmp (a fresh tmpfs that no other sandbox sees), not the
+# operator's home, so that nothing the server or the libraries it loads look for under "~" (Jupyter's
+# user config and data paths, caches) is in a place the operator can write.
+SERVER_HOME = "/tmp/server-home"
 
 
 def server_policy(
@@ -203,12 +225,15 @@ def server_policy(
         Mount(WORKSPACE_FILE, "ro", str(layout.workspace_file)),
     ]
     env = _base_env(identity) | hub_env | {
+        "HOME": SERVER_HOME,
         "JUPYTER_RUNTIME_DIR": f"{SERVER_RUN}/runtime",
         "ENCLAVE_LAUNCHER_SOCKET": LAUNCHER_SOCKET,
         "ENCLAVE_KERNELS_DIR": KERNELS_DIR,
     }
+    # Isolated mode (-I): no working directory or script directory on sys.path, no PYTHON*
+    # variables, no user site; and a working directory the operator cannot write ("/").
     argv = (
-        f"{ENV_MOUNT}/bin/python", "-m", "enclave_singleuser",
+        f"{ENV_MOUNT}/bin/python", "-I", "-m", "enclave_singleuser",
         f"--sock={SERVER_SOCKET}",
         f"--ServerApp.root_dir={identity.home}",
     )
@@ -216,7 +241,7 @@ def server_policy(
         argv += ("--ServerApp.terminals_enabled=True",
                  "--ServerApp.jpserver_extensions=jupyter_server_terminals=True")
     return SandboxPolicy(name=name, argv=argv, identity=identity, limits=limits,
-                         mounts=tuple(mounts), env=env, workdir=identity.home)
+                         mounts=tuple(mounts), env=env, workdir="/")
 
 
 def _workspace_mounts(server: SandboxPolicy, layout: SandboxLayout) -> list[Mount]:
@@ -235,9 +260,16 @@ def kernel_policy(server: SandboxPolicy, layout: SandboxLayout, kernel_id: str,
     identity = server.identity
     ipc = f"{KERNELS_DIR}/{kernel_id}"
     mounts = _workspace_mounts(server, layout) + [Mount(ipc, "rw", str(layout.kernels / kernel_id))]
+    # The kernel works in the notebook's folder (relative paths in notebooks keep working) but, in
+    # isolated mode, does not import from it: ipykernel_launcher and everything it imports at start
+    # or while answering requests come from the read-only environment. Code runs only as a
+    # recorded execution (an operator who wants their own module adds its folder to sys.path in a cell).
+    # Completion without jedi: jedi searches the working directory and its parents for the modules
+    # named in the code being completed, and imports the compiled ones it finds there; IPython's
+    # own completer lists and imports only from sys.path.
     argv = (
-        f"{ENV_MOUNT}/bin/python", "-m", "ipykernel_launcher",
-        "-f", f"{ipc}/connection.json", "--transport=ipc",
+        f"{ENV_MOUNT}/bin/python", "-I", "-m", "ipykernel_launcher",
+        "-f", f"{ipc}/connection.json", "--transport=ipc", "--IPCompleter.use_jedi=False",
     )
     # The kernel's environment is built here, not passed through from the server: no JUPYTERHUB_*
     # token or URL can leak into it.
@@ -251,10 +283,19 @@ def terminal_policy(server: SandboxPolicy, layout: SandboxLayout, terminal_id: s
     """A terminal's sandbox: a kernel's view (home, /data, nothing of the server) running an
     interactive shell on the pty it is started with. ``setsid --ctty`` makes that pty the shell's
     controlling terminal, so Ctrl-C and job control work; ``--wait`` keeps the sandbox's first
-    process alive until the shell exits."""
+    process alive until the shell exits.
+
+    Commands run only as typed (and recorded by the relay): bash reads no start-up file from the
+    home (``--norc --noprofile``), readline takes the system's inputrc (a key binding in
+    ``~/.inputrc`` could type a command the operator never did), and history stays per terminal."""
     identity = server.identity
-    argv = ("/usr/bin/setsid", "--ctty", "--wait", "/bin/bash", "-i")
-    env = _base_env(identity) | workspace_env | {"TERM": "xterm-256color"}
+    argv = ("/usr/bin/setsid", "--ctty", "--wait", "/bin/bash", "--norc", "--noprofile", "-i")
+    env = _base_env(identity) | workspace_env | {
+        "TERM": "xterm-256color",
+        "PS1": r"\u@enclave:\w\$ ",
+        "INPUTRC": "/etc/inputrc",
+        "HISTFILE": "/tmp/bash_history",
+    }
     return SandboxPolicy(name=f"{server.name}-terminal-{terminal_id[:8]}", argv=argv, identity=identity,
                          limits=server.limits, mounts=tuple(_workspace_mounts(server, layout)), env=env,
                          workdir=identity.home)

@@ -1,0 +1,149 @@
+"""The policeman cannot be corrupted: nothing an operator writes runs in the processes that police
+them, or in a kernel outside a recorded execution.
+
+A hub of its own (it is traced with strace): mallory operates ``den`` (the attacks as found, one
+at a time) and ``lair`` (terminals allowed; the hostile home, ``hostile_home.py``).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from enclave_testing import Session
+from hostile_home import MARKER, drive, markers, module_source, opened_planted, plant
+
+from enclave import accounts, workspaces
+from enclave.settings import Settings
+
+PASSWORD = "integrity-password-1"
+RELEASE = "households@1"
+
+
+@pytest.fixture(scope="module")
+def hub(hub_factory):
+    hub = hub_factory("integrity", ENCLAVE_SANDBOX__IDLE_TIMEOUT="0")
+    settings = Settings(home=hub.home)
+    data = hub.home / "releases" / RELEASE / "data"
+    data.mkdir(parents=True)
+    (data / "table.csv").write_text("district,size\nHeping,3\n")
+    accounts.add_user(settings, "mallory", ["operator"], PASSWORD)
+    for ws in ("den", "lair"):
+        workspaces.create(settings, ws)
+        workspaces.add_member(settings, ws, "mallory", "operator")
+        workspaces.attach(settings, ws, RELEASE, by="tests")
+    r = hub.enclave("workspace", "set-guard", "lair", "terminals=true")
+    assert r.returncode == 0, r.stderr
+    hub.start()
+    yield hub
+    hub.stop_all_sandboxes()
+
+
+@pytest.fixture(scope="module")
+def mallory(hub) -> Session:
+    return hub.login("mallory", PASSWORD)
+
+
+def host_home(hub, ws: str):
+    return hub.home / "homes" / "mallory" / ws
+
+
+def assert_guard_in_force(hub, session: Session, ws: str) -> None:
+    """The guard's closures hold and its record keeps every execution."""
+    assert session.http.get(f"{session.server_url(ws)}/files/anything.py").status_code == 403
+    assert session.server_api(ws, "GET", "/contents/table.csv?format=base64").status_code in (403, 404)
+    kernel = session.kernel(ws)
+    out, err = kernel.run("print('Z' * 5_000_000)")
+    assert err is None and out.count("Z") <= 2048 * 1024 and "output withheld" in out
+    kernel.run("marker = 'recorded-execution'")
+    kernel.close()
+    trail = hub.home / "run" / "sandboxes" / "mallory" / ws / "server" / "audit.jsonl"
+    codes = [json.loads(line).get("code") for line in trail.read_text().splitlines()]
+    assert "marker = 'recorded-execution'" in codes
+
+
+def restart(session: Session, ws: str) -> None:
+    session.stop(ws)
+    assert session.start(ws).status_code == 200
+
+
+# -- the attacks as they were found -------------------------------------------------------------
+
+
+def test_a_module_saved_through_the_contents_api_does_not_run_in_the_server(hub, mallory):
+    """A .py (an allowed type) saved into the home under the name of a module the server imports
+    at start (the guard imports nh3) ran inside the server when the home was its working directory."""
+    assert mallory.start("den").status_code == 200
+    r = mallory.server_api("den", "PUT", "/contents/nh3.py",
+                           json={"type": "file", "format": "text", "content": module_source("nh3")})
+    assert r.status_code in (200, 201), r.text
+    restart(mallory, "den")
+    assert markers(host_home(hub, "den")) == []
+    assert_guard_in_force(hub, mallory, "den")
+
+
+def test_a_launcher_saved_in_the_home_does_not_start_the_kernel(hub, mallory):
+    """An ``ipykernel_launcher.py`` in the folder a kernel starts in replaced the kernel with one that
+    ran code sent as ``complete_request``, outside any recorded execution."""
+    if not mallory.server_api("den", "GET", "/status").ok:
+        assert mallory.start("den").status_code == 200
+    r = mallory.server_api("den", "PUT", "/contents/ipykernel_launcher.py",
+                           json={"type": "file", "format": "text", "content": module_source("ipykernel_launcher")})
+    assert r.status_code in (200, 201), r.text
+    kernel = mallory.kernel("den")
+    answers = kernel.request("complete_request", {"code": "import o", "cursor_pos": 8})
+    assert [m for m in answers if m["msg_type"] == "complete_reply"][0]["content"]["status"] == "ok"
+    kernel.close()
+    assert [m for m in markers(host_home(hub, "den")) if "ipykernel_launcher" in m] == []
+
+
+# -- the hostile home ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def hostile(hub, mallory, tmp_path_factory):
+    """Two rounds on ``lair``: discover what the sandbox's processes load, plant it all, drive again."""
+    traces = tmp_path_factory.mktemp("traces")
+    seen = drive(hub, mallory, "lair", traces / "discovery.txt")
+    sandbox_home = "/home/mallory"
+    planted = plant(host_home(hub, "lair"), sandbox_home, seen)
+    again = drive(hub, mallory, "lair", traces / "attack.txt")
+    return seen, planted, again, sandbox_home
+
+
+def test_the_hostile_home_covers_the_server_kernel_and_terminal(hostile):
+    seen, planted, _, _ = hostile
+    # The discovery saw each process start (their own modules were loaded)...
+    names = {f.name for f in planted.files}
+    for module in ("jupyter_server.py", "ipykernel.py", "tornado.py", "zmq.py", "nh3.py", "enclave_guard.py",
+                   "terminado.py", "IPython.py"):
+        assert module in names, module
+    # ...and the kernel answered every request type while being watched.
+    assert {"ipykernel", "IPython", "collections"} <= seen.kernel_modules
+    assert len(planted.files) > 500
+
+
+def test_nothing_planted_in_the_home_runs(hub, hostile):
+    _, planted, again, sandbox_home = hostile
+    home = host_home(hub, "lair")
+    assert markers(home) == []
+    assert opened_planted(again.trace, planted, home, sandbox_home) == []
+
+
+def test_the_guard_is_in_force_with_the_hostile_home(hub, mallory, hostile):
+    assert mallory.start("lair").status_code == 200
+    assert_guard_in_force(hub, mallory, "lair")
+    assert markers(host_home(hub, "lair")) == []
+    mallory.stop("lair")
+
+
+def test_a_planted_file_run_on_purpose_leaves_its_marker(hub, mallory, hostile):
+    """The check can fail: a planted file that does run (here, on purpose) leaves its marker."""
+    assert mallory.start("lair").status_code == 200
+    kernel = mallory.kernel("lair")
+    out, err = kernel.run("exec(open('/home/mallory/sitecustomize.py').read())")
+    assert err is None, err
+    kernel.close()
+    assert markers(host_home(hub, "lair")) == [MARKER + "sitecustomize"]
+    (host_home(hub, "lair") / (MARKER + "sitecustomize")).unlink()
+    mallory.stop("lair")
