@@ -10,6 +10,11 @@ Two listeners share one :class:`~enclave.exports.service.ExportService`:
 Who the caller is always comes from JupyterHub (``/hub/api/user`` for the token); every
 authorisation decision is the service's. Cookie-authenticated POSTs must carry the ``_xsrf`` token
 (JupyterHub's HubOAuth checks it before accepting the cookie).
+
+Request bodies: every route but the uploads takes at most :data:`FORM_BODY_LIMIT`, which tornado
+reads before any handler code runs. The upload routes (:class:`UploadHandler`) decide from the
+headers who is asking and whether they may submit, and only then let the connection read up to
+:func:`max_body_bytes`.
 """
 
 from __future__ import annotations
@@ -24,8 +29,7 @@ from urllib.parse import quote, urlencode, urlparse
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from jupyterhub.services.auth import HubOAuthCallbackHandler, HubOAuthenticated
-from markupsafe import Markup
-from tornado import web
+from tornado import httputil, web
 from tornado.httpserver import HTTPServer
 from tornado.ioloop import IOLoop
 from tornado.log import app_log
@@ -42,6 +46,11 @@ PAGE_CSP = (
     " frame-src 'self'; frame-ancestors 'self'; form-action 'self'; base-uri 'none'"
 )
 _MEDIA = {"png": "image/png", "jpeg": "image/jpeg", "svg": "image/svg+xml"}
+# The body every route but the uploads accepts: forms and JSON.
+FORM_BODY_LIMIT = 64 * 2**10
+# Browsers and urllib3 (the guard's client) send '"', CR and LF in a part's file name as %22, %0D
+# and %0A (the HTML form rule); the manifest, being JSON, carries the names as they are.
+_FORM_NAME_ESCAPES = {'"': "%22", "\r": "%0D", "\n": "%0A"}
 
 
 def intake_socket(settings: Settings) -> Path:
@@ -49,6 +58,7 @@ def intake_socket(settings: Settings) -> Path:
 
 
 def max_body_bytes(settings: Settings) -> int:
+    """The body the upload routes accept."""
     # Room for a few files at the cap; a file over the cap still gets a clear 413 from the service.
     return 4 * settings.exports.max_file_mb * 2**20 + 2**20
 
@@ -78,9 +88,8 @@ class BaseHandler(HubOAuthenticated, web.RequestHandler):
     def actor(self) -> Actor:
         model = self.current_user
         if not model:
-            raise web.HTTPError(
-                403, "not authenticated: log in, send 'Authorization: token ...', or include the _xsrf token"
-            )
+            raise web.HTTPError(403, "not authenticated: send 'Authorization: token ...', or log in and send"
+                                     " the _xsrf token (form field or X-XSRFToken header; uploads: the header)")
         if self.settings.get("intake") and not getattr(self, "_token_authenticated", False):
             raise web.HTTPError(403, "the intake socket accepts only token authentication")
         return Actor.from_hub(model)
@@ -142,7 +151,77 @@ class BaseHandler(HubOAuthenticated, web.RequestHandler):
 # -- JSON API --
 
 
-def _uploads(handler: BaseHandler) -> tuple[dict, list[Upload]]:
+@web.stream_request_body
+class UploadHandler(BaseHandler):
+    """A route that takes files in its POST requests, up to :func:`max_body_bytes`.
+
+    Tornado reads a handler's whole body before ``prepare()`` unless the body is streamed, so here
+    it is: ``prepare()`` identifies the caller from the headers alone (a token in ``Authorization``,
+    or the HubOAuth cookie with an ``X-XSRFToken`` header: an ``_xsrf`` form field is in the body,
+    not read yet), asks the service whether they may submit, and only then raises the connection's
+    limit from :data:`FORM_BODY_LIMIT`. A refused body over that limit is not read at all.
+    """
+
+    def initialize(self):
+        self._chunks: list[bytes] = []
+        self._refusal: Exception | None = None
+
+    async def prepare(self):
+        if self.request.method != "POST":
+            super().prepare()
+            return  # not an upload: the connection's limit stays at FORM_BODY_LIMIT
+        try:
+            await self._admit()
+        except (web.HTTPError, ExportError) as refusal:
+            size = self._content_length()
+            if size is None or size > FORM_BODY_LIMIT:
+                raise
+            # A body this small is read, as any route's is, and refused then: closing the connection
+            # with the body unread would often make the proxy answer 503 in place of the refusal.
+            self._refusal = refusal
+
+    async def _admit(self) -> None:
+        super().prepare()
+        # HubAuth keeps its answer on the handler. Asked here without blocking the event loop (the
+        # blocking form runs in HubAuth's one thread, which deadlocks if the cookie's _xsrf does not
+        # match), so that current_user, in actor(), only reads that answer.
+        await self.hub_auth.get_user(self, sync=False)
+        # The service's own rule: the request scope, a sandbox server's token, an operator of its workspace.
+        await self.call(self.service.sandbox_workspace, self.actor())
+        size = self._content_length()
+        if size is None:
+            raise web.HTTPError(411, "send uploads with a Content-Length header: a body of unknown length"
+                                     " is not accepted")
+        limit = max_body_bytes(self.service.settings)
+        if size > limit:
+            raise web.HTTPError(413, f"the request body is {size} bytes, over the limit of {limit // 2**20} MiB"
+                                     " for uploads; send fewer or smaller files")
+        self.request.connection.set_max_body_size(limit)
+
+    def _content_length(self) -> int | None:
+        try:
+            return int(self.request.headers["Content-Length"])
+        except (KeyError, ValueError):
+            return None
+
+    def data_received(self, chunk: bytes) -> None:
+        self._chunks.append(chunk)
+
+    def upload(self) -> tuple[Actor, list[Upload]]:
+        """Who is uploading, and the files of the body received (parsed as tornado parses any body)."""
+        if self._refusal is not None:
+            raise self._refusal
+        self.request.body = b"".join(self._chunks)
+        self._chunks.clear()
+        try:
+            httputil.parse_body_arguments(self.request.headers.get("Content-Type", ""), self.request.body,
+                                          self.request.body_arguments, self.request.files, self.request.headers)
+        except httputil.HTTPInputError as exc:
+            raise web.HTTPError(400, f"the upload is not a valid form body: {exc}") from None
+        return self.actor(), _uploads(self)
+
+
+def _uploads(handler: UploadHandler) -> list[Upload]:
     """Multipart: form fields ``title``, ``context``, ``manifest`` (JSON) and ``file`` parts."""
     if not handler.request.headers.get("Content-Type", "").startswith("multipart/form-data"):
         raise web.HTTPError(400, "send the files as multipart/form-data with 'file' parts")
@@ -154,19 +233,22 @@ def _uploads(handler: BaseHandler) -> tuple[dict, list[Upload]]:
     declared = manifest.get("files", {}) if isinstance(manifest, dict) else None
     if not isinstance(declared, dict):
         raise web.HTTPError(400, "the 'manifest' field must be {\"files\": {name: {sha256, provenance}}}")
+    sent_as = {"".join(_FORM_NAME_ESCAPES.get(c, c) for c in name): name for name in declared}
     uploads = []
     for part in handler.request.files.get("file", []):
-        meta = declared.get(part.filename) or {}
+        # A part named as the form rule escapes a declared name carries that file.
+        name = part.filename if part.filename in declared else sent_as.get(part.filename, part.filename)
+        meta = declared.get(name) or {}
         if not isinstance(meta, dict):
-            raise web.HTTPError(400, f"manifest entry of {part.filename!r} must be an object")
-        uploads.append(Upload(part.filename, part.body, meta.get("sha256"), meta.get("provenance") or {}))
+            raise web.HTTPError(400, f"manifest entry of {name!r} must be an object")
+        uploads.append(Upload(name, part.body, meta.get("sha256"), meta.get("provenance") or {}))
     for name, meta in declared.items():
         if name not in {u.name for u in uploads}:
             raise web.HTTPError(400, f"the manifest names {name!r} but no file part carries it (truncated upload?)")
-    return manifest, uploads
+    return uploads
 
 
-class RequestsAPI(BaseHandler):
+class RequestsAPI(UploadHandler):
     async def get(self):
         result = await self.call(
             self.service.queue, self.actor(), workspace=self.get_argument("workspace", None),
@@ -176,8 +258,7 @@ class RequestsAPI(BaseHandler):
         self.write_json(result)
 
     async def post(self):
-        actor = self.actor()
-        _, uploads = _uploads(self)
+        actor, uploads = self.upload()
         request_id = await self.call(
             self.service.submit, actor, self.get_body_argument("title", ""),
             self.get_body_argument("context", ""), uploads,
@@ -185,10 +266,9 @@ class RequestsAPI(BaseHandler):
         self.write_json(await self.call(self.service.get, actor, request_id), status=201)
 
 
-class ChecksAPI(BaseHandler):
+class ChecksAPI(UploadHandler):
     async def post(self):
-        actor = self.actor()
-        _, uploads = _uploads(self)
+        actor, uploads = self.upload()
         self.write_json({"files": await self.call(self.service.preflight, actor, uploads)})
 
 
@@ -197,10 +277,9 @@ class RequestAPI(BaseHandler):
         self.write_json(await self.call(self.service.get, self.actor(), request_id))
 
 
-class FilesAPI(BaseHandler):
+class FilesAPI(UploadHandler):
     async def post(self, request_id):
-        actor = self.actor()
-        _, uploads = _uploads(self)
+        actor, uploads = self.upload()
         changed = await self.call(self.service.update_files, actor, request_id, uploads)
         self.write_json({"changed": changed, "request": await self.call(self.service.get, actor, request_id)})
 
@@ -317,19 +396,18 @@ class RequestPage(Page):
             self.set_status(400)
         self.finish(self.render_page("request.html", r=r, previews=previews, error=error))
 
-    async def _preview(self, actor, r, f) -> Markup:
-        raw = f"{self.prefix}requests/{r['id']}/files/{f['id']}/raw"
+    async def _preview(self, actor, r, f) -> render.Preview:
+        url = f"{self.prefix}requests/{r['id']}/files/{f['id']}"
         if f["kind"] in _MEDIA:
-            return Markup(f'<img class="preview" alt="{f["name"]}" src="{raw}">')
+            return render.Preview("image", src=f"{url}/raw")
         if f["kind"] in ("notebook", "html"):
-            return Markup(f'<iframe class="render" sandbox title="{f["name"]}" '
-                          f'src="{self.prefix}requests/{r["id"]}/files/{f["id"]}/render"></iframe>')
+            return render.Preview("frame", src=f"{url}/render")
         if f["kind"] in ("pdf", "binary"):
-            return Markup(f'<p class="muted">No preview for {f["kind"]} content; see the checks above.</p>')
+            return render.Preview("none")
         _, data = await self.call(self.service.file_content, actor, r["id"], f["id"])
         if f["name"].lower().endswith((".csv", ".tsv")):
-            return render.table_html(data, f["name"], f["checks"])
-        return render.text_html(data, f["kind"])
+            return render.Preview("table", table=render.table(data, f["name"], f["checks"]))
+        return render.Preview("text", text=render.text(data, f["kind"]))
 
     async def post_action(self, request_id, fn):
         try:
@@ -465,13 +543,12 @@ async def serve(settings: Settings) -> None:
         app_log.warning("removed %d leftover file(s) of interrupted uploads from the export store", removed)
     prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/services/exports/")
     url = urlparse(os.environ.get("JUPYTERHUB_SERVICE_URL", f"http://127.0.0.1:{settings.exports.port}"))
-    limit = max_body_bytes(settings)
-    HTTPServer(make_app(service, prefix), max_body_size=limit, xheaders=True).listen(url.port, url.hostname)
+    HTTPServer(make_app(service, prefix), max_body_size=FORM_BODY_LIMIT, xheaders=True).listen(url.port, url.hostname)
     sock_path = intake_socket(settings)
     sock_path.parent.mkdir(parents=True, exist_ok=True)
     sock_path.parent.chmod(0o755)
     # Sandboxes run as unprivileged uids of their own: anyone may connect, the token decides.
-    intake = HTTPServer(make_intake_app(service), max_body_size=limit)
+    intake = HTTPServer(make_intake_app(service), max_body_size=FORM_BODY_LIMIT)
     intake.add_socket(bind_unix_socket(str(sock_path), mode=0o666))
     app_log.info("export review service on %s (intake %s)", url.geturl(), sock_path)
     await asyncio.Event().wait()

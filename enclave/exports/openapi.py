@@ -28,12 +28,28 @@ _UPLOAD = {
         }
     }
 }
+_UPLOAD_ERRORS = {
+    "411": {**_ERROR, "description": "No Content-Length"},
+    "413": {**_ERROR,
+            "description": "A file over the size cap, or the body over the upload limit (the error says which)"},
+}
+_UPLOAD_AUTH = (
+    "The caller is identified and authorised from the headers, before the body is read: a sandbox"
+    " server's token in Authorization (or the HubOAuth cookie with an X-XSRFToken header; an _xsrf"
+    " form field is not read in time). A body over 64 KiB that is refused, or over the upload limit,"
+    " is not read at all: send 'Expect: 100-continue' to hear the refusal before sending it."
+)
 _RID = {"name": "request_id", "in": "path", "required": True, "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"}}
 _FID = {"name": "file_id", "in": "path", "required": True, "schema": {"type": "integer"}}
 
 
 def _op(summary: str, responses: dict, **extra) -> dict:
     return {"summary": summary, "responses": {**responses, **_ERRORS}, **extra}
+
+
+def _upload_op(summary: str, responses: dict, **extra) -> dict:
+    return _op(summary, {**responses, **_UPLOAD_ERRORS}, description=_UPLOAD_AUTH,
+               requestBody={"required": True, "content": _UPLOAD}, **extra)
 
 
 def _json_body(props: dict, required: list[str]) -> dict:
@@ -50,23 +66,20 @@ def openapi_document(prefix: str, intake: bool = False) -> dict:
                            ("mine", {"type": "boolean"}), ("workspace", {"type": "string"}),
                            ("state", {"type": "string", "enum": list(workflow.STATES)}),
                            ("max_age_days", {"type": "integer"}), ("page", {"type": "integer"}))]),
-            "post": _op("Submit an export request (sandbox server token; user and workspace come from the token)",
-                        {"201": {"description": "Created", "content": _REQUEST},
-                         "413": {**_ERROR, "description": "A file over the size cap"}},
-                        requestBody={"required": True, "content": _UPLOAD}),
+            "post": _upload_op("Submit an export request (sandbox server token; user and workspace come from the token)",
+                               {"201": {"description": "Created", "content": _REQUEST}}),
         },
         "/checks": {
-            "post": _op("Run the automated checks on files without submitting them",
-                        {"200": {"description": "Findings per file"}}, requestBody={"required": True, "content": _UPLOAD}),
+            "post": _upload_op("Run the automated checks on files without submitting them",
+                               {"200": {"description": "Findings per file"}}),
         },
         "/requests/{request_id}": {
             "get": _op("One request as the caller may see it (votes blinded, private comments hidden)",
                        {"200": {"description": "The request", "content": _REQUEST}}, parameters=[_RID]),
         },
         "/requests/{request_id}/files": {
-            "post": _op("New versions of files of a returned request (a changed file's votes start again)",
-                        {"200": {"description": "Changed files"}}, parameters=[_RID],
-                        requestBody={"required": True, "content": _UPLOAD}),
+            "post": _upload_op("New versions of files of a returned request (a changed file's votes start again)",
+                               {"200": {"description": "Changed files"}}, parameters=[_RID]),
         },
         "/requests/{request_id}/transitions": {
             "post": _op("Move a request along the transition table", {"200": {"description": "New state"}},
@@ -106,7 +119,8 @@ def openapi_document(prefix: str, intake: bool = False) -> dict:
         })
     return {
         "openapi": "3.1.0",
-        "info": {"title": "Enclave export review API", "version": "1"},
+        "info": {"title": "Enclave export review API", "version": "1",
+                 "description": "Request bodies: at most 64 KiB, except on the upload routes."},
         "servers": [{"url": prefix.rstrip("/") + "/api"}],
         "components": {
             "securitySchemes": {"hubToken": {"type": "apiKey", "in": "header", "name": "Authorization",

@@ -1,5 +1,7 @@
 """How a submitted file is shown to reviewers: tables with flagged cells, text, notebooks as HTML.
 
+Tables and text are handed to the page template as values (autoescaped there), never as markup.
+
 Notebooks are converted with nbconvert and sanitised (scripts, widget views and event handlers
 removed); the result is further served with a Content-Security-Policy that allows no script at
 all, inside a sandboxed frame.
@@ -10,9 +12,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+from dataclasses import dataclass
 
 import nbformat
-from markupsafe import Markup, escape
 from nbconvert import HTMLExporter
 from nbconvert.preprocessors.sanitize import SanitizeHTML
 
@@ -35,43 +37,51 @@ def flagged_cells(findings: list[dict]) -> dict[tuple[int, int], str]:
     return marks
 
 
-def table_html(data: bytes, name: str, findings: list[dict]) -> Markup:
+@dataclass
+class Table:
+    header: list[str]
+    # The first MAX_TABLE_ROWS rows: (row number, [(value, flag status or None) per cell]).
+    rows: list[tuple[int, list[tuple[str, str | None]]]]
+    total: int  # rows in the file, besides the header
+
+
+@dataclass
+class Text:
+    text: str  # at most MAX_TEXT_CHARS
+    truncated: bool
+
+
+@dataclass
+class Preview:
+    """What the request page shows of a file's content; ``templates/preview.html`` draws it."""
+
+    kind: str  # "image" or "frame" (from ``src``), "table", "text", or "none"
+    src: str = ""
+    table: Table | None = None
+    text: Text | None = None
+
+
+def table(data: bytes, name: str, findings: list[dict]) -> Table:
     delimiter = "\t" if name.lower().endswith(".tsv") else ","
-    rows = csv.reader(io.StringIO(data.decode("utf-8", "replace"), newline=""), delimiter=delimiter)
+    reader = csv.reader(io.StringIO(data.decode("utf-8", "replace"), newline=""), delimiter=delimiter)
     marks = flagged_cells(findings)
-    out = ['<div class="table-wrap"><table class="data"><thead><tr><th>#</th>']
-    total = 0
-    for i, row in enumerate(rows):
-        if i == 0:
-            out.extend(f"<th>{escape(h)}</th>" for h in row)
-            out.append("</tr></thead><tbody>")
-            continue
+    header = next(reader, [])
+    rows, total = [], 0
+    for i, row in enumerate(reader, 1):
         total = i
-        if i > MAX_TABLE_ROWS:
-            continue
-        out.append(f"<tr><th>{i}</th>")
-        for c, v in enumerate(row):
-            status = marks.get((i, c))
-            cls = f' class="flag-{status}" title="flagged: {status}"' if status else ""
-            out.append(f"<td{cls}>{escape(v)}</td>")
-        out.append("</tr>")
-    out.append("</tbody></table></div>")
-    if total > MAX_TABLE_ROWS:
-        out.append(f'<p class="note">Showing {MAX_TABLE_ROWS} of {total} rows.</p>')
-    return Markup("".join(out))
+        if i <= MAX_TABLE_ROWS:
+            rows.append((i, [(v, marks.get((i, c))) for c, v in enumerate(row)]))
+    return Table(header, rows, total)
 
 
-def text_html(data: bytes, kind: str) -> Markup:
-    text = data.decode("utf-8", "replace")
-    if kind in ("json", "notebook") and len(text) <= MAX_TEXT_CHARS:
+def text(data: bytes, kind: str) -> Text:
+    content = data.decode("utf-8", "replace")
+    if kind in ("json", "notebook") and len(content) <= MAX_TEXT_CHARS:
         try:
-            text = json.dumps(json.loads(text), indent=2, ensure_ascii=False)
+            content = json.dumps(json.loads(content), indent=2, ensure_ascii=False)
         except ValueError:
             pass
-    more = len(text) > MAX_TEXT_CHARS
-    body = escape(text[:MAX_TEXT_CHARS])
-    note = f'<p class="note">Showing the first {MAX_TEXT_CHARS} characters.</p>' if more else ""
-    return Markup(f'<pre class="text">{body}</pre>{note}')
+    return Text(content[:MAX_TEXT_CHARS], len(content) > MAX_TEXT_CHARS)
 
 
 def notebook_html(data: bytes) -> str:

@@ -200,7 +200,8 @@ class ExportService:
         ctx = checks.Context(self._thresholds(), self._released_index(ws), checks.acro_outputs(inspected))
         return [checks.run_checks(f, ctx) for f in inspected]
 
-    def _sandbox_workspace(self, actor: Actor) -> workspaces.WorkspaceView:
+    def sandbox_workspace(self, actor: Actor) -> workspaces.WorkspaceView:
+        """The workspace ``actor`` may submit from: a sandbox server's token, an operator of it."""
         if not actor.can_request:
             raise Refused("submitting exports needs the custom:exports:request scope")
         if actor.workspace is None:
@@ -225,7 +226,7 @@ class ExportService:
 
     def preflight(self, actor: Actor, uploads: list[Upload]) -> list[dict]:
         """The checks a request would get, without storing anything; bad files are reported, not raised."""
-        ws = self._sandbox_workspace(actor)
+        ws = self.sandbox_workspace(actor)
         self._uploads(uploads)
         results, good = [], []
         for u in uploads:
@@ -246,7 +247,7 @@ class ExportService:
     # -- submission --
 
     def submit(self, actor: Actor, title: str, context: str, uploads: list[Upload]) -> str:
-        ws = self._sandbox_workspace(actor)
+        ws = self.sandbox_workspace(actor)
         title, context = (title or "").strip(), (context or "").strip()
         if not title or len(title) > 200:
             raise BadInput("a title of 1 to 200 characters is required")
@@ -278,7 +279,7 @@ class ExportService:
 
     def update_files(self, actor: Actor, request_id: str, uploads: list[Upload]) -> list[dict]:
         """New versions of files of a returned request; an unchanged file keeps its votes."""
-        ws = self._sandbox_workspace(actor)
+        ws = self.sandbox_workspace(actor)
         with self.db.transaction() as s:
             req = self._get(s, request_id)
             if req.requester != actor.name or req.workspace != ws.name:

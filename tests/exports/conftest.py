@@ -1,8 +1,9 @@
 """A real JupyterHub (with proxy) running the export review service as a hub-managed service.
 
-No sandboxes are started: a sandbox's server token is stood in for by a token, created through
-the hub API, with the same scopes a server token carries for ``<user>/<workspace>``. The path from
-inside a real sandbox (the spawner's bind mount of the intake socket) is covered by the guard's tests.
+Each run takes free ports and a state directory of its own. No sandboxes are started: a sandbox's
+server token is stood in for by a token, created through the hub API, with the same scopes a server
+token carries for ``<user>/<workspace>``. The path from inside a real sandbox (the spawner's bind
+mount of the intake socket) is covered by the guard's tests.
 """
 
 from __future__ import annotations
@@ -22,13 +23,12 @@ import pytest
 import requests
 import requests_unixsocket
 
+from enclave_testing import free_port
+
 from enclave import accounts, rbac, workspaces
 from enclave.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
-HUB_PORT, PROXY_API_PORT, HUB_API_PORT, SERVICE_PORT = 18000, 18001, 18081, 18010
-BASE = f"http://127.0.0.1:{HUB_PORT}"
-SERVICE = f"{BASE}/services/exports"
 PASSWORD = "exports-test-password"
 
 USERS = {
@@ -94,7 +94,7 @@ def sha(data: bytes) -> str:
 class Client:
     """JSON API client through the proxy, authenticated by a hub token."""
 
-    def __init__(self, token: str, base: str = SERVICE + "/api") -> None:
+    def __init__(self, token: str, base: str) -> None:
         self.base = base
         self.session = requests.Session()
         self.session.headers["Authorization"] = f"token {token}"
@@ -137,9 +137,11 @@ class Intake(Client):
 
 
 class Hub:
-    def __init__(self, settings: Settings, proc: subprocess.Popen, harness_token: str, log: Path) -> None:
+    def __init__(self, settings: Settings, proc: subprocess.Popen, port: int, harness_token: str, log: Path) -> None:
         self.settings = settings
         self.proc = proc
+        self.url = f"http://127.0.0.1:{port}"
+        self.service = f"{self.url}/services/exports"
         self.harness = requests.Session()
         self.harness.headers["Authorization"] = f"token {harness_token}"
         self.log = log
@@ -149,14 +151,14 @@ class Hub:
     def login(self, username: str) -> requests.Session:
         """A browser-like session logged in to the hub (this also sets the user's role groups)."""
         s = requests.Session()
-        s.get(f"{BASE}/hub/login", timeout=30)
-        r = s.post(f"{BASE}/hub/login", data={"username": username, "password": PASSWORD,
-                                               "_xsrf": s.cookies.get("_xsrf")}, allow_redirects=False, timeout=30)
+        s.get(f"{self.url}/hub/login", timeout=30)
+        r = s.post(f"{self.url}/hub/login", data={"username": username, "password": PASSWORD,
+                                                   "_xsrf": s.cookies.get("_xsrf")}, allow_redirects=False, timeout=30)
         assert r.status_code == 302, f"login of {username} failed: {r.status_code}"
         return s
 
     def token(self, username: str, scopes: list[str]) -> str:
-        r = self.harness.post(f"{BASE}/hub/api/users/{username}/tokens",
+        r = self.harness.post(f"{self.url}/hub/api/users/{username}/tokens",
                               json={"scopes": scopes, "note": "export review tests"}, timeout=30)
         assert r.status_code == 201, r.text
         return r.json()["token"]
@@ -186,7 +188,7 @@ class Hub:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"jupyterhub exited; see {self.log}:\n{self.log.read_text()[-3000:]}")
             try:
-                if requests.get(f"{SERVICE}/api/openapi.json", timeout=2).status_code == 200 \
+                if requests.get(f"{self.service}/api/openapi.json", timeout=2).status_code == 200 \
                         and self.intake_socket.exists():
                     return
             except requests.ConnectionError:
@@ -200,18 +202,19 @@ def hub(tmp_path_factory):
     home = tmp_path_factory.mktemp("exports-home")
     # Neither the hub nor this process may pick up another Enclave's settings file or overrides.
     env = {k: v for k, v in os.environ.items() if not k.startswith("ENCLAVE_")}
+    service_port = free_port()
     env.update(ENCLAVE_HOME=str(home), ENCLAVE_CONFIG=str(home / "enclave.toml"),
-               ENCLAVE_EXPORTS__PORT=str(SERVICE_PORT))
+               ENCLAVE_EXPORTS__PORT=str(service_port))
     with pytest.MonkeyPatch.context() as mp:
         for k in [k for k in os.environ if k.startswith("ENCLAVE_")]:
             mp.delenv(k)
         mp.setenv("ENCLAVE_HOME", str(home))
         mp.setenv("ENCLAVE_CONFIG", str(home / "enclave.toml"))
-        yield from _run_hub(home, env)
+        yield from _run_hub(home, env, service_port)
 
 
-def _run_hub(home: Path, env: dict):
-    settings = Settings(home=home, exports={"port": SERVICE_PORT})
+def _run_hub(home: Path, env: dict, service_port: int):
+    settings = Settings(home=home, exports={"port": service_port})
     settings.hub_dir.mkdir(parents=True, exist_ok=True)
     for name, roles in USERS.items():
         accounts.add_user(settings, name, roles, PASSWORD)
@@ -227,9 +230,10 @@ def _run_hub(home: Path, env: dict):
     workspaces.attach(settings, "ws1", "people", "tests")
 
     harness_token = secrets.token_hex(32)
+    hub_port = free_port()
     config = home / "jupyterhub_config.py"
     config.write_text(CONFIG.format(
-        hub_port=HUB_PORT, hub_api_port=HUB_API_PORT, proxy_api_port=PROXY_API_PORT,
+        hub_port=hub_port, hub_api_port=free_port(), proxy_api_port=free_port(),
         proxy=str(REPO / "node_modules" / ".bin" / "configurable-http-proxy"),
         proxy_token=secrets.token_hex(32), cookie_secret=secrets.token_hex(32),
         pid_file=str(home / "jupyterhub.pid"), harness_token=harness_token,
@@ -238,7 +242,7 @@ def _run_hub(home: Path, env: dict):
     with log.open("w") as out:
         proc = subprocess.Popen([str(REPO / ".venv" / "bin" / "jupyterhub"), "-f", str(config)],
                                 cwd=home, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    hub = Hub(settings, proc, harness_token, log)
+    hub = Hub(settings, proc, hub_port, harness_token, log)
     try:
         hub.wait_for_service()
         for name in USERS:
@@ -264,9 +268,9 @@ def tokens(hub):
 
 
 @pytest.fixture(scope="package")
-def client():
+def client(hub):
     """``client(token)``: the JSON API through the proxy."""
-    return Client
+    return lambda token: Client(token, hub.service + "/api")
 
 
 @pytest.fixture(scope="package")

@@ -25,7 +25,6 @@ from enclave.exports.models import Database, ExportRequest, db_url
 from enclave.exports.service import ExportService, Refused, now
 
 SAFE_TABLE = b"region,count\nnorth,120\nsouth,35\neast,45\n"
-SERVICE = "http://127.0.0.1:18000/services/exports"
 
 
 def figure(comment: str = "made by olga") -> bytes:
@@ -105,7 +104,7 @@ def test_full_workflow_through_the_api(hub, tokens, client):
     # Download: an expiring link for the requester, recorded.
     link = client(tokens["olga"]).post(f"/requests/{rid}/files/{png['id']}/links")
     assert link.status_code == 201
-    data = client(tokens["olga"]).session.get("http://127.0.0.1:18000" + link.json()["url"], timeout=30)
+    data = client(tokens["olga"]).session.get(hub.url + link.json()["url"], timeout=30)
     assert data.status_code == 200
     released = Image.open(io.BytesIO(data.content))
     assert "Comment" not in released.info and release.read_watermark(data.content)
@@ -144,7 +143,7 @@ def test_full_workflow_through_the_api(hub, tokens, client):
     assert move(client, tokens["rita"], rid, "revoked", "leak").status_code == 403
     assert move(client, tokens["adam"], rid, "revoked", "published by mistake").status_code == 200
     assert client(tokens["olga"]).post(f"/requests/{rid}/files/{png['id']}/links").status_code == 403
-    again = client(tokens["olga"]).session.get("http://127.0.0.1:18000" + link.json()["url"], timeout=30)
+    again = client(tokens["olga"]).session.get(hub.url + link.json()["url"], timeout=30)
     assert again.status_code == 403 and "revoked" in again.text
     path.write_bytes(data.content)
     out = CliRunner().invoke(cli, ["exports", "verify", str(path)])
@@ -187,7 +186,7 @@ def test_reviewer_of_one_workspace_cannot_read_another(hub, tokens, client):
     assert client(tokens["rhea"]).get("/requests?workspace=ws1").json()["total"] == 0
     listed = client(tokens["rhea"]).get("/requests").json()["requests"]
     assert all(r["workspace"] == "ws2" for r in listed)
-    r = client(tokens["rhea"]).session.get(f"{SERVICE}/requests/{req['id']}/files/{req['files'][0]['id']}/raw")
+    r = client(tokens["rhea"]).session.get(f"{hub.service}/requests/{req['id']}/files/{req['files'][0]['id']}/raw")
     assert r.status_code == 404
 
 
@@ -196,7 +195,7 @@ def test_requester_cannot_download_before_release(hub, tokens, client):
     fid = req["files"][0]["id"]
     r = client(tokens["olga"]).post(f"/requests/{req['id']}/files/{fid}/links")
     assert r.status_code == 403 and "not released" in r.json()["error"]
-    raw = client(tokens["olga"]).session.get(f"{SERVICE}/requests/{req['id']}/files/{fid}/raw")
+    raw = client(tokens["olga"]).session.get(f"{hub.service}/requests/{req['id']}/files/{fid}/raw")
     assert raw.status_code == 403
     approve_all(client, tokens, req)
     assert client(tokens["rita"]).post(f"/requests/{req['id']}/files/{fid}/links").status_code == 403
@@ -215,7 +214,7 @@ def test_user_and_workspace_come_from_the_token_not_the_body(hub, tokens, client
     r = intake(stray).submit({"table.csv": SAFE_TABLE})
     assert r.status_code == 403 and "not an operator of workspace 'ws2'" in r.json()["error"]
     # The hub does not mint a token for another user's server.
-    r = hub.harness.post("http://127.0.0.1:18000/hub/api/users/olga/tokens",
+    r = hub.harness.post(f"{hub.url}/hub/api/users/olga/tokens",
                          json={"scopes": ["access:servers!server=omar/ws2"]}, timeout=30)
     assert r.status_code == 400
     # An unknown token on the intake socket.
@@ -312,7 +311,7 @@ def test_truncated_upload_is_rejected_and_nothing_stored(hub, tokens, client):
     # A connection that closes before the announced Content-Length.
     _send_partial(hub, tokens["olga@ws1"], total=200_000, sent=50_000)
     # Compressed request bodies are refused.
-    r = client(tokens["olga@ws1"]).session.post(f"{SERVICE}/api/requests", data=b"x",
+    r = client(tokens["olga@ws1"]).session.post(f"{hub.service}/api/requests", data=b"x",
                                                 headers={"Content-Encoding": "gzip"}, timeout=30)
     assert r.status_code == 415
     assert stored(hub) == before
@@ -381,28 +380,28 @@ def test_download_links_expire(hub, tokens, client):
     fresh = service.create_link(olga, req["id"], req["files"][0]["id"])
     assert service.download(olga, fresh["token"])[1] == SAFE_TABLE
     # A link is bound to the user it was made for.
-    r = client(tokens["adam"]).session.get(f"{SERVICE}/download/{fresh['token']}", timeout=30)
+    r = client(tokens["adam"]).session.get(f"{hub.service}/download/{fresh['token']}", timeout=30)
     assert r.status_code == 404
 
 
 def test_forms_need_the_xsrf_token(hub, tokens, client):
     req = submit(client, tokens["olga@ws1"])
     browser = hub.login("rita")
-    page = browser.get(f"{SERVICE}/requests/{req['id']}", timeout=30)
+    page = browser.get(f"{hub.service}/requests/{req['id']}", timeout=30)
     assert page.status_code == 200 and "Vote on table.csv" in page.text
     form = {"file_id": str(req["files"][0]["id"]), "decision": "approve", "reason": "ok"}
-    r = browser.post(f"{SERVICE}/requests/{req['id']}/vote", data=form, allow_redirects=False, timeout=30)
+    r = browser.post(f"{hub.service}/requests/{req['id']}/vote", data=form, allow_redirects=False, timeout=30)
     assert r.status_code == 403
     assert client(tokens["rob"]).get(f"/requests/{req['id']}").json()["files"][0]["votes_in"] == 0
     xsrf = re.search(r'name="_xsrf" value="([^"]+)"', page.text).group(1)
-    r = browser.post(f"{SERVICE}/requests/{req['id']}/vote", data={**form, "_xsrf": xsrf},
+    r = browser.post(f"{hub.service}/requests/{req['id']}/vote", data={**form, "_xsrf": xsrf},
                      allow_redirects=False, timeout=30)
     assert r.status_code == 303
     assert client(tokens["rob"]).get(f"/requests/{req['id']}").json()["files"][0]["votes_in"] == 1
 
 
 def test_openapi_document_lists_the_api(hub, tokens, client, intake):
-    doc = requests.get(f"{SERVICE}/api/openapi.json", timeout=30).json()
+    doc = requests.get(f"{hub.service}/api/openapi.json", timeout=30).json()
     assert doc["openapi"].startswith("3.1") and doc["servers"] == [{"url": "/services/exports/api"}]
     assert {"/requests", "/checks", "/requests/{request_id}/votes", "/policies/{workspace}"} <= set(doc["paths"])
     sandbox_doc = intake(tokens["olga@ws1"]).get("/openapi.json").json()

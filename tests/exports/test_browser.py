@@ -11,8 +11,6 @@ from playwright.sync_api import expect, sync_playwright
 
 pytestmark = pytest.mark.browser
 
-BASE = "http://127.0.0.1:18000"
-SERVICE = f"{BASE}/services/exports"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
 TABLE = b"region,count\nnorth,120\nsouth,3\neast,45\n"
@@ -43,7 +41,7 @@ def browser():
 def page_for(browser, hub, username: str):
     context = browser.new_context(accept_downloads=True)
     page = context.new_page()
-    page.goto(f"{BASE}/hub/login")
+    page.goto(f"{hub.url}/hub/login")
     page.fill("input[name=username]", username)
     page.fill("input[name=password]", hub.password)
     page.click("[type=submit]")
@@ -59,7 +57,7 @@ def test_review_and_release_in_the_browser(hub, tokens, client, browser, tmp_pat
 
     for reviewer in ("rita", "rob"):
         page = page_for(browser, hub, reviewer)
-        page.goto(f"{SERVICE}/queue")
+        page.goto(f"{hub.service}/queue")
         expect(page.get_by_role("heading", name="Review queue")).to_be_visible()
         page.select_option("#workspace", "ws1")
         page.select_option("#state", "submitted" if reviewer == "rita" else "in_review")
@@ -97,7 +95,7 @@ def test_review_and_release_in_the_browser(hub, tokens, client, browser, tmp_pat
         page.context.close()
 
     page = page_for(browser, hub, "olga")
-    page.goto(f"{SERVICE}/mine")
+    page.goto(f"{hub.service}/mine")
     expect(page.get_by_role("heading", name="My export requests")).to_be_visible()
     page.get_by_role("link", name="Regional counts").first.click()
     expect(page.locator("#state")).to_have_text("released")
