@@ -86,7 +86,8 @@ def set_limits(ctx, workspace_name: str, limits: tuple[str, ...]) -> None:
 @pass_ctx
 def set_guard(ctx, workspace_name: str, items: tuple[str, ...]) -> None:
     """Change what WS's servers let through: terminals, upload_max_mb, read_max_mb,
-    output_message_max_kb, output_cell_max_kb, export_max_mb. Values are JSON (true, 2, 0.5)."""
+    output_message_max_kb, output_cell_max_kb, output_connection_max_kb, export_max_mb. Values are
+    JSON (true, 2, 0.5)."""
     values = {}
     for key, value in _key_values(items).items():
         try:

@@ -24,11 +24,14 @@ def test_defaults_when_the_workspace_sets_nothing():
     s = policy.parse_guard_settings(None)
     assert s == policy.GuardSettings()
     assert s.output_cell_max_bytes == 2048 * 1024 and s.acro.safe_threshold == 10
+    assert s.output_connection_max_bytes == 512 * 1024
 
 
 def test_values_within_bounds_are_taken():
-    s = policy.parse_guard_settings({"upload_max_mb": 2, "output_cell_max_kb": 4096, "acro": {"safe_threshold": 5}})
+    s = policy.parse_guard_settings({"upload_max_mb": 2, "output_cell_max_kb": 4096, "acro": {"safe_threshold": 5},
+                                     "output_connection_max_kb": 128})
     assert s.upload_max_bytes == 2 * 1024 * 1024 and s.acro.safe_threshold == 5
+    assert s.output_connection_max_bytes == 128 * 1024
 
 
 @pytest.mark.parametrize("raw, message", [
@@ -39,6 +42,8 @@ def test_values_within_bounds_are_taken():
     ({"output_cell_max_kb": "2048"}, "'output_cell_max_kb' must be int"),
     ({"read_max_mb": True}, "'read_max_mb' must be float"),
     ({"output_message_max_kb": 4096, "output_cell_max_kb": 1024}, "exceeds 'output_cell_max_kb'"),
+    ({"output_connection_max_kb": 16}, "'output_connection_max_kb' must be within [64, 16384]"),
+    ({"output_connection_max_kb": 512.0}, "'output_connection_max_kb' must be int"),
     ({"acro": {"safe_treshold": 3}}, "acro.safe_treshold"),
     ({"acro": {"safe_nk_k": "high"}}, "'acro.safe_nk_k' must be float"),
 ])

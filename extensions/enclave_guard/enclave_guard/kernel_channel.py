@@ -2,45 +2,230 @@
 
 Browser -> kernel: only the request types in ``policy.INCOMING_MESSAGES`` (no debugger, no comms);
 ``user_expressions`` are emptied (their results would come back outside the output budget); every
-``execute_request`` is written to the audit trail.
+``execute_request`` is written to the audit trail; every request is remembered for its kernel
+(``KnownRequests``), so that what the kernel sends back can be tied to it.
 
 Kernel -> browser: only the message types in ``policy.OUTGOING_MESSAGES``; binary buffers are
-dropped; outputs pass the MIME allow-list, the HTML sanitiser and the per-message and per-execution
-budgets; replies are held to the per-message budget. Both websocket protocols (the legacy JSON one
-and ``v1.kernel.websocket.jupyter.org``) pass through the same checks.
+dropped; outputs and replies pass the MIME allow-list and the HTML sanitiser. Then the budgets count
+whole messages, every byte the kernel serialised (header, parent header, metadata, content), because
+kernel code can write any of them: a message under a known request's id counts against that
+request's budget on this connection and against the per-message budget; a message under any other
+parent id (forged, or never sent through the guard) counts against the connection's budget, and
+past it the connection is closed, with a notice on the latest execution's output and a record in
+the audit trail. Over budget, output is dropped with one notice per execution (a stream shows what
+fits first); a status or reply is replaced by a minimal valid one, never dropped, because JupyterLab
+waits for every reply and for the "idle" that ends a request. Minimal messages are built by the
+guard (fresh header, the request's own header as parent) so padded headers carry nothing; once the
+request's budget is spent they count against the connection's budget too, so a kernel cannot repeat
+them without end. Both websocket protocols (the legacy JSON one and ``v1.kernel.websocket.jupyter.org``)
+pass through the same checks.
 """
 
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
+from dataclasses import dataclass
 
-from jupyter_client.session import DELIM
+from jupyter_client import protocol_version
+from jupyter_client.session import DELIM, Session
 from jupyter_server.services.kernels.connection.base import (
     deserialize_binary_message,
     deserialize_msg_from_ws_v1,
 )
 from jupyter_server.services.kernels.connection.channels import ZMQChannelsWebsocketConnection
+from traitlets import default
 
 from . import policy
-from .outputs import OutputBudget, filter_bundle, limit_output, notice
+from .outputs import OutputBudget, filter_bundle, notice
 
 V1 = "v1.kernel.websocket.jupyter.org"
+# The header fields of the messaging protocol: what the guard keeps of a request's header.
+HEADER_FIELDS = ("msg_id", "msg_type", "session", "username", "date", "version")
+# Closing a websocket for breaking the policy (RFC 6455); JupyterLab then reconnects.
+POLICY_VIOLATION = 1008
+
+
+class KnownRequests:
+    """The requests the browser sent one kernel through the guard: the newest
+    ``policy.REMEMBERED_REQUESTS``, each as the browser's own header (standard fields only).
+
+    Shared by all the kernel's connections: JupyterLab may open several (a notebook and its
+    console), and a reconnected websocket receives the answers to requests sent through the one it
+    replaces. The stored header is the parent header of every message the guard builds in answer.
+    """
+
+    def __init__(self):
+        self._headers: OrderedDict[str, dict] = OrderedDict()
+        self.latest_execution: dict | None = None
+
+    def add(self, header: dict) -> None:
+        msg_id = header.get("msg_id")
+        if not isinstance(msg_id, str):
+            return
+        self._headers[msg_id] = {k: header[k] for k in HEADER_FIELDS if k in header}
+        self._headers.move_to_end(msg_id)
+        while len(self._headers) > policy.REMEMBERED_REQUESTS:
+            self._headers.popitem(last=False)
+        if header.get("msg_type") == "execute_request":
+            self.latest_execution = self._headers[msg_id]
+
+    def get(self, msg_id) -> dict | None:
+        return self._headers.get(msg_id) if isinstance(msg_id, str) else None
+
+
+class RecordingSession(Session):
+    """A connection's session, which makes every request it sends the kernel a known request.
+
+    Besides the browser's requests, jupyter_server sends its own ``kernel_info_request``s through
+    it when a websocket opens (``nudge``); ipykernel attributes output from background threads to
+    the latest request it received, so those must be known too, or a thread's prints would count
+    against the connection's budget and close it.
+    """
+
+    known: KnownRequests
+
+    def send(self, stream, msg_or_type, *args, **kwargs):
+        msg = super().send(stream, msg_or_type, *args, **kwargs)
+        self.known.add(msg["header"])
+        return msg
+
+    def send_raw(self, stream, msg_list, *args, **kwargs):
+        self.known.add(self.unpack(msg_list[0]))
+        super().send_raw(stream, msg_list, *args, **kwargs)
+
+
+def _size(parts: list[bytes]) -> int:
+    return sum(len(p) for p in parts)
+
+
+@dataclass
+class Outgoing:
+    """One message from the kernel on its way to the browser."""
+
+    stream: object
+    idents: list
+    msg_type: str
+    # Header, parent header, metadata and content, serialised (binary buffers are dropped).
+    parts: list[bytes]
+    # The kernel's own frames, while the parts are as it sent them (and it sent no buffers).
+    wire: list | None
+
+    @property
+    def size(self) -> int:
+        return _size(self.parts)
+
+    def replace(self, parts: list[bytes]) -> None:
+        self.parts, self.wire = parts, None
+
+
+WITHHELD_REPLY = notice("reply over the output budget")
+EXECUTION_STATES = ("starting", "idle", "busy", "restarting", "dead")
+
+
+def _execution_count(value) -> int | None:
+    """An execution count the page can show; anything else would be a place to hide data."""
+    return value if isinstance(value, int) and 0 <= value < 2**31 else None
+
+
+# The smallest valid stand-in for each status and reply, from the kernel's content. Only values
+# from small fixed sets are kept (a state, a status, a flag, an execution count): nothing that
+# could carry the withheld bytes.
+MINIMAL_ANSWERS = {
+    "status": lambda c: {
+        "execution_state": c.get("execution_state") if c.get("execution_state") in EXECUTION_STATES else "idle"},
+    "execute_reply": lambda c: {
+        "status": c.get("status") if c.get("status") in ("ok", "error", "aborted") else "error",
+        "execution_count": _execution_count(c.get("execution_count")), "user_expressions": {}, "payload": []},
+    "inspect_reply": lambda c: {"status": "ok", "found": True, "data": {"text/plain": WITHHELD_REPLY}, "metadata": {}},
+    "complete_reply": lambda c: {"status": "ok", "matches": [], "cursor_start": 0, "cursor_end": 0, "metadata": {}},
+    "history_reply": lambda c: {"status": "ok", "history": []},
+    "is_complete_reply": lambda c: {"status": "unknown"},
+    "comm_info_reply": lambda c: {"status": "ok", "comms": {}},
+    "kernel_info_reply": lambda c: {
+        "status": "ok", "protocol_version": protocol_version, "implementation": "", "implementation_version": "",
+        "language_info": {"name": ""}, "banner": WITHHELD_REPLY, "help_links": []},
+    "shutdown_reply": lambda c: {"status": "ok", "restart": c.get("restart") is True},
+    "interrupt_reply": lambda c: {"status": "ok"},
+    "input_request": lambda c: {"prompt": WITHHELD_REPLY, "password": c.get("password") is True},
+}
+
+
+def _dict(value) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+def _filtered_output(content: dict) -> dict:
+    data, metadata, removed = filter_bundle(_dict(content.get("data")), _dict(content.get("metadata")))
+    if not data:
+        data, metadata = {"text/plain": notice("type not allowed: " + ", ".join(removed))}, {}
+    return {**content, "data": data, "metadata": metadata}
+
+
+def _filtered_execute_reply(content: dict) -> dict:
+    payload = content.get("payload") if isinstance(content.get("payload"), list) else []
+    payload = [{**item, "data": filter_bundle(item["data"])[0]}
+               if isinstance(item, dict) and isinstance(item.get("data"), dict) else item for item in payload]
+    return {**content, "user_expressions": {}, "payload": payload}
+
+
+def _filtered_inspect_reply(content: dict) -> dict:
+    if not isinstance(content.get("data"), dict):
+        return content
+    data, metadata, _ = filter_bundle(content["data"], _dict(content.get("metadata")))
+    return {**content, "data": data, "metadata": metadata}
+
+
+# Messages that carry MIME bundles (or, for execute_reply, user_expressions), with the MIME policy
+# for their content.
+BUNDLE_CARRIERS = {
+    "display_data": _filtered_output,
+    "execute_result": _filtered_output,
+    "update_display_data": _filtered_output,
+    "execute_reply": _filtered_execute_reply,
+    "inspect_reply": _filtered_inspect_reply,
+}
 
 
 class GuardedKernelConnection(ZMQChannelsWebsocketConnection):
-    _budget: OutputBudget | None = None
+    # Each kernel's known requests, shared by its connections (kernel id -> KnownRequests).
+    _known_requests: dict[str, KnownRequests] = {}
+
+    _requests: KnownRequests | None = None
+    _executions: OutputBudget | None = None
+    _other_requests: OutputBudget | None = None
+    _message_max: int = 0
+    _unattributed_max: int = 0
+    _unattributed: int = 0
+    _closed_by_guard: bool = False
     _notebook_path: str | None = None
 
     @property
     def guard(self):
         return self.websocket_handler.settings.get("enclave_guard")
 
+    @default("session")
+    def _default_session(self):
+        return RecordingSession(config=self.config)
+
     async def prepare(self):
         if self.guard is None:
             raise RuntimeError("the Enclave guard is not loaded; kernel connections are refused")
+        known = GuardedKernelConnection._known_requests
+        for kernel_id in [k for k in known if k not in self.multi_kernel_manager]:
+            del known[kernel_id]  # shut down since
+        # Before the first request: jupyter_server's own kernel_info_request, in prepare().
+        self._requests = self.session.known = known.setdefault(self.kernel_id, KnownRequests())
         await super().prepare()
         settings = self.guard.workspace.guard
-        self._budget = OutputBudget(settings.output_message_max_bytes, settings.output_cell_max_bytes)
+        # A request stays known while fewer than REMEMBERED_REQUESTS newer ones arrive, so at most
+        # twice as many can be spent on meanwhile: a budget that remembers that many never forgets
+        # a request that is still known (which would give it a fresh budget).
+        remembered = 2 * policy.REMEMBERED_REQUESTS
+        self._message_max = per_message = settings.output_message_max_bytes
+        self._executions = OutputBudget(per_message, settings.output_cell_max_bytes, remembered)
+        self._other_requests = OutputBudget(per_message, per_message, remembered)
+        self._unattributed_max = settings.output_connection_max_bytes
         sessions = self.websocket_handler.settings["session_manager"]
         try:
             self._notebook_path = (await sessions.get_session(kernel_id=self.kernel_id))["path"]
@@ -75,95 +260,158 @@ class GuardedKernelConnection(ZMQChannelsWebsocketConnection):
                 content["user_expressions"] = {}
                 if msg_list is not None:
                     msg_list[3] = self.session.pack(content)
-            user = self.websocket_handler.current_user
             self.guard.record_execution(
-                user=getattr(user, "username", str(user)),
+                user=self._user,
                 kernel_id=self.kernel_id,
                 msg_id=header.get("msg_id", ""),
                 notebook=self._notebook_path,
                 code=content.get("code", ""),
             )
-        stream = self.channels[channel]
+        stream = self.channels[channel]  # sent through the RecordingSession: a known request from now on
         if msg_list is not None:
             self.session.send_raw(stream, msg_list[:4])
         else:
             msg["buffers"] = []
             self.session.send(stream, msg)
 
+    @property
+    def _user(self) -> str:
+        user = self.websocket_handler.current_user
+        return getattr(user, "username", str(user))
+
     # -- kernel -> browser ---------------------------------------------------------------------
 
     def handle_outgoing_message(self, stream, outgoing_msg) -> None:
+        if self._closed_by_guard:
+            return
         channel = stream if isinstance(stream, str) else getattr(stream, "channel", None)
         idents, parts = self.session.feed_identities(outgoing_msg)
         # parts: signature, header, parent header, metadata, content, buffers...
-        header = self.session.unpack(parts[1])
-        msg_type = header.get("msg_type")
+        msg_type = self._decode(parts[1]).get("msg_type") if len(parts) >= 5 else None
         if msg_type not in policy.OUTGOING_MESSAGES.get(channel, ()):
             self.log.debug("Enclave guard: dropped %r on %s from kernel %s", msg_type, channel, self.kernel_id)
             return
-        guarded = self._guard(channel, msg_type, parts)
-        if guarded is None:
-            return
-        if guarded is not _UNCHANGED:
-            parts = [parts[0], parts[1], parts[2], parts[3], self.session.pack(guarded)]
-        elif len(parts) > 5:
-            parts = parts[:5]
+        msg = Outgoing(stream, idents, msg_type, parts[1:5], outgoing_msg if len(parts) == 5 else None)
+        filtered = self._filtered_content(msg_type, msg.parts[3])
+        if filtered is not None:
+            msg.replace([*msg.parts[:3], filtered])
+        request = self._requests.get(self._decode(msg.parts[1]).get("msg_id"))
+        if request is None:
+            self._pass_unattributed(msg)
         else:
-            return super().handle_outgoing_message(stream, outgoing_msg)
-        signature = self.session.sign(parts[1:5])
-        return super().handle_outgoing_message(stream, [*idents, DELIM, signature, *parts[1:5]])
+            self._pass_within_budget(msg, request)
 
-    def _guard(self, channel: str, msg_type: str, parts: list):
-        """The content to send: _UNCHANGED, a replacement, or None to drop the message."""
-        budget = self._budget
-        raw_size = len(parts[4])
-        if channel == "iopub" and msg_type in policy.BUDGETED_OUTPUTS:
-            key = self.session.unpack(parts[2]).get("msg_id", "")
-            if msg_type == "stream" and raw_size <= budget.allowance(key):
-                budget.spend(key, raw_size)  # within budget: pass without decoding the text
-                return _UNCHANGED
-            return limit_output(msg_type, self.session.unpack(parts[4]), budget, key)
-        if channel in ("shell", "stdin") and msg_type in ("execute_reply", "inspect_reply", "input_request"):
-            content = self.session.unpack(parts[4])
-            changed = self._filter_reply(msg_type, content)
-            if len(json.dumps(content)) > budget.per_message:
-                return self._withheld(msg_type, content)
-            return content if changed else _UNCHANGED
-        if raw_size > budget.per_message:
-            return self._withheld(msg_type, self.session.unpack(parts[4]))
-        return _UNCHANGED
+    def _pass_within_budget(self, msg: Outgoing, request: dict) -> None:
+        """A message answering a known request: on that request's budget."""
+        key = request["msg_id"]
+        budget = self._executions if request.get("msg_type") in policy.EXECUTION_REQUESTS else self._other_requests
+        if msg.msg_type in policy.NEVER_DROPPED:
+            if msg.size > budget.allowance(key):
+                msg.replace(self._minimal_answer(msg, request))
+                # Beyond the request's budget even so: on the connection's, so that a kernel cannot
+                # repeat stand-ins without end.
+                if msg.size > budget.allowance(key) and not self._within_connection_budget(msg.size):
+                    return
+            budget.spend(key, msg.size)
+            self._send(msg)
+            return
+        # Output leaves room in the budget for the reply and status messages that end the request.
+        room = budget.allowance(key, reserve=min(policy.ANSWER_RESERVE_BYTES, budget.per_cell // 4))
+        if msg.size > room:
+            shown = self._withheld_output(msg, request, room, budget)
+            if shown is None:
+                return
+            msg.replace(shown)
+        budget.spend(key, msg.size)
+        self._send(msg)
 
-    @staticmethod
-    def _filter_reply(msg_type: str, content: dict) -> bool:
-        """Apply the MIME policy to the bundles replies carry; True if anything changed."""
-        changed = False
-        if msg_type == "execute_reply":
-            if content.get("user_expressions"):
-                content["user_expressions"] = {}
-                changed = True
-            for item in content.get("payload", []):
-                if isinstance(item.get("data"), dict):
-                    item["data"], _, _ = filter_bundle(item["data"])
-                    changed = True
-        elif msg_type == "inspect_reply" and isinstance(content.get("data"), dict):
-            content["data"], content["metadata"], _ = filter_bundle(content["data"], content.get("metadata"))
-            changed = True
-        return changed
+    def _withheld_output(self, msg: Outgoing, request: dict, room: int, budget: OutputBudget) -> list[bytes] | None:
+        """What shows of an output over budget: a stream's text cut to what fits, with the notice;
+        of any other output, the notice alone, once per request; or nothing."""
+        over = (f"over the output budget ({budget.per_message // 1024} KiB per message, "
+                f"{budget.per_cell // 1024} KiB per cell)")
+        tail = "\n" + notice(over) + "\n"
+        content = self._decode(msg.parts[3]) if msg.msg_type == "stream" else {}
+        name = content.get("name") if content.get("name") in ("stdout", "stderr") else "stderr"
+        text = content.get("text") if isinstance(content.get("text"), str) else ""
+        header = self._header("stream")
+        notice_only = self._rebuilt("stream", request, {"name": name, "text": tail}, header)
+        keep = room - _size(notice_only)
+        first = budget.first_notice(request["msg_id"])
+        if not (text and keep > 0):
+            return notice_only if first else None
+        shown = self._rebuilt("stream", request, {"name": name, "text": text[:keep] + tail}, header)
+        # Every character takes at least one byte once encoded: cutting as many more as the excess fits.
+        excess = _size(shown) - room
+        if excess > 0:
+            shown = self._rebuilt("stream", request, {"name": name, "text": text[:max(0, keep - excess)] + tail}, header)
+        return shown
 
-    @staticmethod
-    def _withheld(msg_type: str, content: dict) -> dict:
-        reason = notice("reply over the output budget")
-        if msg_type == "input_request":
-            return {"prompt": reason, "password": bool(content.get("password"))}
-        if msg_type == "inspect_reply":
-            return {"status": "ok", "found": True, "data": {"text/plain": reason}, "metadata": {}}
-        if msg_type == "complete_reply":
-            return {"status": "ok", "matches": [], "cursor_start": content.get("cursor_start", 0),
-                    "cursor_end": content.get("cursor_end", 0), "metadata": {}}
-        if msg_type == "execute_reply":
-            return {"status": content.get("status", "ok"), "execution_count": content.get("execution_count"),
-                    "user_expressions": {}, "payload": []}
-        return {"status": "error", "ename": "OutputWithheld", "evalue": reason, "traceback": []}
+    def _pass_unattributed(self, msg: Outgoing) -> None:
+        """A message under a parent id the browser never sent this kernel: on the connection's budget."""
+        if msg.size > self._message_max:
+            if msg.msg_type not in policy.NEVER_DROPPED:
+                return
+            msg.replace(self._minimal_answer(msg, {}))
+        if self._within_connection_budget(msg.size):
+            self._send(msg)
 
+    def _within_connection_budget(self, size: int) -> bool:
+        """Count bytes that no request's budget holds; past the connection's budget, close it."""
+        self._unattributed += size
+        if self._unattributed <= self._unattributed_max:
+            return True
+        self._close_over_budget()
+        return False
 
-_UNCHANGED = object()
+    def _close_over_budget(self) -> None:
+        self._closed_by_guard = True
+        budget_kib = self._unattributed_max // 1024
+        reason = f"the kernel sent more than {budget_kib} KiB outside any request's budget"
+        self.log.warning("Enclave guard: closed a websocket of kernel %s: %s", self.kernel_id, reason)
+        self.guard.audit.write(
+            "kernel_connection_closed", user=self._user, kernel_id=self.kernel_id, notebook=self._notebook_path,
+            reason=reason, unattributed_bytes=self._unattributed, budget_bytes=self._unattributed_max,
+        )
+        latest = self._requests.latest_execution
+        if latest is not None and "iopub" in self.channels:
+            text = notice(f"kernel connection closed: {reason}") + "\n"
+            parts = self._rebuilt("stream", latest, {"name": "stderr", "text": text})
+            self._send(Outgoing(self.channels["iopub"], [], "stream", parts, wire=None))
+        self.websocket_handler.close(POLICY_VIOLATION, "Enclave guard: kernel output over the connection budget")
+
+    # -- message parts -------------------------------------------------------------------------
+
+    def _decode(self, part: bytes) -> dict:
+        """One part of a kernel message, or {} if it is not a JSON object (kernel code may send anything)."""
+        try:
+            value = self.session.unpack(part)
+        except ValueError:
+            return {}
+        return value if isinstance(value, dict) else {}
+
+    def _filtered_content(self, msg_type: str, content_part: bytes) -> bytes | None:
+        """The content with the MIME policy applied, or None if the policy leaves it as it is."""
+        if msg_type not in BUNDLE_CARRIERS:
+            return None
+        content = self._decode(content_part)
+        filtered = BUNDLE_CARRIERS[msg_type](content)
+        return None if filtered == content else self.session.pack(filtered)
+
+    def _header(self, msg_type: str) -> bytes:
+        return self.session.pack(self.session.msg_header(msg_type))
+
+    def _rebuilt(self, msg_type: str, parent: dict, content: dict, header: bytes | None = None) -> list[bytes]:
+        """A message of the guard's own making: a fresh header, the request's header as parent,
+        no metadata. Nothing the kernel padded its own headers with comes along."""
+        pack = self.session.pack
+        return [header or self._header(msg_type), pack(parent), pack({}), pack(content)]
+
+    def _minimal_answer(self, msg: Outgoing, parent: dict) -> list[bytes]:
+        return self._rebuilt(msg.msg_type, parent, MINIMAL_ANSWERS[msg.msg_type](self._decode(msg.parts[3])))
+
+    def _send(self, msg: Outgoing) -> None:
+        """Pass a message on: the kernel's own frames if nothing changed, else its parts, signed anew."""
+        wire = msg.wire or [*msg.idents, DELIM, self.session.sign(msg.parts), *msg.parts]
+        super().handle_outgoing_message(msg.stream, wire)
+

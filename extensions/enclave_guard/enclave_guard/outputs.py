@@ -68,9 +68,10 @@ class OutputBudget:
         self._remembered = remembered
         self._noticed: set[str] = set()
 
-    def allowance(self, key: str) -> int:
-        """How many bytes the next message of this execution may show."""
-        return max(0, min(self.per_message, self.per_cell - self._used.get(key, 0)))
+    def allowance(self, key: str, reserve: int = 0) -> int:
+        """How many bytes the next message of this execution may show, leaving ``reserve`` bytes of
+        the execution's budget unspent."""
+        return max(0, min(self.per_message, self.per_cell - reserve - self._used.get(key, 0)))
 
     def spend(self, key: str, size: int) -> None:
         self._used[key] = self._used.get(key, 0) + size

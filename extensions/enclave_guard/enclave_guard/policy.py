@@ -51,6 +51,10 @@ class GuardSettings:
     # Output budgets on the kernel channel (and on saved notebooks): one message, one execution.
     output_message_max_kb: int = 512
     output_cell_max_kb: int = 2048
+    # Budget of one kernel connection for what no request's budget holds: messages under a parent
+    # the browser never sent, and the minimal replies that stand in for answers once their
+    # request's budget is spent. Past it the guard closes the connection (see kernel_channel).
+    output_connection_max_kb: int = 512
     # Largest file that may be submitted for export review, in MiB.
     export_max_mb: float = 16.0
     # Terminals, each in a sandbox of its own beside the kernels' (same view: home and /data),
@@ -75,6 +79,10 @@ class GuardSettings:
         return self.output_cell_max_kb * KIB
 
     @property
+    def output_connection_max_bytes(self) -> int:
+        return self.output_connection_max_kb * KIB
+
+    @property
     def export_max_bytes(self) -> int:
         return int(self.export_max_mb * MIB)
 
@@ -85,6 +93,7 @@ _BOUNDS = {
     "read_max_mb": (0.1, 50.0),
     "output_message_max_kb": (1, 16 * 1024),
     "output_cell_max_kb": (1, 64 * 1024),
+    "output_connection_max_kb": (64, 16 * 1024),
     "export_max_mb": (0.001, 1024.0),
 }
 
@@ -239,8 +248,20 @@ OUTGOING_MESSAGES = {
     "control": frozenset({"kernel_info_reply", "shutdown_reply", "interrupt_reply"}),
     "stdin": frozenset({"input_request"}),
 }
-# Output messages that count against the per-execution budget.
-BUDGETED_OUTPUTS = frozenset({"stream", "display_data", "execute_result", "update_display_data", "error"})
+# Every message to the browser counts, whole, against the budget of the request it answers (its
+# parent): the per-execution budget for an execution, one message's budget for any other request
+# (completion, help, history, kernel info…: a reply, not output). Requests are remembered per
+# kernel, the newest REMEMBERED_REQUESTS of them; a message under any other parent counts against
+# its connection's budget (output_connection_max_kb).
+EXECUTION_REQUESTS = frozenset({"execute_request"})
+REMEMBERED_REQUESTS = 1024
+# Messages that reach the browser however large, as minimal stand-ins when over budget: JupyterLab
+# waits for each request's reply and for the "idle" status that ends it, and the kernel waits for
+# the answer to its input_request. Every other message is output, dropped over budget.
+NEVER_DROPPED = frozenset({"status"}).union(*(OUTGOING_MESSAGES[c] for c in ("shell", "control", "stdin")))
+# Part of an execution's budget its output may not use, kept for the reply and status messages
+# that end it (about 1.5 KiB), so that output filling a cell never has them replaced.
+ANSWER_RESERVE_BYTES = 4 * KIB
 
 # -- routes -----------------------------------------------------------------------------------
 
