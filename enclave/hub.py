@@ -22,6 +22,7 @@ from .settings import REPO_ROOT, Settings
 from .spawner import unix_socket_url
 
 TEMPLATES = Path(__file__).parent / "templates"
+SECURE_COOKIES = {"secure": True}
 
 
 class WorkspaceSpawnHandler(SpawnHandler):
@@ -135,6 +136,21 @@ def configure(c, settings: Settings) -> None:
 
     c.JupyterHub.ip = settings.hub.ip
     c.JupyterHub.port = settings.hub.port
+    # Origins of their own: the hub at the public URL, each user's servers at <user>.<host>, each
+    # service at <service>--service.<host> (JupyterHub's 'idna' subdomain hook). Cookies are
+    # host-only with the __Host- prefix: a page served on one origin can neither read another's
+    # cookies nor toss its own onto another host. (One user's workspaces share that user's origin.)
+    c.JupyterHub.subdomain_host = settings.public_url
+    c.JupyterHub.cookie_host_prefix_enabled = True
+    # __Host- cookies must be Secure, and browsers accept Secure cookies only over https or from
+    # localhost names; JupyterHub 6.1.1 leaves Secure off the OAuth state cookie of servers and
+    # services on plain http, so the browser would drop it. Every cookie is Secure (the hub passes
+    # these options on to the servers; the review service gets them in its environment).
+    # Production is https: see README.
+    c.JupyterHub.tornado_settings = {"cookie_options": SECURE_COOKIES}
+    if settings.hub.ssl_cert:
+        c.JupyterHub.ssl_cert = settings.hub.ssl_cert
+        c.JupyterHub.ssl_key = settings.hub.ssl_key
     c.JupyterHub.db_url = settings.hub_db_url
     c.JupyterHub.cookie_secret_file = str(settings.secrets_dir / "jupyterhub_cookie_secret")
     c.JupyterHub.pid_file = str(settings.hub_dir / "jupyterhub.pid")

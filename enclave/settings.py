@@ -13,13 +13,15 @@ An unknown key or a bad value stops start-up with a message that names the key.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import sys
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlparse
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -57,8 +59,17 @@ class OIDCSettings(_Section):
 
 
 class HubSettings(_Section):
+    # Where the proxy listens.
     ip: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
+    # The address people use. The hub is at this host name; each user's servers and each service
+    # are on host names of their own under it (alice.<host>, exports--service.<host>), so they do
+    # not share an origin. Empty means http://localhost:<port> (browsers resolve *.localhost to
+    # loopback). In production: https://<name>, with wildcard DNS and a certificate for it and *.<name>.
+    public_url: str = ""
+    # TLS at the proxy (PEM files); both or neither.
+    ssl_cert: str = ""
+    ssl_key: str = ""
     # JupyterHub's own database; empty means SQLite under $ENCLAVE_HOME/hub.
     db_url: str = ""
     authenticator: Literal["native", "oidc"] = "native"
@@ -66,6 +77,26 @@ class HubSettings(_Section):
     # Proxy REST API, on loopback only (sandboxes have no network at all).
     proxy_api_port: int = Field(8001, ge=1, le=65535)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url_has_a_host_name(cls, value: str) -> str:
+        if not value:
+            return value
+        url = urlparse(value)
+        if url.scheme not in ("http", "https") or not url.hostname or url.path not in ("", "/"):
+            raise ValueError("must be http(s)://<host name>[:port], with no path")
+        try:
+            ipaddress.ip_address(url.hostname)
+        except ValueError:
+            return value.rstrip("/")
+        raise ValueError("must be a host name, not an IP address: user servers get host names under it")
+
+    @model_validator(mode="after")
+    def _tls_files_together(self) -> "HubSettings":
+        if bool(self.ssl_cert) != bool(self.ssl_key):
+            raise ValueError("ssl_cert and ssl_key go together")
+        return self
 
 
 class AccountSettings(_Section):
@@ -120,6 +151,20 @@ class ExportSettings(_Section):
     link_ttl_seconds: int = Field(600, ge=10)
 
 
+class AuditSettings(_Section):
+    """The audit log (``enclave.audit``): one hash-chained, append-only log on the hub side."""
+
+    # The audit log's database; empty means SQLite under $ENCLAVE_HOME/audit.
+    db_url: str = ""
+    # The audit service's query API (HTTP on loopback; the proxy routes /services/audit/ to it).
+    # Appends go over a unix socket under $ENCLAVE_HOME/run/audit, never over HTTP.
+    port: int = Field(8011, ge=1, le=65535)
+    # A signed checkpoint (tree head) after this many records, or this many seconds, whichever
+    # comes first; and always when the audit service stops.
+    checkpoint_every_records: int = Field(1000, ge=1)
+    checkpoint_every_seconds: int = Field(60, ge=1)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="ENCLAVE_",
@@ -134,6 +179,7 @@ class Settings(BaseSettings):
     accounts: AccountSettings = AccountSettings()
     sandbox: SandboxSettings = SandboxSettings()
     exports: ExportSettings = ExportSettings()
+    audit: AuditSettings = AuditSettings()
 
     @model_validator(mode="after")
     def _absolute_home(self) -> "Settings":
@@ -162,6 +208,15 @@ class Settings(BaseSettings):
     def hub_db_url(self) -> str:
         return self.hub.db_url or f"sqlite:///{self.home / 'hub' / 'jupyterhub.sqlite'}"
 
+    @cached_property
+    def audit_db_url(self) -> str:
+        return self.audit.db_url or f"sqlite:///{self.audit_dir / 'audit.sqlite'}"
+
+    @property
+    def audit_dir(self) -> Path:
+        """The audit log's database (SQLite default) and its checkpoints' second copy."""
+        return self.home / "audit"
+
     @property
     def hub_dir(self) -> Path:
         return self.home / "hub"
@@ -189,7 +244,16 @@ class Settings(BaseSettings):
 
     @property
     def public_url(self) -> str:
-        return f"http://{self.hub.ip}:{self.hub.port}"
+        return self.hub.public_url or f"http://localhost:{self.hub.port}"
+
+    def service_url(self, name: str) -> str:
+        """Where people reach a hub-managed service: on a host name of its own (JupyterHub's
+        subdomain hook, as the hub itself names it), under the public URL."""
+        from jupyterhub.utils import subdomain_hook_idna
+
+        url = urlparse(self.public_url)
+        host = subdomain_hook_idna(name, url.hostname, "service") + (f":{url.port}" if url.port else "")
+        return f"{url.scheme}://{host}/services/{name}/"
 
 
 def _config_path() -> Path:

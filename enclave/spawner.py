@@ -23,6 +23,7 @@ from tornado import web
 from traitlets import Any, Integer
 
 from . import workspaces
+from .rbac import EXPORTS_SERVICE
 from .files import atomic_write
 from .sandbox.policy import (
     HUB_SOCKET_DIR,
@@ -110,6 +111,8 @@ class SandboxSpawner(Spawner):
         hub_api = unix_socket_url(f"{HUB_SOCKET_DIR}/{self.enclave_settings.hub_socket.name}") + "/hub/api"
         env["JUPYTERHUB_API_URL"] = hub_api
         env["JUPYTERHUB_ACTIVITY_URL"] = f"{hub_api}/users/{self.user.escaped_name}/activity"
+        # Where the operator follows their export requests (the review service's own origin).
+        env["ENCLAVE_EXPORTS_URL"] = self.enclave_settings.service_url(EXPORTS_SERVICE)
         return env
 
     # -- life cycle --

@@ -1,10 +1,15 @@
 """Drive a real Enclave hub from tests and benchmarks: start it, log in, start sandboxes, run code.
 
-Everything goes through the proxy on loopback, as a browser or script would.
+Everything goes through the proxy on loopback, as a browser or script would, at the host names a
+browser uses: the hub at ``localhost``, each user's servers at ``<user>.localhost`` and each service
+at ``<service>--service.localhost``. Browsers resolve every ``*.localhost`` name to loopback; this
+module teaches Python's resolver the same, and lets the ``Secure`` (``__Host-``) cookies the hub sets
+travel over plain HTTP to those loopback names, as browsers do (both only in the test process).
 """
 
 from __future__ import annotations
 
+import http.cookiejar
 import itertools
 import json
 import os
@@ -15,6 +20,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlparse
 
 import requests
 import websocket
@@ -22,6 +28,65 @@ import websocket
 REPO = Path(__file__).resolve().parent.parent
 ENCLAVE = REPO / ".venv" / "bin" / "enclave"
 _hub_numbers = itertools.count(os.getpid() % 100 * 10)
+
+_getaddrinfo = socket.getaddrinfo
+
+
+def _resolve_localhost_names(host, *args, **kwargs):
+    """``*.localhost`` is loopback (RFC 6761), as browsers resolve it; glibc does not."""
+    if isinstance(host, str) and host.endswith(".localhost"):
+        host = "127.0.0.1"
+    return _getaddrinfo(host, *args, **kwargs)
+
+
+socket.getaddrinfo = _resolve_localhost_names
+
+
+def _localhost_name(request) -> str | None:
+    host = urlparse(request.get_full_url()).hostname or ""
+    return host if host == "localhost" or host.endswith(".localhost") else None
+
+
+# Python's cookie jars (also those requests makes per redirect), taught what browsers do for
+# ``localhost`` names: they are a secure context (Secure cookies travel over http), a host-only cookie
+# goes to its host alone, and ``Domain=localhost`` reaches ``localhost`` and its subdomains (Python's
+# jar files ``localhost`` under ``localhost.local`` and would match neither).
+_stock_return_ok_secure = http.cookiejar.DefaultCookiePolicy.return_ok_secure
+_stock_return_ok_domain = http.cookiejar.DefaultCookiePolicy.return_ok_domain
+
+
+def _return_ok_secure(policy, cookie, request) -> bool:
+    return _localhost_name(request) is not None or _stock_return_ok_secure(policy, cookie, request)
+
+
+def _return_ok_domain(policy, cookie, request) -> bool:
+    host = _localhost_name(request)
+    if host is None:
+        return _stock_return_ok_domain(policy, cookie, request)
+    if cookie.domain_specified:
+        domain = cookie.domain.lstrip(".")
+        return host == domain or host.endswith("." + domain)
+    return cookie.domain in (host, host + ".local")
+
+
+http.cookiejar.DefaultCookiePolicy.return_ok_secure = _return_ok_secure
+http.cookiejar.DefaultCookiePolicy.return_ok_domain = _return_ok_domain
+
+
+def cookie_header(session: requests.Session, url: str) -> str:
+    """The Cookie header a browser would send with a request to ``url`` (http or ws)."""
+    request = requests.Request("GET", url.replace("ws://", "http://", 1)).prepare()
+    return requests.cookies.get_cookie_header(session.cookies, request) or ""
+
+
+def cookie_value(session: requests.Session, url: str, name: str) -> str | None:
+    """The value of cookie ``name`` that a request to ``url`` carries (of several, the one with the
+    most specific path: a cookie header lists longer paths first)."""
+    for pair in cookie_header(session, url).split("; "):
+        key, _, value = pair.partition("=")
+        if key == name:
+            return value
+    return None
 
 
 def free_port() -> int:
@@ -55,7 +120,14 @@ class Hub:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        """The hub's public URL."""
+        return f"http://localhost:{self.port}"
+
+    def user_origin(self, user: str) -> str:
+        return f"http://{user}.localhost:{self.port}"
+
+    def service_url(self, name: str) -> str:
+        return f"http://{name}--service.localhost:{self.port}/services/{name}"
 
     @property
     def env(self) -> dict:
@@ -121,8 +193,9 @@ class Hub:
     def login(self, username: str, password: str) -> "Session":
         s = Session(self)
         s.http.get(self.url + "/hub/login")
-        r = s.http.post(self.url + "/hub/login",
-                        data={"username": username, "password": password, "_xsrf": s.http.cookies.get("_xsrf")})
+        r = s.http.post(self.url + "/hub/login", data={
+            "username": username, "password": password,
+            "_xsrf": cookie_value(s.http, self.url + "/hub/login", "_xsrf")})
         if not r.url.endswith("/hub/home"):
             raise AssertionError(f"login as {username} failed: {r.status_code} {r.url}")
         s.username = username
@@ -167,10 +240,10 @@ class Session:
         self.username = ""
 
     def server_url(self, workspace: str) -> str:
-        return f"{self.hub.url}/user/{self.username}/{workspace}"
+        return f"{self.hub.user_origin(self.username)}/user/{self.username}/{workspace}"
 
     def hub_api(self, method: str, path: str, **kw) -> requests.Response:
-        headers = {"X-XSRFToken": self.http.cookies.get("_xsrf", path="/hub/")}
+        headers = {"X-XSRFToken": cookie_value(self.http, f"{self.hub.url}/hub/api{path}", "_xsrf") or ""}
         return self.http.request(method, f"{self.hub.url}/hub/api{path}", headers=headers, **kw)
 
     def start(self, workspace: str, timeout: float = 90) -> requests.Response:
@@ -200,10 +273,13 @@ class Session:
 
         wait_for(stopped, 60, f"{self.username}/{workspace} to stop")
 
+    def server_request(self, workspace: str, method: str, path: str, **kw) -> requests.Response:
+        """A request to ``path`` (relative) on the workspace's server, with its XSRF token."""
+        url = f"{self.server_url(workspace)}/{path.lstrip('/')}"
+        return self.http.request(method, url, headers={"X-XSRFToken": cookie_value(self.http, url, "_xsrf") or ""}, **kw)
+
     def server_api(self, workspace: str, method: str, path: str, **kw) -> requests.Response:
-        xsrf = self.http.cookies.get("_xsrf", path=f"/user/{self.username}/{workspace}/")
-        return self.http.request(method, f"{self.server_url(workspace)}/api{path}",
-                                 headers={"X-XSRFToken": xsrf or ""}, **kw)
+        return self.server_request(workspace, method, f"api{path}", **kw)
 
     def terminal(self, workspace: str) -> "Terminal":
         r = self.server_api(workspace, "POST", "/terminals", json={})
@@ -238,8 +314,8 @@ class Kernel:
         """A fresh websocket per execution: the server drops one that idled past its pings."""
         if self.ws is not None:
             self.ws.close()
-        cookie = "; ".join(f"{c.name}={c.value}" for c in self.session.http.cookies)
         url = self.session.server_url(self.workspace).replace("http://", "ws://") + f"/api/kernels/{self.id}/channels"
+        cookie = cookie_header(self.session.http, url)
         self.ws = websocket.create_connection(url, header=[f"Cookie: {cookie}"], timeout=120)
         return self.ws
 
@@ -298,8 +374,8 @@ class Terminal:
         self.session = session
         self.workspace = workspace
         self.name = name
-        cookie = "; ".join(f"{c.name}={c.value}" for c in session.http.cookies)
         url = session.server_url(workspace).replace("http://", "ws://") + f"/terminals/websocket/{name}"
+        cookie = cookie_header(session.http, url)
         self.ws = websocket.create_connection(url, header=[f"Cookie: {cookie}"], timeout=60)
         self.ws.send(json.dumps(["set_size", 40, 200, 800, 1600]))
         self.output = ""

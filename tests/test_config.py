@@ -41,7 +41,7 @@ async def test_oidc_is_selectable_and_maps_idp_groups_to_roles(tmp_path):
     assert c.JupyterHub.authenticator_class == "generic-oauth"
     auth = GenericOAuthenticator(config=c)
     assert auth.client_id == "enclave" and auth.enable_pkce and auth.manage_groups
-    assert auth.oauth_callback_url == "http://127.0.0.1:8000/hub/oauth_callback"
+    assert auth.oauth_callback_url == "http://localhost:8000/hub/oauth_callback"
 
     def state(*groups):
         return {"oauth_user": {"preferred_username": "li", "groups": list(groups)}}

@@ -234,7 +234,7 @@ async def test_terminal_opens_and_runs_in_jupyterlab(enclave, dave):
             await page.fill("input[name=password]", PASSWORD)
             await page.click("#login_submit")
             await page.wait_for_url("**/hub/home**")
-            await page.goto(f"{enclave.url}/user/dave/gamma/lab")
+            await page.goto(f"{enclave.user_origin('dave')}/user/dave/gamma/lab")
             await page.locator(".jp-LauncherCard[title='Start a new terminal session']").click()
             await page.locator(".jp-Terminal .xterm-helper-textarea").wait_for(state="attached")
             await page.locator(".jp-Terminal").click()

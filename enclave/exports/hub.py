@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 
@@ -19,6 +20,10 @@ def exports_service(settings: Settings) -> dict:
     # Managed services do not inherit the hub's environment: pass on the settings file and overrides.
     environment = {k: v for k, v in os.environ.items() if k.startswith("ENCLAVE_")}
     environment["ENCLAVE_HOME"] = str(settings.home)
+    # Its OAuth cookies host-only with the __Host- prefix, and Secure, as the hub's servers' are
+    # (see enclave.hub.configure).
+    environment["JUPYTERHUB_COOKIE_HOST_PREFIX_ENABLED"] = "1"
+    environment["JUPYTERHUB_COOKIE_OPTIONS"] = json.dumps({"secure": True})
     if "ENCLAVE_CONFIG" in environment:  # it runs from "/": a relative path would point elsewhere
         environment["ENCLAVE_CONFIG"] = os.path.abspath(environment["ENCLAVE_CONFIG"])
     return {

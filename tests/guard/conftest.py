@@ -77,6 +77,8 @@ def start_server(root: Path, guard: dict, extra_args: list[str] = ()) -> Server:
         "MPLCONFIGDIR": str(run / "mpl"),
         # What the sandbox hands a kernel from the workspace's guard.acro settings.
         "ENCLAVE_ACRO_THRESHOLDS": json.dumps({"safe_threshold": 7}),
+        # Where the hub says the review service's pages are.
+        "ENCLAVE_EXPORTS_URL": "http://exports--service.localhost:8000/services/exports/",
     }
     argv = [
         str(SANDBOX_ENV / "bin" / "jupyter-server"), "--allow-root", "--no-browser",

@@ -45,7 +45,7 @@ async def login(browser, hub, username: str):
 
 
 async def open_lab(page, hub, username: str, workspace: str):
-    await page.goto(f"{hub.url}/user/{username}/{workspace}/lab")
+    await page.goto(f"{hub.user_origin(username)}/user/{username}/{workspace}/lab")
     await page.wait_for_selector(".jp-DirListing-content", timeout=TIMEOUT)
 
 
@@ -116,7 +116,7 @@ async def test_csv_upload_is_refused_in_the_file_browser(browser, enclave, alice
 
 def _service_registered(hub) -> bool:
     # Unregistered, the path falls through to the hub, which answers 404.
-    return requests.get(f"{hub.url}/services/exports/", timeout=10, allow_redirects=False).status_code != 404
+    return requests.get(f"{hub.service_url('exports')}/", timeout=10, allow_redirects=False).status_code != 404
 
 
 @pytest.fixture(scope="session")
@@ -167,7 +167,7 @@ async def test_request_export_flow(browser, review_hub):
 
     # carol reviews through the review service's pages.
     rctx, rpage = await login(browser, hub, "carol")
-    await rpage.goto(f"{hub.url}/services/exports/requests/{request_id}")
+    await rpage.goto(f"{hub.service_url('exports')}/requests/{request_id}")
     await rpage.locator("form.vote textarea").fill("Counts above threshold; rounded.")
     await rpage.locator("form.vote button").click()
     await rpage.wait_for_load_state()

@@ -32,9 +32,7 @@ def exists_in_home(kernel, name: str) -> bool:
 
 
 def get(session, path: str, method: str = "GET", **kw):
-    xsrf = session.http.cookies.get("_xsrf", path=f"/user/{session.username}/alpha/") or ""
-    return session.http.request(method, f"{session.server_url('alpha')}/{path}",
-                                headers={"X-XSRFToken": xsrf}, allow_redirects=False, **kw)
+    return session.server_request("alpha", method, path, allow_redirects=False, **kw)
 
 
 def refused(r, *marks: str) -> None:
@@ -254,7 +252,7 @@ def test_export_request_carries_bytes_hash_and_provenance(alice, alice_kernel):
     listed = get(alice, "enclave/api/exports").json()["requests"]
     assert request_id in [q["id"] for q in listed]
     # What the review service holds, read back by the operator through the service.
-    service = f"{alice.hub.url}/services/exports"
+    service = alice.hub.service_url("exports")
     alice.http.get(f"{service}/")  # the service's OAuth hand-shake, as a browser follows it
     stored = alice.http.get(f"{service}/api/requests/{request_id}").json()
     f = stored["files"][0]

@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass
 
 from jupyter_server.utils import url_path_join
-from traitlets import Unicode
+from traitlets import Unicode, default
 from traitlets.config import LoggingConfigurable
 
 from . import policy
@@ -33,6 +33,13 @@ class EnclaveGuard(LoggingConfigurable):
     workspace_file = Unicode(policy.WORKSPACE_FILE, help="The workspace's settings, written by the hub.").tag(config=True)
     audit_file = Unicode(policy.AUDIT_FILE, help="Audit trail (JSON lines), in a place kernels cannot reach.").tag(config=True)
     exports_socket = Unicode(policy.EXPORTS_SOCKET, help="The export review service's intake socket.").tag(config=True)
+    exports_url = Unicode(
+        help="The export review service's pages (on its own origin), where operators follow their requests."
+    ).tag(config=True)
+
+    @default("exports_url")
+    def _exports_url_from_the_hub(self):
+        return os.environ.get("ENCLAVE_EXPORTS_URL", "")
 
 
 @dataclass
@@ -41,6 +48,7 @@ class Guard:
     workspace_file: str
     audit: AuditTrail
     intake: Intake
+    exports_url: str
     packages: dict[str, str]
 
     def record_execution(self, **fields):
@@ -115,11 +123,14 @@ def _load_jupyter_server_extension(serverapp):
     config = EnclaveGuard(parent=serverapp)
     workspace = policy.load_workspace(config.workspace_file)
     _check_configuration(serverapp, workspace.guard)
+    _require(config.exports_url.startswith(("http://", "https://")),
+             f"EnclaveGuard.exports_url ($ENCLAVE_EXPORTS_URL) is not a URL: {config.exports_url!r}")
     guard = Guard(
         workspace=workspace,
         workspace_file=config.workspace_file,
         audit=AuditTrail(config.audit_file, workspace.user, workspace.workspace, serverapp.log),
         intake=Intake(config.exports_socket),
+        exports_url=config.exports_url,
         packages=package_environment(),
     )
     web_app = serverapp.web_app

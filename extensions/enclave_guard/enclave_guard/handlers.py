@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 
 from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import APIHandler, JupyterHandler
@@ -14,9 +13,6 @@ from . import exports, policy
 from .intake import IntakeError
 
 AUTH_RESOURCE = "enclave_exports"
-# The export review service's name in JupyterHub (enclave.rbac.EXPORTS_SERVICE): its pages are at
-# {hub base URL}services/exports/, where released files are downloaded.
-EXPORTS_SERVICE = "exports"
 
 
 class ClosedHandler(JupyterHandler):
@@ -105,8 +101,8 @@ class ExportsHandler(_GuardAPIHandler):
 
     def _summary(self, req: dict) -> dict:
         """What the panel shows: state, files, public comments and where to download releases."""
-        page = url_path_join(os.environ.get("JUPYTERHUB_BASE_URL", "/"), "services", EXPORTS_SERVICE,
-                             "requests", req["id"])
+        # The review service's page for it, on the service's own origin (given by the hub).
+        page = url_path_join(self.guard.exports_url, "requests", req["id"])
         return {
             "id": req["id"], "title": req.get("title"), "state": req["state"], "submitted_at": req.get("submitted_at"),
             "page_url": page,
