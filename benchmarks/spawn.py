@@ -48,7 +48,11 @@ def timed_start(session, server: str) -> float:
 
 
 class PlainHub(Hub):
-    """JupyterHub with SimpleLocalProcessSpawner running the same single-user server over TCP."""
+    """JupyterHub with SimpleLocalProcessSpawner running the same single-user server over TCP, with
+    JupyterHub's defaults: one origin for the hub and every server."""
+
+    def user_origin(self, user: str) -> str:
+        return self.url
 
     def start(self) -> None:
         config = self.home / "plain_config.py"

@@ -24,6 +24,7 @@ from urllib.parse import urlparse
 
 import requests
 import websocket
+from jupyterhub.utils import subdomain_hook_idna
 
 REPO = Path(__file__).resolve().parent.parent
 ENCLAVE = REPO / ".venv" / "bin" / "enclave"
@@ -73,9 +74,20 @@ http.cookiejar.DefaultCookiePolicy.return_ok_secure = _return_ok_secure
 http.cookiejar.DefaultCookiePolicy.return_ok_domain = _return_ok_domain
 
 
+def websocket_url(url: str) -> str:
+    return "ws" + url.removeprefix("http")
+
+
+def connect_websocket(session: "Session", url: str, timeout: float):
+    """A websocket with the session's cookies, as a browser on the page would open it."""
+    ca = session.hub.tls[0] if session.hub.tls else None
+    return websocket.create_connection(url, header=[f"Cookie: {cookie_header(session.http, url)}"], timeout=timeout,
+                                       sslopt={"ca_certs": str(ca)} if ca else None)
+
+
 def cookie_header(session: requests.Session, url: str) -> str:
-    """The Cookie header a browser would send with a request to ``url`` (http or ws)."""
-    request = requests.Request("GET", url.replace("ws://", "http://", 1)).prepare()
+    """The Cookie header a browser would send with a request to ``url`` (http(s) or ws(s))."""
+    request = requests.Request("GET", "http" + url.removeprefix("ws") if url.startswith("ws") else url).prepare()
     return requests.cookies.get_cookie_header(session.cookies, request) or ""
 
 
@@ -117,17 +129,32 @@ class Hub:
     # Hubs on one machine must not hand out the same sandbox uids.
     uid_base: int = field(default_factory=lambda: 300_000 + 1000 * next(_hub_numbers))
     proc: subprocess.Popen | None = None
+    # The public host name (its subdomains are the users' and services' origins), and TLS at the
+    # proxy: (certificate, key) PEM files, the certificate also trusted by this hub's clients.
+    domain: str = "localhost"
+    tls: tuple[Path, Path] | None = None
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls else "http"
+
+    @property
+    def verify(self) -> str | bool:
+        """What clients of this hub verify its certificate with (requests' ``verify``)."""
+        return str(self.tls[0]) if self.tls else True
 
     @property
     def url(self) -> str:
         """The hub's public URL."""
-        return f"http://localhost:{self.port}"
+        return f"{self.scheme}://{self.domain}:{self.port}"
 
     def user_origin(self, user: str) -> str:
-        return f"http://{user}.localhost:{self.port}"
+        """Where the user's servers are: a host name of their own (JupyterHub's subdomain hook)."""
+        return f"{self.scheme}://{subdomain_hook_idna(user, self.domain, 'user')}:{self.port}"
 
     def service_url(self, name: str) -> str:
-        return f"http://{name}--service.localhost:{self.port}/services/{name}"
+        host = subdomain_hook_idna(name, self.domain, "service")
+        return f"{self.scheme}://{host}:{self.port}/services/{name}"
 
     @property
     def env(self) -> dict:
@@ -140,6 +167,8 @@ class Hub:
             "ENCLAVE_HUB__PROXY_API_PORT": str(self.proxy_api_port),
             "ENCLAVE_EXPORTS__PORT": str(self.exports_port),
             "ENCLAVE_SANDBOX__UID_BASE": str(self.uid_base),
+            "ENCLAVE_HUB__PUBLIC_URL": self.url,
+            **({"ENCLAVE_HUB__SSL_CERT": str(self.tls[0]), "ENCLAVE_HUB__SSL_KEY": str(self.tls[1])} if self.tls else {}),
             **self.env_overrides,
         }
 
@@ -158,7 +187,7 @@ class Hub:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"hub exited {self.proc.returncode}: {self.log_tail()}")
             try:
-                return requests.get(self.url + "/hub/api/", timeout=2).status_code == 200
+                return requests.get(self.url + "/hub/api/", timeout=2, verify=self.verify).status_code == 200
             except requests.ConnectionError:
                 return False
 
@@ -237,6 +266,10 @@ class Session:
     def __init__(self, hub: Hub):
         self.hub = hub
         self.http = requests.Session()
+        # Loopback only, verified against the hub's own certificate (a CA bundle or proxy named in
+        # the environment would override a session's settings otherwise).
+        self.http.trust_env = False
+        self.http.verify = hub.verify
         self.username = ""
 
     def server_url(self, workspace: str) -> str:
@@ -314,9 +347,8 @@ class Kernel:
         """A fresh websocket per execution: the server drops one that idled past its pings."""
         if self.ws is not None:
             self.ws.close()
-        url = self.session.server_url(self.workspace).replace("http://", "ws://") + f"/api/kernels/{self.id}/channels"
-        cookie = cookie_header(self.session.http, url)
-        self.ws = websocket.create_connection(url, header=[f"Cookie: {cookie}"], timeout=120)
+        url = websocket_url(self.session.server_url(self.workspace)) + f"/api/kernels/{self.id}/channels"
+        self.ws = connect_websocket(self.session, url, timeout=120)
         return self.ws
 
     def request(self, msg_type: str, content: dict, channel: str = "shell", timeout: float = 120) -> list[dict]:
@@ -374,9 +406,8 @@ class Terminal:
         self.session = session
         self.workspace = workspace
         self.name = name
-        url = session.server_url(workspace).replace("http://", "ws://") + f"/terminals/websocket/{name}"
-        cookie = cookie_header(session.http, url)
-        self.ws = websocket.create_connection(url, header=[f"Cookie: {cookie}"], timeout=60)
+        url = websocket_url(session.server_url(workspace)) + f"/terminals/websocket/{name}"
+        self.ws = connect_websocket(session, url, timeout=60)
         self.ws.send(json.dumps(["set_size", 40, 200, 800, 1600]))
         self.output = ""
         self.closed = False

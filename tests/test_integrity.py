@@ -8,6 +8,8 @@ at a time) and ``lair`` (terminals allowed; the hostile home, ``hostile_home.py`
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import pytest
 from enclave_testing import Session
@@ -22,7 +24,7 @@ RELEASE = "households@1"
 
 @pytest.fixture(scope="module")
 def hub(hub_factory):
-    hub = hub_factory("integrity", ENCLAVE_SANDBOX__IDLE_TIMEOUT="0")
+    hub = hub_factory("integrity")  # with the idle culler, which the process table names too
     settings = Settings(home=hub.home)
     data = hub.home / "releases" / RELEASE / "data"
     data.mkdir(parents=True)
@@ -147,3 +149,77 @@ def test_a_planted_file_run_on_purpose_leaves_its_marker(hub, mallory, hostile):
     assert markers(host_home(hub, "lair")) == [MARKER + "sitecustomize"]
     (host_home(hub, "lair") / (MARKER + "sitecustomize")).unlink()
     mallory.stop("lair")
+
+
+# -- every process in the trust-boundary table ---------------------------------------------------
+
+SECURITY_MODEL = Path(__file__).resolve().parents[1] / "docs" / "security-model.md"
+# Processes that police the operator: isolated Python, in a directory only root can write.
+TRUSTED = ("hub", "review service", "idle culler", "sandbox supervisor", "single-user server and guard",
+           "terminal relay")
+
+
+def trust_boundary_table() -> dict[str, str]:
+    """process -> its command fragment, from docs/security-model.md's table."""
+    text = SECURITY_MODEL.read_text()
+    section = text.split("## What each process loads, and who can write it", 1)[1].split("\n## ", 1)[0]
+    rows = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) > 2 and cells[1].startswith("`") and cells[0] != "process":
+            rows[cells[0]] = cells[1].strip("`")
+    return rows
+
+
+def descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                ppid = int((p / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except OSError:
+                continue
+            children.setdefault(ppid, []).append(int(p.name))
+    found, todo = [], [pid]
+    while todo:
+        found.append(todo.pop())
+        todo += children.get(found[-1], [])
+    return found
+
+
+def test_every_process_the_hub_starts_is_in_this_table(hub, mallory):
+    table = trust_boundary_table()
+    assert set(TRUSTED) <= set(table), sorted(table)
+    assert mallory.start("lair").status_code == 200
+    kernel = mallory.notebook_kernel("lair", "work.ipynb")
+    kernel.run("1 + 1")
+    terminal = mallory.terminal("lair")
+    seen: dict[str, list[int]] = {}
+    try:
+        for pid in descendants(hub.proc.pid):
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue  # it has just exited
+            # What the process itself runs (a launcher's command line also holds what it will start).
+            own = cmdline.split(" -- ")[0]
+            kinds = [name for name, command in table.items() if command in own]
+            assert len(kinds) == 1, (cmdline, kinds)
+            seen.setdefault(kinds[0], []).append(pid)
+        # With a kernel and a terminal open, every kind of process is running.
+        assert set(seen) == set(table), sorted(seen)
+        for kind in TRUSTED:
+            for pid in seen.get(kind, []):
+                cwd = Path(f"/proc/{pid}/cwd")
+                info = cwd.stat()
+                assert info.st_uid == 0 and not info.st_mode & 0o022, (kind, os.readlink(cwd), oct(info.st_mode))
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+                if "-m" in argv:  # a module: isolated, so nothing of the working directory is on sys.path
+                    assert "-I" in argv[:argv.index("-m")], (kind, argv)
+                elif "python" in Path(argv[0]).name:  # a script: its folder is first on sys.path
+                    folder = Path(f"/proc/{pid}/root{argv[1]}").parent.stat()
+                    assert folder.st_uid == 0 and not folder.st_mode & 0o022, (kind, argv)
+    finally:
+        terminal.close()
+        kernel.close()
+        mallory.stop("lair")

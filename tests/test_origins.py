@@ -275,3 +275,59 @@ def hub_user_names(hub) -> set[str]:
         return {name for (name,) in db.execute("select name from users")}
     finally:
         db.close()
+
+
+# -- production: a domain of its own, TLS at the proxy ---------------------------------------------
+
+
+def wildcard_certificate(folder, domain: str) -> tuple:
+    """A self-signed certificate for ``domain`` and ``*.domain``, as production would have one."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, domain)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(domain), x509.DNSName("*." + domain)]), False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    key_path.chmod(0o600)
+    return cert_path, key_path
+
+
+def test_a_production_domain_over_tls(hub_factory, tmp_path):
+    """hub.public_url on a domain of its own, with a wildcard certificate at the proxy: the hub, the
+    user's server and the review service each on their own https origin, every cookie Secure and
+    host-only, kernels over wss."""
+    hub = hub_factory("tls", ENCLAVE_SANDBOX__IDLE_TIMEOUT="0")
+    hub.domain = "enclave.localhost"
+    hub.tls = wildcard_certificate(tmp_path, hub.domain)
+    seed(hub)
+    hub.start()
+    try:
+        alice = hub.login("alice", PASSWORD)
+        r = alice.start("alpha")
+        assert r.status_code == 200 and r.url.startswith(f"https://alice.enclave.localhost:{hub.port}/user/alice/alpha/")
+        assert alice.kernel("alpha").run("print(6 * 7)") == ("42\n", None)
+        service = alice.http.get(hub.service_url("exports") + "/")
+        assert service.status_code == 200 and service.url.startswith(f"https://exports--service.enclave.localhost:{hub.port}/")
+        cookies = {(c.name, c.domain, c.secure) for c in alice.http.cookies if c.name.startswith("__Host-")}
+        assert {name for name, _, _ in cookies} >= {"__Host-jupyterhub-hub-login", "__Host-jupyterhub-user-alice-alpha"}
+        assert all(secure and not domain.startswith(".") for _, domain, secure in cookies), cookies
+        with pytest.raises(requests.ConnectionError):  # the proxy speaks only TLS
+            requests.get(f"http://{hub.domain}:{hub.port}/hub/api/", timeout=5)
+        alice.stop("alpha")
+    finally:
+        hub.stop()
+        hub.stop_all_sandboxes()
