@@ -9,6 +9,7 @@ from __future__ import annotations
 
 # Services that hold these scopes' meaning.
 EXPORTS_SERVICE = "exports"
+AUDIT_SERVICE = "audit"
 IDLE_CULLER_SERVICE = "idle-culler"
 
 CUSTOM_SCOPES: dict[str, dict] = {
@@ -23,6 +24,9 @@ CUSTOM_SCOPES: dict[str, dict] = {
     },
     "custom:workspaces:admin": {
         "description": "Provision workspaces: members, releases, limits.",
+    },
+    "custom:audit:read": {
+        "description": "Read the audit log: every operation and transfer, and the assessment reports.",
     },
 }
 
@@ -64,6 +68,8 @@ ROLES: list[dict] = [
             "read:groups",
             "custom:workspaces:admin",
             "custom:exports:admin",
+            "custom:audit:read",
+            f"access:services!service={AUDIT_SERVICE}",
         ],
     },
     {

@@ -32,5 +32,6 @@ def main(ctx: click.Context) -> None:
 
 
 from . import data, exports, hub, users, workspaces  # noqa: E402  (subcommands register on ``main``)
+from . import audit  # noqa: E402,F401  (``enclave audit``)
 
 __all__ = ["main", "pass_ctx", "data", "exports", "hub", "users", "workspaces"]

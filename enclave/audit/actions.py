@@ -1,0 +1,154 @@
+"""What the audit log records, as data: the sources that hand records over, the outcomes, and
+every action with the detail keys it carries.
+
+The writer refuses a record whose action is not in :data:`ACTIONS`, whose detail lacks a required
+key or carries one the action does not list, or whose workspace/sandbox does not fit the action's
+``where``. ``docs/audit.md`` is generated from these tables (``enclave audit actions-doc``), so the
+page auditors read is the rule the writer applies. To record something new, add it here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# The component that handed a record to the audit service.
+SOURCES: dict[str, str] = {
+    "hub": "JupyterHub and its authenticator, spawner and API handlers",
+    "cli": "the `enclave` command, run by an administrator or the data holder on the hub side",
+    "exports": "the export review service",
+    "sandbox": "a per-sandbox receiver: what a workspace's server reports, stamped hub-side",
+}
+
+OUTCOMES: dict[str, str] = {
+    "ok": "done as asked",
+    "denied": "refused by a rule (permissions, lock-out, a policy)",
+    "failed": "attempted, but an error stopped it",
+}
+
+# Where an action happens, which decides whether `workspace` and `sandbox` are required.
+WHERE: dict[str, str] = {
+    "hub": "no workspace: `workspace` and `sandbox` are null",
+    "workspace": "`workspace` is required; `sandbox` is null",
+    "sandbox": "`workspace` and `sandbox` are both required",
+}
+
+# Every detail key any action uses, with what it means. Actions list keys by these names.
+DETAIL_KEYS: dict[str, str] = {
+    "method": "how: `native` or `oidc` for logins; `masked` or `synthetic` for data releases",
+    "remote_ip": "the client address the hub saw",
+    "reason": "why, in the words of whoever acted (or the rule that refused)",
+    "failures": "failed logins in a row",
+    "locked_until": "end of a lock-out (ISO 8601, UTC)",
+    "user": "the account acted upon (for a denied login, the name typed)",
+    "roles": "roles of an account, or the member's role in a workspace (list of names)",
+    "role": "a workspace role: `operator` or `reviewer`",
+    "release": "a data release, `NAME@VERSION`",
+    "columns": "the columns made visible (list; absent means all)",
+    "content_hash": "SHA-256 over a release's (or view's) files",
+    "limits": "resource limits (object: memory_mb, pids, cpus, max_file_mb)",
+    "guard": "guard settings of a workspace (object)",
+    "before": "the value before the change",
+    "policy": "the sandbox policy that was applied (object: mounts, identity, limits, network)",
+    "server": "the JupyterHub named server",
+    "idle_seconds": "how long the sandbox had been idle",
+    "kernel": "kernel id",
+    "notebook": "notebook path, relative to the home",
+    "cell": "cell id in the notebook",
+    "code": "the code text, at most 60,000 characters (see `code_truncated`)",
+    "code_sha256": "SHA-256 of the whole code text (UTF-8)",
+    "code_truncated": "true when `code` holds only the start of a longer text",
+    "terminal": "terminal id",
+    "text": "one line of terminal input, at most 60,000 characters",
+    "path": "a path relative to the home",
+    "new_path": "the path after a rename",
+    "size": "bytes",
+    "sha256": "SHA-256 of a file's bytes",
+    "channel": "the egress channel a budget counts (e.g. `terminal_output`, `display`)",
+    "used": "bytes used of the budget",
+    "budget": "the budget, in bytes",
+    "request_id": "an export request",
+    "title": "an export request's title",
+    "files": "files of an export request (list of objects: name, sha256, size)",
+    "file": "one file's name",
+    "status": "a check's result: `pass`, `review` or `fail`",
+    "checks": "the automated checks' findings (list of objects)",
+    "decision": "a reviewer's vote or a request's final state",
+    "release_id": "a released file's id",
+    "gates": "a data release's privacy and utility gates (list of objects)",
+}
+
+
+@dataclass(frozen=True)
+class Action:
+    records: str
+    where: str
+    required: tuple[str, ...] = ()
+    optional: tuple[str, ...] = ()
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return self.required + self.optional
+
+
+ACTIONS: dict[str, Action] = {
+    # Logins (hub).
+    "auth.login": Action("a login attempt; `denied` for a wrong password, an unknown or locked account, or a"
+                         " refusal by policy (the actor is the account, or `anonymous` when there is none)",
+                         "hub", ("method",), ("remote_ip", "reason", "failures", "user")),
+    "auth.throttle": Action("an account locked after too many failed logins", "hub",
+                            ("user", "failures", "locked_until"), ("remote_ip",)),
+    "auth.logout": Action("a logout", "hub", (), ("remote_ip",)),
+    # Accounts and roles (CLI, hub API).
+    "account.create": Action("an account created with its roles", "hub", ("user", "roles")),
+    "account.password_set": Action("a password set by an admin (this also lifts a lock-out)", "hub", ("user",)),
+    "account.roles_set": Action("an account's roles changed", "hub", ("user", "roles"), ("before",)),
+    # Workspaces, memberships, attachments, limits and guard settings.
+    "workspace.create": Action("a workspace created", "workspace"),
+    "workspace.member_add": Action("a member given a role in the workspace", "workspace", ("user", "role")),
+    "workspace.member_remove": Action("a member's role in the workspace removed", "workspace", ("user", "role")),
+    "workspace.attach": Action("a release (or some of its columns) attached: visible read-only under /data",
+                               "workspace", ("release",), ("columns", "content_hash", "reason")),
+    "workspace.detach": Action("a release detached from the workspace", "workspace", ("release",), ("reason",)),
+    "workspace.limits_set": Action("the workspace's sandbox limits changed", "workspace", ("limits",), ("before",)),
+    "workspace.guard_set": Action("the workspace's guard settings changed", "workspace", ("guard",), ("before",)),
+    # Sandboxes.
+    "sandbox.start": Action("a sandbox started, with the policy applied", "sandbox", ("policy",), ("server",)),
+    "sandbox.stop": Action("a sandbox stopped", "sandbox", (), ("reason", "server")),
+    "sandbox.cull": Action("an idle sandbox stopped by the culler", "sandbox", (), ("idle_seconds", "server")),
+    # Inside a sandbox, reported by its server and stamped by the hub-side receiver.
+    "kernel.execute": Action("code sent to a kernel", "sandbox", ("kernel", "code", "code_sha256"),
+                             ("notebook", "cell", "code_truncated")),
+    "terminal.input": Action("a line typed in a terminal", "sandbox", ("terminal", "text"), ("code_truncated",)),
+    "contents.read": Action("a file read through the contents API", "sandbox", ("path",), ("size", "sha256")),
+    "contents.save": Action("a file saved through the contents API", "sandbox", ("path",), ("size", "sha256")),
+    "contents.rename": Action("a file renamed through the contents API", "sandbox", ("path", "new_path")),
+    "contents.delete": Action("a file deleted through the contents API", "sandbox", ("path",)),
+    "egress.notice": Action("an egress budget notice: output held back or cut", "sandbox",
+                            ("channel", "used", "budget"), ("reason",)),
+    # Export review (the review service).
+    "export.request": Action("an export request submitted", "workspace", ("request_id", "files"), ("title",)),
+    "export.check": Action("the automated checks' result for one file", "workspace",
+                           ("request_id", "file", "status"), ("sha256", "checks")),
+    "export.vote": Action("a reviewer's vote on one file", "workspace",
+                          ("request_id", "file", "decision", "reason")),
+    "export.decision": Action("a request's decision (approved, rejected, returned, withdrawn)", "workspace",
+                              ("request_id", "decision"), ("reason",)),
+    "export.release": Action("a file released with its signed manifest", "workspace",
+                             ("request_id", "file", "sha256", "release_id")),
+    "export.download": Action("a released file downloaded", "workspace", ("request_id", "release_id"),
+                              ("file", "sha256")),
+    "export.revoke": Action("a release revoked", "workspace", ("request_id", "release_id", "reason")),
+    # Data releases (the data holder's side, through the CLI).
+    "data.release_published": Action("a release published: every gate passed", "hub",
+                                     ("release", "method", "content_hash", "gates")),
+    "data.release_refused": Action("a release refused: a gate failed or the contract did not hold", "hub",
+                                   ("release", "method", "reason"), ("gates",)),
+}
+
+
+def actions_matching(pattern: str) -> list[str]:
+    """Action names for a query: an exact name, or a prefix ending in ``.*`` (``export.*``)."""
+    if pattern.endswith(".*"):
+        prefix = pattern[:-1]
+        return [name for name in ACTIONS if name.startswith(prefix)]
+    return [pattern] if pattern in ACTIONS else []

@@ -1,0 +1,273 @@
+"""The audit service: the audit log's one writer, and its query API. Hub-managed.
+
+Run as ``python -m enclave.audit.service`` (JupyterHub starts it, see :mod:`.hub`). It holds the
+writer lock for as long as it runs (:mod:`.writer`): a second audit service on the same log stops
+at start with :class:`~enclave.audit.writer.WriterBusy`.
+
+Appends: the unix socket ``$ENCLAVE_HOME/run/audit/audit.sock``, in a directory of mode 0700 owned
+by root, so only hub-side components (root) reach it; nothing under ``run/audit`` is ever mounted
+into a sandbox. The protocol is newline-delimited JSON over persistent connections, with
+pipelined acknowledgements (a client may send many requests before reading the replies):
+
+    → {"id": 7, "append": {"source": "hub", "actor": "alice", "action": "auth.login",
+                            "outcome": "ok", "detail": {"method": "native"}}}
+    ← {"id": 7, "seq": 1234}                                 committed: on disk, in the chain
+    ← {"id": 7, "error": "unknown action 'x'", "refused": true}    a bad record: sending it again will not help
+    ← {"id": 7, "error": "...", "refused": false}            not written (database error, stopping)
+
+Replies carry the request's ``id`` and may come in another order than the requests. Records from
+every connection are committed together (group commit): one transaction per batch, and a record is
+acknowledged only once its batch committed.
+
+Queries: HTTP on loopback (``audit.port``), behind the proxy at ``/services/audit/`` (:mod:`.api`),
+when JupyterHub runs the service.
+
+The service stops when asked (SIGTERM, SIGINT) and when the process that started it is gone (the
+hub killed, or the CLI that started it for a while, see :func:`enclave.audit.client.audit_service`).
+A new service waits for the writer lock while an old one finishes.
+
+Checkpoints: after ``audit.checkpoint_every_records`` records or ``checkpoint_every_seconds``
+seconds, whichever comes first, and when the service stops (SIGTERM or SIGINT).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urlparse
+
+from ..processes import stop_when_orphaned
+from ..settings import AuditSettings, Settings, load_settings_or_exit
+from . import socket_path
+from .records import BadRecord, Submitted, check
+from .writer import AuditLogDamaged, Writer, WriterBusy
+
+log = logging.getLogger("enclave.audit")
+
+# A request line may not be longer than this (a record's detail is capped well below it).
+MAX_LINE = 1024 * 1024
+# Records committed in one transaction, at most.
+MAX_BATCH = 5000
+# How long a starting service waits for the writer lock held by one that is stopping, in seconds.
+WRITER_LOCK_WAIT = 30
+# Stop reading from a client that does not read its acknowledgements once this much is queued.
+MAX_UNREAD_REPLIES = 1024 * 1024
+
+
+class NotWritten(Exception):
+    """The service could not write a record it had accepted."""
+
+
+class GroupCommit:
+    """Gathers records from every connection and commits them together, in one writer thread."""
+
+    def __init__(self, writer: Writer, settings: AuditSettings) -> None:
+        self.writer = writer
+        self.every_records = settings.checkpoint_every_records
+        self.every_seconds = settings.checkpoint_every_seconds
+        self.pending: list[tuple[Submitted, asyncio.Future]] = []
+        self.stopping = False
+        self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        # Every database write happens in this one thread, in order.
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-writer")
+        self._last_checkpoint = self._loop.time()
+        self._task = asyncio.create_task(self._run())
+
+    def submit(self, record: Submitted) -> asyncio.Future:
+        future = self._loop.create_future()
+        self.pending.append((record, future))
+        self._wake.set()
+        return future
+
+    async def close(self) -> None:
+        """Commit what is pending, sign a last checkpoint, stop."""
+        self.stopping = True
+        self._wake.set()
+        await self._task
+        self._thread.shutdown()
+
+    async def _run(self) -> None:
+        while True:
+            due = self._last_checkpoint + self.every_seconds - self._loop.time()
+            timer = self._loop.call_later(max(due, 0), self._wake.set)
+            await self._wake.wait()
+            timer.cancel()
+            self._wake.clear()
+            while self.pending:
+                batch = self.pending[:MAX_BATCH]
+                del self.pending[:MAX_BATCH]
+                await self._commit(batch)
+                if self.writer.size - self.writer.sealed_size >= self.every_records:
+                    await self._checkpoint()
+            if self.stopping:
+                break
+            if self._loop.time() - self._last_checkpoint >= self.every_seconds:
+                await self._checkpoint()
+        await self._checkpoint()
+
+    async def _commit(self, batch: list[tuple[Submitted, asyncio.Future]]) -> None:
+        try:
+            seqs = await self._loop.run_in_executor(self._thread, self.writer.append, [r for r, _ in batch])
+        except Exception as exc:
+            log.exception("could not write %d audit record(s)", len(batch))
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(NotWritten(f"the audit log could not be written: {exc}"))
+            return
+        for (_, future), seq in zip(batch, seqs):
+            if not future.done():
+                future.set_result(seq)
+
+    async def _checkpoint(self) -> None:
+        self._last_checkpoint = self._loop.time()
+        try:
+            cp = await self._loop.run_in_executor(self._thread, self.writer.checkpoint)
+        except Exception:
+            log.exception("could not write an audit checkpoint; trying again at the next one")
+            return
+        if cp is not None:
+            log.info("checkpoint: %d records, root %s", cp.tree_size, cp.root_hash)
+
+
+class AppendListener:
+    """The append socket's connections: parse, check, queue, and reply when committed."""
+
+    def __init__(self, commit: GroupCommit) -> None:
+        self.commit = commit
+        self.connections: set[asyncio.StreamWriter] = set()
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections.add(writer)
+        loop = asyncio.get_running_loop()
+        unsent: list[bytes] = []
+
+        def send() -> None:
+            if not writer.is_closing():
+                writer.write(b"".join(unsent))
+            unsent.clear()
+
+        def reply(message: dict) -> None:
+            # The replies of one committed batch leave in one write, not one system call each.
+            if not unsent:
+                loop.call_soon(send)
+            unsent.append(json.dumps(message).encode() + b"\n")
+
+        try:
+            while True:
+                try:
+                    line = await reader.readline()
+                except ValueError:  # over the stream's limit
+                    reply({"id": None, "error": f"a request is longer than {MAX_LINE} bytes", "refused": True})
+                    break
+                if not line:
+                    break
+                self._take(line, reply)
+                if writer.transport.get_write_buffer_size() > MAX_UNREAD_REPLIES:
+                    await writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            self.connections.discard(writer)
+            if unsent:
+                send()
+            writer.close()
+
+    def _take(self, line: bytes, reply) -> None:
+        try:
+            request = json.loads(line.decode())
+        except ValueError:  # UnicodeDecodeError included
+            reply({"id": None, "error": "a request must be one JSON object on one line", "refused": True})
+            return
+        if not isinstance(request, dict) or "append" not in request or set(request) - {"id", "append"}:
+            reply({"id": request.get("id") if isinstance(request, dict) else None,
+                   "error": 'a request is {"id": ..., "append": {record}}', "refused": True})
+            return
+        request_id = request.get("id")
+        try:
+            record = check(request["append"])
+        except BadRecord as exc:
+            reply({"id": request_id, "error": str(exc), "refused": True})
+            return
+        if self.commit.stopping:
+            reply({"id": request_id, "error": "the audit service is stopping", "refused": False})
+            return
+
+        def committed(future: asyncio.Future) -> None:
+            if future.exception() is not None:
+                reply({"id": request_id, "error": str(future.exception()), "refused": False})
+            else:
+                reply({"id": request_id, "seq": future.result()})
+
+        self.commit.submit(record).add_done_callback(committed)
+
+    def close_all(self) -> None:
+        for writer in list(self.connections):
+            writer.close()
+
+
+async def serve(settings: Settings) -> None:
+    from tornado.httpserver import HTTPServer
+
+    from . import api
+    from .reader import AuditReader
+
+    writer = Writer.open(settings, wait=WRITER_LOCK_WAIT)
+    commit = GroupCommit(writer, settings.audit)
+    listener = AppendListener(commit)
+    path = socket_path(settings)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path.parent.chmod(0o700)  # root only: sandboxes and other local users never reach the socket
+    server = await asyncio.start_unix_server(listener.handle, path=str(path), limit=MAX_LINE)
+    path.chmod(0o600)
+
+    # The query API, for administrators, only when JupyterHub runs the service (it authenticates
+    # through the hub); a service started for a while by the CLI, with the hub down, takes appends only.
+    reader = http = None
+    if "JUPYTERHUB_SERVICE_URL" in os.environ:
+        reader = AuditReader(settings)
+        prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/services/audit/")
+        url = urlparse(os.environ["JUPYTERHUB_SERVICE_URL"])
+        http = HTTPServer(api.make_app(reader, writer.key.public_key(), prefix), xheaders=True)
+        http.listen(url.port, url.hostname)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    orphaned = asyncio.ensure_future(stop_when_orphaned(stop))
+    log.info("audit service: %d records; appends on %s%s", writer.size, path,
+             f", queries on {os.environ['JUPYTERHUB_SERVICE_URL']}" if http else "")
+    await stop.wait()
+    orphaned.cancel()
+
+    log.info("audit service stopping: committing what is pending and signing a last checkpoint")
+    server.close()
+    if http is not None:
+        http.stop()
+        reader.close()
+    await commit.close()
+    listener.close_all()
+    writer.close()
+    path.unlink(missing_ok=True)
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="[audit %(levelname)s %(asctime)s] %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    os.umask(0o077)  # the database, its journal and the checkpoints' copy: root only
+    settings = load_settings_or_exit()
+    try:
+        asyncio.run(serve(settings))
+    except (WriterBusy, AuditLogDamaged) as exc:
+        print(f"enclave audit service: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,261 @@
+"""``enclave audit``: verify, export, query the audit log and prove a record's inclusion.
+
+These read the database directly and read-only; records are only ever written by the audit
+service. Imports are deferred into the commands, so that ``enclave`` starts fast.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+import click
+
+from . import main, pass_ctx
+
+TABLE_COLUMNS = ("seq", "time", "actor", "action", "outcome", "workspace", "sandbox", "detail")
+
+
+def _reader(settings):
+    from ..audit.reader import AuditReader, NoAuditLog
+
+    try:
+        return AuditReader(settings)
+    except NoAuditLog as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _public_key(settings, path: Path | None):
+    from ..audit.checkpoints import key_paths, load_public_key
+
+    path = path or key_paths(settings)[1]
+    try:
+        return load_public_key(path)
+    except FileNotFoundError:
+        raise click.ClickException(f"no audit public key at {path}: give --public-key") from None
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _bad_query(fn, *args, **kwargs):
+    from ..audit.reader import BadQuery
+
+    try:
+        return fn(*args, **kwargs)
+    except BadQuery as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@contextmanager
+def _utf8_stdout():
+    """Records keep Chinese text as it is: standard output as UTF-8, whatever the locale says."""
+    sys.stdout.flush()
+    out = io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8", newline="\n")
+    try:
+        yield out
+    finally:
+        out.flush()
+        out.detach()  # leave sys.stdout open
+
+
+@main.group()
+def audit() -> None:
+    """The audit log: verify it, export it, query it, prove a record is in it."""
+
+
+@audit.command("verify")
+@click.option("--jsonl", "jsonl", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Verify this JSON Lines export instead of the database.")
+@click.option("--public-key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The audit public key (PEM); default: the one next to the signing key.")
+@click.option("--checkpoints", "checkpoint_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="With --jsonl: checkpoints (JSON Lines) to check the export against as well,"
+                   " e.g. a copy of $ENCLAVE_HOME/audit/checkpoints.jsonl.")
+@pass_ctx
+def verify(ctx, jsonl: Path | None, public_key: Path | None, checkpoint_file: Path | None) -> None:
+    """Recompute the hash chain and Merkle roots and check every checkpoint's signature.
+
+    Exits 0 only when everything verifies; otherwise names the first bad record and exits 1.
+    """
+    from ..audit import checkpoints
+    from ..audit.verify import verify_database, verify_export
+
+    if jsonl is not None:
+        public = _public_key(ctx.settings, public_key)
+        extra, unreadable = checkpoints.read_copy(checkpoint_file) if checkpoint_file else ([], [])
+        if unreadable:
+            raise click.ClickException("; ".join(unreadable))
+        report = verify_export(jsonl, public, extra)
+        what = str(jsonl)
+    else:
+        reader = _reader(ctx.settings)
+        try:
+            public = _public_key(ctx.settings, public_key)
+            report = verify_database(reader, public)
+        finally:
+            reader.close()
+        what = "the audit log"
+    key = checkpoints.key_id(public)
+    if report.ok:
+        last = report.first_seq + report.records - 1
+        span = f"records {report.first_seq}..{last}" if report.records else "no records"
+        click.echo(f"OK: {what}: {span}, {report.checkpoints} checkpoint(s) signed by key {key}")
+        for note in report.notes:
+            click.echo(f"  note: {note}")
+        return
+    first = report.first_bad_record
+    click.echo(f"FAILED: {what}" + (f": the first bad record is {first}" if first is not None else ""), err=True)
+    for problem in report.problems:
+        click.echo(f"  {problem}", err=True)
+    raise SystemExit(1)
+
+
+@audit.command("export")
+@click.option("--format", "fmt", type=click.Choice(["jsonl"]), default="jsonl", show_default=True)
+@click.option("--since", help="From this time (ISO 8601; UTC unless it says).")
+@click.option("--until", help="Before this time.")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="Default: standard output.")
+@pass_ctx
+def export(ctx, fmt: str, since: str | None, until: str | None, output: Path | None) -> None:
+    """Write the log as JSON Lines (for a SIEM): records, their chain hashes and the checkpoints.
+
+    The export verifies on its own: enclave audit verify --jsonl FILE.
+    """
+    reader = _reader(ctx.settings)
+    try:
+        with output.open("w", encoding="utf-8") if output else _utf8_stdout() as out:
+            count = _bad_query(reader.export, out, since=since, until=until)
+    finally:
+        reader.close()
+    if output:
+        click.echo(f"exported {count} record(s) to {output}", err=True)
+
+
+@audit.command("query")
+@click.option("--user", help="The actor.")
+@click.option("--workspace")
+@click.option("--action", help="An action, or a prefix ending in .* (export.*).")
+@click.option("--since", help="From this time (ISO 8601; UTC unless it says).")
+@click.option("--until", help="Before this time.")
+@click.option("--limit", type=click.IntRange(min=1), help="At most this many records (default: all).")
+@click.option("--format", "fmt", type=click.Choice(["table", "jsonl", "csv"]), default="table", show_default=True)
+@pass_ctx
+def query(ctx, user, workspace, action, since, until, limit, fmt) -> None:
+    """Records matching every filter given, oldest first."""
+    reader = _reader(ctx.settings)
+    try:
+        with _utf8_stdout() as out:
+            _query_pages(reader, out, fmt, limit, user=user, workspace=workspace, action=action, since=since,
+                         until=until)
+    finally:
+        reader.close()
+
+
+def _query_pages(reader, out, fmt: str, limit: int | None, **filters) -> None:
+    from ..audit.reader import MAX_PAGE
+
+    write = {"table": _table_writer, "jsonl": _jsonl_writer, "csv": _csv_writer}[fmt](out)
+    after, left = None, limit
+    while left is None or left > 0:
+        page = _bad_query(reader.query, **filters, after=after, limit=min(MAX_PAGE, left or MAX_PAGE))
+        for record in page["records"]:
+            write(record)
+        if left is not None:
+            left -= len(page["records"])
+        after = page["next"]
+        if after is None:
+            return
+
+
+def _jsonl_writer(out):
+    return lambda record: out.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+def _csv_writer(out):
+    import csv
+
+    writer = csv.writer(out)
+    writer.writerow(("seq", "time", "source", "actor", "action", "outcome", "workspace", "sandbox", "detail"))
+    return lambda r: writer.writerow((r["seq"], r["time"], r["source"], r["actor"], r["action"], r["outcome"],
+                                      r["workspace"] or "", r["sandbox"] or "",
+                                      json.dumps(r["detail"], ensure_ascii=False, sort_keys=True)))
+
+
+def _table_writer(out):
+    widths = {"seq": 7, "time": 27, "actor": 14, "action": 24, "outcome": 7, "workspace": 12, "sandbox": 16}
+    out.write("  ".join(_pad(c, widths.get(c, 0)) for c in TABLE_COLUMNS).rstrip() + "\n")
+
+    def row(r):
+        cells = {**r, "detail": json.dumps(r["detail"], ensure_ascii=False, sort_keys=True)}
+        cells = {c: "" if cells[c] is None else str(cells[c]) for c in TABLE_COLUMNS}
+        cells["detail"] = _clip(cells["detail"].replace("\n", "\\n"), 80)
+        out.write("  ".join(_pad(cells[c], widths.get(c, 0)) for c in TABLE_COLUMNS).rstrip() + "\n")
+
+    return row
+
+
+def _width(text: str) -> int:
+    """Terminal columns: Chinese characters take two."""
+    import unicodedata
+
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+
+
+def _clip(text: str, width: int) -> str:
+    if _width(text) <= width:
+        return text
+    text = text[:width - 1]
+    while _width(text) > width - 1:
+        text = text[:-1]
+    return text + "…"
+
+
+def _pad(text: str, width: int) -> str:
+    text = _clip(text, width) if width else text
+    return text + " " * max(0, width - _width(text))
+
+
+@audit.command("prove")
+@click.argument("seq", type=click.IntRange(min=1))
+@click.option("--public-key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The audit public key (PEM) to check the proof with; default: the one next to the signing key.")
+@pass_ctx
+def prove(ctx, seq: int, public_key: Path | None) -> None:
+    """Print an inclusion proof of record SEQ against the newest checkpoint (JSON).
+
+    The proof shows the record is in the signed log without showing any other record: hand it to
+    whoever needs that (a data holder, an assessor) together with the audit public key.
+    """
+    from ..audit.verify import check_inclusion
+
+    public = _public_key(ctx.settings, public_key)
+    reader = _reader(ctx.settings)
+    try:
+        proof = _bad_query(reader.prove, seq)
+    finally:
+        reader.close()
+    problem = check_inclusion(proof, public)
+    if problem:
+        raise click.ClickException(f"the proof does not verify: {problem}; run 'enclave audit verify'")
+    with _utf8_stdout() as out:
+        out.write(json.dumps(proof, ensure_ascii=False, indent=2) + "\n")
+    click.echo(f"record {seq} is in the log signed at {proof['checkpoint']['time']}"
+               f" (tree size {proof['tree_size']}); proof verified", err=True)
+
+
+@audit.command("actions-doc")
+@click.option("--check", is_flag=True, help="Exit 1 if docs/audit.md differs from the generated page.")
+def actions_doc(check: bool) -> None:
+    """Write docs/audit.md from the table of actions (enclave/audit/actions.py)."""
+    from ..audit import docs
+
+    if check:
+        if not docs.DOC_PATH.exists() or docs.DOC_PATH.read_text(encoding="utf-8") != docs.render():
+            raise click.ClickException(f"{docs.DOC_PATH} is out of date: run 'enclave audit actions-doc'")
+        click.echo(f"{docs.DOC_PATH} is up to date")
+        return
+    docs.DOC_PATH.write_text(docs.render(), encoding="utf-8")
+    click.echo(f"wrote {docs.DOC_PATH}")
