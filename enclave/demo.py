@@ -7,8 +7,10 @@ import os
 from pathlib import Path
 
 from synthetic.demo import publish_demo_release
+from synthetic.store import manifest as release_manifest
 
 from . import accounts, workspaces
+from .audit.records import without_floats
 from .settings import Settings
 
 WORKSPACE = "demo"
@@ -25,23 +27,29 @@ def credentials_path(settings: Settings) -> Path:
     return settings.home / "demo-credentials.txt"
 
 
-def seed(settings: Settings) -> list[tuple[str, tuple[str, ...], str]]:
-    """Create the demo once. Returns the accounts created with their passwords (empty if seeded)."""
+def seed(settings: Settings, record=None) -> list[tuple[str, tuple[str, ...], str]]:
+    """Create the demo once. Returns the accounts created with their passwords (empty if seeded).
+    ``record``: the audit log's, as the CLI gives it (enclave.workspaces.Recorder)."""
     if credentials_path(settings).exists():
         return []
     created = []
     for name, roles in ACCOUNTS:
         password = accounts.generate_password()
-        accounts.add_user(settings, name, list(roles), password)
+        accounts.add_user(settings, name, list(roles), password, record)
         created.append((name, roles, password))
     release = publish_demo_release(settings)
-    workspaces.create(settings, WORKSPACE)
+    if record is not None:
+        manifest = release_manifest(settings.release_store, release)
+        record("data.release_published", detail=without_floats({
+            "release": release, "method": manifest["method"], "content_hash": manifest["content_hash"],
+            "gates": manifest["gates"]}))
+    workspaces.create(settings, WORKSPACE, record)
     for name, roles in ACCOUNTS:
         for role in roles:
             if role in ("operator", "reviewer"):
-                workspaces.add_member(settings, WORKSPACE, name, role)
+                workspaces.add_member(settings, WORKSPACE, name, role, record)
     workspaces.attach(settings, WORKSPACE, release, by="demo",
-                      reason="Demo: generated residents' data, masked, for trying Enclave out")
+                      reason="Demo: generated residents' data, masked, for trying Enclave out", record=record)
     path = credentials_path(settings)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:

@@ -12,11 +12,15 @@ import shutil
 import sys
 from pathlib import Path
 
+from jupyterhub.apihandlers.users import UserServerAPIHandler
 from jupyterhub.app import JupyterHub
+from jupyterhub.handlers.login import LogoutHandler
 from jupyterhub.handlers.pages import SpawnHandler
 from tornado import web
 
 from . import rbac, workspaces
+from .audit.client import AuditError
+from .audit.hub import audit_service, hub_records
 from .exports.hub import exports_service
 from .settings import REPO_ROOT, Settings
 from .spawner import unix_socket_url
@@ -41,6 +45,36 @@ class WorkspaceSpawnHandler(SpawnHandler):
         await super()._check_named_server_request(user, server_name, display_name, check_limit)
 
 
+class RecordedLogoutHandler(LogoutHandler):
+    """Logouts into the audit log (``auth.logout``); a logout happens whether recorded or not."""
+
+    def initialize(self, enclave_settings: Settings):
+        self.enclave_settings = enclave_settings
+
+    async def get(self):
+        user = self.current_user
+        if user:  # recorded before the answer goes out, so that whoever sees it can find the record
+            try:
+                await hub_records(self.enclave_settings).append(
+                    user.name, "auth.logout", detail={"remote_ip": self.request.remote_ip})
+            except AuditError as exc:
+                self.log.error("logout of %s not recorded: %s", user.name, exc)
+        await super().get()
+
+
+class RecordedServerAPIHandler(UserServerAPIHandler):
+    """Stopping a server through the API: the spawner learns who asked, so that its
+    ``sandbox.stop`` record names them, or is a ``sandbox.cull`` when the idle culler asked."""
+
+    async def delete(self, user_name, server_name=""):
+        user = self.find_user(user_name)
+        spawner = user.spawners.get(server_name) if user is not None else None
+        if spawner is not None:
+            who = self.current_user
+            spawner.stop_requested_by = (getattr(who, "kind", "user"), getattr(who, "name", ""))
+        return await super().delete(user_name, server_name)
+
+
 class EnclaveHub(JupyterHub):
     name = "enclave-hub"
     description = "JupyterHub for Enclave"
@@ -50,6 +84,8 @@ class EnclaveHub(JupyterHub):
         settings = self.config.SandboxSpawner.enclave_settings
         self.handlers[:0] = self.add_url_prefix(self.hub_prefix, [
             (r"/spawn/([^/]+)/([^/]+)", WorkspaceSpawnHandler, {"enclave_settings": settings}),
+            (r"/logout", RecordedLogoutHandler, {"enclave_settings": settings}),
+            (r"/api/users/([^/]+)/servers/([^/]*)", RecordedServerAPIHandler),
         ])
 
 
@@ -86,6 +122,7 @@ def _workspaces_of(settings: Settings):
 def _authenticator(c, settings: Settings) -> None:
     if settings.hub.authenticator == "native":
         c.JupyterHub.authenticator_class = "enclave.accounts.EnclaveAuthenticator"
+        c.EnclaveAuthenticator.enclave_settings = settings
         c.EnclaveAuthenticator.enclave_db_url = settings.enclave_db_url
         c.EnclaveAuthenticator.allowed_failed_logins = settings.accounts.allowed_failed_logins
         c.EnclaveAuthenticator.lockout_seconds = settings.accounts.lockout_seconds
@@ -94,7 +131,8 @@ def _authenticator(c, settings: Settings) -> None:
         c.EnclaveAuthenticator.manage_groups = True
     else:
         oidc = settings.hub.oidc
-        c.JupyterHub.authenticator_class = "generic-oauth"
+        c.JupyterHub.authenticator_class = "enclave.oidc.EnclaveOAuthenticator"
+        c.EnclaveOAuthenticator.enclave_settings = settings
         g = c.GenericOAuthenticator
         g.client_id = oidc.client_id
         g.client_secret = oidc.client_secret
@@ -194,7 +232,8 @@ def configure(c, settings: Settings) -> None:
     c.Spawner.start_timeout = settings.sandbox.start_timeout
     c.Spawner.http_timeout = settings.sandbox.start_timeout
 
-    c.JupyterHub.services = [exports_service(settings)]
+    # The audit service first: every other component hands it records (enclave.audit).
+    c.JupyterHub.services = [audit_service(settings), exports_service(settings)]
     if settings.sandbox.idle_timeout:
         c.JupyterHub.load_roles.append(rbac.idle_culler_role())
         c.JupyterHub.services.append({

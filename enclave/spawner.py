@@ -12,18 +12,25 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
+from dataclasses import asdict
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import quote
 
 from jupyterhub.spawner import Spawner
 from tornado import web
-from traitlets import Any, Integer
+from traitlets import Any, Integer, Unicode
 
 from . import workspaces
-from .rbac import EXPORTS_SERVICE
+from .audit import socket_path as audit_socket_path
+from .audit.client import AuditError
+from .audit.hub import hub_records
+from .audit.records import without_floats
+from .rbac import EXPORTS_SERVICE, IDLE_CULLER_SERVICE
 from .files import atomic_write
 from .sandbox.policy import (
     HUB_SOCKET_DIR,
@@ -53,21 +60,28 @@ class SandboxStartError(web.HTTPError):
 class SandboxSpawner(Spawner):
     enclave_settings = Any(help="enclave.settings.Settings of this hub").tag(config=True)
     pid = Integer(0)
+    # This start's sandbox, as the audit log names it: <user>/<workspace>/<random>.
+    sandbox_id = Unicode("")
+    # Who asked for the stop under way, when it came through the API: (kind, name) (enclave.hub).
+    stop_requested_by: tuple[str, str] | None = None
     _proc: subprocess.Popen | None = None
 
     def load_state(self, state):
         super().load_state(state)
         self.pid = state.get("pid", 0)
+        self.sandbox_id = state.get("sandbox_id", "")
 
     def get_state(self):
         state = super().get_state()
         if self.pid:
             state["pid"] = self.pid
+            state["sandbox_id"] = self.sandbox_id
         return state
 
     def clear_state(self):
         super().clear_state()
         self.pid = 0
+        self.sandbox_id = ""
 
     # -- where things are --
 
@@ -87,7 +101,6 @@ class SandboxSpawner(Spawner):
             run=self._run_dir,
             hub_socket_dir=s.hub_socket.parent,
             exports_socket_dir=s.run_dir / "exports",
-            audit=s.home / "audit" / "sandboxes" / self.user.name / ws.name,
             data=tuple(workspaces.data_mounts(s, ws)),
             lab_state=s.home / "lab-state" / self.user.name / ws.name,
         )
@@ -135,6 +148,13 @@ class SandboxSpawner(Spawner):
                                terminals=terminals)
 
         acro = _acro_thresholds(s)
+        self.sandbox_id = f"{self.user.name}/{ws.name}/{secrets.token_hex(6)}"
+        # Recorded before it starts, with the policy it runs under; without its record, no sandbox.
+        try:
+            await hub_records(s).append(self.user.name, "sandbox.start", workspace=ws.name, sandbox=self.sandbox_id,
+                                        detail={"policy": _policy_record(policy, layout), "server": self.name})
+        except AuditError as exc:
+            raise SandboxStartError(f"The sandbox was not started: the audit log cannot record it ({exc})") from None
         self._run_dir.mkdir(parents=True, exist_ok=True)
         self._run_dir.chmod(0o755)
         atomic_write(layout.workspace_file, json.dumps({
@@ -151,7 +171,6 @@ class SandboxSpawner(Spawner):
                 "env": str(layout.env), "home": str(layout.home), "run": str(layout.run),
                 "hub_socket_dir": str(layout.hub_socket_dir),
                 "exports_socket_dir": str(layout.exports_socket_dir),
-                "audit": str(layout.audit),
                 "lab_state": str(layout.lab_state),
                 "data": [[str(src), name] for src, name in layout.data],
             },
@@ -160,6 +179,9 @@ class SandboxSpawner(Spawner):
             "kernel_env": {"ENCLAVE_ACRO_THRESHOLDS": json.dumps(acro)},
             # The supervisor starts terminal sandboxes only if the workspace allows them.
             "terminals": terminals,
+            # The receiver of this sandbox's audit records stamps them with these, not the sender's.
+            "audit": {"user": self.user.name, "workspace": ws.name, "sandbox": self.sandbox_id,
+                      "socket": str(audit_socket_path(s))},
         }), mode=0o600)
 
         socket_path = layout.server_run / "jupyter.sock"
@@ -211,12 +233,17 @@ class SandboxSpawner(Spawner):
     async def poll(self):
         if self._supervisor_alive():
             return None
+        if self.pid:  # it ended without being asked (the server exited, or was killed)
+            self.stop_requested_by = ("sandbox", "exited")
+            # Not awaited: at the hub's start, spawners are polled before the audit service runs.
+            asyncio.ensure_future(self._record_stop())
         self.pid = 0
         return 0
 
     async def stop(self, now=False):
         if not self._supervisor_alive():
             return
+        await self._record_stop()
         os.kill(self.pid, signal.SIGTERM)
         for _ in range(100 if not now else 20):
             if not self._supervisor_alive():
@@ -228,6 +255,44 @@ class SandboxSpawner(Spawner):
             while self._supervisor_alive():
                 await asyncio.sleep(0.1)
         self.pid = 0
+
+
+    def _record_stop(self):
+        """``sandbox.cull`` when the idle culler asked, else ``sandbox.stop`` naming who asked, as a
+        coroutine to await (its fields are taken now). A stop goes ahead whether recorded or not:
+        it only takes away."""
+        kind, name = self.stop_requested_by or ("user", self.user.name)
+        self.stop_requested_by = None
+        if kind == "service" and name == IDLE_CULLER_SERVICE:
+            action, actor, detail = "sandbox.cull", name, {"server": self.name}
+            if self.orm_spawner.last_activity:
+                idle = datetime.now(UTC).replace(tzinfo=None) - self.orm_spawner.last_activity.replace(tzinfo=None)
+                detail["idle_seconds"] = int(idle.total_seconds())
+        elif kind == "sandbox":
+            action, actor, detail = "sandbox.stop", self.user.name, {"server": self.name, "reason": "the server exited"}
+        else:
+            action, actor, detail = "sandbox.stop", name or self.user.name, {"server": self.name,
+                                                                           "reason": f"asked by {kind} {name}"}
+        records, workspace, sandbox = hub_records(self.enclave_settings), self.name, self.sandbox_id or None
+
+        async def record():
+            try:
+                await records.append(actor, action, workspace=workspace, sandbox=sandbox, detail=detail)
+            except AuditError as exc:
+                self.log.error("stop of %s not recorded: %s", sandbox, exc)
+
+        return record()
+
+
+def _policy_record(policy, layout: SandboxLayout) -> dict:
+    """The sandbox policy as the audit log keeps it: the server's (everything but its environment,
+    which holds its hub token), and the data its kernels and terminals see, read-only, under /data."""
+    return without_floats({
+        "name": policy.name, "argv": list(policy.argv), "identity": asdict(policy.identity),
+        "limits": asdict(policy.limits), "network": policy.network, "workdir": policy.workdir,
+        "mounts": [{"target": m.target, "kind": m.kind, "source": m.source} for m in policy.mounts],
+        "data": [{"target": f"/data/{name}", "kind": "ro", "source": str(source)} for source, name in layout.data],
+    })
 
 
 def _acro_thresholds(settings) -> dict:

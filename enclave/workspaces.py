@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqlalchemy import select
 
 from . import db, supply
+from .audit.records import without_floats
 from .releases import release_dir
 from .settings import LimitSettings, Settings
 
@@ -71,7 +73,18 @@ def data_mounts(settings: Settings, view: WorkspaceView) -> list[tuple[Path, str
     ]
 
 
-def create(settings: Settings, name: str) -> WorkspaceView:
+# Every change below takes ``record``: called inside the change's transaction, before it commits,
+# with the audit action and its detail (enclave.audit.actions). It hands the record to the audit
+# log and raises if the log does not take it, and then nothing changes (the CLI's, see enclave.cli).
+Recorder = Callable[..., None] | None
+
+
+def _record(record: Recorder, action: str, workspace: str, **detail) -> None:
+    if record is not None:
+        record(action, workspace=workspace, detail=without_floats(detail))
+
+
+def create(settings: Settings, name: str, record: Recorder = None) -> WorkspaceView:
     if not db.WORKSPACE_NAME.match(name):
         raise WorkspaceError(
             f"workspace name '{name}' is not allowed: use 1-40 lower-case letters, digits and '-',"
@@ -83,10 +96,11 @@ def create(settings: Settings, name: str) -> WorkspaceView:
         ws = db.Workspace(name=name, limits={})
         s.add(ws)
         s.flush()
+        _record(record, "workspace.create", name)
         return _view(ws)
 
 
-def set_limits(settings: Settings, name: str, limits: dict) -> WorkspaceView:
+def set_limits(settings: Settings, name: str, limits: dict, record: Recorder = None) -> WorkspaceView:
     """Override [sandbox.limits] for this workspace's sandboxes (from their next start)."""
     try:
         checked = LimitSettings(**limits).model_dump(include=set(limits))
@@ -94,8 +108,10 @@ def set_limits(settings: Settings, name: str, limits: dict) -> WorkspaceView:
         raise WorkspaceError(f"invalid limits for '{name}': {exc}") from None
     with db.transaction(settings.enclave_db_url) as s:
         ws = _get(s, name)
-        ws.limits = {**(ws.limits or {}), **checked}
+        before = dict(ws.limits or {})
+        ws.limits = {**before, **checked}
         s.flush()
+        _record(record, "workspace.limits_set", name, limits=ws.limits, before=before)
         return _view(ws)
 
 
@@ -111,7 +127,7 @@ except GuardSettingsError as exc:
 """
 
 
-def set_guard(settings: Settings, name: str, guard: dict) -> WorkspaceView:
+def set_guard(settings: Settings, name: str, guard: dict, record: Recorder = None) -> WorkspaceView:
     """Change guard settings for this workspace's servers (from their next start).
 
     ACRO's thresholds are not among them: they come from [exports] for every workspace, because the
@@ -128,8 +144,10 @@ def set_guard(settings: Settings, name: str, guard: dict) -> WorkspaceView:
         if check.returncode != 0:
             reason = check.stderr.strip().splitlines()[-1] if check.stderr.strip() else f"exit {check.returncode}"
             raise WorkspaceError(f"invalid guard settings for '{name}': {reason}")
+        before = dict(ws.guard or {})
         ws.guard = merged
         s.flush()
+        _record(record, "workspace.guard_set", name, guard=merged, before=before)
         return _view(ws)
 
 
@@ -152,7 +170,7 @@ def for_user(settings: Settings, username: str) -> list[tuple[WorkspaceView, set
     ]
 
 
-def add_member(settings: Settings, workspace: str, username: str, role: str) -> WorkspaceView:
+def add_member(settings: Settings, workspace: str, username: str, role: str, record: Recorder = None) -> WorkspaceView:
     if role not in db.WORKSPACE_ROLES:
         raise WorkspaceError(f"role '{role}' is not a workspace role ({', '.join(db.WORKSPACE_ROLES)})")
     with db.transaction(settings.enclave_db_url) as s:
@@ -168,6 +186,7 @@ def add_member(settings: Settings, workspace: str, username: str, role: str) -> 
             raise WorkspaceError(f"'{username}' is already a {role} of '{workspace}'")
         ws.members.append(db.Membership(username=username, role=role))
         s.flush()
+        _record(record, "workspace.member_add", workspace, user=username, role=role)
         return _view(ws)
 
 
@@ -178,6 +197,7 @@ def attach(
     by: str,
     columns: list[str] | None = None,
     reason: str = "",
+    record: Recorder = None,
 ) -> WorkspaceView:
     """Attach a release, or only ``columns`` of it (a view), and record it in the supply manifest."""
     path = release_dir(settings, release) / "data"  # validates the name
@@ -194,6 +214,8 @@ def attach(
                 view_hash = supply.build_view(settings, workspace, release, selection)
             ws.attachments.append(db.Attachment(release=release, attached_by=by, columns=selection, reason=reason))
             s.flush()
+            _record(record, "workspace.attach", workspace, release=release, reason=reason,
+                    **({"columns": selection, "content_hash": view_hash} if selection else {}))
             # Last step inside the transaction: if the manifest cannot be written, nothing is attached.
             supply.record(settings, workspace, action="attach", release=release, by=by, reason=reason,
                           columns=selection, view_hash=view_hash)
@@ -206,7 +228,7 @@ def attach(
         return _view(ws)
 
 
-def detach(settings: Settings, workspace: str, release: str, by: str = "") -> WorkspaceView:
+def detach(settings: Settings, workspace: str, release: str, by: str = "", record: Recorder = None) -> WorkspaceView:
     with db.transaction(settings.enclave_db_url) as s:
         ws = _get(s, workspace)
         kept = [a for a in ws.attachments if a.release != release]
@@ -214,6 +236,7 @@ def detach(settings: Settings, workspace: str, release: str, by: str = "") -> Wo
             raise WorkspaceError(f"release '{release}' is not attached to '{workspace}'")
         ws.attachments = kept
         s.flush()
+        _record(record, "workspace.detach", workspace, release=release)
         supply.record(settings, workspace, action="detach", release=release, by=by)
         result = _view(ws)
     supply.remove_view(settings, workspace, release)

@@ -9,13 +9,18 @@ travel over plain HTTP to those loopback names, as browsers do (both only in the
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import http.cookiejar
 import itertools
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -205,6 +210,24 @@ class Hub:
     def restart(self) -> None:
         self.stop()
         self.start()
+
+    def audit_records(self, **filters) -> list[dict]:
+        """Every record of this hub's audit log matching ``filters`` (user, workspace, action…), read
+        from its database as ``enclave audit query`` does."""
+        from enclave.audit.reader import AuditReader
+        from enclave.settings import Settings
+
+        reader = AuditReader(Settings(home=self.home))
+        records, after = [], None
+        try:
+            while True:
+                page = reader.query(**filters, after=after, limit=1000)
+                records += page["records"]
+                if page["next"] is None:
+                    return records
+                after = page["next"]
+        finally:
+            reader.close()
 
     def log_tail(self, n: int = 40) -> str:
         path = self.home / "hub.log"
@@ -464,3 +487,71 @@ class Terminal:
 
     def close(self) -> None:
         self.ws.close()
+
+
+class AuditHubSide:
+    """What the hub side gives a sandbox's server for its records, real, for servers a test starts
+    on its own (without a hub): an audit receiver (``enclave.sandbox.receiver``, as the supervisor
+    runs it) per server, in front of one audit service (started for the while, as the CLI starts one)."""
+
+    def __init__(self):
+        from enclave.audit.client import AsyncAuditClient, audit_service
+        from enclave.settings import Settings
+
+        self._root = Path(tempfile.mkdtemp(prefix="enclave-audit-"))
+        self.settings = Settings(home=self._root)
+        self._service = contextlib.ExitStack()
+        self._service.enter_context(audit_service(self.settings))
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+        self._client = AsyncAuditClient(self.settings)
+        self._receivers: list[asyncio.AbstractServer] = []
+
+    def receiver(self, path: Path, sandbox: str, user: str = "alice", workspace: str = "demo") -> None:
+        """A receiver at ``path`` stamping records as ``user``'s in ``workspace``, sandbox ``sandbox``."""
+        from enclave.sandbox.receiver import AuditReceiver
+
+        receiver = AuditReceiver(self._client, user, workspace, sandbox)
+        server = asyncio.run_coroutine_threadsafe(receiver.serve(path, os.getuid(), os.getgid()), self._loop)
+        self._receivers.append(server.result(30))
+
+    def records(self, **filters) -> list[dict]:
+        from enclave.audit.reader import AuditReader
+
+        reader = AuditReader(self.settings)
+        try:
+            return reader.query(**filters, limit=1000)["records"]
+        finally:
+            reader.close()
+
+    def close(self) -> None:
+        async def stop():
+            for server in self._receivers:
+                server.close()
+            await self._client.close()
+
+        asyncio.run_coroutine_threadsafe(stop(), self._loop).result(30)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(30)
+        self._loop.close()
+        self._service.close()
+        shutil.rmtree(self._root, ignore_errors=True)
+
+
+_audit_hub_side: AuditHubSide | None = None
+
+
+def audit_hub_side() -> AuditHubSide:
+    """One :class:`AuditHubSide` for the test process (until :func:`close_audit_hub_side`)."""
+    global _audit_hub_side
+    if _audit_hub_side is None:
+        _audit_hub_side = AuditHubSide()
+    return _audit_hub_side
+
+
+def close_audit_hub_side() -> None:
+    global _audit_hub_side
+    if _audit_hub_side is not None:
+        _audit_hub_side.close()
+        _audit_hub_side = None

@@ -26,11 +26,11 @@ def test_native_accounts_are_the_default(tmp_path):
     assert not any(s.split("!")[0] in ("shares", "users:shares", "tokens", "self") for s in user_role["scopes"])
     admin_role = next(r for r in c.JupyterHub.load_roles if r["name"] == "enclave-admin")
     assert not any(s.startswith("access:servers") or s == "admin:users" for s in admin_role["scopes"])
-    assert [s["name"] for s in c.JupyterHub.services] == ["exports", "idle-culler"]
+    assert [s["name"] for s in c.JupyterHub.services] == ["audit", "exports", "idle-culler"]
 
 
 async def test_oidc_is_selectable_and_maps_idp_groups_to_roles(tmp_path):
-    from oauthenticator.generic import GenericOAuthenticator
+    from enclave.oidc import EnclaveOAuthenticator
 
     c = _config(tmp_path, hub={"authenticator": "oidc", "oidc": {
         "client_id": "enclave", "client_secret": "s3cret",
@@ -38,8 +38,8 @@ async def test_oidc_is_selectable_and_maps_idp_groups_to_roles(tmp_path):
         "userdata_url": "https://idp.example/userinfo",
         "operator_groups": ["analysts"], "reviewer_groups": ["output-checkers"], "admin_groups": ["it"],
     }})
-    assert c.JupyterHub.authenticator_class == "generic-oauth"
-    auth = GenericOAuthenticator(config=c)
+    assert c.JupyterHub.authenticator_class == "enclave.oidc.EnclaveOAuthenticator"
+    auth = EnclaveOAuthenticator(config=c)
     assert auth.client_id == "enclave" and auth.enable_pkce and auth.manage_groups
     assert auth.oauth_callback_url == "http://localhost:8000/hub/oauth_callback"
 

@@ -7,7 +7,6 @@ at a time) and ``lair`` (terminals allowed; the hostile home, ``hostile_home.py`
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -59,8 +58,7 @@ def assert_guard_in_force(hub, session: Session, ws: str) -> None:
     assert err is None and out.count("Z") <= 2048 * 1024 and "output withheld" in out
     kernel.run("marker = 'recorded-execution'")
     kernel.close()
-    trail = hub.home / "run" / "sandboxes" / "mallory" / ws / "server" / "audit.jsonl"
-    codes = [json.loads(line).get("code") for line in trail.read_text().splitlines()]
+    codes = [r["detail"]["code"] for r in hub.audit_records(action="kernel.execute", workspace=ws)]
     assert "marker = 'recorded-execution'" in codes
 
 
@@ -155,8 +153,8 @@ def test_a_planted_file_run_on_purpose_leaves_its_marker(hub, mallory, hostile):
 
 SECURITY_MODEL = Path(__file__).resolve().parents[1] / "docs" / "security-model.md"
 # Processes that police the operator: isolated Python, in a directory only root can write.
-TRUSTED = ("hub", "review service", "idle culler", "sandbox supervisor", "single-user server and guard",
-           "terminal relay")
+TRUSTED = ("hub", "review service", "audit service", "idle culler", "sandbox supervisor",
+           "single-user server and guard", "terminal relay")
 
 
 def trust_boundary_table() -> dict[str, str]:

@@ -35,7 +35,7 @@ KERNEL_ID = "6451b036-d28f-4af7-8cbe-de2a1c2b5da1"
 def layout(tmp_path):
     return SandboxLayout(
         env=REPO / ".venv-sandbox", home=tmp_path / "home", run=tmp_path / "run",
-        hub_socket_dir=tmp_path / "hub", exports_socket_dir=tmp_path / "exports", audit=tmp_path / "audit",
+        hub_socket_dir=tmp_path / "hub", exports_socket_dir=tmp_path / "exports",
         data=((tmp_path / "releases" / "r@1" / "data", "r@1"),), lab_state=tmp_path / "lab-state",
     )
 

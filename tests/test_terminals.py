@@ -68,9 +68,6 @@ def sleepers_of_uid(uid: int) -> list[int]:
     return [pid for pid in processes_of_uid(uid) if cmdline(pid) == b"sleep\x004242\x00"]
 
 
-def audit_records(hub, user: str, ws: str) -> list[dict]:
-    trail = hub.home / "run" / "sandboxes" / user / ws / "server" / "audit.jsonl"
-    return [json.loads(line) for line in trail.read_text().splitlines()]
 
 
 # -- settings -------------------------------------------------------------------------------------
@@ -156,13 +153,13 @@ def test_output_pauses_at_the_budget_per_command_and_input_is_audited(enclave, t
     # ...or stops it with Ctrl-C; the next command has a budget of its own.
     terminal.send("\x03")
     assert terminal.run("echo next-command").strip() == "next-command"
-    records = audit_records(enclave, "dave", "gamma")
-    started = [r for r in records if r["kind"] == "terminal_started"]
-    inputs = [r["input"] for r in records if r["kind"] == "terminal_input"]
-    paused = [r for r in records if r["kind"] == "terminal_output_paused"]
-    assert started and all(r["owner"] == "dave" and r["workspace"] == "gamma" for r in started)
+    typed = enclave.audit_records(action="terminal.input", workspace="gamma")
+    assert typed and all(r["actor"] == "dave" and r["sandbox"].startswith("dave/gamma/") for r in typed)
+    inputs = [r["detail"]["text"] for r in typed]
     assert command in inputs and "\x03" in inputs and any("echo next-command" in i for i in inputs)
-    assert len(paused) >= 2 and paused[-1]["after_bytes"] == BUDGET_KB * 1024
+    paused = [r for r in enclave.audit_records(action="egress.notice", workspace="gamma")
+              if r["detail"]["channel"] == "terminal_output"]
+    assert len(paused) >= 2 and paused[-1]["detail"]["used"] == BUDGET_KB * 1024
 
 
 def test_closing_a_terminal_ends_its_sandbox(enclave, dave):

@@ -54,6 +54,7 @@ DETAIL_KEYS: dict[str, str] = {
     "kernel": "kernel id",
     "notebook": "notebook path, relative to the home",
     "cell": "cell id in the notebook",
+    "msg_id": "the execute request's message id (an export's provenance names executions by it)",
     "code": "the code text, at most 60,000 characters (see `code_truncated`)",
     "code_sha256": "SHA-256 of the whole code text (UTF-8)",
     "code_truncated": "true when `code` holds only the start of a longer text",
@@ -63,7 +64,8 @@ DETAIL_KEYS: dict[str, str] = {
     "new_path": "the path after a rename",
     "size": "bytes",
     "sha256": "SHA-256 of a file's bytes",
-    "channel": "the egress channel a budget counts (e.g. `terminal_output`, `display`)",
+    "channel": "the egress channel a budget counts: `kernel_output` (an execution's), `kernel_connection`"
+               " (output tied to no request), `terminal_output` (a command's)",
     "used": "bytes used of the budget",
     "budget": "the budget, in bytes",
     "request_id": "an export request",
@@ -71,8 +73,10 @@ DETAIL_KEYS: dict[str, str] = {
     "files": "files of an export request (list of objects: name, sha256, size)",
     "file": "one file's name",
     "status": "a check's result: `pass`, `review` or `fail`",
-    "checks": "the automated checks' findings (list of objects)",
-    "decision": "a reviewer's vote or a request's final state",
+    "checks": "the automated checks' findings (list of objects: check, status, reason; the worst first,"
+              " at most 20, reasons cut at 200 characters)",
+    "decision": "a reviewer's vote (`approve`, `request_changes`, `reject`), or the state a request was"
+                " moved to",
     "release_id": "a released file's id",
     "gates": "a data release's privacy and utility gates (list of objects)",
 }
@@ -117,21 +121,22 @@ ACTIONS: dict[str, Action] = {
     "sandbox.cull": Action("an idle sandbox stopped by the culler", "sandbox", (), ("idle_seconds", "server")),
     # Inside a sandbox, reported by its server and stamped by the hub-side receiver.
     "kernel.execute": Action("code sent to a kernel", "sandbox", ("kernel", "code", "code_sha256"),
-                             ("notebook", "cell", "code_truncated")),
+                             ("notebook", "cell", "code_truncated", "msg_id")),
     "terminal.input": Action("a line typed in a terminal", "sandbox", ("terminal", "text"), ("code_truncated",)),
     "contents.read": Action("a file read through the contents API", "sandbox", ("path",), ("size", "sha256")),
     "contents.save": Action("a file saved through the contents API", "sandbox", ("path",), ("size", "sha256")),
     "contents.rename": Action("a file renamed through the contents API", "sandbox", ("path", "new_path")),
     "contents.delete": Action("a file deleted through the contents API", "sandbox", ("path",)),
     "egress.notice": Action("an egress budget notice: output held back or cut", "sandbox",
-                            ("channel", "used", "budget"), ("reason",)),
+                            ("channel", "used", "budget"), ("reason", "kernel", "notebook", "terminal")),
     # Export review (the review service).
     "export.request": Action("an export request submitted", "workspace", ("request_id", "files"), ("title",)),
     "export.check": Action("the automated checks' result for one file", "workspace",
                            ("request_id", "file", "status"), ("sha256", "checks")),
-    "export.vote": Action("a reviewer's vote on one file", "workspace",
-                          ("request_id", "file", "decision", "reason")),
-    "export.decision": Action("a request's decision (approved, rejected, returned, withdrawn)", "workspace",
+    "export.vote": Action("a reviewer's vote on one file (`sha256`: the version voted on)", "workspace",
+                          ("request_id", "file", "decision", "reason"), ("sha256",)),
+    "export.decision": Action("a request's decision (approved, rejected, returned, withdrawn; submitted when"
+                              " the requester resubmits it after changes)", "workspace",
                               ("request_id", "decision"), ("reason",)),
     "export.release": Action("a file released with its signed manifest", "workspace",
                              ("request_id", "file", "sha256", "release_id")),

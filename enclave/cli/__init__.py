@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import getpass
+import os
+
 import click
 
 from ..settings import SettingsError, load_settings
@@ -19,6 +23,29 @@ class _Context:
             except SettingsError as exc:
                 raise click.ClickException(str(exc)) from None
         return self._settings
+
+    @contextlib.contextmanager
+    def recording(self):
+        """A change's record-keeper: ``record(action, workspace=, detail=)`` hands a record to the
+        audit log as the one who ran the command (the hub's audit service, or one started for the
+        while). A change calls it before it commits, so a record the log does not take leaves
+        nothing changed."""
+        from ..audit.client import AuditError, audit_service
+
+        actor = operator_name()
+        try:
+            with audit_service(self.settings) as audit:
+                def record(action: str, workspace: str | None = None, detail: dict | None = None) -> None:
+                    audit.append("cli", actor, action, workspace=workspace, detail=detail)
+
+                yield record
+        except AuditError as exc:
+            raise click.ClickException(f"nothing was changed: the audit log cannot record it ({exc})") from None
+
+
+def operator_name() -> str:
+    """Who runs the command, for the records it makes."""
+    return os.environ.get("SUDO_USER") or getpass.getuser()
 
 
 pass_ctx = click.make_pass_decorator(_Context, ensure=True)

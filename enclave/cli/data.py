@@ -6,13 +6,12 @@ see the published ``data/`` folder of a release.
 
 from __future__ import annotations
 
-import getpass
 import json
 from pathlib import Path
 
 import click
 
-from . import main, pass_ctx
+from . import main, operator_name, pass_ctx
 
 
 def _errors():
@@ -44,18 +43,37 @@ def release(ctx, contract: Path, method: str, model, epochs, time_budget, versio
     from synthetic import pipeline
     from synthetic.contract import load_contract
 
+    from synthetic.gates import GateFailure
+
+    from ..audit.client import AuditError
+    from ..audit.records import without_floats
+
     errors = _errors()
-    try:
-        parsed = load_contract(contract)
-        overrides = {k: v for k, v in (("model", model), ("epochs", epochs), ("time_budget_s", time_budget)) if v}
-        if overrides:
-            if method != "synthetic":
-                raise click.UsageError("--model, --epochs and --time-budget apply to --method synthetic only")
-            parsed = parsed.model_copy(update={"synthesis": parsed.synthesis.model_copy(update=overrides)})
-        result = pipeline.release(ctx.settings, contract, method, by=getpass.getuser(), version=version,
-                                  contract=parsed)
-    except errors as exc:
-        raise click.ClickException(str(exc)) from None
+    # The release is recorded in the audit log, published or refused with its gates' results.
+    with ctx.recording() as record:
+        try:
+            parsed = load_contract(contract)
+            overrides = {k: v for k, v in (("model", model), ("epochs", epochs), ("time_budget_s", time_budget)) if v}
+            if overrides:
+                if method != "synthetic":
+                    raise click.UsageError("--model, --epochs and --time-budget apply to --method synthetic only")
+                parsed = parsed.model_copy(update={"synthesis": parsed.synthesis.model_copy(update=overrides)})
+            result = pipeline.release(ctx.settings, contract, method, by=operator_name(), version=version,
+                                      contract=parsed)
+        except GateFailure as exc:
+            record("data.release_refused", detail=without_floats({
+                "release": f"{parsed.name}@{version or 'next'}", "method": method, "reason": str(exc),
+                "gates": exc.manifest["gates"] if exc.manifest else []}))
+            raise click.ClickException(str(exc)) from None
+        except errors as exc:
+            raise click.ClickException(str(exc)) from None
+        try:
+            record("data.release_published", detail=without_floats({
+                "release": result.release, "method": method, "content_hash": result.manifest["content_hash"],
+                "gates": result.manifest["gates"]}))
+        except AuditError as exc:
+            raise click.ClickException(f"{result.release} was published, but the audit log did not record it"
+                                       f" ({exc}); record it before attaching it anywhere") from None
     click.echo(f"published {result.release} ({method}); content hash {result.manifest['content_hash']}")
     for t, info in result.manifest["tables"].items():
         click.echo(f"  {t}: {info['rows']} rows, {len(info['columns'])} columns")

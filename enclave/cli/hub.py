@@ -31,7 +31,8 @@ def demo(ctx) -> None:
     """Seed a demo (accounts, a workspace, a release) once, then start the hub."""
     settings = ctx.settings
     check_host(settings)
-    created = demo_seed.seed(settings)
+    with ctx.recording() as record:
+        created = demo_seed.seed(settings, record)
     if created:
         click.echo("Demo accounts (shown once; kept in %s, mode 0600):" % demo_seed.credentials_path(settings))
         for name, roles, password in created:

@@ -30,7 +30,8 @@ def add(ctx, name: str, roles: tuple[str, ...], password_stdin: bool) -> None:
     else:
         password = accounts.generate_password()
     try:
-        accounts.add_user(ctx.settings, name, list(roles), password)
+        with ctx.recording() as record:
+            accounts.add_user(ctx.settings, name, list(roles), password, record)
     except accounts.AccountError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"created {name} ({', '.join(sorted(roles))})")
@@ -46,7 +47,8 @@ def set_password(ctx, name: str, password_stdin: bool) -> None:
     """Set NAME's password (and lift a lock-out). A generated password is printed once."""
     password = sys.stdin.readline().rstrip("\n") if password_stdin else accounts.generate_password()
     try:
-        accounts.set_password(ctx.settings, name, password)
+        with ctx.recording() as record:
+            accounts.set_password(ctx.settings, name, password, record)
     except accounts.AccountError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"password set for {name}")

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
-import getpass
 import json
 
 import click
 
 from .. import workspaces as ws
 from ..releases import ReleaseError
-from . import main, pass_ctx
+from . import main, operator_name, pass_ctx
 
 
-def _run(fn, *args):
+def _run(fn, *args, ctx=None):
+    """Run a change (recorded in the audit log when ``ctx`` is given) or a read; errors as CLI errors."""
     try:
-        return fn(*args)
+        if ctx is None:
+            return fn(*args)
+        with ctx.recording() as record:
+            return fn(*args, record=record)
     except (ws.WorkspaceError, ReleaseError) as exc:
         raise click.ClickException(str(exc)) from None
 
@@ -29,7 +32,7 @@ def workspace() -> None:
 @pass_ctx
 def create(ctx, name: str) -> None:
     """Create workspace NAME."""
-    _run(ws.create, ctx.settings, name)
+    _run(ws.create, ctx.settings, name, ctx=ctx)
     click.echo(f"created workspace {name}")
 
 
@@ -40,7 +43,7 @@ def create(ctx, name: str) -> None:
 @pass_ctx
 def add_member(ctx, workspace_name: str, username: str, role: str) -> None:
     """Make USER an operator or reviewer of workspace WS."""
-    _run(ws.add_member, ctx.settings, workspace_name, username, role)
+    _run(ws.add_member, ctx.settings, workspace_name, username, role, ctx=ctx)
     click.echo(f"{username} is now a {role} of {workspace_name}")
 
 
@@ -55,7 +58,7 @@ def attach(ctx, workspace_name: str, release: str, columns: str | None, reason: 
     cols = [c.strip() for c in columns.split(",") if c.strip()] if columns is not None else None
     if cols is not None and not cols:
         raise click.BadParameter("give at least one column", param_hint="--columns")
-    _run(ws.attach, ctx.settings, workspace_name, release, getpass.getuser(), cols, reason)
+    _run(ws.attach, ctx.settings, workspace_name, release, operator_name(), cols, reason, ctx=ctx)
     what = f"columns {', '.join(cols)} of {release}" if cols else release
     click.echo(f"attached {what} to {workspace_name} (mounted at /data/{release})")
 
@@ -76,7 +79,7 @@ def _key_values(items: tuple[str, ...]) -> dict[str, str]:
 @pass_ctx
 def set_limits(ctx, workspace_name: str, limits: tuple[str, ...]) -> None:
     """Override sandbox limits for WS (memory_mb, pids, cpus, max_file_mb)."""
-    view = _run(ws.set_limits, ctx.settings, workspace_name, _key_values(limits))
+    view = _run(ws.set_limits, ctx.settings, workspace_name, _key_values(limits), ctx=ctx)
     click.echo(f"limits of {workspace_name}: {view.limits} (from each sandbox's next start)")
 
 
@@ -94,7 +97,7 @@ def set_guard(ctx, workspace_name: str, items: tuple[str, ...]) -> None:
             values[key] = json.loads(value)
         except ValueError:
             values[key] = value  # the guard's check names the key and the type it needs
-    view = _run(ws.set_guard, ctx.settings, workspace_name, values)
+    view = _run(ws.set_guard, ctx.settings, workspace_name, values, ctx=ctx)
     click.echo(f"guard settings of {workspace_name}: {json.dumps(view.guard, sort_keys=True)} (from each server's next start)")
 
 

@@ -14,9 +14,9 @@ Layout inside a sandbox::
                                    terminals, never the server)
     /tmp                           private tmpfs
     /run/enclave/...               server only: its socket, the hub's and the export service's
-                                   sockets, its runtime files, its JupyterLab settings and layouts
-                                   (kept on the hub side between starts); kernels see only their
-                                   own ipc dir
+                                   sockets, its audit receiver's socket, its runtime files, its
+                                   JupyterLab settings and layouts (kept on the hub side between
+                                   starts); kernels see only their own ipc dir
 """
 
 from __future__ import annotations
@@ -37,6 +37,8 @@ LAUNCHER_SOCKET = f"{SERVER_RUN}/launcher.sock"
 KERNELS_DIR = f"{RUN}/kernels"
 HUB_SOCKET_DIR = f"{RUN}/hub"
 EXPORTS_SOCKET_DIR = f"{RUN}/exports"
+# The sandbox's receiver of audit records (hub side, enclave.sandbox.receiver): server only.
+AUDIT_RECEIVER_DIR = f"{RUN}/audit"
 WORKSPACE_FILE = f"{RUN}/workspace.json"
 
 # Host /etc entries a Python analysis environment needs; everything else of /etc stays out
@@ -122,7 +124,6 @@ class SandboxLayout:
     run: Path  # this sandbox's runtime directory (root-owned)
     hub_socket_dir: Path
     exports_socket_dir: Path
-    audit: Path  # where the server's audit trail is kept once the sandbox stops
     data: tuple[tuple[Path, str], ...]  # (host folder, name under /data)
     lab_state: Path  # JupyterLab settings and layouts of this (user, workspace), kept between starts
 
@@ -137,6 +138,11 @@ class SandboxLayout:
     @property
     def workspace_file(self) -> Path:
         return self.run / "workspace.json"
+
+    @property
+    def audit_receiver(self) -> Path:
+        """The folder of the sandbox's audit receiver socket (root's; the socket is the sandbox uid's)."""
+        return self.run / "audit"
 
 
 def base_python_prefix(env: Path) -> Path:
@@ -222,6 +228,7 @@ def server_policy(
         Mount(KERNELS_DIR, "rw", str(layout.kernels)),
         Mount(HUB_SOCKET_DIR, "ro", str(layout.hub_socket_dir)),
         Mount(EXPORTS_SOCKET_DIR, "ro", str(layout.exports_socket_dir)),
+        Mount(AUDIT_RECEIVER_DIR, "ro", str(layout.audit_receiver)),
         Mount(WORKSPACE_FILE, "ro", str(layout.workspace_file)),
     ]
     env = _base_env(identity) | hub_env | {

@@ -31,14 +31,15 @@ import socket
 import struct
 import sys
 import termios
-import time
 import uuid
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from ..audit.client import AsyncAuditClient
 from .bubblewrap import bwrap_argv
 from .limits import SandboxCgroup, apply_rlimits
 from .policy import KERNELS_DIR, SandboxLayout, SandboxPolicy, kernel_policy, terminal_policy
+from .receiver import AuditReceiver
 
 log = logging.getLogger("enclave.supervisor")
 
@@ -71,6 +72,8 @@ class Supervisor:
     kernel_env: dict[str, str] = field(default_factory=dict)
     # The workspace allows terminals; otherwise the terminal operation is refused.
     terminals_allowed: bool = False
+    # Receives the server's audit records, stamped with this sandbox (enclave.sandbox.receiver).
+    receiver: AuditReceiver | None = None
     cgroup: SandboxCgroup | None = None
     server: Sandboxed | None = None
     kernels: dict[str, Sandboxed] = field(default_factory=dict)
@@ -247,6 +250,7 @@ class Supervisor:
         launcher = await asyncio.start_unix_server(self.serve_client, path=str(sock))
         os.chown(sock, uid, gid)
         sock.chmod(0o600)
+        receiving = await self.receiver.serve(self.layout.audit_receiver / "receiver.sock", uid, gid)
         self.server = await self._start(self.server_policy, self.layout.run / "files" / "server",
                                         self.layout.run / "server.log")
         stop = asyncio.Event()
@@ -258,6 +262,8 @@ class Supervisor:
         await asyncio.wait([server_exit, stopping], return_when=asyncio.FIRST_COMPLETED)
         launcher.close()
         await self.shutdown()
+        # After the server and its terminals are gone: what they sent last is recorded.
+        receiving.close()
         return self.server.process.returncode or 0
 
     async def shutdown(self) -> None:
@@ -276,22 +282,12 @@ class Supervisor:
                     s.signal(signal.SIGKILL)
                     s.process.kill()
             await asyncio.gather(*(s.process.wait() for s in running))
-        self._keep_audit_trail()
         shutil.rmtree(self.layout.server_run, ignore_errors=True)
         shutil.rmtree(self.layout.kernels, ignore_errors=True)
+        shutil.rmtree(self.layout.audit_receiver, ignore_errors=True)
         shutil.rmtree(self.layout.run / "files", ignore_errors=True)
         if self.cgroup is not None:
             self.cgroup.remove()
-
-
-    def _keep_audit_trail(self) -> None:
-        """The guard writes its audit trail in the server's runtime dir, out of the kernels' reach;
-        move it to the hub side before that dir goes."""
-        trail = self.layout.server_run / "audit.jsonl"
-        if trail.is_file() and not trail.is_symlink():
-            self.layout.audit.mkdir(parents=True, exist_ok=True, mode=0o700)
-            stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-            os.replace(trail, self.layout.audit / f"{stamp}-{os.getpid()}.jsonl")
 
 
 def _read_info(fd: int) -> dict:
@@ -322,13 +318,15 @@ def load_spec(path: Path) -> Supervisor:
         layout=SandboxLayout(
             env=Path(layout["env"]), home=Path(layout["home"]), run=Path(layout["run"]),
             hub_socket_dir=Path(layout["hub_socket_dir"]),
-            exports_socket_dir=Path(layout["exports_socket_dir"]), audit=Path(layout["audit"]),
+            exports_socket_dir=Path(layout["exports_socket_dir"]),
             data=tuple((Path(src), name) for src, name in layout["data"]),
             lab_state=Path(layout["lab_state"]),
         ),
         bwrap=spec["bwrap"],
         kernel_env=spec["kernel_env"],
         terminals_allowed=bool(spec.get("terminals", False)),
+        receiver=AuditReceiver(AsyncAuditClient(spec["audit"]["socket"]), spec["audit"]["user"],
+                               spec["audit"]["workspace"], spec["audit"]["sandbox"]),
     )
 
 

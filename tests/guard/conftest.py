@@ -22,6 +22,8 @@ import requests
 from tornado.httpclient import HTTPRequest
 from tornado.websocket import websocket_connect
 
+from enclave_testing import audit_hub_side, close_audit_hub_side
+
 REPO = Path(__file__).resolve().parents[2]
 SANDBOX_ENV = REPO / ".venv-sandbox"
 V1 = "v1.kernel.websocket.jupyter.org"
@@ -47,9 +49,11 @@ class Server:
         headers = {"Authorization": f"token {self.token}", **kwargs.pop("headers", {})}
         return requests.request(method, f"{self.url}/{path.lstrip('/')}", headers=headers, timeout=60, **kwargs)
 
-    def audit_records(self) -> list[dict]:
-        path = self.run / "audit.jsonl"
-        return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    def audit_records(self, **filters) -> list[dict]:
+        """This server's records in the hub-side audit log (its sandbox, ``SANDBOX``)."""
+        return [r for r in audit_hub_side().records(**filters) if r["sandbox"] == self.sandbox]
+
+    sandbox: str = ""
 
     def start_kernel(self, notebook: str = "work.ipynb") -> str:
         r = self.request("POST", "api/sessions", json={"path": notebook, "type": "notebook", "name": notebook,
@@ -58,10 +62,19 @@ class Server:
         return r.json()["kernel"]["id"]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def hub_side():
+    """The audit log's hub side for every server these tests start, closed at the end."""
+    yield audit_hub_side()
+    close_audit_hub_side()
+
+
 def start_server(root: Path, guard: dict, extra_args: list[str] = ()) -> Server:
     home, run, outside = root / "home", root / "run", root / "outside"
     for d in (home, run, outside):
         d.mkdir(parents=True, exist_ok=True)
+    sandbox = f"alice/demo/{uuid.uuid4().hex[:12]}"
+    audit_hub_side().receiver(run / "receiver.sock", sandbox)
     (run / "workspace.json").write_text(json.dumps({
         "user": "alice", "workspace": "demo", "releases": ["census-2021"], "limits": {}, "guard": guard,
     }))
@@ -85,7 +98,7 @@ def start_server(root: Path, guard: dict, extra_args: list[str] = ()) -> Server:
         "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
         f"--ServerApp.root_dir={home}", f"--IdentityProvider.token={token}",
         f"--EnclaveGuard.workspace_file={run / 'workspace.json'}",
-        f"--EnclaveGuard.audit_file={run / 'audit.jsonl'}",
+        f"--EnclaveGuard.audit_socket={run / 'receiver.sock'}",
         f"--EnclaveGuard.exports_socket={run / 'intake.sock'}",
         f"--LabApp.user_settings_dir={run / 'lab' / 'user-settings'}",
         f"--LabApp.workspaces_dir={run / 'lab' / 'workspaces'}",
@@ -100,6 +113,7 @@ def start_server(root: Path, guard: dict, extra_args: list[str] = ()) -> Server:
     ]
     proc = subprocess.Popen(argv, env=env, cwd=home, stdout=log.open("wb"), stderr=subprocess.STDOUT)
     server = Server(f"http://127.0.0.1:{port}", token, home, run, outside, proc, log)
+    server.sandbox = sandbox
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if proc.poll() is not None:

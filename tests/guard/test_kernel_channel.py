@@ -93,14 +93,14 @@ async def test_comms_and_debugger_requests_do_not_reach_the_kernel(kernel):
     assert text.strip() == "0"
 
 
-async def test_every_execution_is_in_the_audit_trail(kernel, guard_server):
+async def test_every_execution_is_in_the_audit_log(kernel, guard_server):
     code = "audit_probe = 6 * 7"
     await kernel.execute(code)
-    records = [r for r in guard_server.audit_records() if r["kind"] == "execution" and r["code"] == code]
+    records = [r for r in guard_server.audit_records(action="kernel.execute") if r["detail"]["code"] == code]
     assert len(records) == 1
     rec = records[0]
-    assert rec["workspace"] == "demo" and rec["owner"] == "alice" and rec["kernel_id"]
-    assert rec["notebook"].endswith(".ipynb")
+    assert rec["workspace"] == "demo" and rec["actor"] == "alice" and rec["detail"]["kernel"]
+    assert rec["detail"]["notebook"].endswith(".ipynb") and rec["detail"]["msg_id"]
 
 
 async def test_ordinary_work_still_renders(kernel_v1):
@@ -284,10 +284,11 @@ async def test_the_connection_closes_past_its_budget_with_a_notice(any_kernel, g
     # The notice lands on the running execution's output, where the operator is looking.
     notices = [m for m in msgs if m["parent_header"].get("msg_id") == msg_id and m["msg_type"] == "stream"]
     assert any("connection closed" in m["content"]["text"] for m in notices)
-    kernel_id = [r for r in guard_server.audit_records() if r.get("msg_id") == msg_id][0]["kernel_id"]
-    closings = [r for r in guard_server.audit_records()
-                if r["kind"] == "kernel_connection_closed" and r["kernel_id"] == kernel_id]
-    assert len(closings) == 1 and closings[0]["unattributed_bytes"] > CONNECTION_BUDGET
+    kernel_id = [r for r in guard_server.audit_records(action="kernel.execute")
+                 if r["detail"]["msg_id"] == msg_id][0]["detail"]["kernel"]
+    closings = [r["detail"] for r in guard_server.audit_records(action="egress.notice")
+                if r["detail"]["channel"] == "kernel_connection" and r["detail"].get("kernel") == kernel_id]
+    assert len(closings) == 1 and closings[0]["used"] > CONNECTION_BUDGET
     assert f"kernel {kernel_id}" in guard_server.log.read_text()
 
 

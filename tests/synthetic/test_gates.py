@@ -189,3 +189,11 @@ def test_cli_refusal_names_the_failed_gate(settings, store_listing, tmp_path, re
     assert "release refused" in result.output and "no_identifier_patterns [residents]" in result.output
     assert store_listing() == []
     assert CliRunner().invoke(main, ["data", "list"]).output == "no releases\n"
+    # The refusal is in the audit log, with the gates' results.
+    from enclave.audit.reader import AuditReader
+
+    reader = AuditReader(settings)
+    (refused,) = reader.query(action="data.release_refused")["records"]
+    reader.close()
+    assert refused["source"] == "cli" and refused["detail"]["method"] == "masked"
+    assert any(g["gate"] == "no_identifier_patterns" and not g["passed"] for g in refused["detail"]["gates"])

@@ -58,6 +58,17 @@ def test_masked_release_of_the_demo_dataset_through_the_cli(settings, residents_
     key = masking.load_or_create_key(settings.secrets_dir)
     assert key.hex().encode() not in blob
 
+    # Published, and so recorded in the audit log with its gates (the CLI started an audit service
+    # for the while: no hub runs here).
+    from enclave.audit.reader import AuditReader
+
+    reader = AuditReader(settings)
+    (published,) = reader.query(action="data.release_published")["records"]
+    reader.close()
+    assert published["source"] == "cli" and published["detail"]["release"] == "residents@1"
+    assert published["detail"]["content_hash"] == m["content_hash"]
+    assert [g["gate"] for g in published["detail"]["gates"]] == [g["gate"] for g in m["gates"]]
+
     listed = _cli("data", "list")
     assert "residents@1  masked" in listed.output and "GENERATED" in listed.output
     shown = _cli("data", "show", "residents@1")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import os
 
@@ -17,6 +18,7 @@ from jupyter_server.services.contents.largefilemanager import AsyncLargeFileMana
 from tornado import web
 
 from . import policy
+from .audit import RecordNotTaken
 from .outputs import limit_notebook
 
 
@@ -27,6 +29,16 @@ def _parent(path: str) -> str:
 
 def _openable(path: str) -> bool:
     return policy.is_text_path(path) or policy.is_notebook_path(path)
+
+
+def _served(model: dict) -> bytes:
+    """The content of a model as it goes to or comes from the browser, as bytes."""
+    content = model["content"]
+    return (json.dumps(content, sort_keys=True) if isinstance(content, dict) else content).encode("utf-8", "replace")
+
+
+def _size_and_hash(data: bytes) -> dict:
+    return {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
 
 
 class Refused(web.HTTPError, PermissionError):
@@ -89,6 +101,7 @@ class GuardContentsManager(AsyncLargeFileManager):
             limit_notebook(model["content"], settings.output_message_max_bytes, settings.output_cell_max_bytes)
         elif model.get("format") != "text":
             raise Refused(403, f"{path}: only text content is served")
+        self._record("contents.read", path=path, **_size_and_hash(_served(model)))
         return model
 
     # -- writes ------------------------------------------------------------------------------
@@ -123,6 +136,8 @@ class GuardContentsManager(AsyncLargeFileManager):
                     raise Refused(413, f"{path}: {size} bytes is over the {settings.upload_max_mb} MiB upload limit")
         elif kind != "directory":
             raise Refused(400, f"{path}: unknown content type {kind!r}")
+        if model.get("content") is not None and kind != "directory":
+            self._record("contents.save", path=path, **_size_and_hash(_served(model)))
         return await super().save(model, path)
 
     @staticmethod
@@ -146,11 +161,24 @@ class GuardContentsManager(AsyncLargeFileManager):
             raise Refused(
                 403, f"{old_path} -> {new_path}: a rename cannot change whether the browser may open a file"
             )
+        self._record("contents.rename", path=old_path, new_path=new_path)
         return await super().rename_file(old_path, new_path)
 
     async def delete_file(self, path):
         self._real_inside(path)
+        self._record("contents.delete", path=path)
         return await super().delete_file(path)
+
+    def _record(self, action: str, **detail) -> None:
+        """Into the audit log before it happens; without its record, it does not happen. Paths
+        relative to the home, as the browser names them (the API may send a leading '/')."""
+        for key in ("path", "new_path"):
+            if key in detail:
+                detail[key] = detail[key].strip("/")
+        try:
+            self.guard.audit.write(action, **detail)
+        except RecordNotTaken as exc:
+            raise Refused(503, f"{detail['path']}: not done, as the audit log cannot record it ({exc})") from None
 
     async def copy(self, from_path, to_path=None):
         real = self._real_inside(from_path)

@@ -28,10 +28,10 @@ from .terminals import GuardedTerminalManager
 
 
 class EnclaveGuard(LoggingConfigurable):
-    """Where the guard finds its workspace, its audit file and the export review intake."""
+    """Where the guard finds its workspace, its audit receiver and the export review intake."""
 
     workspace_file = Unicode(policy.WORKSPACE_FILE, help="The workspace's settings, written by the hub.").tag(config=True)
-    audit_file = Unicode(policy.AUDIT_FILE, help="Audit trail (JSON lines), in a place kernels cannot reach.").tag(config=True)
+    audit_socket = Unicode(policy.AUDIT_SOCKET, help="This sandbox's receiver of audit records (hub side).").tag(config=True)
     exports_socket = Unicode(policy.EXPORTS_SOCKET, help="The export review service's intake socket.").tag(config=True)
     exports_url = Unicode(
         help="The export review service's pages (on its own origin), where operators follow their requests."
@@ -51,8 +51,8 @@ class Guard:
     exports_url: str
     packages: dict[str, str]
 
-    def record_execution(self, **fields):
-        self.audit.record_execution(**fields)
+    def record_execution(self, **fields) -> dict:
+        return self.audit.record_execution(**fields)
 
 
 class GuardNotInForce(RuntimeError):
@@ -128,7 +128,7 @@ def _load_jupyter_server_extension(serverapp):
     guard = Guard(
         workspace=workspace,
         workspace_file=config.workspace_file,
-        audit=AuditTrail(config.audit_file, workspace.user, workspace.workspace, serverapp.log),
+        audit=AuditTrail(config.audit_socket, workspace.user, workspace.workspace, serverapp.log),
         intake=Intake(config.exports_socket),
         exports_url=config.exports_url,
         packages=package_environment(),
@@ -159,6 +159,6 @@ def _load_jupyter_server_extension(serverapp):
 
     serverapp.io_loop.add_callback(rewrap)
     serverapp.log.info(
-        "Enclave guard loaded for %s/%s (user %s); audit trail %s",
-        workspace.workspace, os.environ.get("JUPYTERHUB_SERVER_NAME", ""), workspace.user, config.audit_file,
+        "Enclave guard loaded for %s/%s (user %s); audit records to %s",
+        workspace.workspace, os.environ.get("JUPYTERHUB_SERVER_NAME", ""), workspace.user, config.audit_socket,
     )

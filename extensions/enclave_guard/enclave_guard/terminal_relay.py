@@ -5,14 +5,15 @@ The server never runs a shell. For each terminal, jupyter_server's terminal mana
 launcher socket, for a terminal sandbox (a sibling of the kernels' sandboxes: the home and /data,
 nothing of the server) and receives the master side of that sandbox's pty. Then it copies bytes:
 
-- browser -> shell: every keystroke, and each line of input is written to the audit trail;
+- browser -> shell: every keystroke; each line of input goes to the audit log before its line end
+  reaches the shell (a line the log does not take is not run);
 - shell -> browser: held to the workspace's per-execution output budget, where an execution ends
   with each line of input (Enter) or interrupt (Ctrl-C, Ctrl-\\, Ctrl-Z). Over the budget, output
   pauses, as a pager would: the relay stops reading, the program blocks on its next write, and a
   notice says so. The next line of input (or an interrupt) lets another budget's worth through.
 
 It runs as a program of its own, so it imports nothing heavier than the guard's policy and audit
-modules.
+modules. Output paused at the budget is an egress notice in the audit log.
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ import sys
 import termios
 import tty
 
-from .audit import AuditTrail
-from .policy import AUDIT_FILE, WORKSPACE_FILE, load_workspace
+from .audit import AuditTrail, RecordNotTaken
+from .policy import AUDIT_SOCKET, WORKSPACE_FILE, load_workspace
 
 # Longest input line kept whole in the audit trail; the rest of a longer one is counted only.
 MAX_RECORDED_LINE = 16 * 1024
@@ -66,7 +67,14 @@ class OutputBudget:
 
 
 class InputRecorder:
-    """Cuts keystrokes into lines and writes each line to the audit trail."""
+    """Cuts keystrokes into lines and hands each line to the audit log before it may run.
+
+    A line end passes to the shell only once its line is recorded; if the record is not taken, the
+    line end is held back (the line stays in the shell's editor, unrun) and the operator is told.
+    Interrupt keys always pass: they stop things, they run nothing."""
+
+    NOT_RUN = (b"\r\n[enclave: this line was not run: the audit log cannot record it."
+               b" Press Enter again in a moment.]\r\n")
 
     def __init__(self, audit: AuditTrail, terminal_id: str):
         self.audit = audit
@@ -74,31 +82,42 @@ class InputRecorder:
         self.line = bytearray()
         self.dropped = 0
 
-    def feed(self, data: bytes) -> tuple[bool, bool]:
-        """Record complete lines (an interrupt key ends one too); say whether any line ended and
-        whether by an interrupt."""
-        ended = interrupted = False
+    def feed(self, data: bytes) -> tuple[bytes, bool, bool, bool]:
+        """Record complete lines (an interrupt key ends one too). Return the bytes that may go on to
+        the shell, whether a line ended, whether by an interrupt, and whether a line was held back."""
+        passed = bytearray()
+        ended = interrupted = held_back = False
         for byte in data:
             if byte in INTERRUPTS:
                 self.line.append(byte)
                 interrupted = True
             if byte in LINE_ENDS or byte in INTERRUPTS:
-                self.flush(always=True)  # an empty line matters too: it asks for paused output
+                # An empty line is recorded too: it asks for paused output.
+                if not self.flush(always=True) and byte in LINE_ENDS:
+                    held_back = True
+                    continue
                 ended = True
             elif len(self.line) < MAX_RECORDED_LINE:
                 self.line.append(byte)
             else:
                 self.dropped += 1
-        return ended, interrupted
+            passed.append(byte)
+        return bytes(passed), ended, interrupted, held_back
 
-    def flush(self, always: bool = False) -> None:
+    def flush(self, always: bool = False) -> bool:
+        """Record the line so far; True once the audit log has it (the line is then cleared)."""
         if always or self.line or self.dropped:
-            fields = {"terminal": self.terminal_id, "input": self.line.decode("utf-8", "replace")}
+            detail = {"terminal": self.terminal_id, "text": self.line.decode("utf-8", "replace")}
             if self.dropped:
-                fields["truncated_bytes"] = self.dropped
-            self.audit.write("terminal_input", **fields)
+                detail["code_truncated"] = True
+            try:
+                self.audit.write("terminal.input", **detail)
+            except RecordNotTaken as exc:
+                logging.getLogger("enclave.terminal").error("terminal line not recorded: %s", exc)
+                return False
         self.line.clear()
         self.dropped = 0
+        return True
 
 
 def _winsize(fd: int) -> bytes:
@@ -144,7 +163,12 @@ def relay(user_tty: int, master: int, budget: OutputBudget, recorder: InputRecor
         to_user.extend(passed)
         held.extend(rest)
         if budget.paused and not was_paused:
-            recorder.audit.write("terminal_output_paused", terminal=recorder.terminal_id, after_bytes=budget.used)
+            try:
+                recorder.audit.write("egress.notice", channel="terminal_output", used=budget.used,
+                                     budget=budget.limit, reason="output paused at the budget of one command",
+                                     terminal=recorder.terminal_id)
+            except RecordNotTaken as exc:  # only a record of what was held back
+                logging.getLogger("enclave.terminal").error("egress notice not recorded: %s", exc)
 
     while not stopping and (shell_open or to_user):
         readers = []
@@ -157,8 +181,10 @@ def relay(user_tty: int, master: int, budget: OutputBudget, recorder: InputRecor
         if user_tty in readable and (data := _read(user_tty)) is not None:
             if not data:  # the server closed the terminal
                 return
+            data, ended, interrupted, held_back = recorder.feed(data)
             to_shell += data
-            ended, interrupted = recorder.feed(data)
+            if held_back:
+                to_user.extend(recorder.NOT_RUN)
             if ended:
                 budget.new_execution()
                 # Enter lets the paused output continue; an interrupt drops it, as the pty does.
@@ -197,7 +223,7 @@ def main() -> int:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     log = logging.getLogger("enclave.terminal")
     workspace = load_workspace(os.environ.get("ENCLAVE_GUARD_WORKSPACE_FILE", WORKSPACE_FILE))
-    audit = AuditTrail(os.environ.get("ENCLAVE_GUARD_AUDIT_FILE", AUDIT_FILE), workspace.user,
+    audit = AuditTrail(os.environ.get("ENCLAVE_GUARD_AUDIT_SOCKET", AUDIT_SOCKET), workspace.user,
                        workspace.workspace, log)
     user_tty = sys.stdin.fileno()
     try:
@@ -205,7 +231,6 @@ def main() -> int:
     except (OSError, RuntimeError, ValueError, KeyError) as exc:
         print(f"enclave: this terminal could not be opened: {exc}", flush=True)
         return 1
-    audit.write("terminal_started", terminal=terminal_id)
     # Raw: keystrokes reach the sandbox's own pty unchanged, which does the echo, line editing
     # and signals (Ctrl-C) for the shell.
     tty.setraw(user_tty)
@@ -215,7 +240,7 @@ def main() -> int:
     finally:
         recorder.flush()
         os.close(master)
-        audit.write("terminal_ended", terminal=terminal_id)
+        audit.close()
     return 0
 
 

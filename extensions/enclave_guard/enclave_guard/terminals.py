@@ -30,8 +30,8 @@ class GuardedTerminalManager(TerminalManager):
 
     def make_term_env(self, *args: Any, **kwargs: Any) -> dict[str, str]:
         env = super().make_term_env(*args, **kwargs)
-        # The relay records to the guard's own audit trail and reads the same workspace file.
+        # The relay records to the same receiver and reads the same workspace file.
         guard = self.parent.web_app.settings["enclave_guard"]
-        env["ENCLAVE_GUARD_AUDIT_FILE"] = str(guard.audit.path)
+        env["ENCLAVE_GUARD_AUDIT_SOCKET"] = str(guard.audit.socket_path)
         env["ENCLAVE_GUARD_WORKSPACE_FILE"] = str(guard.workspace_file)
         return env

@@ -1,0 +1,316 @@
+"""Every operation is recorded, through its real path, in the hub-side audit log; records leave a
+sandbox when they are made and cannot be forged or taken back from inside it.
+
+A hub of its own: frank operates ``audited`` (terminals allowed); logins lock after 3 failures.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from conftest import PASSWORD, seed
+from enclave_testing import processes_of_uid, wait_for
+
+WS = "audited"
+
+
+@pytest.fixture(scope="module")
+def hub(hub_factory):
+    hub = hub_factory("audited", ENCLAVE_SANDBOX__IDLE_TIMEOUT="0", ENCLAVE_ACCOUNTS__ALLOWED_FAILED_LOGINS="3")
+    seed(hub)
+    hub.start()
+    for args in (("user", "add", "frank", "--role", "operator", "--password-stdin"),):
+        r = hub.enclave(*args, input=PASSWORD + "\n")
+        assert r.returncode == 0, r.stderr
+    for args in (("workspace", "create", WS), ("workspace", "add-member", WS, "frank", "--role", "operator"),
+                 ("workspace", "attach", WS, "households@1", "--reason", "Household sizes by district"),
+                 ("workspace", "set-limits", WS, "memory_mb=1536", "cpus=1.5"),
+                 ("workspace", "set-guard", WS, "terminals=true", "output_message_max_kb=16",
+                  "output_cell_max_kb=64")):
+        r = hub.enclave(*args)
+        assert r.returncode == 0, (args, r.stderr)
+    yield hub
+    hub.stop_all_sandboxes()
+
+
+def only(records: list[dict]) -> dict:
+    assert len(records) == 1, records
+    return records[0]
+
+
+def verify(hub) -> None:
+    r = hub.enclave("audit", "verify")
+    assert r.returncode == 0 and r.stdout.startswith("OK"), r.stdout + r.stderr
+
+
+def audit_service_pid(hub) -> int:
+    for p in Path("/proc").iterdir():
+        try:
+            if (p.name.isdigit() and b"enclave.audit.service" in (p / "cmdline").read_bytes()
+                    and f"ENCLAVE_HOME={hub.home}".encode() in (p / "environ").read_bytes().split(b"\0")):
+                return int(p.name)
+        except OSError:
+            continue
+    raise AssertionError("no audit service runs for this hub")
+
+
+# -- the hub: logins, failures, lock-outs, logouts; the CLI: accounts and workspaces ---------------
+
+
+def test_admin_changes_through_the_cli_are_recorded(hub):
+    created = only(hub.audit_records(action="account.create", user="root"))
+    assert created["source"] == "cli" and created["detail"] == {"user": "frank", "roles": ["operator"]}
+    assert only(hub.audit_records(action="workspace.create", workspace=WS))["actor"] == "root"
+    member = only(hub.audit_records(action="workspace.member_add", workspace=WS))
+    assert member["detail"] == {"user": "frank", "role": "operator"}
+    attached = only(hub.audit_records(action="workspace.attach", workspace=WS))["detail"]
+    assert attached == {"release": "households@1", "reason": "Household sizes by district"}
+    limits = only(hub.audit_records(action="workspace.limits_set", workspace=WS))["detail"]
+    assert limits == {"limits": {"memory_mb": 1536, "cpus": "1.5"}, "before": {}}
+    guard = only(hub.audit_records(action="workspace.guard_set", workspace=WS))["detail"]
+    assert guard["guard"] == {"terminals": True, "output_message_max_kb": 16, "output_cell_max_kb": 64}
+    assert guard["before"] == {}
+    # A refused change leaves no record (nothing changed), and says why.
+    r = hub.enclave("workspace", "add-member", WS, "nobody", "--role", "operator")
+    assert r.returncode != 0 and "no account named 'nobody'" in r.stderr
+    assert len(hub.audit_records(action="workspace.member_add", workspace=WS)) == 1
+    verify(hub)
+
+
+def test_logins_failures_lockouts_and_logouts_are_recorded(hub):
+    import requests
+
+    def attempt(username: str, password: str) -> int:
+        s = requests.Session()
+        s.get(hub.url + "/hub/login")
+        from enclave_testing import cookie_value
+
+        r = s.post(hub.url + "/hub/login", data={"username": username, "password": password,
+                                                 "_xsrf": cookie_value(s, hub.url + "/hub/login", "_xsrf")},
+                   allow_redirects=False)
+        return r.status_code
+
+    attempt("nosuch", "whatever-it-is")
+    unknown = hub.audit_records(action="auth.login", user="anonymous")[-1]
+    assert unknown["outcome"] == "denied" and unknown["detail"]["reason"] == "unknown account"
+    assert unknown["detail"]["user"] == "nosuch" and unknown["detail"]["remote_ip"] == "127.0.0.1"
+    for _ in range(3):
+        attempt("frank", "not-the-password")
+    failures = [r for r in hub.audit_records(action="auth.login", user="frank") if r["outcome"] == "denied"]
+    assert [r["detail"]["failures"] for r in failures] == [1, 2, 3]
+    locked = only(hub.audit_records(action="auth.throttle", user="frank"))
+    assert locked["outcome"] == "denied" and locked["detail"]["failures"] == 3
+    attempt("frank", PASSWORD)  # refused: locked
+    assert "locked until" in hub.audit_records(action="auth.login", user="frank")[-1]["detail"]["reason"]
+    r = hub.enclave("user", "set-password", "frank", "--password-stdin", input=PASSWORD + "\n")
+    assert r.returncode == 0, r.stderr
+    assert only(hub.audit_records(action="account.password_set"))["detail"] == {"user": "frank"}
+    frank = hub.login("frank", PASSWORD)
+    ok = hub.audit_records(action="auth.login", user="frank")[-1]
+    assert ok["outcome"] == "ok" and ok["detail"]["method"] == "native"
+    frank.http.get(hub.url + "/hub/logout")
+    assert only(hub.audit_records(action="auth.logout", user="frank"))["source"] == "hub"
+    verify(hub)
+
+
+# -- a sandbox: its start, executions, terminal input, files, egress notices, stop ----------------
+
+
+def test_a_sandbox_s_life_is_recorded(hub):
+    frank = hub.login("frank", PASSWORD)
+    assert frank.start(WS).status_code == 200
+    start = hub.audit_records(action="sandbox.start", workspace=WS)[-1]
+    sandbox = start["sandbox"]
+    assert sandbox.startswith(f"frank/{WS}/") and start["actor"] == "frank"
+    policy = start["detail"]["policy"]
+    # The policy applied, as the sandbox saw it: the release read-only under /data; no environment.
+    assert [d["target"] for d in policy["data"]] == ["/data/households@1"]
+    assert not any(m["target"].startswith("/data") for m in policy["mounts"])  # the server sees no data
+    assert policy["limits"]["memory_mb"] == 1536 and policy["limits"]["cpus"] == "1.5"
+    assert "env" not in policy and "JUPYTERHUB_API_TOKEN" not in json.dumps(start)
+
+    kernel = frank.kernel(WS)
+    code = f"probe = '{uuid.uuid4().hex}'"
+    kernel.run(code)
+    executed = [r for r in hub.audit_records(action="kernel.execute", workspace=WS) if r["detail"]["code"] == code]
+    assert only(executed)["sandbox"] == sandbox and executed[0]["actor"] == "frank"
+    assert executed[0]["detail"]["code_sha256"] == hashlib.sha256(code.encode()).hexdigest()
+    out, _ = kernel.run("print('Z' * 200_000)")
+    assert "output withheld" in out
+    notice = hub.audit_records(action="egress.notice", workspace=WS)[-1]
+    assert notice["detail"]["channel"] == "kernel_output" and notice["detail"]["kernel"] == kernel.id
+    kernel.close()
+
+    r = frank.server_api(WS, "PUT", "/contents/notes.md", json={"type": "file", "format": "text", "content": "# 笔记\n"})
+    assert r.status_code in (200, 201), r.text
+    assert frank.server_api(WS, "GET", "/contents/notes.md").json()["content"] == "# 笔记\n"
+    assert frank.server_api(WS, "PATCH", "/contents/notes.md", json={"path": "summary.md"}).status_code == 200
+    assert frank.server_api(WS, "DELETE", "/contents/summary.md").status_code == 204
+    files = [(r["action"], r["detail"]) for r in hub.audit_records(action="contents.*", workspace=WS)
+             if r["sandbox"] == sandbox]
+    digest = hashlib.sha256("# 笔记\n".encode()).hexdigest()
+    assert ("contents.save", {"path": "notes.md", "size": 9, "sha256": digest}) in files
+    assert ("contents.read", {"path": "notes.md", "size": 9, "sha256": digest}) in files
+    assert ("contents.rename", {"path": "notes.md", "new_path": "summary.md"}) in files
+    assert ("contents.delete", {"path": "summary.md"}) in files
+
+    terminal = frank.terminal(WS)
+    terminal.run("echo typed-in-a-terminal")
+    terminal.close()
+    typed = [r["detail"]["text"] for r in hub.audit_records(action="terminal.input", workspace=WS)
+             if r["sandbox"] == sandbox]
+    assert any("echo typed-in-a-terminal" in t for t in typed)
+
+    frank.stop(WS)
+    stop = hub.audit_records(action="sandbox.stop", workspace=WS)[-1]
+    assert stop["sandbox"] == sandbox and stop["actor"] == "frank" and "asked by user frank" in stop["detail"]["reason"]
+    verify(hub)
+
+
+# -- nothing from inside a sandbox can write, forge or take back a record -------------------------
+
+FORGER = """
+import json, socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+replies = s.makefile("rb")
+def send(record):
+    s.sendall(json.dumps(record).encode() + b"\\n")
+    return json.loads(replies.readline())
+print(json.dumps([
+    send({"id": 1, "action": "kernel.execute", "user": "admin", "workspace": "other", "sandbox": "admin/other/x",
+          "time": "2020-01-01T00:00:00Z", "detail": {"kernel": "k", "code": "forged", "code_sha256": "0" * 64}}),
+    send({"id": 2, "action": "export.vote", "detail": {"request_id": "r", "file": "f", "decision": "approve",
+                                                      "reason": "x"}}),
+    send({"id": 3, "action": "auth.login", "detail": {"method": "native"}}),
+    send({"id": 4, "action": "sandbox.stop", "detail": {}}),
+]))
+"""
+
+
+def test_a_taken_over_server_reports_only_as_its_own_sandbox(hub):
+    """What a taken-over server can do: run code of its choosing in the server's sandbox (here:
+    entering its mount namespace as its uid) and talk to its receiver. Its records are stamped with its
+    own sandbox, user and workspace; it cannot report anything that does not happen in a sandbox; the
+    audit service itself is out of its reach."""
+    frank = hub.login("frank", PASSWORD)
+    assert frank.start(WS).status_code == 200
+    try:
+        spec = json.loads((hub.home / "run" / "sandboxes" / "frank" / WS / "spec.json").read_text())
+        uid, sandbox = spec["server"]["identity"]["uid"], spec["audit"]["sandbox"]
+        server_pid = next(pid for pid in processes_of_uid(uid)
+                          if b"enclave_singleuser" in Path(f"/proc/{pid}/cmdline").read_bytes())
+        in_the_server = ["nsenter", f"--target={server_pid}", "--mount", "--", "setpriv", f"--reuid={uid}",
+                         f"--regid={uid}", "--clear-groups", "/opt/enclave/env/bin/python", "-I", "-c"]
+        forged_run = subprocess.run([*in_the_server, FORGER, "/run/enclave/audit/receiver.sock"],
+                                    capture_output=True, text=True, timeout=60)
+        assert forged_run.returncode == 0, forged_run.stderr
+        replies = json.loads(forged_run.stdout)
+        assert "seq" in replies[0]
+        assert [r.get("error") for r in replies[1:]] == [
+            "a sandbox may not report 'export.vote'", "a sandbox may not report 'auth.login'",
+            "a sandbox may not report 'sandbox.stop'"]
+        forged = [r for r in hub.audit_records(action="kernel.execute") if r["detail"]["code"] == "forged"]
+        assert only(forged)["actor"] == "frank" and forged[0]["workspace"] == WS and forged[0]["sandbox"] == sandbox
+        assert forged[0]["time"].startswith(time.strftime("%Y-", time.gmtime()))
+        # The audit service's socket is root's alone; a kernel sees neither it nor the receiver.
+        probe = ("import socket, sys\ns = socket.socket(socket.AF_UNIX)\n"
+                 "try:\n s.connect(sys.argv[1]); print('connected')\nexcept OSError as e: print(type(e).__name__)")
+        as_the_uid_on_the_host = ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
+                                  sys.executable, "-I", "-c"]
+        reached = subprocess.run([*as_the_uid_on_the_host, probe, str(hub.home / "run" / "audit" / "audit.sock")],
+                                 capture_output=True, text=True, timeout=60).stdout.strip()
+        assert reached == "PermissionError"
+        reached = subprocess.run([*in_the_server, "import os; print(os.path.exists('/run/enclave/hub')"
+                                  " and not any('audit.sock' in f for f in os.listdir('/run/enclave/hub')))"],
+                                 capture_output=True, text=True, timeout=60).stdout.strip()
+        assert reached == "True"  # the server has the hub's API socket, and no way to the audit service
+        kernel = frank.kernel(WS)
+        seen = kernel.value("import os, json\nprint(json.dumps([p for p in ('/run/enclave/audit', '/run/enclave/server',"
+                            f" {str(hub.home)!r}) if os.path.exists(p)]))")
+        kernel.close()
+        assert seen == []
+        # What was sent stays: nothing in the sandbox holds a copy to take back, and the log verifies.
+        verify(hub)
+    finally:
+        frank.stop(WS)
+
+
+# -- fail closed ------------------------------------------------------------------------------------
+
+
+def test_with_the_audit_log_down_code_is_held_back_and_logins_refused(hub):
+    frank = hub.login("frank", PASSWORD)
+    assert frank.start(WS).status_code == 200
+    kernel = frank.kernel(WS)
+    assert kernel.run("print('before')")[0] == "before\n"
+    home = hub.home / "homes" / "frank" / WS
+    os.kill(audit_service_pid(hub), signal.SIGTERM)
+    wait_for(lambda: not (hub.home / "run" / "audit" / "audit.sock").exists(), 30, "the audit service to stop")
+    try:
+        out, err = kernel.run("open('/home/frank/ran-unrecorded', 'w').write('x')")
+        assert err is not None and err.startswith("ExecutionNotRecorded") and "audit log" in err
+        assert not (home / "ran-unrecorded").exists()
+        r = frank.server_api(WS, "GET", "/contents/")
+        assert r.status_code == 200  # listing a folder reads no file
+        r = frank.server_api(WS, "PUT", "/contents/held.md", json={"type": "file", "format": "text", "content": "x"})
+        assert r.status_code == 503 and "audit log" in r.text and not (home / "held.md").exists()
+        with pytest.raises(AssertionError, match="login as frank failed"):
+            hub.login("frank", PASSWORD)
+    finally:
+        kernel.close()
+        hub.restart()  # the hub starts its audit service again; the sandbox lives on
+    kernel = frank.kernel(WS)
+    assert kernel.run("print('after')")[0] == "after\n"
+    kernel.close()
+    frank.stop(WS)
+    verify(hub)
+
+
+# -- kill -9 of the hub under load -----------------------------------------------------------------
+
+
+def test_kill_9_of_the_hub_during_heavy_logging_loses_no_acknowledged_record(hub):
+    frank = hub.login("frank", PASSWORD)
+    assert frank.start(WS).status_code == 200
+    acknowledged: list[str] = []
+    stop = threading.Event()
+
+    def execute_until_stopped():
+        kernel = frank.kernel(WS)
+        while not stop.is_set():
+            code = f"tag = '{uuid.uuid4().hex}'"
+            try:
+                out, err = kernel.run(code, timeout=30)
+            except Exception:  # the connection went with the hub
+                break
+            if err is None:
+                acknowledged.append(code)  # the kernel ran it, so its record was committed first
+
+    workers = [threading.Thread(target=execute_until_stopped) for _ in range(3)]
+    for w in workers:
+        w.start()
+    wait_for(lambda: len(acknowledged) >= 60, 120, "executions under way")
+    os.kill(hub.proc.pid, signal.SIGKILL)
+    stop.set()
+    for w in workers:
+        w.join(60)
+    hub.proc.wait()
+    hub.start()
+    logged = {r["detail"]["code"] for r in hub.audit_records(action="kernel.execute", workspace=WS)}
+    assert set(acknowledged) <= logged, f"{len(set(acknowledged) - logged)} acknowledged executions not in the log"
+    verify(hub)
+    frank = hub.login("frank", PASSWORD)
+    frank.stop(WS)
+    wait_for(lambda: not processes_of_uid(json.loads((hub.home / "run" / "sandboxes" / "frank" / WS / "spec.json")
+                                                     .read_text())["server"]["identity"]["uid"]), 30, "the sandbox to stop")
