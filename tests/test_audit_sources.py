@@ -314,3 +314,58 @@ def test_kill_9_of_the_hub_during_heavy_logging_loses_no_acknowledged_record(hub
     frank.stop(WS)
     wait_for(lambda: not processes_of_uid(json.loads((hub.home / "run" / "sandboxes" / "frank" / WS / "spec.json")
                                                      .read_text())["server"]["identity"]["uid"]), 30, "the sandbox to stop")
+
+
+@pytest.mark.browser
+async def test_a_held_back_cell_says_why_in_jupyterlab(hub):
+    """As the operator sees it in chromium: a cell runs; the audit log goes down; the next cell is
+    held back with the reason under it; the log comes back and cells run again."""
+    from playwright.async_api import async_playwright, expect
+
+    frank = hub.login("frank", PASSWORD)
+    assert frank.start(WS).status_code == 200
+    nb = {"cells": [], "metadata": {"kernelspec": {"name": "enclave-python", "display_name": "Python"}},
+          "nbformat": 4, "nbformat_minor": 5}
+    assert frank.server_api(WS, "PUT", "/contents/held.ipynb",
+                            json={"type": "notebook", "format": "json", "content": nb}).status_code in (200, 201)
+    args = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync"]
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path="/usr/bin/chromium", args=args)
+        page = await browser.new_page()
+        page.set_default_timeout(90_000)
+        await page.goto(f"{hub.url}/hub/login")
+        await page.fill("input[name=username]", "frank")
+        await page.fill("input[name=password]", PASSWORD)
+        await page.click("#login_submit")
+        await page.wait_for_url("**/hub/home**")
+        await page.goto(f"{hub.user_origin('frank')}/user/frank/{WS}/lab/tree/held.ipynb")
+        await page.wait_for_selector(".jp-Notebook .jp-Cell .cm-content")
+        await expect(page.locator(".jp-StatusBar-Widget", has_text="Idle").first).to_be_visible(timeout=90_000)
+
+        async def run_cell(code: str):
+            """Type into the last cell and run it (Lab adds a new one below); return the cell that ran."""
+            cells = page.locator(".jp-Notebook .jp-Cell")
+            cell = cells.nth(await cells.count() - 1)
+            await cell.locator(".cm-content").click()
+            await page.keyboard.type(code)
+            await page.keyboard.press("Shift+Enter")
+            return cell
+
+        cell = await run_cell("print('recorded' + ' and run')")
+        await expect(cell.locator(".jp-OutputArea-output")).to_contain_text("recorded and run", timeout=90_000)
+        os.kill(audit_service_pid(hub), signal.SIGTERM)
+        wait_for(lambda: not (hub.home / "run" / "audit" / "audit.sock").exists(), 30, "the audit service to stop")
+        try:
+            cell = await run_cell("print('should' + ' not run')")
+            output = cell.locator(".jp-OutputArea-output")
+            await expect(output).to_contain_text("Enclave held this cell back: the audit log cannot record it",
+                                                 timeout=60_000)
+            assert "should not run" not in await output.inner_text()
+        finally:
+            await browser.close()
+            hub.restart()
+    kernel = frank.kernel(WS)
+    assert kernel.run("print('after')")[0] == "after\n"
+    kernel.close()
+    frank.stop(WS)

@@ -162,6 +162,11 @@ def test_idle_sandboxes_are_culled(hub_factory):
     wait_for(lambda: not processes_of_uid(uid), 20, "culled sandbox processes to exit")
     wait_for(lambda: "beta" not in erin.hub_api("GET", "/users/erin").json().get("servers", {}), 30,
              "the hub to record the culled server as stopped")
+    # In the audit log as a cull, by the culler, of the sandbox that was started.
+    started = hub.audit_records(action="sandbox.start", workspace="beta")[-1]
+    culled = hub.audit_records(action="sandbox.cull", workspace="beta")[-1]
+    assert culled["actor"] == "idle-culler" and culled["sandbox"] == started["sandbox"]
+    assert culled["detail"]["idle_seconds"] >= 6
 
 
 @pytest.mark.parametrize("toml, key", [
