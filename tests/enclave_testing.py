@@ -131,6 +131,7 @@ class Hub:
     port: int = field(default_factory=free_port)
     proxy_api_port: int = field(default_factory=free_port)
     exports_port: int = field(default_factory=free_port)
+    audit_port: int = field(default_factory=free_port)
     # Hubs on one machine must not hand out the same sandbox uids.
     uid_base: int = field(default_factory=lambda: 300_000 + 1000 * next(_hub_numbers))
     proc: subprocess.Popen | None = None
@@ -171,6 +172,7 @@ class Hub:
             "ENCLAVE_HUB__PORT": str(self.port),
             "ENCLAVE_HUB__PROXY_API_PORT": str(self.proxy_api_port),
             "ENCLAVE_EXPORTS__PORT": str(self.exports_port),
+            "ENCLAVE_AUDIT__PORT": str(self.audit_port),
             "ENCLAVE_SANDBOX__UID_BASE": str(self.uid_base),
             "ENCLAVE_HUB__PUBLIC_URL": self.url,
             **({"ENCLAVE_HUB__SSL_CERT": str(self.tls[0]), "ENCLAVE_HUB__SSL_KEY": str(self.tls[1])} if self.tls else {}),

@@ -78,6 +78,7 @@ DETAIL_KEYS: dict[str, str] = {
     "decision": "a reviewer's vote (`approve`, `request_changes`, `reject`), or the state a request was"
                 " moved to",
     "release_id": "a released file's id",
+    "approvals_required": "independent approvals each file of a request needs",
     "gates": "a data release's privacy and utility gates (list of objects)",
 }
 
@@ -142,6 +143,8 @@ ACTIONS: dict[str, Action] = {
                              ("request_id", "file", "sha256", "release_id")),
     "export.download": Action("a released file downloaded", "workspace", ("request_id", "release_id"),
                               ("file", "sha256")),
+    "export.policy_set": Action("a workspace's review policy changed by an admin", "workspace",
+                                ("approvals_required",), ("before",)),
     "export.revoke": Action("a release revoked", "workspace", ("request_id", "release_id", "reason")),
     # Data releases (the data holder's side, through the CLI).
     "data.release_published": Action("a release published: every gate passed", "hub",

@@ -11,6 +11,10 @@ Who the caller is always comes from JupyterHub (``/hub/api/user`` for the token)
 authorisation decision is the service's. Cookie-authenticated POSTs must carry the ``_xsrf`` token
 (JupyterHub's HubOAuth checks it before accepting the cookie).
 
+Submissions, checks, votes, decisions, releases, downloads and revocations are recorded in the
+audit log before they are committed; when the audit service cannot take a record, the operation
+is not done and the caller gets 503 (see :class:`~enclave.exports.service.NotRecorded`).
+
 Request bodies: every route but the uploads takes at most :data:`FORM_BODY_LIMIT`, which tornado
 reads before any handler code runs. The upload routes (:class:`UploadHandler`) decide from the
 headers who is asking and whether they may submit, and only then let the connection read up to
@@ -23,6 +27,7 @@ import asyncio
 import json
 import logging
 import os
+import signal
 from functools import partial
 from pathlib import Path
 from urllib.parse import quote, urlencode, urlparse
@@ -35,6 +40,7 @@ from tornado.ioloop import IOLoop
 from tornado.log import app_log
 from tornado.netutil import bind_unix_socket
 
+from ..processes import stop_when_orphaned
 from ..settings import Settings, load_settings_or_exit
 from . import render, workflow
 from .openapi import openapi_document
@@ -385,7 +391,7 @@ class MinePage(QueuePage):
 
 class RequestPage(Page):
     @web.authenticated
-    async def get(self, request_id, error: str | None = None):
+    async def get(self, request_id, error: str | None = None, status: int = 400):
         actor = self.actor()
         r = await self.call(self.service.get, actor, request_id)
         previews = {}
@@ -393,7 +399,7 @@ class RequestPage(Page):
             for f in r["files"]:
                 previews[f["id"]] = await self._preview(actor, r, f)
         if error:
-            self.set_status(400)
+            self.set_status(status)
         self.finish(self.render_page("request.html", r=r, previews=previews, error=error))
 
     async def _preview(self, actor, r, f) -> render.Preview:
@@ -413,7 +419,7 @@ class RequestPage(Page):
         try:
             await self.call(fn)
         except ExportError as exc:
-            return await self.get(request_id, error=str(exc))
+            return await self.get(request_id, error=str(exc), status=exc.status)
         self.redirect(f"{self.prefix}requests/{request_id}", status=303)
 
 
@@ -537,30 +543,51 @@ def make_intake_app(service: ExportService) -> web.Application:
 
 
 async def serve(settings: Settings) -> None:
+    """Serve until asked to stop (SIGINT, SIGTERM: JupyterHub stopping its services) or until the
+    hub that started the service is gone (``kill -9``): an orphan would keep the port, and the
+    restarted hub's review service could not start."""
     service = ExportService(settings)
     removed = service.recover()
     if removed:
         app_log.warning("removed %d leftover file(s) of interrupted uploads from the export store", removed)
     prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/services/exports/")
     url = urlparse(os.environ.get("JUPYTERHUB_SERVICE_URL", f"http://127.0.0.1:{settings.exports.port}"))
-    HTTPServer(make_app(service, prefix), max_body_size=FORM_BODY_LIMIT, xheaders=True).listen(url.port, url.hostname)
+    http = HTTPServer(make_app(service, prefix), max_body_size=FORM_BODY_LIMIT, xheaders=True)
+    http.listen(url.port, url.hostname)
     sock_path = intake_socket(settings)
     sock_path.parent.mkdir(parents=True, exist_ok=True)
     sock_path.parent.chmod(0o755)
     # Sandboxes run as unprivileged uids of their own: anyone may connect, the token decides.
     intake = HTTPServer(make_intake_app(service), max_body_size=FORM_BODY_LIMIT)
     intake.add_socket(bind_unix_socket(str(sock_path), mode=0o666))
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    orphaned = asyncio.ensure_future(stop_when_orphaned(stop))
     app_log.info("export review service on %s (intake %s)", url.geturl(), sock_path)
-    await asyncio.Event().wait()
+    await stop.wait()
+    orphaned.cancel()
+
+    app_log.info("export review service stopping")
+    # The intake socket first: a new service binds it only once it has the port, which this one
+    # still holds, so the socket removed here is never the new service's.
+    intake.stop()
+    sock_path.unlink(missing_ok=True)
+    http.stop()
+    await asyncio.gather(intake.close_all_connections(), http.close_all_connections())
+    # Operations already running in worker threads finish (commit, or roll back) before the
+    # service lets go of the audit log and its database; their callers, gone, were not told
+    # they succeeded.
+    await loop.shutdown_default_executor()
+    service.close()
 
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="[exports %(levelname)s %(asctime)s] %(message)s")
     settings = load_settings_or_exit()
-    try:
-        asyncio.run(serve(settings))
-    except KeyboardInterrupt:  # JupyterHub stops its services with SIGINT/SIGTERM
-        pass
+    asyncio.run(serve(settings))
 
 
 if __name__ == "__main__":

@@ -5,11 +5,18 @@ Who someone is comes from JupyterHub (a user model with the scopes of the token 
 may do in a workspace comes from Enclave's database (its operators and reviewers). Requests are
 read and written in single transactions; file snapshots go to the blob store first, so a crash
 leaves at worst an unreferenced blob, removed at the next start.
+
+Submissions and their checks, votes, decisions, releases, downloads and revocations are also
+handed to the audit log (``export.*`` records, :meth:`ExportService._record`) inside their
+transaction, before it commits: an operation the audit log does not take is rolled back (fail
+closed). The service's own ``events`` table stays the history its pages show; the audit log is the
+tamper-evident copy.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import secrets
 import uuid
@@ -19,6 +26,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import func, select
 
 from .. import workspaces
+from ..audit.client import AuditClient, AuditUnavailable
 from ..releases import release_dir
 from ..settings import Settings
 from . import checks, files, release, signing, workflow
@@ -28,6 +36,17 @@ from .store import BlobStore, sha256
 SCOPE_REQUEST = "custom:exports:request"
 SCOPE_REVIEW = "custom:exports:review"
 SCOPE_ADMIN = "custom:exports:admin"
+# The audit log's name for this service (enclave.audit.actions.SOURCES).
+AUDIT_SOURCE = "exports"
+# A written reason (of a vote or a decision) is kept whole in the audit log, whose detail is capped
+# at 64 KiB: this many characters fit, whatever the script.
+MAX_REASON_CHARS = 5000
+# Findings of one file's checks kept in its audit record, and the length of their reasons; the
+# service keeps them all, whole.
+MAX_AUDITED_FINDINGS = 20
+MAX_AUDITED_REASON_CHARS = 200
+
+log = logging.getLogger("enclave.exports")
 
 
 class ExportError(Exception):
@@ -52,6 +71,15 @@ class Conflict(ExportError):
 
 class TooLarge(ExportError):
     status = 413
+
+
+class NotRecorded(ExportError):
+    """The audit log did not take the operation's record, so the operation was rolled back."""
+
+    status = 503
+
+    def __init__(self) -> None:
+        super().__init__("the audit log cannot record this; nothing was changed")
 
 
 @dataclass(frozen=True)
@@ -107,6 +135,29 @@ def _iso(dt: datetime | None) -> str | None:
     return dt.isoformat(timespec="seconds") if dt else None
 
 
+def _reason(text, required: str | None = None) -> str:
+    """A written reason, stripped; BadInput with ``required`` when it is missing and must be given."""
+    if text is not None and not isinstance(text, str):
+        raise BadInput("a reason must be text")
+    text = (text or "").strip()
+    if required and not text:
+        raise BadInput(required)
+    if len(text) > MAX_REASON_CHARS:
+        raise BadInput(f"a reason may be at most {MAX_REASON_CHARS} characters; this one has {len(text)}")
+    return text
+
+
+def _audited_checks(findings: list[dict]) -> list[dict]:
+    """A file's check findings as its audit record keeps them: which check, its status and reason,
+    the worst first, a bounded number of them (a notebook can have hundreds) with their reasons cut
+    short, so that the record stays well within the audit log's cap whatever the file holds. The
+    full findings, with cells and locations, stay in the service's database and the manifest."""
+    order = (checks.FAIL, checks.REVIEW, checks.PASS)
+    worst_first = sorted(findings, key=lambda f: order.index(f["status"]))
+    return [{"check": f["check"], "status": f["status"], "reason": f["reason"][:MAX_AUDITED_REASON_CHARS]}
+            for f in worst_first[:MAX_AUDITED_FINDINGS]]
+
+
 class ExportService:
     def __init__(self, settings: Settings, database: Database | None = None) -> None:
         self.settings = settings
@@ -115,7 +166,34 @@ class ExportService:
         self.store = BlobStore(settings.home / "exports" / "store")
         self.key = signing.load_or_create_key(settings)
         self.key_id = signing.key_id(self.key.public_key())
+        self.audit = AuditClient(settings)
         self._released: dict[tuple, checks.ReleasedIndex] = {}
+
+    def close(self) -> None:
+        self.audit.close()
+        self.db.engine.dispose()
+
+    # -- the audit log --
+
+    def _record(self, s, actor: str, action: str, workspace: str, **detail) -> None:
+        """Hand one record of the operation in transaction ``s`` to the audit log, before ``s`` commits.
+
+        The operation's rows are flushed first, so that what the database refuses (a second vote
+        racing the first) fails before anything is recorded. If the audit service does not take the
+        record, :class:`NotRecorded` rolls the whole operation back: nothing happens unrecorded. A
+        crash between this append and the commit can leave a record of an operation that then did
+        not happen, never the other way round.
+        """
+        s.flush()
+        try:
+            self.audit.append(AUDIT_SOURCE, actor, action, workspace=workspace, detail=detail)
+        except AuditUnavailable as exc:
+            log.error("%s by %s refused: %s", action, actor, exc)
+            raise NotRecorded() from None
+
+    def _record_check(self, s, actor: str, req: ExportRequest, f: RequestFile) -> None:
+        self._record(s, actor, "export.check", req.workspace, request_id=req.id, file=f.name,
+                     status=f.check_status, sha256=f.sha256, checks=_audited_checks(f.checks))
 
     # -- start-up --
 
@@ -160,6 +238,7 @@ class ExportService:
             raise BadInput("approvals_required must be a whole number from 1 to 10")
         with self.db.transaction() as s:
             p = s.get(ReviewPolicy, ws)
+            before = p.approvals_required if p is not None else self.settings.exports.approvals_required
             if p is None:
                 p = ReviewPolicy(workspace=ws, version=0, approvals_required=approvals_required, updated_by=actor.name)
                 s.add(p)
@@ -167,6 +246,7 @@ class ExportService:
             p.version += 1
             p.updated_by = actor.name
             p.updated_at = now()
+            self._record(s, actor.name, "export.policy_set", ws, approvals_required=approvals_required, before=before)
             return {"workspace": ws, "approvals_required": p.approvals_required, "version": p.version}
 
     # -- checks --
@@ -267,14 +347,20 @@ class ExportService:
             )
             s.add(req)
             s.flush()  # events refer to the request without a relationship that would order the inserts
+            added = []
             for f, u, digest, findings in zip(inspected, uploads, digests, results):
-                s.add(RequestFile(
+                added.append(RequestFile(
                     request_id=request_id, name=f.name, version=1, sha256=digest, size=len(f.data),
                     kind=f.sniffed, checks=findings, check_status=checks.worst(findings),
                     provenance=u.provenance, submitted_at=now(),
                 ))
+                s.add(added[-1])
             s.add(Event(request_id=request_id, actor=actor.name, action="submit", from_state=None,
                         to_state=workflow.SUBMITTED, detail={"files": [u.name for u in uploads]}, at=now()))
+            self._record(s, actor.name, "export.request", ws.name, request_id=request_id, title=title,
+                         files=[{"name": f.name, "sha256": f.sha256, "size": f.size} for f in added])
+            for f in added:
+                self._record_check(s, actor.name, req, f)
         return request_id
 
     def update_files(self, actor: Actor, request_id: str, uploads: list[Upload]) -> list[dict]:
@@ -313,6 +399,7 @@ class ExportService:
                 if old is not None:
                     old.superseded_by = new.id
                 changed.append({"name": f.name, "version": new.version})
+                self._record_check(s, actor.name, req, new)
             req.updated_at = now()
             s.add(Event(request_id=req.id, actor=actor.name, action="update files", from_state=req.state,
                         to_state=req.state, detail={"changed": changed}, at=now()))
@@ -444,11 +531,9 @@ class ExportService:
     # -- review --
 
     def vote(self, actor: Actor, request_id: str, file_id: int, decision: str, reason: str) -> dict:
-        reason = (reason or "").strip()
         if decision not in workflow.VOTES:
             raise BadInput(f"decision must be one of {', '.join(workflow.VOTES)}")
-        if not reason:
-            raise BadInput("every vote needs a written reason")
+        reason = _reason(reason, required="every vote needs a written reason")
         with self.db.transaction() as s:
             req = self._get(s, request_id)
             role = self._visible(actor, req)
@@ -476,6 +561,8 @@ class ExportService:
                                                     "reason": reason}, at=now()))
             if req.state == workflow.SUBMITTED:
                 self._move(s, req, actor, workflow.IN_REVIEW, "")
+            self._record(s, actor.name, "export.vote", req.workspace, request_id=req.id, file=f.name,
+                         sha256=f.sha256, decision=decision, reason=reason)
             return {"file": f.name, "decision": decision, "votes_in": len(f.votes)}
 
     def _move(self, s, req: ExportRequest, actor: Actor, to: str, reason: str) -> None:
@@ -486,7 +573,7 @@ class ExportService:
         req.updated_at = now()
 
     def transition(self, actor: Actor, request_id: str, to: str, reason: str = "") -> dict:
-        reason = (reason or "").strip()
+        reason = _reason(reason)
         with self.db.transaction() as s:
             req = self._get(s, request_id)
             role = self._visible(actor, req)
@@ -505,13 +592,21 @@ class ExportService:
             if problem:
                 raise Conflict(f"cannot {t.action}: {problem}")
             self._move(s, req, actor, to, reason)
+            if to == workflow.REVOKED:
+                self._revoke(s, req, actor, reason)
+            else:
+                self._record(s, actor.name, "export.decision", req.workspace, request_id=req.id, decision=to,
+                             **({"reason": reason} if reason else {}))
             if to == workflow.APPROVED:
                 self._release(s, req, actor, reason)
-            if to == workflow.REVOKED:
-                for f in req.files:
-                    if f.release is not None:
-                        f.release.revoked_at = now()
             return {"id": req.id, "state": req.state}
+
+    def _revoke(self, s, req: ExportRequest, actor: Actor, reason: str) -> None:
+        for f in req.files:
+            if f.release is not None:
+                f.release.revoked_at = now()
+                self._record(s, actor.name, "export.revoke", req.workspace, request_id=req.id,
+                             release_id=f.release.id, reason=reason)
 
     def _release(self, s, req: ExportRequest, actor: Actor, reason: str) -> None:
         approved_at = now()
@@ -541,7 +636,9 @@ class ExportService:
             }
             s.add(Release(id=release_id, file_id=f.id, sha256=digest, manifest=manifest,
                           signature=signing.sign(self.key, manifest), key_id=self.key_id, released_at=now()))
-        s.flush()
+            # The approver releases: the record names them, and the bytes handed out.
+            self._record(s, actor.name, "export.release", req.workspace, request_id=req.id, file=f.name,
+                         sha256=digest, release_id=release_id)
         self._move(s, req, Actor("system", frozenset()), workflow.RELEASED, "")
 
     def comment(self, actor: Actor, request_id: str, text: str, visibility: str, file_id: int | None = None) -> dict:
@@ -620,6 +717,8 @@ class ExportService:
                 raise Refused("only the requester (and admins) download released files")
             s.add(Event(request_id=req.id, actor=actor.name, action="download", from_state=req.state,
                         to_state=req.state, detail={"file": f.name, "release_id": rel.id}, at=at))
+            self._record(s, actor.name, "export.download", req.workspace, request_id=req.id, release_id=rel.id,
+                         file=f.name, sha256=rel.sha256)
             return f.name, self.store.get(rel.sha256), rel
 
     def manifest(self, actor: Actor, request_id: str, file_id: int) -> dict:

@@ -1,4 +1,5 @@
-"""A real JupyterHub (with proxy) running the export review service as a hub-managed service.
+"""A real JupyterHub (with proxy) running the export review service and the audit service as
+hub-managed services, as Enclave's hub does: every export test runs with a real audit log.
 
 Each run takes free ports and a state directory of its own. No sandboxes are started: a sandbox's
 server token is stood in for by a token, created through the hub API, with the same scopes a server
@@ -8,12 +9,14 @@ mount of the intake socket) is covered by the guard's tests.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import json
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -26,6 +29,8 @@ import requests_unixsocket
 from enclave_testing import free_port
 
 from enclave import accounts, rbac, workspaces
+from enclave.audit import socket_path
+from enclave.audit.reader import AuditReader
 from enclave.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -48,6 +53,7 @@ MEMBERS = {
 
 CONFIG = """
 from enclave import rbac
+from enclave.audit.hub import audit_service
 from enclave.exports.hub import exports_service
 from enclave.settings import load_settings
 
@@ -63,6 +69,7 @@ c.JupyterHub.db_url = settings.hub_db_url
 c.JupyterHub.cookie_secret = bytes.fromhex({cookie_secret!r})
 c.JupyterHub.pid_file = {pid_file!r}
 c.JupyterHub.authenticator_class = "enclave.accounts.EnclaveAuthenticator"
+c.EnclaveAuthenticator.enclave_settings = settings
 c.EnclaveAuthenticator.enclave_db_url = settings.enclave_db_url
 c.EnclaveAuthenticator.allow_all = True
 c.EnclaveAuthenticator.manage_groups = True
@@ -72,6 +79,7 @@ c.JupyterHub.load_roles = rbac.ROLES + [
     {{"name": "harness", "scopes": ["tokens", "read:users"], "services": ["harness"]}},
 ]
 c.JupyterHub.services = [
+    audit_service(settings),
     exports_service(settings),
     {{"name": "harness", "api_token": {harness_token!r}}},
 ]
@@ -137,16 +145,61 @@ class Intake(Client):
 
 
 class Hub:
-    def __init__(self, settings: Settings, proc: subprocess.Popen, port: int, harness_token: str, log: Path) -> None:
+    """A JupyterHub on a home of its own; started, killed and started again by the tests."""
+
+    def __init__(self, settings: Settings, env: dict, config: Path, port: int, harness_token: str) -> None:
         self.settings = settings
-        self.proc = proc
-        self.url = f"http://127.0.0.1:{port}"
+        self.env = env
+        self.config = config
+        self.proc: subprocess.Popen | None = None
+        # "localhost", as a browser is pointed at: a secure context where the services' __Host- (Secure)
+        # cookies travel over plain HTTP (enclave_testing teaches the test process's cookie jars that).
+        self.url = f"http://localhost:{port}"
         self.service = f"{self.url}/services/exports"
         self.harness = requests.Session()
         self.harness.headers["Authorization"] = f"token {harness_token}"
-        self.log = log
+        self.log = settings.home / "jupyterhub.log"
         self.password = PASSWORD
         self.intake_socket = settings.run_dir / "exports" / "intake.sock"
+        self.audit_socket = socket_path(settings)
+
+    def start(self) -> None:
+        """Start JupyterHub (again, after a crash: same ports, same state); it starts its services."""
+        with self.log.open("a") as out:
+            self.proc = subprocess.Popen([str(REPO / ".venv" / "bin" / "jupyterhub"), "-f", str(self.config)],
+                                         cwd=self.settings.home, env=self.env, stdout=out,
+                                         stderr=subprocess.STDOUT, start_new_session=True)
+
+    def stop(self) -> None:
+        """Stop JupyterHub as an administrator would (SIGTERM), and make sure its services are gone."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        # The services stop with the hub, or on their own once it is gone (a killed hub).
+        deadline = time.monotonic() + 30
+        while (left := self.services_running()) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        for pid in left:
+            os.kill(pid, signal.SIGKILL)
+        assert not left, f"services outlived their hub by 30 s: {left}"
+
+    def services_running(self) -> list[int]:
+        """Process ids of this home's review and audit services, whoever started them."""
+        mark = f"ENCLAVE_HOME={self.settings.home}".encode()
+        found = []
+        for environ in Path("/proc").glob("[0-9]*/environ"):
+            try:
+                cmdline = (environ.parent / "cmdline").read_bytes()
+                if mark in environ.read_bytes().split(b"\0") and (
+                        b"enclave.exports.app" in cmdline or b"enclave.audit.service" in cmdline):
+                    found.append(int(environ.parent.name))
+            except (OSError, ValueError):
+                continue
+        return found
 
     def login(self, username: str) -> requests.Session:
         """A browser-like session logged in to the hub (this also sets the user's role groups)."""
@@ -176,45 +229,86 @@ class Hub:
             "admin": ["custom:exports:admin"]}[USERS[username][0]]] + (
             ["custom:exports:review"] if "reviewer" in USERS[username] else []))
 
-    def service_pid(self) -> int:
-        out = subprocess.run(["pgrep", "-f", "-P", str(self.proc.pid), "enclave.exports.app"],
+    def service_pid(self, module: str = "enclave.exports.app") -> int:
+        """The process id of the hub's service running ``module`` (the review service by default)."""
+        out = subprocess.run(["pgrep", "-f", "-P", str(self.proc.pid), module],
                              capture_output=True, text=True).stdout.split()
-        assert out, "the export service process is not running"
+        assert out, f"the hub runs no {module} service"
         return int(out[0])
 
+    def wait_for_restart(self, old_pid: int, module: str = "enclave.exports.app", timeout: float = 90) -> None:
+        """Wait until the hub has started its ``module`` service again (it polls its services every 30 s)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if self.service_pid(module) != old_pid:
+                    break
+            except AssertionError:
+                pass
+            time.sleep(0.5)
+        else:
+            raise AssertionError(f"the hub did not start {module} again in {timeout} s")
+        self.wait_for_service()
+
     def wait_for_service(self, timeout: float = 60) -> None:
+        """Wait until the review service answers and the audit service takes records."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"jupyterhub exited; see {self.log}:\n{self.log.read_text()[-3000:]}")
             try:
                 if requests.get(f"{self.service}/api/openapi.json", timeout=2).status_code == 200 \
-                        and self.intake_socket.exists():
+                        and self.intake_socket.exists() and accepts_connections(self.audit_socket):
                     return
             except requests.ConnectionError:
                 pass
             time.sleep(0.3)
-        raise RuntimeError(f"the export service did not come up; see {self.log}:\n{self.log.read_text()[-3000:]}")
+        raise RuntimeError(f"the services did not come up; see {self.log}:\n{self.log.read_text()[-3000:]}")
+
+    # -- the audit log --
+
+    def records(self, action: str, request_id: str | None = None, **filters) -> list[dict]:
+        """The audit log's records of ``action`` (a name or ``export.*``), oldest first, read as
+        ``enclave audit query`` reads them; only those of ``request_id`` if given."""
+        reader = AuditReader(self.settings)
+        try:
+            found, after = [], None
+            while True:
+                page = reader.query(action=action, after=after, limit=1000, **filters)
+                found += page["records"]
+                after = page["next"]
+                if after is None:
+                    break
+        finally:
+            reader.close()
+        return [r for r in found if request_id is None or r["detail"].get("request_id") == request_id]
+
+    def verify_audit_log(self) -> str:
+        """``enclave audit verify``, run as an administrator runs it; its output once it passes."""
+        r = subprocess.run([str(REPO / ".venv" / "bin" / "enclave"), "audit", "verify"], env=self.env,
+                           cwd=self.settings.home, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, f"enclave audit verify failed:\n{r.stdout}{r.stderr}"
+        return r.stdout
 
 
-@pytest.fixture(scope="package")
-def hub(tmp_path_factory):
-    home = tmp_path_factory.mktemp("exports-home")
-    # Neither the hub nor this process may pick up another Enclave's settings file or overrides.
+def accepts_connections(path: Path) -> bool:
+    """Whether a service listens on the unix socket ``path``."""
+    with socket.socket(socket.AF_UNIX) as probe:
+        try:
+            probe.connect(str(path))
+        except OSError:
+            return False
+    return True
+
+
+def prepare_home(home: Path) -> tuple[Settings, dict]:
+    """A home with the tests' accounts, workspaces and released dataset: its settings, and the
+    environment its hub runs in (free ports; no other Enclave's settings file or overrides)."""
+    service_port, audit_port = free_port(), free_port()
+    settings = Settings(home=home, exports={"port": service_port}, audit={"port": audit_port})
     env = {k: v for k, v in os.environ.items() if not k.startswith("ENCLAVE_")}
-    service_port = free_port()
     env.update(ENCLAVE_HOME=str(home), ENCLAVE_CONFIG=str(home / "enclave.toml"),
-               ENCLAVE_EXPORTS__PORT=str(service_port))
-    with pytest.MonkeyPatch.context() as mp:
-        for k in [k for k in os.environ if k.startswith("ENCLAVE_")]:
-            mp.delenv(k)
-        mp.setenv("ENCLAVE_HOME", str(home))
-        mp.setenv("ENCLAVE_CONFIG", str(home / "enclave.toml"))
-        yield from _run_hub(home, env, service_port)
-
-
-def _run_hub(home: Path, env: dict, service_port: int):
-    settings = Settings(home=home, exports={"port": service_port})
+               ENCLAVE_EXPORTS__PORT=str(service_port), ENCLAVE_AUDIT__PORT=str(audit_port))
     settings.hub_dir.mkdir(parents=True, exist_ok=True)
     for name, roles in USERS.items():
         accounts.add_user(settings, name, roles, PASSWORD)
@@ -228,7 +322,13 @@ def _run_hub(home: Path, env: dict, service_port: int):
             for name in names:
                 workspaces.add_member(settings, ws, name, role)
     workspaces.attach(settings, "ws1", "people", "tests")
+    return settings, env
 
+
+@contextlib.contextmanager
+def running_hub(home: Path):
+    """A hub on ``home`` with its review and audit services, every user logged in once; stopped after."""
+    settings, env = prepare_home(home)
     harness_token = secrets.token_hex(32)
     hub_port = free_port()
     config = home / "jupyterhub_config.py"
@@ -238,33 +338,42 @@ def _run_hub(home: Path, env: dict, service_port: int):
         proxy_token=secrets.token_hex(32), cookie_secret=secrets.token_hex(32),
         pid_file=str(home / "jupyterhub.pid"), harness_token=harness_token,
     ))
-    log = home / "jupyterhub.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen([str(REPO / ".venv" / "bin" / "jupyterhub"), "-f", str(config)],
-                                cwd=home, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    hub = Hub(settings, proc, hub_port, harness_token, log)
+    hub = Hub(settings, env, config, hub_port, harness_token)
+    hub.start()
     try:
         hub.wait_for_service()
         for name in USERS:
             hub.login(name)
         yield hub
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        hub.stop()
 
 
-@pytest.fixture(scope="package")
-def tokens(hub):
+def make_tokens(hub: Hub) -> dict[str, str]:
     """API tokens: each user's own, and server-token stand-ins for the operators' workspaces."""
     t = {name: hub.user_token(name) for name in USERS}
     t["olga@ws1"] = hub.server_token("olga", "ws1")
     t["dual@ws1"] = hub.server_token("dual", "ws1")
     t["omar@ws2"] = hub.server_token("omar", "ws2")
     return t
+
+
+@pytest.fixture(scope="package")
+def hub(tmp_path_factory):
+    home = tmp_path_factory.mktemp("exports-home")
+    # Neither the hub nor this process (the CLI run in tests) may pick up another Enclave's settings.
+    with pytest.MonkeyPatch.context() as mp:
+        for k in [k for k in os.environ if k.startswith("ENCLAVE_")]:
+            mp.delenv(k)
+        mp.setenv("ENCLAVE_HOME", str(home))
+        mp.setenv("ENCLAVE_CONFIG", str(home / "enclave.toml"))
+        with running_hub(home) as running:
+            yield running
+
+
+@pytest.fixture(scope="package")
+def tokens(hub):
+    return make_tokens(hub)
 
 
 @pytest.fixture(scope="package")
