@@ -69,12 +69,13 @@ $(NODE_BIN)/configurable-http-proxy: package.json
 	touch $@
 proxy: $(NODE_BIN)/configurable-http-proxy
 
-# Test-only system dependencies: Debian's chromium (browser tests), strace (the hostile-home
-# fixture watches what trusted processes open) and PostgreSQL 15's server binaries (tests start
-# their own throwaway cluster).
+# Test-only system dependencies: Debian's chromium (browser tests) and a CJK font for it (pages in
+# Chinese are checked as drawn), strace (the hostile-home fixture watches what trusted processes
+# open) and PostgreSQL 15's server binaries (tests start their own throwaway cluster).
 test-deps:
 	@missing=""; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	fc-list :lang=zh 2>/dev/null | grep -q . || missing="$$missing fonts-wqy-microhei"; \
 	command -v strace >/dev/null || missing="$$missing strace"; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	if [ -n "$$missing" ]; then \

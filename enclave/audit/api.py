@@ -1,40 +1,71 @@
-"""The audit service's JSON query API, for administrators (the admin audit page reads it).
+"""The audit service's HTTP side, for administrators: the JSON query API and the admin pages.
 
-Behind the proxy at ``/services/audit/api/``; who the caller is comes from JupyterHub (HubOAuth
-cookie or ``Authorization: token``), and every call needs the custom scope ``custom:audit:read``.
-Reads go to the database read-only, off the event loop, so they never hold up appends.
+Behind the proxy at ``/services/audit/``: the records page (``/``, the filters of ``enclave audit
+query``, newest first, paged), the assessment report (``report?workspace=&since=&until=&format=``)
+and the JSON API (``api/``). Who the caller is comes from JupyterHub (HubOAuth cookie or
+``Authorization: token``; a page sends a browser without either to log in), and every request
+needs the custom scope ``custom:audit:read``. Reads go to the database read-only, off the event
+loop, so they never hold up appends.
+
+The pages are Jinja2 templates with autoescape (``templates/``); nothing here builds markup. They
+need no script: their Content-Security-Policy allows none, and only their own inline styles, by a
+nonce drawn for each response.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
+from datetime import UTC, datetime, timedelta
 from functools import partial
+from urllib.parse import urlencode
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from jupyterhub.services.auth import HubOAuthCallbackHandler, HubOAuthenticated
 from tornado import web
 from tornado.ioloop import IOLoop
 
+from .actions import ACTIONS
 from .checkpoints import key_id, public_pem
 from .openapi import openapi_document
 from .reader import AuditReader, BadQuery
 
 SCOPE_READ = "custom:audit:read"
+API_CSP = "default-src 'none'; frame-ancestors 'none'"
+PAGE_CSP = "default-src 'none'; style-src 'nonce-{nonce}'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+FILTERS = ("user", "workspace", "action", "since", "until")
+# Records on one page of the records page, and the period a report link covers when none is chosen.
+PAGE_SIZE = 50
+DEFAULT_REPORT_DAYS = 30
+# The actions offered in the records page's action field: each name, and each prefix as ``prefix.*``.
+ACTION_CHOICES = sorted({f"{name.split('.')[0]}.*" for name in ACTIONS}) + sorted(ACTIONS)
 
 
 class BaseHandler(HubOAuthenticated, web.RequestHandler):
+    # A page (HTML, for a browser) or the API (JSON).
+    page = False
+
     @property
     def reader(self) -> AuditReader:
         return self.settings["reader"]
 
+    @property
+    def prefix(self) -> str:
+        return self.settings["prefix"]
+
     def set_default_headers(self):
-        self.set_header("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'")
+        self.nonce = secrets.token_urlsafe(18)
+        self.set_header("Content-Security-Policy", PAGE_CSP.format(nonce=self.nonce) if self.page else API_CSP)
         self.set_header("X-Content-Type-Options", "nosniff")
+        self.set_header("Referrer-Policy", "same-origin")
         self.set_header("Cache-Control", "no-store")
 
     def prepare(self):
         user = self.current_user
+        if not user and self.page and self.request.method in ("GET", "HEAD"):
+            self.redirect(self.get_login_url())  # log in through the hub, then come back
+            return
         if not user:
             raise web.HTTPError(403, "not authenticated: log in, or send 'Authorization: token ...'")
         if SCOPE_READ not in (user.get("scopes") or []):
@@ -50,8 +81,19 @@ class BaseHandler(HubOAuthenticated, web.RequestHandler):
     def write_error(self, status_code: int, **kwargs) -> None:
         exc = kwargs.get("exc_info", (None, None, None))[1]
         message = getattr(exc, "log_message", None) or self._reason
+        if self.page:
+            self.finish(self.render_page("error.html", status=status_code, reason=self._reason, message=message))
+            return
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps({"status": status_code, "error": message}))
+
+    def render_page(self, template: str, **values) -> str:
+        from .report import page_environment
+
+        self.set_header("Content-Type", "text/html; charset=utf-8")
+        return page_environment().get_template(template).render(
+            nonce=self.nonce, user=(self.current_user or {}).get("name", ""),
+            links={"records": self.prefix, "report": self.prefix + "report"}, **values)
 
 
 class RecordsAPI(BaseHandler):
@@ -72,6 +114,79 @@ class RecordsAPI(BaseHandler):
         self.write_json(page)
 
 
+class RecordsPage(BaseHandler):
+    """The records, newest first, with the filters of ``enclave audit query`` and links to reports."""
+
+    page = True
+
+    async def get(self):
+        filters = {name: self.get_argument(name, "").strip() or None for name in FILTERS}
+        after = self.get_argument("after", "")
+        if after and not after.isdigit():
+            raise web.HTTPError(400, "after must be a record's seq")
+        error, page = None, {"records": [], "next": None}
+        try:
+            page = await self.call(self.reader.query, **filters, after=int(after) if after else None,
+                                   limit=PAGE_SIZE, newest_first=True)
+        except BadQuery as exc:
+            self.set_status(400)
+            error = str(exc)
+        period = report_period(filters["since"], filters["until"])
+
+        def query(**change) -> str:
+            return urlencode({k: v for k, v in {**filters, "after": after, **change}.items() if v})
+
+        def report_url(workspace: str) -> str:
+            return f"{self.prefix}report?" + urlencode({"workspace": workspace, **period})
+
+        self.finish(self.render_page(
+            "records.html", records=[_shown(r) for r in page["records"]], next=page["next"], after=after,
+            filters=filters, error=error, actions=ACTION_CHOICES, period=period, query=query, report_url=report_url))
+
+
+def report_period(since: str | None, until: str | None) -> dict:
+    """The period a report link covers: the records page's, else the last 30 days up to tomorrow (UTC)."""
+    tomorrow = datetime.now(UTC).date() + timedelta(days=1)
+    return {"since": since or (tomorrow - timedelta(days=DEFAULT_REPORT_DAYS + 1)).isoformat(),
+            "until": until or tomorrow.isoformat()}
+
+
+def _shown(record: dict) -> dict:
+    """A record with its detail as text: one line to summarise it, indented JSON to read it."""
+    line = json.dumps(record["detail"], ensure_ascii=False, sort_keys=True)
+    return {**record, "summary": line if len(line) <= 100 else line[:99] + "…",
+            "detail_text": json.dumps(record["detail"], ensure_ascii=False, sort_keys=True, indent=2)}
+
+
+class ReportPage(BaseHandler):
+    """The assessment report of a workspace and period, as HTML (with figures) or JSON."""
+
+    page = True
+
+    async def get(self):
+        from . import report
+
+        workspace = self.get_argument("workspace", "").strip()
+        since, until = self.get_argument("since", "").strip(), self.get_argument("until", "").strip()
+        fmt = self.get_argument("format", "html")
+        if fmt not in ("html", "json"):
+            raise web.HTTPError(400, "format must be html or json")
+        if not (workspace and since and until):
+            raise web.HTTPError(400, "a report needs a workspace, since and until")
+        try:
+            numbers = await self.call(report.build, self.reader, workspace, since, until)
+        except BadQuery as exc:
+            raise web.HTTPError(400, str(exc)) from None
+        if fmt == "json":
+            self.write_json(numbers)
+            return
+        args = {"workspace": workspace, "since": since, "until": until}
+        links = {"records": self.prefix, "these_records": f"{self.prefix}?" + urlencode(args),
+                 "json": f"{self.prefix}report?" + urlencode({**args, "format": "json"})}
+        self.set_header("Content-Type", "text/html; charset=utf-8")
+        self.finish(report.render_html(numbers, nonce=self.nonce, links=links, user=self.current_user["name"]))
+
+
 class CheckpointAPI(BaseHandler):
     async def get(self):
         cps = await self.call(self.reader.checkpoints)
@@ -89,6 +204,8 @@ def make_app(reader: AuditReader, public_key: Ed25519PublicKey, prefix: str) -> 
     p = prefix.rstrip("/") + "/"
     routes = [
         (p + "oauth_callback", HubOAuthCallbackHandler),
+        (p, RecordsPage),
+        (p + "report", ReportPage),
         (p + "api/records", RecordsAPI),
         (p + "api/checkpoints/latest", CheckpointAPI),
         (p + "api/openapi.json", OpenAPIHandler),

@@ -116,7 +116,15 @@ and tornado code. `AuditUnavailable` means the record may not be logged: the cal
 - `enclave audit query --user --workspace --action --since --until --format table|jsonl|csv`
   (`--user` matches the actor; `--action export.*` matches a prefix; `--until` is exclusive).
 - `enclave audit prove SEQ` — an inclusion proof against the newest checkpoint.
-- The query API, `/services/audit/api/records` (OpenAPI at `api/openapi.json`), needs the
+- `enclave audit trace FILE|SHA256 [--format text|json]` — from a released file (or a copy: by hash,
+  or by its watermark) to its export request, the reviewers and their reasons, the executions that
+  produced it, the sandbox session and the releases and columns it had under `/data`; every step
+  cites its records' seqs. Exit 1 for a file that was never released.
+- `enclave audit report WS --since --until [--format html|json]` — the workspace's assessment report
+  for the period: requests and decisions with reasons, check failures, releases, downloads, egress
+  notices, active operators, sessions and executions, data supplied versus used.
+- The admin pages, `/services/audit/` (records, with the filters above) and `/services/audit/report`,
+  and the query API, `/services/audit/api/records` (OpenAPI at `api/openapi.json`), need the
   `custom:audit:read` scope (administrators).
 """
 

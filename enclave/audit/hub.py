@@ -40,8 +40,8 @@ def audit_service(settings: Settings) -> dict:
         "command": [sys.executable, "-I", "-m", "enclave.audit.service"],
         "cwd": "/",
         "environment": environment,
-        # Not in the Services menu until the admin audit page exists.
-        "display": False,
+        # In the hub's Services menu: the admin audit page (records, assessment reports) is its root.
+        "display": True,
         "info": {"description": "The audit log: every operation and transfer, hash-chained and signed"},
         "oauth_no_confirm": True,
         "oauth_client_allowed_scopes": [SCOPE_READ],

@@ -1,4 +1,5 @@
-"""``enclave audit``: verify, export, query the audit log and prove a record's inclusion.
+"""``enclave audit``: verify, export, query the audit log, prove a record's inclusion, trace a
+released file back to its data and code, and report on a workspace over a period.
 
 These read the database directly and read-only; records are only ever written by the audit
 service. Imports are deferred into the commands, so that ``enclave`` starts fast.
@@ -63,7 +64,7 @@ def _utf8_stdout():
 
 @main.group()
 def audit() -> None:
-    """The audit log: verify it, export it, query it, prove a record is in it."""
+    """The audit log: verify, export, query, prove a record is in it; trace a file; report on a workspace."""
 
 
 @audit.command("verify")
@@ -244,6 +245,72 @@ def prove(ctx, seq: int, public_key: Path | None) -> None:
         out.write(json.dumps(proof, ensure_ascii=False, indent=2) + "\n")
     click.echo(f"record {seq} is in the log signed at {proof['checkpoint']['time']}"
                f" (tree size {proof['tree_size']}); proof verified", err=True)
+
+
+@audit.command("trace")
+@click.argument("target", metavar="FILE|SHA256")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@pass_ctx
+def trace(ctx, target: str, fmt: str) -> None:
+    """Walk from a released file back to the data and code behind it, citing audit records by seq.
+
+    FILE is a released file or a copy of one (found by its SHA-256, or by the watermark it carries
+    if it was changed); SHA256 is the hash of one. The walk: the release and its downloads, the
+    export request with its checks, votes and decision, the executions that wrote the file, the
+    sandbox session they ran in with its policy, and the releases and columns it had under /data.
+    Exits 0 for a released file, 1 for one never released.
+    """
+    from ..audit import trace as tracing
+
+    path = Path(target)
+    if path.is_file():
+        data, digest = path.read_bytes(), None
+    elif tracing.SHA256.match(target):
+        data, digest = None, target
+    else:
+        raise click.ClickException(f"{target}: no such file, and not a SHA-256 (64 hexadecimal digits)")
+    reader = _reader(ctx.settings)
+    try:
+        result = _bad_query(tracing.trace, ctx.settings, reader, data=data, digest=digest)
+    except (tracing.NoReviewDatabase, FileNotFoundError) as exc:
+        raise click.ClickException(f"{exc}: nothing was released here") from None
+    finally:
+        reader.close()
+    with _utf8_stdout() as out:
+        out.write(json.dumps(result, ensure_ascii=False, indent=2) + "\n" if fmt == "json"
+                  else tracing.render_text(result))
+    raise SystemExit(0 if result["released"] else 1)
+
+
+@audit.command("report")
+@click.argument("workspace")
+@click.option("--since", required=True, help="From this time (ISO 8601 date or time; UTC unless it says).")
+@click.option("--until", required=True, help="Before this time.")
+@click.option("--format", "fmt", type=click.Choice(["html", "json"]), default="html", show_default=True)
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="Default: standard output.")
+@pass_ctx
+def report(ctx, workspace: str, since: str, until: str, fmt: str, output: Path | None) -> None:
+    """The assessment report of WORKSPACE over [since, until): requests and their outcomes, checks,
+    egress, downloads, operators' sessions and executions, data supplied versus used.
+
+    HTML (one self-contained page with figures) or JSON, with the same numbers; every number is a
+    count of audit records, and the report says which.
+    """
+    from ..audit import report as reporting
+
+    reader = _reader(ctx.settings)
+    try:
+        numbers = _bad_query(reporting.build, reader, workspace, since, until)
+    finally:
+        reader.close()
+    text = (json.dumps(numbers, ensure_ascii=False, indent=2) + "\n" if fmt == "json"
+            else reporting.render_html(numbers))
+    if output:
+        output.write_text(text, encoding="utf-8")
+        click.echo(f"wrote the {fmt} report of {workspace} to {output}", err=True)
+        return
+    with _utf8_stdout() as out:
+        out.write(text)
 
 
 @audit.command("actions-doc")
