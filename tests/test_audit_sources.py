@@ -26,7 +26,8 @@ WS = "audited"
 
 @pytest.fixture(scope="module")
 def hub(hub_factory):
-    hub = hub_factory("audited", ENCLAVE_SANDBOX__IDLE_TIMEOUT="0", ENCLAVE_ACCOUNTS__ALLOWED_FAILED_LOGINS="3")
+    hub = hub_factory("audited", ENCLAVE_SANDBOX__IDLE_TIMEOUT="0", ENCLAVE_ACCOUNTS__ALLOWED_FAILED_LOGINS="3",
+                      ENCLAVE_EXPORTS__APPROVALS_REQUIRED="1")
     seed(hub)
     hub.start()
     for args in (("user", "add", "frank", "--role", "operator", "--password-stdin"),):
@@ -369,3 +370,102 @@ async def test_a_held_back_cell_says_why_in_jupyterlab(hub):
     assert kernel.run("print('after')")[0] == "after\n"
     kernel.close()
     frank.stop(WS)
+
+
+# -- end to end: a released file traced back to its code and data; the workspace's report --------
+
+TRACED = "traced"
+
+
+@pytest.mark.browser
+async def test_a_released_file_traces_back_to_its_code_and_data_and_the_report_counts_it(hub, tmp_path):
+    from datetime import UTC, datetime, timedelta
+
+    from enclave_testing import cookie_value
+    from playwright.async_api import async_playwright
+
+    for args in (("workspace", "create", TRACED), ("workspace", "add-member", TRACED, "frank", "--role", "operator"),
+                 ("workspace", "add-member", TRACED, "carol", "--role", "reviewer"),
+                 ("workspace", "attach", TRACED, "households@1", "--reason", "住户规模统计")):
+        r = hub.enclave(*args)
+        assert r.returncode == 0, (args, r.stderr)
+    since = (datetime.now(UTC) - timedelta(seconds=1)).isoformat()
+
+    # frank works in the sandbox: reads the release, writes a summary, asks for it to leave.
+    frank = hub.login("frank", PASSWORD)
+    assert frank.start(TRACED).status_code == 200
+    kernel = frank.notebook_kernel(TRACED, "summary.ipynb")
+    read = "import csv\nrows = list(csv.DictReader(open('/data/households@1/table.csv')))"
+    write = "open('/home/frank/sizes.csv', 'w').write('district,households\\n' + ''.join(f\"{r['district']},{r['size']}\\n\" for r in rows))"
+    for code in (read, write):
+        assert kernel.run(code)[1] is None
+    kernel.close()
+    r = frank.server_request(TRACED, "POST", "enclave/api/exports",
+                             json={"paths": ["sizes.csv"], "justification": "各区住户数，用于年度报告"})
+    assert r.status_code == 201, r.text
+    request_id = r.json()["id"]
+
+    # carol reviews it in the review service; frank downloads the released file.
+    service = hub.service_url("exports")
+    carol = hub.login("carol", PASSWORD)
+    carol.http.get(service + "/")
+
+    def as_carol(path: str, body: dict):
+        url = f"{service}/api/requests/{request_id}/{path}"
+        return carol.http.post(url, json=body, headers={"X-XSRFToken": cookie_value(carol.http, url, "_xsrf") or ""})
+
+    file_id = carol.http.get(f"{service}/api/requests/{request_id}").json()["files"][0]["id"]
+    assert as_carol("votes", {"file_id": file_id, "decision": "approve", "reason": "汇总表，无个体"}).status_code == 201
+    assert as_carol("transitions", {"to": "approved", "reason": "同意导出"}).status_code == 200
+    frank.http.get(service + "/")
+    link_url = f"{service}/api/requests/{request_id}/files/{file_id}/links"
+    link = frank.http.post(link_url, headers={"X-XSRFToken": cookie_value(frank.http, link_url, "_xsrf") or ""})
+    assert link.status_code == 201, link.text
+    downloaded = tmp_path / "sizes.csv"
+    service_origin = service.rsplit("/services/", 1)[0]  # the link is a path on the service's origin
+    released = frank.http.get(service_origin + link.json()["url"])
+    assert released.status_code == 200, released.text
+    downloaded.write_bytes(released.content)
+    frank.stop(TRACED)
+    until = (datetime.now(UTC) + timedelta(seconds=1)).isoformat()
+
+    # The trace: file -> request -> carol's vote and decision -> the two executions -> the session -> the data.
+    r = hub.enclave("audit", "trace", str(downloaded), "--format", "json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    t = json.loads(r.stdout)
+    assert t["released"] and t["problems"] == [], t["problems"]
+    assert t["request"]["id"] == request_id and t["request"]["requester"] == "frank"
+    assert [(v["actor"], v["reason"]) for v in t["votes"]] == [("carol", "汇总表，无个体")]
+    assert [(d["actor"], d["decision"], d["reason"]) for d in t["decisions"]] == [("carol", "approved", "同意导出")]
+    assert [d["actor"] for d in t["release"]["downloads"]] == ["frank"]
+    assert write in [e["code"] for e in t["executions"]]
+    [session] = t["sessions"]
+    assert {e["sandbox"] for e in t["executions"]} == {session["sandbox"]}
+    assert session["start"]["actor"] == "frank" and session["end"] is not None
+    assert [(m["release"], m["reason"]) for m in session["mounts"]] == [("households@1", "住户规模统计")]
+
+    # The report for the period counts exactly what was done; the page shows the same numbers.
+    r = hub.enclave("audit", "report", TRACED, "--since", since, "--until", until, "--format", "json")
+    assert r.returncode == 0, r.stderr
+    counts = json.loads(r.stdout)["counts"]
+    assert {k: counts[k] for k in ("requests", "approved", "rejected", "files_released", "downloads", "sessions",
+                                   "executions", "active_operators", "supplied", "mounted", "read_in_code")} == {
+        "requests": 1, "approved": 1, "rejected": 0, "files_released": 1, "downloads": 1, "sessions": 1,
+        "executions": 2, "active_operators": 1, "supplied": 1, "mounted": 1, "read_in_code": 1}
+    args = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync"]
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path="/usr/bin/chromium", args=args)
+        page = await browser.new_page()
+        await page.goto(f"{hub.url}/hub/login")
+        await page.fill("input[name=username]", "root-admin")
+        await page.fill("input[name=password]", PASSWORD)
+        await page.click("#login_submit")
+        await page.wait_for_url("**/hub/home**")
+        query = f"workspace={TRACED}&since={since}&until={until}".replace("+", "%2B")
+        response = await page.goto(f"{hub.service_url('audit')}/report?{query}")
+        assert response.status == 200
+        shown = {await m.get_attribute("data-metric"): int(await m.inner_text())
+                 for m in await page.locator("[data-metric]").all()}
+        await browser.close()
+    assert {k: shown[k] for k in counts if k in shown} == {k: counts[k] for k in shown}
