@@ -557,3 +557,20 @@ def close_audit_hub_side() -> None:
     if _audit_hub_side is not None:
         _audit_hub_side.close()
         _audit_hub_side = None
+
+
+# -- a browser (Playwright driving Debian's chromium) -----------------------------------------------
+
+CHROMIUM = "/usr/bin/chromium"
+# No sandbox (tests run as root), and none of the background traffic this closed network refuses.
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync"]
+
+
+async def log_in(page, hub: Hub, username: str, password: str) -> None:
+    """Log in on the hub's login page, as a person does, in a Playwright page."""
+    await page.goto(f"{hub.url}/hub/login")
+    await page.fill("input[name=username]", username)
+    await page.fill("input[name=password]", password)
+    await page.click("#login_submit")
+    await page.wait_for_url("**/hub/home**")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 from conftest import PASSWORD, seed
-from enclave_testing import processes_of_uid, wait_for
+from enclave_testing import CHROMIUM, CHROMIUM_ARGS, log_in, processes_of_uid, wait_for
 
 WS = "audited"
 
@@ -329,17 +329,11 @@ async def test_a_held_back_cell_says_why_in_jupyterlab(hub):
           "nbformat": 4, "nbformat_minor": 5}
     assert frank.server_api(WS, "PUT", "/contents/held.ipynb",
                             json={"type": "notebook", "format": "json", "content": nb}).status_code in (200, 201)
-    args = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync"]
     async with async_playwright() as p:
-        browser = await p.chromium.launch(executable_path="/usr/bin/chromium", args=args)
+        browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = await browser.new_page()
         page.set_default_timeout(90_000)
-        await page.goto(f"{hub.url}/hub/login")
-        await page.fill("input[name=username]", "frank")
-        await page.fill("input[name=password]", PASSWORD)
-        await page.click("#login_submit")
-        await page.wait_for_url("**/hub/home**")
+        await log_in(page, hub, "frank", PASSWORD)
         await page.goto(f"{hub.user_origin('frank')}/user/frank/{WS}/lab/tree/held.ipynb")
         await page.wait_for_selector(".jp-Notebook .jp-Cell .cm-content")
         await expect(page.locator(".jp-StatusBar-Widget", has_text="Idle").first).to_be_visible(timeout=90_000)
@@ -452,16 +446,10 @@ async def test_a_released_file_traces_back_to_its_code_and_data_and_the_report_c
                                    "executions", "active_operators", "supplied", "mounted", "read_in_code")} == {
         "requests": 1, "approved": 1, "rejected": 0, "files_released": 1, "downloads": 1, "sessions": 1,
         "executions": 2, "active_operators": 1, "supplied": 1, "mounted": 1, "read_in_code": 1}
-    args = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync"]
     async with async_playwright() as p:
-        browser = await p.chromium.launch(executable_path="/usr/bin/chromium", args=args)
+        browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = await browser.new_page()
-        await page.goto(f"{hub.url}/hub/login")
-        await page.fill("input[name=username]", "root-admin")
-        await page.fill("input[name=password]", PASSWORD)
-        await page.click("#login_submit")
-        await page.wait_for_url("**/hub/home**")
+        await log_in(page, hub, "root-admin", PASSWORD)
         query = f"workspace={TRACED}&since={since}&until={until}".replace("+", "%2B")
         response = await page.goto(f"{hub.service_url('audit')}/report?{query}")
         assert response.status == 200

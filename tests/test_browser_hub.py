@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import pytest
 from conftest import PASSWORD
+from enclave_testing import CHROMIUM, CHROMIUM_ARGS, log_in
 from playwright.async_api import async_playwright, expect
 
 pytestmark = pytest.mark.browser
 
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync"]
 TIMEOUT = 90_000
 
 
 @pytest.fixture
 async def page():
     async with async_playwright() as p:
-        browser = await p.chromium.launch(executable_path="/usr/bin/chromium", args=ARGS)
+        browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = await browser.new_page()
         page.set_default_timeout(TIMEOUT)
         yield page
@@ -24,11 +23,7 @@ async def page():
 
 
 async def login(page, hub, username: str) -> None:
-    await page.goto(f"{hub.url}/hub/login")
-    await page.fill("input[name=username]", username)
-    await page.fill("input[name=password]", PASSWORD)
-    await page.click("#login_submit")
-    await page.wait_for_url("**/hub/home**")
+    await log_in(page, hub, username, PASSWORD)
 
 
 async def test_operator_starts_a_workspace_from_the_home_page(page, enclave):

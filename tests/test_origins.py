@@ -28,12 +28,11 @@ from urllib.parse import urlparse
 import pytest
 import requests
 from conftest import PASSWORD, seed
+from enclave_testing import CHROMIUM, CHROMIUM_ARGS, log_in
 from playwright.async_api import async_playwright
 
 pytestmark = pytest.mark.browser
 
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync"]
 TIMEOUT = 90_000
 EVIL = "/user/alice/alpha/evil/"
 
@@ -219,11 +218,7 @@ async def logged_in(browser, hub, username: str):
     context = await browser.new_context()
     page = await context.new_page()
     page.set_default_timeout(TIMEOUT)
-    await page.goto(f"{hub.url}/hub/login")
-    await page.fill("input[name=username]", username)
-    await page.fill("input[name=password]", PASSWORD)
-    await page.click("#login_submit")
-    await page.wait_for_url("**/hub/home**")
+    await log_in(page, hub, username, PASSWORD)
     await page.goto(hub.service_url("exports") + "/")
     await page.wait_for_url("**/services/exports/**")
     return context, page
@@ -239,7 +234,7 @@ async def test_a_page_on_a_user_s_origin_cannot_act_for_whoever_opens_it(hub, ex
     url = serve_on_alice_s_origin(hub, export_request["server_origin"], evil.url + "/" + uuid.uuid4().hex)
     before = votes_and_state(hub, export_request["id"])
     async with async_playwright() as p:
-        browser = await p.chromium.launch(executable_path="/usr/bin/chromium", args=ARGS)
+        browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         context, page = await logged_in(browser, hub, victim)
         # The victim can do all of this themselves: the attack fails for want of their session.
         own = await page.goto(f"{service}/requests/{export_request['id']}")

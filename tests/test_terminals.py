@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from conftest import PASSWORD
-from enclave_testing import processes_of_uid, wait_for
+from enclave_testing import CHROMIUM, CHROMIUM_ARGS, log_in, processes_of_uid, wait_for
 
 from enclave import accounts, workspaces
 from enclave.settings import Settings
@@ -220,17 +220,11 @@ async def test_terminal_opens_and_runs_in_jupyterlab(enclave, dave):
     from playwright.async_api import async_playwright
 
     async with async_playwright() as p:
-        browser = await p.chromium.launch(executable_path="/usr/bin/chromium", args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync"])
+        browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             page = await browser.new_page()
             page.set_default_timeout(90_000)
-            await page.goto(f"{enclave.url}/hub/login")
-            await page.fill("input[name=username]", "dave")
-            await page.fill("input[name=password]", PASSWORD)
-            await page.click("#login_submit")
-            await page.wait_for_url("**/hub/home**")
+            await log_in(page, enclave, "dave", PASSWORD)
             await page.goto(f"{enclave.user_origin('dave')}/user/dave/gamma/lab")
             await page.locator(".jp-LauncherCard[title='Start a new terminal session']").click()
             await page.locator(".jp-Terminal .xterm-helper-textarea").wait_for(state="attached")

@@ -285,10 +285,9 @@ def audit_service(settings: Settings, timeout: float = 60.0):
     client = AuditClient(settings)
     started = None
     if not _reachable(client.path):
-        env = {**{k: v for k, v in os.environ.items() if k.startswith("ENCLAVE_") or k in ("PATH", "LANG")},
-               "ENCLAVE_HOME": str(settings.home)}
-        if "ENCLAVE_CONFIG" in env:
-            env["ENCLAVE_CONFIG"] = os.path.abspath(env["ENCLAVE_CONFIG"])
+        from ..services import settings_environment
+
+        env = {**{k: v for k, v in os.environ.items() if k in ("PATH", "LANG")}, **settings_environment(settings)}
         started = subprocess.Popen([sys.executable, "-I", "-m", "enclave.audit.service"], env=env, cwd="/",
                                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + timeout

@@ -7,45 +7,20 @@ Admins read the log through it: the ``enclave-admin`` role holds ``custom:audit:
 from __future__ import annotations
 
 import asyncio
-import json
-import os
-import sys
 
 from ..rbac import AUDIT_SERVICE
+from ..services import hub_service
 from ..settings import Settings
 from .api import SCOPE_READ
 
 
 def audit_service(settings: Settings) -> dict:
-    """The ``c.JupyterHub.services`` entry: hub-managed, queries on a loopback port, run from the hub's venv.
-
-    Appends do not go through JupyterHub: hub-side components use the root-only unix socket
-    (:func:`enclave.audit.socket_path`). The service needs no role of its own: it asks
-    ``/hub/api/user`` with each caller's token, and browser logins get a token limited to
-    ``custom:audit:read`` when the user holds it.
-    """
-    # Managed services do not inherit the hub's environment: pass on the settings file and overrides.
-    environment = {k: v for k, v in os.environ.items() if k.startswith("ENCLAVE_")}
-    environment["ENCLAVE_HOME"] = str(settings.home)
-    # Its OAuth cookies host-only with the __Host- prefix, and Secure, as the hub's are (see
-    # enclave.hub.configure and enclave.exports.hub).
-    environment["JUPYTERHUB_COOKIE_HOST_PREFIX_ENABLED"] = "1"
-    environment["JUPYTERHUB_COOKIE_OPTIONS"] = json.dumps({"secure": True})
-    if "ENCLAVE_CONFIG" in environment:  # it runs from "/": a relative path would point elsewhere
-        environment["ENCLAVE_CONFIG"] = os.path.abspath(environment["ENCLAVE_CONFIG"])
-    return {
-        "name": AUDIT_SERVICE,
-        "url": f"http://127.0.0.1:{settings.audit.port}",
-        # Isolated mode from "/": nothing a user can write is on the service's sys.path.
-        "command": [sys.executable, "-I", "-m", "enclave.audit.service"],
-        "cwd": "/",
-        "environment": environment,
-        # In the hub's Services menu: the admin audit page (records, assessment reports) is its root.
-        "display": True,
-        "info": {"description": "The audit log: every operation and transfer, hash-chained and signed"},
-        "oauth_no_confirm": True,
-        "oauth_client_allowed_scopes": [SCOPE_READ],
-    }
+    """The ``c.JupyterHub.services`` entry of the audit service: its admin pages (records, assessment
+    reports) are in the hub's Services menu. Appends do not go through JupyterHub: hub-side
+    components use the root-only unix socket (:func:`enclave.audit.socket_path`)."""
+    return hub_service(AUDIT_SERVICE, "enclave.audit.service", settings.audit.port, settings,
+                       description="The audit log: every operation and transfer, hash-chained and signed",
+                       scopes=[SCOPE_READ])
 
 
 class HubRecords:

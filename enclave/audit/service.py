@@ -41,7 +41,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlparse
 
-from ..processes import stop_when_orphaned
+from ..services import stop_when_orphaned
 from ..settings import AuditSettings, Settings, load_settings_or_exit
 from . import socket_path
 from .records import BadRecord, Submitted, check

@@ -40,7 +40,7 @@ from tornado.ioloop import IOLoop
 from tornado.log import app_log
 from tornado.netutil import bind_unix_socket
 
-from ..processes import stop_when_orphaned
+from ..services import stop_when_orphaned
 from ..settings import Settings, load_settings_or_exit
 from . import render, workflow
 from .openapi import openapi_document

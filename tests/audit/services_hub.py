@@ -25,7 +25,7 @@ import pandas as pd
 import pytest
 import requests
 from playwright.async_api import async_playwright
-from enclave_testing import Hub, free_port, wait_for
+from enclave_testing import CHROMIUM, CHROMIUM_ARGS, Hub, free_port, log_in, wait_for
 
 from enclave import accounts, rbac
 from enclave.audit import socket_path
@@ -241,9 +241,6 @@ def running_hub(home: Path):
 
 # -- in chromium --
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync"]
 BROWSER_TIMEOUT = 60_000
 # Families of the font stack in templates/base.html that hold Chinese glyphs.
 CJK_FONTS = ("PingFang SC", "Hiragino Sans GB", "Microsoft YaHei", "Noto Sans CJK SC", "Source Han Sans SC",
@@ -263,11 +260,7 @@ async def logged_in(browser, hub: ServicesHub, user: str):
     context = await browser.new_context()
     page = await context.new_page()
     page.set_default_timeout(BROWSER_TIMEOUT)
-    await page.goto(f"{hub.url}/hub/login")
-    await page.fill("input[name=username]", user)
-    await page.fill("input[name=password]", PASSWORD)
-    await page.click("#login_submit")
-    await page.wait_for_url("**/hub/home**")
+    await log_in(page, hub, user, PASSWORD)
     return context, page
 
 

@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import pytest
 import requests
+from enclave_testing import CHROMIUM, CHROMIUM_ARGS, log_in
 from playwright.async_api import async_playwright, expect
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync"]
 PASSWORD = "correct-horse-battery-staple"  # tests/conftest.py's accounts
 ABSENT = ("Download", "Open in New Browser Tab", "Copy Download Link", "Copy Shareable Link")
 TIMEOUT = 90_000
@@ -27,7 +25,7 @@ TIMEOUT = 90_000
 @pytest.fixture
 async def browser():
     async with async_playwright() as p:
-        b = await p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        b = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield b
         await b.close()
 
@@ -36,11 +34,7 @@ async def login(browser, hub, username: str):
     context = await browser.new_context(accept_downloads=True)
     page = await context.new_page()
     page.set_default_timeout(TIMEOUT)
-    await page.goto(f"{hub.url}/hub/login")
-    await page.fill("input[name=username]", username)
-    await page.fill("input[name=password]", PASSWORD)
-    await page.click("#login_submit")
-    await page.wait_for_url("**/hub/home**")
+    await log_in(page, hub, username, PASSWORD)
     return context, page
 
 
