@@ -200,7 +200,11 @@ class SandboxSpawner(Spawner):
         while not socket_path.exists():
             if self._proc.poll() is not None:
                 self.pid = 0
-                raise SandboxStartError(f"The sandbox did not start: {self._failure_reason()}")
+                reason = self._failure_reason()
+                # Its start is recorded: so is its end, whatever it was.
+                self.stop_requested_by = ("sandbox", f"did not start: {reason}")
+                await self._record_stop()
+                raise SandboxStartError(f"The sandbox did not start: {reason}")
             if asyncio.get_running_loop().time() > deadline:
                 await self.stop(now=True)
                 raise SandboxStartError(f"The sandbox did not start within {s.sandbox.start_timeout} s")
@@ -234,7 +238,7 @@ class SandboxSpawner(Spawner):
         if self._supervisor_alive():
             return None
         if self.pid:  # it ended without being asked (the server exited, or was killed)
-            self.stop_requested_by = ("sandbox", "exited")
+            self.stop_requested_by = ("sandbox", "the server exited")
             # Not awaited: at the hub's start, spawners are polled before the audit service runs.
             asyncio.ensure_future(self._record_stop())
         self.pid = 0
@@ -268,8 +272,8 @@ class SandboxSpawner(Spawner):
             if self.orm_spawner.last_activity:
                 idle = datetime.now(UTC).replace(tzinfo=None) - self.orm_spawner.last_activity.replace(tzinfo=None)
                 detail["idle_seconds"] = int(idle.total_seconds())
-        elif kind == "sandbox":
-            action, actor, detail = "sandbox.stop", self.user.name, {"server": self.name, "reason": "the server exited"}
+        elif kind == "sandbox":  # it ended by itself: ``name`` says how
+            action, actor, detail = "sandbox.stop", self.user.name, {"server": self.name, "reason": name}
         else:
             action, actor, detail = "sandbox.stop", name or self.user.name, {"server": self.name,
                                                                            "reason": f"asked by {kind} {name}"}

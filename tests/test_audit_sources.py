@@ -178,6 +178,24 @@ def test_a_sandbox_s_life_is_recorded(hub):
     verify(hub)
 
 
+def test_a_sandbox_that_fails_to_start_has_its_end_recorded_too(hub):
+    """Its start was recorded (before it ran): the failure is its stop, with the reason."""
+    for args in (("workspace", "create", "broken"), ("workspace", "add-member", "broken", "frank", "--role", "operator")):
+        assert hub.enclave(*args).returncode == 0
+    home = hub.home / "homes" / "frank" / "broken"
+    home.parent.mkdir(parents=True, exist_ok=True)
+    home.write_text("a file where the home should be: the supervisor cannot prepare it")
+    try:
+        frank = hub.login("frank", PASSWORD)
+        frank.http.get(f"{hub.url}/hub/spawn/frank/broken")
+        wait_for(lambda: hub.audit_records(action="sandbox.stop", workspace="broken"), 60, "the failed start's record")
+        start = only(hub.audit_records(action="sandbox.start", workspace="broken"))
+        stop = only(hub.audit_records(action="sandbox.stop", workspace="broken"))
+        assert stop["sandbox"] == start["sandbox"] and stop["detail"]["reason"].startswith("did not start: ")
+    finally:
+        home.unlink()
+
+
 # -- nothing from inside a sandbox can write, forge or take back a record -------------------------
 
 FORGER = """

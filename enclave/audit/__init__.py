@@ -13,8 +13,10 @@ encoded is :mod:`.records`. ``enclave audit verify|export|query|prove`` read the
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ..settings import Settings
+if TYPE_CHECKING:  # only the type: the sandbox supervisor imports this, and must start fast
+    from ..settings import Settings
 
 
 def socket_path(settings: Settings) -> Path:

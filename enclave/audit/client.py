@@ -33,9 +33,12 @@ import threading
 import time
 import weakref
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ..settings import Settings
 from . import socket_path
+
+if TYPE_CHECKING:  # only the type: the sandbox supervisor imports this module, and must start fast
+    from ..settings import Settings
 
 # Mirrors the service's limit on a request line (enclave.audit.service.MAX_LINE).
 MAX_LINE = 1024 * 1024
@@ -55,7 +58,8 @@ class AuditRecordRefused(AuditError):
 
 
 def _path(where: Settings | str | Path) -> str:
-    return str(socket_path(where) if isinstance(where, Settings) else where)
+    """The socket: given, or the one of these settings."""
+    return str(where if isinstance(where, (str, Path)) else socket_path(where))
 
 
 def _request_line(request_id: int, source: str, actor: str, action: str, outcome: str,
