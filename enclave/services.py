@@ -49,6 +49,27 @@ def hub_service(name: str, module: str, port: int, settings: Settings, *, descri
     }
 
 
+def json_api_document(title: str, description: str, prefix: str, schemas: dict, paths: dict) -> dict:
+    """The OpenAPI document of a service's JSON API under ``{prefix}api``: callers authenticate with
+    a JupyterHub token (or the service's OAuth cookie, which the document cannot describe), and
+    errors are ``{"status", "error"}``."""
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": title, "version": "1", "description": description},
+        "servers": [{"url": prefix.rstrip("/") + "/api"}],
+        "components": {
+            "securitySchemes": {"hubToken": {"type": "apiKey", "in": "header", "name": "Authorization",
+                                             "description": "'token <JupyterHub API token>'"}},
+            "schemas": {
+                "Error": {"type": "object", "properties": {"status": {"type": "integer"}, "error": {"type": "string"}}},
+                **schemas,
+            },
+        },
+        "security": [{"hubToken": []}],
+        "paths": paths,
+    }
+
+
 async def stop_when_orphaned(stop: asyncio.Event, every: float = 1.0) -> None:
     """Set ``stop`` once the process that started this one is gone.
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..services import json_api_document
 from .actions import ACTIONS, OUTCOMES, SOURCES
 from .reader import MAX_PAGE
 from .records import RECORD_FIELDS
@@ -40,22 +41,10 @@ def openapi_document(prefix: str) -> dict:
         "properties": {k: {"type": "integer" if k == "tree_size" else "string"}
                        for k in ("tree_size", "time", "root_hash", "chain_hash", "key_id", "signature")},
     }
-    return {
-        "openapi": "3.1.0",
-        "info": {"title": "Enclave audit log API", "version": "1",
-                 "description": "Read-only. Every call needs the custom:audit:read scope."},
-        "servers": [{"url": prefix.rstrip("/") + "/api"}],
-        "components": {
-            "securitySchemes": {"hubToken": {"type": "apiKey", "in": "header", "name": "Authorization",
-                                             "description": "'token <JupyterHub API token>'"}},
-            "schemas": {
-                "Error": {"type": "object", "properties": {"status": {"type": "integer"}, "error": {"type": "string"}}},
-                "AuditRecord": record,
-                "Checkpoint": checkpoint,
-            },
-        },
-        "security": [{"hubToken": []}],
-        "paths": {
+    return json_api_document(
+        "Enclave audit log API", "Read-only. Every call needs the custom:audit:read scope.", prefix,
+        {"AuditRecord": record, "Checkpoint": checkpoint},
+        {
             "/records": {"get": {
                 "summary": "Records matching every filter given, one page at a time, in seq order",
                 "parameters": [
@@ -88,4 +77,4 @@ def openapi_document(prefix: str) -> dict:
                 },
             }},
         },
-    }
+    )

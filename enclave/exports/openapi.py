@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..services import json_api_document
 from . import workflow
 
 _ERROR = {"description": "Refused, with the reason", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
@@ -117,23 +118,12 @@ def openapi_document(prefix: str, intake: bool = False) -> dict:
                                                   ["approvals_required"])),
             },
         })
-    return {
-        "openapi": "3.1.0",
-        "info": {"title": "Enclave export review API", "version": "1",
-                 "description": "Request bodies: at most 64 KiB, except on the upload routes."},
-        "servers": [{"url": prefix.rstrip("/") + "/api"}],
-        "components": {
-            "securitySchemes": {"hubToken": {"type": "apiKey", "in": "header", "name": "Authorization",
-                                             "description": "'token <JupyterHub API token>'"}},
-            "schemas": {
-                "Error": {"type": "object", "properties": {"status": {"type": "integer"}, "error": {"type": "string"}}},
-                "ExportRequest": {"type": "object", "properties": {
-                    "id": {"type": "string"}, "workspace": {"type": "string"}, "requester": {"type": "string"},
-                    "title": {"type": "string"}, "state": {"type": "string", "enum": list(workflow.STATES)},
-                    "files": {"type": "array", "items": {"type": "object"}}, "history": {"type": "array"},
-                    "comments": {"type": "array"}}},
-            },
-        },
-        "security": [{"hubToken": []}],
-        "paths": paths,
-    }
+    return json_api_document(
+        "Enclave export review API", "Request bodies: at most 64 KiB, except on the upload routes.", prefix,
+        {"ExportRequest": {"type": "object", "properties": {
+            "id": {"type": "string"}, "workspace": {"type": "string"}, "requester": {"type": "string"},
+            "title": {"type": "string"}, "state": {"type": "string", "enum": list(workflow.STATES)},
+            "files": {"type": "array", "items": {"type": "object"}}, "history": {"type": "array"},
+            "comments": {"type": "array"}}}},
+        paths,
+    )
