@@ -17,7 +17,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from enclave_testing import Hub  # noqa: E402
+from enclave_testing import Hub, PostgresCluster  # noqa: E402
 
 from enclave import accounts, workspaces  # noqa: E402
 from enclave.settings import Settings  # noqa: E402
@@ -90,3 +90,11 @@ def alice_kernel(alice):
     kernel = alice.kernel("alpha")
     yield kernel
     kernel.close()
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A PostgreSQL 15 cluster for this session's tests; ``new_database()`` gives each its own database."""
+    cluster = PostgresCluster()
+    yield cluster
+    cluster.stop()

@@ -122,6 +122,61 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.2):
     raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
 
 
+POSTGRES_BIN = Path("/usr/lib/postgresql/15/bin")
+UNPRIVILEGED = 65534  # nobody
+
+
+class PostgresCluster:
+    """A throwaway PostgreSQL 15 cluster from Debian's binaries, run as an unprivileged user (initdb
+    and postgres refuse to run as root), listening only on a unix socket in its own temporary
+    directory; each test asks it for a database of its own."""
+
+    def __init__(self) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="enclave-pg-"))
+        os.chown(self.dir, UNPRIVILEGED, UNPRIVILEGED)
+        self.log = self.dir / "postgres.log"
+        self._names = itertools.count(1)
+        as_nobody = ["setpriv", f"--reuid={UNPRIVILEGED}", f"--regid={UNPRIVILEGED}", "--clear-groups"]
+        subprocess.run([*as_nobody, str(POSTGRES_BIN / "initdb"), "-D", str(self.dir / "data"), "-U", "enclave",
+                        "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8"], check=True, capture_output=True)
+        self.proc = subprocess.Popen(
+            [*as_nobody, str(POSTGRES_BIN / "postgres"), "-D", str(self.dir / "data"), "-k", str(self.dir),
+             "-c", "listen_addresses=", "-c", "fsync=on"],
+            stdout=subprocess.DEVNULL, stderr=open(self.log, "w"), start_new_session=True)
+        deadline = time.monotonic() + 60
+        while not (self.dir / ".s.PGSQL.5432").exists():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"PostgreSQL did not start:\n{self.log.read_text()}")
+            time.sleep(0.1)
+        self._psql("SELECT 1")
+
+    def _psql(self, sql: str) -> None:
+        import psycopg
+
+        for _ in range(50):
+            try:
+                with psycopg.connect(host=str(self.dir), user="enclave", dbname="postgres", autocommit=True) as c:
+                    c.execute(sql)
+                return
+            except psycopg.OperationalError:  # still starting up
+                time.sleep(0.2)
+        raise RuntimeError(f"PostgreSQL does not answer:\n{self.log.read_text()}")
+
+    def new_database(self, prefix: str = "test") -> str:
+        name = f"{prefix}_{next(self._names)}"
+        self._psql(f"CREATE DATABASE {name}")
+        return f"postgresql+psycopg://enclave@/{name}?host={self.dir}"
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGINT)  # fast shutdown
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
 @dataclass
 class Hub:
     """An ``enclave hub`` process with its own ENCLAVE_HOME and ports."""

@@ -2,21 +2,17 @@
 
 `audit` gives each test a fresh Enclave home and a way to start, stop and kill the audit service
 (``python -m enclave.audit.service``) on it. Tests that take the `backend` fixture run twice: on
-SQLite (the default) and on PostgreSQL, in a throwaway cluster this session starts from Debian's
-binaries as an unprivileged user (initdb and postgres refuse to run as root), listening only on
-a unix socket in its own temporary directory, and stops at the end.
+SQLite (the default) and on PostgreSQL, a database of their own in the session's throwaway cluster
+(``postgres``, tests/conftest.py).
 """
 
 from __future__ import annotations
 
-import itertools
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -29,68 +25,10 @@ from enclave.audit.reader import AuditReader
 from enclave.audit.verify import verify_database
 from enclave.settings import Settings
 
-POSTGRES_BIN = Path("/usr/lib/postgresql/15/bin")
-UNPRIVILEGED = 65534  # nobody
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-class PostgresCluster:
-    def __init__(self) -> None:
-        self.dir = Path(tempfile.mkdtemp(prefix="enclave-audit-pg-"))
-        os.chown(self.dir, UNPRIVILEGED, UNPRIVILEGED)
-        self.log = self.dir / "postgres.log"
-        self._names = itertools.count(1)
-        as_nobody = ["setpriv", f"--reuid={UNPRIVILEGED}", f"--regid={UNPRIVILEGED}", "--clear-groups"]
-        subprocess.run([*as_nobody, str(POSTGRES_BIN / "initdb"), "-D", str(self.dir / "data"), "-U", "enclave",
-                        "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8"], check=True, capture_output=True)
-        self.proc = subprocess.Popen(
-            [*as_nobody, str(POSTGRES_BIN / "postgres"), "-D", str(self.dir / "data"), "-k", str(self.dir),
-             "-c", "listen_addresses=", "-c", "fsync=on"],
-            stdout=subprocess.DEVNULL, stderr=open(self.log, "w"), start_new_session=True)
-        deadline = time.monotonic() + 60
-        while not (self.dir / ".s.PGSQL.5432").exists():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"PostgreSQL did not start:\n{self.log.read_text()}")
-            time.sleep(0.1)
-        self._psql("SELECT 1")
-
-    def _psql(self, sql: str) -> None:
-        import psycopg
-
-        for _ in range(50):
-            try:
-                with psycopg.connect(host=str(self.dir), user="enclave", dbname="postgres", autocommit=True) as c:
-                    c.execute(sql)
-                return
-            except psycopg.OperationalError:  # still starting up
-                time.sleep(0.2)
-        raise RuntimeError(f"PostgreSQL does not answer:\n{self.log.read_text()}")
-
-    def new_database(self) -> str:
-        name = f"audit_{next(self._names)}"
-        self._psql(f"CREATE DATABASE {name}")
-        return f"postgresql+psycopg://enclave@/{name}?host={self.dir}"
-
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGINT)  # fast shutdown
-        try:
-            self.proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
-@pytest.fixture(scope="session")
-def postgres():
-    cluster = PostgresCluster()
-    yield cluster
-    cluster.stop()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -98,7 +36,7 @@ def backend(request) -> str:
     """The database URL for the test's audit log: "" (SQLite in the home) or a fresh PostgreSQL database."""
     if request.param == "sqlite":
         return ""
-    return request.getfixturevalue("postgres").new_database()
+    return request.getfixturevalue("postgres").new_database("audit")
 
 
 class AuditHome:

@@ -13,13 +13,14 @@ import threading
 import time
 
 import pytest
+from enclave_testing import UNPRIVILEGED
 
 from enclave.audit import checkpoints, hub
 from enclave.audit.api import SCOPE_READ
 from enclave.audit.client import AsyncAuditClient, AuditRecordRefused, AuditUnavailable
 from enclave.audit.writer import Writer, WriterBusy
 
-from .conftest import UNPRIVILEGED, execution
+from .conftest import execution
 
 
 def raw_exchange(path, lines: list[bytes], replies: int) -> list[dict]:

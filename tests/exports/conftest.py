@@ -301,14 +301,17 @@ def accepts_connections(path: Path) -> bool:
     return True
 
 
-def prepare_home(home: Path) -> tuple[Settings, dict]:
+def prepare_home(home: Path, db_url: str = "") -> tuple[Settings, dict]:
     """A home with the tests' accounts, workspaces and released dataset: its settings, and the
-    environment its hub runs in (free ports; no other Enclave's settings file or overrides)."""
+    environment its hub runs in (free ports; no other Enclave's settings file or overrides).
+    ``db_url``: the review service's database, SQLite in the home when empty."""
     service_port, audit_port = free_port(), free_port()
-    settings = Settings(home=home, exports={"port": service_port}, audit={"port": audit_port})
+    settings = Settings(home=home, exports={"port": service_port, "db_url": db_url}, audit={"port": audit_port})
     env = {k: v for k, v in os.environ.items() if not k.startswith("ENCLAVE_")}
     env.update(ENCLAVE_HOME=str(home), ENCLAVE_CONFIG=str(home / "enclave.toml"),
                ENCLAVE_EXPORTS__PORT=str(service_port), ENCLAVE_AUDIT__PORT=str(audit_port))
+    if db_url:
+        env["ENCLAVE_EXPORTS__DB_URL"] = db_url
     settings.hub_dir.mkdir(parents=True, exist_ok=True)
     for name, roles in USERS.items():
         accounts.add_user(settings, name, roles, PASSWORD)
@@ -326,9 +329,10 @@ def prepare_home(home: Path) -> tuple[Settings, dict]:
 
 
 @contextlib.contextmanager
-def running_hub(home: Path):
-    """A hub on ``home`` with its review and audit services, every user logged in once; stopped after."""
-    settings, env = prepare_home(home)
+def running_hub(home: Path, db_url: str = ""):
+    """A hub on ``home`` with its review and audit services, every user logged in once; stopped after.
+    ``db_url``: the review service's database (SQLite in the home by default)."""
+    settings, env = prepare_home(home, db_url)
     harness_token = secrets.token_hex(32)
     hub_port = free_port()
     config = home / "jupyterhub_config.py"
@@ -360,6 +364,7 @@ def make_tokens(hub: Hub) -> dict[str, str]:
 
 @pytest.fixture(scope="package")
 def hub(tmp_path_factory):
+    """The package's hub, its review service on SQLite in the home."""
     home = tmp_path_factory.mktemp("exports-home")
     # Neither the hub nor this process (the CLI run in tests) may pick up another Enclave's settings.
     with pytest.MonkeyPatch.context() as mp:
@@ -369,6 +374,14 @@ def hub(tmp_path_factory):
         mp.setenv("ENCLAVE_CONFIG", str(home / "enclave.toml"))
         with running_hub(home) as running:
             yield running
+
+
+@pytest.fixture(scope="package")
+def pg_hub(tmp_path_factory, postgres):
+    """A second hub whose review service keeps its database in PostgreSQL (the session's cluster).
+    This process's environment stays the package hub's: run the CLI on it with ``env=pg_hub.env``."""
+    with running_hub(tmp_path_factory.mktemp("exports-pg-home"), postgres.new_database("exports")) as running:
+        yield running
 
 
 @pytest.fixture(scope="package")
