@@ -135,7 +135,8 @@ def find_file(settings: Settings, data: bytes | None = None, digest: str | None 
 
     Given the bytes, it is found as ``enclave exports verify`` finds it (hash, then watermark, with
     the signature checked); given only a hash, by the hash of the released bytes. Failing both, by
-    the hash of the bytes submitted for export.
+    the hash of the bytes submitted for export. Bytes released by several requests are traced
+    through their valid release, else the newest.
     """
     from sqlalchemy import select
 
@@ -150,9 +151,12 @@ def find_file(settings: Settings, data: bytes | None = None, digest: str | None 
         with database.transaction() as s:
             rel, found_by = None, "hash"
             if verified and verified["released"]:
-                rel, found_by = s.get(Release, verified["manifest"]["release_id"]), verified["found_by"]
+                releases = verified["releases"]
+                traced = next((r for r in releases if r["valid"]), releases[-1])
+                rel, found_by = s.get(Release, traced["release_id"]), verified["found_by"]
             elif verified is None:
-                rel = s.scalars(select(Release).where(Release.sha256 == digest)).first()
+                rel = s.scalars(select(Release).where(Release.sha256 == digest)
+                                .order_by(Release.revoked_at.is_not(None), Release.released_at.desc())).first()
             if rel is not None:
                 f = s.get(RequestFile, rel.file_id)
             else:

@@ -22,10 +22,11 @@ def exports() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the full result, manifest included, as JSON.")
 @pass_ctx
 def verify(ctx, file: Path, as_json: bool) -> None:
-    """Say whether FILE was released, from which request and by whom, and whether its signature holds.
+    """Say whether FILE was released, from which requests and by whom, and whether the signatures hold.
 
-    The file is found by its SHA-256 or, if it was changed after release, by its watermark.
-    Exits 0 only for a released, unmodified, unrevoked file with a valid signature.
+    The file is found by its SHA-256 or, if it was changed after release, by its watermark. Every
+    release of the same bytes is listed with its state. Exits 0 when at least one release is of
+    these very bytes, unrevoked, with a valid signature; 1 otherwise.
     """
     try:
         result = verify_file(ctx.settings, file.read_bytes())
@@ -38,20 +39,22 @@ def verify(ctx, file: Path, as_json: bool) -> None:
     elif not result["released"]:
         click.echo(f"{file}: NOT released by Enclave (sha256 {result['sha256']})")
     else:
-        m = result["manifest"]
-        click.echo(f"{file}: released as {m['file']['name']!r} (release {m['release_id']})")
-        click.echo(f"  found by:   {result['found_by']}")
-        click.echo(f"  request:    {m['request_id']} in workspace {m['workspace']}, requested by {m['requester']}")
-        approvers = ", ".join(f"{a['reviewer']} ({a['reason']})" for a in m["approvers"])
-        click.echo(f"  approved:   {approvers}; released {m['times']['released_at']}")
-        click.echo(f"  policy:     {m['policy']['version']}, {m['policy']['approvals_required']} approval(s)")
-        click.echo(f"  signature:  {'valid' if result['signature_valid'] else 'INVALID'} (key {m['key_id']})")
-        if not result["hash_matches"]:
-            click.echo("  content:    MODIFIED since release (hash differs; identified by watermark)")
-        if result["revoked"]:
-            click.echo("  status:     REVOKED")
-    ok = result["released"] and result.get("signature_valid") and result.get("hash_matches") and not result.get("revoked")
-    raise SystemExit(0 if ok else 1)
+        found = result["releases"]
+        click.echo(f"{file}: released {len(found)} time(s), found by {result['found_by']}"
+                   f" ({'VALID' if result['valid'] else 'no valid release'})")
+        for r in found:
+            m = r["manifest"]
+            click.echo(f"- release {m['release_id']} as {m['file']['name']!r}")
+            click.echo(f"  found by:   {result['found_by']}")
+            click.echo(f"  request:    {m['request_id']} in workspace {m['workspace']}, requested by {m['requester']}")
+            approvers = ", ".join(f"{a['reviewer']} ({a['reason']})" for a in m["approvers"])
+            click.echo(f"  approved:   {approvers}; released {m['times']['released_at']}")
+            click.echo(f"  policy:     {m['policy']['version']}, {m['policy']['approvals_required']} approval(s)")
+            click.echo(f"  signature:  {'valid' if r['signature_valid'] else 'INVALID'} (key {m['key_id']})")
+            if not r["hash_matches"]:
+                click.echo("  content:    MODIFIED since release (hash differs; identified by watermark)")
+            click.echo(f"  status:     {'REVOKED ' + r['revoked_at'] if r['revoked'] else 'valid' if r['valid'] else 'not valid'}")
+    raise SystemExit(0 if result["valid"] else 1)
 
 
 @exports.command("states-doc")

@@ -482,7 +482,9 @@ class ExportService:
     @staticmethod
     def _shows_event(role: str, actor: Actor, req: ExportRequest, e: Event) -> bool:
         if role == workflow.REQUESTER:
-            return e.action not in ("vote", "view")
+            # Reviewers' private comments are theirs alone: their existence included.
+            private = e.action == "comment" and (e.detail or {}).get("visibility") != "public"
+            return e.action not in ("vote", "view") and not private
         # Reviewers are blind to each other's votes while the request is open.
         return not (role == workflow.REVIEWER and e.action == "vote" and e.actor != actor.name
                     and req.state in workflow.OPEN)
@@ -733,25 +735,46 @@ class ExportService:
 
 
 def verify_file(settings: Settings, data: bytes) -> dict:
-    """Was this file released, from which request, by whom, and does the manifest's signature hold?"""
+    """Was this file released, from which requests, by whom, and do the manifests' signatures hold?
+
+    The same bytes can be released by several requests (a table submitted again in a later one):
+    every release of them is reported, oldest first, each with its own state. A file changed since
+    its release is found by its watermark instead, where its format carries one. ``valid`` holds
+    when at least one release is unrevoked, of these very bytes, with a valid signature.
+    """
     database = Database(db_url(settings))
     digest = sha256(data)
     public = signing.load_public_key(settings)
-    with database.transaction() as s:
-        rel = s.scalars(select(Release).where(Release.sha256 == digest)).first()
-        by = "hash"
-        if rel is None:
-            mark = release.read_watermark(data)
-            rel = s.get(Release, mark) if mark else None
-            by = "watermark"
-        if rel is None:
-            return {"released": False, "sha256": digest}
-        return {
-            "released": True,
-            "found_by": by,
-            "sha256": digest,
-            "hash_matches": rel.manifest["file"]["sha256"] == digest,
-            "signature_valid": signing.verify(public, rel.manifest, rel.signature),
-            "revoked": rel.revoked_at is not None,
-            "manifest": rel.manifest,
-        }
+    try:
+        with database.transaction() as s:
+            found = list(s.scalars(select(Release).where(Release.sha256 == digest).order_by(Release.released_at)))
+            by = "hash"
+            if not found:
+                mark = release.read_watermark(data)
+                found = [rel] if mark and (rel := s.get(Release, mark)) is not None else []
+                by = "watermark"
+            releases = [_verified(public, rel, digest) for rel in found]
+    finally:
+        database.engine.dispose()
+    return {
+        "released": bool(releases),
+        "found_by": by if releases else None,
+        "sha256": digest,
+        "valid": any(r["valid"] for r in releases),
+        "releases": releases,
+    }
+
+
+def _verified(public, rel: Release, digest: str) -> dict:
+    hash_matches = rel.manifest["file"]["sha256"] == digest
+    signature_valid = signing.verify(public, rel.manifest, rel.signature)
+    revoked = rel.revoked_at is not None
+    return {
+        "release_id": rel.id,
+        "hash_matches": hash_matches,
+        "signature_valid": signature_valid,
+        "revoked": revoked,
+        "revoked_at": _iso(rel.revoked_at),
+        "valid": hash_matches and signature_valid and not revoked,
+        "manifest": rel.manifest,
+    }

@@ -150,6 +150,30 @@ def test_full_workflow_through_the_api(hub, tokens, client):
     assert out.exit_code == 1 and "REVOKED" in out.output
 
 
+def test_verify_reports_every_release_of_the_same_bytes(hub, tokens, client):
+    """A table released by two requests, the first then revoked: the file is still validly released."""
+    table = b"region,count\nnorth,130\nsouth,55\neast,65\n"
+    first, second = (submit(client, tokens["olga@ws1"], {"repeat.csv": table}) for _ in range(2))
+    for req in (first, second):
+        assert approve_all(client, tokens, req)["state"] == "released"
+    assert move(client, tokens["adam"], first["id"], "revoked", "sent to the wrong party").status_code == 200
+    path = hub.settings.home / "repeat.csv"
+    path.write_bytes(table)
+
+    out = CliRunner().invoke(cli, ["exports", "verify", str(path)])
+    assert out.exit_code == 0, out.output
+    assert "released 2 time(s)" in out.output and "VALID" in out.output
+    assert first["id"] in out.output and second["id"] in out.output and "REVOKED" in out.output
+    found = json.loads(CliRunner().invoke(cli, ["exports", "verify", "--json", str(path)]).output)
+    assert found["valid"] and [(r["manifest"]["request_id"], r["revoked"], r["valid"]) for r in found["releases"]] == [
+        (first["id"], True, False), (second["id"], False, True)]
+
+    # Both revoked: no valid release is left.
+    assert move(client, tokens["adam"], second["id"], "revoked", "withdrawn by the data holder").status_code == 200
+    out = CliRunner().invoke(cli, ["exports", "verify", str(path)])
+    assert out.exit_code == 1 and "no valid release" in out.output and out.output.count("REVOKED") == 2
+
+
 def test_self_review_is_refused_even_holding_both_roles(hub, tokens, client):
     req = submit(client, tokens["dual@ws1"])
     r = vote(client, tokens["dual"], req["id"], req["files"][0]["id"])
@@ -249,6 +273,11 @@ def test_return_new_version_resets_its_votes_and_comments_visibility(hub, tokens
     assert move(client, tokens["rita"], rid, "returned", "round a.csv to base 10").status_code == 200
     seen = client(tokens["olga"]).get(f"/requests/{rid}").json()
     assert [c["text"] for c in seen["comments"]] == ["please round a.csv"]
+    # Nor does the history tell the requester that a private comment exists.
+    assert [e["detail"] for e in seen["history"] if e["action"] == "comment"] == [{"visibility": "public"}]
+    reviewers_view = client(tokens["rob"]).get(f"/requests/{rid}").json()
+    assert [e["detail"]["visibility"] for e in reviewers_view["history"] if e["action"] == "comment"] == [
+        "private", "public"]
 
     new_a = b"region,count\nnorth,120\nsouth,40\neast,40\n"
     r = intake(tokens["olga@ws1"]).submit({"a.csv": new_a, "b.csv": b"group,count\nx,50\ny,60\n"},
