@@ -148,7 +148,7 @@ def find_file(settings: Settings, data: bytes | None = None, digest: str | None 
     verified = verify_file(settings, data) if data is not None else None
     digest = verified["sha256"] if verified else digest
     try:
-        with database.transaction() as s:
+        with database.snapshot() as s:
             rel, found_by = None, "hash"
             if verified and verified["released"]:
                 releases = verified["releases"]

@@ -2,7 +2,13 @@
 
 Its schema is created and changed only by the Alembic migrations in ``migrations/``; the service
 upgrades the database to the newest revision when it starts. Every write goes through
-:func:`transaction`, so a failed step leaves nothing half-written.
+:meth:`Database.transaction`, so a failed step leaves nothing half-written, and every read through
+:meth:`Database.snapshot`.
+
+Changes of one export request are serialised: a write transaction reads the request it changes with
+a row lock on PostgreSQL (``SELECT … FOR UPDATE``), and takes SQLite's write lock when it begins
+(``BEGIN IMMEDIATE``), so what it decides from (the request's state, its votes) cannot change under
+it before it commits. A transaction waits at most :data:`LOCK_WAIT_SECONDS` for another's lock.
 """
 
 from __future__ import annotations
@@ -25,7 +31,8 @@ from sqlalchemy import (
     create_engine,
     event,
 )
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
@@ -196,20 +203,45 @@ def db_url(settings: Settings) -> str:
     return settings.exports.db_url or f"sqlite:///{settings.home / 'exports' / 'exports.sqlite'}"
 
 
-def _sqlite_pragmas(dbapi_conn, _record) -> None:
+# How long a transaction waits for another's lock (SQLite's write lock, a PostgreSQL row lock) before
+# it gives up: far longer than any one change of a request holds it (signing a release included).
+LOCK_WAIT_SECONDS = 15
+# The execution option that marks the connections of read-only transactions (Database.snapshot).
+READ_ONLY = "exports_read_only"
+
+
+def _sqlite_connect(dbapi_conn, _record) -> None:
+    # pysqlite's own transaction handling (which begins a transaction only before a write, after the
+    # reads it was decided from) is turned off: _sqlite_begin begins every transaction.
+    dbapi_conn.isolation_level = None
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute(f"PRAGMA busy_timeout={LOCK_WAIT_SECONDS * 1000}")
     cur.close()
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    """Write transactions take the database's write lock as they begin, before reading what they
+    change (SQLAlchemy's pysqlite recipe); read-only ones stay deferred and never wait for writers."""
+    conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(READ_ONLY) else "BEGIN IMMEDIATE")
 
 
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, future=True)
+    lock_wait = {"options": f"-c lock_timeout={LOCK_WAIT_SECONDS * 1000}"} if url.startswith("postgresql") else {}
+    engine = create_engine(url, connect_args=lock_wait)
     if engine.dialect.name == "sqlite":
-        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "connect", _sqlite_connect)
+        event.listen(engine, "begin", _sqlite_begin)
     return engine
+
+
+def waited_too_long(exc: OperationalError) -> bool:
+    """Whether ``exc`` is a lock wait that timed out: SQLite still busy, PostgreSQL's lock_timeout."""
+    return ((getattr(exc.orig, "sqlite_errorname", None) or "").startswith("SQLITE_BUSY")
+            or getattr(exc.orig, "sqlstate", None) == "55P03")
 
 
 def upgrade(url: str) -> None:
@@ -225,9 +257,25 @@ class Database:
             upgrade(url)
         self.url = url
         self.engine = make_engine(url)
-        self._factory = sessionmaker(self.engine, expire_on_commit=False)
+        self._writes = sessionmaker(self.engine, expire_on_commit=False)
+        reads = {READ_ONLY: True}
+        if self.engine.dialect.name == "postgresql":
+            # One snapshot for the whole read: a request's state, files, votes and releases as of one moment.
+            reads.update(isolation_level="REPEATABLE READ", postgresql_readonly=True)
+        self._reads = sessionmaker(self.engine.execution_options(**reads), expire_on_commit=False)
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
-        with self._factory.begin() as session:
+        """A write transaction, committed at the end of the block (rolled back if it raises).
+
+        On SQLite it holds the database's write lock from its start; on PostgreSQL the export
+        request it changes must be read with ``with_for_update=True``, which locks its row.
+        """
+        with self._writes.begin() as session:
+            yield session
+
+    @contextmanager
+    def snapshot(self) -> Iterator[Session]:
+        """A read-only transaction: one consistent view of the database, taking no write lock."""
+        with self._reads.begin() as session:
             yield session

@@ -6,6 +6,12 @@ may do in a workspace comes from Enclave's database (its operators and reviewers
 read and written in single transactions; file snapshots go to the blob store first, so a crash
 leaves at worst an unreferenced blob, removed at the next start.
 
+Every change of an export request (a vote, a transition, new file versions, its release or
+revocation) is one write transaction (:meth:`ExportService._writing`) that reads the request locked
+(:meth:`ExportService._get` with ``for_update``) and decides from what it reads there, the
+:data:`~enclave.exports.workflow.TRANSITIONS` guard included: changes of one request arriving
+together are taken one after the other, each seeing the state the one before left.
+
 Submissions and their checks, votes, decisions, releases, downloads and revocations are also
 handed to the audit log (``export.*`` records, :meth:`ExportService._record`) inside their
 transaction, before it commits: an operation the audit log does not take is rolled back (fail
@@ -20,17 +26,22 @@ import logging
 import re
 import secrets
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Iterator
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import Session
 
 from .. import workspaces
 from ..audit.client import AuditClient, AuditUnavailable
 from ..releases import release_dir
 from ..settings import Settings
 from . import checks, files, release, signing, workflow
-from .models import Database, DownloadLink, Event, ExportRequest, Comment, Release, RequestFile, ReviewPolicy, Vote, db_url
+from .models import (Database, DownloadLink, Event, ExportRequest, Comment, Release, RequestFile, ReviewPolicy, Vote,
+                     db_url, waited_too_long)
 from .store import BlobStore, sha256
 
 SCOPE_REQUEST = "custom:exports:request"
@@ -71,6 +82,16 @@ class Conflict(ExportError):
 
 class TooLarge(ExportError):
     status = 413
+
+
+class Busy(ExportError):
+    """Another change held the lock this one needs for longer than the database waits
+    (:data:`~enclave.exports.models.LOCK_WAIT_SECONDS`); nothing was changed."""
+
+    status = 503
+
+    def __init__(self) -> None:
+        super().__init__("the export review service is busy with other changes; nothing was changed, try again")
 
 
 class NotRecorded(ExportError):
@@ -173,6 +194,28 @@ class ExportService:
         self.audit.close()
         self.db.engine.dispose()
 
+    # -- transactions --
+
+    @contextmanager
+    def _writing(self) -> Iterator[Session]:
+        """A write transaction (:meth:`Database.transaction`) whose database refusals are the service's errors.
+
+        Changes of a request are serialised, so a unique constraint (one vote per reviewer per file
+        version, one release per file) is only the last line of defence: should it still refuse a
+        row, the caller gets a 409 and nothing was done. A lock not granted in time is a 503.
+        """
+        try:
+            with self.db.transaction() as s:
+                yield s
+        except IntegrityError as exc:
+            log.warning("a change refused by the database: %s", exc.orig)
+            raise Conflict("this conflicts with a change made at the same time; reload and try again") from None
+        except OperationalError as exc:
+            if not waited_too_long(exc):
+                raise
+            log.warning("a change gave up waiting for a lock: %s", exc.orig)
+            raise Busy() from None
+
     # -- the audit log --
 
     def _record(self, s, actor: str, action: str, workspace: str, **detail) -> None:
@@ -199,7 +242,7 @@ class ExportService:
 
     def recover(self) -> int:
         """Drop what an interrupted upload may have left in the store (never a committed file)."""
-        with self.db.transaction() as s:
+        with self.db.snapshot() as s:
             keep = set(s.scalars(select(RequestFile.sha256))) | set(s.scalars(select(Release.sha256)))
         return self.store.collect_garbage(keep)
 
@@ -236,18 +279,30 @@ class ExportService:
         self.workspace(ws)
         if not isinstance(approvals_required, int) or isinstance(approvals_required, bool) or not 1 <= approvals_required <= 10:
             raise BadInput("approvals_required must be a whole number from 1 to 10")
-        with self.db.transaction() as s:
-            p = s.get(ReviewPolicy, ws)
-            before = p.approvals_required if p is not None else self.settings.exports.approvals_required
-            if p is None:
-                p = ReviewPolicy(workspace=ws, version=0, approvals_required=approvals_required, updated_by=actor.name)
-                s.add(p)
+        with self._writing() as s:
+            p = s.get(ReviewPolicy, ws, with_for_update=True) or self._first_policy(s, ws, actor)
+            before = p.approvals_required
             p.approvals_required = approvals_required
             p.version += 1
             p.updated_by = actor.name
             p.updated_at = now()
             self._record(s, actor.name, "export.policy_set", ws, approvals_required=approvals_required, before=before)
             return {"workspace": ws, "approvals_required": p.approvals_required, "version": p.version}
+
+    def _first_policy(self, s, ws: str, actor: Actor) -> ReviewPolicy:
+        """The row of a workspace's first policy change (version 0: the default), locked.
+
+        A first change made at the same moment inserts the same row: on PostgreSQL this insert then
+        waits for that one to commit and fails, and the row it inserted is read (and locked) instead.
+        """
+        try:
+            with s.begin_nested():
+                p = ReviewPolicy(workspace=ws, version=0, approvals_required=self.cfg.approvals_required,
+                                 updated_by=actor.name, updated_at=now())
+                s.add(p)
+            return p
+        except IntegrityError:
+            return s.get(ReviewPolicy, ws, with_for_update=True)
 
     # -- checks --
 
@@ -338,7 +393,7 @@ class ExportService:
         results = self._check_all(ws, inspected)
         digests = [self.store.put(f.data) for f in inspected]
         request_id = uuid.uuid4().hex
-        with self.db.transaction() as s:
+        with self._writing() as s:
             approvals, version = self.policy(s, ws.name)
             req = ExportRequest(
                 id=request_id, workspace=ws.name, requester=actor.name, title=title, context=context,
@@ -366,7 +421,7 @@ class ExportService:
     def update_files(self, actor: Actor, request_id: str, uploads: list[Upload]) -> list[dict]:
         """New versions of files of a returned request; an unchanged file keeps its votes."""
         ws = self.sandbox_workspace(actor)
-        with self.db.transaction() as s:
+        with self.db.snapshot() as s:
             req = self._get(s, request_id)
             if req.requester != actor.name or req.workspace != ws.name:
                 raise NotFound(f"no export request {request_id}")
@@ -380,11 +435,14 @@ class ExportService:
         results = self._check_all(ws, inspected + [self._inspect(Upload(f.name, self.store.get(f.sha256))) for f in unchanged])
         changed = []
         digests = [self.store.put(f.data) for f in inspected]
-        with self.db.transaction() as s:
-            req = self._get(s, request_id)
+        with self._writing() as s:
+            req = self._get(s, request_id, for_update=True)
             if req.state != workflow.RETURNED:
                 raise Conflict(f"files can be changed only while the request is returned (it is {req.state})")
             current = {f.name: f for f in req.current_files()}
+            # The checks ran over the files as they were before the uploads were inspected.
+            if {f.id for f in current.values()} != {f.id for f in existing.values()}:
+                raise Conflict("the request's files changed while these were checked; send them again")
             for f, u, digest, findings in zip(inspected, uploads, digests, results):
                 old = current.get(f.name)
                 if old is not None and old.sha256 == digest:
@@ -407,8 +465,12 @@ class ExportService:
 
     # -- reading --
 
-    def _get(self, session, request_id: str) -> ExportRequest:
-        req = session.get(ExportRequest, request_id) if re.fullmatch(r"[0-9a-f]{32}", request_id or "") else None
+    def _get(self, session, request_id: str, for_update: bool = False) -> ExportRequest:
+        """The export request ``request_id``. Every change of it reads it ``for_update``: on PostgreSQL
+        its row stays locked until the transaction ends (on SQLite the write transaction holds the
+        database's write lock already), so that changes of one request are taken one at a time."""
+        req = (session.get(ExportRequest, request_id, with_for_update=for_update)
+               if re.fullmatch(r"[0-9a-f]{32}", request_id or "") else None)
         if req is None:
             raise NotFound(f"no export request {request_id}")
         return req
@@ -424,7 +486,7 @@ class ExportService:
         raise NotFound(f"no export request {req.id}")
 
     def get(self, actor: Actor, request_id: str) -> dict:
-        with self.db.transaction() as s:
+        with self.db.snapshot() as s:
             req = self._get(s, request_id)
             return self._view(actor, req, self._visible(actor, req))
 
@@ -513,7 +575,7 @@ class ExportService:
         if max_age_days is not None:
             q = q.where(ExportRequest.submitted_at >= (at or now()) - timedelta(days=max_age_days))
         page = max(1, page)
-        with self.db.transaction() as s:
+        with self.db.snapshot() as s:
             total = s.scalar(select(func.count()).select_from(q.subquery()))
             rows = s.execute(
                 q.with_only_columns(ExportRequest.id, ExportRequest.workspace, ExportRequest.requester,
@@ -536,8 +598,8 @@ class ExportService:
         if decision not in workflow.VOTES:
             raise BadInput(f"decision must be one of {', '.join(workflow.VOTES)}")
         reason = _reason(reason, required="every vote needs a written reason")
-        with self.db.transaction() as s:
-            req = self._get(s, request_id)
+        with self._writing() as s:
+            req = self._get(s, request_id, for_update=True)
             role = self._visible(actor, req)
             if actor.name == req.requester:
                 raise Refused("nobody reviews a request they made")
@@ -576,8 +638,8 @@ class ExportService:
 
     def transition(self, actor: Actor, request_id: str, to: str, reason: str = "") -> dict:
         reason = _reason(reason)
-        with self.db.transaction() as s:
-            req = self._get(s, request_id)
+        with self._writing() as s:
+            req = self._get(s, request_id, for_update=True)
             role = self._visible(actor, req)
             t = workflow.TRANSITIONS.get((req.state, to))
             if t is None:
@@ -649,7 +711,7 @@ class ExportService:
             raise BadInput("a comment needs text")
         if visibility not in ("private", "public"):
             raise BadInput("visibility must be 'private' (reviewers only) or 'public' (the requester sees it)")
-        with self.db.transaction() as s:
+        with self._writing() as s:
             req = self._get(s, request_id)
             role = self._visible(actor, req)
             if role == workflow.REQUESTER and visibility != "public":
@@ -667,7 +729,7 @@ class ExportService:
 
     def file_content(self, actor: Actor, request_id: str, file_id: int) -> tuple[RequestFile, bytes]:
         """A submitted file's bytes for reviewing; requesters get files only once released."""
-        with self.db.transaction() as s:
+        with self._writing() as s:
             req = self._get(s, request_id)
             role = self._visible(actor, req)
             if role == workflow.REQUESTER:
@@ -683,7 +745,7 @@ class ExportService:
 
     def create_link(self, actor: Actor, request_id: str, file_id: int, at: datetime | None = None) -> dict:
         at = at or now()
-        with self.db.transaction() as s:
+        with self._writing() as s:
             req = self._get(s, request_id)
             role = self._visible(actor, req)
             if role not in (workflow.REQUESTER, workflow.ADMIN):
@@ -703,7 +765,7 @@ class ExportService:
 
     def download(self, actor: Actor, token: str, at: datetime | None = None) -> tuple[str, bytes, Release]:
         at = at or now()
-        with self.db.transaction() as s:
+        with self._writing() as s:
             link = s.get(DownloadLink, hashlib.sha256((token or "").encode()).hexdigest())
             if link is None or link.username != actor.name:
                 raise NotFound("no such download link")
@@ -711,7 +773,10 @@ class ExportService:
                 raise Refused("this download link has expired; ask for a new one")
             rel = s.get(Release, link.release_id)
             f = s.get(RequestFile, rel.file_id)
-            req = f.request
+            # Revocation is read with the request locked: a download and a revocation at the same
+            # moment are one before the other, never a download of a release already revoked.
+            req = self._get(s, f.request_id, for_update=True)
+            s.refresh(rel)
             if rel.revoked_at is not None or req.state != workflow.RELEASED:
                 raise Refused("this release was revoked: it can no longer be downloaded")
             # Access is decided again: a link is useless to anyone who lost the right to it.
@@ -724,7 +789,7 @@ class ExportService:
             return f.name, self.store.get(rel.sha256), rel
 
     def manifest(self, actor: Actor, request_id: str, file_id: int) -> dict:
-        with self.db.transaction() as s:
+        with self.db.snapshot() as s:
             req = self._get(s, request_id)
             self._visible(actor, req)
             f = next((f for f in req.files if f.id == file_id), None)
@@ -746,7 +811,7 @@ def verify_file(settings: Settings, data: bytes) -> dict:
     digest = sha256(data)
     public = signing.load_public_key(settings)
     try:
-        with database.transaction() as s:
+        with database.snapshot() as s:
             found = list(s.scalars(select(Release).where(Release.sha256 == digest).order_by(Release.released_at)))
             by = "hash"
             if not found:

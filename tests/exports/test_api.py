@@ -37,7 +37,7 @@ def figure(comment: str = "made by olga") -> bytes:
 
 def stored(hub) -> tuple[int, set[str]]:
     """Requests in the database and files in the blob store."""
-    with Database(db_url(hub.settings), migrate=False).transaction() as s:
+    with Database(db_url(hub.settings), migrate=False).snapshot() as s:
         n = s.scalar(select(func.count()).select_from(ExportRequest))
     store = hub.settings.home / "exports" / "store"
     return n, {str(p.relative_to(store)) for p in store.rglob("*") if p.is_file()}
