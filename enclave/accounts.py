@@ -1,23 +1,24 @@
-"""Local accounts: created only by admins, passwords hashed with Argon2id (argon2-cffi),
-locked after repeated failures, roles handed to JupyterHub as groups at every login.
+"""Local accounts: created only by admins, passwords hashed with Argon2id (argon2-cffi), repeated
+failed logins slowed down per client (:mod:`enclave.logins`), roles handed to JupyterHub as groups
+at every login.
 
 NativeAuthenticator 1.3.0 (the latest) was tried first: its login handler fails on JupyterHub
 6.1.1 (it reads ``self.statsd``, which JupyterHub 6 removed, and calls ``_render(sync=...)``), so
 every login is a 500. This authenticator is the small part of it Enclave needs, on JupyterHub's
-own login page: no sign-up, hashed passwords, a persistent lock-out.
+own login page: no sign-up, hashed passwords, throttled failures.
 """
 
 from __future__ import annotations
 
 import secrets
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from jupyterhub.auth import Authenticator
 from traitlets import Any, Integer, Unicode
 
-from . import db
+from . import db, logins
 from .audit.client import AuditError
 from .audit.hub import hub_records
 from .settings import Settings
@@ -65,23 +66,37 @@ def add_user(settings: Settings, username: str, roles: list[str], password: str,
 
 
 def set_password(settings: Settings, username: str, password: str, record=None) -> None:
-    """Set a new password and lift any lock-out. ``record``: as for :func:`add_user`."""
+    """Set a new password and clear the account's login throttles: the failures were guesses at
+    the old one. ``record``: as for :func:`add_user`."""
     _check_password(settings, password)
     with db.transaction(settings.enclave_db_url) as s:
         account = s.get(db.Account, username)
         if account is None:
             raise AccountError(f"no account named '{username}'")
         account.password_hash = _hasher.hash(password)
-        account.failed_logins = 0
-        account.locked_until = None
+        logins.clear(s, username)
         if record is not None:
             record("account.password_set", detail={"user": username})
 
 
+def clear_throttle(settings: Settings, username: str, client: str | None = None, record=None) -> int:
+    """Forget the account's failed logins (of one client address only, given ``client``), so that
+    their throttles end; how many were forgotten. Nothing to forget changes nothing and leaves no
+    record. ``record``: as for :func:`add_user`."""
+    with db.transaction(settings.enclave_db_url) as s:
+        if s.get(db.Account, username) is None:
+            raise AccountError(f"no account named '{username}'")
+        forgotten = logins.clear(s, username, client)
+        if forgotten and record is not None:
+            record("account.throttle_cleared", detail={
+                "user": username, "failures": forgotten, **({"client": client} if client else {})})
+        return forgotten
+
+
 class RecordedLogins(Authenticator):
     """Every login attempt into the audit log (``auth.login``, ``ok`` or ``denied``), for either
-    authenticator (a base of both). A login whose record the audit service does not take is refused
-    (fail closed)."""
+    authenticator (a base of both), with the client address the proxy saw. A login whose record the
+    audit service does not take is refused (fail closed)."""
 
     enclave_settings = Any(help="enclave.settings.Settings of this hub").tag(config=True)
     login_method = "native"
@@ -91,7 +106,7 @@ class RecordedLogins(Authenticator):
         handler._enclave_login_refusal = refusal  # authenticate() may say why it refused
         authenticated = await super().get_authenticated_user(handler, data)
         records = hub_records(self.enclave_settings)
-        detail = {"method": self.login_method, "remote_ip": handler.request.remote_ip}
+        detail = {"method": self.login_method, "remote_ip": logins.client_address(handler.request)}
         if authenticated is None:
             typed = data.get("username") if isinstance(data, dict) else None
             try:
@@ -111,16 +126,38 @@ class RecordedLogins(Authenticator):
 
 
 class EnclaveAuthenticator(RecordedLogins):
-    """Enclave's accounts on JupyterHub's login page. Groups = the account's roles."""
+    """Enclave's accounts on JupyterHub's login page. Groups = the account's roles.
 
-    enclave_db_url = Unicode(help="Enclave's database (accounts, roles, lock-out state).").tag(config=True)
-    allowed_failed_logins = Integer(5, help="Failed logins in a row before the account locks.").tag(config=True)
-    lockout_seconds = Integer(600, help="How long a locked account stays locked.").tag(config=True)
+    Repeated failures slow down the client that makes them, for that account, and an account's
+    failures from all clients together have an hourly ceiling (:mod:`enclave.logins`); no stranger
+    can keep an account's owner out."""
+
+    enclave_db_url = Unicode(help="Enclave's database (accounts, roles, failed logins).").tag(config=True)
+    allowed_failed_logins = Integer(
+        5, help="Failed logins in a row from one client for one account before that client is slowed down.",
+    ).tag(config=True)
+    throttle_first_seconds = Integer(
+        logins.FIRST_DELAY_SECONDS, help="A slowed-down client's first wait; it doubles with each further failure.",
+    ).tag(config=True)
+    throttle_max_seconds = Integer(600, help="The longest wait of a slowed-down client.").tag(config=True)
+    failures_per_hour = Integer(
+        logins.FAILURES_PER_HOUR,
+        help="Failed logins for one account in the past hour, from all clients together, at which every"
+             " client that has failed for it is refused (clients that have not failed are not).",
+    ).tag(config=True)
+
+    @property
+    def throttling(self) -> logins.Throttling:
+        return logins.Throttling(self.allowed_failed_logins, timedelta(seconds=self.throttle_first_seconds),
+                                 timedelta(seconds=self.throttle_max_seconds), self.failures_per_hour)
 
     async def authenticate(self, handler, data):
         username = self.normalize_username(data.get("username", ""))
         password = data.get("password", "")
         refusal = getattr(handler, "_enclave_login_refusal", {})
+        client = logins.client_address(handler.request)
+        rule = self.throttling
+        throttled = []  # auth.throttle records, handed over once the failure is stored
         with db.transaction(self.enclave_db_url) as s:
             account = s.get(db.Account, username)
             if account is None:
@@ -128,35 +165,41 @@ class EnclaveAuthenticator(RecordedLogins):
                 refusal["reason"] = "unknown account"
                 return None
             refusal["account"] = username
-            now = datetime.now(UTC)
-            locked_until = account.locked_until
-            if locked_until is not None and locked_until.tzinfo is None:
-                locked_until = locked_until.replace(tzinfo=UTC)
-            if locked_until is not None and locked_until > now:
-                self.log.warning("login refused for %s: account locked until %s", username, locked_until)
-                refusal["reason"] = f"account locked until {locked_until.isoformat()}"
+            now = db.utcnow()
+            failures = logins.AccountFailures.load(s, rule, username, now)
+            throttled_reason = failures.refusal(client)
+            if throttled_reason is not None:  # the password is not even checked
+                self.log.warning("login refused for %s from %s: %s", username, client, throttled_reason)
+                refusal.update(reason=throttled_reason, failures=failures.failures_of(client))
                 return None
-            if not _verify(account.password_hash, password):
-                account.failed_logins += 1
-                refusal.update(reason="wrong password", failures=account.failed_logins)
-                if account.failed_logins >= self.allowed_failed_logins:
-                    locked_until = now + timedelta(seconds=self.lockout_seconds)
-                    try:
-                        await hub_records(self.enclave_settings).append(
-                            username, "auth.throttle", "denied", detail={
-                                "user": username, "failures": account.failed_logins,
-                                "locked_until": locked_until.isoformat(), "remote_ip": handler.request.remote_ip})
-                    except AuditError as exc:  # the lock-out protects: it holds, recorded or not
-                        self.log.error("lock-out of %s not recorded: %s", username, exc)
-                    account.locked_until = locked_until
-                    account.failed_logins = 0
-                    self.log.warning("account %s locked after repeated failed logins", username)
-                return None
-            account.failed_logins = 0
-            account.locked_until = None
-            if _hasher.check_needs_rehash(account.password_hash):
-                account.password_hash = _hasher.hash(password)
-            roles = sorted(account.role_names)
+            wrong_password = not _verify(account.password_hash, password)
+            if wrong_password:
+                logins.record_failure(s, username, client, now)
+                failures = logins.AccountFailures.load(s, rule, username, now)
+                in_a_row = failures.failures_of(client)
+                refusal.update(reason="wrong password", failures=in_a_row)
+                delay = rule.delay_after(in_a_row)
+                if delay is not None:
+                    throttled.append({"user": username, "scope": "client", "remote_ip": client,
+                                      "failures": in_a_row, "throttled_until": (now + delay).isoformat(),
+                                      "delay_seconds": int(delay.total_seconds())})
+                past_hour = len(failures.past_hour)
+                if past_hour == rule.failures_per_hour:  # this failure reached the ceiling
+                    throttled.append({"user": username, "scope": "account", "remote_ip": client,
+                                      "failures": past_hour, "throttled_until": failures.ceiling_until().isoformat()})
+            else:
+                logins.forget_client(s, username, client)
+                if _hasher.check_needs_rehash(account.password_hash):
+                    account.password_hash = _hasher.hash(password)
+                roles = sorted(account.role_names)
+        for detail in throttled:
+            self.log.warning("logins for %s throttled (%s) after repeated failures", username, detail["scope"])
+            try:
+                await hub_records(self.enclave_settings).append(username, "auth.throttle", "denied", detail=detail)
+            except AuditError as exc:  # the throttle protects: it holds, recorded or not
+                self.log.error("throttle of %s not recorded: %s", username, exc)
+        if wrong_password:
+            return None
         # manage_groups: these groups replace the user's groups at every login.
         return {"name": username, "groups": roles}
 

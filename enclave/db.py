@@ -1,4 +1,5 @@
-"""Enclave's own database: accounts' roles, workspaces, their members and attached releases.
+"""Enclave's own database: accounts' roles, failed logins, workspaces, their members and attached
+releases.
 
 The schema is built by Alembic migrations (``enclave/db_migrations``). Every write goes through
 :func:`transaction`, so a failed command leaves nothing half-written.
@@ -17,6 +18,7 @@ from sqlalchemy import (
     CheckConstraint,
     DateTime,
     ForeignKey,
+    Index,
     Integer,
     String,
     create_engine,
@@ -50,8 +52,6 @@ class Account(Base):
     username: Mapped[str] = mapped_column(String(32), primary_key=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     password_hash: Mapped[str] = mapped_column(String(200))  # Argon2id, see enclave.accounts
-    failed_logins: Mapped[int] = mapped_column(Integer, default=0)
-    locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     roles: Mapped[list["AccountRole"]] = relationship(
         back_populates="account", cascade="all, delete-orphan", lazy="selectin"
     )
@@ -70,6 +70,21 @@ class AccountRole(Base):
     )
     role: Mapped[str] = mapped_column(String(16), primary_key=True)
     account: Mapped[Account] = relationship(back_populates="roles")
+
+
+class LoginFailure(Base):
+    """A wrong password for an account from one client: login throttling is worked out from these
+    (enclave.logins), so that it follows the client, not the account. A client's failures are
+    forgotten when it logs in, and all of them after a day."""
+
+    __tablename__ = "login_failures"
+    __table_args__ = (Index("login_failures_by_client", "username", "client", "failed_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    username: Mapped[str] = mapped_column(ForeignKey("accounts.username", ondelete="CASCADE"))
+    # The address the proxy saw the attempt come from (enclave.logins.client_address).
+    client: Mapped[str] = mapped_column(String(64))
+    failed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
 
 
 class Workspace(Base):

@@ -22,6 +22,7 @@ from . import rbac, workspaces
 from .audit.client import AuditError
 from .audit.hub import audit_service, hub_records
 from .exports.hub import exports_service
+from .logins import client_address
 from .settings import REPO_ROOT, Settings
 from .spawner import unix_socket_url
 
@@ -56,7 +57,7 @@ class RecordedLogoutHandler(LogoutHandler):
         if user:  # recorded before the answer goes out, so that whoever sees it can find the record
             try:
                 await hub_records(self.enclave_settings).append(
-                    user.name, "auth.logout", detail={"remote_ip": self.request.remote_ip})
+                    user.name, "auth.logout", detail={"remote_ip": client_address(self.request)})
             except AuditError as exc:
                 self.log.error("logout of %s not recorded: %s", user.name, exc)
         await super().get()
@@ -125,7 +126,7 @@ def _authenticator(c, settings: Settings) -> None:
         c.EnclaveAuthenticator.enclave_settings = settings
         c.EnclaveAuthenticator.enclave_db_url = settings.enclave_db_url
         c.EnclaveAuthenticator.allowed_failed_logins = settings.accounts.allowed_failed_logins
-        c.EnclaveAuthenticator.lockout_seconds = settings.accounts.lockout_seconds
+        c.EnclaveAuthenticator.throttle_max_seconds = settings.accounts.lockout_seconds
         # Only admins create accounts, so whoever has one may log in.
         c.EnclaveAuthenticator.allow_all = True
         c.EnclaveAuthenticator.manage_groups = True

@@ -1,7 +1,8 @@
 """Every operation is recorded, through its real path, in the hub-side audit log; records leave a
 sandbox when they are made and cannot be forged or taken back from inside it.
 
-A hub of its own: frank operates ``audited`` (terminals allowed); logins lock after 3 failures.
+A hub of its own: frank operates ``audited`` (terminals allowed); a client is throttled after 3
+failed logins in a row.
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ def audit_service_pid(hub) -> int:
     raise AssertionError("no audit service runs for this hub")
 
 
-# -- the hub: logins, failures, lock-outs, logouts; the CLI: accounts and workspaces ---------------
+# -- the hub: logins, failures, throttles, logouts; the CLI: accounts and workspaces ---------------
 
 
 def test_admin_changes_through_the_cli_are_recorded(hub):
@@ -88,7 +89,7 @@ def test_admin_changes_through_the_cli_are_recorded(hub):
     verify(hub)
 
 
-def test_logins_failures_lockouts_and_logouts_are_recorded(hub):
+def test_logins_failures_throttles_and_logouts_are_recorded(hub):
     import requests
 
     def attempt(username: str, password: str) -> int:
@@ -109,10 +110,10 @@ def test_logins_failures_lockouts_and_logouts_are_recorded(hub):
         attempt("frank", "not-the-password")
     failures = [r for r in hub.audit_records(action="auth.login", user="frank") if r["outcome"] == "denied"]
     assert [r["detail"]["failures"] for r in failures] == [1, 2, 3]
-    locked = only(hub.audit_records(action="auth.throttle", user="frank"))
-    assert locked["outcome"] == "denied" and locked["detail"]["failures"] == 3
-    attempt("frank", PASSWORD)  # refused: locked
-    assert "locked until" in hub.audit_records(action="auth.login", user="frank")[-1]["detail"]["reason"]
+    throttled = only(hub.audit_records(action="auth.throttle", user="frank"))
+    assert throttled["outcome"] == "denied" and throttled["detail"]["failures"] == 3
+    attempt("frank", PASSWORD)  # refused: this client is throttled
+    assert "throttled until" in hub.audit_records(action="auth.login", user="frank")[-1]["detail"]["reason"]
     r = hub.enclave("user", "set-password", "frank", "--password-stdin", input=PASSWORD + "\n")
     assert r.returncode == 0, r.stderr
     assert only(hub.audit_records(action="account.password_set"))["detail"] == {"user": "frank"}

@@ -18,11 +18,12 @@ def test_login_start_and_run_code(alice, alice_kernel):
     assert lab.status_code == 200 and "JupyterLab" in lab.text
 
 
-def test_wrong_password_is_refused_and_repeated_failures_lock_the_account(enclave):
+def test_wrong_password_is_refused_and_repeated_failures_throttle_the_client(enclave):
     for _ in range(5):
         with pytest.raises(AssertionError):
             enclave.login("carol", "not-the-password")
-    # Locked now: even the right password is refused until the lock-out ends.
+    # Throttled now: even the right password from this client is refused until its wait ends (or
+    # an admin sets a new password). Other clients: tests/test_logins.py.
     with pytest.raises(AssertionError):
         enclave.login("carol", PASSWORD)
     r = enclave.enclave("user", "set-password", "carol", "--password-stdin", input=PASSWORD + "\n")

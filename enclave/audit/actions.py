@@ -21,7 +21,7 @@ SOURCES: dict[str, str] = {
 
 OUTCOMES: dict[str, str] = {
     "ok": "done as asked",
-    "denied": "refused by a rule (permissions, lock-out, a policy)",
+    "denied": "refused by a rule (permissions, login throttling, a policy)",
     "failed": "attempted, but an error stopped it",
 }
 
@@ -35,10 +35,16 @@ WHERE: dict[str, str] = {
 # Every detail key any action uses, with what it means. Actions list keys by these names.
 DETAIL_KEYS: dict[str, str] = {
     "method": "how: `native` or `oidc` for logins; `masked` or `synthetic` for data releases",
-    "remote_ip": "the client address the hub saw",
+    "remote_ip": "the client's address, as the proxy saw it (the last hop of `X-Forwarded-For`)",
     "reason": "why, in the words of whoever acted (or the rule that refused)",
-    "failures": "failed logins in a row",
-    "locked_until": "end of a lock-out (ISO 8601, UTC)",
+    "failures": "failed logins for the account: from this client in a row (for a throttle of scope `account`:"
+                " from all clients in the past hour; when cleared: how many were forgotten)",
+    "scope": "what a login throttle follows: `client` (one client's failures for the account) or `account`"
+             " (the account's failures from all clients in the past hour reached the ceiling)",
+    "throttled_until": "until when a throttled client's logins are refused without checking the password"
+                       " (ISO 8601, UTC)",
+    "delay_seconds": "how long a throttled client waits; it doubles with each further failure, up to a cap",
+    "client": "a client address whose failed logins for an account are counted (absent: every client)",
     "user": "the account acted upon (for a denied login, the name typed)",
     "roles": "roles of an account, or the member's role in a workspace (list of names)",
     "role": "a workspace role: `operator` or `reviewer`",
@@ -98,15 +104,23 @@ class Action:
 
 ACTIONS: dict[str, Action] = {
     # Logins (hub).
-    "auth.login": Action("a login attempt; `denied` for a wrong password, an unknown or locked account, or a"
-                         " refusal by policy (the actor is the account, or `anonymous` when there is none)",
+    "auth.login": Action("a login attempt; `denied` for a wrong password, an unknown account, a throttled"
+                         " client, or a refusal by policy (the actor is the account, or `anonymous` when there"
+                         " is none)",
                          "hub", ("method",), ("remote_ip", "reason", "failures", "user")),
-    "auth.throttle": Action("an account locked after too many failed logins", "hub",
-                            ("user", "failures", "locked_until"), ("remote_ip",)),
+    "auth.throttle": Action("a client's logins for an account refused for a while after failed logins:"
+                            " after too many in a row from that client (scope `client`, the client waits"
+                            " `delay_seconds`), or when the account's failures from all clients in the past"
+                            " hour reach the ceiling (scope `account`: every client that has failed waits;"
+                            " those that have not still log in)", "hub",
+                            ("user", "scope", "failures", "throttled_until"), ("remote_ip", "delay_seconds")),
     "auth.logout": Action("a logout", "hub", (), ("remote_ip",)),
     # Accounts and roles (CLI, hub API).
     "account.create": Action("an account created with its roles", "hub", ("user", "roles")),
-    "account.password_set": Action("a password set by an admin (this also lifts a lock-out)", "hub", ("user",)),
+    "account.password_set": Action("a password set by an admin (this also clears the account's login"
+                                   " throttles)", "hub", ("user",)),
+    "account.throttle_cleared": Action("an account's failed logins forgotten by an admin, those of one client or"
+                                       " of all: their throttles end", "hub", ("user", "failures"), ("client",)),
     "account.roles_set": Action("an account's roles changed", "hub", ("user", "roles"), ("before",)),
     # Workspaces, memberships, attachments, limits and guard settings.
     "workspace.create": Action("a workspace created", "workspace"),

@@ -24,7 +24,7 @@ def audit_service(settings: Settings) -> dict:
 
 
 class HubRecords:
-    """The hub's own records (logins, logouts, lock-outs, sandboxes), handed to the audit service.
+    """The hub's own records (logins, logouts, login throttles, sandboxes), handed to the audit service.
 
     The audit service starts with the hub: until it has taken a first record, a record waits for it
     (up to ``STARTUP_WAIT`` seconds). After that, a record the service cannot take raises

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from .. import accounts
+from .. import accounts, logins
 from ..db import ROLES
 from . import main, pass_ctx
 
@@ -44,7 +44,7 @@ def add(ctx, name: str, roles: tuple[str, ...], password_stdin: bool) -> None:
 @click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
 @pass_ctx
 def set_password(ctx, name: str, password_stdin: bool) -> None:
-    """Set NAME's password (and lift a lock-out). A generated password is printed once."""
+    """Set NAME's password (and clear its login throttles). A generated password is printed once."""
     password = sys.stdin.readline().rstrip("\n") if password_stdin else accounts.generate_password()
     try:
         with ctx.recording() as record:
@@ -54,3 +54,32 @@ def set_password(ctx, name: str, password_stdin: bool) -> None:
     click.echo(f"password set for {name}")
     if not password_stdin:
         click.echo(f"password: {password}")
+
+
+@user.command("throttles")
+@pass_ctx
+def throttles(ctx) -> None:
+    """List the clients whose failed logins are on record: account, client, failures, and until when
+    the client's logins for the account are refused ('-': they are not)."""
+    rows = logins.throttles(ctx.settings)
+    if not rows:
+        click.echo("no failed logins on record")
+        return
+    click.echo(f"{'ACCOUNT':<32} {'CLIENT':<40} {'FAILURES':>8}  UNTIL")
+    for t in rows:
+        until = t.until.isoformat(timespec="seconds") if t.until else "-"
+        click.echo(f"{t.username:<32} {t.client:<40} {t.failures:>8}  {until}")
+
+
+@user.command("clear-throttle")
+@click.argument("name")
+@click.option("--client", help="Forget the failures of this client address only (as 'enclave user throttles' shows it).")
+@pass_ctx
+def clear_throttle(ctx, name: str, client: str | None) -> None:
+    """Forget NAME's failed logins, from every client or one: its throttles end."""
+    try:
+        with ctx.recording() as record:
+            forgotten = accounts.clear_throttle(ctx.settings, name, client, record)
+    except accounts.AccountError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"forgot {forgotten} failed login(s) of {name}" + (f" from {client}" if client else ""))
