@@ -22,6 +22,7 @@ from . import rbac, workspaces
 from .audit.client import AuditError
 from .audit.hub import audit_service, hub_records
 from .exports.hub import exports_service
+from .host_state import tighten
 from .logins import client_address
 from .settings import REPO_ROOT, Settings
 from .spawner import unix_socket_url
@@ -168,9 +169,11 @@ def configure(c, settings: Settings) -> None:
     for d in (settings.home, settings.hub_dir, settings.run_dir, settings.hub_socket.parent,
               settings.run_dir / "exports", settings.homes_dir, settings.release_store):
         d.mkdir(parents=True, exist_ok=True)
-    settings.homes_dir.chmod(0o700)
-    # Sandboxes (unprivileged uids) reach the hub's and the services' sockets through these.
-    for d in (settings.run_dir, settings.hub_socket.parent, settings.run_dir / "exports"):
+    # The state is root's (a state directory from before, or loosened by hand, is made so again);
+    # sandboxes reach the hub's and the review service's sockets through these folders, bound into
+    # them: bwrap binds as root, so only the bound folders' own modes matter to the sandboxes' uids.
+    tighten(settings.home)
+    for d in (settings.hub_socket.parent, settings.run_dir / "exports"):
         d.chmod(0o755)
 
     c.JupyterHub.ip = settings.hub.ip

@@ -26,7 +26,8 @@ def hub_service(name: str, module: str, port: int, settings: Settings, *, descri
                 scopes: list[str], display: bool = True) -> dict:
     """The ``c.JupyterHub.services`` entry of one of the hub's own services: hub-managed, HTTP on a
     loopback port, run from the hub's environment in isolated mode from "/" (nothing a user can
-    write is on its sys.path).
+    write is on its sys.path). It inherits the hub's umask of 077 (``enclave.host_state``): what it
+    writes in the state directory is root's alone from the first write.
 
     The service needs no role of its own: it asks ``/hub/api/user`` with each caller's token, and a
     browser login gets a token limited to the service's custom ``scopes`` the user holds. Its OAuth

@@ -19,7 +19,6 @@ import sys
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import quote
 
 from jupyterhub.spawner import Spawner
 from tornado import web
@@ -43,9 +42,19 @@ from .sandbox.policy import (
 SUPERVISOR_MODULE = "enclave.sandbox.supervisor"
 
 
+# Bytes of a socket path that stand for themselves in the URL's host: no upper-case letter.
+_CASELESS = frozenset(b"abcdefghijklmnopqrstuvwxyz0123456789-._~")
+
+
 def unix_socket_url(path: str | Path) -> str:
-    """An ``http+unix://`` URL for a socket path (the path percent-encoded as the host)."""
-    return "http+unix://" + quote(str(path), safe="")
+    """An ``http+unix://`` URL for a socket path, the path percent-encoded as the host.
+
+    JupyterHub keeps a server's host as ``urlparse(url).hostname`` and its HTTP client takes the
+    host of the URL, and both lower-case it. So every byte but lower-case letters, digits and
+    ``-._~`` is encoded, upper-case letters included: lower-casing then changes only the hex
+    digits of escapes, and the path decodes the same (``/srv/Enclave`` stays ``/srv/Enclave``).
+    """
+    return "http+unix://" + "".join(chr(b) if b in _CASELESS else f"%{b:02x}" for b in os.fsencode(path))
 
 
 class SandboxStartError(web.HTTPError):
@@ -156,7 +165,7 @@ class SandboxSpawner(Spawner):
         except AuditError as exc:
             raise SandboxStartError(f"The sandbox was not started: the audit log cannot record it ({exc})") from None
         self._run_dir.mkdir(parents=True, exist_ok=True)
-        self._run_dir.chmod(0o755)
+        self._run_dir.chmod(0o700)  # root's: sandboxes see only the parts bound into them
         atomic_write(layout.workspace_file, json.dumps({
             "user": self.user.name,
             "workspace": ws.name,

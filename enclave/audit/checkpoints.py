@@ -88,7 +88,7 @@ def create_key(settings: Settings) -> Ed25519PrivateKey:
         fh.write(pem)
         fh.flush()
         os.fsync(fh.fileno())
-    atomic_write(public_path, public_pem(key.public_key()), mode=0o644)
+    atomic_write(public_path, public_pem(key.public_key()))
     return key
 
 

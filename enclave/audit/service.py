@@ -41,6 +41,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlparse
 
+from ..host_state import keep_private
 from ..services import stop_when_orphaned
 from ..settings import AuditSettings, Settings, load_settings_or_exit
 from . import socket_path
@@ -260,7 +261,7 @@ async def serve(settings: Settings) -> None:
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="[audit %(levelname)s %(asctime)s] %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
-    os.umask(0o077)  # the database, its journal and the checkpoints' copy: root only
+    keep_private()  # the database, its journal and the checkpoints' copy: root only
     settings = load_settings_or_exit()
     try:
         asyncio.run(serve(settings))

@@ -8,6 +8,7 @@ import os
 
 import click
 
+from ..host_state import keep_private
 from ..settings import SettingsError, load_settings
 
 
@@ -55,10 +56,11 @@ pass_ctx = click.make_pass_decorator(_Context, ensure=True)
 @click.pass_context
 def main(ctx: click.Context) -> None:
     """Enclave: secure analysis sandboxes on JupyterHub."""
+    keep_private()
     ctx.ensure_object(_Context)
 
 
-from . import data, exports, hub, users, workspaces  # noqa: E402  (subcommands register on ``main``)
+from . import data, doctor, exports, hub, users, workspaces  # noqa: E402  (subcommands register on ``main``)
 from . import audit  # noqa: E402,F401  (``enclave audit``)
 
 __all__ = ["main", "pass_ctx", "data", "exports", "hub", "users", "workspaces"]

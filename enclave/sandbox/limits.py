@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 import os
 import resource
+import signal
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +21,42 @@ from .policy import Limits
 log = logging.getLogger(__name__)
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 PARENT = "enclave"
+CONTROLLERS = ("memory", "pids", "cpu")
+# How long a stop waits for the processes left in a sandbox's cgroup to be gone.
+EMPTY_TIMEOUT_SECONDS = 10
+
+
+@dataclass(frozen=True)
+class CgroupHierarchy:
+    """What the host offers sandboxes: cgroup ``version`` 2 or 1, and the controllers it lacks
+    (v2: not enabled for the root's children; v1: not mounted)."""
+
+    version: int
+    missing: tuple[str, ...]
+
+    @property
+    def parents(self) -> list[Path]:
+        """The folders that hold the sandboxes' cgroups."""
+        if self.version == 2:
+            return [CGROUP_ROOT / PARENT]
+        return [CGROUP_ROOT / c / PARENT for c in CONTROLLERS if c not in self.missing]
+
+
+def cgroup_hierarchy() -> CgroupHierarchy:
+    if (CGROUP_ROOT / "cgroup.controllers").exists():
+        delegated = (CGROUP_ROOT / "cgroup.subtree_control").read_text().split()
+        return CgroupHierarchy(2, tuple(c for c in CONTROLLERS if c not in delegated))
+    return CgroupHierarchy(1, tuple(c for c in CONTROLLERS if not (CGROUP_ROOT / c / "cgroup.procs").exists()))
+
+
+def _members(d: Path) -> list[int]:
+    return [int(pid) for pid in (d / "cgroup.procs").read_text().split()]
+
+
+def leftover_cgroups() -> list[Path]:
+    """Sandbox cgroups that hold no process: a running sandbox's always holds its server."""
+    return sorted(d for parent in cgroup_hierarchy().parents if parent.is_dir()
+                  for d in parent.iterdir() if d.is_dir() and not _members(d))
 
 
 @dataclass
@@ -72,12 +110,41 @@ class SandboxCgroup:
             (d / "cgroup.procs").write_text(str(os.getpid()))
 
     def remove(self) -> None:
+        """Remove the cgroup, first killing whatever is still in it: a cgroup holding a process
+        cannot be removed (EBUSY), and one the sandbox's stop left behind would be kept for good."""
+        deadline = time.monotonic() + EMPTY_TIMEOUT_SECONDS
         for d in self.dirs:
             try:
+                _empty(d, deadline)
                 d.rmdir()
             except OSError as exc:
                 log.warning("could not remove cgroup %s: %s", d, exc)
 
+
+def _populated(d: Path) -> bool:
+    """Whether cgroup ``d`` holds a process: ``populated`` in v2's ``cgroup.events`` (which counts a
+    process until it is reaped), any pid in v1's ``cgroup.procs``."""
+    events = d / "cgroup.events"
+    if events.exists():
+        return "populated 1" in events.read_text().splitlines()
+    return bool(_members(d))
+
+
+def _empty(d: Path, deadline: float) -> None:
+    """Kill every process in cgroup ``d`` (v2's ``cgroup.kill`` where the kernel has it) and wait
+    until it holds none."""
+    while _populated(d):
+        if time.monotonic() > deadline:
+            raise OSError(f"processes {_members(d)} still in it after {EMPTY_TIMEOUT_SECONDS} s")
+        if (d / "cgroup.kill").exists():
+            (d / "cgroup.kill").write_text("1")
+        else:
+            for pid in _members(d):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        time.sleep(0.05)
 
 def apply_rlimits(limits: Limits, with_memory: bool) -> None:
     """Set rlimits on the calling process (inherited by the sandbox across exec)."""

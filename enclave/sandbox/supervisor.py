@@ -36,6 +36,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..audit.client import AsyncAuditClient
+from ..host_state import keep_private
 from .bubblewrap import bwrap_argv
 from .limits import SandboxCgroup, apply_rlimits
 from .policy import KERNELS_DIR, SandboxLayout, SandboxPolicy, kernel_policy, terminal_policy
@@ -90,7 +91,7 @@ class Supervisor:
         # The runtime dir is root's; the server owns only its own part. kernels/ stays root's so
         # the server cannot swap a kernel's directory for a link to somewhere else on the host.
         for d, owner, mode in (
-            (self.layout.run, (0, 0), 0o755),
+            (self.layout.run, (0, 0), 0o700),
             (self.layout.server_run, (uid, gid), 0o700),
             (self.layout.kernels, (0, 0), 0o755),
         ):
@@ -332,6 +333,7 @@ def load_spec(path: Path) -> Supervisor:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    keep_private()  # its logs hold all code executed
     logging.basicConfig(level=logging.INFO, format="%(asctime)s supervisor %(levelname)s %(message)s")
     return asyncio.run(load_spec(Path(argv[0])).run())
 
