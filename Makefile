@@ -20,10 +20,11 @@ test: setup test-deps
 setup: system-deps hub-env sandbox-env proxy
 
 # System packages: installed when missing and running as root, otherwise an exact instruction.
-SYSTEM_PACKAGES := bubblewrap nodejs npm python3-venv
+SYSTEM_PACKAGES := bubblewrap e2fsprogs nodejs npm python3-venv
 system-deps:
 	@missing=""; \
 	command -v bwrap >/dev/null || missing="$$missing bubblewrap"; \
+	PATH="$$PATH:/usr/sbin:/sbin" command -v mkfs.ext4 >/dev/null || missing="$$missing e2fsprogs"; \
 	command -v node >/dev/null || missing="$$missing nodejs"; \
 	command -v npm >/dev/null || missing="$$missing npm"; \
 	$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || missing="$$missing python3-venv"; \

@@ -17,6 +17,9 @@ give them (see :func:`reachable_by_sandboxes`):
   server's part, the kernels' ipc folders, its audit receiver, generated files and ``workspace.json``;
   its logs and spec are private.
 
+The homes' disk images (``home-images/*/*.ext4``) are private like the rest: the supervisor mounts
+each at its home's path, and what sandboxes reach is the mounted filesystem, not the image.
+
 The operators' environment (``sandbox.python_env``) lives outside the state directory.
 """
 

@@ -24,6 +24,7 @@ from .audit.hub import audit_service, hub_records
 from .exports.hub import exports_service
 from .host_state import tighten
 from .logins import client_address
+from .sandbox.home_image import usage as home_usage
 from .settings import REPO_ROOT, Settings
 from .spawner import unix_socket_url
 
@@ -108,6 +109,7 @@ def _workspaces_of(settings: Settings):
         rows = []
         for ws, roles in workspaces.for_user(settings, user.name):
             spawner = user.spawners.get(ws.name) if "operator" in roles else None
+            home, image = settings.operator_home(user.name, ws.name)
             rows.append({
                 "name": ws.name,
                 "roles": sorted(roles),
@@ -115,6 +117,9 @@ def _workspaces_of(settings: Settings):
                 "can_start": "operator" in roles,
                 "active": bool(spawner and spawner.active),
                 "ready": bool(spawner and spawner.ready),
+                # The operator's home: its use of the quota (None until its first start) and the quota.
+                "disk": home_usage(image, home) if "operator" in roles else None,
+                "quota_mb": ws.effective_limits(settings.sandbox.limits).disk_mb,
             })
         return rows
 

@@ -113,6 +113,11 @@ class LimitSettings(_Section):
     cpus: float = Field(1.0, gt=0)
     # Files a sandbox may create in its home, in MiB (RLIMIT_FSIZE caps a single file).
     max_file_mb: int = Field(1024, ge=1)
+    # The hard quota of each (operator, workspace) home, in MiB: the size of its disk image, taken
+    # from the state directory's filesystem when the home is first started (enclave.sandbox.home_image).
+    disk_mb: int = Field(4096, ge=32)
+    # The size of a sandbox's /tmp (a tmpfs: memory, counted against memory_mb), in MiB.
+    tmp_mb: int = Field(256, ge=16)
 
 
 class SandboxSettings(_Section):
@@ -228,6 +233,15 @@ class Settings(BaseSettings):
     @property
     def homes_dir(self) -> Path:
         return self.home / "homes"
+
+    @property
+    def home_images_dir(self) -> Path:
+        """The homes' disk images: root's, never bound into a sandbox."""
+        return self.home / "home-images"
+
+    def operator_home(self, user: str, workspace: str) -> tuple[Path, Path]:
+        """(the home's path, where its image is mounted; its disk image) of ``user`` in ``workspace``."""
+        return self.homes_dir / user / workspace, self.home_images_dir / user / f"{workspace}.ext4"
 
     @property
     def release_store(self) -> Path:

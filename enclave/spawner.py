@@ -104,9 +104,11 @@ class SandboxSpawner(Spawner):
 
     def _layout(self, ws: workspaces.WorkspaceView) -> SandboxLayout:
         s = self.enclave_settings
+        home, home_image = s.operator_home(self.user.name, ws.name)
         return SandboxLayout(
             env=s.sandbox.python_env,
-            home=s.homes_dir / self.user.name / ws.name,
+            home=home,
+            home_image=home_image,
             run=self._run_dir,
             hub_socket_dir=s.hub_socket.parent,
             exports_socket_dir=s.run_dir / "exports",
@@ -177,7 +179,8 @@ class SandboxSpawner(Spawner):
         atomic_write(self._spec_path, json.dumps({
             "server": json.loads(policy.to_json()),
             "layout": {
-                "env": str(layout.env), "home": str(layout.home), "run": str(layout.run),
+                "env": str(layout.env), "home": str(layout.home), "home_image": str(layout.home_image),
+                "run": str(layout.run),
                 "hub_socket_dir": str(layout.hub_socket_dir),
                 "exports_socket_dir": str(layout.exports_socket_dir),
                 "lab_state": str(layout.lab_state),
@@ -303,7 +306,8 @@ def _policy_record(policy, layout: SandboxLayout) -> dict:
     return without_floats({
         "name": policy.name, "argv": list(policy.argv), "identity": asdict(policy.identity),
         "limits": asdict(policy.limits), "network": policy.network, "workdir": policy.workdir,
-        "mounts": [{"target": m.target, "kind": m.kind, "source": m.source} for m in policy.mounts],
+        "mounts": [{"target": m.target, "kind": m.kind, "source": m.source, **({"size_mb": m.size_mb} if m.size_mb else {})}
+                   for m in policy.mounts],
         "data": [{"target": f"/data/{name}", "kind": "ro", "source": str(source)} for source, name in layout.data],
     })
 

@@ -13,6 +13,7 @@ from sqlalchemy import select
 from . import db, supply
 from .audit.records import without_floats
 from .releases import release_dir
+from .sandbox.home_image import MIB, DiskUsage, usage
 from .settings import LimitSettings, Settings
 
 
@@ -100,12 +101,30 @@ def create(settings: Settings, name: str, record: Recorder = None) -> WorkspaceV
         return _view(ws)
 
 
+def home_usages(settings: Settings, name: str) -> dict[str, DiskUsage]:
+    """operator -> the use of their home in workspace ``name``, for each home that has its image
+    (a home gets one at its first start)."""
+    usages = {}
+    for image in sorted(settings.home_images_dir.glob(f"*/{name}.ext4")):
+        home, _ = settings.operator_home(image.parent.name, name)
+        if (found := usage(image, home)) is not None:
+            usages[image.parent.name] = found
+    return usages
+
+
 def set_limits(settings: Settings, name: str, limits: dict, record: Recorder = None) -> WorkspaceView:
-    """Override [sandbox.limits] for this workspace's sandboxes (from their next start)."""
+    """Override [sandbox.limits] for this workspace's sandboxes (from their next start). A disk
+    quota below what a home of the workspace already uses is refused: its files would not fit."""
     try:
         checked = LimitSettings(**limits).model_dump(include=set(limits))
     except ValueError as exc:
         raise WorkspaceError(f"invalid limits for '{name}': {exc}") from None
+    if "disk_mb" in checked:
+        too_full = [f"{user}'s home uses {u.used_mb} MiB" for user, u in home_usages(settings, name).items()
+                    if u.used > checked["disk_mb"] * MIB]
+        if too_full:
+            raise WorkspaceError(f"cannot lower the disk quota of '{name}' to {checked['disk_mb']} MiB: "
+                                 f"{', '.join(too_full)}; files must be deleted there first")
     with db.transaction(settings.enclave_db_url) as s:
         ws = _get(s, name)
         before = dict(ws.limits or {})

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 
@@ -66,7 +67,8 @@ def hub_factory(tmp_path_factory):
     yield make
     for hub in hubs:
         hub.stop()
-        hub.stop_all_sandboxes()
+        hub.stop_all_sandboxes()  # their supervisors unmount the homes
+        shutil.rmtree(hub.home / "home-images", ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

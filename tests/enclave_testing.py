@@ -230,6 +230,8 @@ class Hub:
             "ENCLAVE_AUDIT__PORT": str(self.audit_port),
             "ENCLAVE_SANDBOX__UID_BASE": str(self.uid_base),
             "ENCLAVE_HUB__PUBLIC_URL": self.url,
+            # Each home's image is preallocated: small in tests, where many homes are made.
+            "ENCLAVE_SANDBOX__LIMITS__DISK_MB": "256",
             **({"ENCLAVE_HUB__SSL_CERT": str(self.tls[0]), "ENCLAVE_HUB__SSL_KEY": str(self.tls[1])} if self.tls else {}),
             **self.env_overrides,
         }

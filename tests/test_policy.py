@@ -34,7 +34,7 @@ KERNEL_ID = "6451b036-d28f-4af7-8cbe-de2a1c2b5da1"
 @pytest.fixture
 def layout(tmp_path):
     return SandboxLayout(
-        env=REPO / ".venv-sandbox", home=tmp_path / "home", run=tmp_path / "run",
+        env=REPO / ".venv-sandbox", home=tmp_path / "home", home_image=tmp_path / "home.ext4", run=tmp_path / "run",
         hub_socket_dir=tmp_path / "hub", exports_socket_dir=tmp_path / "exports",
         data=((tmp_path / "releases" / "r@1" / "data", "r@1"),), lab_state=tmp_path / "lab-state",
     )
@@ -43,7 +43,7 @@ def layout(tmp_path):
 @pytest.fixture
 def server(layout):
     return server_policy(layout, Identity(200_001, 200_001, "alice", "/home/alice"),
-                         Limits(1024, 128, 1.0, 64), "alice-ws",
+                         Limits(1024, 128, 1.0, 64, disk_mb=128, tmp_mb=32), "alice-ws",
                          {"JUPYTERHUB_API_TOKEN": "secret-token", "JUPYTERHUB_USER": "alice"})
 
 

@@ -1,7 +1,8 @@
 """``enclave doctor``: check an installation, one line per check, each saying what to do.
 
 It looks at what the hub needs and what it keeps: the state directory's modes and owners, the
-sockets and who may connect to them, cgroups, free disk space and the versions Enclave runs on.
+sockets and who may connect to them, cgroups, free disk space (and what the homes' disk images may
+still take of it) and the versions Enclave runs on.
 It changes nothing, and exits 1 when any check fails. It imports only what its checks need, so
 that it answers fast on a host in trouble.
 """
@@ -152,6 +153,73 @@ def check_disk(settings) -> Iterator[Check]:
     yield Check("disk", not low, free + (": free some space, or move ENCLAVE_HOME" if low else ""))
 
 
+# -- the homes' disk images --
+
+def check_home_images(settings) -> Iterator[Check]:
+    """Each operator's home takes its quota from the state's filesystem (enclave.sandbox.home_image):
+    what images have not taken yet (homes not made yet, quotas raised since, blocks a trim gave
+    back) must fit in its free space, beside the hub's own state. And each running sandbox's home
+    is its image, mounted."""
+    from .. import workspaces
+    from ..sandbox.home_image import is_mounted
+
+    if not settings.home.is_dir():
+        return
+    taken = to_take = 0
+    for ws in workspaces.all_workspaces(settings):
+        quota = ws.effective_limits(settings.sandbox.limits).disk_mb * 2**20
+        for user in ws.operators:
+            _, image = settings.operator_home(user, ws.name)
+            try:
+                st = image.stat()
+            except FileNotFoundError:
+                to_take += quota
+                continue
+            allocated = st.st_blocks * 512
+            taken += allocated
+            to_take += max(max(quota, st.st_size) - allocated, 0)
+    free = shutil.disk_usage(settings.home).free
+    found = (f"home images take {taken / 2**30:.1f} GiB and may take {to_take / 2**30:.1f} GiB more "
+             f"(every operator's home at its quota); {free / 2**30:.1f} GiB free on the filesystem of {settings.home}")
+    if to_take > free - MIN_FREE_BYTES:
+        yield Check("home images", False, found + ": lower quotas (enclave workspace set-limits WS disk_mb=...) "
+                                                  "or free some space")
+    else:
+        yield Check("home images", True, found)
+    running, unmounted = 0, []
+    for spec_path in _running_specs(settings):
+        layout = json.loads(spec_path.read_text())["layout"]
+        running += 1
+        home, image = Path(layout["home"]), Path(layout["home_image"])
+        if not image.is_file():
+            unmounted.append(f"{home} (its image {image} is missing)")
+        elif not is_mounted(home):
+            unmounted.append(f"{home} (not mounted: the sandbox writes outside its quota)")
+    if unmounted:
+        yield Check("mounted homes", False, f"{len(unmounted)} running sandboxes without their home's image: "
+                                            f"{_listing(unmounted)}; stop and start them")
+    else:
+        yield Check("mounted homes", True, f"{running} running sandbox{'es' if running != 1 else ''}, "
+                                           "each with its home's image mounted")
+
+
+def _running_specs(settings) -> list[Path]:
+    """The specs of the running sandboxes of this state directory: those their supervisors were
+    started with (``python -m enclave.sandbox.supervisor SPEC``)."""
+    sandboxes = str(settings.run_dir / "sandboxes") + "/"
+    specs = []
+    for proc in Path("/proc").iterdir():
+        try:
+            argv = (proc / "cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if "enclave.sandbox.supervisor" in argv[:-2]:
+            spec = argv[argv.index("enclave.sandbox.supervisor") + 1]
+            if spec.startswith(sandboxes):
+                specs.append(Path(spec))
+    return sorted(specs)
+
+
 # -- versions --
 
 def _command_version(argv: list[str]) -> str | None:
@@ -198,13 +266,15 @@ def check_versions(settings) -> Iterator[Check]:
                   ([] if proxy else ["not installed: npm ci (in the repository)"])
         yield Check("configurable-http-proxy", False, "; ".join(missing))
 
-CHECKS: tuple[Callable, ...] = (check_state, check_sockets, check_cgroups, check_disk, check_versions)
+CHECKS: tuple[Callable, ...] = (check_state, check_sockets, check_cgroups, check_disk, check_home_images,
+                                check_versions)
 
 
 @main.command("doctor")
 @pass_ctx
 def doctor(ctx) -> None:
-    """Check this installation: state modes and owners, sockets, cgroups, disk and versions."""
+    """Check this installation: state modes and owners, sockets, cgroups, disk, the homes' disk
+    images and versions."""
     failed = False
     for check in CHECKS:
         for verdict in check(ctx.settings):

@@ -78,7 +78,8 @@ def _key_values(items: tuple[str, ...]) -> dict[str, str]:
 @click.argument("limits", nargs=-1, required=True, metavar="KEY=VALUE...")
 @pass_ctx
 def set_limits(ctx, workspace_name: str, limits: tuple[str, ...]) -> None:
-    """Override sandbox limits for WS (memory_mb, pids, cpus, max_file_mb)."""
+    """Override sandbox limits for WS (memory_mb, pids, cpus, max_file_mb, disk_mb: each home's
+    quota, tmp_mb: each sandbox's /tmp). A disk quota below what a home uses is refused."""
     view = _run(ws.set_limits, ctx.settings, workspace_name, _key_values(limits), ctx=ctx)
     click.echo(f"limits of {workspace_name}: {view.limits} (from each sandbox's next start)")
 
@@ -104,13 +105,17 @@ def set_guard(ctx, workspace_name: str, items: tuple[str, ...]) -> None:
 @workspace.command("list")
 @pass_ctx
 def list_(ctx) -> None:
-    """List workspaces with their members and releases."""
+    """List workspaces with their members, releases, and each home's disk use of its quota."""
     for w in ws.all_workspaces(ctx.settings):
+        quota = w.effective_limits(ctx.settings.sandbox.limits).disk_mb
+        homes = ws.home_usages(ctx.settings, w.name)
         click.echo(w.name)
         click.echo(f"  operators: {', '.join(sorted(w.operators)) or '-'}")
         click.echo(f"  reviewers: {', '.join(sorted(w.reviewers)) or '-'}")
         click.echo(f"  releases:  {', '.join(w.releases) or '-'}")
         if w.limits:
             click.echo(f"  limits:    {json.dumps(w.limits, sort_keys=True)}")
+        used = [f"{user} {u.used_mb} MiB of {u.quota_mb} MiB" for user, u in homes.items()]
+        click.echo(f"  disk:      {quota} MiB per home; used: {', '.join(used) or '-'}")
         if w.guard:
             click.echo(f"  guard:     {json.dumps(w.guard, sort_keys=True)}")

@@ -45,7 +45,10 @@ def bwrap_argv(policy: SandboxPolicy, bwrap: str, files_dir: Path, info_fd: int)
         elif m.kind == "rw":
             args += ["--bind", m.source, m.target]
         elif m.kind == "tmpfs":
-            args += ["--perms", "1777", "--tmpfs", m.target]
+            if m.size_mb <= 0:
+                raise ValueError(f"tmpfs {m.target} has no size")
+            # --perms and --size apply to the next operation, the tmpfs.
+            args += ["--perms", "1777", "--size", str(m.size_mb * 2**20), "--tmpfs", m.target]
         elif m.kind == "symlink":
             args += ["--symlink", m.source, m.target]
         elif m.kind == "file":

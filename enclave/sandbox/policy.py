@@ -9,10 +9,11 @@ Layout inside a sandbox::
 
     /usr, /etc (selected files)    read-only system
     /opt/enclave/env               read-only Python environment (the operator's tools)
-    /home/<user>                   the (user, workspace) home: the only writable persistent place
+    /home/<user>                   the (user, workspace) home: the only writable persistent place,
+                                   a disk image of its own, its size the quota (limits.disk_mb)
     /data/<release>                read-only, only the workspace's attached releases (kernels and
                                    terminals, never the server)
-    /tmp                           private tmpfs
+    /tmp                           private tmpfs of limits.tmp_mb
     /run/enclave/...               server only: its socket, the hub's and the export service's
                                    sockets, its audit receiver's socket, its runtime files, its
                                    JupyterLab settings and layouts (kept on the hub side between
@@ -61,12 +62,14 @@ USR_SYMLINKS = (("usr/bin", "/bin"), ("usr/sbin", "/sbin"), ("usr/lib", "/lib"),
 
 @dataclass(frozen=True)
 class Mount:
-    """``kind``: ro/rw bind of ``source``; tmpfs; or a file of generated ``content`` (read-only)."""
+    """``kind``: ro/rw bind of ``source``; tmpfs of ``size_mb``; or a file of generated ``content``
+    (read-only). Every tmpfs has a size: unsized, it could take half the host's memory."""
 
     target: str
     kind: Literal["ro", "rw", "tmpfs", "file", "symlink"]
     source: str = ""
     content: str = ""
+    size_mb: int = 0
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,10 @@ class Limits:
     pids: int
     cpus: float
     max_file_mb: int
+    # The home's hard quota (the size of its disk image, enclave.sandbox.home_image).
+    disk_mb: int
+    # The size of the sandbox's /tmp.
+    tmp_mb: int
 
 
 @dataclass(frozen=True)
@@ -120,7 +127,8 @@ class SandboxLayout:
     """Host-side paths of one workspace server's sandboxes."""
 
     env: Path  # the operator's Python environment (a venv)
-    home: Path  # the (user, workspace) home
+    home: Path  # the (user, workspace) home: where its image is mounted
+    home_image: Path  # the home's disk image (root's, out of every sandbox's reach)
     run: Path  # this sandbox's runtime directory (root-owned)
     hub_socket_dir: Path
     exports_socket_dir: Path
@@ -155,7 +163,7 @@ def base_python_prefix(env: Path) -> Path:
     raise ValueError(f"{env / 'pyvenv.cfg'} names no base interpreter ('home')")
 
 
-def _system_mounts(env: Path, identity: Identity) -> list[Mount]:
+def _system_mounts(env: Path, identity: Identity, limits: Limits) -> list[Mount]:
     mounts = [Mount("/usr", "ro", "/usr")]
     mounts += [Mount(target, "symlink", source) for source, target in USR_SYMLINKS]
     mounts += [Mount(p, "ro", p) for p in ETC_READONLY if Path(p).exists()]
@@ -169,7 +177,7 @@ def _system_mounts(env: Path, identity: Identity) -> list[Mount]:
             f"{identity.username}:x:{identity.uid}:{identity.gid}::{identity.home}:/bin/bash\n")),
         Mount("/etc/group", "file", content=f"root:x:0:\n{identity.username}:x:{identity.gid}:\n"),
         Mount("/etc/hosts", "file", content="127.0.0.1 localhost\n::1 localhost\n"),
-        Mount("/tmp", "tmpfs"),
+        Mount("/tmp", "tmpfs", size_mb=limits.tmp_mb),
     ]
     return mounts
 
@@ -221,7 +229,7 @@ def server_policy(
 ) -> SandboxPolicy:
     """The single-user server's sandbox: no /data, no network; sockets under /run/enclave.
     ``terminals``: the workspace allows terminals (each then runs in a sandbox of its own)."""
-    mounts = _system_mounts(layout.env, identity) + [
+    mounts = _system_mounts(layout.env, identity, limits) + [
         Mount(identity.home, "rw", str(layout.home)),
         Mount(SERVER_RUN, "rw", str(layout.server_run)),
         Mount(LAB_STATE, "rw", str(layout.lab_state)),
@@ -254,7 +262,7 @@ def server_policy(
 def _workspace_mounts(server: SandboxPolicy, layout: SandboxLayout) -> list[Mount]:
     """What code of the workspace sees: the system, the home and the releases under /data."""
     identity = server.identity
-    return _system_mounts(layout.env, identity) + [Mount(identity.home, "rw", str(layout.home))] + [
+    return _system_mounts(layout.env, identity, server.limits) + [Mount(identity.home, "rw", str(layout.home))] + [
         Mount(f"/data/{name}", "ro", str(src)) for src, name in layout.data
     ]
 

@@ -38,6 +38,7 @@ from pathlib import Path
 from ..audit.client import AsyncAuditClient
 from ..host_state import keep_private
 from .bubblewrap import bwrap_argv
+from .home_image import mount_home, unmount_home
 from .limits import SandboxCgroup, apply_rlimits
 from .policy import KERNELS_DIR, SandboxLayout, SandboxPolicy, kernel_policy, terminal_policy
 from .receiver import AuditReceiver
@@ -84,10 +85,11 @@ class Supervisor:
 
     def prepare(self) -> None:
         uid, gid = self.server_policy.identity.uid, self.server_policy.identity.gid
-        for d in (self.layout.home, self.layout.lab_state):
-            d.mkdir(parents=True, exist_ok=True)
-            os.chown(d, uid, gid)
-            d.chmod(0o700)
+        # The home is its image, mounted before any sandbox binds it (its quota: enclave.sandbox.home_image).
+        mount_home(self.layout.home_image, self.layout.home, self.server_policy.limits.disk_mb, uid, gid)
+        self.layout.lab_state.mkdir(parents=True, exist_ok=True)
+        os.chown(self.layout.lab_state, uid, gid)
+        self.layout.lab_state.chmod(0o700)
         # The runtime dir is root's; the server owns only its own part. kernels/ stays root's so
         # the server cannot swap a kernel's directory for a link to somewhere else on the host.
         for d, owner, mode in (
@@ -244,28 +246,32 @@ class Supervisor:
     # -- life cycle --
 
     async def run(self) -> int:
-        self.prepare()
-        uid, gid = self.server_policy.identity.uid, self.server_policy.identity.gid
-        sock = self.layout.server_run / "launcher.sock"
-        sock.unlink(missing_ok=True)
-        launcher = await asyncio.start_unix_server(self.serve_client, path=str(sock))
-        os.chown(sock, uid, gid)
-        sock.chmod(0o600)
-        receiving = await self.receiver.serve(self.layout.audit_receiver / "receiver.sock", uid, gid)
-        self.server = await self._start(self.server_policy, self.layout.run / "files" / "server",
-                                        self.layout.run / "server.log")
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop.set)
-        server_exit = asyncio.ensure_future(self.server.process.wait())
-        stopping = asyncio.ensure_future(stop.wait())
-        await asyncio.wait([server_exit, stopping], return_when=asyncio.FIRST_COMPLETED)
-        launcher.close()
-        await self.shutdown()
-        # After the server and its terminals are gone: what they sent last is recorded.
-        receiving.close()
-        return self.server.process.returncode or 0
+        try:
+            self.prepare()
+            uid, gid = self.server_policy.identity.uid, self.server_policy.identity.gid
+            sock = self.layout.server_run / "launcher.sock"
+            sock.unlink(missing_ok=True)
+            launcher = await asyncio.start_unix_server(self.serve_client, path=str(sock))
+            os.chown(sock, uid, gid)
+            sock.chmod(0o600)
+            receiving = await self.receiver.serve(self.layout.audit_receiver / "receiver.sock", uid, gid)
+            self.server = await self._start(self.server_policy, self.layout.run / "files" / "server",
+                                            self.layout.run / "server.log")
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(signum, stop.set)
+            server_exit = asyncio.ensure_future(self.server.process.wait())
+            stopping = asyncio.ensure_future(stop.wait())
+            await asyncio.wait([server_exit, stopping], return_when=asyncio.FIRST_COMPLETED)
+            launcher.close()
+            await self.shutdown()
+            # After the server and its terminals are gone: what they sent last is recorded.
+            receiving.close()
+            return self.server.process.returncode or 0
+        finally:
+            # Whether it ran or failed to start: the home is not left mounted.
+            unmount_home(self.layout.home)
 
     async def shutdown(self) -> None:
         running = [s for s in [self.server, *self.kernels.values(), *self.terminals.values()]
@@ -317,7 +323,8 @@ def load_spec(path: Path) -> Supervisor:
     return Supervisor(
         server_policy=SandboxPolicy.from_dict(spec["server"]),
         layout=SandboxLayout(
-            env=Path(layout["env"]), home=Path(layout["home"]), run=Path(layout["run"]),
+            env=Path(layout["env"]), home=Path(layout["home"]), home_image=Path(layout["home_image"]),
+            run=Path(layout["run"]),
             hub_socket_dir=Path(layout["hub_socket_dir"]),
             exports_socket_dir=Path(layout["exports_socket_dir"]),
             data=tuple((Path(src), name) for src, name in layout["data"]),
