@@ -71,6 +71,13 @@ def json_api_document(title: str, description: str, prefix: str, schemas: dict, 
     }
 
 
+def error_message(exc: BaseException | None) -> str | None:
+    """The message a tornado ``HTTPError`` was raised with, as written. Tornado keeps it as a format
+    string (a message without arguments has its '%' doubled), so it is formatted, not read."""
+    message = getattr(exc, "log_message", None)
+    return message % getattr(exc, "args", ()) if message else None
+
+
 async def stop_when_orphaned(stop: asyncio.Event, every: float = 1.0) -> None:
     """Set ``stop`` once the process that started this one is gone.
 

@@ -26,6 +26,7 @@ from jupyterhub.services.auth import HubOAuthCallbackHandler, HubOAuthenticated
 from tornado import web
 from tornado.ioloop import IOLoop
 
+from ..services import error_message
 from .actions import ACTIONS
 from .checkpoints import key_id, public_pem
 from .openapi import openapi_document
@@ -80,7 +81,7 @@ class BaseHandler(HubOAuthenticated, web.RequestHandler):
 
     def write_error(self, status_code: int, **kwargs) -> None:
         exc = kwargs.get("exc_info", (None, None, None))[1]
-        message = getattr(exc, "log_message", None) or self._reason
+        message = error_message(exc) or self._reason
         if self.page:
             self.finish(self.render_page("error.html", status=status_code, reason=self._reason, message=message))
             return

@@ -11,6 +11,10 @@ Who the caller is always comes from JupyterHub (``/hub/api/user`` for the token)
 authorisation decision is the service's. Cookie-authenticated POSTs must carry the ``_xsrf`` token
 (JupyterHub's HubOAuth checks it before accepting the cookie).
 
+Every handler identifies its caller in ``prepare()``, before any body is parsed, and takes its
+parameters and JSON body as the OpenAPI document (:mod:`~enclave.exports.openapi`) describes its
+operation: anything else is a 400 naming the field, before the service is asked.
+
 Submissions, checks, votes, decisions, releases, downloads and revocations are recorded in the
 audit log before they are committed; when the audit service cannot take a record, the operation
 is not done and the caller gets 503 (see :class:`~enclave.exports.service.NotRecorded`).
@@ -30,21 +34,20 @@ import os
 import signal
 from functools import partial
 from pathlib import Path
-from urllib.parse import quote, urlencode, urlparse
+from urllib.parse import quote, unquote, urlencode, urlparse
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
-from jupyterhub.services.auth import HubOAuthCallbackHandler, HubOAuthenticated
+from jupyterhub.services.auth import HubOAuthCallbackHandler, HubOAuthenticated, UserNotAllowed
 from tornado import httputil, web
 from tornado.httpserver import HTTPServer
 from tornado.ioloop import IOLoop
 from tornado.log import app_log
 from tornado.netutil import bind_unix_socket
 
-from ..services import stop_when_orphaned
+from ..services import error_message, stop_when_orphaned
 from ..settings import Settings, load_settings_or_exit
-from . import render, workflow
-from .openapi import openapi_document
-from .service import Actor, BadInput, ExportError, ExportService, Upload
+from . import openapi, render, workflow
+from .service import Actor, ExportError, ExportService, Upload
 
 TEMPLATES = Path(__file__).parent / "templates"
 PAGE_CSP = (
@@ -54,9 +57,6 @@ PAGE_CSP = (
 _MEDIA = {"png": "image/png", "jpeg": "image/jpeg", "svg": "image/svg+xml"}
 # The body every route but the uploads accepts: forms and JSON.
 FORM_BODY_LIMIT = 64 * 2**10
-# Browsers and urllib3 (the guard's client) send '"', CR and LF in a part's file name as %22, %0D
-# and %0A (the HTML form rule); the manifest, being JSON, carries the names as they are.
-_FORM_NAME_ESCAPES = {'"': "%22", "\r": "%0D", "\n": "%0A"}
 
 
 def intake_socket(settings: Settings) -> Path:
@@ -70,7 +70,17 @@ def max_body_bytes(settings: Settings) -> int:
 
 
 class BaseHandler(HubOAuthenticated, web.RequestHandler):
+    """What every route does before its method: refuse compressed bodies, identify the caller (before
+    any body is parsed), and take its path and query parameters as the OpenAPI document types them.
+
+    ``operation_path`` is the route's path in the document, whose operation for the request's method
+    (or ``operation_method``, for a page that takes an operation's parameters) states the parameters
+    and the JSON body; :attr:`params` holds the parameters given, typed and validated.
+    """
+
     api = True
+    operation_path: str | None = None
+    operation_method: str | None = None
 
     @property
     def service(self) -> ExportService:
@@ -80,10 +90,56 @@ class BaseHandler(HubOAuthenticated, web.RequestHandler):
     def prefix(self) -> str:
         return self.settings["prefix"]
 
-    def prepare(self):
+    async def prepare(self):
         encoding = self.request.headers.get("Content-Encoding", "identity").lower()
         if encoding not in ("", "identity"):
             raise web.HTTPError(415, f"compressed uploads are not accepted (Content-Encoding: {encoding})")
+        await self._authenticate()
+        op = self.operation()
+        if op is not None and self.api:
+            self.actor()  # an API caller who is nobody is refused before anything they sent is looked at
+        query = {name: self.get_query_argument(name) for name in self.request.query_arguments}
+        if not self.api:
+            query = {name: value for name, value in query.items() if value}  # a page's blank filter: none
+        self.params = openapi.parameters(op, self.path_args, query, strict=self.api) if op is not None else {}
+
+    async def _authenticate(self) -> None:
+        """Identify the caller with the hub, asking HubAuth's awaitable form on the event loop.
+
+        HubAuthenticated's own ``get_current_user`` asks the blocking form, which runs in HubAuth's
+        single worker thread; when a cookie's _xsrf does not match, HubAuth sets a new _xsrf cookie
+        and asks for the current user again from that thread, which then waits on itself, and the
+        whole service with it. Here nothing on the path waits on a thread.
+        """
+        model = await self.hub_auth.get_user(self, sync=False)
+        try:
+            allowed = self.check_hub_user(model) if model else None
+        except UserNotAllowed:
+            raise web.HTTPError(403, f"{model['kind']} {model['name']} may not use the export review service") from None
+        self._hub_auth_user_cache = self.current_user = allowed
+        if allowed:
+            self.hub_auth._persist_url_token_if_set(self)
+
+    def get_current_user(self):
+        """Who :meth:`prepare` identified; nobody until then (as while HubAuth sets an _xsrf cookie)."""
+        return getattr(self, "_hub_auth_user_cache", None)
+
+    def check_xsrf_cookie(self):
+        """JupyterHub's check of a cookie-authenticated POST, which also needs the _xsrf cookie: without
+        it, HubAuth compares the token sent with one it makes afresh for the session, and those are
+        equal when both were made in the same second."""
+        if not self.get_cookie("_xsrf"):
+            raise web.HTTPError(403, "the _xsrf cookie is missing")
+        super().check_xsrf_cookie()
+
+    def operation(self) -> dict | None:
+        """The OpenAPI operation this request is an instance of (None: a route or method it has none for)."""
+        if self.operation_path is None:
+            return None
+        try:
+            return openapi.operation(self.operation_path, self.operation_method or self.request.method.lower())
+        except KeyError:
+            return None  # a method the route does not take: tornado answers 405
 
     def set_default_headers(self):
         self.set_header("Content-Security-Policy", PAGE_CSP)
@@ -105,22 +161,8 @@ class BaseHandler(HubOAuthenticated, web.RequestHandler):
         return await IOLoop.current().run_in_executor(None, partial(fn, *args, **kwargs))
 
     def json_body(self) -> dict:
-        try:
-            body = json.loads(self.request.body or b"{}")
-        except ValueError:
-            raise web.HTTPError(400, "the request body is not valid JSON") from None
-        if not isinstance(body, dict):
-            raise web.HTTPError(400, "the request body must be a JSON object")
-        return body
-
-    def int_arg(self, name: str) -> int | None:
-        value = self.get_argument(name, "")
-        if value == "":
-            return None
-        try:
-            return int(value)
-        except ValueError:
-            raise web.HTTPError(400, f"{name} must be a whole number, not {value!r}") from None
+        """The JSON body, of bounded depth, as the operation's schema describes it."""
+        return openapi.json_body(self.operation(), self.request.body)
 
     def write_json(self, value, status: int = 200) -> None:
         self.set_status(status)
@@ -129,8 +171,11 @@ class BaseHandler(HubOAuthenticated, web.RequestHandler):
 
     def write_error(self, status_code: int, **kwargs) -> None:
         exc = kwargs.get("exc_info", (None, None, None))[1]
-        message = getattr(exc, "log_message", None) or (str(exc) if isinstance(exc, ExportError) else None)
+        message = error_message(exc) or (str(exc) if isinstance(exc, ExportError) else None)
         message = message or self._reason
+        if status_code == 405:
+            self.set_header("Allow", ", ".join(m for m in self.SUPPORTED_METHODS if getattr(
+                type(self), m.lower()) is not getattr(web.RequestHandler, m.lower())))
         if self.api:
             self.set_header("Content-Type", "application/json")
             self.finish(json.dumps({"status": status_code, "error": message}))
@@ -173,25 +218,27 @@ class UploadHandler(BaseHandler):
         self._refusal: Exception | None = None
 
     async def prepare(self):
-        if self.request.method != "POST":
-            super().prepare()
-            return  # not an upload: the connection's limit stays at FORM_BODY_LIMIT
         try:
-            await self._admit()
+            if self.request.method == "POST":
+                await self._admit()
+            else:
+                await super().prepare()  # not an upload: the connection's limit stays at FORM_BODY_LIMIT
         except (web.HTTPError, ExportError) as refusal:
-            size = self._content_length()
+            size = self._body_size()
             if size is None or size > FORM_BODY_LIMIT:
                 raise
-            # A body this small is read, as any route's is, and refused then: closing the connection
-            # with the body unread would often make the proxy answer 503 in place of the refusal.
+            # A body this small (or none, as a GET's) is read, as any route's is, and refused then:
+            # closing the connection with the body unread would often make the proxy answer 503 in
+            # place of the refusal, to this caller or to the next one on the proxy's connection.
             self._refusal = refusal
 
+    def refuse_if_refused(self) -> None:
+        """Give the answer :meth:`prepare` decided on, once the body is read."""
+        if self._refusal is not None:
+            raise self._refusal
+
     async def _admit(self) -> None:
-        super().prepare()
-        # HubAuth keeps its answer on the handler. Asked here without blocking the event loop (the
-        # blocking form runs in HubAuth's one thread, which deadlocks if the cookie's _xsrf does not
-        # match), so that current_user, in actor(), only reads that answer.
-        await self.hub_auth.get_user(self, sync=False)
+        await super().prepare()
         # The service's own rule: the request scope, a sandbox server's token, an operator of its workspace.
         await self.call(self.service.sandbox_workspace, self.actor())
         size = self._content_length()
@@ -210,13 +257,19 @@ class UploadHandler(BaseHandler):
         except (KeyError, ValueError):
             return None
 
+    def _body_size(self) -> int | None:
+        """The body's length: 0 for a request without one (no Content-Length, no Transfer-Encoding),
+        None when unknown (chunked)."""
+        if "Content-Length" not in self.request.headers and "Transfer-Encoding" not in self.request.headers:
+            return 0
+        return self._content_length()
+
     def data_received(self, chunk: bytes) -> None:
         self._chunks.append(chunk)
 
     def upload(self) -> tuple[Actor, list[Upload]]:
         """Who is uploading, and the files of the body received (parsed as tornado parses any body)."""
-        if self._refusal is not None:
-            raise self._refusal
+        self.refuse_if_refused()
         self.request.body = b"".join(self._chunks)
         self._chunks.clear()
         try:
@@ -224,29 +277,32 @@ class UploadHandler(BaseHandler):
                                           self.request.body_arguments, self.request.files, self.request.headers)
         except httputil.HTTPInputError as exc:
             raise web.HTTPError(400, f"the upload is not a valid form body: {exc}") from None
+        openapi.form_fields(self.operation(), {name: self.get_body_argument(name)
+                                               for name in self.request.body_arguments}, "multipart/form-data")
         return self.actor(), _uploads(self)
+
+
+def file_name(sent: str) -> str:
+    """A file part's name as sent: percent-encoded UTF-8 (RFC 7578, section 4.2), the one encoding
+    the guard uses and the API documents. It carries any name, '"', ';', '=', '%' and CJK included;
+    a name with control characters decodes to one the service then refuses, saying why. Browsers'
+    and urllib3's own escapes of '"', CR and LF (%22, %0D, %0A) decode to those characters too."""
+    try:
+        return unquote(sent, errors="strict")
+    except UnicodeDecodeError:
+        raise web.HTTPError(400, f"the file name {sent!r} does not decode: percent-encode names as UTF-8"
+                                 " (RFC 7578, section 4.2)") from None
 
 
 def _uploads(handler: UploadHandler) -> list[Upload]:
     """Multipart: form fields ``title``, ``context``, ``manifest`` (JSON) and ``file`` parts."""
     if not handler.request.headers.get("Content-Type", "").startswith("multipart/form-data"):
         raise web.HTTPError(400, "send the files as multipart/form-data with 'file' parts")
-    raw = handler.get_body_argument("manifest", "{}")
-    try:
-        manifest = json.loads(raw)
-    except ValueError:
-        raise web.HTTPError(400, "the 'manifest' field is not valid JSON") from None
-    declared = manifest.get("files", {}) if isinstance(manifest, dict) else None
-    if not isinstance(declared, dict):
-        raise web.HTTPError(400, "the 'manifest' field must be {\"files\": {name: {sha256, provenance}}}")
-    sent_as = {"".join(_FORM_NAME_ESCAPES.get(c, c) for c in name): name for name in declared}
+    declared = openapi.manifest(handler.get_body_argument("manifest", "{}")).get("files", {})
     uploads = []
     for part in handler.request.files.get("file", []):
-        # A part named as the form rule escapes a declared name carries that file.
-        name = part.filename if part.filename in declared else sent_as.get(part.filename, part.filename)
+        name = file_name(part.filename)
         meta = declared.get(name) or {}
-        if not isinstance(meta, dict):
-            raise web.HTTPError(400, f"manifest entry of {name!r} must be an object")
         uploads.append(Upload(name, part.body, meta.get("sha256"), meta.get("provenance") or {}))
     for name, meta in declared.items():
         if name not in {u.name for u in uploads}:
@@ -255,11 +311,14 @@ def _uploads(handler: UploadHandler) -> list[Upload]:
 
 
 class RequestsAPI(UploadHandler):
+    operation_path = "/requests"
+
     async def get(self):
+        self.refuse_if_refused()
+        p = self.params
         result = await self.call(
-            self.service.queue, self.actor(), workspace=self.get_argument("workspace", None),
-            state=self.get_argument("state", None) or None, max_age_days=self.int_arg("max_age_days"),
-            mine=self.get_argument("mine", "") in ("1", "true"), page=self.int_arg("page") or 1,
+            self.service.queue, self.actor(), workspace=p.get("workspace"), state=p.get("state"),
+            max_age_days=p.get("max_age_days"), mine=p.get("mine", False), page=p.get("page", 1),
         )
         self.write_json(result)
 
@@ -273,17 +332,23 @@ class RequestsAPI(UploadHandler):
 
 
 class ChecksAPI(UploadHandler):
+    operation_path = "/checks"
+
     async def post(self):
         actor, uploads = self.upload()
         self.write_json({"files": await self.call(self.service.preflight, actor, uploads)})
 
 
 class RequestAPI(BaseHandler):
+    operation_path = "/requests/{request_id}"
+
     async def get(self, request_id):
         self.write_json(await self.call(self.service.get, self.actor(), request_id))
 
 
 class FilesAPI(UploadHandler):
+    operation_path = "/requests/{request_id}/files"
+
     async def post(self, request_id):
         actor, uploads = self.upload()
         changed = await self.call(self.service.update_files, actor, request_id, uploads)
@@ -291,53 +356,69 @@ class FilesAPI(UploadHandler):
 
 
 class VotesAPI(BaseHandler):
+    operation_path = "/requests/{request_id}/votes"
+
     async def post(self, request_id):
         body = self.json_body()
-        file_id = body.get("file_id")
-        if not isinstance(file_id, int):
-            raise BadInput("file_id must be the id of a file of the request")
-        self.write_json(await self.call(self.service.vote, self.actor(), request_id, file_id,
-                                        body.get("decision"), body.get("reason")), status=201)
+        self.write_json(await self.call(self.service.vote, self.actor(), request_id, body["file_id"],
+                                        body["decision"], body["reason"]), status=201)
 
 
 class TransitionsAPI(BaseHandler):
+    operation_path = "/requests/{request_id}/transitions"
+
     async def post(self, request_id):
         body = self.json_body()
-        self.write_json(await self.call(self.service.transition, self.actor(), request_id,
-                                        str(body.get("to", "")), body.get("reason") or ""))
+        self.write_json(await self.call(self.service.transition, self.actor(), request_id, body["to"],
+                                        body.get("reason", "")))
 
 
 class CommentsAPI(BaseHandler):
+    operation_path = "/requests/{request_id}/comments"
+
     async def post(self, request_id):
         body = self.json_body()
-        file_id = body.get("file_id")
-        if file_id is not None and not isinstance(file_id, int):
-            raise BadInput("file_id must be a number or absent")
-        self.write_json(await self.call(self.service.comment, self.actor(), request_id, body.get("text"),
-                                        body.get("visibility", "private"), file_id), status=201)
+        self.write_json(await self.call(self.service.comment, self.actor(), request_id, body["text"],
+                                        body.get("visibility", "private"), body.get("file_id")), status=201)
 
 
 class LinksAPI(BaseHandler):
+    operation_path = "/requests/{request_id}/files/{file_id}/links"
+
     async def post(self, request_id, file_id):
-        link = await self.call(self.service.create_link, self.actor(), request_id, int(file_id))
+        link = await self.call(self.service.create_link, self.actor(), request_id, self.params["file_id"])
         self.write_json({"url": f"{self.prefix}download/{link['token']}", "expires_at": link["expires_at"]}, 201)
 
 
 class ManifestAPI(BaseHandler):
+    operation_path = "/requests/{request_id}/files/{file_id}/manifest"
+
     async def get(self, request_id, file_id):
-        self.write_json(await self.call(self.service.manifest, self.actor(), request_id, int(file_id)))
+        self.write_json(await self.call(self.service.manifest, self.actor(), request_id, self.params["file_id"]))
 
 
 class PolicyAPI(BaseHandler):
+    operation_path = "/policies/{workspace}"
+
     async def put(self, workspace):
         body = self.json_body()
-        self.write_json(await self.call(self.service.set_policy, self.actor(), workspace,
-                                        body.get("approvals_required")))
+        self.write_json(await self.call(self.service.set_policy, self.actor(), workspace, body["approvals_required"]))
 
 
 class OpenAPIHandler(BaseHandler):
+    """The document itself, for anyone (it is no operation of its own)."""
+
     def get(self):
-        self.write_json(openapi_document(self.prefix, intake=bool(self.settings.get("intake"))))
+        self.write_json(openapi.openapi_document(self.prefix, intake=bool(self.settings.get("intake"))))
+
+
+class NoRouteHandler(BaseHandler):
+    """A path no route takes: 404 before anything else, as JSON under ``api/`` (the document
+    promises JSON errors) and as a page elsewhere."""
+
+    async def prepare(self):
+        self.api = self.request.path.startswith(self.prefix + "api/")
+        raise web.HTTPError(404, "no such page or API operation")
 
 
 # -- pages --
@@ -355,15 +436,16 @@ class HomePage(Page):
 
 
 class QueuePage(Page):
+    """The review queue: the filters are the list operation's query parameters."""
+
     mine = False
+    operation_path, operation_method = "/requests", "get"
 
     @web.authenticated
     async def get(self):
         actor = self.actor()
-        filters = {"workspace": self.get_argument("workspace", "") or None,
-                   "state": self.get_argument("state", "") or None,
-                   "max_age_days": self.int_arg("max_age_days")}
-        page = self.int_arg("page") or 1
+        filters = {name: self.params.get(name) for name in ("workspace", "state", "max_age_days")}
+        page = self.params.get("page", 1)
         result = await self.call(self.service.queue, actor, mine=self.mine, page=page, **filters)
         reviewed = await self.call(self.service.reviewed_workspaces, actor) if not self.mine else []
         if reviewed is None:
@@ -390,6 +472,8 @@ class MinePage(QueuePage):
 
 
 class RequestPage(Page):
+    operation_path, operation_method = "/requests/{request_id}", "get"
+
     @web.authenticated
     async def get(self, request_id, error: str | None = None, status: int = 400):
         actor = self.actor()
@@ -415,9 +499,14 @@ class RequestPage(Page):
             return render.Preview("table", table=render.table(data, f["name"], f["checks"]))
         return render.Preview("text", text=render.text(data, f["kind"]))
 
-    async def post_action(self, request_id, fn):
+    async def post_action(self, request_id, operation_path: str, act):
+        """Do ``act(fields)`` with the form's fields, typed and validated as the JSON body of the API
+        operation at ``operation_path`` is; a refusal is shown on the request page."""
+        op = openapi.operation(operation_path, "post")
         try:
-            await self.call(fn)
+            fields = openapi.form_fields(op, {name: self.get_body_argument(name)
+                                              for name in self.request.body_arguments}, "application/json")
+            await self.call(act, fields)
         except ExportError as exc:
             return await self.get(request_id, error=str(exc), status=exc.status)
         self.redirect(f"{self.prefix}requests/{request_id}", status=303)
@@ -426,34 +515,33 @@ class RequestPage(Page):
 class VotePage(RequestPage):
     async def post(self, request_id):
         actor = self.actor()
-        try:
-            file_id = int(self.get_body_argument("file_id", ""))
-        except ValueError:
-            raise BadInput("file_id must be a number") from None
-        await self.post_action(request_id, partial(
-            self.service.vote, actor, request_id, file_id, self.get_body_argument("decision", ""),
-            self.get_body_argument("reason", "")))
+        await self.post_action(request_id, VotesAPI.operation_path, lambda f: self.service.vote(
+            actor, request_id, f["file_id"], f["decision"], f["reason"]))
 
 
 class TransitionPage(RequestPage):
     async def post(self, request_id):
         actor = self.actor()
-        await self.post_action(request_id, partial(
-            self.service.transition, actor, request_id, self.get_body_argument("to", ""),
-            self.get_body_argument("reason", "")))
+        await self.post_action(request_id, TransitionsAPI.operation_path, lambda f: self.service.transition(
+            actor, request_id, f["to"], f.get("reason", "")))
 
 
 class CommentPage(RequestPage):
     async def post(self, request_id):
         actor = self.actor()
-        await self.post_action(request_id, partial(
-            self.service.comment, actor, request_id, self.get_body_argument("text", ""),
-            self.get_body_argument("visibility", "private")))
+        await self.post_action(request_id, CommentsAPI.operation_path, lambda f: self.service.comment(
+            actor, request_id, f["text"], f.get("visibility", "private")))
 
 
-class DownloadPage(Page):
+class FilePage(Page):
+    """A page of one file: its path parameters are those of the file's API operations."""
+
+    operation_path, operation_method = ManifestAPI.operation_path, "get"
+
+
+class DownloadPage(FilePage):
     async def post(self, request_id, file_id):
-        link = await self.call(self.service.create_link, self.actor(), request_id, int(file_id))
+        link = await self.call(self.service.create_link, self.actor(), request_id, self.params["file_id"])
         self.redirect(f"{self.prefix}download/{link['token']}", status=303)
 
 
@@ -466,19 +554,19 @@ class DownloadHandler(Page):
         self.finish(data)
 
 
-class RawFile(Page):
+class RawFile(FilePage):
     @web.authenticated
     async def get(self, request_id, file_id):
-        f, data = await self.call(self.service.file_content, self.actor(), request_id, int(file_id))
+        f, data = await self.call(self.service.file_content, self.actor(), request_id, self.params["file_id"])
         self.set_header("Content-Type", _MEDIA.get(f.kind, "text/plain; charset=utf-8"))
         self.set_header("Content-Security-Policy", render.FRAME_CSP)
         self.finish(data)
 
 
-class RenderedFile(Page):
+class RenderedFile(FilePage):
     @web.authenticated
     async def get(self, request_id, file_id):
-        f, data = await self.call(self.service.file_content, self.actor(), request_id, int(file_id))
+        f, data = await self.call(self.service.file_content, self.actor(), request_id, self.params["file_id"])
         if f.kind not in ("notebook", "html"):
             raise web.HTTPError(404, f"{f.name!r} is shown on the request page, not rendered as HTML")
         html = await self.call(render.notebook_html, data) if f.kind == "notebook" else data
@@ -509,7 +597,8 @@ def make_app(service: ExportService, prefix: str) -> web.Application:
         (p + f"requests/{rid}/files/{fid}/manifest", ManifestAPI),
         (p + r"download/([A-Za-z0-9_-]{20,100})", DownloadHandler),
     ] + _api_routes(p, intake=False)
-    return web.Application(routes, service=service, prefix=p, jinja=jinja, cookie_secret=os.urandom(32))
+    return web.Application(routes, service=service, prefix=p, jinja=jinja, cookie_secret=os.urandom(32),
+                           default_handler_class=NoRouteHandler)
 
 
 def _api_routes(p: str, intake: bool) -> list:
@@ -539,7 +628,7 @@ def make_intake_app(service: ExportService) -> web.Application:
     # A cookie is never accepted here (see BaseHandler.actor), but HubOAuth looks for one when a
     # token is unknown, and tornado needs a secret to even look.
     return web.Application(_api_routes("/", intake=True), service=service, prefix="/", intake=True,
-                           cookie_secret=os.urandom(32))
+                           cookie_secret=os.urandom(32), default_handler_class=NoRouteHandler)
 
 
 async def serve(settings: Settings) -> None:

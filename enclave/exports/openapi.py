@@ -1,56 +1,117 @@
-"""The OpenAPI 3.1 document of the JSON API, served at ``api/openapi.json``."""
+"""The OpenAPI 3.1 document of the JSON API, served at ``api/openapi.json``, and the validation of
+requests against it.
+
+The document is the one statement of what each operation takes: the handlers look up their
+operation here and validate path and query parameters and JSON bodies against its schemas
+(:func:`validate`), so a value out of range is a 400 naming the field, never a crash deeper in.
+"""
 
 from __future__ import annotations
 
+import json
+import re
+from functools import cache
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import best_match
+
 from ..services import json_api_document
 from . import workflow
+from .service import MAX_REASON_CHARS, BadInput
+
+# Deeper JSON is refused before it is parsed: Python's parser, and the schema validator, recurse.
+MAX_JSON_DEPTH = 32
+# The largest id a JSON number carries exactly (and far below the database's 64-bit integers).
+MAX_ID = 2**53
+MAX_PAGE = 100_000
+MAX_AGE_DAYS = 36_500
+MAX_TITLE_CHARS = 200
+MAX_CONTEXT_CHARS = 20_000
 
 _ERROR = {"description": "Refused, with the reason", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
-_ERRORS = {str(code): {**_ERROR, "description": text} for code, text in (
-    (400, "Bad input (the error names the problem)"), (403, "Not allowed"),
-    (404, "No such request (or not visible to the caller)"), (409, "Not possible in the request's state"),
-)}
-_REQUEST = {"application/json": {"schema": {"$ref": "#/components/schemas/ExportRequest"}}}
-_UPLOAD = {
-    "multipart/form-data": {
-        "schema": {
-            "type": "object",
-            "required": ["file"],
-            "properties": {
-                "title": {"type": "string", "maxLength": 200},
-                "context": {"type": "string", "description": "What the outputs are and how disclosure was controlled."},
-                "manifest": {
-                    "type": "string",
-                    "description": 'JSON: {"files": {"<name>": {"sha256": "<hex>", "provenance": {...}}}}.'
-                                   " A declared SHA-256 that does not match the received bytes rejects the upload.",
-                },
-                "file": {"type": "array", "items": {"type": "string", "format": "binary"}},
-            },
-        }
-    }
+
+
+def _error(text: str) -> dict:
+    return {**_ERROR, "description": text}
+
+
+# Answers any operation may give: input that is not as documented, a caller who may not do it, a
+# compressed body.
+_ERRORS = {
+    "400": _error("Bad input: the error names the field and the problem. A body over the route's limit is"
+                  " refused by the HTTP server before any handler runs: a bare 400 without a JSON body."),
+    "403": _error("Not authenticated, or not allowed"),
+    "415": _error("A compressed body (Content-Encoding other than identity)"),
 }
+# The operations recorded in the audit log are not done when it cannot take their record.
+_AUDITED = {"503": _error("The audit log cannot record the operation; nothing was changed")}
+_NOT_FOUND = {"404": _error("No such request, file or workspace (or not visible to the caller)")}
+_SANDBOX_GONE = {"404": _error("The token's workspace no longer exists")}
+_CONFLICT = {"409": _error("Not possible in the request's state")}
 _UPLOAD_ERRORS = {
-    "411": {**_ERROR, "description": "No Content-Length"},
-    "413": {**_ERROR,
-            "description": "A file over the size cap, or the body over the upload limit (the error says which)"},
+    "411": _error("No Content-Length"),
+    "413": _error("A file over the size cap, or the body over the upload limit (the error says which)"),
 }
+_REQUEST = {"application/json": {"schema": {"$ref": "#/components/schemas/ExportRequest"}}}
+# Text that must say something: not empty, not only white space (the service strips it).
+_WRITTEN = r"\S"
+_FILES = {
+    "manifest": {
+        "type": "string", "contentMediaType": "application/json",
+        "contentSchema": {"$ref": "#/components/schemas/Manifest"},
+        "description": "The files' declared SHA-256 and provenance. A declared SHA-256 that does not match"
+                       " the received bytes rejects the upload.",
+    },
+    "file": {"type": "array", "minItems": 1, "items": {"type": "string", "format": "binary"},
+             "description": "One part per file, its file name percent-encoded as UTF-8 (RFC 7578, section 4.2):"
+                            " any name without '/', '\\' or control characters, '%' sent as %25."},
+}
+_SUBMISSION = {
+    "title": {"type": "string", "minLength": 1, "maxLength": MAX_TITLE_CHARS, "pattern": _WRITTEN},
+    "context": {"type": "string", "minLength": 1, "maxLength": MAX_CONTEXT_CHARS, "pattern": _WRITTEN,
+                "description": "What the outputs are and how disclosure was controlled."},
+}
+
+
+def _upload(submission: bool = False) -> dict:
+    """The multipart body of an upload route: files and their manifest (and, to submit, what they are)."""
+    props = {**_SUBMISSION, **_FILES} if submission else _FILES
+    return {"multipart/form-data": {"schema": {"type": "object", "properties": props,
+                                               "required": [*_SUBMISSION, "file"] if submission else ["file"]}}}
+
+
 _UPLOAD_AUTH = (
     "The caller is identified and authorised from the headers, before the body is read: a sandbox"
     " server's token in Authorization (or the HubOAuth cookie with an X-XSRFToken header; an _xsrf"
     " form field is not read in time). A body over 64 KiB that is refused, or over the upload limit,"
     " is not read at all: send 'Expect: 100-continue' to hear the refusal before sending it."
 )
+_ID = {"type": "integer", "minimum": 1, "maximum": MAX_ID}
 _RID = {"name": "request_id", "in": "path", "required": True, "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"}}
-_FID = {"name": "file_id", "in": "path", "required": True, "schema": {"type": "integer"}}
+_FID = {"name": "file_id", "in": "path", "required": True, "schema": _ID}
+_WORKSPACE = {"type": "string", "pattern": "^[a-z0-9-]{1,40}$"}
+_REASON = {"type": "string", "maxLength": MAX_REASON_CHARS}
+_SCHEMAS = {
+    "ExportRequest": {"type": "object", "properties": {
+        "id": {"type": "string"}, "workspace": {"type": "string"}, "requester": {"type": "string"},
+        "title": {"type": "string"}, "state": {"type": "string", "enum": list(workflow.STATES)},
+        "files": {"type": "array", "items": {"type": "object"}}, "history": {"type": "array"},
+        "comments": {"type": "array"}}},
+    "Manifest": {"type": "object", "properties": {"files": {
+        "type": "object", "maxProperties": 200, "propertyNames": {"maxLength": 255},
+        "additionalProperties": {"type": "object", "properties": {
+            "sha256": {"type": "string", "pattern": "^[0-9a-fA-F]{64}$"},
+            "provenance": {"type": ["object", "null"]}}}}}},
+}
 
 
 def _op(summary: str, responses: dict, **extra) -> dict:
     return {"summary": summary, "responses": {**responses, **_ERRORS}, **extra}
 
 
-def _upload_op(summary: str, responses: dict, **extra) -> dict:
+def _upload_op(summary: str, responses: dict, submission: bool = False, **extra) -> dict:
     return _op(summary, {**responses, **_UPLOAD_ERRORS}, description=_UPLOAD_AUTH,
-               requestBody={"required": True, "content": _UPLOAD}, **extra)
+               requestBody={"required": True, "content": _upload(submission)}, **extra)
 
 
 def _json_body(props: dict, required: list[str]) -> dict:
@@ -64,66 +125,235 @@ def openapi_document(prefix: str, intake: bool = False) -> dict:
             "get": _op("List requests: the caller's own (mine=1) or those the caller reviews",
                        {"200": {"description": "A page of requests"}},
                        parameters=[{"name": n, "in": "query", "schema": s} for n, s in (
-                           ("mine", {"type": "boolean"}), ("workspace", {"type": "string"}),
+                           ("mine", {"type": "boolean"}), ("workspace", _WORKSPACE),
                            ("state", {"type": "string", "enum": list(workflow.STATES)}),
-                           ("max_age_days", {"type": "integer"}), ("page", {"type": "integer"}))]),
+                           ("max_age_days", {"type": "integer", "minimum": 0, "maximum": MAX_AGE_DAYS}),
+                           ("page", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE}))]),
             "post": _upload_op("Submit an export request (sandbox server token; user and workspace come from the token)",
-                               {"201": {"description": "Created", "content": _REQUEST}}),
+                               {"201": {"description": "Created", "content": _REQUEST}, **_SANDBOX_GONE, **_AUDITED},
+                               submission=True),
         },
         "/checks": {
             "post": _upload_op("Run the automated checks on files without submitting them",
-                               {"200": {"description": "Findings per file"}}),
+                               {"200": {"description": "Findings per file"}, **_SANDBOX_GONE}),
         },
         "/requests/{request_id}": {
             "get": _op("One request as the caller may see it (votes blinded, private comments hidden)",
-                       {"200": {"description": "The request", "content": _REQUEST}}, parameters=[_RID]),
+                       {"200": {"description": "The request", "content": _REQUEST}, **_NOT_FOUND}, parameters=[_RID]),
         },
         "/requests/{request_id}/files": {
             "post": _upload_op("New versions of files of a returned request (a changed file's votes start again)",
-                               {"200": {"description": "Changed files"}}, parameters=[_RID]),
+                               {"200": {"description": "Changed files"}, **_NOT_FOUND, **_CONFLICT, **_AUDITED},
+                               parameters=[_RID]),
         },
         "/requests/{request_id}/transitions": {
-            "post": _op("Move a request along the transition table", {"200": {"description": "New state"}},
+            "post": _op("Move a request along the transition table",
+                        {"200": {"description": "New state"}, **_NOT_FOUND, **_CONFLICT, **_AUDITED},
                         parameters=[_RID], requestBody=_json_body(
-                            {"to": {"type": "string", "enum": list(workflow.STATES)}, "reason": {"type": "string"}},
-                            ["to"])),
+                            {"to": {"type": "string", "enum": list(workflow.STATES)}, "reason": _REASON}, ["to"])),
         },
         "/requests/{request_id}/comments": {
             "post": _op("Comment: private (reviewers) or public (the requester sees it)",
-                        {"201": {"description": "Added"}}, parameters=[_RID], requestBody=_json_body(
-                            {"text": {"type": "string"}, "visibility": {"type": "string", "enum": ["private", "public"]},
-                             "file_id": {"type": "integer"}}, ["text"])),
+                        {"201": {"description": "Added"}, **_NOT_FOUND}, parameters=[_RID], requestBody=_json_body(
+                            {"text": {**_REASON, "minLength": 1, "pattern": _WRITTEN},
+                             "visibility": {"type": "string", "enum": ["private", "public"]},
+                             "file_id": _ID}, ["text"])),
         },
     }
     if not intake:
         paths.update({
             "/requests/{request_id}/votes": {
                 "post": _op("Vote on one file (reviewers of the workspace, never the requester)",
-                            {"201": {"description": "Recorded"}}, parameters=[_RID], requestBody=_json_body(
-                                {"file_id": {"type": "integer"}, "decision": {"type": "string", "enum": list(workflow.VOTES)},
-                                 "reason": {"type": "string", "minLength": 1}}, ["file_id", "decision", "reason"])),
+                            {"201": {"description": "Recorded"}, **_NOT_FOUND, **_CONFLICT, **_AUDITED}, parameters=[_RID],
+                            requestBody=_json_body(
+                                {"file_id": _ID, "decision": {"type": "string", "enum": list(workflow.VOTES)},
+                                 "reason": {**_REASON, "minLength": 1, "pattern": _WRITTEN}},
+                                ["file_id", "decision", "reason"])),
             },
             "/requests/{request_id}/files/{file_id}/links": {
                 "post": _op("An expiring download link for a released file (requester, admins)",
-                            {"201": {"description": "url and expires_at"}}, parameters=[_RID, _FID]),
+                            {"201": {"description": "url and expires_at"}, **_NOT_FOUND}, parameters=[_RID, _FID]),
             },
             "/requests/{request_id}/files/{file_id}/manifest": {
-                "get": _op("The signed release manifest of a file", {"200": {"description": "manifest, signature, key_id"}},
+                "get": _op("The signed release manifest of a file",
+                           {"200": {"description": "manifest, signature, key_id"}, **_NOT_FOUND},
                            parameters=[_RID, _FID]),
             },
             "/policies/{workspace}": {
-                "put": _op("Set a workspace's review policy (admins)", {"200": {"description": "The new policy"}},
-                           parameters=[{"name": "workspace", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "put": _op("Set a workspace's review policy (admins)",
+                           {"200": {"description": "The new policy"}, **_NOT_FOUND, **_AUDITED},
+                           parameters=[{"name": "workspace", "in": "path", "required": True, "schema": _WORKSPACE}],
                            requestBody=_json_body({"approvals_required": {"type": "integer", "minimum": 1, "maximum": 10}},
                                                   ["approvals_required"])),
             },
         })
     return json_api_document(
         "Enclave export review API", "Request bodies: at most 64 KiB, except on the upload routes.", prefix,
-        {"ExportRequest": {"type": "object", "properties": {
-            "id": {"type": "string"}, "workspace": {"type": "string"}, "requester": {"type": "string"},
-            "title": {"type": "string"}, "state": {"type": "string", "enum": list(workflow.STATES)},
-            "files": {"type": "array", "items": {"type": "object"}}, "history": {"type": "array"},
-            "comments": {"type": "array"}}}},
-        paths,
+        _SCHEMAS, paths,
     )
+
+
+# -- validation --
+
+
+@cache
+def operation(path: str, method: str) -> dict:
+    """The document's operation ``method`` of ``path`` (the full API; the intake's is a part of it)."""
+    return openapi_document("/")["paths"][path][method]
+
+
+def _resolved(schema: dict) -> dict:
+    """``schema`` with its one level of ``#/components/schemas`` reference taken in."""
+    ref = schema.get("$ref", "")
+    return _SCHEMAS[ref.rpartition("/")[2]] if ref.startswith("#/components/schemas/") else schema
+
+
+def validate(schema: dict, value, where: str) -> None:
+    """Check ``value`` (named ``where`` in messages) against ``schema``; :class:`BadInput` if it fails."""
+    error = best_match(Draft202012Validator(_resolved(schema)).iter_errors(value))
+    if error is not None:
+        raise BadInput(_problem(error, where))
+
+
+# Query parameters JupyterHub's authentication reads from any request, not the operation's.
+HUB_QUERY = frozenset({"token", "_xsrf"})
+
+
+def parameters(op: dict, path_values: list[str], query: dict[str, str], strict: bool) -> dict:
+    """The operation's path and query parameters, typed and validated: ``path_values`` in the order of
+    the path's placeholders, ``query`` the request's. ``strict``: a query parameter the operation
+    does not take is bad input (a misspelt filter would otherwise silently filter nothing); else
+    it is ignored, as a page ignores its form's other fields."""
+    taken = {p["name"] for p in op.get("parameters", []) if p["in"] == "query"}
+    unknown = sorted(set(query) - taken - HUB_QUERY)
+    if strict and unknown:
+        raise BadInput(f"unknown query parameter {_shown(unknown[0])}; this operation takes"
+                       f" {', '.join(sorted(taken)) or 'none'}")
+    found = {}
+    path_params = [p for p in op.get("parameters", []) if p["in"] == "path"]
+    for p, raw in zip(path_params, path_values):
+        found[p["name"]] = _typed(raw, p["schema"], p["name"])
+    for p in op.get("parameters", []):
+        if p["in"] == "query" and p["name"] in query:
+            found[p["name"]] = _typed(query[p["name"]], p["schema"], p["name"])
+    for p in op.get("parameters", []):
+        if p["name"] in found:
+            validate(p["schema"], found[p["name"]], p["name"])
+    return found
+
+
+def json_body(op: dict, body: bytes) -> dict:
+    """The operation's JSON body, parsed once its depth is known to be bounded, and validated."""
+    try:
+        text = body.decode("utf-8") if body else "{}"
+    except UnicodeDecodeError:
+        raise BadInput("the request body is not UTF-8 text") from None
+    value = parse_json(text, "the request body")
+    if not isinstance(value, dict):
+        raise BadInput("the request body must be a JSON object")
+    validate(op["requestBody"]["content"]["application/json"]["schema"], value, "")
+    return value
+
+
+def form_fields(op: dict, fields: dict[str, str], media: str) -> dict:
+    """Form fields of an operation's body in ``media``, typed as its schema says, and validated. A
+    field is text: properties of other kinds (an upload's file parts) are not looked at here."""
+    schema = op["requestBody"]["content"][media]["schema"]
+    props = {name: s for name, s in schema["properties"].items() if s.get("format") != "binary"
+             and s.get("type") != "array"}
+    typed = {name: _typed(value, props[name], name) for name, value in fields.items() if name in props}
+    validate({**schema, "properties": props, "required": [r for r in schema.get("required", []) if r in props]},
+             typed, "")
+    return typed
+
+
+def manifest(text: str) -> dict:
+    """An upload's ``manifest`` field: JSON of bounded depth, as its ``contentSchema`` says."""
+    value = parse_json(text, "the 'manifest' field")
+    schema = operation("/requests", "post")["requestBody"]["content"]["multipart/form-data"]["schema"]
+    validate(schema["properties"]["manifest"]["contentSchema"], value, "manifest")
+    return value
+
+
+_JSON_NESTING = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.DOTALL)
+
+
+def parse_json(text: str, what: str):
+    """JSON ``text`` nested at most :data:`MAX_JSON_DEPTH` deep; :class:`BadInput` naming ``what``."""
+    depth = 0
+    for token in _JSON_NESTING.finditer(text):
+        bracket = token.group()
+        if bracket in "[{":
+            depth += 1
+            if depth > MAX_JSON_DEPTH:
+                raise BadInput(f"{what} nests JSON more than {MAX_JSON_DEPTH} levels deep")
+        elif bracket in "]}":
+            depth -= 1
+    try:
+        return json.loads(text, parse_float=_number)
+    except ValueError:
+        raise BadInput(f"{what} is not valid JSON") from None
+
+
+def _number(literal: str) -> float | int:
+    """A JSON number with a fraction or exponent: a whole one (``255.0``, ``1e3``) is the integer it
+    equals, as JSON Schema counts it, so that the service gets ids and counts as ints."""
+    value = float(literal)
+    return int(value) if value.is_integer() and abs(value) <= MAX_ID else value
+
+
+_DIGITS = re.compile(r"[+-]?[0-9]+")
+_BOOLEANS = {"true": True, "1": True, "false": False, "0": False}
+
+
+def _typed(raw: str, schema: dict, name: str):
+    """A text parameter or form field as the type its schema gives (left as text when it is not one,
+    for :func:`validate` to name the problem)."""
+    kind = schema.get("type")
+    if kind == "integer" and _DIGITS.fullmatch(raw):
+        if len(raw.lstrip("+-0")) > 20:
+            raise BadInput(f"{name} is out of range: at most {schema.get('maximum')}")
+        return int(raw)
+    if kind == "boolean" and raw.lower() in _BOOLEANS:
+        return _BOOLEANS[raw.lower()]
+    return raw
+
+
+_JSON_TYPES = {dict: "an object", list: "a list", str: "text", bool: "true or false", int: "a number",
+               float: "a fraction", type(None): "null"}
+_TYPE_WORDS = {"object": "an object", "array": "a list", "string": "text", "integer": "a whole number",
+               "boolean": "true or false", "number": "a number", "null": "null"}
+
+
+def _shown(value) -> str:
+    text = repr(value) if not isinstance(value, int) or abs(value) < 10**30 else "a number that large"
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _problem(error, where: str) -> str:
+    """A message naming the field and the problem, in the service's words."""
+    field = ".".join([where] * bool(where) + [str(p) for p in error.absolute_path]) or "the value"
+    rule, expected, value, schema = error.validator, error.validator_value, error.instance, error.schema
+    if rule == "required":
+        missing = next(name for name in expected if name not in value)
+        return f"{field + '.' if error.absolute_path or where else ''}{missing} is required"
+    if rule == "type":
+        kinds = [expected] if isinstance(expected, str) else expected
+        return (f"{field} must be {' or '.join(_TYPE_WORDS[k] for k in kinds)},"
+                f" not {_JSON_TYPES.get(type(value), type(value).__name__)}")
+    if rule == "enum":
+        return f"unknown {field} {_shown(value)}; {field}: one of {', '.join(map(str, expected))}"
+    if rule == "maxLength":
+        return f"{field} may be at most {expected} characters; this one has {len(value)}"
+    if rule == "minLength":
+        return f"{field} must not be empty" if expected == 1 else f"{field} needs at least {expected} characters"
+    if rule in ("minimum", "maximum"):
+        return (f"{field} must be from {schema.get('minimum', '-inf')} to {schema.get('maximum', 'inf')};"
+                f" {_shown(value)} is not")
+    if rule == "pattern" and expected == _WRITTEN:
+        return f"{field} must not be blank"
+    if rule == "pattern":
+        return f"{field} {_shown(value)} does not match {expected}"
+    if rule == "maxProperties":
+        return f"{field} may have at most {expected} entries"
+    return f"{field}: {error.message[:200]}"

@@ -156,15 +156,17 @@ def _iso(dt: datetime | None) -> str | None:
     return dt.isoformat(timespec="seconds") if dt else None
 
 
-def _reason(text, required: str | None = None) -> str:
-    """A written reason, stripped; BadInput with ``required`` when it is missing and must be given."""
+def _reason(text, required: str | None = None, what: str = "a reason") -> str:
+    """A written reason (or comment: ``what``), stripped; BadInput with ``required`` when it is
+    missing and must be given. The web edge checks the same from the OpenAPI document; this holds
+    for any other caller."""
     if text is not None and not isinstance(text, str):
-        raise BadInput("a reason must be text")
+        raise BadInput(f"{what} must be text")
     text = (text or "").strip()
     if required and not text:
         raise BadInput(required)
     if len(text) > MAX_REASON_CHARS:
-        raise BadInput(f"a reason may be at most {MAX_REASON_CHARS} characters; this one has {len(text)}")
+        raise BadInput(f"{what} may be at most {MAX_REASON_CHARS} characters; this one has {len(text)}")
     return text
 
 
@@ -706,9 +708,7 @@ class ExportService:
         self._move(s, req, Actor("system", frozenset()), workflow.RELEASED, "")
 
     def comment(self, actor: Actor, request_id: str, text: str, visibility: str, file_id: int | None = None) -> dict:
-        text = (text or "").strip()
-        if not text:
-            raise BadInput("a comment needs text")
+        text = _reason(text, required="a comment needs text", what="a comment")
         if visibility not in ("private", "public"):
             raise BadInput("visibility must be 'private' (reviewers only) or 'public' (the requester sees it)")
         with self._writing() as s:

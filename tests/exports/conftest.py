@@ -121,7 +121,8 @@ class Client:
         if manifest is None:
             manifest = {"files": {n: {"sha256": sha(d), "provenance": {"notebook": "analysis.ipynb"}}
                                   for n, d in files.items()}}
-        parts = [("file", (n, d, "application/octet-stream")) for n, d in files.items()]
+        # File names percent-encoded, as the guard sends them (RFC 7578, section 4.2).
+        parts = [("file", (quote(n, safe=""), d, "application/octet-stream")) for n, d in files.items()]
         data = {"title": title, "context": context, "manifest": json.dumps(manifest), **extra}
         return self.session.post(self.base + path, data=data, files=parts, timeout=120)
 

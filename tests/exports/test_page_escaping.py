@@ -17,6 +17,7 @@ from html.parser import HTMLParser
 from urllib.parse import urlsplit
 
 import nbformat
+import requests_unixsocket
 from nbformat.v4 import new_code_cell, new_notebook, new_output
 from PIL import Image
 
@@ -165,12 +166,18 @@ def test_hostile_file_names_stay_text_on_the_reviewers_page(hub, tokens, intake)
 
 
 def test_names_as_browsers_and_the_guard_send_them_arrive_intact(hub, tokens, intake):
-    """urllib3 (the guard's client) and browsers send '"' in a part's file name as %22."""
+    """The guard percent-encodes file names (RFC 7578), so '"' and a literal '%22' stay two names;
+    browsers and urllib3 left to themselves send '"' as %22, which decodes to it as well."""
     name = '报告 "摘要".png'
     r = intake(tokens["olga@ws1"]).submit({name: png(), "plain 50%22.csv": b"region,count\nnorth,120\n"})
     assert r.status_code == 201, r.text
     req = r.json()
     assert [f["name"] for f in req["files"]] == [name, "plain 50%22.csv"]
+    as_a_form_sends_it = requests_unixsocket.Session().post(
+        intake(tokens["olga@ws1"]).base + "/api/requests", headers={"Authorization": f"token {tokens['olga@ws1']}"},
+        data={"title": "t", "context": "c"}, files=[("file", ('注 "a".csv', b"region,count\nnorth,120\n"))], timeout=60)
+    assert as_a_form_sends_it.status_code == 201, as_a_form_sends_it.text
+    assert [f["name"] for f in as_a_form_sends_it.json()["files"]] == ['注 "a".csv']
     page = reviewer_page(hub, req["id"])
     [image] = page.root.find_all("img", **{"class": "preview"})
     assert dict(image.attrs)["alt"] == name

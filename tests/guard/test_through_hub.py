@@ -262,3 +262,25 @@ def test_export_request_carries_bytes_hash_and_provenance(alice, alice_kernel):
     assert prov["releases"] == ["households@1"]
     assert prov["packages"]["pandas"] == "2.3.3"
     assert any(e["code"] == code for e in prov["executions"])
+
+
+def test_any_plain_file_name_is_exportable_and_control_characters_are_refused(alice, alice_kernel):
+    """Names travel percent-encoded (RFC 7578) from the guard and are decoded by the service: quotes,
+    ';', '=', '%', spaces and CJK arrive as they are; a newline is refused, saying so."""
+    tag = uuid.uuid4().hex[:6]
+    # The last two are one name to the HTML form rule, which sends '"' as %22.
+    names = [f'汇总 "终稿"; v=2 {tag}.csv', f'x"y {tag}.csv', f"x%22y {tag}.csv"]
+    for name in names:
+        write_in_home(alice_kernel, name, "district,households\nHeping,120\nNanshan,135\n")
+    r = get(alice, "enclave/api/exports", "POST", json={"paths": names, "justification": "Household counts."})
+    assert r.status_code == 201, r.text
+    service = alice.hub.service_url("exports")
+    alice.http.get(f"{service}/")  # the service's OAuth hand-shake, as a browser follows it
+    stored = alice.http.get(f"{service}/api/requests/{r.json()['id']}").json()
+    assert [f["name"] for f in stored["files"]] == names
+
+    bad = f"two\nlines 50% {tag}.csv"
+    write_in_home(alice_kernel, bad, "district,households\nHeping,120\n")
+    r = get(alice, "enclave/api/exports", "POST", json={"paths": [bad], "justification": "Household counts."})
+    message = r.json()["message"]
+    assert r.status_code == 400 and "control characters" in message and "50% " in message, r.text

@@ -34,11 +34,23 @@ class ClosedHandler(JupyterHandler):
     def write_error(self, status_code, **kwargs):
         exc = kwargs.get("exc_info", (None, None, None))[1]
         self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps({"message": getattr(exc, "log_message", None) or self._reason}))
+        self.finish(json.dumps({"message": error_message(exc) or self._reason}))
+
+
+def error_message(exc) -> str | None:
+    """The message a tornado ``HTTPError`` was raised with, as written (tornado keeps a format string:
+    read as it is, a message without arguments would show every '%' doubled)."""
+    message = getattr(exc, "log_message", None)
+    return message % getattr(exc, "args", ()) if message else None
 
 
 class _GuardAPIHandler(APIHandler):
     auth_resource = AUTH_RESOURCE
+
+    def write_error(self, status_code, **kwargs):
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps({"message": error_message(exc) or self._reason, "reason": getattr(exc, "reason", None)}))
 
     @property
     def guard(self):

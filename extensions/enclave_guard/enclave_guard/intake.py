@@ -8,8 +8,8 @@ the workspace). The intake's API (``enclave/exports/app.py``, OpenAPI at ``/api/
 * ``POST /api/requests`` submit: ``title``, ``context``, ``manifest`` and ``file`` parts;
 * ``GET  /api/requests?mine=1&workspace=<name>`` and ``GET /api/requests/<id>``: the owner's requests.
 
-Files travel as multipart parts; the manifest declares each one's SHA-256 (the service refuses bytes
-that do not match) and its provenance.
+Files travel as multipart parts, their names percent-encoded; the manifest declares each one's
+SHA-256 (the service refuses bytes that do not match) and its provenance.
 """
 
 from __future__ import annotations
@@ -80,8 +80,11 @@ class Intake:
 
     @staticmethod
     def _fields(manifest: dict, files: list[tuple[str, bytes]], **form: str) -> list:
+        """The form: each file part's name percent-encoded as UTF-8 (RFC 7578, section 4.2), the one
+        encoding the service decodes, so that any name travels intact; the manifest, being JSON,
+        names the files as they are."""
         return [*form.items(), ("manifest", json.dumps(manifest)),
-                *(("file", (name, data, "application/octet-stream")) for name, data in files)]
+                *(("file", (quote(name, safe=""), data, "application/octet-stream")) for name, data in files)]
 
     async def checks(self, manifest: dict, files: list[tuple[str, bytes]]) -> dict:
         return await self.call("POST", CHECKS, self._fields(manifest, files))
