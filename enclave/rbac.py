@@ -82,7 +82,8 @@ ROLES: list[dict] = [
         "name": "enclave-reviewer",
         "description": "Reviews export requests of the workspaces they are a reviewer of.",
         "groups": ["reviewer"],
-        "scopes": ["custom:exports:review"],
+        # The audit service shows them the held egress budgets of the workspaces they review.
+        "scopes": ["custom:exports:review", f"access:services!service={AUDIT_SERVICE}"],
     },
 ]
 

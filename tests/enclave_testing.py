@@ -551,7 +551,8 @@ class Terminal:
 class AuditHubSide:
     """What the hub side gives a sandbox's server for its records, real, for servers a test starts
     on its own (without a hub): an audit receiver (``enclave.sandbox.receiver``, as the supervisor
-    runs it) per server, in front of one audit service (started for the while, as the CLI starts one)."""
+    runs it, with an egress ledger of its own) per server, in front of one audit service (started for
+    the while, as the CLI starts one)."""
 
     def __init__(self):
         from enclave.audit.client import AsyncAuditClient, audit_service
@@ -569,9 +570,11 @@ class AuditHubSide:
 
     def receiver(self, path: Path, sandbox: str, user: str = "alice", workspace: str = "demo") -> None:
         """A receiver at ``path`` stamping records as ``user``'s in ``workspace``, sandbox ``sandbox``."""
+        from enclave.sandbox.egress import EgressLedger
         from enclave.sandbox.receiver import AuditReceiver
 
-        receiver = AuditReceiver(self._client, user, workspace, sandbox)
+        ledger = EgressLedger.open(self._root / "egress", user, f"{workspace}-{sandbox}")
+        receiver = AuditReceiver(self._client, user, workspace, sandbox, ledger)
         server = asyncio.run_coroutine_threadsafe(receiver.serve(path, os.getuid(), os.getgid()), self._loop)
         self._receivers.append(server.result(30))
 

@@ -72,9 +72,11 @@ DETAIL_KEYS: dict[str, str] = {
     "size": "bytes",
     "sha256": "SHA-256 of a file's bytes",
     "channel": "the egress channel a budget counts: `kernel_output` (an execution's), `kernel_connection`"
-               " (output tied to no request), `terminal_output` (a command's)",
+               " (output tied to no request), `terminal_output` (a command's), `contents_read` (a file,"
+               " notebook or listing read through the contents API)",
     "used": "bytes used of the budget",
     "budget": "the budget, in bytes",
+    "window": "the rolling window of an operator's egress budget in a workspace: `hour` or `day`",
     "request_id": "an export request",
     "title": "an export request's title",
     "files": "files of an export request (list of objects: name, sha256, size)",
@@ -139,12 +141,19 @@ ACTIONS: dict[str, Action] = {
     "kernel.execute": Action("code sent to a kernel", "sandbox", ("kernel", "code", "code_sha256"),
                              ("notebook", "cell", "code_truncated", "msg_id")),
     "terminal.input": Action("a line typed in a terminal", "sandbox", ("terminal", "text"), ("code_truncated",)),
-    "contents.read": Action("a file read through the contents API", "sandbox", ("path",), ("size", "sha256")),
+    "contents.read": Action("a file read through the contents API; `denied` when it is over one read's budget"
+                            " (what one execution may show)", "sandbox", ("path",), ("size", "sha256", "reason")),
     "contents.save": Action("a file saved through the contents API", "sandbox", ("path",), ("size", "sha256")),
     "contents.rename": Action("a file renamed through the contents API", "sandbox", ("path", "new_path")),
     "contents.delete": Action("a file deleted through the contents API", "sandbox", ("path",)),
-    "egress.notice": Action("an egress budget notice: output held back or cut", "sandbox",
-                            ("channel", "used", "budget"), ("reason", "kernel", "notebook", "terminal")),
+    "egress.notice": Action("an egress budget notice: output held back or cut by an execution's budget; or,"
+                            " with `window`, the operator's egress budget 80 % used in that window (recorded by"
+                            " the hub-side receiver, once per window's length)", "sandbox",
+                            ("channel", "used", "budget"), ("reason", "kernel", "notebook", "terminal", "window")),
+    "egress.held": Action("the operator's egress budget in the workspace spent in `window`: further output is held"
+                          " back in the sandbox and reads are refused, until older output leaves the window"
+                          " (recorded by the hub-side receiver, once per window's length)", "sandbox",
+                          ("channel", "used", "budget", "window")),
     # Export review (the review service).
     "export.request": Action("an export request submitted", "workspace", ("request_id", "files"), ("title",)),
     "export.check": Action("the automated checks' result for one file", "workspace",

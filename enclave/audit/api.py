@@ -94,7 +94,7 @@ class BaseHandler(HubOAuthenticated, web.RequestHandler):
         self.set_header("Content-Type", "text/html; charset=utf-8")
         return page_environment().get_template(template).render(
             nonce=self.nonce, user=(self.current_user or {}).get("name", ""),
-            links={"records": self.prefix, "report": self.prefix + "report"}, **values)
+            links={"records": self.prefix, "report": self.prefix + "report", "egress": self.prefix + "egress"}, **values)
 
 
 class RecordsAPI(BaseHandler):
@@ -188,6 +188,39 @@ class ReportPage(BaseHandler):
         self.finish(report.render_html(numbers, nonce=self.nonce, links=links, user=self.current_user["name"]))
 
 
+class HeldBudgetsPage(BaseHandler):
+    """Egress budgets held in the past day (``egress.held``): which operator, in which workspace and
+    window, at what use. Administrators see every workspace's; a workspace's reviewers see its own
+    (membership as the hub keeps it), so that they know before they review what was pulled to the
+    screen. The records themselves are on the records page (``egress.*``), for administrators."""
+
+    page = True
+
+    def prepare(self):
+        user = self.current_user
+        if not user and self.request.method in ("GET", "HEAD"):
+            self.redirect(self.get_login_url())
+            return
+        if not user:
+            raise web.HTTPError(403, "not authenticated: log in, or send 'Authorization: token ...'")
+
+    async def get(self):
+        from .. import workspaces
+
+        user = self.current_user
+        since = (datetime.now(UTC) - timedelta(days=1)).isoformat()
+        page = await self.call(self.reader.query, action="egress.held", since=since, limit=1000, newest_first=True)
+        held = page["records"]
+        if SCOPE_READ not in (user.get("scopes") or []):
+            memberships = await self.call(workspaces.for_user, self.reader.settings, user["name"])
+            reviewed = {ws.name for ws, roles in memberships if "reviewer" in roles}
+            if not reviewed:
+                raise web.HTTPError(403, "held egress budgets are shown to administrators and to each"
+                                         " workspace's reviewers")
+            held = [r for r in held if r["workspace"] in reviewed]
+        self.finish(self.render_page("egress.html", held=held, since=since))
+
+
 class CheckpointAPI(BaseHandler):
     async def get(self):
         cps = await self.call(self.reader.checkpoints)
@@ -207,6 +240,7 @@ def make_app(reader: AuditReader, public_key: Ed25519PublicKey, prefix: str) -> 
         (p + "oauth_callback", HubOAuthCallbackHandler),
         (p, RecordsPage),
         (p + "report", ReportPage),
+        (p + "egress", HeldBudgetsPage),
         (p + "api/records", RecordsAPI),
         (p + "api/checkpoints/latest", CheckpointAPI),
         (p + "api/openapi.json", OpenAPIHandler),

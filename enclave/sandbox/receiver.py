@@ -10,7 +10,14 @@ committed. Only the actions that happen inside a sandbox may come this way (``wh
 in :data:`enclave.audit.actions.ACTIONS`, less the sandbox's own start and stop, which the hub
 records): a taken-over server cannot log in, vote or release anything in the log's name.
 
-Protocol: see ``enclave_guard.audit`` (one JSON object per line each way).
+The receiver also keeps the operator's egress budget for this workspace (:mod:`.egress`): the
+server reports the bytes it lets through to the browser and asks before more; the ledger answers,
+and the receiver itself records each notice and hold in the audit log (the server cannot leave
+them out). Without a ledger, every request for more is held (fail closed).
+
+Protocol: see ``enclave_guard.audit`` (one JSON object per line each way); an egress report is
+``{"id": 4, "egress": {"channel": "kernel_output", "spent": 81920, "ask": 2048, "budgets": {"hour": N, "day": N}}}``
+answered by :meth:`.egress.Verdict.as_reply` with the id.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from pathlib import Path
 
 from ..audit.actions import ACTIONS
 from ..audit.client import AsyncAuditClient, AuditError
+from .egress import WINDOWS, EgressLedger
 
 log = logging.getLogger("enclave.receiver")
 
@@ -31,6 +39,7 @@ log = logging.getLogger("enclave.receiver")
 SANDBOX_ACTIONS = frozenset(name for name, action in ACTIONS.items()
                             if action.where == "sandbox" and not name.startswith("sandbox."))
 MAX_LINE = 1024 * 1024
+EGRESS_CHANNELS = frozenset({"kernel_output", "terminal_output", "contents_read"})
 
 
 @dataclass
@@ -39,6 +48,7 @@ class AuditReceiver:
     user: str
     workspace: str
     sandbox: str
+    ledger: EgressLedger | None = None
 
     async def serve(self, path: Path, uid: int, gid: int) -> asyncio.AbstractServer:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -66,6 +76,8 @@ class AuditReceiver:
         try:
             sent = json.loads(line)
             request_id = sent["id"]
+            if "egress" in sent:
+                return {"id": request_id, **await self.charge(sent["egress"])}
             action, outcome, detail = sent["action"], sent.get("outcome", "ok"), sent.get("detail", {})
         except (ValueError, KeyError, TypeError):
             return {"id": None, "error": "a record is a JSON object with an id, an action and a detail"}
@@ -77,3 +89,26 @@ class AuditReceiver:
         except AuditError as exc:
             return {"id": request_id, "error": str(exc)}
         return {"id": request_id, "seq": seq}
+
+    async def charge(self, report: dict) -> dict:
+        """One egress report: charge what was let through, answer whether more may go; a notice or
+        hold that is the first of its window is recorded here, by the hub side."""
+        try:
+            channel, spent, ask, budgets = report["channel"], report["spent"], report["ask"], report["budgets"]
+            if (channel not in EGRESS_CHANNELS or set(budgets) != set(WINDOWS)
+                    or not all(isinstance(n, int) and n >= 0 for n in (spent, ask, *budgets.values()))):
+                raise ValueError
+        except (KeyError, TypeError, ValueError, AttributeError):
+            return {"error": "an egress report has a channel, spent, ask and budgets (hour, day) in bytes"}
+        if self.ledger is None:
+            return {"state": "held", "allowance": 0, "error": "this receiver keeps no egress budget"}
+        verdict = self.ledger.charge(spent, ask, budgets)
+        if verdict.record:
+            detail = {"channel": channel, "used": verdict.used, "budget": verdict.budget, "window": verdict.window}
+            action = "egress.held" if verdict.state == "held" else "egress.notice"
+            try:
+                await self.client.append("sandbox", self.user, action, "denied" if verdict.state == "held" else "ok",
+                                         workspace=self.workspace, sandbox=self.sandbox, detail=detail)
+            except AuditError as exc:  # the bytes are held or let through either way
+                log.error("audit receiver of %s: %s not recorded: %s", self.sandbox, action, exc)
+        return verdict.as_reply()

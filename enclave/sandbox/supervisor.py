@@ -38,6 +38,7 @@ from pathlib import Path
 from ..audit.client import AsyncAuditClient
 from ..host_state import keep_private
 from .bubblewrap import bwrap_argv
+from .egress import EgressLedger, ledger_dir
 from .home_image import mount_home, unmount_home
 from .limits import SandboxCgroup, apply_rlimits
 from .policy import KERNELS_DIR, SandboxLayout, SandboxPolicy, kernel_policy, terminal_policy
@@ -334,7 +335,10 @@ def load_spec(path: Path) -> Supervisor:
         kernel_env=spec["kernel_env"],
         terminals_allowed=bool(spec.get("terminals", False)),
         receiver=AuditReceiver(AsyncAuditClient(spec["audit"]["socket"]), spec["audit"]["user"],
-                               spec["audit"]["workspace"], spec["audit"]["sandbox"]),
+                               spec["audit"]["workspace"], spec["audit"]["sandbox"],
+                               # The operator's egress budget in this workspace, kept across restarts.
+                               EgressLedger.open(ledger_dir(spec["audit"]["socket"]), spec["audit"]["user"],
+                                                 spec["audit"]["workspace"])),
     )
 
 

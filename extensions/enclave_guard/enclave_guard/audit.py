@@ -15,6 +15,8 @@ Protocol: one JSON object per line each way, on one connection kept open::
 
     -> {"id": 3, "action": "kernel.execute", "detail": {"kernel": "...", "code": "...", ...}}
     <- {"id": 3, "seq": 812}          or   {"id": 3, "error": "..."}
+
+The same connection carries the server's egress reports (``enclave_guard.egress``).
 """
 
 from __future__ import annotations
@@ -52,10 +54,16 @@ class AuditTrail:
 
     def write(self, action: str, outcome: str = "ok", **detail) -> int:
         """Hand one record to the receiver; return its place in the audit log once it is there."""
+        reply = self.call({"action": action, "outcome": outcome, "detail": detail})
+        if "seq" not in reply:
+            raise RecordNotTaken(f"the audit log did not take the record: {reply.get('error', reply)}")
+        return reply["seq"]
+
+    def call(self, request: dict) -> dict:
+        """One request to the receiver (a record, or an egress report), and its reply."""
         with self._lock:
             request_id = next(self._ids)
-            line = json.dumps({"id": request_id, "action": action, "outcome": outcome, "detail": detail},
-                              ensure_ascii=False).encode() + b"\n"
+            line = json.dumps({"id": request_id, **request}, ensure_ascii=False).encode() + b"\n"
             for attempt in (1, 2):  # a connection the receiver closed (it restarted) is opened again once
                 try:
                     sock, replies = self._connection()
@@ -69,9 +77,9 @@ class AuditTrail:
                     self._close()
                     if attempt == 2:
                         raise RecordNotTaken(f"the audit log's receiver is not reachable ({exc})") from None
-        if reply.get("id") != request_id or "seq" not in reply:
-            raise RecordNotTaken(f"the audit log did not take the record: {reply.get('error', reply)}")
-        return reply["seq"]
+        if reply.get("id") != request_id:
+            raise RecordNotTaken(f"the receiver answered another request: {reply}")
+        return reply
 
     def record_execution(self, kernel_id: str, msg_id: str, notebook: str | None, code: str) -> dict:
         """Record code sent to a kernel (raises :class:`RecordNotTaken`); remember it for provenance."""

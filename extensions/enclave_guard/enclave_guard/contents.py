@@ -3,7 +3,10 @@
 Stock jupyter_server follows symlinks out of ``root_dir`` in the contents API and returns any file
 as base64; this manager resolves every path to its real location first and refuses anything
 outside the home, serves content only for notebooks and code/text files under a size cap, and
-accepts from the browser only notebooks and code/text files under the upload cap.
+accepts from the browser only notebooks and code/text files under the upload cap. A read is output:
+it is held to one execution's budget (``output_cell_max_kb``; a notebook's outputs are withheld, the
+last cells' first, before the notebook is refused) and charged to the operator's egress budget, like
+a directory listing.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from tornado import web
 
 from . import policy
 from .audit import RecordNotTaken
-from .outputs import limit_notebook
+from .outputs import limit_notebook, withhold_outputs
 
 
 def _parent(path: str) -> str:
@@ -78,7 +81,13 @@ class GuardContentsManager(AsyncLargeFileManager):
         settings = self._settings()
         real = self._real_inside(path)
         if not content or os.path.isdir(real):
-            return await super().get(path, content=content, type=type, format=format, require_hash=require_hash)
+            model = await super().get(path, content=content, type=type, format=format, require_hash=require_hash)
+            # A listing: its names are shown in the browser too. (Refused past the budget, not recorded:
+            # JupyterLab asks for one every few seconds.)
+            if content and not (decision := self.guard.egress.admit(
+                    "contents_read", len(json.dumps(model["content"], default=str)))).allowed:
+                raise Refused(403, f"{path.strip('/') or 'the home'}: not listed: {decision.held}")
+            return model
         if format == "base64":
             raise Refused(403, f"{path}: file content is not served in binary form; use it from a notebook")
         notebook = policy.is_notebook_path(path)
@@ -99,9 +108,22 @@ class GuardContentsManager(AsyncLargeFileManager):
         )
         if model["type"] == "notebook":
             limit_notebook(model["content"], settings.output_message_max_bytes, settings.output_cell_max_bytes)
+            withhold_outputs(model["content"], settings.output_cell_max_bytes)
         elif model.get("format") != "text":
             raise Refused(403, f"{path}: only text content is served")
-        self._record("contents.read", path=path, **_size_and_hash(_served(model)))
+        served = _served(model)
+        # One read is one execution's output: a file copied from a release into res.txt, or carried
+        # in a notebook's Markdown and metadata, shows no more than a cell could have shown.
+        if len(served) > settings.output_cell_max_bytes:
+            reason = (f"{len(served):,} bytes is over this workspace's budget of {settings.output_cell_max_kb} KiB"
+                      " for one read (what one cell may show); read it from a notebook, or request an export")
+            self._record("contents.read", outcome="denied", path=path, reason=reason, **_size_and_hash(served))
+            raise Refused(403, f"{path}: {reason}")
+        decision = self.guard.egress.admit("contents_read", len(served))
+        if not decision.allowed:
+            self._record("contents.read", outcome="denied", path=path, reason=decision.held, **_size_and_hash(served))
+            raise Refused(403, f"{path}: not shown: {decision.held}")
+        self._record("contents.read", path=path, **_size_and_hash(served))
         return model
 
     # -- writes ------------------------------------------------------------------------------
@@ -169,14 +191,14 @@ class GuardContentsManager(AsyncLargeFileManager):
         self._record("contents.delete", path=path)
         return await super().delete_file(path)
 
-    def _record(self, action: str, **detail) -> None:
+    def _record(self, action: str, outcome: str = "ok", **detail) -> None:
         """Into the audit log before it happens; without its record, it does not happen. Paths
         relative to the home, as the browser names them (the API may send a leading '/')."""
         for key in ("path", "new_path"):
             if key in detail:
                 detail[key] = detail[key].strip("/")
         try:
-            self.guard.audit.write(action, **detail)
+            self.guard.audit.write(action, outcome, **detail)
         except RecordNotTaken as exc:
             raise Refused(503, f"{detail['path']}: not done, as the audit log cannot record it ({exc})") from None
 

@@ -13,12 +13,14 @@ import os
 from dataclasses import dataclass
 
 from jupyter_server.utils import url_path_join
-from traitlets import Unicode, default
+from tornado.ioloop import PeriodicCallback
+from traitlets import Bool, Unicode, default
 from traitlets.config import LoggingConfigurable
 
 from . import policy
 from .audit import AuditTrail
 from .contents import GuardContentsManager
+from .egress import BATCH_SECONDS, EgressBudget
 from .exports import package_environment
 from .handlers import ChecksHandler, ClosedHandler, ExportsHandler, UploadPolicyHandler
 from .intake import Intake
@@ -37,6 +39,11 @@ class EnclaveGuard(LoggingConfigurable):
         help="The export review service's pages (on its own origin), where operators follow their requests."
     ).tag(config=True)
 
+    egress_accounting = Bool(
+        True, help="Charge output to the operator's egress budget. Off only to measure what the accounting"
+                   " costs (benchmarks/guard_overhead.py): the server's command line and config are the hub's."
+    ).tag(config=True)
+
     @default("exports_url")
     def _exports_url_from_the_hub(self):
         return os.environ.get("ENCLAVE_EXPORTS_URL", "")
@@ -47,6 +54,8 @@ class Guard:
     workspace: policy.Workspace
     workspace_file: str
     audit: AuditTrail
+    # The operator's egress budget in this workspace (kept on the hub side).
+    egress: EgressBudget
     intake: Intake
     exports_url: str
     packages: dict[str, str]
@@ -125,14 +134,18 @@ def _load_jupyter_server_extension(serverapp):
     _check_configuration(serverapp, workspace.guard)
     _require(config.exports_url.startswith(("http://", "https://")),
              f"EnclaveGuard.exports_url ($ENCLAVE_EXPORTS_URL) is not a URL: {config.exports_url!r}")
+    audit = AuditTrail(config.audit_socket, workspace.user, workspace.workspace, serverapp.log)
     guard = Guard(
         workspace=workspace,
         workspace_file=config.workspace_file,
-        audit=AuditTrail(config.audit_socket, workspace.user, workspace.workspace, serverapp.log),
+        audit=audit,
+        egress=EgressBudget(audit, workspace.guard.egress_budgets, metered=config.egress_accounting),
         intake=Intake(config.exports_socket),
         exports_url=config.exports_url,
         packages=package_environment(),
     )
+    # What was let through and not yet reported is charged within seconds, however quiet the server.
+    PeriodicCallback(lambda: guard.egress.report_due("kernel_output"), BATCH_SECONDS * 1000).start()
     web_app = serverapp.web_app
     web_app.settings["enclave_guard"] = guard
     serverapp.contents_manager.guard = guard
@@ -162,3 +175,4 @@ def _load_jupyter_server_extension(serverapp):
         "Enclave guard loaded for %s/%s (user %s); audit records to %s",
         workspace.workspace, os.environ.get("JUPYTERHUB_SERVER_NAME", ""), workspace.user, config.audit_socket,
     )
+

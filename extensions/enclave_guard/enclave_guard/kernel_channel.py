@@ -19,6 +19,11 @@ guard (fresh header, the request's own header as parent) so padded headers carry
 request's budget is spent they count against the connection's budget too, so a kernel cannot repeat
 them without end. Both websocket protocols (the legacy JSON one and ``v1.kernel.websocket.jupyter.org``)
 pass through the same checks.
+
+Last, what passes is charged to the operator's egress budget in the workspace (``egress``: rolling
+hour and day, kept on the hub side). Past it, output is held (the request's first held output is
+replaced by the reason) and statuses and replies go as their minimal stand-ins; the notice at 80 %
+follows the output that crossed it, on stderr.
 """
 
 from __future__ import annotations
@@ -200,6 +205,7 @@ class GuardedKernelConnection(ZMQChannelsWebsocketConnection):
     _unattributed: int = 0
     _closed_by_guard: bool = False
     _notebook_path: str | None = None
+    _holds_shown: set[str]
 
     @property
     def guard(self):
@@ -227,6 +233,7 @@ class GuardedKernelConnection(ZMQChannelsWebsocketConnection):
         self._executions = OutputBudget(per_message, settings.output_cell_max_bytes, remembered)
         self._other_requests = OutputBudget(per_message, per_message, remembered)
         self._unattributed_max = settings.output_connection_max_bytes
+        self._holds_shown = set()
         sessions = self.websocket_handler.settings["session_manager"]
         try:
             self._notebook_path = (await sessions.get_session(kernel_id=self.kernel_id))["path"]
@@ -338,7 +345,7 @@ class GuardedKernelConnection(ZMQChannelsWebsocketConnection):
                 if msg.size > budget.allowance(key) and not self._within_connection_budget(msg.size):
                     return
             budget.spend(key, msg.size)
-            self._send(msg)
+            self._send_charged(msg, request)
             return
         # Output leaves room in the budget for the reply and status messages that end the request.
         room = budget.allowance(key, reserve=min(policy.ANSWER_RESERVE_BYTES, budget.per_cell // 4))
@@ -348,7 +355,7 @@ class GuardedKernelConnection(ZMQChannelsWebsocketConnection):
                 return
             msg.replace(shown)
         budget.spend(key, msg.size)
-        self._send(msg)
+        self._send_charged(msg, request)
 
     def _withheld_output(self, msg: Outgoing, request: dict, room: int, budget: OutputBudget) -> list[bytes] | None:
         """What shows of an output over budget: a stream's text cut to what fits, with the notice;
@@ -381,7 +388,7 @@ class GuardedKernelConnection(ZMQChannelsWebsocketConnection):
                 return
             msg.replace(self._minimal_answer(msg, {}))
         if self._within_connection_budget(msg.size):
-            self._send(msg)
+            self._send_charged(msg, {})
 
     def _within_connection_budget(self, size: int) -> bool:
         """Count bytes that no request's budget holds; past the connection's budget, close it."""
@@ -403,6 +410,36 @@ class GuardedKernelConnection(ZMQChannelsWebsocketConnection):
             parts = self._rebuilt("stream", latest, {"name": "stderr", "text": text})
             self._send(Outgoing(self.channels["iopub"], [], "stream", parts, wire=None))
         self.websocket_handler.close(POLICY_VIOLATION, "Enclave guard: kernel output over the connection budget")
+
+    def _send_charged(self, msg: Outgoing, request: dict) -> None:
+        """Pass a message on within the operator's egress budget (``egress``). Past it, a status or
+        reply still goes, as its minimal stand-in (JupyterLab waits for it); output is held, and the
+        request's first held output is replaced by the reason. A notice the ledger gave follows the
+        output that crossed its mark."""
+        egress = self.guard.egress
+        decision = egress.admit("kernel_output", msg.size)
+        if not decision.allowed:
+            if msg.msg_type in policy.NEVER_DROPPED:
+                msg.replace(self._minimal_answer(msg, request))
+                egress.spend("kernel_output", msg.size)
+                self._send(msg)
+            elif request and self._first_hold(request["msg_id"]):
+                parts = self._rebuilt("stream", request, {"name": "stderr", "text": decision.held + "\n"})
+                self._send(Outgoing(self.channels["iopub"], [], "stream", parts, wire=None))
+            return
+        self._send(msg)
+        if request and msg.msg_type not in policy.NEVER_DROPPED and (text := egress.take_notice()):
+            parts = self._rebuilt("stream", request, {"name": "stderr", "text": text + "\n"})
+            self._send(Outgoing(self.channels["iopub"], [], "stream", parts, wire=None))
+
+    def _first_hold(self, msg_id: str) -> bool:
+        """True once per request: the first time its output is held for the egress budget."""
+        if msg_id in self._holds_shown:
+            return False
+        if len(self._holds_shown) >= policy.REMEMBERED_REQUESTS:
+            self._holds_shown.clear()
+        self._holds_shown.add(msg_id)
+        return True
 
     # -- message parts -------------------------------------------------------------------------
 

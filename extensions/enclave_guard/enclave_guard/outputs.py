@@ -162,3 +162,19 @@ def limit_notebook(nb: dict, per_message: int, per_cell: int) -> dict:
                 kept.append(shown)
         cell["outputs"] = kept
     return nb
+
+
+def withhold_outputs(nb: dict, budget: int) -> dict:
+    """Withhold code cells' outputs, the last cells' first, until the notebook as served fits in
+    ``budget`` bytes (one read is one execution's output), in place. Each cell whose outputs are
+    withheld shows a notice instead; its code is kept. What does not fit even so is the caller's
+    to refuse."""
+    cells = [c for c in nb.get("cells", []) if c.get("cell_type") == "code" and c.get("outputs")]
+    size = len(json.dumps(nb, sort_keys=True).encode())
+    while size > budget and cells:
+        cell = cells.pop()
+        before = len(json.dumps(cell["outputs"]).encode())
+        cell["outputs"] = [{"output_type": "stream", "name": "stderr",
+                            "text": notice("this notebook is over the budget of one read; run the cell again") + "\n"}]
+        size -= before - len(json.dumps(cell["outputs"]).encode())
+    return nb

@@ -58,6 +58,13 @@ class GuardSettings:
     output_connection_max_kb: int = 512
     # Largest file that may be submitted for export review, in MiB.
     export_max_mb: float = 16.0
+    # The operator's egress budget in this workspace, in MiB per rolling hour and per rolling day:
+    # every byte let through to the browser (kernel and terminal output, contents reads) counts, in
+    # a ledger kept on the hub side. At 80 % a notice; at 100 % output is held (see egress.py). The
+    # demo walk (data, tables, a chart, a model summary) shows about 62 kB: these are some 250 and
+    # 1000 such walks (docs/security-model.md, "The egress budget").
+    egress_hour_mb: float = 16.0
+    egress_day_mb: float = 64.0
     # Terminals, each in a sandbox of its own beside the kernels' (same view: home and /data),
     # with input recorded and output held to the per-execution budget (an "execution" is a line).
     terminals: bool = False
@@ -87,6 +94,11 @@ class GuardSettings:
     def export_max_bytes(self) -> int:
         return int(self.export_max_mb * MIB)
 
+    @property
+    def egress_budgets(self) -> dict[str, int]:
+        """Bytes per rolling window, by the windows' names in the hub-side ledger."""
+        return {"hour": int(self.egress_hour_mb * MIB), "day": int(self.egress_day_mb * MIB)}
+
 
 # Bounds on each numeric setting: a workspace may tighten or loosen within these, never beyond.
 _BOUNDS = {
@@ -96,6 +108,8 @@ _BOUNDS = {
     "output_cell_max_kb": (1, 64 * 1024),
     "output_connection_max_kb": (64, 16 * 1024),
     "export_max_mb": (0.001, 1024.0),
+    "egress_hour_mb": (0.1, 10 * 1024.0),
+    "egress_day_mb": (0.1, 100 * 1024.0),
 }
 
 
@@ -132,6 +146,11 @@ def parse_guard_settings(raw: dict | None) -> GuardSettings:
     settings = GuardSettings(**values)
     if settings.output_message_max_kb > settings.output_cell_max_kb:
         raise GuardSettingsError("guard setting 'output_message_max_kb' exceeds 'output_cell_max_kb'")
+    if settings.egress_hour_mb > settings.egress_day_mb:
+        raise GuardSettingsError("guard setting 'egress_hour_mb' exceeds 'egress_day_mb'")
+    if settings.egress_hour_mb * MIB < settings.output_cell_max_bytes:
+        raise GuardSettingsError("guard setting 'egress_hour_mb' is less than one execution's budget"
+                                 " ('output_cell_max_kb')")
     return settings
 
 

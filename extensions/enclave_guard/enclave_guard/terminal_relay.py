@@ -12,8 +12,10 @@ nothing of the server) and receives the master side of that sandbox's pty. Then 
   pauses, as a pager would: the relay stops reading, the program blocks on its next write, and a
   notice says so. The next line of input (or an interrupt) lets another budget's worth through.
 
-It runs as a program of its own, so it imports nothing heavier than the guard's policy and audit
-modules. Output paused at the budget is an egress notice in the audit log.
+It runs as a program of its own, so it imports nothing heavier than the guard's policy, audit and
+egress modules. Output paused at the budget is an egress notice in the audit log. What passes is
+charged to the operator's egress budget (:mod:`.egress`); past it, output is held back, the reason
+shown once per command.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import termios
 import tty
 
 from .audit import AuditTrail, RecordNotTaken
+from .egress import EgressBudget
 from .policy import AUDIT_SOCKET, WORKSPACE_FILE, load_workspace
 
 # Longest input line kept whole in the audit trail; the rest of a longer one is counted only.
@@ -145,10 +148,12 @@ def open_terminal(launcher: str, winsize: bytes) -> tuple[str, int]:
     return reply["terminal_id"], fds[0]
 
 
-def relay(user_tty: int, master: int, budget: OutputBudget, recorder: InputRecorder) -> None:
+def relay(user_tty: int, master: int, budget: OutputBudget, recorder: InputRecorder, egress: EgressBudget) -> None:
     """Copy between the server's pty (``user_tty``: the browser's side) and the sandbox's pty,
-    until either side closes; what the shell wrote last still reaches the browser."""
+    until either side closes; what the shell wrote last still reaches the browser (within the
+    operator's egress budget)."""
     to_shell, to_user, held = bytearray(), bytearray(), bytearray()
+    egress_held: list[bool] = []  # this command's output is held for the egress budget, and was told so
     shell_open = True
     stopping = []
     for signum in (signal.SIGHUP, signal.SIGINT, signal.SIGTERM):
@@ -160,8 +165,18 @@ def relay(user_tty: int, master: int, budget: OutputBudget, recorder: InputRecor
     def admit(data: bytes) -> None:
         was_paused = budget.paused
         passed, rest = budget.admit(data)
-        to_user.extend(passed)
         held.extend(rest)
+        if passed:
+            # The operator's egress budget: past it, the command's output is held back, the reason
+            # shown once per command (an execution).
+            decision = egress.admit("terminal_output", len(passed))
+            if decision.allowed:
+                to_user.extend(passed)
+                if notice := egress.take_notice():
+                    to_user.extend(f"\r\n{notice}\r\n".encode())
+            elif not egress_held:
+                egress_held.append(True)
+                to_user.extend(f"\r\n{decision.held}\r\n".encode())
         if budget.paused and not was_paused:
             try:
                 recorder.audit.write("egress.notice", channel="terminal_output", used=budget.used,
@@ -187,6 +202,7 @@ def relay(user_tty: int, master: int, budget: OutputBudget, recorder: InputRecor
                 to_user.extend(recorder.NOT_RUN)
             if ended:
                 budget.new_execution()
+                egress_held.clear()
                 # Enter lets the paused output continue; an interrupt drops it, as the pty does.
                 waiting, held[:] = (b"" if interrupted else bytes(held)), b""
                 admit(waiting)
@@ -198,6 +214,7 @@ def relay(user_tty: int, master: int, budget: OutputBudget, recorder: InputRecor
             del to_shell[:_write(master, to_shell)]
         if user_tty in writable:
             del to_user[:_write(user_tty, to_user)]
+        egress.report_due("terminal_output")
 
 
 def _read(fd: int) -> bytes | None:
@@ -235,10 +252,12 @@ def main() -> int:
     # and signals (Ctrl-C) for the shell.
     tty.setraw(user_tty)
     recorder = InputRecorder(audit, terminal_id)
+    egress = EgressBudget(audit, workspace.guard.egress_budgets)
     try:
-        relay(user_tty, master, OutputBudget(workspace.guard.output_cell_max_bytes), recorder)
+        relay(user_tty, master, OutputBudget(workspace.guard.output_cell_max_bytes), recorder, egress)
     finally:
         recorder.flush()
+        egress.flush("terminal_output")
         os.close(master)
         audit.close()
     return 0

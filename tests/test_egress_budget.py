@@ -1,0 +1,266 @@
+"""The egress budget: what one operator may pull to the browser from a workspace, per hour and per day.
+
+A hub of its own with the demo's release (``residents@1``, generated). Each workspace sets budgets
+tiny enough to cross in a few cells:
+
+* ``laundry``: alice copies the release into files the browser may open (``res.txt``, a notebook
+  whose metadata and Markdown carry it): each read is held to one execution's budget.
+* ``paging``: bob pages the release out with a script (cells in a loop, then file reads) until the
+  hour's budget holds him; the budget survives his server's restart; reviewers and admins see it.
+* ``browsed``: alice in JupyterLab, in chromium: the 80 % notice, then the hold, in the output area.
+* ``demo``: the demo walk (data, tables, a chart, a model summary) with the default budgets.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sqlite3
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import PASSWORD, seed
+from enclave_testing import CHROMIUM, CHROMIUM_ARGS, log_in, wait_for
+from playwright.async_api import async_playwright, expect
+
+from enclave import workspaces
+from enclave.settings import Settings
+
+SANDBOX_PYTHON = Path(__file__).resolve().parents[1] / ".venv-sandbox" / "bin" / "python"
+RELEASE_CSV = "/data/residents@1/residents.csv"
+RELEASE_PARQUET = "/data/residents@1/residents.parquet"
+CELL_KB = 64
+HOUR_MB = 0.5
+HOUR_BYTES = int(HOUR_MB * 1024 * 1024)
+NOTICE = "of your egress budget for this workspace's rolling hour is used"
+HELD = "output held: your egress budget for this workspace's rolling hour is spent"
+
+
+@pytest.fixture(scope="module")
+def hub(hub_factory):
+    from synthetic.demo import publish_demo_release
+
+    hub = hub_factory("egress", ENCLAVE_SANDBOX__IDLE_TIMEOUT="0")
+    seed(hub)
+    settings = Settings(home=hub.home)
+    release = publish_demo_release(settings)
+    assert release == "residents@1"
+    small = {"output_message_max_kb": CELL_KB // 4, "output_cell_max_kb": CELL_KB}
+    budget = {"egress_hour_mb": HOUR_MB, "egress_day_mb": 1.0}
+    for ws, operator, guard in (("laundry", "alice", small), ("paging", "bob", small | budget),
+                                ("browsed", "alice", {"output_message_max_kb": 128, "output_cell_max_kb": 256} | budget),
+                                ("demo", "alice", {})):
+        workspaces.create(settings, ws)
+        workspaces.add_member(settings, ws, operator, "operator")
+        workspaces.add_member(settings, ws, "carol", "reviewer")
+        workspaces.attach(settings, ws, release, by="tests")
+        if guard:
+            workspaces.set_guard(settings, ws, guard)
+    hub.start()
+    yield hub
+    hub.stop_all_sandboxes()
+
+
+def run(kernel, code: str) -> str:
+    out, err = kernel.run(code)
+    assert err is None, err
+    return out
+
+
+# -- one read is one execution's output ----------------------------------------------------------
+
+
+def test_a_release_laundered_into_readable_files_is_not_read_whole(hub):
+    alice = hub.login("alice", PASSWORD)
+    assert alice.start("laundry").status_code == 200
+    kernel = alice.kernel("laundry")
+    sizes = json.loads(run(kernel, (
+        "import base64, json, pathlib, shutil\nh = pathlib.Path.home()\n"
+        f"shutil.copy({RELEASE_CSV!r}, h / 'res.txt')\n"
+        f"(h / 'res.md').write_text(base64.b64encode(open({RELEASE_PARQUET!r}, 'rb').read()).decode())\n"
+        "blob = (h / 'res.md').read_text()[:164_000]\n"
+        "nb = {'cells': [{'cell_type': 'markdown', 'metadata': {}, 'source': blob}],\n"
+        "      'metadata': {'carried': blob}, 'nbformat': 4, 'nbformat_minor': 5}\n"
+        "(h / 'res.ipynb').write_text(json.dumps(nb))\n"
+        "print(json.dumps({p.name: p.stat().st_size for p in (h / 'res.txt', h / 'res.md', h / 'res.ipynb')}))")))
+    assert all(size > 2 * CELL_KB * 1024 for size in sizes.values()), sizes
+    release_start = run(kernel, f"print(open({RELEASE_CSV!r}).read()[200:260])").strip()
+    for name in sizes:
+        r = alice.server_api("laundry", "GET", f"/contents/{name}")
+        assert r.status_code == 403, (name, r.status_code, len(r.content))
+        assert len(r.content) < 2048 and release_start not in r.text
+        message = r.json()["message"]
+        assert f"over this workspace's budget of {CELL_KB} KiB for one read" in message, message
+    reads = hub.audit_records(action="contents.read", workspace="laundry")
+    assert {r["detail"]["path"] for r in reads if r["outcome"] == "denied"} >= set(sizes)
+    kernel.close()
+
+
+# -- repetition: a script paging the release out -------------------------------------------------
+
+
+def page_out(bob, kernel, pages: int) -> tuple[int, list[str], list]:
+    """Page through the release as a script would: each round a cell prints the next part and writes
+    the one after it to a file, which the script then reads. Returns the bytes shown, what the
+    cells printed, and the last read's response."""
+    shown, printed, read = 0, [], None
+    part = 24 * 1024
+    for n in range(pages):
+        at = n * 2 * part % 280_000
+        out = run(kernel, (
+            f"import pathlib\ntext = open({RELEASE_CSV!r}, encoding='utf-8').read()\n"
+            f"pathlib.Path.home().joinpath('page.txt').write_text(text[{at + part}:{at + 2 * part}])\n"
+            f"print(text[{at}:{at + part}])"))
+        printed.append(out)
+        shown += len(out.encode())
+        read = bob.server_api("paging", "GET", "/contents/page.txt")
+        if read.status_code == 200:
+            shown += len(read.json()["content"].encode())
+        if HELD in out and read.status_code == 403:
+            break
+    return shown, printed, read
+
+
+def test_paging_a_release_out_stops_at_the_budget(hub):
+    bob = hub.login("bob", PASSWORD)
+    assert bob.start("paging").status_code == 200
+    kernel = bob.kernel("paging")
+    shown, printed, read = page_out(bob, kernel, 30)
+    assert HELD in printed[-1] and len(printed) > 4, printed[-1][:300]
+    assert read.status_code == 403 and HELD in read.json()["message"], read.text[:300]
+    assert shown <= HOUR_BYTES, shown
+    # The notice came first, once, in the output of the cell that crossed 80 %.
+    noticed = [i for i, out in enumerate(printed) if NOTICE in out]
+    assert len(noticed) == 1 and noticed[0] < len(printed) - 1, noticed
+    # Held, the cell still ran (its file is written); its output is the reason alone.
+    assert printed[-1].strip().startswith("[Enclave: output held") and len(printed[-1]) < 1024
+    # Once held, it stays held: another cell, another read.
+    assert HELD in run(kernel, "print('x' * 100)")
+    assert bob.server_api("paging", "GET", "/contents/page.txt").status_code == 403
+    refused = [r for r in hub.audit_records(action="contents.read", workspace="paging") if r["outcome"] == "denied"]
+    assert refused and all(HELD in r["detail"]["reason"] for r in refused)
+
+    notice = [r for r in hub.audit_records(action="egress.notice", workspace="paging") if "window" in r["detail"]]
+    held = hub.audit_records(action="egress.held", workspace="paging")
+    assert len(notice) == 1 and len(held) == 1, (notice, held)  # once per window, however often held
+    assert notice[0]["actor"] == held[0]["actor"] == "bob" and held[0]["outcome"] == "denied"
+    assert held[0]["sandbox"].startswith("bob/paging/") and held[0]["source"] == "sandbox"
+    detail = held[0]["detail"]
+    assert detail["window"] == "hour" and detail["budget"] == HOUR_BYTES
+    assert 0.8 * HOUR_BYTES <= detail["used"] <= HOUR_BYTES, detail
+    assert 0.8 * HOUR_BYTES <= notice[0]["detail"]["used"] < HOUR_BYTES
+    kernel.close()
+
+
+def test_the_budget_survives_a_restart_of_the_server(hub):
+    bob = hub.login("bob", PASSWORD)
+    bob.stop("paging")
+    assert bob.start("paging").status_code == 200
+    kernel = bob.kernel("paging")
+    assert HELD in run(kernel, "print('still here')")
+    r = bob.server_api("paging", "GET", "/contents/page.txt")
+    assert r.status_code == 403 and HELD in r.json()["message"]
+    # The windows are the hub's: root's database, out of every sandbox's reach.
+    ledger = hub.home / "egress" / "egress.sqlite"
+    assert stat.S_IMODE(os.stat(ledger).st_mode) == 0o600 and os.stat(ledger).st_uid == 0
+    assert stat.S_IMODE(os.stat(ledger.parent).st_mode) == 0o700
+    kernel.close()
+
+
+def test_reviewers_and_admins_see_the_held_budget(hub):
+    url = hub.service_url("audit") + "/egress"
+    for name in ("carol", "root-admin"):
+        page = hub.login(name, PASSWORD).http.get(url)
+        assert page.status_code == 200, (name, page.status_code, page.text[:300])
+        rows = re.findall(r'<td class="operator">(\w+)</td><td class="workspace">(\w+)</td>', page.text)
+        assert ("bob", "paging") in rows, (name, rows)
+    # An operator who reviews nothing does not see it.
+    assert hub.login("alice", PASSWORD).http.get(url).status_code == 403
+
+
+# -- in JupyterLab, in chromium ------------------------------------------------------------------
+
+
+@pytest.mark.browser
+async def test_the_notice_and_the_hold_in_jupyterlab(hub):
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = await (await browser.new_context()).new_page()
+        page.set_default_timeout(90_000)
+        await log_in(page, hub, "alice", PASSWORD)
+        await page.goto(f"{hub.url}/hub/spawn/alice/browsed")
+        await page.goto(f"{hub.user_origin('alice')}/user/alice/browsed/lab")
+        await page.wait_for_selector(".jp-DirListing-content")
+        await page.locator(".lm-MenuBar-itemLabel", has_text="File").first.click()
+        await page.locator(".lm-Menu-itemLabel", has_text="New").first.hover()
+        await page.locator(".lm-Menu-itemLabel", has_text="Notebook").first.click()
+        await page.locator(".jp-Dialog .jp-Dialog-button.jp-mod-accept").click()
+        await expect(page.locator(".jp-StatusBar-Widget", has_text="Idle").first).to_be_visible()
+        await page.locator(".jp-Notebook .jp-Cell .cm-content").first.click()
+        # Each run shows about 60 kB: the notice comes at the 7th run or so, the hold soon after.
+        await page.keyboard.type("print(open('/data/residents@1/residents.csv', encoding='utf-8').read()[:40_000])")
+        cell = page.locator(".jp-Notebook .jp-Cell").first
+        outputs = cell.locator(".jp-OutputArea-output")
+        seen = []
+        for run in range(1, 15):
+            await page.keyboard.press("Control+Enter")
+            await expect(cell.locator(".jp-InputPrompt")).to_have_text(f"[{run}]:")
+            text = "\n".join(await outputs.all_inner_texts())
+            seen.append("held" if HELD in text else "notice" if NOTICE in text else "shown")
+            if seen[-1] == "held":
+                break
+        assert seen[-1] == "held" and "notice" in seen, seen
+        # Held: the cell's output is the reason alone, on the guard's stderr stream.
+        stderr = cell.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
+        await expect(stderr).to_contain_text(HELD)
+        assert await outputs.count() == 1
+        await browser.close()
+
+
+# -- ordinary work stays well inside the default budget ------------------------------------------
+
+DEMO_WALK = [
+    f"import pandas as pd\ndf = pd.read_csv({RELEASE_CSV!r})\ndf.shape",
+    "df.head(20)",
+    "df.describe(include='all')",
+    "df.groupby(['resident_id_birth_year_band', 'resident_id_sex']).size().unstack()",
+    "import matplotlib.pyplot as plt\nfrom IPython.display import display\nfig, ax = plt.subplots()\n"
+    "df['income'].plot.hist(ax=ax, bins=30, title='income')\ndisplay(fig)\nplt.close(fig)",
+    "import statsmodels.formula.api as smf\n"
+    "print(smf.ols('income ~ C(education) + C(resident_id_sex)', data=df).fit().summary())",
+]
+
+
+def default_budgets() -> dict:
+    """The guard's default egress budgets, from the guard itself (in the operators' environment)."""
+    code = "import json; from enclave_guard.policy import GuardSettings as G; print(json.dumps(G().egress_budgets))"
+    return json.loads(subprocess.run([str(SANDBOX_PYTHON), "-I", "-c", code], capture_output=True, text=True,
+                                     check=True).stdout)
+
+
+def test_the_demo_walk_stays_well_inside_the_default_budget(hub):
+    alice = hub.login("alice", PASSWORD)
+    assert alice.start("demo").status_code == 200
+    kernel = alice.kernel("demo")
+    shown = 0
+    for code in DEMO_WALK:
+        answers = kernel.request("execute_request", {"code": code, "silent": False, "store_history": True,
+                                                     "user_expressions": {}, "allow_stdin": False,
+                                                     "stop_on_error": True})
+        assert not [m for m in answers if m["msg_type"] == "error"], code
+        shown += sum(len(json.dumps(m)) for m in answers)
+    kernel.close()
+
+    def ledger_total() -> int:
+        with sqlite3.connect(hub.home / "egress" / "egress.sqlite") as db:
+            return db.execute("SELECT SUM(bytes) FROM buckets WHERE user = 'alice' AND workspace = 'demo'").fetchone()[0]
+
+    # The server reports its last batch within seconds, on a timer.
+    charged = wait_for(lambda: ledger_total() >= shown // 2 and ledger_total(), 20, "the walk to be charged")
+    budgets = default_budgets()
+    print(f"demo walk: {charged:,} bytes charged ({shown:,} received as JSON); default budgets"
+          f" {budgets['hour']:,} bytes per hour, {budgets['day']:,} per day")
+    assert 0 < charged < 0.05 * budgets["hour"]
