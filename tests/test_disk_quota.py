@@ -37,6 +37,13 @@ def loop_devices_of(home: Path) -> list[str]:
     return [line for line in listing.splitlines() if str(home) in line]
 
 
+def home_stops_at_its_quota(kernel) -> None:
+    """Writing twice the quota into the home fails with ENOSPC; the file is removed again."""
+    _, err = kernel.run(WRITE.format(path="/home/alice/big", mb=2 * QUOTA_MB))
+    assert err == "OSError: [Errno 28] No space left on device"
+    kernel.run("import os; os.remove('/home/alice/big')")
+
+
 def mount_options(path: Path) -> set[str]:
     for line in Path("/proc/self/mountinfo").read_text().splitlines():
         fields = line.split()
@@ -109,9 +116,7 @@ def test_the_quota_survives_a_restart_of_the_hub_and_of_the_sandbox(hub, alice):
     kernel.close()
     hub.restart()  # the sandbox keeps running, its home mounted
     kernel = alice.kernel("alpha")
-    _, err = kernel.run(WRITE.format(path="/home/alice/big", mb=2 * QUOTA_MB))
-    assert err == "OSError: [Errno 28] No space left on device"
-    kernel.run("import os; os.remove('/home/alice/big')")
+    home_stops_at_its_quota(kernel)
     kernel.close()
     alice.stop("alpha")
     home = hub.home / "homes" / "alice" / "alpha"
@@ -119,9 +124,7 @@ def test_the_quota_survives_a_restart_of_the_hub_and_of_the_sandbox(hub, alice):
     assert alice.start("alpha").status_code == 200
     kernel = alice.kernel("alpha")
     assert kernel.run("print(open('/home/alice/kept.txt').read())") == ("still here\n", None)
-    _, err = kernel.run(WRITE.format(path="/home/alice/big", mb=2 * QUOTA_MB))
-    assert err == "OSError: [Errno 28] No space left on device"
-    kernel.run("import os; os.remove('/home/alice/big')")
+    home_stops_at_its_quota(kernel)
     kernel.close()
 
 
