@@ -4,10 +4,15 @@ A hub of its own with the demo's release (``residents@1``, generated). Each work
 tiny enough to cross in a few cells:
 
 * ``laundry``: alice copies the release into files the browser may open (``res.txt``, a notebook
-  whose metadata and Markdown carry it): each read is held to one execution's budget.
+  whose metadata and Markdown carry it): each read is held to one execution's budget; a notebook
+  over it has its last cells' outputs withheld first, and is refused only if it still does not fit.
 * ``paging``: bob pages the release out with a script (cells in a loop, then file reads) until the
   hour's budget holds him; the budget survives his server's restart; reviewers and admins see it.
 * ``browsed``: alice in JupyterLab, in chromium: the 80 % notice, then the hold, in the output area.
+* ``termed``: erin's terminal, with the smallest hour's budget a workspace may have: the notice
+  inline, then the command's output dropped after the reason.
+* ``requests``: alice's export panel (the request list, the checks' results): charged like a read,
+  and refused like one once the budget is spent.
 * ``demo``: the demo walk (data, tables, a chart, a model summary) with the default budgets.
 """
 
@@ -37,6 +42,12 @@ HOUR_MB = 0.5
 HOUR_BYTES = int(HOUR_MB * 1024 * 1024)
 NOTICE = "of your egress budget for this workspace's rolling hour is used"
 HELD = "output held: your egress budget for this workspace's rolling hour is spent"
+# The smallest hour's budget a workspace may have (0.1 MiB), for the terminal and the export panel.
+SMALLEST_HOUR_BYTES = int(0.1 * 1024 * 1024)
+# The guard's notice and hold as a terminal shows them, each on lines of its own.
+NOTICE_SHOWN = re.compile(r"\r\n\[Enclave: \d+ % of your egress budget[^\]]*\]\r\n")
+HELD_SHOWN = re.compile(r"\r\n\[Enclave: output held: [^\]]*\]")
+HELD_END = "Results leave through export review.]"
 
 
 @pytest.fixture(scope="module")
@@ -50,8 +61,11 @@ def hub(hub_factory):
     assert release == "residents@1"
     small = {"output_message_max_kb": CELL_KB // 4, "output_cell_max_kb": CELL_KB}
     budget = {"egress_hour_mb": HOUR_MB, "egress_day_mb": 1.0}
+    smallest = {"egress_hour_mb": 0.1, "egress_day_mb": 1.0}
     for ws, operator, guard in (("laundry", "alice", small), ("paging", "bob", small | budget),
                                 ("browsed", "alice", {"output_message_max_kb": 128, "output_cell_max_kb": 256} | budget),
+                                ("termed", "erin", small | smallest | {"terminals": True}),
+                                ("requests", "alice", small | smallest),
                                 ("demo", "alice", {})):
         workspaces.create(settings, ws)
         workspaces.add_member(settings, ws, operator, "operator")
@@ -68,6 +82,18 @@ def run(kernel, code: str) -> str:
     out, err = kernel.run(code)
     assert err is None, err
     return out
+
+
+def ledger_total(hub, user: str, workspace: str) -> int:
+    """Bytes charged to the operator's budget in the workspace, as the hub-side ledger has them."""
+    with sqlite3.connect(hub.home / "egress" / "egress.sqlite") as db:
+        return db.execute("SELECT COALESCE(SUM(bytes), 0) FROM buckets WHERE user = ? AND workspace = ?",
+                          (user, workspace)).fetchone()[0]
+
+
+def budget_records(hub, action: str, workspace: str) -> list[dict]:
+    """The receiver's records of the operator's budget (those with a window), not the per-execution ones."""
+    return [r for r in hub.audit_records(action=action, workspace=workspace) if "window" in r["detail"]]
 
 
 # -- one read is one execution's output ----------------------------------------------------------
@@ -97,6 +123,55 @@ def test_a_release_laundered_into_readable_files_is_not_read_whole(hub):
     reads = hub.audit_records(action="contents.read", workspace="laundry")
     assert {r["detail"]["path"] for r in reads if r["outcome"] == "denied"} >= set(sizes)
     kernel.close()
+
+
+WITHHELD = "[Enclave: output withheld: this notebook is over the budget of one read; run the cell again]"
+
+
+def code_cell(source: str, text: str) -> dict:
+    return {"cell_type": "code", "execution_count": 1, "metadata": {}, "source": source,
+            "outputs": [{"output_type": "stream", "name": "stdout", "text": text}]}
+
+
+def notebook(*cells: dict) -> dict:
+    return {"cells": list(cells), "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+
+
+def test_a_notebook_over_one_read_has_its_last_outputs_withheld_then_is_refused(hub):
+    alice = hub.login("alice", PASSWORD)
+    assert alice.start("laundry").status_code == 200
+    # Six cells of 14 kB output each: four fit in one read's 64 KiB, five do not.
+    outputs = [f"cell {i}: " + "x" * 14_000 + "\n" for i in range(6)]
+    long = notebook(*(code_cell(f"print('cell {i}')", text) for i, text in enumerate(outputs)))
+    # Its Markdown alone is over one read: withholding every output cannot make it fit.
+    prose = notebook({"cell_type": "markdown", "metadata": {}, "source": "A long note. " * 6_000},
+                     code_cell("print('short')", "short\n"))
+    for name, nb in (("long.ipynb", long), ("prose.ipynb", prose)):
+        r = alice.server_api("laundry", "PUT", f"/contents/{name}",
+                             json={"type": "notebook", "format": "json", "content": nb})
+        assert r.status_code in (200, 201), r.text
+
+    r = alice.server_api("laundry", "GET", "/contents/long.ipynb")
+    assert r.status_code == 200, r.text[:300]
+    cells = r.json()["content"]["cells"]
+    # The last cells' outputs are withheld, each replaced by the reason; the code is all there.
+    assert [c["source"] for c in cells] == [f"print('cell {i}')" for i in range(6)]
+    assert [c["outputs"][0]["text"] for c in cells[:4]] == outputs[:4]
+    for cell in cells[4:]:
+        assert cell["outputs"] == [{"output_type": "stream", "name": "stderr", "text": WITHHELD + "\n"}]
+    served = len(json.dumps(r.json()["content"], sort_keys=True).encode())
+    assert served <= CELL_KB * 1024
+
+    r = alice.server_api("laundry", "GET", "/contents/prose.ipynb")
+    assert r.status_code == 403 and "A long note" not in r.text, r.text[:300]
+    assert f"over this workspace's budget of {CELL_KB} KiB for one read" in r.json()["message"]
+
+    reads = {r["detail"]["path"]: r for r in hub.audit_records(action="contents.read", workspace="laundry")
+             if r["detail"]["path"] in ("long.ipynb", "prose.ipynb")}
+    assert reads["long.ipynb"]["outcome"] == "ok" and reads["long.ipynb"]["detail"]["size"] == served
+    refused = reads["prose.ipynb"]
+    assert refused["outcome"] == "denied" and f"budget of {CELL_KB} KiB for one read" in refused["detail"]["reason"]
+    assert refused["detail"]["size"] > CELL_KB * 1024
 
 
 # -- repetition: a script paging the release out -------------------------------------------------
@@ -181,6 +256,93 @@ def test_reviewers_and_admins_see_the_held_budget(hub):
     assert hub.login("alice", PASSWORD).http.get(url).status_code == 403
 
 
+# -- a terminal: the notice inline, then the command's output dropped after the reason ------------
+
+
+def typed(terminal, line: str, until: str) -> str:
+    """Type ``line`` and return everything shown until ``until`` (the typed line's echo included)."""
+    terminal.send(line + "\r")
+    return terminal.read_until(until)
+
+
+def test_a_terminal_s_output_is_charged_noticed_then_held(hub):
+    erin = hub.login("erin", PASSWORD)
+    assert erin.start("termed").status_code == 200
+    terminal = erin.terminal("termed")
+    # Each command prints under one command's budget (64 KiB); the three together pass the hour's
+    # 100 kB. Their letters are typed as codes (chr(81) is Q) and "DONE-$((1+1))" is shown as DONE-2,
+    # so that what the echo of a typed line shows is not taken for what the command printed.
+    first = typed(terminal, "python -c \"print(chr(81) * 50_000)\"; echo DONE-$((1+1))", "DONE-2")
+    assert first.count("Q") == 50_000 and NOTICE not in first
+    second = typed(terminal, "python -c \"print(chr(74) * 40_000)\"; echo DONE-$((2+1))", "DONE-3")
+    # Past 80 %: the notice, inline, and the command's output goes on.
+    assert second.count("J") == 40_000 and len(NOTICE_SHOWN.findall(second)) == 1, second[-600:]
+    third = typed(terminal, "python -c \"print(chr(90) * 40_000)\"; echo DONE-$((3+1))", HELD_END)
+    # Past 100 %: the reason, and nothing of the command after it.
+    assert third.count("Z") < 40_000 and HELD in third and "DONE-4" not in third
+    # Held, it stays held: the next line shows its reason, and nothing else.
+    after = typed(terminal, "", HELD_END)
+    assert HELD_SHOWN.sub("", after).strip() == "" and "Z" not in after and "DONE-4" not in after, after
+    terminal.close()
+
+    (notice,) = budget_records(hub, "egress.notice", "termed")
+    (held,) = budget_records(hub, "egress.held", "termed")
+    for record in (notice, held):
+        assert record["actor"] == "erin" and record["sandbox"].startswith("erin/termed/")
+        assert record["detail"]["channel"] == "terminal_output" and record["detail"]["window"] == "hour"
+        assert record["detail"]["budget"] == SMALLEST_HOUR_BYTES
+    assert held["outcome"] == "denied"
+    assert 0.8 * SMALLEST_HOUR_BYTES <= notice["detail"]["used"] < held["detail"]["used"] <= SMALLEST_HOUR_BYTES
+    # Every byte the terminal showed between the notice and the reason is what the ledger counted
+    # between them (the guard's own lines are not counted).
+    shown = first + second + third
+    between = shown[NOTICE_SHOWN.search(shown).end():HELD_SHOWN.search(shown).start()]
+    assert len(between.encode()) == held["detail"]["used"] - notice["detail"]["used"]
+
+
+# -- the export panel: what the guard itself serves ----------------------------------------------
+
+
+def test_the_export_panel_s_answers_are_charged_and_refused_once_held(hub):
+    alice = hub.login("alice", PASSWORD)
+    assert alice.start("requests").status_code == 200
+
+    def panel(method: str, path: str, **kw):
+        return alice.server_request("requests", method, f"enclave/api/{path}", **kw)
+
+    for name, text in (("counts.txt", "district,households\nHeping,120\nNanshan,135\n"), ("notes.txt", "n" * 45_000)):
+        r = alice.server_api("requests", "PUT", f"/contents/{name}",
+                             json={"type": "file", "format": "text", "content": text})
+        assert r.status_code in (200, 201), r.text
+    export = {"paths": ["counts.txt"], "justification": "Household counts."}
+    answers = [panel("GET", "uploads"), panel("POST", "exports/checks", json={"paths": ["counts.txt"]}),
+               panel("POST", "exports", json=export), panel("GET", "exports")]
+    assert [r.status_code for r in answers] == [200, 200, 201, 200], [r.text[:200] for r in answers]
+    assert answers[-1].json()["requests"][0]["files"][0]["name"] == "counts.txt"
+    # Nothing else was shown from this workspace: the ledger holds these answers, every byte.
+    served = sum(len(r.content) for r in answers)
+    wait_for(lambda: ledger_total(hub, "alice", "requests") >= served, 20, "the panel's answers to be charged")
+    assert ledger_total(hub, "alice", "requests") == served
+
+    # Reading a 45 kB file a few times spends the hour's 100 kB.
+    reads = [alice.server_api("requests", "GET", "/contents/notes.txt") for _ in range(4)]
+    assert [r.status_code for r in reads][:2] == [200, 200] and reads[-1].status_code == 403
+    # Held: the request list and the checks are refused as a read is, with the reason...
+    for r in (panel("GET", "exports"), panel("POST", "exports/checks", json={"paths": ["counts.txt"]})):
+        assert r.status_code == 403 and HELD in r.json()["message"], (r.status_code, r.text[:300])
+        assert "Heping" not in r.text and "counts.txt" not in r.text
+    # ...while results still leave through export review: a request is submitted, its receipt
+    # counted; the upload policy the file browser needs is counted too.
+    before = ledger_total(hub, "alice", "requests")
+    receipts = [panel("POST", "exports", json=export), panel("GET", "uploads")]
+    assert [r.status_code for r in receipts] == [201, 200], [r.text[:200] for r in receipts]
+    counted = before + sum(len(r.content) for r in receipts)
+    wait_for(lambda: ledger_total(hub, "alice", "requests") >= counted, 20, "the receipts to be charged")
+    assert ledger_total(hub, "alice", "requests") == counted
+    (held,) = budget_records(hub, "egress.held", "requests")
+    assert held["detail"]["channel"] == "contents_read" and held["detail"]["budget"] == SMALLEST_HOUR_BYTES
+
+
 # -- in JupyterLab, in chromium ------------------------------------------------------------------
 
 
@@ -253,13 +415,9 @@ def test_the_demo_walk_stays_well_inside_the_default_budget(hub):
         assert not [m for m in answers if m["msg_type"] == "error"], code
         shown += sum(len(json.dumps(m)) for m in answers)
     kernel.close()
-
-    def ledger_total() -> int:
-        with sqlite3.connect(hub.home / "egress" / "egress.sqlite") as db:
-            return db.execute("SELECT SUM(bytes) FROM buckets WHERE user = 'alice' AND workspace = 'demo'").fetchone()[0]
-
     # The server reports its last batch within seconds, on a timer.
-    charged = wait_for(lambda: ledger_total() >= shown // 2 and ledger_total(), 20, "the walk to be charged")
+    charged = wait_for(lambda: ledger_total(hub, "alice", "demo") >= shown // 2 and ledger_total(hub, "alice", "demo"),
+                       20, "the walk to be charged")
     budgets = default_budgets()
     print(f"demo walk: {charged:,} bytes charged ({shown:,} received as JSON); default budgets"
           f" {budgets['hour']:,} bytes per hour, {budgets['day']:,} per day")

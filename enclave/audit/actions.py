@@ -73,7 +73,8 @@ DETAIL_KEYS: dict[str, str] = {
     "sha256": "SHA-256 of a file's bytes",
     "channel": "the egress channel a budget counts: `kernel_output` (an execution's), `kernel_connection`"
                " (output tied to no request), `terminal_output` (a command's), `contents_read` (a file,"
-               " notebook or listing read through the contents API)",
+               " notebook or listing read through the contents API, or an answer of the guard's own"
+               " export API)",
     "used": "bytes used of the budget",
     "budget": "the budget, in bytes",
     "window": "the rolling window of an operator's egress budget in a workspace: `hour` or `day`",

@@ -1,4 +1,12 @@
-"""HTTP handlers: closed routes, and the export request API used by the JupyterLab extension."""
+"""HTTP handlers: closed routes, and the export request API used by the JupyterLab extension.
+
+What the export API answers is shown in the browser like anything else the guard serves (the request
+list carries titles and reviewers' comments, the checks' results their findings), so it is charged
+to the operator's egress budget on the path a contents read takes, and refused like a read once the
+budget is spent. Two answers are charged but never held: the upload policy the file browser needs,
+and the receipt of a submitted export request, as results leave through export review, held budget
+or not (neither carries anything of the workspace's data).
+"""
 
 from __future__ import annotations
 
@@ -71,6 +79,23 @@ class _GuardAPIHandler(APIHandler):
         except IntakeError as exc:
             raise web.HTTPError(502 if exc.status >= 500 else exc.status, str(exc)) from None
 
+    def finish_shown(self, doc: dict, what: str) -> None:
+        """Answer with ``doc``, charged to the operator's egress budget as a contents read is; past the
+        budget, refused (403) with the reason instead."""
+        body = json.dumps(doc)
+        decision = self.guard.egress.admit("contents_read", len(body.encode()))
+        if not decision.allowed:
+            # As arguments: the reason may carry a '%' (the receiver's error) that is not a format.
+            raise web.HTTPError(403, "%s: not shown: %s", what, decision.held, reason="Refused by Enclave")
+        self.finish(body)
+
+    def finish_receipt(self, doc: dict) -> None:
+        """Answer with ``doc``, charged to the operator's egress budget but never held (see the module's
+        docstring for which answers these are)."""
+        body = json.dumps(doc)
+        self.guard.egress.spend("contents_read", len(body.encode()))
+        self.finish(body)
+
 
 class UploadPolicyHandler(_GuardAPIHandler):
     """What the browser may upload, so the file browser can say so before sending anything."""
@@ -79,10 +104,10 @@ class UploadPolicyHandler(_GuardAPIHandler):
     @authorized
     def get(self):
         settings = self.guard.workspace.guard
-        self.finish(json.dumps({
+        self.finish_receipt({
             "suffixes": sorted(policy.TEXT_SUFFIXES | {policy.NOTEBOOK_SUFFIX}),
             "max_bytes": settings.upload_max_bytes,
-        }))
+        })
 
 
 class ChecksHandler(_GuardAPIHandler):
@@ -94,7 +119,8 @@ class ChecksHandler(_GuardAPIHandler):
         guard = self.guard
         snaps = exports.snapshot(self.contents_manager, self.body().get("paths"), guard.workspace.guard.export_max_bytes)
         result = await self.relay(guard.intake.checks(exports.manifest(guard, snaps), [(s.name, s.data) for s in snaps]))
-        self.finish(json.dumps({"files": [s.as_json() for s in snaps], "checks": result.get("files", [])}))
+        self.finish_shown({"files": [s.as_json() for s in snaps], "checks": result.get("files", [])},
+                          "the checks' results")
 
 
 class ExportsHandler(_GuardAPIHandler):
@@ -109,7 +135,7 @@ class ExportsHandler(_GuardAPIHandler):
         shown = []
         for item in listing.get("requests", [])[: self.SHOWN]:
             shown.append(self._summary(await self.relay(guard.intake.request(item["id"]))))
-        self.finish(json.dumps({"requests": shown, "total": listing.get("total", len(shown))}))
+        self.finish_shown({"requests": shown, "total": listing.get("total", len(shown))}, "your export requests")
 
     def _summary(self, req: dict) -> dict:
         """What the panel shows: state, files, public comments and where to download releases."""
@@ -139,4 +165,4 @@ class ExportsHandler(_GuardAPIHandler):
             exports.title_for(snaps), justification, exports.manifest(guard, snaps), [(s.name, s.data) for s in snaps]
         ))
         self.set_status(201)
-        self.finish(json.dumps(self._summary(created)))
+        self.finish_receipt(self._summary(created))
