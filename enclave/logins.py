@@ -25,6 +25,8 @@ The client address is the one the proxy saw (:func:`client_address`), never one 
 from __future__ import annotations
 
 import ipaddress
+import socket
+import struct
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -49,7 +51,14 @@ def client_address(request) -> str:
     client put before it. Tornado's ``remote_ip`` (JupyterHub 6.1.1 runs its server with
     ``xheaders=True``) takes that same entry, but prefers an ``X-Real-Ip`` header, which the proxy
     passes on untouched from the client: a stranger could name any address there.
+
+    The hub listens on a unix socket, which the proxy (root) connects to, and which each sandbox's
+    server reaches too, for the hub's API. What a sandbox sends is its own words, X-Forwarded-For
+    included: its requests are one client, named by its uid, however many addresses it makes up.
     """
+    peer_uid = _unix_peer_uid(request)
+    if peer_uid not in (None, 0):
+        return f"uid:{peer_uid}"
     forwarded = request.headers.get("X-Forwarded-For", "")
     last_hop = forwarded.rsplit(",", 1)[-1].strip()
     try:
@@ -59,6 +68,17 @@ def client_address(request) -> str:
     if address.version == 6 and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
     return str(address)
+
+
+def _unix_peer_uid(request) -> int | None:
+    """The uid of the process at the other end of a unix-socket connection (SO_PEERCRED); None for
+    a TCP connection or one already closed."""
+    stream = getattr(request.connection, "stream", None)
+    sock = getattr(stream, "socket", None)
+    if sock is None or sock.family != socket.AF_UNIX:
+        return None
+    _pid, uid, _gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
+    return uid
 
 
 def _utc(moment: datetime) -> datetime:

@@ -9,12 +9,15 @@ the stored failures into the past, never by waiting.
 
 from __future__ import annotations
 
+import json
+import subprocess
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 import requests
 from conftest import PASSWORD, seed
-from enclave_testing import cookie_value
+from enclave_testing import cookie_value, processes_of_uid
 
 from enclave import accounts, db
 from enclave.settings import Settings
@@ -128,6 +131,63 @@ def test_a_forged_forwarded_address_gives_no_fresh_start(hub):
     assert len(refused) == ALLOWED + 4
     assert {d["remote_ip"] for d in refused} == {"127.0.0.5"}
     assert all(d["reason"].startswith("throttled until") for d in refused[ALLOWED:])
+
+
+# Logins sent straight to the hub's unix socket from inside a sandbox's server, each naming another
+# address in X-Forwarded-For: argv = socket, user, then "address:password" per attempt; prints the statuses.
+FROM_THE_SERVER = r"""
+import http.client, json, socket, sys
+from http.cookies import SimpleCookie
+from urllib.parse import urlencode
+
+class HubSocket(http.client.HTTPConnection):
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX)
+        self.sock.connect(sys.argv[1])
+
+statuses = []
+for attempt in sys.argv[3:]:
+    address, password = attempt.split(":", 1)
+    hub = HubSocket("localhost")
+    hub.request("GET", "/hub/login", headers={"X-Forwarded-For": address})
+    page = hub.getresponse()
+    page.read()
+    cookies = SimpleCookie()
+    for value in page.headers.get_all("Set-Cookie"):
+        cookies.load(value)
+    xsrf = cookies["_xsrf"].value
+    hub.request("POST", "/hub/login", urlencode({"username": sys.argv[2], "password": password, "_xsrf": xsrf}),
+                {"Content-Type": "application/x-www-form-urlencoded", "Cookie": f"_xsrf={xsrf}",
+                 "X-Forwarded-For": address})
+    answer = hub.getresponse()
+    answer.read()
+    statuses.append(answer.status)
+print(json.dumps(statuses))
+"""
+
+
+def test_a_sandbox_s_server_is_one_client_whatever_address_it_names(hub):
+    """The hub's unix socket is bound into every sandbox's server (for the hub's API). A server taken
+    over, sending logins there with a new X-Forwarded-For each time, gets no fresh start: it is one
+    client, named by its uid."""
+    alice = hub.login("alice", PASSWORD)
+    assert alice.start("alpha").status_code == 200
+    spec = json.loads((hub.home / "run" / "sandboxes" / "alice" / "alpha" / "spec.json").read_text())
+    uid = spec["server"]["identity"]["uid"]
+    server_pid = next(pid for pid in processes_of_uid(uid)
+                      if b"enclave_singleuser" in Path(f"/proc/{pid}/cmdline").read_bytes())
+    in_the_server = ["nsenter", f"--target={server_pid}", "--mount", "--", "setpriv", f"--reuid={uid}",
+                     f"--regid={uid}", "--clear-groups", "/opt/enclave/env/bin/python", "-I", "-c"]
+    attempts = [f"10.0.0.{i}:not-the-password" for i in range(1, ALLOWED + 1)] + [f"10.0.0.{ALLOWED + 1}:{PASSWORD}"]
+    run = subprocess.run([*in_the_server, FROM_THE_SERVER, f"/run/enclave/hub/{Settings(home=hub.home).hub_socket.name}",
+                          "gina", *attempts], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    # Failures, then the right password from a "new" address: still the same client, throttled.
+    assert json.loads(run.stdout) == [403] * (ALLOWED + 1)
+    refused = denials(hub, "gina")
+    assert {d["remote_ip"] for d in refused} == {f"uid:{uid}"}
+    assert refused[-1]["reason"].startswith("throttled until")
+    assert log_in(hub, "gina", PASSWORD, "127.0.0.9")  # gina herself, from her own address
 
 
 def test_an_account_s_failures_from_many_clients_have_an_hourly_ceiling(hub):
