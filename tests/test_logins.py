@@ -31,7 +31,7 @@ def hub(hub_factory):
     hub = hub_factory("logins", ENCLAVE_ACCOUNTS__ALLOWED_FAILED_LOGINS=str(ALLOWED),
                       ENCLAVE_ACCOUNTS__LOCKOUT_SECONDS=str(CAP_SECONDS))
     seed(hub)
-    for name in ("dora", "gina", "hugo"):
+    for name in ("dora", "gina", "hugo", "ivan"):
         accounts.add_user(Settings(home=hub.home), name, ["operator"], PASSWORD)
     hub.start()
     return hub
@@ -180,14 +180,14 @@ def test_a_sandbox_s_server_is_one_client_whatever_address_it_names(hub):
                      f"--regid={uid}", "--clear-groups", "/opt/enclave/env/bin/python", "-I", "-c"]
     attempts = [f"10.0.0.{i}:not-the-password" for i in range(1, ALLOWED + 1)] + [f"10.0.0.{ALLOWED + 1}:{PASSWORD}"]
     run = subprocess.run([*in_the_server, FROM_THE_SERVER, f"/run/enclave/hub/{Settings(home=hub.home).hub_socket.name}",
-                          "gina", *attempts], capture_output=True, text=True, timeout=120)
+                          "ivan", *attempts], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     # Failures, then the right password from a "new" address: still the same client, throttled.
     assert json.loads(run.stdout) == [403] * (ALLOWED + 1)
-    refused = denials(hub, "gina")
+    refused = denials(hub, "ivan")
     assert {d["remote_ip"] for d in refused} == {f"uid:{uid}"}
     assert refused[-1]["reason"].startswith("throttled until")
-    assert log_in(hub, "gina", PASSWORD, "127.0.0.9")  # gina herself, from her own address
+    assert log_in(hub, "ivan", PASSWORD, "127.0.0.9")  # ivan himself, from his own address
 
 
 def test_an_account_s_failures_from_many_clients_have_an_hourly_ceiling(hub):
