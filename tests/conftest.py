@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -35,9 +36,22 @@ RELEASES = {"households@1": "district,size\nHeping,3\n", "secret@1": "id,value\n
 
 
 def _publish(home: Path, name: str, csv: str) -> None:
+    """A release as the store publishes one: read-only, readable by the sandboxes' uids."""
     data = home / "releases" / name / "data"
     data.mkdir(parents=True)
     (data / "table.csv").write_text(csv)
+    (data / "table.csv").chmod(0o444)
+    data.chmod(0o555)
+
+
+@pytest.fixture(autouse=True)
+def umask_of_the_test_process():
+    """The CLI's entry makes what its process creates private (a umask of 077, keep_private); tests
+    that run it in-process must not leave that umask to the files later tests make for sandboxes."""
+    before = os.umask(0o022)
+    os.umask(before)
+    yield
+    os.umask(before)
 
 
 def seed(hub: Hub) -> None:

@@ -7,6 +7,8 @@ at a time) and ``lair`` (terminals allowed; the hostile home, ``hostile_home.py`
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 from pathlib import Path
 
@@ -15,6 +17,7 @@ from enclave_testing import Session
 from hostile_home import MARKER, drive, markers, module_source, opened_planted, plant
 
 from enclave import accounts, workspaces
+from enclave.sandbox import home_image
 from enclave.settings import Settings
 
 PASSWORD = "integrity-password-1"
@@ -45,8 +48,22 @@ def mallory(hub) -> Session:
     return hub.login("mallory", PASSWORD)
 
 
+@contextlib.contextmanager
 def host_home(hub, ws: str):
-    return hub.home / "homes" / "mallory" / ws
+    """mallory's home in ``ws`` as the host sees it: its disk image, mounted at the home's path while
+    its sandbox runs, and mounted here for the while when it is stopped (to plant, or to look)."""
+    home = hub.home / "homes" / "mallory" / ws
+    if home_image.is_mounted(home):
+        yield home
+        return
+    image = hub.home / "home-images" / "mallory" / f"{ws}.ext4"
+    spec = json.loads((hub.home / "run" / "sandboxes" / "mallory" / ws / "spec.json").read_text())
+    identity = spec["server"]["identity"]
+    home_image.mount_home(image, home, image.stat().st_size // 2**20, identity["uid"], identity["gid"])
+    try:
+        yield home
+    finally:
+        home_image.unmount_home(home)
 
 
 def assert_guard_in_force(hub, session: Session, ws: str) -> None:
@@ -78,7 +95,8 @@ def test_a_module_saved_through_the_contents_api_does_not_run_in_the_server(hub,
                            json={"type": "file", "format": "text", "content": module_source("nh3")})
     assert r.status_code in (200, 201), r.text
     restart(mallory, "den")
-    assert markers(host_home(hub, "den")) == []
+    with host_home(hub, "den") as home:
+        assert markers(home) == []
     assert_guard_in_force(hub, mallory, "den")
 
 
@@ -94,7 +112,8 @@ def test_a_launcher_saved_in_the_home_does_not_start_the_kernel(hub, mallory):
     answers = kernel.request("complete_request", {"code": "import o", "cursor_pos": 8})
     assert [m for m in answers if m["msg_type"] == "complete_reply"][0]["content"]["status"] == "ok"
     kernel.close()
-    assert [m for m in markers(host_home(hub, "den")) if "ipykernel_launcher" in m] == []
+    with host_home(hub, "den") as home:
+        assert [m for m in markers(home) if "ipykernel_launcher" in m] == []
 
 
 # -- the hostile home ---------------------------------------------------------------------------
@@ -106,7 +125,8 @@ def hostile(hub, mallory, tmp_path_factory):
     traces = tmp_path_factory.mktemp("traces")
     seen = drive(hub, mallory, "lair", traces / "discovery.txt")
     sandbox_home = "/home/mallory"
-    planted = plant(host_home(hub, "lair"), sandbox_home, seen)
+    with host_home(hub, "lair") as home:
+        planted = plant(home, sandbox_home, seen)
     again = drive(hub, mallory, "lair", traces / "attack.txt")
     return seen, planted, again, sandbox_home
 
@@ -125,15 +145,16 @@ def test_the_hostile_home_covers_the_server_kernel_and_terminal(hostile):
 
 def test_nothing_planted_in_the_home_runs(hub, hostile):
     _, planted, again, sandbox_home = hostile
-    home = host_home(hub, "lair")
-    assert markers(home) == []
-    assert opened_planted(again.trace, planted, home, sandbox_home) == []
+    with host_home(hub, "lair") as home:
+        assert markers(home) == []
+        assert opened_planted(again.trace, planted, home, sandbox_home) == []
 
 
 def test_the_guard_is_in_force_with_the_hostile_home(hub, mallory, hostile):
     assert mallory.start("lair").status_code == 200
     assert_guard_in_force(hub, mallory, "lair")
-    assert markers(host_home(hub, "lair")) == []
+    with host_home(hub, "lair") as home:
+        assert markers(home) == []
     mallory.stop("lair")
 
 
@@ -144,8 +165,9 @@ def test_a_planted_file_run_on_purpose_leaves_its_marker(hub, mallory, hostile):
     out, err = kernel.run("exec(open('/home/mallory/sitecustomize.py').read())")
     assert err is None, err
     kernel.close()
-    assert markers(host_home(hub, "lair")) == [MARKER + "sitecustomize"]
-    (host_home(hub, "lair") / (MARKER + "sitecustomize")).unlink()
+    with host_home(hub, "lair") as home:
+        assert markers(home) == [MARKER + "sitecustomize"]
+        (home / (MARKER + "sitecustomize")).unlink()
     mallory.stop("lair")
 
 
