@@ -4,6 +4,10 @@ A check receives the inspected file and the context (thresholds, the workspace's
 ACRO results attached to the request) and returns findings, each ``pass``, ``review`` or ``fail``
 with a reason and a location. Reviewers see every finding; requesters can run the same checks
 before submitting. A file's status is its worst finding.
+
+The table checks also run on every table a notebook shows (HTML, text and Markdown tables, JSON
+data, widget state: see :mod:`.notebook_tables`), so a notebook fails wherever the same table in a
+CSV file would; their findings name the cell and output ("cell 4, output 1, HTML table 1: ...").
 """
 
 from __future__ import annotations
@@ -61,6 +65,8 @@ class Check:
     title: str
     applies: Callable[[Inspected], bool]
     run: Callable[[Inspected, Context], list[Finding]]
+    # Also run on each table shown in a notebook (its findings other than pass are kept).
+    notebook_tables: bool = False
 
 
 def worst(findings: list[dict] | list[Finding]) -> str:
@@ -71,39 +77,49 @@ def worst(findings: list[dict] | list[Finding]) -> str:
 # -- helpers --
 
 _INT = re.compile(r"^\s*-?\d+\s*$")
+_WHOLE = re.compile(r"^\s*-?\d+\.0*\s*$")
 _COUNT_HEADER = re.compile(
     r"count|^n$|^num|number|freq|total|cases|records|^obs|人数|数量|计数|频数|合计|户数", re.I
 )
 _ID_HEADER = re.compile(
-    r"(^|[_\s-])(id|name|姓名|身份证|证件号|phone|mobile|手机|电话|email|邮箱|address|地址|card|卡号)($|[_\s-])"
-    r"|^(身份证号|姓名|手机号|邮箱|地址|identifier|person_id|user_id)$",
+    r"(^|[_\s-]|[^\x00-\x7f])(id|name|phone|mobile|email|address|card)($|[_\s-]|[^\x00-\x7f])"
+    r"|^(identifier|person_id|user_id)$|编号|姓名|身份证|证件号|手机|电话|邮箱|地址|卡号",
     re.I,
 )
 _ID_VALUE = re.compile(r"^(?=.*\d)[A-Za-z0-9-]{6,}$")
 
 
-def _int_column(body: list[list[str]], c: int) -> list[int | None] | None:
-    """The column's values as integers (None where empty), or None if any value is not one."""
+def _int_column(body: list[list[str]], c: int, whole_floats: bool = False) -> list[int | None] | None:
+    """The column's values as integers (None where empty), or None if any value is not one.
+
+    With ``whole_floats`` (a column named like counts), whole numbers written as floats are
+    integers too: "3.0", as pandas writes counts in a column that also holds a missing value, or
+    the count column of ``groupby(...).describe()``.
+    """
     try:
         return [int(v) if (v := r[c]) else None for r in body]
     except ValueError:
+        pass
+    if not whole_floats or not all(not (v := r[c]) or _INT.match(v) or _WHOLE.match(v) for r in body):
         return None
+    return [int(float(v)) if (v := r[c]) else None for r in body]
 
 
 def _counts(f: Inspected) -> tuple[list[int], list[tuple[int, int, int]]]:
     """The table's count columns and every count cell as (data row, column, value).
 
     Count columns are those named like counts, or, for a cross-tabulation, every column after the
-    label column when all of them hold non-negative integers.
+    label columns (one in a CSV file; a notebook's HTML tells how many index levels) when all of
+    them hold non-negative integers.
     """
     if "counts" not in f.cache:
         header, body = f.rows[0], f.rows[1:]
         cols: dict[int, list] = {}
         for c, h in enumerate(header):
-            if _COUNT_HEADER.search(h.strip()) and (values := _int_column(body, c)) is not None:
+            if _COUNT_HEADER.search(h.strip()) and (values := _int_column(body, c, whole_floats=True)) is not None:
                 cols[c] = values
         if not cols and body and len(header) > 1:
-            for c in range(1, len(header)):
+            for c in range(max(f.label_columns, 1), len(header)):
                 values = _int_column(body, c)
                 if values is None or any(v is None or v < 0 for v in values):
                     cols = {}
@@ -142,9 +158,33 @@ def _collect(cells: list[list[int]], r: int, c: int) -> None:
         cells.append([r, c])
 
 
+_SUMMARY_ROWS = {"count", "mean", "std", "min", "max", "25%", "50%", "75%"}
+
+
+def _summary_counts(f: Inspected) -> list[tuple[int, int, int]]:
+    """The count row of a summary table shaped like pandas' ``describe()``, as (data row, column, value).
+
+    Its statistics describe as many records as that row says: fewer than the minimum is disclosive
+    like a small count. (The count row is not held to rounding: it says how many values are present.)
+    """
+    body = f.rows[1:]
+    labels = {r[0].strip() for r in body[:20] if r}
+    if "count" not in labels or len(labels & _SUMMARY_ROWS) < 4 or len(body) > 20:
+        return []
+    cells = []
+    for r, row in enumerate(body, start=1):
+        if row[0].strip() == "count":
+            for c, v in enumerate(row[1:], start=1):
+                if _INT.match(v) or _WHOLE.match(v):
+                    cells.append((r, c, int(float(v))))
+    return cells
+
+
 def check_small_cells(f: Inspected, ctx: Context) -> list[Finding]:
     rows, t = f.rows, ctx.thresholds
     cols, cells = _counts(f)
+    if summary := _summary_counts(f):
+        cols, cells = sorted({*cols, *(c for _, c, _ in summary)}), cells + summary
     if not cols:
         return [Finding("small_cells", PASS, "no count columns found")]
     small, zeros, n_small, n_zeros, k = [], [], 0, 0, t.min_cell_count
@@ -212,7 +252,11 @@ def check_microdata(f: Inspected, ctx: Context) -> list[Finding]:
     rows = f.rows
     header, body = rows[0], rows[1:]
     out = []
-    if len(body) >= 20:
+    # A notebook output may show only some rows of a larger frame ("..." and "60 rows × 7 columns"):
+    # the rows shown are judged as a sample of the whole.
+    records = max(len(body), f.total_rows or 0)
+    of = f" rows shown of {records}" if records > len(body) else " rows"
+    if records >= 20 and len(body) >= 5:
         for c, h in enumerate(header):
             # A column repeating values in its first rows is no record key; only others get a full count.
             head = body[:1000]
@@ -225,7 +269,7 @@ def check_microdata(f: Inspected, ctx: Context) -> list[Finding]:
             if _ID_HEADER.search(h) or all(_ID_VALUE.match(v) and not _INT.match(v) for v in sample):
                 out.append(Finding("microdata", FAIL,
                                    f"looks like record-level data: column {h!r} has a distinct value in"
-                                   f" {distinct} of {len(body)} rows", f"column {h!r}"))
+                                   f" {distinct} of {len(body)}{of}", f"column {h!r}"))
                 break
     matches = ctx.released.match(header, body, ctx.thresholds.min_cell_count)
     for dataset, exact, near in matches:
@@ -276,7 +320,11 @@ def check_image_metadata(f: Inspected, ctx: Context) -> list[Finding]:
 def check_active_content(f: Inspected, ctx: Context) -> list[Finding]:
     out = [Finding("active_content", REVIEW, "not rendered for review: " + what) for what in f.active_content]
     if f.sniffed == "notebook":
-        out.append(Finding("notebook", PASS, f"{f.notebook_outputs} output(s) extracted and checked"))
+        checked = ", ".join(c.name for c in CHECKS if c.notebook_tables)
+        where = "; ".join(t.location for t in f.tables[:10]) + (" and more" if len(f.tables) > 10 else "")
+        out.append(Finding("notebook", PASS,
+                           f"{f.notebook_outputs} output(s) extracted and checked; {len(f.tables)} table(s) found"
+                           f" and checked like CSV files ({checked})" + (f": {where}" if where else "")))
     return out or [Finding("active_content", PASS, "no scripts or widget state")]
 
 
@@ -286,22 +334,38 @@ def _is_table(f: Inspected) -> bool:
 
 CHECKS: list[Check] = [
     Check("type", "Allowed type, content matches the extension", lambda f: True, check_type),
-    Check("rows", "Table row cap", _is_table, check_rows),
-    Check("small_cells", "Counts under the minimum, zero cells", _is_table, check_small_cells),
-    Check("rounding", "Unrounded counts", _is_table, check_rounding),
+    Check("rows", "Table row cap; in notebooks, every table shown", _is_table, check_rows, True),
+    Check("small_cells", "Counts under the minimum, zero cells; in notebooks, every table shown", _is_table,
+          check_small_cells, True),
+    Check("rounding", "Unrounded counts; in notebooks, every table shown", _is_table, check_rounding, True),
     Check("acro", "ACRO results: dominance (N,K), p%, thresholds", _is_table, check_acro),
-    Check("microdata", "Record-level data, rows of released datasets", _is_table, check_microdata),
+    Check("microdata", "Record-level data, rows of released datasets; in notebooks, every table shown",
+          _is_table, check_microdata, True),
     Check("identifiers", "Direct identifiers anywhere in the file", lambda f: True, check_identifiers),
     Check("metadata", "Embedded image and document metadata", lambda f: True, check_image_metadata),
-    Check("active_content", "Scripts, widget state, notebook outputs", lambda f: True, check_active_content),
+    Check("active_content", "Scripts, widget state; how many notebook outputs and tables were checked",
+          lambda f: True, check_active_content),
 ]
+
+
+def _findings(f: Inspected, ctx: Context):
+    for check in CHECKS:
+        if check.applies(f):
+            yield from check.run(f, ctx)
+        if check.notebook_tables:
+            for table in f.tables:
+                for x in check.run(table, ctx):
+                    if x.status != PASS:
+                        # Cells index a table file's rows; a notebook is shown rendered, so the location says it.
+                        yield Finding(x.check, x.status, x.reason,
+                                      f"{table.location}: {x.location}" if x.location else table.location)
 
 
 def run_checks(f: Inspected, ctx: Context) -> list[dict]:
     with gc_paused():
         return [
             {"check": x.check, "status": x.status, "reason": x.reason, "location": x.location, "cells": x.cells}
-            for check in CHECKS if check.applies(f) for x in check.run(f, ctx)
+            for x in _findings(f, ctx)
         ]
 
 
@@ -398,6 +462,11 @@ class ReleasedIndex:
         describes a group, not a record, and is not reported.
         """
         results = []
+        named = [i for i, h in enumerate(header) if h.strip()]
+        if 0 < len(named) < len(header):
+            # Unnamed columns are row labels (pandas writes its index so): the named ones are the data.
+            header = [header[i] for i in named]
+            body = [[r[i] for i in named] for r in body]
         names = [h.strip().casefold() for h in header]
         for table in self.tables:
             if len(names) >= 2 and all(n in table.columns for n in names):

@@ -20,12 +20,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
-import nbformat
-from defusedxml import ElementTree as SafeET
-from defusedxml.common import DefusedXmlException
-from PIL import Image, UnidentifiedImageError
-from pypdf import PdfReader
-from pypdf.errors import PdfReadError
+from . import notebook_tables
+from .notebook_tables import FoundTable
+
+# nbformat, Pillow, pypdf and defusedxml are imported by the functions that read those formats, so
+# importing this module (and the CLI that names it) stays cheap.
 
 # Extension -> the kind of content it must hold.
 KINDS = {
@@ -83,6 +82,11 @@ class Inspected:
     sniffed: str  # what the content is
     text: str | None = None
     rows: list[list[str]] | None = None  # tables: header first
+    # Where a table came from inside a notebook ("cell 4, output 1, HTML table 1"); "" for a file.
+    location: str = ""
+    label_columns: int = 1  # leading columns holding row labels, not counts
+    total_rows: int | None = None  # rows of the whole frame when a notebook output shows only some
+    tables: list["Inspected"] = field(default_factory=list)  # a notebook's tables, inspected as tables
     fragments: list[Fragment] = field(default_factory=list)  # text to scan, besides ``text``
     image_metadata: list[tuple[str, dict]] = field(default_factory=list)  # (location, {key: value})
     notebook_outputs: int = 0
@@ -176,6 +180,8 @@ def content_matches(inspected: Inspected) -> bool:
 
 def image_metadata(name: str, data: bytes) -> dict[str, str]:
     """Text chunks, EXIF and other metadata of a PNG/JPEG, as strings; FileRejected if unsafe."""
+    from PIL import Image, UnidentifiedImageError
+
     Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
     try:
         with warnings.catch_warnings():
@@ -220,6 +226,8 @@ def _table(name: str, ext: str, text: str) -> list[list[str]]:
 
 
 def _notebook(inspected: Inspected) -> None:
+    import nbformat
+
     name = inspected.name
     try:
         nb = nbformat.reads(inspected.text, as_version=4)
@@ -229,18 +237,28 @@ def _notebook(inspected: Inspected) -> None:
     frags.append(Fragment("notebook metadata", json.dumps(nb.metadata, ensure_ascii=False)))
     if "widgets" in nb.metadata:
         inspected.active_content.append("notebook metadata holds widget state")
+        for state in (nb.metadata.widgets or {}).values():
+            if isinstance(state, dict):
+                _add_tables(inspected, notebook_tables.widget_tables(state, "widget state"))
     for ci, cell in enumerate(nb.cells, start=1):
         where = f"cell {ci}"
         frags.append(Fragment(f"{where} source", cell.source))
+        if cell.cell_type == "markdown":
+            _add_tables(inspected, _markup_tables(cell.source, where))
+        elif cell.cell_type == "raw":
+            _add_tables(inspected, _markup_tables(cell.source, where)
+                        or notebook_tables.csv_tables(cell.source, where))
         if cell.get("metadata"):
             frags.append(Fragment(f"{where} metadata", json.dumps(cell.metadata, ensure_ascii=False)))
         for att_name, bundle in (cell.get("attachments") or {}).items():
-            _bundle(inspected, f"{where} attachment {att_name!r}", bundle)
+            _bundle(inspected, f"{where}, attachment {att_name!r}", bundle)
         for oi, out in enumerate(cell.get("outputs") or [], start=1):
             inspected.notebook_outputs += 1
-            owhere = f"{where} output {oi}"
+            owhere = f"{where}, output {oi}"
             if out.get("output_type") == "stream":
-                frags.append(Fragment(f"{owhere} ({out.get('name', 'stream')})", out.get("text", "")))
+                text = out.get("text", "")
+                frags.append(Fragment(f"{owhere} ({out.get('name', 'stream')})", text))
+                _add_tables(inspected, notebook_tables.output_text_tables(text, owhere))
             elif out.get("output_type") == "error":
                 frags.append(Fragment(f"{owhere} (error)", "\n".join(out.get("traceback", []))))
             else:
@@ -249,8 +267,25 @@ def _notebook(inspected: Inspected) -> None:
                 frags.append(Fragment(f"{owhere} metadata", json.dumps(out.metadata, ensure_ascii=False)))
 
 
+def _markup_tables(text: str, where: str) -> list[FoundTable]:
+    """Markdown tables, and HTML tables written into Markdown."""
+    found = notebook_tables.markdown_tables(text, where)
+    if "<table" in text.lower():
+        found += notebook_tables.html_tables(text, where)[0]
+    return found
+
+
+def _add_tables(inspected: Inspected, found: list[FoundTable]) -> None:
+    """A notebook's tables, each inspected as a table file would be so the table checks run on it."""
+    for t in found:
+        inspected.tables.append(Inspected(
+            name=inspected.name, ext="csv", kind="table", data=b"", sniffed="text", rows=t.rows,
+            location=t.location, label_columns=t.label_columns, total_rows=t.total_rows))
+
+
 def _bundle(inspected: Inspected, where: str, bundle: dict) -> None:
-    """One output (or attachment) mime bundle: text is scanned, images decoded and inspected."""
+    """One output (or attachment) mime bundle: text is scanned, images decoded, tables extracted."""
+    tables: list[FoundTable] = []
     for mime, value in bundle.items():
         if mime in ("image/png", "image/jpeg"):
             try:
@@ -268,9 +303,32 @@ def _bundle(inspected: Inspected, where: str, bundle: dict) -> None:
                 mime == "text/html" and _SCRIPT.search(text)):
             inspected.active_content.append(f"{where}: {mime}")
         inspected.fragments.append(Fragment(f"{where} {mime}", text))
+        if mime == "text/html":
+            found, image_texts = notebook_tables.html_tables(text, where)
+            tables += found
+            if image_texts:
+                inspected.fragments.append(Fragment(f"{where} image alt text", "\n".join(image_texts)))
+        elif mime == "text/markdown":
+            tables += _markup_tables(text, where)
+        elif mime in ("text/csv", "text/tab-separated-values"):
+            tables += notebook_tables.csv_tables(text, where)
+        elif mime.endswith("json") and "widget" not in mime:
+            try:
+                data = json.loads(value) if isinstance(value, str) else value
+            except ValueError:
+                continue
+            if (table := notebook_tables.json_table(data, where)) is not None:
+                tables.append(table)
+    # The text/plain beside an HTML table is the same frame again: read only when nothing else was.
+    if not tables and isinstance(plain := bundle.get("text/plain"), str):
+        tables = notebook_tables.output_text_tables(plain, where)
+    _add_tables(inspected, tables)
 
 
 def _pdf(inspected: Inspected) -> None:
+    from pypdf import PdfReader
+    from pypdf.errors import PdfReadError
+
     try:
         reader = PdfReader(io.BytesIO(inspected.data))
         meta = {str(k): str(v) for k, v in (reader.metadata or {}).items()}
@@ -287,6 +345,9 @@ def _pdf(inspected: Inspected) -> None:
 
 
 def _svg(inspected: Inspected) -> None:
+    from defusedxml import ElementTree as SafeET
+    from defusedxml.common import DefusedXmlException
+
     try:
         root = SafeET.fromstring(inspected.data, forbid_dtd=True)
     except (DefusedXmlException, SafeET.ParseError) as exc:

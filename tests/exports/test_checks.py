@@ -7,6 +7,8 @@ import bz2
 import gzip
 import io
 import json
+import subprocess
+import sys
 import zipfile
 
 import nbformat
@@ -69,6 +71,17 @@ def test_crosstab_counts_are_checked_without_count_header():
     assert small["cells"] == [[2, 2]]
 
 
+def test_counts_written_as_whole_floats_are_counts():
+    # pandas writes a count column holding a missing value, or describe()'s count, as floats.
+    results = run("table.csv", b"region,count\nnorth,120.0\nsouth,3.0\neast,\n")
+    [small] = failing(results, "small_cells")
+    assert small["cells"] == [[2, 1]]
+
+
+def test_whole_floats_without_a_count_header_are_not_counts():
+    assert checks.worst(run("medians.csv", b"sex,median_age\nF,7.0\nM,41.0\n")) == "pass"
+
+
 def test_safe_rounded_table_passes():
     results = run("table.csv", b"region,count\nnorth,120\nsouth,35\n")
     assert checks.worst(results) == "pass", results
@@ -118,6 +131,13 @@ def test_copied_dataset_rows_fail():
     copied = [PEOPLE[0]] + PEOPLE[10:14]
     [hit] = failing(run("extract.csv", csv_bytes(copied), released=released_index(PEOPLE)), "microdata")
     assert "copy rows of released dataset people/people.csv" in hit["reason"]
+
+
+def test_copied_rows_written_with_pandas_unnamed_index_fail():
+    # df.to_csv() writes the index as a first column with an empty name: the named columns are the data.
+    copied = [[""] + PEOPLE[0]] + [[str(i)] + row for i, row in enumerate(PEOPLE[10:14], start=10)]
+    [hit] = failing(run("extract.csv", csv_bytes(copied), released=released_index(PEOPLE)), "microdata")
+    assert "4 row(s) copy rows of released dataset people/people.csv" in hit["reason"]
 
 
 def test_near_duplicate_rows_fail_reordered_renamed_and_reformatted():
@@ -170,7 +190,7 @@ def test_identifier_findings_mask_the_value_and_say_where():
 def test_resident_id_in_notebook_output_is_found():
     nb = notebook([new_output("stream", name="stdout", text=f"top earner: {RESIDENT_ID}\n")])
     [hit] = failing(run("analysis.ipynb", nb), "identifiers")
-    assert hit["location"] == "cell 2 output 1 (stdout)"
+    assert hit["location"] == "cell 2, output 1 (stdout)"
 
 
 def test_resident_id_in_notebook_metadata_is_found():
@@ -184,7 +204,7 @@ def test_resident_id_in_image_embedded_in_notebook_is_found():
     nb = notebook([new_output("display_data", data={"image/png": image, "text/plain": "<Figure>"})])
     results = run("analysis.ipynb", nb)
     [hit] = failing(results, "identifiers")
-    assert hit["location"] == "cell 2 output 1 image/png metadata 'Comment'"
+    assert hit["location"] == "cell 2, output 1 image/png metadata 'Comment'"
     assert any(r["check"] == "metadata" and r["status"] == "review" for r in results)
 
 
@@ -212,7 +232,7 @@ def test_notebook_widget_state_and_scripts_are_reported():
                   metadata={"widgets": {"application/vnd.jupyter.widget-state+json": {"state": {}}}})
     reasons = [r["reason"] for r in run("analysis.ipynb", nb) if r["check"] == "active_content"]
     assert any("widget state" in r for r in reasons) and any("application/javascript" in r for r in reasons)
-    assert any("output 2: text/html" in r for r in reasons)
+    assert any("cell 2, output 2: text/html" in r for r in reasons)
 
 
 # -- types and bad input --
@@ -261,3 +281,12 @@ def test_image_decompression_bomb_is_rejected():
     Image.new("1", (10_000, 10_000)).save(out, "PNG")  # 100 Mpx, a few KB on disk
     with pytest.raises(files.FileRejected, match="decompression bomb"):
         files.inspect("huge.png", out.getvalue(), CAP)
+
+
+def test_importing_the_checks_loads_no_heavy_library():
+    # The CLI names these modules and must start fast: pandas, nbformat and the rest load on first use.
+    heavy = ("pandas", "numpy", "nbformat", "jsonschema", "PIL", "pypdf", "defusedxml", "synthetic.identifiers")
+    code = ("import sys, enclave.exports.checks, enclave.exports.files\n"
+            f"print(','.join(m for m in {heavy!r} if m in sys.modules))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert loaded == "", f"imported at module level: {loaded}"
