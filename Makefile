@@ -20,10 +20,13 @@ test: setup test-deps
 setup: system-deps hub-env sandbox-env proxy
 
 # System packages: installed when missing and running as root, otherwise an exact instruction.
-SYSTEM_PACKAGES := bubblewrap e2fsprogs nodejs npm python3-venv
+# fonts-noto-cjk: Chinese text in the operators' charts (matplotlib's fallback, see below).
+SYSTEM_PACKAGES := bubblewrap e2fsprogs nodejs npm python3-venv fonts-noto-cjk
+CJK_FONT := /usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc
 system-deps:
 	@missing=""; \
 	command -v bwrap >/dev/null || missing="$$missing bubblewrap"; \
+	test -f $(CJK_FONT) || missing="$$missing fonts-noto-cjk"; \
 	PATH="$$PATH:/usr/sbin:/sbin" command -v mkfs.ext4 >/dev/null || missing="$$missing e2fsprogs"; \
 	command -v node >/dev/null || missing="$$missing nodejs"; \
 	command -v npm >/dev/null || missing="$$missing npm"; \
@@ -61,9 +64,34 @@ $(SANDBOX_ENV)/.installed: requirements/sandbox.txt $(SANDBOX_LOCAL_PACKAGES) $(
 	$(SANDBOX_ENV)/bin/pip install -q --upgrade pip
 	$(SANDBOX_ENV)/bin/pip install -q -r requirements/sandbox.txt
 	$(foreach pkg,$(SANDBOX_LOCAL_PACKAGES),$(SANDBOX_ENV)/bin/pip install -q --no-deps --force-reinstall ./$(dir $(pkg)) &&) true
+	$(SANDBOX_ENV)/bin/pip check -q
 	chmod -R go+rX $(SANDBOX_ENV)
 	touch $@
-sandbox-env: $(SANDBOX_ENV)/.installed
+
+# Charts in Chinese with no set-up by the operator: the sandbox policy points MATPLOTLIBRC at this
+# file (DejaVu Sans for Latin text, falling back to Noto Sans CJK SC for Chinese), and mounts the
+# font cache built here at the place matplotlib looks for it, so a kernel's first chart does not
+# scan every system font first. The cache is rebuilt when the system's fonts or the environment change.
+SANDBOX_MATPLOTLIBRC := $(SANDBOX_ENV)/etc/matplotlibrc
+SANDBOX_FONT_CACHE := $(SANDBOX_ENV)/share/enclave/matplotlib
+FONT_DIRS := $(shell find /usr/share/fonts /usr/local/share/fonts -type d 2>/dev/null)
+$(SANDBOX_MATPLOTLIBRC): Makefile
+	mkdir -p $(dir $@)
+	printf '%s\n' \
+	  '# Enclave: the operators'"'"' matplotlib settings (written by the Makefile; edit it there).' \
+	  '# matplotlib falls back along font.family only (a generic family such as sans-serif stands' \
+	  '# for one font): Latin from DejaVu Sans, Chinese from Noto Sans CJK SC.' \
+	  'font.family: DejaVu Sans, Noto Sans CJK SC, WenQuanYi Micro Hei' \
+	  'font.sans-serif: Noto Sans CJK SC, DejaVu Sans, WenQuanYi Micro Hei' > $@
+	chmod 0644 $@
+$(SANDBOX_FONT_CACHE)/.built: $(SANDBOX_ENV)/.installed $(SANDBOX_MATPLOTLIBRC) $(FONT_DIRS)
+	rm -rf $(SANDBOX_FONT_CACHE) && mkdir -p $(SANDBOX_FONT_CACHE)
+	home=$$(mktemp -d) && env -i PATH=/usr/bin:/bin HOME=$$home MPLCONFIGDIR=$(CURDIR)/$(SANDBOX_FONT_CACHE) \
+	  MATPLOTLIBRC=$(CURDIR)/$(SANDBOX_MATPLOTLIBRC) $(SANDBOX_ENV)/bin/python -I -c 'import matplotlib.font_manager as fm; fm.findfont("Noto Sans CJK SC", fallback_to_default=False)' \
+	  && rm -rf $$home
+	chmod -R go+rX $(SANDBOX_FONT_CACHE)
+	touch $@
+sandbox-env: $(SANDBOX_ENV)/.installed $(SANDBOX_FONT_CACHE)/.built
 
 $(NODE_BIN)/configurable-http-proxy: package.json
 	npm install --no-audit --no-fund --silent

@@ -90,6 +90,7 @@ DETAIL_KEYS: dict[str, str] = {
     "release_id": "a released file's id",
     "approvals_required": "independent approvals each file of a request needs",
     "gates": "a data release's privacy and utility gates (list of objects)",
+    "packages": "Python packages, pinned (`NAME==VERSION`, …)",
 }
 
 
@@ -125,6 +126,9 @@ ACTIONS: dict[str, Action] = {
     "account.throttle_cleared": Action("an account's failed logins forgotten by an admin, those of one client or"
                                        " of all: their throttles end", "hub", ("user", "failures"), ("client",)),
     "account.roles_set": Action("an account's roles changed", "hub", ("user", "roles"), ("before",)),
+    # The operators' environment.
+    "environment.package_add": Action("packages added to the operators' environment by an admin"
+                                      " (`enclave environment add`)", "hub", ("packages",), ("reason",)),
     # Workspaces, memberships, attachments, limits and guard settings.
     "workspace.create": Action("a workspace created", "workspace"),
     "workspace.member_add": Action("a member given a role in the workspace", "workspace", ("user", "role")),

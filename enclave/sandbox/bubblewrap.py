@@ -32,14 +32,20 @@ def bwrap_argv(policy: SandboxPolicy, bwrap: str, files_dir: Path, info_fd: int)
             "--as-pid-1", "--info-fd", str(info_fd),
             "--proc", "/proc", "--dev", "/dev"]
     made: set[str] = {"/", "/proc", "/dev"}
+    tmpfs: set[PurePosixPath] = set()
     for m in policy.mounts:
         # bwrap creates missing parents of a mount point as 0700 root directories, which the
-        # sandbox's uid could not traverse: create them first, world-readable.
+        # sandbox's uid could not traverse: create them first, world-readable; inside a tmpfs,
+        # writable as the tmpfs itself is (1777, like /tmp: e.g. matplotlib's config folder that
+        # holds the environment's read-only font list).
         for parent in reversed(PurePosixPath(m.target).parents):
             if str(parent) not in made:
-                args += ["--perms", "0755", "--dir", str(parent)]
+                in_tmpfs = any(t in parent.parents for t in tmpfs)
+                args += ["--perms", "1777" if in_tmpfs else "0755", "--dir", str(parent)]
                 made.add(str(parent))
         made.add(m.target)
+        if m.kind == "tmpfs":
+            tmpfs.add(PurePosixPath(m.target))
         if m.kind == "ro":
             args += ["--ro-bind", m.source, m.target]
         elif m.kind == "rw":

@@ -13,7 +13,8 @@ Layout inside a sandbox::
                                    a disk image of its own, its size the quota (limits.disk_mb)
     /data/<release>                read-only, only the workspace's attached releases (kernels and
                                    terminals, never the server)
-    /tmp                           private tmpfs of limits.tmp_mb
+    /tmp                           private tmpfs of limits.tmp_mb (kernels and terminals: matplotlib's
+                                   config dir in it holds the environment's prebuilt font list, read-only)
     /run/enclave/...               server only: its socket, the hub's and the export service's
                                    sockets, its audit receiver's socket, its runtime files, its
                                    JupyterLab settings and layouts (kept on the hub side between
@@ -198,6 +199,16 @@ PER_START_DIRS = {
 }
 
 
+# The operators' matplotlib settings, in the read-only environment (written by the Makefile): Chinese
+# text falls back to Noto Sans CJK SC, with nothing for the operator to configure.
+MATPLOTLIBRC = f"{ENV_MOUNT}/etc/matplotlibrc"
+# matplotlib's font list, built once with the environment (``share/enclave/matplotlib`` in it) and
+# mounted read-only where matplotlib looks for it (MPLCONFIGDIR), so that a kernel's first chart does
+# not scan every system font. MPLCONFIGDIR itself stays writable: the bubblewrap backend makes a
+# folder inside /tmp as /tmp is (1777).
+FONT_CACHE = "share/enclave/matplotlib"
+
+
 def _base_env(identity: Identity) -> dict[str, str]:
     return {
         "HOME": identity.home,
@@ -209,6 +220,10 @@ def _base_env(identity: Identity) -> dict[str, str]:
         # Programs started from a terminal: no user site-packages (and no .pth files) from the home.
         # The sandboxes' own Python processes run in isolated mode (-I), which implies this.
         "PYTHONNOUSERSITE": "1",
+        "MATPLOTLIBRC": MATPLOTLIBRC,
+        # joblib (scikit-learn's n_jobs) runs in serial, quietly: its process pools need POSIX
+        # semaphores in /dev/shm, which a sandbox does not have (a sandbox has one CPU by default).
+        "JOBLIB_MULTIPROCESSING": "0",
         **PER_START_DIRS,
     }
 
@@ -259,12 +274,20 @@ def server_policy(
                          mounts=tuple(mounts), env=env, workdir="/")
 
 
+def _font_cache_mounts(env: Path) -> list[Mount]:
+    """matplotlib's prebuilt font list, read-only, in MPLCONFIGDIR (none when the environment has no
+    prebuilt list: matplotlib then builds one at its first import)."""
+    mpl_dir = PER_START_DIRS["MPLCONFIGDIR"]
+    return [Mount(f"{mpl_dir}/{cache.name}", "ro", str(cache))
+            for cache in sorted((env / FONT_CACHE).glob("fontlist-v*.json"))]
+
+
 def _workspace_mounts(server: SandboxPolicy, layout: SandboxLayout) -> list[Mount]:
     """What code of the workspace sees: the system, the home and the releases under /data."""
     identity = server.identity
-    return _system_mounts(layout.env, identity, server.limits) + [Mount(identity.home, "rw", str(layout.home))] + [
-        Mount(f"/data/{name}", "ro", str(src)) for src, name in layout.data
-    ]
+    return (_system_mounts(layout.env, identity, server.limits) + _font_cache_mounts(layout.env)
+            + [Mount(identity.home, "rw", str(layout.home))]
+            + [Mount(f"/data/{name}", "ro", str(src)) for src, name in layout.data])
 
 
 def kernel_policy(server: SandboxPolicy, layout: SandboxLayout, kernel_id: str,
