@@ -11,21 +11,36 @@ own login page: no sign-up, hashed passwords, throttled failures.
 from __future__ import annotations
 
 import secrets
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import cache
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from jupyterhub.auth import Authenticator
-from traitlets import Any, Integer, Unicode
+from sqlalchemy import select
 
 from . import db, logins
-from .audit.client import AuditError
-from .audit.hub import hub_records
 from .settings import Settings
 
 _hasher = PasswordHasher()
-# Verified against when the account does not exist, so both cases take the same time.
-_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+
+# The authenticators subclass JupyterHub's Authenticator, whose import takes about a second: they
+# are defined when the hub first asks for them (``enclave.accounts.EnclaveAuthenticator``), so that
+# the account commands of ``enclave`` do without JupyterHub.
+AUTHENTICATORS = ("RecordedLogins", "EnclaveAuthenticator")
+
+
+def __getattr__(name: str):
+    if name not in AUTHENTICATORS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals().update(_define_authenticators())
+    return globals()[name]
+
+
+@cache
+def _dummy_hash() -> str:
+    """Verified against when the account does not exist, so both cases take the same time."""
+    return _hasher.hash(secrets.token_urlsafe(16))
 
 
 class AccountError(Exception):
@@ -93,115 +108,143 @@ def clear_throttle(settings: Settings, username: str, client: str | None = None,
         return forgotten
 
 
-class RecordedLogins(Authenticator):
-    """Every login attempt into the audit log (``auth.login``, ``ok`` or ``denied``), for either
-    authenticator (a base of both), with the client address the proxy saw. A login whose record the
-    audit service does not take is refused (fail closed)."""
+@dataclass(frozen=True)
+class AccountView:
+    """An account as ``enclave user list`` shows it (never its password hash)."""
 
-    enclave_settings = Any(help="enclave.settings.Settings of this hub").tag(config=True)
-    login_method = "native"
+    name: str
+    roles: tuple[str, ...]
+    created_at: datetime
 
-    async def get_authenticated_user(self, handler, data):
-        refusal = {}
-        handler._enclave_login_refusal = refusal  # authenticate() may say why it refused
-        authenticated = await super().get_authenticated_user(handler, data)
-        records = hub_records(self.enclave_settings)
-        detail = {"method": self.login_method, "remote_ip": logins.client_address(handler.request)}
-        if authenticated is None:
-            typed = data.get("username") if isinstance(data, dict) else None
+
+def all_accounts(settings: Settings) -> list[AccountView]:
+    """Every account, by name."""
+    with db.transaction(settings.enclave_db_url) as s:
+        return [AccountView(a.username, tuple(sorted(a.role_names)), a.created_at)
+                for a in s.scalars(select(db.Account).order_by(db.Account.username))]
+
+
+def _define_authenticators() -> dict[str, type]:
+    from jupyterhub.auth import Authenticator
+    from traitlets import Any, Integer, Unicode
+
+    from .audit.client import AuditError
+    from .audit.hub import hub_records
+
+    class RecordedLogins(Authenticator):
+        """Every login attempt into the audit log (``auth.login``, ``ok`` or ``denied``), for either
+        authenticator (a base of both), with the client address the proxy saw. A login whose record the
+        audit service does not take is refused (fail closed)."""
+
+        enclave_settings = Any(help="enclave.settings.Settings of this hub").tag(config=True)
+        login_method = "native"
+
+        async def get_authenticated_user(self, handler, data):
+            refusal = {}
+            handler._enclave_login_refusal = refusal  # authenticate() may say why it refused
+            authenticated = await super().get_authenticated_user(handler, data)
+            records = hub_records(self.enclave_settings)
+            detail = {"method": self.login_method, "remote_ip": logins.client_address(handler.request)}
+            if authenticated is None:
+                typed = data.get("username") if isinstance(data, dict) else None
+                try:
+                    await records.append(refusal.get("account", "anonymous"), "auth.login", "denied", detail={
+                        **detail, "reason": refusal.get("reason", "not allowed"),
+                        **({"user": str(typed)[:256]} if typed else {}),
+                        **({"failures": refusal["failures"]} if "failures" in refusal else {})})
+                except AuditError as exc:
+                    self.log.error("refused login not recorded: %s", exc)
+                return None
             try:
-                await records.append(refusal.get("account", "anonymous"), "auth.login", "denied", detail={
-                    **detail, "reason": refusal.get("reason", "not allowed"),
-                    **({"user": str(typed)[:256]} if typed else {}),
-                    **({"failures": refusal["failures"]} if "failures" in refusal else {})})
+                await records.append(authenticated["name"], "auth.login", "ok", detail=detail)
             except AuditError as exc:
-                self.log.error("refused login not recorded: %s", exc)
-            return None
-        try:
-            await records.append(authenticated["name"], "auth.login", "ok", detail=detail)
-        except AuditError as exc:
-            self.log.error("login of %s refused: the audit log did not take its record (%s)", authenticated["name"], exc)
-            return None
-        return authenticated
-
-
-class EnclaveAuthenticator(RecordedLogins):
-    """Enclave's accounts on JupyterHub's login page. Groups = the account's roles.
-
-    Repeated failures slow down the client that makes them, for that account, and an account's
-    failures from all clients together have an hourly ceiling (:mod:`enclave.logins`); no stranger
-    can keep an account's owner out."""
-
-    enclave_db_url = Unicode(help="Enclave's database (accounts, roles, failed logins).").tag(config=True)
-    allowed_failed_logins = Integer(
-        5, help="Failed logins in a row from one client for one account before that client is slowed down.",
-    ).tag(config=True)
-    throttle_first_seconds = Integer(
-        logins.FIRST_DELAY_SECONDS, help="A slowed-down client's first wait; it doubles with each further failure.",
-    ).tag(config=True)
-    throttle_max_seconds = Integer(600, help="The longest wait of a slowed-down client.").tag(config=True)
-    failures_per_hour = Integer(
-        logins.FAILURES_PER_HOUR,
-        help="Failed logins for one account in the past hour, from all clients together, at which every"
-             " client that has failed for it is refused (clients that have not failed are not).",
-    ).tag(config=True)
-
-    @property
-    def throttling(self) -> logins.Throttling:
-        return logins.Throttling(self.allowed_failed_logins, timedelta(seconds=self.throttle_first_seconds),
-                                 timedelta(seconds=self.throttle_max_seconds), self.failures_per_hour)
-
-    async def authenticate(self, handler, data):
-        username = self.normalize_username(data.get("username", ""))
-        password = data.get("password", "")
-        refusal = getattr(handler, "_enclave_login_refusal", {})
-        client = logins.client_address(handler.request)
-        rule = self.throttling
-        throttled = []  # auth.throttle records, handed over once the failure is stored
-        with db.transaction(self.enclave_db_url) as s:
-            account = s.get(db.Account, username)
-            if account is None:
-                _verify(_DUMMY_HASH, password)
-                refusal["reason"] = "unknown account"
+                self.log.error("login of %s refused: the audit log did not take its record (%s)", authenticated["name"], exc)
                 return None
-            refusal["account"] = username
-            now = db.utcnow()
-            failures = logins.AccountFailures.load(s, rule, username, now)
-            throttled_reason = failures.refusal(client)
-            if throttled_reason is not None:  # the password is not even checked
-                self.log.warning("login refused for %s from %s: %s", username, client, throttled_reason)
-                refusal.update(reason=throttled_reason, failures=failures.failures_of(client))
-                return None
-            wrong_password = not _verify(account.password_hash, password)
-            if wrong_password:
-                logins.record_failure(s, username, client, now)
+            return authenticated
+
+
+    class EnclaveAuthenticator(RecordedLogins):
+        """Enclave's accounts on JupyterHub's login page. Groups = the account's roles.
+
+        Repeated failures slow down the client that makes them, for that account, and an account's
+        failures from all clients together have an hourly ceiling (:mod:`enclave.logins`); no stranger
+        can keep an account's owner out."""
+
+        enclave_db_url = Unicode(help="Enclave's database (accounts, roles, failed logins).").tag(config=True)
+        allowed_failed_logins = Integer(
+            5, help="Failed logins in a row from one client for one account before that client is slowed down.",
+        ).tag(config=True)
+        throttle_first_seconds = Integer(
+            logins.FIRST_DELAY_SECONDS, help="A slowed-down client's first wait; it doubles with each further failure.",
+        ).tag(config=True)
+        throttle_max_seconds = Integer(600, help="The longest wait of a slowed-down client.").tag(config=True)
+        failures_per_hour = Integer(
+            logins.FAILURES_PER_HOUR,
+            help="Failed logins for one account in the past hour, from all clients together, at which every"
+                 " client that has failed for it is refused (clients that have not failed are not).",
+        ).tag(config=True)
+
+        @property
+        def throttling(self) -> logins.Throttling:
+            return logins.Throttling(self.allowed_failed_logins, timedelta(seconds=self.throttle_first_seconds),
+                                     timedelta(seconds=self.throttle_max_seconds), self.failures_per_hour)
+
+        async def authenticate(self, handler, data):
+            username = self.normalize_username(data.get("username", ""))
+            password = data.get("password", "")
+            refusal = getattr(handler, "_enclave_login_refusal", {})
+            client = logins.client_address(handler.request)
+            rule = self.throttling
+            throttled = []  # auth.throttle records, handed over once the failure is stored
+            with db.transaction(self.enclave_db_url) as s:
+                account = s.get(db.Account, username)
+                if account is None:
+                    _verify(_dummy_hash(), password)
+                    refusal["reason"] = "unknown account"
+                    return None
+                refusal["account"] = username
+                now = db.utcnow()
                 failures = logins.AccountFailures.load(s, rule, username, now)
-                in_a_row = failures.failures_of(client)
-                refusal.update(reason="wrong password", failures=in_a_row)
-                delay = rule.delay_after(in_a_row)
-                if delay is not None:
-                    throttled.append({"user": username, "scope": "client", "remote_ip": client,
-                                      "failures": in_a_row, "throttled_until": (now + delay).isoformat(),
-                                      "delay_seconds": int(delay.total_seconds())})
-                past_hour = len(failures.past_hour)
-                if past_hour == rule.failures_per_hour:  # this failure reached the ceiling
-                    throttled.append({"user": username, "scope": "account", "remote_ip": client,
-                                      "failures": past_hour, "throttled_until": failures.ceiling_until().isoformat()})
-            else:
-                logins.forget_client(s, username, client)
-                if _hasher.check_needs_rehash(account.password_hash):
-                    account.password_hash = _hasher.hash(password)
-                roles = sorted(account.role_names)
-        for detail in throttled:
-            self.log.warning("logins for %s throttled (%s) after repeated failures", username, detail["scope"])
-            try:
-                await hub_records(self.enclave_settings).append(username, "auth.throttle", "denied", detail=detail)
-            except AuditError as exc:  # the throttle protects: it holds, recorded or not
-                self.log.error("throttle of %s not recorded: %s", username, exc)
-        if wrong_password:
-            return None
-        # manage_groups: these groups replace the user's groups at every login.
-        return {"name": username, "groups": roles}
+                throttled_reason = failures.refusal(client)
+                if throttled_reason is not None:  # the password is not even checked
+                    self.log.warning("login refused for %s from %s: %s", username, client, throttled_reason)
+                    refusal.update(reason=throttled_reason, failures=failures.failures_of(client))
+                    return None
+                wrong_password = not _verify(account.password_hash, password)
+                if wrong_password:
+                    logins.record_failure(s, username, client, now)
+                    failures = logins.AccountFailures.load(s, rule, username, now)
+                    in_a_row = failures.failures_of(client)
+                    refusal.update(reason="wrong password", failures=in_a_row)
+                    delay = rule.delay_after(in_a_row)
+                    if delay is not None:
+                        throttled.append({"user": username, "scope": "client", "remote_ip": client,
+                                          "failures": in_a_row, "throttled_until": (now + delay).isoformat(),
+                                          "delay_seconds": int(delay.total_seconds())})
+                    past_hour = len(failures.past_hour)
+                    if past_hour == rule.failures_per_hour:  # this failure reached the ceiling
+                        throttled.append({"user": username, "scope": "account", "remote_ip": client,
+                                          "failures": past_hour, "throttled_until": failures.ceiling_until().isoformat()})
+                else:
+                    logins.forget_client(s, username, client)
+                    if _hasher.check_needs_rehash(account.password_hash):
+                        account.password_hash = _hasher.hash(password)
+                    roles = sorted(account.role_names)
+            for detail in throttled:
+                self.log.warning("logins for %s throttled (%s) after repeated failures", username, detail["scope"])
+                try:
+                    await hub_records(self.enclave_settings).append(username, "auth.throttle", "denied", detail=detail)
+                except AuditError as exc:  # the throttle protects: it holds, recorded or not
+                    self.log.error("throttle of %s not recorded: %s", username, exc)
+            if wrong_password:
+                return None
+            # manage_groups: these groups replace the user's groups at every login.
+            return {"name": username, "groups": roles}
+
+    defined = {"RecordedLogins": RecordedLogins, "EnclaveAuthenticator": EnclaveAuthenticator}
+    for name, cls in defined.items():
+        cls.__qualname__ = name  # as if defined at the top of the module, in logs and config help
+    return defined
 
 
 def _verify(password_hash: str, password: str) -> bool:

@@ -28,9 +28,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
 
 from . import migrate
-
-ROLES = ("admin", "operator", "reviewer")
-WORKSPACE_ROLES = ("operator", "reviewer")
+from .rbac import ACCOUNT_ROLES as ROLES
+from .rbac import WORKSPACE_ROLES
 
 # Workspace names become URL path segments and directory names; keep them boring.
 WORKSPACE_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,38}[a-z0-9]$|^[a-z0-9]$")

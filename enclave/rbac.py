@@ -7,6 +7,11 @@ enforce custom scopes; the service that owns each one checks it.
 
 from __future__ import annotations
 
+# The roles an account may hold (the groups above), and those a workspace member holds in one
+# workspace. Kept here, free of imports, for the commands that offer them as choices.
+ACCOUNT_ROLES = ("admin", "operator", "reviewer")
+WORKSPACE_ROLES = ("operator", "reviewer")
+
 # Services that hold these scopes' meaning.
 EXPORTS_SERVICE = "exports"
 AUDIT_SERVICE = "audit"

@@ -9,7 +9,10 @@ import os
 import click
 
 from ..host_state import keep_private
-from ..settings import SettingsError, load_settings
+
+# Every command's module is imported to list it in ``enclave --help``: their heavy imports (the
+# settings' schema, SQLAlchemy, JupyterHub, the checks) wait inside the commands that need them,
+# so that a command takes only what it uses (benchmarks/cli.py; tests/test_cli_imports.py).
 
 
 class _Context:
@@ -19,6 +22,8 @@ class _Context:
     @property
     def settings(self):
         if self._settings is None:
+            from ..settings import SettingsError, load_settings
+
             try:
                 self._settings = load_settings()
             except SettingsError as exc:
@@ -60,7 +65,7 @@ def main(ctx: click.Context) -> None:
     ctx.ensure_object(_Context)
 
 
-from . import data, doctor, exports, hub, users, workspaces  # noqa: E402  (subcommands register on ``main``)
+from . import data, doctor, environment, exports, hub, users, workspaces  # noqa: E402  (subcommands register on ``main``)
 from . import audit  # noqa: E402,F401  (``enclave audit``)
 
-__all__ = ["main", "pass_ctx", "data", "exports", "hub", "users", "workspaces"]
+__all__ = ["main", "pass_ctx", "data", "environment", "exports", "hub", "users", "workspaces"]

@@ -7,8 +7,6 @@ from pathlib import Path
 
 import click
 
-from ..exports import docs
-from ..exports.service import verify_file
 from . import main, pass_ctx
 
 
@@ -28,6 +26,8 @@ def verify(ctx, file: Path, as_json: bool) -> None:
     release of the same bytes is listed with its state. Exits 0 when at least one release is of
     these very bytes, unrevoked, with a valid signature; 1 otherwise.
     """
+    from ..exports.service import verify_file
+
     try:
         result = verify_file(ctx.settings, file.read_bytes())
     except FileNotFoundError as exc:
@@ -61,6 +61,8 @@ def verify(ctx, file: Path, as_json: bool) -> None:
 @click.option("--check", is_flag=True, help="Exit 1 if docs/export-review.md differs from the generated page.")
 def states_doc(check: bool) -> None:
     """Write docs/export-review.md from the workflow's transition table."""
+    from ..exports import docs
+
     if check:
         if docs.DOC_PATH.read_text() != docs.render():
             raise click.ClickException(f"{docs.DOC_PATH} is out of date: run 'enclave exports states-doc'")

@@ -1,0 +1,78 @@
+"""``enclave`` starts fast because its commands import what they need when they run: these keep a
+heavy import from creeping back into the command line's start-up (benchmarks/cli.py measures it).
+Each such case runs in a fresh interpreter and looks at ``sys.modules``: never at a time.
+
+And the listing commands added with the budget (``user list``, ``workspace show``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+# Each takes from a tenth of a second to several seconds to import, and no listing command needs one.
+HEAVY = ("pandas", "numpy", "nbformat", "jsonschema", "jupyterhub", "tornado", "sdv", "torch", "alembic",
+         "enclave.exports.checks", "enclave.exports.files", "synthetic")
+
+
+def modules_after(code: str, env: dict | None = None) -> set[str]:
+    """The modules imported by running ``code`` in a new interpreter."""
+    done = subprocess.run([sys.executable, "-c", code + "\nimport sys, json; print(json.dumps(sorted(sys.modules)))"],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return set(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def heavy_in(modules: set[str]) -> list[str]:
+    return sorted(m for m in modules if m.split(".")[0] in HEAVY or m in HEAVY)
+
+
+def test_importing_the_command_line_imports_nothing_heavy():
+    assert heavy_in(modules_after("import enclave.cli")) == []
+
+
+def test_help_reads_no_settings_and_opens_no_database():
+    modules = modules_after("from enclave.cli import main\n"
+                            "try:\n    main(['workspace', 'add-member', '--help'])\nexcept SystemExit:\n    pass")
+    assert not {"pydantic", "sqlalchemy", "enclave.settings", "enclave.db"} & modules
+
+
+def test_a_listing_command_on_a_current_database_skips_alembic(tmp_path):
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("ENCLAVE_")}, "ENCLAVE_HOME": str(tmp_path)}
+    listing = "from enclave.cli import main\nmain(['workspace', 'list'], standalone_mode=False)"
+    assert "alembic" in modules_after(listing, env)  # the first command creates the database
+    modules = modules_after(listing, env)
+    assert heavy_in(modules) == []
+    assert "sqlalchemy" in modules  # it did read the database
+
+
+def test_user_list_and_workspace_show(tmp_path, monkeypatch):
+    """The two listing commands that came with the budget: what they show, and an unknown workspace."""
+    from click.testing import CliRunner
+
+    from enclave import accounts, workspaces
+    from enclave.cli import main
+    from enclave.settings import load_settings
+
+    monkeypatch.setenv("ENCLAVE_HOME", str(tmp_path))
+    settings = load_settings()
+    runner = CliRunner()
+    assert runner.invoke(main, ["user", "list"]).output == "no accounts\n"
+    accounts.add_user(settings, "olga", ["operator", "reviewer"], "a-long-enough-password")
+    accounts.add_user(settings, "adam", ["admin"], "a-long-enough-password")
+    workspaces.create(settings, "census")
+    workspaces.add_member(settings, "census", "olga", "operator")
+
+    listed = runner.invoke(main, ["user", "list"]).output.splitlines()
+    assert listed[0].split() == ["ACCOUNT", "ROLES", "CREATED"]
+    assert [line.split()[:2] for line in listed[1:]] == [["adam", "admin"], ["olga", "operator,"]]
+    assert "operator, reviewer" in listed[2] and "hash" not in "".join(listed).lower()
+
+    shown = runner.invoke(main, ["workspace", "show", "census"])
+    assert shown.exit_code == 0
+    assert shown.output == runner.invoke(main, ["workspace", "list"]).output  # the one workspace, as listed
+    assert "  operators: olga\n" in shown.output and "  reviewers: -\n" in shown.output
+    missing = runner.invoke(main, ["workspace", "show", "nowhere"])
+    assert missing.exit_code == 1 and "no workspace named 'nowhere'" in missing.output
