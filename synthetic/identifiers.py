@@ -15,9 +15,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import date
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-import pandas as pd
+if TYPE_CHECKING:
+    import pandas as pd
 
 _START = r"(?<![0-9A-Za-z])"
 _END = r"(?![0-9A-Za-z])"
@@ -146,6 +147,8 @@ def redact(text: str) -> str:
 
 def scan_series(series: pd.Series) -> dict[str, int]:
     """Rows of ``series`` holding each kind of identifier; distinct values are scanned once."""
+    import pandas as pd
+
     s = series.dropna()
     if s.empty or not (s.dtype == object or isinstance(s.dtype, pd.StringDtype)):
         return {}

@@ -23,11 +23,10 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
+if TYPE_CHECKING:
+    import pandas as pd
 
 MANIFEST = "manifest.json"
 REPORT = "report.html"
@@ -78,6 +77,10 @@ def release_path(store: Path, release: str) -> Path:
 
 
 def _write_table(df: pd.DataFrame, data_dir: Path, tname: str, generated: bool) -> None:
+    # pyarrow (and pandas) only when a release is written: listing and reading manifests stay light.
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     table = pa.Table.from_pandas(df, preserve_index=False)
     meta = dict(table.schema.metadata or {})
     meta[b"enclave.generated"] = b"true" if generated else b"false"
