@@ -6,25 +6,33 @@ is JupyterHub with a spawn page that knows workspaces.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 import shutil
+import signal
 import sys
 from pathlib import Path
+from urllib.parse import quote
 
+from jupyterhub import orm
 from jupyterhub.apihandlers.users import UserServerAPIHandler
 from jupyterhub.app import JupyterHub
+from jupyterhub.handlers.base import BaseHandler
 from jupyterhub.handlers.login import LogoutHandler
 from jupyterhub.handlers.pages import SpawnHandler
+from jupyterhub.scopes import needs_scope
 from tornado import web
 
-from . import rbac, workspaces
+from . import accounts, rbac, workspaces
 from .audit.client import AuditError
 from .audit.hub import audit_service, hub_records
 from .exports.hub import exports_service
 from .host_state import tighten
 from .logins import client_address
+from .rbac import AUDIT_SERVICE, EXPORTS_SERVICE
 from .sandbox.home_image import usage as home_usage
+from .services import hub_child_environment
 from .settings import REPO_ROOT, Settings
 from .spawner import unix_socket_url
 
@@ -78,9 +86,50 @@ class RecordedServerAPIHandler(UserServerAPIHandler):
         return await super().delete(user_name, server_name)
 
 
+class AdminPageHandler(BaseHandler):
+    """The admin page: accounts, workspaces and running sandboxes, with the one action an Enclave
+    admin takes here, stopping a sandbox. JupyterHub's own page offers to add users, start servers
+    and open them, none of which an Enclave admin may do: accounts and workspaces are provisioned
+    with the ``enclave`` command, and admins do not enter operators' sandboxes (``enclave.rbac``)."""
+
+    def initialize(self, enclave_settings: Settings):
+        self.enclave_settings = enclave_settings
+
+    @web.authenticated
+    @needs_scope("admin-ui")
+    async def get(self):
+        hub_users = {u.name: u for u in self.db.query(orm.User)}
+        # Enclave's accounts (none with an identity provider, whose users the hub knows once they logged in).
+        roles = {a.name: list(a.roles) for a in accounts.all_accounts(self.enclave_settings)}
+        account_rows = [{
+            "name": name,
+            "roles": roles[name] if name in roles else sorted(g.name for g in hub_users[name].groups),
+            "last_activity": hub_users[name].last_activity if name in hub_users else None,
+        } for name in sorted(roles.keys() | hub_users.keys())]
+        sandboxes = []
+        for name in sorted(hub_users):
+            user = self.users[hub_users[name]]
+            for workspace, spawner in sorted(user.spawners.items()):
+                if spawner.active:
+                    sandboxes.append({
+                        "user": user.name, "workspace": workspace, "ready": spawner.ready,
+                        "pending": spawner.pending or "", "started": spawner.orm_spawner.started,
+                        "last_activity": spawner.orm_spawner.last_activity,
+                        "sandbox": getattr(spawner, "sandbox_id", ""),
+                    })
+        html = await self.render_template(
+            "admin.html", accounts=account_rows, sandboxes=sandboxes,
+            enclave_workspace_list=workspaces.all_workspaces(self.enclave_settings))
+        self.finish(html)
+
+
 class EnclaveHub(JupyterHub):
     name = "enclave-hub"
     description = "JupyterHub for Enclave"
+
+    # How long the services a killed hub left get to finish what they were doing, once told to stop.
+    LEFTOVER_STOP_SECONDS = 30
+    _stopping = False
 
     def init_handlers(self):
         super().init_handlers()
@@ -89,7 +138,87 @@ class EnclaveHub(JupyterHub):
             (r"/spawn/([^/]+)/([^/]+)", WorkspaceSpawnHandler, {"enclave_settings": settings}),
             (r"/logout", RecordedLogoutHandler, {"enclave_settings": settings}),
             (r"/api/users/([^/]+)/servers/([^/]*)", RecordedServerAPIHandler),
+            (r"/admin", AdminPageHandler, {"enclave_settings": settings}),
         ])
+
+    async def start(self):
+        # JupyterHub replaces the proxy a killed hub left (its pid file); the services are ours to replace.
+        await self.stop_leftover_services()
+        await super().start()
+
+    async def stop_leftover_services(self) -> None:
+        """Stop the managed services (review, audit, idle culler) a hub of this Enclave left when it
+        was killed, and wait until they are gone: they hold the ports, sockets and writer lock the
+        new services need. Told by the kernel that their hub died, they are stopping already
+        (``enclave.services.stop_with_parent``); whatever is still there is sent SIGTERM, and SIGKILL
+        after ``LEFTOVER_STOP_SECONDS``. Sandboxes are not services: they keep running."""
+        home = str(self.config.SandboxSpawner.enclave_settings.home)
+        leftovers = hub_services_of(home)
+        if not leftovers:
+            return
+        for pid, name in leftovers.items():
+            self.log.warning("Stopping the %s service (pid %d) left running by a previous hub", name, pid)
+            _signal(pid, signal.SIGTERM)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.LEFTOVER_STOP_SECONDS
+        while (left := hub_services_of(home)) and loop.time() < deadline:
+            await asyncio.sleep(0.2)
+        for pid, name in left.items():
+            self.log.error("The %s service (pid %d) left by a previous hub did not stop: killed", name, pid)
+            _signal(pid, signal.SIGKILL)
+
+    async def shutdown_cancel_tasks(self, sig=None):
+        """Stop on SIGTERM or SIGINT. JupyterHub's signal handler leaves its periodic checks running
+        while it stops the services one by one: the service health check then reads a stopped
+        service's server (gone: AttributeError), and a second signal starts a second shutdown over
+        the first. They are stopped first, as ``JupyterHub.stop`` does, and a second signal only waits."""
+        if self._stopping:
+            self.log.warning("Received %s: already stopping", getattr(sig, "name", "a signal"))
+            return
+        self._stopping = True
+        if self.http_server:
+            self.http_server.stop()
+        for callback in self._periodic_callbacks.values():
+            callback.stop()
+        await super().shutdown_cancel_tasks(sig)
+
+    async def cleanup(self):
+        """Stop the services, then what JupyterHub stops (the proxy; not the sandboxes, which
+        outlive the hub). JupyterHub stops its services one after the other in the order
+        configured, the audit service first; the others hand it records until they stop, so they
+        stop first, together, and the audit service last."""
+        services = [s for s in self._service_map.values() if s.managed]
+        await asyncio.gather(*(s.stop() for s in services if s.name != AUDIT_SERVICE))
+        await asyncio.gather(*(s.stop() for s in services if s.name == AUDIT_SERVICE))
+        await super().cleanup()
+
+
+def hub_services_of(home: str) -> dict[int, str]:
+    """The managed services of a hub of the Enclave at ``home`` running on this host, by pid with
+    their names: root's processes to which JupyterHub gave a service name, with that home."""
+    found = {}
+    wanted_home = f"ENCLAVE_HOME={home}".encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if entry.stat().st_uid != 0:
+                continue
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:  # gone meanwhile
+            continue
+        service = next((v[len(b"JUPYTERHUB_SERVICE_NAME="):] for v in environ
+                        if v.startswith(b"JUPYTERHUB_SERVICE_NAME=")), None)
+        if service is not None and wanted_home in environ:
+            found[int(entry.name)] = service.decode()
+    return found
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
 
 
 def _secret_file(path: Path, nbytes: int) -> str:
@@ -103,6 +232,9 @@ def _secret_file(path: Path, nbytes: int) -> str:
 
 
 def _workspaces_of(settings: Settings):
+    # Reviewers review on the review service's own origin, one queue per workspace.
+    review_queue = settings.service_url(EXPORTS_SERVICE) + "queue"
+
     def workspaces_of(user) -> list[dict]:
         if user is None:
             return []
@@ -120,6 +252,7 @@ def _workspaces_of(settings: Settings):
                 # The operator's home: its use of the quota (None until its first start) and the quota.
                 "disk": home_usage(image, home) if "operator" in roles else None,
                 "quota_mb": ws.effective_limits(settings.sandbox.limits).disk_mb,
+                "review_url": f"{review_queue}?workspace={quote(ws.name)}" if "reviewer" in roles else None,
             })
         return rows
 
@@ -248,10 +381,12 @@ def configure(c, settings: Settings) -> None:
         c.JupyterHub.services.append({
             "name": rbac.IDLE_CULLER_SERVICE,
             # The culler's HTTP client cannot use the hub's unix socket; it goes through the proxy.
-            "command": [sys.executable, "-I", "-m", "jupyterhub_idle_culler",
+            # It runs as a process of the hub: it stops with it (enclave.services).
+            "command": [sys.executable, "-I", "-m", "enclave.services", "jupyterhub_idle_culler",
                         f"--url={settings.public_url}/hub/api",
                         f"--timeout={settings.sandbox.idle_timeout}",
                         f"--cull-every={settings.sandbox.cull_every}"],
+            "environment": {"ENCLAVE_HOME": str(settings.home), **hub_child_environment()},
             "cwd": "/",
         })
 

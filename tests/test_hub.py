@@ -80,6 +80,13 @@ def test_navigation_offers_no_token_page_to_operators(alice, enclave):
     assert f'href="{enclave.service_url("exports")}/"' in home
 
 
+def test_only_admins_reach_the_admin_page(alice, enclave):
+    assert alice.http.get(f"{enclave.url}/hub/admin").status_code == 403
+    admin = enclave.login("root-admin", PASSWORD)
+    page = admin.http.get(f"{enclave.url}/hub/admin")
+    assert page.status_code == 200 and 'id="enclave-admin"' in page.text
+
+
 def test_spawn_failure_shows_its_reason(enclave):
     hub = enclave
     # A release is attached, then disappears from the store: the spawn must say which.

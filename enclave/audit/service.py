@@ -42,7 +42,7 @@ from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlparse
 
 from ..host_state import keep_private
-from ..services import stop_when_orphaned
+from ..services import stop_with_parent
 from ..settings import AuditSettings, Settings, load_settings_or_exit
 from . import socket_path
 from .records import BadRecord, Submitted, check
@@ -142,9 +142,11 @@ class AppendListener:
     def __init__(self, commit: GroupCommit) -> None:
         self.commit = commit
         self.connections: set[asyncio.StreamWriter] = set()
+        self.handlers: set[asyncio.Task] = set()
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections.add(writer)
+        self.handlers.add(asyncio.current_task())
         loop = asyncio.get_running_loop()
         unsent: list[bytes] = []
 
@@ -175,6 +177,7 @@ class AppendListener:
             pass
         finally:
             self.connections.discard(writer)
+            self.handlers.discard(asyncio.current_task())
             if unsent:
                 send()
             writer.close()
@@ -207,9 +210,13 @@ class AppendListener:
 
         self.commit.submit(record).add_done_callback(committed)
 
-    def close_all(self) -> None:
+    async def close_all(self) -> None:
+        """Close every connection, and wait for their handlers to see it and end (left running, they
+        would be cancelled with the event loop, which asyncio then logs as an error)."""
         for writer in list(self.connections):
             writer.close()
+        if self.handlers:
+            await asyncio.wait(list(self.handlers), timeout=10)
 
 
 async def serve(settings: Settings) -> None:
@@ -241,11 +248,10 @@ async def serve(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    orphaned = asyncio.ensure_future(stop_when_orphaned(stop))
+    stop_with_parent()  # a hub killed with -9 stops it too
     log.info("audit service: %d records; appends on %s%s", writer.size, path,
              f", queries on {os.environ['JUPYTERHUB_SERVICE_URL']}" if http else "")
     await stop.wait()
-    orphaned.cancel()
 
     log.info("audit service stopping: committing what is pending and signing a last checkpoint")
     server.close()
@@ -253,7 +259,7 @@ async def serve(settings: Settings) -> None:
         http.stop()
         reader.close()
     await commit.close()
-    listener.close_all()
+    await listener.close_all()
     writer.close()
     path.unlink(missing_ok=True)
 

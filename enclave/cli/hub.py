@@ -1,4 +1,5 @@
-"""``enclave hub`` and ``enclave demo``: run JupyterHub for Enclave."""
+"""``enclave hub`` and ``enclave demo``: run JupyterHub for Enclave. JupyterHub and the demo's data
+are imported when a command runs, not to list the commands (``enclave --help``)."""
 
 from __future__ import annotations
 
@@ -6,13 +7,13 @@ import os
 
 import click
 
-from .. import demo as demo_seed
-from ..hub import EnclaveHub, check_host
-from ..settings import REPO_ROOT
 from . import main, pass_ctx
 
 
 def _run_hub(settings) -> None:
+    from ..hub import EnclaveHub, check_host
+    from ..settings import REPO_ROOT
+
     check_host(settings)
     os.chdir(settings.home)
     EnclaveHub.launch_instance(["-f", str(REPO_ROOT / "jupyterhub_config.py")])
@@ -29,6 +30,9 @@ def hub(ctx) -> None:
 @pass_ctx
 def demo(ctx) -> None:
     """Seed a demo (accounts, a workspace, a release) once, then start the hub."""
+    from .. import demo as demo_seed
+    from ..hub import check_host
+
     settings = ctx.settings
     check_host(settings)
     with ctx.recording() as record:
