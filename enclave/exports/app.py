@@ -44,7 +44,7 @@ from tornado.ioloop import IOLoop
 from tornado.log import app_log
 from tornado.netutil import bind_unix_socket
 
-from ..services import error_message, stop_when_orphaned
+from ..services import error_message, stop_with_parent
 from ..settings import Settings, load_settings_or_exit
 from . import openapi, render, workflow
 from .service import Actor, ExportError, ExportService, Upload
@@ -57,6 +57,12 @@ PAGE_CSP = (
 _MEDIA = {"png": "image/png", "jpeg": "image/jpeg", "svg": "image/svg+xml"}
 # The body every route but the uploads accepts: forms and JSON.
 FORM_BODY_LIMIT = 64 * 2**10
+# The message a page shows once after a form is sent (a vote, a decision, a comment): a signed
+# cookie the next page takes, good for a few minutes.
+FLASH_COOKIE = "enclave-exports-flash"
+FLASH_MAX_AGE_DAYS = 10 / (24 * 60)
+# The requests awaiting a reviewer's vote listed first in the queue, at most.
+MAX_AWAITING = 50
 
 
 def intake_socket(settings: Settings) -> Path:
@@ -319,6 +325,7 @@ class RequestsAPI(UploadHandler):
         result = await self.call(
             self.service.queue, self.actor(), workspace=p.get("workspace"), state=p.get("state"),
             max_age_days=p.get("max_age_days"), mine=p.get("mine", False), page=p.get("page", 1),
+            awaiting_my_vote=p.get("awaiting_my_vote", False),
         )
         self.write_json(result)
 
@@ -436,7 +443,8 @@ class HomePage(Page):
 
 
 class QueuePage(Page):
-    """The review queue: the filters are the list operation's query parameters."""
+    """The review queue: the filters are the list operation's query parameters. The requests awaiting
+    the viewer's vote come first, in a list of their own."""
 
     mine = False
     operation_path, operation_method = "/requests", "get"
@@ -447,6 +455,9 @@ class QueuePage(Page):
         filters = {name: self.params.get(name) for name in ("workspace", "state", "max_age_days")}
         page = self.params.get("page", 1)
         result = await self.call(self.service.queue, actor, mine=self.mine, page=page, **filters)
+        awaiting = None
+        if not self.mine and not actor.is_admin:  # admins see requests as admins, who do not vote
+            awaiting = await self.call(self.service.queue, actor, awaiting_my_vote=True, per_page=MAX_AWAITING)
         reviewed = await self.call(self.service.reviewed_workspaces, actor) if not self.mine else []
         if reviewed is None:
             reviewed = [w.name for w in await self.call(_all_workspaces, self.service)]
@@ -457,7 +468,8 @@ class QueuePage(Page):
 
         self.finish(self.render_page(
             "queue.html", heading="My export requests" if self.mine else "Review queue", mine=self.mine,
-            result=result, filters=filters, states=list(workflow.STATES), workspaces=reviewed, query=query,
+            result=result, awaiting=awaiting, filters=filters, states=list(workflow.STATES), workspaces=reviewed,
+            query=query,
         ))
 
 
@@ -484,7 +496,30 @@ class RequestPage(Page):
                 previews[f["id"]] = await self._preview(actor, r, f)
         if error:
             self.set_status(status)
-        self.finish(self.render_page("request.html", r=r, previews=previews, error=error))
+        provenance = {f["id"]: render.provenance(f["provenance"]) for f in r["files"]}
+        self.finish(self.render_page("request.html", r=r, previews=previews, provenance=provenance, error=error,
+                                     flash=None if error else self.take_flash(),
+                                     new_version_url=self.new_version_url(r)))
+
+    def new_version_url(self, r: dict) -> str | None:
+        """Where the requester sends new versions of a returned request's files: the Exports panel of
+        the workspace's JupyterLab, opened on this request."""
+        if r["role"] != workflow.REQUESTER or r["state"] != workflow.RETURNED:
+            return None
+        base = self.settings["hub_base"]
+        return (f"{base}user/{quote(r['requester'], safe='')}/{quote(r['workspace'], safe='')}/lab"
+                f"?{urlencode({'enclave-exports': r['id']})}")
+
+    def flash(self, message: str) -> None:
+        """Show ``message`` once, on the page the browser is sent to next (signed: it is ours)."""
+        self.set_signed_cookie(FLASH_COOKIE, json.dumps(message), expires_days=None, path=self.prefix,
+                               httponly=True, samesite="Strict", secure=self.request.protocol == "https")
+
+    def take_flash(self) -> str | None:
+        raw = self.get_signed_cookie(FLASH_COOKIE, max_age_days=FLASH_MAX_AGE_DAYS)
+        if self.get_cookie(FLASH_COOKIE) is not None:
+            self.clear_cookie(FLASH_COOKIE, path=self.prefix)
+        return json.loads(raw) if raw else None
 
     async def _preview(self, actor, r, f) -> render.Preview:
         url = f"{self.prefix}requests/{r['id']}/files/{f['id']}"
@@ -499,44 +534,78 @@ class RequestPage(Page):
             return render.Preview("table", table=render.table(data, f["name"], f["checks"]))
         return render.Preview("text", text=render.text(data, f["kind"]))
 
-    async def post_action(self, request_id, operation_path: str, act):
+    async def post_action(self, request_id, operation_path: str, act, done):
         """Do ``act(fields)`` with the form's fields, typed and validated as the JSON body of the API
-        operation at ``operation_path`` is; a refusal is shown on the request page."""
+        operation at ``operation_path`` is; a refusal is shown on the request page. Done, the browser
+        is sent back to the request page (post/redirect/get) at the anchor ``done(fields, result)``
+        gives with its message: ``(anchor, message)``."""
         op = openapi.operation(operation_path, "post")
         try:
             fields = openapi.form_fields(op, {name: self.get_body_argument(name)
                                               for name in self.request.body_arguments}, "application/json")
-            await self.call(act, fields)
+            result = await self.call(act, fields)
         except ExportError as exc:
             return await self.get(request_id, error=str(exc), status=exc.status)
-        self.redirect(f"{self.prefix}requests/{request_id}", status=303)
+        anchor, message = done(fields, result)
+        self.flash(message)
+        self.redirect(f"{self.prefix}requests/{request_id}#{anchor}", status=303)
+
+
+def _state_words(state: str) -> str:
+    return state.replace("_", " ")
 
 
 class VotePage(RequestPage):
     async def post(self, request_id):
         actor = self.actor()
         await self.post_action(request_id, VotesAPI.operation_path, lambda f: self.service.vote(
-            actor, request_id, f["file_id"], f["decision"], f["reason"]))
+            actor, request_id, f["file_id"], f["decision"], f["reason"]), self.voted)
+
+    @staticmethod
+    def voted(fields: dict, result: dict) -> tuple[str, str]:
+        message = f"Your vote on {result['file']} is recorded: {_state_words(result['decision'])}."
+        if result["state"] not in (workflow.SUBMITTED, workflow.IN_REVIEW):
+            # The vote decided the request: the top of the page says what happened and what is next.
+            return "top", f"{message} The votes decided the request: it is {_state_words(result['state'])}."
+        return f"file-{fields['file_id']}", message
 
 
 class TransitionPage(RequestPage):
     async def post(self, request_id):
         actor = self.actor()
         await self.post_action(request_id, TransitionsAPI.operation_path, lambda f: self.service.transition(
-            actor, request_id, f["to"], f.get("reason", "")))
+            actor, request_id, f["to"], f.get("reason", "")),
+            lambda f, result: ("top", f"Done: the request is {_state_words(result['state'])}."))
 
 
 class CommentPage(RequestPage):
     async def post(self, request_id):
         actor = self.actor()
         await self.post_action(request_id, CommentsAPI.operation_path, lambda f: self.service.comment(
-            actor, request_id, f["text"], f.get("visibility", "private")))
+            actor, request_id, f["text"], f.get("visibility", "private")),
+            lambda f, result: (f"comment-{result['id']}", "Your comment is added."))
 
 
 class FilePage(Page):
     """A page of one file: its path parameters are those of the file's API operations."""
 
     operation_path, operation_method = ManifestAPI.operation_path, "get"
+
+
+class ManifestPage(FilePage):
+    """A released file's signed manifest as a page: what was released, who signed it and whether the
+    signature holds, the file's provenance; the raw JSON is the API's."""
+
+    @web.authenticated
+    async def get(self, request_id, file_id):
+        actor = self.actor()
+        signed = await self.call(self.service.manifest, actor, request_id, self.params["file_id"])
+        r = await self.call(self.service.get, actor, request_id)
+        f = next((f for f in r["files"] if f["id"] == self.params["file_id"]), None)
+        self.finish(self.render_page(
+            "manifest.html", r=r, m=signed["manifest"], signed=signed,
+            provenance=render.provenance(f["provenance"]) if f else None,
+            json_url=f"{self.prefix}api/requests/{r['id']}/files/{self.params['file_id']}/manifest"))
 
 
 class DownloadPage(FilePage):
@@ -578,7 +647,9 @@ class RenderedFile(FilePage):
 # -- applications --
 
 
-def make_app(service: ExportService, prefix: str) -> web.Application:
+def make_app(service: ExportService, prefix: str, hub_base: str = "/") -> web.Application:
+    """The pages and the API under ``prefix``; ``hub_base`` is the hub's base URL (JupyterLab's
+    servers are under it)."""
     p = prefix.rstrip("/") + "/"
     rid, fid = r"([0-9a-f]{32})", r"(\d+)"
     jinja = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]))
@@ -594,11 +665,11 @@ def make_app(service: ExportService, prefix: str) -> web.Application:
         (p + f"requests/{rid}/files/{fid}/raw", RawFile),
         (p + f"requests/{rid}/files/{fid}/render", RenderedFile),
         (p + f"requests/{rid}/files/{fid}/download", DownloadPage),
-        (p + f"requests/{rid}/files/{fid}/manifest", ManifestAPI),
+        (p + f"requests/{rid}/files/{fid}/manifest", ManifestPage),
         (p + r"download/([A-Za-z0-9_-]{20,100})", DownloadHandler),
     ] + _api_routes(p, intake=False)
     return web.Application(routes, service=service, prefix=p, jinja=jinja, cookie_secret=os.urandom(32),
-                           default_handler_class=NoRouteHandler)
+                           hub_base=hub_base, default_handler_class=NoRouteHandler)
 
 
 def _api_routes(p: str, intake: bool) -> list:
@@ -641,7 +712,9 @@ async def serve(settings: Settings) -> None:
         app_log.warning("removed %d leftover file(s) of interrupted uploads from the export store", removed)
     prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/services/exports/")
     url = urlparse(os.environ.get("JUPYTERHUB_SERVICE_URL", f"http://127.0.0.1:{settings.exports.port}"))
-    http = HTTPServer(make_app(service, prefix), max_body_size=FORM_BODY_LIMIT, xheaders=True)
+    hub_base = os.environ.get("JUPYTERHUB_BASE_URL") or "/"
+    http = HTTPServer(make_app(service, prefix, hub_base.rstrip("/") + "/"), max_body_size=FORM_BODY_LIMIT,
+                      xheaders=True)
     http.listen(url.port, url.hostname)
     sock_path = intake_socket(settings)
     sock_path.parent.mkdir(parents=True, exist_ok=True)
@@ -654,10 +727,9 @@ async def serve(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    orphaned = asyncio.ensure_future(stop_when_orphaned(stop))
+    stop_with_parent()  # a hub killed with -9 stops it too
     app_log.info("export review service on %s (intake %s)", url.geturl(), sock_path)
     await stop.wait()
-    orphaned.cancel()
 
     app_log.info("export review service stopping")
     # The intake socket first: a new service binds it only once it has the port, which this one

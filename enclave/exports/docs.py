@@ -1,6 +1,7 @@
 """The states page of the documentation, generated from the transition table and check registry.
 
-``enclave exports states-doc`` writes it; a test fails when the committed page differs.
+``enclave exports states-doc`` (or ``python -m enclave.exports.docs``) writes it; a test fails when
+the committed page differs.
 """
 
 from __future__ import annotations
@@ -22,8 +23,14 @@ def render() -> str:
         "An export request is the only way a file leaves a workspace. It is submitted from the sandbox,",
         "checked automatically, voted on file by file by the workspace's reviewers, and released with a",
         "signed manifest. Nobody reviews a request they made; reviewers do not see each other's votes on",
-        "a file until all the votes the workspace's policy requires are in; every vote and decision needs",
-        "a written reason.",
+        "a file (nor who voted first) until all the votes the workspace's policy requires are in; every",
+        "vote needs a written reason.",
+        "",
+        "The votes decide the request: the vote that gives every file its votes takes the request-level",
+        "decision (the `system` steps below), approving and releasing it, rejecting it, or returning it",
+        "with the reviewers' reasons. Only where one file's votes conflict (approve and reject) does a",
+        "reviewer decide for the request, with a written reason; the request page says so, and offers",
+        "only the steps that can be taken.",
         "",
         "## States",
         "",
@@ -40,11 +47,12 @@ def render() -> str:
         "| From | To | Who | Action | Reason required | Condition |",
         "|---|---|---|---|---|---|",
     ]
-    for (frm, to), t in workflow.TRANSITIONS.items():
+    for (frm, to, _), t in workflow.TRANSITIONS.items():
         lines.append(f"| `{frm}` | `{to}` | {t.actor} | {t.action} | {'yes' if t.reason_required else 'no'} |"
                      f" {t.description} |")
     lines += ["", "```mermaid", "stateDiagram-v2", "    [*] --> submitted"]
-    lines += [f"    {frm} --> {to}: {t.action}" for (frm, to), t in workflow.TRANSITIONS.items()]
+    lines += [f"    {frm} --> {to}: {t.action}" + (" (votes)" if t.actor == workflow.SYSTEM and t.guard else "")
+              for (frm, to, _), t in workflow.TRANSITIONS.items()]
     lines += [f"    {s} --> [*]" for s in sorted(workflow.FINAL)]
     lines += [
         "```",
@@ -77,3 +85,8 @@ def render() -> str:
     ]
     lines += [f"| `{c.name}` | {c.title} |" for c in CHECKS]
     return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    DOC_PATH.write_text(render(), encoding="utf-8")
+    print(f"wrote {DOC_PATH}")

@@ -122,10 +122,13 @@ def _json_body(props: dict, required: list[str]) -> dict:
 def openapi_document(prefix: str, intake: bool = False) -> dict:
     paths = {
         "/requests": {
-            "get": _op("List requests: the caller's own (mine=1) or those the caller reviews",
-                       {"200": {"description": "A page of requests"}},
+            "get": _op("List requests: the caller's own (mine=1), newest first, or those the caller reviews,"
+                       " those awaiting the caller's vote first (awaiting_my_vote=1: only those)",
+                       {"200": {"description": "A page of requests, each with awaiting_my_vote: a file of it"
+                                               " takes the caller's vote and does not have it yet"}},
                        parameters=[{"name": n, "in": "query", "schema": s} for n, s in (
-                           ("mine", {"type": "boolean"}), ("workspace", _WORKSPACE),
+                           ("mine", {"type": "boolean"}), ("awaiting_my_vote", {"type": "boolean"}),
+                           ("workspace", _WORKSPACE),
                            ("state", {"type": "string", "enum": list(workflow.STATES)}),
                            ("max_age_days", {"type": "integer", "minimum": 0, "maximum": MAX_AGE_DAYS}),
                            ("page", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE}))]),
@@ -147,7 +150,9 @@ def openapi_document(prefix: str, intake: bool = False) -> dict:
                                parameters=[_RID]),
         },
         "/requests/{request_id}/transitions": {
-            "post": _op("Move a request along the transition table",
+            "post": _op("Move a request along the transition table: the steps a person takes. The votes"
+                        " take the request-level decisions themselves (409 here), except where a file's"
+                        " votes conflict",
                         {"200": {"description": "New state"}, **_NOT_FOUND, **_CONFLICT, **_AUDITED},
                         parameters=[_RID], requestBody=_json_body(
                             {"to": {"type": "string", "enum": list(workflow.STATES)}, "reason": _REASON}, ["to"])),
@@ -164,7 +169,10 @@ def openapi_document(prefix: str, intake: bool = False) -> dict:
         paths.update({
             "/requests/{request_id}/votes": {
                 "post": _op("Vote on one file (reviewers of the workspace, never the requester)",
-                            {"201": {"description": "Recorded"}, **_NOT_FOUND, **_CONFLICT, **_AUDITED}, parameters=[_RID],
+                            {"201": {"description": "Recorded: the file, the vote, the votes in, and the"
+                                                    " request's state after it (the vote that decides the"
+                                                    " request moves it, and releases it when approved)"},
+                             **_NOT_FOUND, **_CONFLICT, **_AUDITED}, parameters=[_RID],
                             requestBody=_json_body(
                                 {"file_id": _ID, "decision": {"type": "string", "enum": list(workflow.VOTES)},
                                  "reason": {**_REASON, "minLength": 1, "pattern": _WRITTEN}},
@@ -176,7 +184,8 @@ def openapi_document(prefix: str, intake: bool = False) -> dict:
             },
             "/requests/{request_id}/files/{file_id}/manifest": {
                 "get": _op("The signed release manifest of a file",
-                           {"200": {"description": "manifest, signature, key_id"}, **_NOT_FOUND},
+                           {"200": {"description": "manifest, signature, key_id, revoked, and signature_valid"
+                                                   " (checked with this service's key)"}, **_NOT_FOUND},
                            parameters=[_RID, _FID]),
             },
             "/policies/{workspace}": {

@@ -1,4 +1,5 @@
-"""How a submitted file is shown to reviewers: tables with flagged cells, text, notebooks as HTML.
+"""How a submitted file is shown to reviewers: tables with flagged cells, text, notebooks as HTML,
+and its provenance as a summary.
 
 Tables and text are handed to the page template as values (autoescaped there), never as markup.
 
@@ -59,6 +60,57 @@ class Preview:
     src: str = ""
     table: Table | None = None
     text: Text | None = None
+
+
+@dataclass
+class Execution:
+    """One execution a file's provenance names: when, in which notebook, and its code."""
+
+    time: str
+    notebook: str
+    code: str
+
+
+@dataclass
+class Provenance:
+    """A file's provenance as the request page summarises it (``templates/provenance.html``)."""
+
+    # What the file is: its path in the home, its role, whose workspace.
+    facts: list[tuple[str, str]]
+    releases: list[str]
+    # Found by the file's name in the code the workspace ran (see the guard's
+    # ``executions_mentioning``), not by tracing what wrote the file.
+    executions: list[Execution]
+    # (name, version), sorted by name.
+    packages: list[tuple[str, str]]
+    # Any other entry the sender added, as JSON text.
+    other: list[tuple[str, str]]
+
+
+_FACTS = {"path": "Path in the workspace", "role": "Role", "user": "Written by", "workspace": "Workspace"}
+
+
+def _text(value) -> str:
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+def provenance(value) -> Provenance:
+    """Summarise a provenance as sent with the file: any JSON object (the intake takes what a caller
+    declares), each known entry shown in its own words, the rest as JSON text."""
+    p = value if isinstance(value, dict) else {}
+    facts = [(label, _text(p[key])) for key, label in _FACTS.items() if p.get(key) not in (None, "")]
+    releases = [_text(r) for r in p.get("releases") or []] if isinstance(p.get("releases"), list) else []
+    executions = [
+        Execution(_text(e.get("time", "")), _text(e.get("notebook") or "a console or terminal"), _text(e.get("code", "")))
+        for e in p.get("executions") or [] if isinstance(e, dict)
+    ] if isinstance(p.get("executions"), list) else []
+    packages = sorted(((str(k), _text(v)) for k, v in p["packages"].items()), key=lambda kv: kv[0].lower()) \
+        if isinstance(p.get("packages"), dict) else []
+    known = {*_FACTS, "releases", "executions", "packages"}
+    other = [(str(k), _text(v)) for k, v in p.items()
+             if k not in known or (k in ("releases", "executions") and not isinstance(v, list))
+             or (k == "packages" and not isinstance(v, dict))]
+    return Provenance(facts, releases, executions, packages, other)
 
 
 def table(data: bytes, name: str, findings: list[dict]) -> Table:

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Iterator
 
-from sqlalchemy import func, select
+from sqlalchemy import and_, case, false, func, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -493,11 +493,14 @@ class ExportService:
             return self._view(actor, req, self._visible(actor, req))
 
     def _view(self, actor: Actor, req: ExportRequest, role: str) -> dict:
-        decided = req.state not in workflow.OPEN
+        # The requester sees file decisions once the reviewers are done with the request (returned included).
+        decided = req.state not in (workflow.SUBMITTED, workflow.IN_REVIEW)
+        voting = role == workflow.REVIEWER and req.state in (workflow.SUBMITTED, workflow.IN_REVIEW)
         out_files = []
         for f in req.current_files():
             votes = [v.decision for v in f.votes]
             complete = len(f.votes) >= req.approvals_required
+            mine = next((v for v in f.votes if v.reviewer == actor.name), None)
             shown = [
                 {"reviewer": v.reviewer, "decision": v.decision, "reason": v.reason, "at": _iso(v.at)}
                 for v in f.votes
@@ -509,7 +512,10 @@ class ExportService:
                 "submitted_at": _iso(f.submitted_at), "votes_in": len(f.votes),
                 "decision": workflow.file_decision(votes, req.approvals_required)
                 if role != workflow.REQUESTER or decided else None,
-                "votes": shown, "my_vote": next((v["decision"] for v in shown if v["reviewer"] == actor.name), None),
+                "votes": shown, "my_vote": mine.decision if mine is not None else None,
+                # A reviewer votes on a file until its votes are complete, and may change their vote till then.
+                "can_vote": voting and not complete,
+                "awaiting_my_vote": voting and not complete and mine is None,
                 "release": None,
             }
             if f.release is not None:
@@ -524,24 +530,43 @@ class ExportService:
             if role != workflow.REQUESTER or c.visibility == "public"
         ]
         history = [
-            {"actor": e.actor, "action": e.action, "from": e.from_state, "to": e.to_state, "detail": e.detail,
-             "at": _iso(e.at)}
+            {"actor": self._shown_actor(role, e), "action": e.action, "from": e.from_state, "to": e.to_state,
+             "detail": e.detail, "at": _iso(e.at)}
             for e in req.events
             if self._shows_event(role, actor, req, e)
         ]
+        # Only the steps that would succeed now: the caller's to take, their guards holding.
         allowed = [
-            {"to": to, "action": t.action, "reason_required": t.reason_required}
-            for to, t in workflow.allowed_from(req.state).items()
-            if t.actor == role and t.action != "start review"
+            {"to": to, "action": t.action, "reason_required": t.reason_required, "description": t.description}
+            for to, t in workflow.allowed_from(req.state)
+            if t.actor == role and workflow.problem(req, t) is None
+            and not (t.actor == workflow.REVIEWER and actor.name == req.requester)
         ]
+        all_in = not any(d == workflow.FILE_PENDING for _, d, _ in workflow.decisions(req))
+        returns = [e for e in req.events if e.to_state == workflow.RETURNED and e.from_state != e.to_state]
         return {
             "id": req.id, "workspace": req.workspace, "requester": req.requester, "title": req.title,
             "context": req.context, "state": req.state, "approvals_required": req.approvals_required,
             "policy_version": req.policy_version, "datasets": req.datasets,
             "submitted_at": _iso(req.submitted_at), "updated_at": _iso(req.updated_at),
             "role": role, "files": out_files, "comments": comments, "history": history, "allowed": allowed,
-            "can_vote": role == workflow.REVIEWER and req.state in (workflow.SUBMITTED, workflow.IN_REVIEW),
+            "can_vote": any(f["can_vote"] for f in out_files),
+            "awaiting_my_vote": any(f["awaiting_my_vote"] for f in out_files),
+            # Files whose complete votes conflict: the request waits for a reviewer's decision. Shown
+            # once every file's votes are in (until then, votes are blind).
+            "conflicts": workflow.conflicted_files(req) if all_in and role != workflow.REQUESTER
+            and req.state == workflow.IN_REVIEW else [],
+            "return_reason": (returns[-1].detail or {}).get("reason", "") if req.state == workflow.RETURNED
+            and returns else None,
         }
+
+    @staticmethod
+    def _shown_actor(role: str, e: Event) -> str:
+        """Who took a step, as the history shows it: the first vote's "start review" is the system's
+        (requests started before it was recorded so name the first voter: blind reviews hide that)."""
+        if e.action == "start review" and role != workflow.ADMIN:
+            return workflow.SYSTEM
+        return e.actor
 
     @staticmethod
     def _shows_event(role: str, actor: Actor, req: ExportRequest, e: Event) -> bool:
@@ -549,14 +574,18 @@ class ExportService:
             # Reviewers' private comments are theirs alone: their existence included.
             private = e.action == "comment" and (e.detail or {}).get("visibility") != "public"
             return e.action not in ("vote", "view") and not private
-        # Reviewers are blind to each other's votes while the request is open.
-        return not (role == workflow.REVIEWER and e.action == "vote" and e.actor != actor.name
-                    and req.state in workflow.OPEN)
+        # Reviewers are blind to each other's votes while the request is open: neither who voted nor
+        # when, nor who looked at the files (with the count of votes in, that tells who voted), nor
+        # the start of the review (the time of the first vote, which may not be theirs).
+        blind = role == workflow.REVIEWER and req.state in workflow.OPEN
+        return not (blind and ((e.action in ("vote", "view") and e.actor != actor.name)
+                               or e.action == "start review"))
 
     def queue(self, actor: Actor, workspace: str | None = None, state: str | None = None,
               max_age_days: int | None = None, mine: bool = False, page: int = 1, per_page: int = 50,
-              at: datetime | None = None) -> dict:
-        """Requests ``actor`` may see, newest first: their own (``mine``) or those they review."""
+              at: datetime | None = None, awaiting_my_vote: bool = False) -> dict:
+        """Requests ``actor`` may see: their own (``mine``), newest first, or those they review, those
+        awaiting their vote first (``awaiting_my_vote``: only those)."""
         q = select(ExportRequest)
         if mine:
             if not actor.can_request:
@@ -576,23 +605,43 @@ class ExportService:
             q = q.where(ExportRequest.state == state)
         if max_age_days is not None:
             q = q.where(ExportRequest.submitted_at >= (at or now()) - timedelta(days=max_age_days))
+        # Admins see requests in the role of admin, which does not vote.
+        awaits = false() if mine or actor.is_admin else self._awaits_vote_of(actor)
+        if awaiting_my_vote:
+            q = q.where(awaits)
         page = max(1, page)
         with self.db.snapshot() as s:
             total = s.scalar(select(func.count()).select_from(q.subquery()))
+            # The requests awaiting the caller's vote first, then the newest.
             rows = s.execute(
                 q.with_only_columns(ExportRequest.id, ExportRequest.workspace, ExportRequest.requester,
                                     ExportRequest.title, ExportRequest.state, ExportRequest.submitted_at,
-                                    ExportRequest.updated_at)
-                .order_by(ExportRequest.submitted_at.desc()).limit(per_page).offset((page - 1) * per_page)
+                                    ExportRequest.updated_at, awaits.label("awaiting_my_vote"))
+                .order_by(case((awaits, 0), else_=1), ExportRequest.submitted_at.desc())
+                .limit(per_page).offset((page - 1) * per_page)
             ).all()
         return {
             "total": total, "page": page, "per_page": per_page,
             "requests": [
                 {"id": r.id, "workspace": r.workspace, "requester": r.requester, "title": r.title,
-                 "state": r.state, "submitted_at": _iso(r.submitted_at), "updated_at": _iso(r.updated_at)}
+                 "state": r.state, "submitted_at": _iso(r.submitted_at), "updated_at": _iso(r.updated_at),
+                 "awaiting_my_vote": bool(r.awaiting_my_vote)}
                 for r in rows
             ],
         }
+
+    @staticmethod
+    def _awaits_vote_of(actor: Actor):
+        """A condition on export requests: one of its current files awaits ``actor``'s vote (the request
+        takes votes, the file has fewer than the policy requires, none of them ``actor``'s). Requests
+        ``actor`` may not review are left out of the queue before this is asked."""
+        votes_in = select(func.count(Vote.id)).where(Vote.file_id == RequestFile.id).scalar_subquery()
+        mine = select(Vote.id).where(Vote.file_id == RequestFile.id, Vote.reviewer == actor.name).exists()
+        open_file = select(RequestFile.id).where(
+            RequestFile.request_id == ExportRequest.id, RequestFile.superseded_by.is_(None),
+            votes_in < ExportRequest.approvals_required, ~mine).exists()
+        return and_(ExportRequest.state.in_((workflow.SUBMITTED, workflow.IN_REVIEW)),
+                    ExportRequest.requester != actor.name, open_file)
 
     # -- review --
 
@@ -625,15 +674,36 @@ class ExportService:
             s.add(Event(request_id=req.id, actor=actor.name, action="vote", from_state=req.state,
                         to_state=req.state, detail={"file": f.name, "version": f.version, "decision": decision,
                                                     "reason": reason}, at=now()))
-            if req.state == workflow.SUBMITTED:
-                self._move(s, req, actor, workflow.IN_REVIEW, "")
             self._record(s, actor.name, "export.vote", req.workspace, request_id=req.id, file=f.name,
                          sha256=f.sha256, decision=decision, reason=reason)
-            return {"file": f.name, "decision": decision, "votes_in": len(f.votes)}
+            self._take_automatic_steps(s, req, actor)
+            return {"file": f.name, "decision": decision, "votes_in": len(f.votes), "state": req.state}
 
-    def _move(self, s, req: ExportRequest, actor: Actor, to: str, reason: str) -> None:
-        t = workflow.TRANSITIONS[(req.state, to)]
-        s.add(Event(request_id=req.id, actor=actor.name, action=t.action, from_state=req.state, to_state=to,
+    def _take_automatic_steps(self, s, req: ExportRequest, voter: Actor) -> None:
+        """Take the steps the system takes (``system`` in :data:`~enclave.exports.workflow.TRANSITIONS`)
+        while one's guard holds: after a vote, the start of the review and the request-level decision
+        the votes now decide, and the release that follows an approval. They are part of the vote's
+        transaction, so two reviewers voting at once make one decision and one release.
+
+        The history names the system as taking them; the audit log's records name the reviewer whose
+        vote decided, with the rule that decided as the reason (and, for a return, the reviewers'
+        reasons for the changes)."""
+        while (step := workflow.automatic_step(req)) is not None:
+            to, t = step
+            if to == workflow.RELEASED:
+                self._release(s, req, voter, t)
+                continue
+            changes = workflow.changes_requested(req) if to == workflow.RETURNED else ""
+            self._move(s, req, workflow.SYSTEM, to, t, changes)
+            if t.action != "start review":
+                # Cut to what the audit log keeps whole; the history keeps every reason.
+                reason = t.description + (f"\n{changes}" if changes else "")
+                self._record(s, voter.name, "export.decision", req.workspace, request_id=req.id, decision=to,
+                             reason=reason[:MAX_REASON_CHARS])
+
+    def _move(self, s, req: ExportRequest, who: str, to: str, t: workflow.Transition, reason: str) -> None:
+        """Move ``req`` to ``to`` by the step ``t``, taken by ``who`` (a person's name, or ``system``)."""
+        s.add(Event(request_id=req.id, actor=who, action=t.action, from_state=req.state, to_state=to,
                     detail={"reason": reason} if reason else {}, at=now()))
         req.state = to
         req.updated_at = now()
@@ -643,28 +713,27 @@ class ExportService:
         with self._writing() as s:
             req = self._get(s, request_id, for_update=True)
             role = self._visible(actor, req)
-            t = workflow.TRANSITIONS.get((req.state, to))
+            t = workflow.by_hand(req.state, to)
+            if t is None and (req.state, to, workflow.SYSTEM) in workflow.TRANSITIONS:
+                automatic = workflow.TRANSITIONS[(req.state, to, workflow.SYSTEM)]
+                raise Conflict(f"{req.state} -> {to} is not taken by hand: {automatic.description}")
             if t is None:
                 raise Conflict(f"a request cannot go from {req.state} to {to}")
-            if t.actor == workflow.SYSTEM or t.action == "start review":
-                raise Refused(f"{req.state} -> {to} is taken by the service, not by hand")
             if t.actor == workflow.REVIEWER and actor.name == req.requester:
                 raise Refused("nobody reviews a request they made")
             if t.actor != role:
                 raise Refused(f"only the request's {t.actor} may {t.action} it")
             if t.reason_required and not reason:
                 raise BadInput(f"to {t.action} a request, give a written reason")
-            problem = t.guard(req) if t.guard else None
+            problem = workflow.problem(req, t)
             if problem:
                 raise Conflict(f"cannot {t.action}: {problem}")
-            self._move(s, req, actor, to, reason)
+            self._move(s, req, actor.name, to, t, reason)
             if to == workflow.REVOKED:
                 self._revoke(s, req, actor, reason)
             else:
                 self._record(s, actor.name, "export.decision", req.workspace, request_id=req.id, decision=to,
                              **({"reason": reason} if reason else {}))
-            if to == workflow.APPROVED:
-                self._release(s, req, actor, reason)
             return {"id": req.id, "state": req.state}
 
     def _revoke(self, s, req: ExportRequest, actor: Actor, reason: str) -> None:
@@ -674,8 +743,11 @@ class ExportService:
                 self._record(s, actor.name, "export.revoke", req.workspace, request_id=req.id,
                              release_id=f.release.id, reason=reason)
 
-    def _release(self, s, req: ExportRequest, actor: Actor, reason: str) -> None:
+    def _release(self, s, req: ExportRequest, voter: Actor, step: workflow.Transition) -> None:
+        """Take the release ``step``: release the approved files of ``req``, approved by the vote of
+        ``voter`` that decided it."""
         approved_at = now()
+        approval = workflow.TRANSITIONS[(workflow.IN_REVIEW, workflow.APPROVED, workflow.SYSTEM)]
         for f in req.current_files():
             if workflow.file_decision([v.decision for v in f.votes], req.approvals_required) != workflow.FILE_APPROVED:
                 continue
@@ -692,7 +764,8 @@ class ExportService:
                 "file": {"name": f.name, "version": f.version, "sha256": digest, "size": len(data),
                          "submitted_sha256": f.sha256, "watermarked": watermarked},
                 "approvers": [{"reviewer": v.reviewer, "reason": v.reason, "at": _iso(v.at)} for v in f.votes],
-                "approved_by": {"reviewer": actor.name, "reason": reason, "at": _iso(approved_at)},
+                "approved_by": {"reviewer": workflow.SYSTEM, "decided_by_vote_of": voter.name,
+                                "reason": approval.description, "at": _iso(approved_at)},
                 "checks": [{k: c[k] for k in ("check", "status", "reason", "location")} for c in f.checks],
                 "policy": {"version": req.policy_version, "approvals_required": req.approvals_required},
                 "datasets": req.datasets,
@@ -702,10 +775,10 @@ class ExportService:
             }
             s.add(Release(id=release_id, file_id=f.id, sha256=digest, manifest=manifest,
                           signature=signing.sign(self.key, manifest), key_id=self.key_id, released_at=now()))
-            # The approver releases: the record names them, and the bytes handed out.
-            self._record(s, actor.name, "export.release", req.workspace, request_id=req.id, file=f.name,
+            # The record names the reviewer whose vote decided the release, and the bytes handed out.
+            self._record(s, voter.name, "export.release", req.workspace, request_id=req.id, file=f.name,
                          sha256=digest, release_id=release_id)
-        self._move(s, req, Actor("system", frozenset()), workflow.RELEASED, "")
+        self._move(s, req, workflow.SYSTEM, workflow.RELEASED, step, "")
 
     def comment(self, actor: Actor, request_id: str, text: str, visibility: str, file_id: int | None = None) -> dict:
         text = _reason(text, required="a comment needs text", what="a comment")
@@ -795,8 +868,11 @@ class ExportService:
             f = next((f for f in req.files if f.id == file_id), None)
             if f is None or f.release is None:
                 raise NotFound(f"request {req.id} has no released file {file_id}")
-            return {"manifest": f.release.manifest, "signature": f.release.signature, "key_id": f.release.key_id,
-                    "revoked": f.release.revoked_at is not None}
+            rel = f.release
+            # Checked with this service's key: a manifest signed with another key is not valid here.
+            valid = rel.key_id == self.key_id and signing.verify(self.key.public_key(), rel.manifest, rel.signature)
+            return {"manifest": rel.manifest, "signature": rel.signature, "key_id": rel.key_id,
+                    "revoked": rel.revoked_at is not None, "signature_valid": valid}
 
 
 def verify_file(settings: Settings, data: bytes) -> dict:

@@ -1,8 +1,10 @@
 """The export request workflow as data: states, the one table of allowed transitions, per-file votes.
 
 Everything that moves a request goes through :data:`TRANSITIONS`: who may take each step, whether
-a written reason is required, and the guard that must hold. The states page of the documentation
-is generated from this table (``python -m enclave.exports.docs``).
+a written reason is required, and the guard that must hold. Reviewers vote on files; the votes
+decide the request themselves (the ``system`` steps, taken by the vote that decides them), except
+where one file's votes conflict: then a reviewer decides. The states page of the documentation is
+generated from this table (``python -m enclave.exports.docs``).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ STATES = {
     SUBMITTED: "Submitted by the requester from a sandbox; file contents are frozen.",
     IN_REVIEW: "At least one reviewer has voted on a file.",
     RETURNED: "Changes requested; the requester may send new versions of files and resubmit.",
-    APPROVED: "Enough independent approvals on every approved file.",
+    APPROVED: "Every file has its votes: each approved or rejected, at least one approved.",
     REJECTED: "Refused; nothing is released.",
     RELEASED: "Approved files are signed and downloadable by the requester.",
     WITHDRAWN: "Withdrawn by the requester; nothing is released.",
@@ -60,7 +62,8 @@ def file_decision(votes: list[str], required: int) -> str:
 # -- guards: return None when the step may be taken, else the reason it may not --
 
 
-def _decisions(request) -> list[tuple[str, str, int]]:
+def decisions(request) -> list[tuple[str, str, int]]:
+    """Each current file of ``request``: its name, its decision from its votes, and how many are in."""
     return [
         (f.name, file_decision([v.decision for v in f.votes], request.approvals_required), len(f.votes))
         for f in request.current_files()
@@ -68,27 +71,82 @@ def _decisions(request) -> list[tuple[str, str, int]]:
 
 
 def _all_voted(request) -> str | None:
-    for name, decision, n in _decisions(request):
+    for name, decision, n in decisions(request):
         if decision == FILE_PENDING:
             return f"file {name!r} has {n} of the {request.approvals_required} votes the policy requires"
     return None
 
 
-def guard_approve(request) -> str | None:
+def conflicted_files(request) -> list[str]:
+    return [name for name, decision, _ in decisions(request) if decision == FILE_CONFLICTED]
+
+
+def guard_voted(request) -> str | None:
+    return None if any(n for _, _, n in decisions(request)) else "no file has a vote yet"
+
+
+def guard_votes_approve(request) -> str | None:
     missing = _all_voted(request)
     if missing:
         return missing
-    decisions = _decisions(request)
-    for name, decision, _ in decisions:
+    found = decisions(request)
+    for name, decision, _ in found:
         if decision in (FILE_CHANGES, FILE_CONFLICTED):
-            return f"file {name!r} is {decision.replace('_', ' ')}: return the request or reject it"
-    if not any(d == FILE_APPROVED for _, d, _ in decisions):
-        return "no file is approved: reject the request instead"
+            return f"file {name!r} is {decision.replace('_', ' ')}"
+    if not any(d == FILE_APPROVED for _, d, _ in found):
+        return "no file is approved"
     return None
 
 
-def guard_reject(request) -> str | None:
-    return _all_voted(request)
+def guard_votes_reject(request) -> str | None:
+    missing = _all_voted(request)
+    if missing:
+        return missing
+    for name, decision, _ in decisions(request):
+        if decision != FILE_REJECTED:
+            return f"file {name!r} is {decision.replace('_', ' ')}, not rejected"
+    return None
+
+
+def guard_votes_return(request) -> str | None:
+    missing = _all_voted(request)
+    if missing:
+        return missing
+    found = decisions(request)
+    for name, decision, _ in found:
+        if decision == FILE_CONFLICTED:
+            return f"the votes on {name!r} conflict: a reviewer decides"
+    if not any(d == FILE_CHANGES for _, d, _ in found):
+        return "no file has changes requested"
+    return None
+
+
+def guard_conflict(request) -> str | None:
+    """A reviewer decides for the request only where the votes cannot: a file's votes conflict."""
+    missing = _all_voted(request)
+    if missing:
+        return missing
+    if not conflicted_files(request):
+        return "no file's votes conflict: the votes decide the request themselves"
+    return None
+
+
+def guard_resubmit(request) -> str | None:
+    for name, decision, _ in decisions(request):
+        if decision in (FILE_CHANGES, FILE_CONFLICTED):
+            return f"file {name!r} is {decision.replace('_', ' ')}: send a new version of it first"
+    return None
+
+
+def changes_requested(request) -> str:
+    """The reviewers' reasons on the files with changes requested: the reason of the return the
+    votes decide."""
+    lines = []
+    for f in request.current_files():
+        votes = [v.decision for v in f.votes]
+        if file_decision(votes, request.approvals_required) == FILE_CHANGES:
+            lines += [f"{f.name}: {v.reason}" for v in f.votes if v.decision == REQUEST_CHANGES]
+    return "\n".join(lines)
 
 
 @dataclass(frozen=True)
@@ -100,36 +158,69 @@ class Transition:
     guard: Callable | None = None
 
 
-TRANSITIONS: dict[tuple[str, str], Transition] = {
-    (SUBMITTED, IN_REVIEW): Transition(
-        REVIEWER, "start review", "Taken by the first vote on any file of the request.", False),
-    (SUBMITTED, RETURNED): Transition(
-        REVIEWER, "return", "Changes requested before any vote."),
-    (SUBMITTED, WITHDRAWN): Transition(
+# Taken by the vote that decides it: the description of every automatic request-level decision.
+BY_VOTE = "Taken by the vote that decides it: "
+
+# (from, to, who) -> the step. A pair of states can have two entries: the step the votes take by
+# themselves (``system``) and the one a person takes where the votes cannot decide.
+TRANSITIONS: dict[tuple[str, str, str], Transition] = {
+    (SUBMITTED, IN_REVIEW, SYSTEM): Transition(
+        SYSTEM, "start review", "Taken by the first vote on any file of the request.", False, guard_voted),
+    (SUBMITTED, WITHDRAWN, REQUESTER): Transition(
         REQUESTER, "withdraw", "The requester takes the request back.", False),
-    (IN_REVIEW, APPROVED): Transition(
-        REVIEWER, "approve",
-        "Every file has the votes the workspace policy requires, none awaits changes or is in"
-        " conflict, and at least one is approved. Rejected files are not released.",
-        guard=guard_approve),
-    (IN_REVIEW, REJECTED): Transition(
-        REVIEWER, "reject", "Every file has the votes the policy requires.", guard=guard_reject),
-    (IN_REVIEW, RETURNED): Transition(
-        REVIEWER, "return", "Changes requested; votes on unchanged files are kept."),
-    (IN_REVIEW, WITHDRAWN): Transition(
+    (IN_REVIEW, APPROVED, SYSTEM): Transition(
+        SYSTEM, "approve",
+        BY_VOTE + "every file has the votes the workspace policy requires, each is approved or rejected,"
+        " and at least one is approved. Rejected files are not released.",
+        False, guard_votes_approve),
+    (IN_REVIEW, REJECTED, SYSTEM): Transition(
+        SYSTEM, "reject", BY_VOTE + "every file is rejected.", False, guard_votes_reject),
+    (IN_REVIEW, RETURNED, SYSTEM): Transition(
+        SYSTEM, "return",
+        BY_VOTE + "every file has its votes, none conflicts, and changes are requested on one; the"
+        " reason is the reviewers' reasons for the changes.", False, guard_votes_return),
+    (IN_REVIEW, REJECTED, REVIEWER): Transition(
+        REVIEWER, "reject",
+        "Every file has its votes and one's votes conflict (approve and reject): a reviewer decides"
+        " for the request, rejecting it or returning it.", guard=guard_conflict),
+    (IN_REVIEW, RETURNED, REVIEWER): Transition(
+        REVIEWER, "return",
+        "Every file has its votes and one's votes conflict: a reviewer returns the request, saying"
+        " what to change. Votes on files left unchanged are kept.", guard=guard_conflict),
+    (IN_REVIEW, WITHDRAWN, REQUESTER): Transition(
         REQUESTER, "withdraw", "The requester takes the request back.", False),
-    (RETURNED, SUBMITTED): Transition(
-        REQUESTER, "resubmit", "Changed files are new versions and their votes start again.", False),
-    (RETURNED, WITHDRAWN): Transition(
+    (RETURNED, SUBMITTED, REQUESTER): Transition(
+        REQUESTER, "resubmit",
+        "Every file with changes requested or conflicting votes has a new version; new versions'"
+        " votes start again.", False, guard_resubmit),
+    (RETURNED, WITHDRAWN, REQUESTER): Transition(
         REQUESTER, "withdraw", "The requester takes the request back.", False),
-    (APPROVED, RELEASED): Transition(
+    (APPROVED, RELEASED, SYSTEM): Transition(
         SYSTEM, "release",
         "Right after approval: approved files are stripped of metadata, watermarked where the"
         " format allows, and released with a signed manifest.", False),
-    (RELEASED, REVOKED): Transition(
+    (RELEASED, REVOKED, ADMIN): Transition(
         ADMIN, "revoke", "Download links stop working; the manifests stay verifiable."),
 }
 
 
-def allowed_from(state: str) -> dict[str, Transition]:
-    return {to: t for (frm, to), t in TRANSITIONS.items() if frm == state}
+def allowed_from(state: str) -> list[tuple[str, Transition]]:
+    """The steps out of ``state``: (the state each leads to, the step)."""
+    return [(to, t) for (frm, to, _), t in TRANSITIONS.items() if frm == state]
+
+
+def by_hand(state: str, to: str) -> Transition | None:
+    """The step from ``state`` to ``to`` a person takes (None: there is none, or the system takes it)."""
+    return next((t for (frm, dest, actor), t in TRANSITIONS.items()
+                 if frm == state and dest == to and actor != SYSTEM), None)
+
+
+def problem(request, t: Transition) -> str | None:
+    """Why ``t`` cannot be taken from the request's state now; None when it can."""
+    return t.guard(request) if t.guard else None
+
+
+def automatic_step(request) -> tuple[str, Transition] | None:
+    """The step the system takes from the request's state now that its guard holds, if any."""
+    return next(((to, t) for to, t in allowed_from(request.state)
+                 if t.actor == SYSTEM and problem(request, t) is None), None)

@@ -57,12 +57,12 @@ def move(client, token, rid, to, reason="") -> requests.Response:
     return client(token).post(f"/requests/{rid}/transitions", {"to": to, "reason": reason})
 
 
-def approve_all(client, tokens, req, reviewers=("rita", "rob")):
+def approve_all(client, tokens, req, reviewers=("rita", "rob")) -> dict:
+    """Every reviewer approves every file; the last vote decides the request. Its answer."""
     for f in req["files"]:
         for who in reviewers:
-            assert vote(client, tokens[who], req["id"], f["id"]).status_code == 201
-    r = move(client, tokens[reviewers[0]], req["id"], "approved", "all files safe")
-    assert r.status_code == 200, r.text
+            r = vote(client, tokens[who], req["id"], f["id"])
+            assert r.status_code == 201, r.text
     return r.json()
 
 
@@ -84,22 +84,26 @@ def test_full_workflow_through_the_api(hub, tokens, client):
     seen_by_rob = client(tokens["rob"]).get(f"/requests/{rid}").json()
     assert seen_by_rob["state"] == "in_review"
     assert seen_by_rob["files"][0]["votes"] == [] and seen_by_rob["files"][0]["votes_in"] == 1
-    assert all(e["action"] != "vote" for e in seen_by_rob["history"])
+    # Nor who voted first, nor when: the review's start is left out of his history too.
+    assert [e["action"] for e in seen_by_rob["history"]] == ["submit"]
+    assert [f["awaiting_my_vote"] for f in seen_by_rob["files"]] == [True, True]
+    assert seen_by_rob["allowed"] == []  # nothing but votes can succeed now
     assert vote(client, tokens["rob"], rid, table["id"]).status_code == 201
     seen_by_rita = client(tokens["rita"]).get(f"/requests/{rid}").json()
     assert {v["reviewer"] for v in seen_by_rita["files"][0]["votes"]} == {"rita", "rob"}
     # Votes once visible to all cannot be changed.
     assert vote(client, tokens["rita"], rid, table["id"], "reject", "changed my mind").status_code == 409
 
-    for who in ("rita", "rob"):
-        assert vote(client, tokens[who], rid, png["id"], "approve", "plot of safe counts").status_code == 201
+    r = vote(client, tokens["rita"], rid, png["id"], "approve", "plot of safe counts")
+    assert r.status_code == 201 and r.json()["state"] == "in_review"
     # The requester sees neither votes nor decisions while the request is open.
     for f in client(tokens["olga"]).get(f"/requests/{rid}").json()["files"]:
         assert f["votes"] == [] and f["decision"] is None
-
-    assert move(client, tokens["rita"], rid, "approved").status_code == 400  # no reason
+    # The request-level decision is not taken by hand: the vote that decides it takes it.
     r = move(client, tokens["rita"], rid, "approved", "safe aggregate outputs")
-    assert r.status_code == 200 and r.json()["state"] == "released"
+    assert r.status_code == 409 and "not taken by hand" in r.json()["error"]
+    r = vote(client, tokens["rob"], rid, png["id"], "approve", "plot of safe counts")
+    assert r.status_code == 201 and r.json()["state"] == "released"
 
     # Download: an expiring link for the requester, recorded.
     link = client(tokens["olga"]).post(f"/requests/{rid}/files/{png['id']}/links")
@@ -118,7 +122,11 @@ def test_full_workflow_through_the_api(hub, tokens, client):
     assert signing.verify(signing.load_public_key(hub.settings), m, manifest["signature"])
 
     history = client(tokens["olga"]).get(f"/requests/{rid}").json()["history"]
-    assert [e["action"] for e in history] == ["submit", "start review", "approve", "release", "download"]
+    assert [(e["actor"], e["action"]) for e in history] == [
+        ("olga", "submit"), ("system", "start review"), ("system", "approve"), ("system", "release"),
+        ("olga", "download")]
+    assert m["approved_by"]["reviewer"] == "system" and m["approved_by"]["decided_by_vote_of"] == "rob"
+    assert manifest["signature_valid"] and not manifest["revoked"]
 
     # enclave exports verify: by hash, then a modified copy by its watermark, then an unknown file.
     path = hub.settings.home / "downloaded.png"
@@ -180,17 +188,24 @@ def test_self_review_is_refused_even_holding_both_roles(hub, tokens, client):
     assert r.status_code == 403 and "nobody reviews a request they made" in r.json()["error"]
     queue = client(tokens["dual"]).get("/requests?workspace=ws1").json()
     assert req["id"] not in [q["id"] for q in queue["requests"]]
-    for who in ("rita", "rob"):
-        assert vote(client, tokens[who], req["id"], req["files"][0]["id"]).status_code == 201
-    r = move(client, tokens["dual"], req["id"], "approved", "looks fine to me")
+    # Conflicting votes leave the decision to a reviewer: never the requester, whatever roles they hold.
+    assert vote(client, tokens["rita"], req["id"], req["files"][0]["id"]).status_code == 201
+    assert vote(client, tokens["rob"], req["id"], req["files"][0]["id"], "reject", "too fine").status_code == 201
+    r = move(client, tokens["dual"], req["id"], "rejected", "looks wrong to me")
     assert r.status_code == 403
+    assert client(tokens["dual"]).get(f"/requests/{req['id']}").json()["allowed"] == [
+        {"to": "withdrawn", "action": "withdraw", "reason_required": False,
+         "description": "The requester takes the request back."}]
 
 
-def test_fewer_approvals_than_the_policy_is_refused(hub, tokens, client):
+def test_no_decision_by_hand_before_the_votes_are_in(hub, tokens, client):
     req = submit(client, tokens["olga@ws1"])
     assert vote(client, tokens["rita"], req["id"], req["files"][0]["id"]).status_code == 201
     r = move(client, tokens["rita"], req["id"], "approved", "one is enough")
-    assert r.status_code == 409 and "1 of the 2 votes the policy requires" in r.json()["error"]
+    assert r.status_code == 409 and "not taken by hand" in r.json()["error"]
+    for to in ("rejected", "returned"):
+        r = move(client, tokens["rita"], req["id"], to, "not without the others")
+        assert r.status_code == 409 and "1 of the 2 votes the policy requires" in r.json()["error"]
     assert client(tokens["rita"]).get(f"/requests/{req['id']}").json()["state"] == "in_review"
 
 
@@ -270,8 +285,16 @@ def test_return_new_version_resets_its_votes_and_comments_visibility(hub, tokens
                                       {"text": "please round a.csv", "visibility": "public"}).status_code == 201
     assert client(tokens["olga"]).post(f"/requests/{rid}/comments",
                                        {"text": "secret", "visibility": "private"}).status_code == 403
-    assert move(client, tokens["rita"], rid, "returned", "round a.csv to base 10").status_code == 200
+    # rob's vote on a.csv completes the votes: they return the request, with the reasons for changes.
+    r = vote(client, tokens["rob"], rid, a["id"], "request_changes", "round a.csv to base 10")
+    assert r.status_code == 201 and r.json()["state"] == "returned"
     seen = client(tokens["olga"]).get(f"/requests/{rid}").json()
+    assert seen["return_reason"] == "a.csv: round to 10\na.csv: round a.csv to base 10"
+    assert {f["name"]: f["decision"] for f in seen["files"]} == {"a.csv": "changes_requested", "b.csv": "approved"}
+    # Resubmitting the same files is refused: a.csv needs a new version first.
+    r = move(client, tokens["olga@ws1"], rid, "submitted")
+    assert r.status_code == 409 and "send a new version of it first" in r.json()["error"]
+    assert [t["to"] for t in seen["allowed"]] == ["withdrawn"]
     assert [c["text"] for c in seen["comments"]] == ["please round a.csv"]
     # Nor does the history tell the requester that a private comment exists.
     assert [e["detail"] for e in seen["history"] if e["action"] == "comment"] == [{"visibility": "public"}]
@@ -288,9 +311,8 @@ def test_return_new_version_resets_its_votes_and_comments_visibility(hub, tokens
     assert files["a.csv"]["version"] == 2 and files["a.csv"]["votes_in"] == 0
     assert files["b.csv"]["votes_in"] == 2
     assert move(client, tokens["olga@ws1"], rid, "submitted").status_code == 200
-    for who in ("rita", "rob"):
-        assert vote(client, tokens[who], rid, files["a.csv"]["id"]).status_code == 201
-    assert move(client, tokens["rob"], rid, "approved", "rounded now").json()["state"] == "released"
+    assert vote(client, tokens["rita"], rid, files["a.csv"]["id"]).json()["state"] == "in_review"
+    assert vote(client, tokens["rob"], rid, files["a.csv"]["id"]).json()["state"] == "released"
     m = client(tokens["olga"]).get(f"/requests/{rid}/files/{files['a.csv']['id']}/manifest").json()["manifest"]
     assert m["file"]["version"] == 2 and m["file"]["submitted_sha256"] == hashlib.sha256(new_a).hexdigest()
 
@@ -452,3 +474,71 @@ def test_rows_of_the_workspace_released_dataset_are_caught(hub, tokens, client):
     # A workspace without that release attached is not matched against it.
     other = submit(client, tokens["omar@ws2"], {"extract.csv": extract.encode()})
     assert not [c for c in other["files"][0]["checks"] if c["check"] == "microdata" and c["status"] == "fail"]
+
+
+def test_the_votes_decide_the_request(hub, tokens, client):
+    """Every file rejected: rejected. One approved, one rejected: released, only the approved file.
+    A conflict: the request waits for a reviewer, who alone can decide it. Each automatic decision is
+    recorded in the audit log as the deciding reviewer's, with the rule that decided as its reason."""
+    two = {"a.csv": SAFE_TABLE, "b.csv": b"group,count\nx,50\ny,60\n"}
+
+    rejected = submit(client, tokens["olga@ws1"], two)
+    for f in rejected["files"]:
+        for who in ("rob", "rita"):
+            r = vote(client, tokens[who], rejected["id"], f["id"], "reject", "拒绝：单元格过细")
+    assert r.json()["state"] == "rejected"
+    [record] = hub.records("export.decision", rejected["id"])
+    assert (record["actor"], record["detail"]["decision"]) == ("rita", "rejected")
+    assert record["detail"]["reason"].startswith("Taken by the vote that decides it: every file is rejected")
+    assert not hub.records("export.release", rejected["id"])
+
+    mixed = submit(client, tokens["olga@ws1"], two)
+    (a, b) = mixed["files"]
+    for who in ("rita", "rob"):
+        vote(client, tokens[who], mixed["id"], a["id"], "approve", "safe")
+        r = vote(client, tokens[who], mixed["id"], b["id"], "reject", "too fine")
+    assert r.json()["state"] == "released"
+    seen = client(tokens["olga"]).get(f"/requests/{mixed['id']}").json()
+    assert [(f["name"], f["release"] is not None) for f in seen["files"]] == [("a.csv", True), ("b.csv", False)]
+    assert [(r["actor"], r["detail"]["file"]) for r in hub.records("export.release", mixed["id"])] == [("rob", "a.csv")]
+    assert [r["detail"]["decision"] for r in hub.records("export.decision", mixed["id"])] == ["approved"]
+
+    conflict = submit(client, tokens["olga@ws1"])
+    fid = conflict["files"][0]["id"]
+    assert vote(client, tokens["rita"], conflict["id"], fid, "approve", "safe").json()["state"] == "in_review"
+    assert vote(client, tokens["rob"], conflict["id"], fid, "reject", "region south is too small").json()["state"] == "in_review"
+    seen = client(tokens["rita"]).get(f"/requests/{conflict['id']}").json()
+    assert seen["conflicts"] == ["table.csv"]
+    assert [(t["to"], t["reason_required"]) for t in seen["allowed"]] == [("rejected", True), ("returned", True)]
+    assert not hub.records("export.decision", conflict["id"])
+    assert move(client, tokens["rita"], conflict["id"], "approved", "I still think it is safe").status_code == 409
+    assert move(client, tokens["rita"], conflict["id"], "returned").status_code == 400  # a reason is required
+    r = move(client, tokens["rita"], conflict["id"], "returned", "merge south into a larger region")
+    assert r.status_code == 200 and r.json()["state"] == "returned"
+    [record] = hub.records("export.decision", conflict["id"])
+    assert (record["actor"], record["detail"]) == ("rita", {"request_id": conflict["id"], "decision": "returned",
+                                                            "reason": "merge south into a larger region"})
+
+
+def test_the_queue_lists_what_awaits_each_reviewers_vote_first(hub, tokens, client):
+    older = submit(client, tokens["olga@ws1"], title="先提交的请求")
+    newer = submit(client, tokens["olga@ws1"], title="后提交的请求")
+    assert vote(client, tokens["rita"], older["id"], older["files"][0]["id"]).status_code == 201
+
+    def queue(who: str, query: str = "") -> list[tuple[str, bool]]:
+        r = client(tokens[who]).get(f"/requests?workspace=ws1{query}")
+        assert r.status_code == 200, r.text
+        return [(q["id"], q["awaiting_my_vote"]) for q in r.json()["requests"]]
+
+    # rita voted on the older one: the newer awaits her; rob has both to vote on, newest first.
+    assert (newer["id"], True) in queue("rita") and (older["id"], False) in queue("rita")
+    assert [rid for rid, awaits in queue("rita") if awaits][:1] == [newer["id"]]
+    assert queue("rob")[:2] == [(newer["id"], True), (older["id"], True)]
+    mine = [rid for rid, _ in queue("rita", "&awaiting_my_vote=1")]
+    assert newer["id"] in mine and older["id"] not in mine
+    # Every request awaiting rita's vote comes before every other one.
+    flags = [awaits for _, awaits in queue("rita")]
+    assert flags == sorted(flags, reverse=True)
+    # Requesters and admins vote on nothing.
+    assert not any(awaits for _, awaits in queue("adam"))
+    assert client(tokens["olga"]).get("/requests?mine=1&awaiting_my_vote=1").json()["total"] == 0

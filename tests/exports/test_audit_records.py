@@ -8,6 +8,8 @@ audit log with the acting user, the request's workspace and the detail the actio
 
 from __future__ import annotations
 
+from enclave.exports import workflow
+
 from .conftest import sha
 from .test_api import SAFE_TABLE, approve_all, figure, move, submit, vote
 
@@ -58,7 +60,10 @@ def test_each_file_s_checks_are_recorded_and_so_are_a_new_version_s(hub, tokens,
     assert (first["check"], first["status"]) == ("small_cells", "fail") and "under the minimum" in first["reason"]
 
     # Returned, and a new version of small.csv sent from the sandbox: its checks are a record too.
-    assert move(client, tokens["rita"], rid, "returned", "small.csv has a cell under 10").status_code == 200
+    for who in ("rita", "rob"):
+        assert vote(client, tokens[who], rid, req["files"][0]["id"], "approve", "safe").status_code == 201
+        assert vote(client, tokens[who], rid, req["files"][1]["id"], "request_changes", "a cell under 10").status_code == 201
+    assert client(tokens["olga"]).get(f"/requests/{rid}").json()["state"] == "returned"
     rounded = b"region,count\nnorth,10\nsouth,40\n"
     r = intake(tokens["olga@ws1"]).submit({"safe.csv": SAFE_TABLE, "small.csv": rounded},
                                           path=f"/requests/{rid}/files")
@@ -92,37 +97,54 @@ def test_a_reason_longer_than_the_log_keeps_whole_is_refused_before_anything_is_
     req = submit(client, tokens["olga@ws1"])
     r = vote(client, tokens["rita"], req["id"], req["files"][0]["id"], "approve", "理由" * 2501)
     assert r.status_code == 400 and "at most 5000 characters" in r.json()["error"]
-    r = move(client, tokens["rita"], req["id"], "returned", "x" * 5001)
+    r = move(client, tokens["olga@ws1"], req["id"], "withdrawn", "x" * 5001)
     assert r.status_code == 400 and "at most 5000 characters" in r.json()["error"]
     assert client(tokens["rita"]).get(f"/requests/{req['id']}").json()["state"] == "submitted"
     assert hub.records("export.vote", req["id"]) == hub.records("export.decision", req["id"]) == []
 
 
-def test_every_decision_is_recorded_with_its_reason(hub, tokens, client):
+def test_every_decision_is_recorded_with_its_reason(hub, tokens, client, intake):
+    """Decisions by hand carry the reason given; those the votes take name the reviewer whose vote
+    decided, with the rule as the reason (and a return's reasons for the changes)."""
+    by_vote = workflow.BY_VOTE
     returned = submit(client, tokens["olga@ws1"])
-    assert move(client, tokens["rita"], returned["id"], "returned", "explain the regions").status_code == 200
+    fid = returned["files"][0]["id"]
+    assert vote(client, tokens["rita"], returned["id"], fid, "approve", "fine").status_code == 201
+    assert vote(client, tokens["rob"], returned["id"], fid, "request_changes", "说明各区的划分").status_code == 201
+    r = intake(tokens["olga@ws1"]).submit({"table.csv": b"region,count\nnorth,120\nsouth,40\n"},
+                                          path=f"/requests/{returned['id']}/files")
+    assert r.status_code == 200, r.text
     assert move(client, tokens["olga@ws1"], returned["id"], "submitted").status_code == 200
     assert move(client, tokens["olga@ws1"], returned["id"], "withdrawn", "no longer needed").status_code == 200
     rejected = submit(client, tokens["olga@ws1"])
     for who in ("rita", "rob"):
         r = vote(client, tokens[who], rejected["id"], rejected["files"][0]["id"], "reject", "too fine")
         assert r.status_code == 201
-    assert move(client, tokens["rob"], rejected["id"], "rejected", "cells too small").status_code == 200
+    conflict = submit(client, tokens["olga@ws1"])
+    for who, decision in (("rita", "approve"), ("rob", "reject")):
+        assert vote(client, tokens[who], conflict["id"], conflict["files"][0]["id"], decision, "因为").status_code == 201
+    assert move(client, tokens["rob"], conflict["id"], "rejected", "cells too small").status_code == 200
     approved = submit(client, tokens["olga@ws1"])
-    approve_all(client, tokens, approved)  # rita approves, "all files safe"
+    approve_all(client, tokens, approved)  # rob's vote is the last
 
     decisions = [(r["actor"], r["detail"]) for r in hub.records("export.decision", returned["id"])]
+    return_rule = workflow.TRANSITIONS[(workflow.IN_REVIEW, workflow.RETURNED, workflow.SYSTEM)].description
     assert decisions == [
-        ("rita", {"request_id": returned["id"], "decision": "returned", "reason": "explain the regions"}),
+        ("rob", {"request_id": returned["id"], "decision": "returned",
+                 "reason": f"{return_rule}\ntable.csv: 说明各区的划分"}),
         ("olga", {"request_id": returned["id"], "decision": "submitted"}),  # resubmitted, no reason needed
         ("olga", {"request_id": returned["id"], "decision": "withdrawn", "reason": "no longer needed"}),
     ]
     record = record_of(hub, "export.decision", rejected["id"])
     assert_by(record, "rob")
-    assert record["detail"] == {"request_id": rejected["id"], "decision": "rejected", "reason": "cells too small"}
+    assert record["detail"] == {"request_id": rejected["id"], "decision": "rejected",
+                                "reason": by_vote + "every file is rejected."}
+    record = record_of(hub, "export.decision", conflict["id"])
+    assert_by(record, "rob")
+    assert record["detail"] == {"request_id": conflict["id"], "decision": "rejected", "reason": "cells too small"}
     record = record_of(hub, "export.decision", approved["id"])
-    assert_by(record, "rita")
-    assert record["detail"] == {"request_id": approved["id"], "decision": "approved", "reason": "all files safe"}
+    assert_by(record, "rob")
+    assert record["detail"]["decision"] == "approved" and record["detail"]["reason"].startswith(by_vote)
     hub.verify_audit_log()
 
 
@@ -131,10 +153,10 @@ def test_each_released_file_is_recorded_with_the_bytes_handed_out(hub, tokens, c
     rid, (table, png) = req["id"], req["files"]
     for who in ("rita", "rob"):
         assert vote(client, tokens[who], rid, table["id"], "approve", "safe counts").status_code == 201
-        assert vote(client, tokens[who], rid, png["id"], "reject", "shows a small group").status_code == 201
-    assert move(client, tokens["rob"], rid, "approved", "the table is safe").json()["state"] == "released"
+        r = vote(client, tokens[who], rid, png["id"], "reject", "shows a small group")
+    assert r.json()["state"] == "released"  # rob's last vote decided it
 
-    # Only the approved file is released; the record names the approver and the released bytes
+    # Only the approved file is released; the record names the deciding reviewer and the released bytes
     # (metadata stripped, watermarked where the format allows), as its signed manifest does.
     record = record_of(hub, "export.release", rid)
     assert_by(record, "rob")

@@ -3,10 +3,11 @@ service's SQLite database and on PostgreSQL.
 
 Every state change of a request is serialised per request, so whatever the order the service takes
 them in, afterwards: each request's history is one chain of allowed transitions (exactly one step
-out of each state it was in, at most one "start review" per submission), releases exist only for
-requests that are released (or revoked, with every release revoked) and can all be revoked, a
-reviewer has one vote per file version, every success answered is in the history and in the audit
-log, and nothing answered 5xx.
+out of each state it was in, at most one "start review" per submission: two reviewers casting the
+deciding votes at once make one decision and one release), releases exist only for requests that
+are released (or revoked, with every release revoked) and can all be revoked, a reviewer has one
+vote per file version, every success answered is in the history and in the audit log, and nothing
+answered 5xx.
 """
 
 from __future__ import annotations
@@ -26,8 +27,10 @@ from .conftest import Client, make_tokens
 # Each round races every pair of conflicting actions once, each on fresh export requests.
 ROUNDS = 10
 TABLE = b"region,count\nnorth,120\nsouth,35\neast,45\n"
-# Manual transitions: each success answered by POST /transitions is one of these in the history.
-MANUAL = {t.action for t in workflow.TRANSITIONS.values()} - {"start review", "release"}
+# Steps recorded in the audit log as a request's decision (export.decision): those taken by hand and
+# those the votes take; the start of a review and the release are not decisions, a revocation has
+# records of its own.
+DECISIONS = {t.action for t in workflow.TRANSITIONS.values()} - {"start review", "release", "revoke"}
 
 
 def new_table(n: int) -> bytes:
@@ -97,21 +100,26 @@ class Api:
         req = self.submit()
         return req["id"], req["files"][0]["id"]
 
-    def voted(self, reviewers=("rita", "rob")) -> tuple[str, int]:
-        """In review, with the votes of ``reviewers`` on its one file."""
+    def voted(self, votes: dict[str, str]) -> tuple[str, int]:
+        """A request with the ``votes`` (reviewer: decision) on its one file."""
         rid, fid = self.submitted()
-        for who in reviewers:
-            assert self.vote(who, rid, fid).status_code == 201
+        for who, decision in votes.items():
+            assert self.vote(who, rid, fid, decision).status_code == 201
         return rid, fid
 
     def released(self) -> str:
-        rid, _ = self.voted()
-        assert self.move("rita", rid, "approved").json()["state"] == "released"
+        rid, _ = self.voted({"rita": "approve", "rob": "approve"})
+        assert self.view(rid)["state"] == "released"
+        return rid
+
+    def conflicted(self) -> str:
+        rid, _ = self.voted({"rita": "approve", "rob": "reject"})
+        assert self.view(rid)["state"] == "in_review"
         return rid
 
     def returned(self) -> str:
-        rid, _ = self.submitted()
-        assert self.move("rita", rid, "returned").status_code == 200
+        rid, _ = self.voted({"rita": "request_changes", "rob": "request_changes"})
+        assert self.view(rid)["state"] == "returned"
         return rid
 
 
@@ -123,28 +131,33 @@ def api(request) -> Api:
 
 def race_every_conflicting_pair(api: Api) -> None:
     """One round: each race on its own fresh export request."""
-    # Approve, withdraw and return on a request whose file has all its approvals.
-    rid, _ = api.voted()
-    api.at_once(lambda: api.move("rita", rid, "approved"), lambda: api.move("olga", rid, "withdrawn"),
-                lambda: api.move("rob", rid, "returned"))
-    # Approve (which releases) and revoke (which needs the release).
-    rid, _ = api.voted()
-    api.at_once(lambda: api.move("rob", rid, "approved"), lambda: api.move("adam", rid, "revoked"))
+    # The two deciding votes at once, each completing one of the two files: one approval, one release.
+    req = api.client("olga@ws1").submit({"a.csv": TABLE, "b.csv": new_table(0)}).json()
+    rid, (a, b) = req["id"], [f["id"] for f in req["files"]]
+    assert api.vote("rita", rid, a).status_code == api.vote("rob", rid, b).status_code == 201
+    api.at_once(lambda: api.vote("rob", rid, a), lambda: api.vote("rita", rid, b))
+    # The vote that approves (and releases), withdrawal, and revocation (which needs the release).
+    rid, fid = api.voted({"rita": "approve"})
+    api.at_once(lambda: api.vote("rob", rid, fid), lambda: api.move("olga", rid, "withdrawn"),
+                lambda: api.move("adam", rid, "revoked"))
     # Two revocations of one release.
     rid = api.released()
     api.at_once(lambda: api.move("adam", rid, "revoked"), lambda: api.move("adam", rid, "revoked"))
-    # The vote that completes a file, and approval (which needs it).
-    rid, fid = api.voted(reviewers=("rita",))
-    api.at_once(lambda: api.vote("rob", rid, fid), lambda: api.move("rita", rid, "approved"))
-    # The last vote, rejection and return.
-    rid, fid = api.voted(reviewers=("rita",))
-    api.at_once(lambda: api.vote("rob", rid, fid, "reject"), lambda: api.move("dual", rid, "rejected"),
-                lambda: api.move("rita", rid, "returned"))
-    # The first vote (which starts the review), withdrawal and return.
+    # The vote that rejects, a vote changed at the same time, and withdrawal.
+    rid, fid = api.voted({"rita": "reject"})
+    api.at_once(lambda: api.vote("rob", rid, fid, "reject"), lambda: api.vote("rita", rid, fid, "approve"),
+                lambda: api.move("olga", rid, "withdrawn"))
+    # The vote that returns the request, and withdrawal.
+    rid, fid = api.voted({"rita": "request_changes"})
+    api.at_once(lambda: api.vote("rob", rid, fid, "request_changes"), lambda: api.move("olga", rid, "withdrawn"))
+    # A conflict: two reviewers decide differently at once, and the requester withdraws.
+    rid = api.conflicted()
+    api.at_once(lambda: api.move("rita", rid, "rejected"), lambda: api.move("rob", rid, "returned"),
+                lambda: api.move("olga", rid, "withdrawn"))
+    # The first vote (which starts the review) and withdrawal.
     rid, fid = api.submitted()
-    api.at_once(lambda: api.vote("rita", rid, fid), lambda: api.move("olga", rid, "withdrawn"),
-                lambda: api.move("rob", rid, "returned"))
-    # First votes of three reviewers, where the policy takes two.
+    api.at_once(lambda: api.vote("rita", rid, fid), lambda: api.move("olga", rid, "withdrawn"))
+    # First votes of three reviewers, where the policy takes two: the second decides.
     rid, fid = api.submitted()
     api.at_once(*(lambda who=who: api.vote(who, rid, fid) for who in ("rita", "rob", "dual")))
     # Twelve votes of one reviewer on one file.
@@ -178,13 +191,17 @@ def check_invariants(api: Api, rid: str, audit: dict[str, Counter]) -> None:
     answered = api.responses[rid]
     history = req["history"]
 
-    # One chain of allowed transitions from submission to the request's state.
+    # One chain of allowed transitions from submission to the request's state: the system's steps
+    # named as the system's, every other by the person who took it.
     state = None
     for e in history:
         if e["from"] == e["to"]:
             continue  # votes, views, comments, new files: no change of state
         assert e["from"] == state, f"{e['action']} taken from {e['from']}, the request was {state}: {history}"
-        assert state is None or (state, e["to"]) in workflow.TRANSITIONS
+        if state is not None:
+            t = (workflow.TRANSITIONS.get((state, e["to"], workflow.SYSTEM)) if e["actor"] == workflow.SYSTEM
+                 else workflow.by_hand(state, e["to"]))
+            assert t is not None and t.action == e["action"], e
         state = e["to"]
     assert state == req["state"]
     taken = [e for e in history if e["from"] != e["to"]]
@@ -193,7 +210,7 @@ def check_invariants(api: Api, rid: str, audit: dict[str, Counter]) -> None:
 
     # Every success answered is in the history, and nothing else is.
     ok = Counter(kind for kind, r in answered if r.status_code in (200, 201))
-    assert ok["transition"] == sum(e["action"] in MANUAL for e in taken)
+    assert ok["transition"] == sum(e["actor"] != workflow.SYSTEM and e["action"] != "submit" for e in taken)
     assert ok["vote"] == sum(e["action"] == "vote" for e in history)
 
     # Releases only for released (or revoked) requests; all revoked once the request is.
@@ -215,7 +232,7 @@ def check_invariants(api: Api, rid: str, audit: dict[str, Counter]) -> None:
     assert all(f["version"] == 1 + changed[f["name"]] for f in req["files"])
 
     # The audit log has a record of each decision, vote, release and revocation, and of nothing else.
-    assert audit[rid]["export.decision"] == sum(e["action"] in MANUAL - {"revoke"} for e in taken)
+    assert audit[rid]["export.decision"] == sum(e["action"] in DECISIONS for e in taken)
     assert audit[rid]["export.vote"] == ok["vote"]
     assert audit[rid]["export.release"] == len(releases)
     assert audit[rid]["export.revoke"] == sum(r["revoked"] for r in releases)

@@ -21,7 +21,7 @@ from schemathesis.specs.openapi.checks import negative_data_rejection, positive_
 from enclave import workspaces
 
 from .conftest import Client
-from .test_api import approve_all, move, submit
+from .test_api import approve_all, submit, vote
 
 WORKSPACE = "fuzz"
 # Examples per operation, role and mode (valid and invalid input): the file runs in a few minutes
@@ -54,7 +54,9 @@ class Seeded:
         client = self.client
         submitted = submit(client, self.tokens["olga@fuzz"])
         returned = submit(client, self.tokens["olga@fuzz"])
-        assert move(client, self.tokens["rita"], returned["id"], "returned", "say more").status_code == 200
+        for who in ("rita", "rob"):
+            r = vote(client, self.tokens[who], returned["id"], returned["files"][0]["id"], "request_changes", "say more")
+        assert r.json()["state"] == "returned"
         released = submit(client, self.tokens["olga@fuzz"])
         assert approve_all(client, self.tokens, released)["state"] == "released"
         self.files = [(r["id"], f["id"]) for r in (submitted, returned, released) for f in r["files"]]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from types import SimpleNamespace
 
 import pytest
 from alembic import command
@@ -22,19 +23,22 @@ def test_transition_table_is_consistent():
     assert workflow.TRANSITIONS, "the table is empty"
     reachable, todo = {workflow.SUBMITTED}, [workflow.SUBMITTED]
     while todo:
-        for to in workflow.allowed_from(todo.pop()):
+        for to, _ in workflow.allowed_from(todo.pop()):
             if to not in reachable:
                 reachable.add(to)
                 todo.append(to)
     assert reachable == set(workflow.STATES), "every state is reachable from submitted"
     for state in workflow.FINAL:
         assert not workflow.allowed_from(state), f"{state} is final"
-    for (frm, to), t in workflow.TRANSITIONS.items():
+    for (frm, to, actor), t in workflow.TRANSITIONS.items():
         assert frm in workflow.STATES and to in workflow.STATES
-        assert t.actor in (workflow.REQUESTER, workflow.REVIEWER, workflow.ADMIN, workflow.SYSTEM)
-        # Every decision that refuses, returns or approves carries a written reason.
-        if t.action in ("approve", "reject", "return", "revoke"):
+        assert actor == t.actor in (workflow.REQUESTER, workflow.REVIEWER, workflow.ADMIN, workflow.SYSTEM)
+        # Every decision a person takes that refuses, returns or approves carries a written reason;
+        # those the votes take are explained by the rule that took them.
+        if t.action in ("approve", "reject", "return", "revoke") and actor != workflow.SYSTEM:
             assert t.reason_required
+        if actor == workflow.SYSTEM and t.guard is not None:
+            assert t.description.startswith((workflow.BY_VOTE, "Taken by the first vote"))
 
 
 @pytest.mark.parametrize("votes, required, decision", [
@@ -53,8 +57,56 @@ def test_file_decisions(votes, required, decision):
 
 def test_committed_states_page_matches_the_table():
     assert docs.DOC_PATH.read_text() == docs.render(), "run 'enclave exports states-doc'"
-    for (frm, to), t in workflow.TRANSITIONS.items():
-        assert f"| `{frm}` | `{to}` | {t.actor} | {t.action} |" in docs.render()
+    for (frm, to, actor), t in workflow.TRANSITIONS.items():
+        assert f"| `{frm}` | `{to}` | {actor} | {t.action} |" in docs.render()
+
+
+class Request:
+    """Just what the guards read of an export request: its state, policy and current files' votes."""
+
+    def __init__(self, state: str, required: int, *files: list[str]) -> None:
+        self.state, self.approvals_required = state, required
+        self.files = [SimpleNamespace(name=f"f{i}.csv", votes=[SimpleNamespace(decision=v, reason=f"r{i}")
+                                                                for v in votes])
+                      for i, votes in enumerate(files)]
+
+    def current_files(self):
+        return self.files
+
+
+@pytest.mark.parametrize("files, step", [
+    ([["approve"], []], None),  # a file has no votes yet
+    ([["approve", "approve"], ["approve"]], None),  # one still lacks a vote
+    ([["approve", "approve"], ["reject", "reject"]], workflow.APPROVED),  # rejected files are not released
+    ([["reject", "reject"], ["reject", "reject"]], workflow.REJECTED),
+    ([["approve", "approve"], ["approve", "request_changes"]], workflow.RETURNED),
+    ([["approve", "reject"], ["approve", "request_changes"]], None),  # a conflict: a reviewer decides
+    ([["approve", "reject"], ["approve", "approve"]], None),
+])
+def test_the_votes_take_exactly_one_step_or_leave_it_to_a_reviewer(files, step):
+    req = Request(workflow.IN_REVIEW, 2, *files)
+    taken = workflow.automatic_step(req)
+    assert (taken[0] if taken else None) == step
+    # Every step the system could take out of the state: at most one holds at a time.
+    holding = [to for to, t in workflow.allowed_from(req.state) if t.actor == workflow.SYSTEM
+               and workflow.problem(req, t) is None]
+    assert len(holding) <= 1
+    # A reviewer decides exactly when the votes are all in and one file's conflict.
+    reviewer_steps = [to for to, t in workflow.allowed_from(req.state) if t.actor == workflow.REVIEWER
+                      and workflow.problem(req, t) is None]
+    all_in = all(len(f) == 2 for f in files)
+    conflict = any(sorted(f) == ["approve", "reject"] for f in files)
+    assert reviewer_steps == ([workflow.REJECTED, workflow.RETURNED] if all_in and conflict else [])
+
+
+def test_a_returned_request_is_resubmitted_only_with_new_versions_of_what_was_questioned():
+    resubmit = workflow.by_hand(workflow.RETURNED, workflow.SUBMITTED)
+    assert "f1.csv" in workflow.problem(Request(workflow.RETURNED, 2, ["approve"] * 2, ["request_changes"] * 2), resubmit)
+    assert "f0.csv" in workflow.problem(Request(workflow.RETURNED, 2, ["approve", "reject"], []), resubmit)
+    # A new version has no votes: the file is pending again.
+    assert workflow.problem(Request(workflow.RETURNED, 2, ["approve"] * 2, []), resubmit) is None
+    changes = Request(workflow.IN_REVIEW, 2, ["approve"] * 2, ["request_changes", "approve"])
+    assert workflow.changes_requested(changes) == "f1.csv: r1"
 
 
 def test_migrations_build_the_models_schema_and_downgrade(tmp_path):
