@@ -22,7 +22,7 @@ import requests
 from tornado.httpclient import HTTPRequest
 from tornado.websocket import websocket_connect
 
-from enclave_testing import audit_hub_side, close_audit_hub_side
+from enclave_testing import audit_hub_side, close_audit_hub_side, cookie_value
 
 REPO = Path(__file__).resolve().parents[2]
 SANDBOX_ENV = REPO / ".venv-sandbox"
@@ -279,3 +279,70 @@ async def any_kernel(guard_server, request):
     ks = await open_kernel(guard_server, request.param)
     yield ks
     ks.close()
+
+
+# -- a hub for the export review path ------------------------------------------------------------
+
+PASSWORD = "correct-horse-battery-staple"  # tests/conftest.py's accounts
+
+
+def _service_registered(hub) -> bool:
+    # Unregistered, the path falls through to the hub, which answers 404.
+    return requests.get(f"{hub.service_url('exports')}/", timeout=10, allow_redirects=False).status_code != 404
+
+
+@pytest.fixture(scope="session")
+def review_hub(hub_factory):
+    """A hub whose workspace policy needs one approval (alpha has one reviewer, carol; bob is an
+    operator who never requests an export)."""
+    hub = hub_factory("review", ENCLAVE_SANDBOX__IDLE_TIMEOUT="0", ENCLAVE_EXPORTS__APPROVALS_REQUIRED="1")
+    for name, role in (("alice", "operator"), ("bob", "operator"), ("carol", "reviewer")):
+        r = hub.enclave("user", "add", name, "--role", role, "--password-stdin", input=PASSWORD + "\n")
+        assert r.returncode == 0, r.stderr
+    for args in (("workspace", "create", "alpha"),
+                 ("workspace", "add-member", "alpha", "alice", "--role", "operator"),
+                 ("workspace", "add-member", "alpha", "bob", "--role", "operator"),
+                 ("workspace", "add-member", "alpha", "carol", "--role", "reviewer")):
+        r = hub.enclave(*args)
+        assert r.returncode == 0, (args, r.stderr)
+    hub.start()
+    assert _service_registered(hub), "the export review service is not registered in the hub"
+    return hub
+
+
+# -- steps of export review taken through the review service's API, as its pages take them -------
+
+
+def _service_call(session, method: str, path: str, **kw):
+    """The review service's API with the session's cookie, as its pages call it."""
+    service = session.hub.service_url("exports")
+    url = f"{service}/api/{path}"
+    return session.http.request(method, url, headers={"X-XSRFToken": cookie_value(session.http, url, "_xsrf") or ""}, **kw)
+
+
+def _decide(carol, request_id: str, decision: str, reason: str) -> dict:
+    """carol votes on every current file; then, if the votes leave the request in review, she takes
+    the request-level step they call for."""
+    req = _service_call(carol, "GET", f"requests/{request_id}").json()
+    for f in req["files"]:
+        r = _service_call(carol, "POST", f"requests/{request_id}/votes",
+                         json={"file_id": f["id"], "decision": decision, "reason": reason})
+        assert r.status_code == 201, r.text
+    req = _service_call(carol, "GET", f"requests/{request_id}").json()
+    step = {"approve": "approved", "request_changes": "returned"}[decision]
+    if req["state"] == "in_review":
+        r = _service_call(carol, "POST", f"requests/{request_id}/transitions", json={"to": step, "reason": reason})
+        assert r.status_code == 200, r.text
+    return _service_call(carol, "GET", f"requests/{request_id}").json()
+
+
+@pytest.fixture
+def service_call():
+    """``service_call(session, method, path, **kw)``: the review service's API with a session's cookie."""
+    return _service_call
+
+
+@pytest.fixture
+def decide():
+    """``decide(reviewer, request_id, decision, reason)``: a reviewer's vote on every file, and the step it calls for."""
+    return _decide

@@ -10,8 +10,10 @@
 
 from __future__ import annotations
 
+import re
+import uuid
+
 import pytest
-import requests
 from enclave_testing import CHROMIUM, CHROMIUM_ARGS, log_in
 from playwright.async_api import async_playwright, expect
 
@@ -40,6 +42,17 @@ async def login(browser, hub, username: str):
 
 async def open_lab(page, hub, username: str, workspace: str):
     await page.goto(f"{hub.user_origin(username)}/user/{username}/{workspace}/lab")
+    await show_file_browser(page)
+
+
+async def show_file_browser(page):
+    """The file browser in the left area (Lab restores whichever panel was open last)."""
+    # Lab has restored its layout once the splash screen is gone.
+    await page.wait_for_selector(".jp-LabShell", timeout=TIMEOUT)
+    await page.wait_for_selector("#jupyterlab-splash", state="detached", timeout=TIMEOUT)
+    tab = page.locator('.jp-SideBar.jp-mod-left .lm-TabBar-tab[data-id="filebrowser"]')
+    if "lm-mod-current" not in (await tab.get_attribute("class") or ""):
+        await tab.click()
     await page.wait_for_selector(".jp-DirListing-content", timeout=TIMEOUT)
 
 
@@ -108,28 +121,6 @@ async def test_csv_upload_is_refused_in_the_file_browser(browser, enclave, alice
     await context.close()
 
 
-def _service_registered(hub) -> bool:
-    # Unregistered, the path falls through to the hub, which answers 404.
-    return requests.get(f"{hub.service_url('exports')}/", timeout=10, allow_redirects=False).status_code != 404
-
-
-@pytest.fixture(scope="session")
-def review_hub(hub_factory):
-    """A hub whose workspace policy needs one approval (alpha has one reviewer, carol)."""
-    hub = hub_factory("review", ENCLAVE_SANDBOX__IDLE_TIMEOUT="0", ENCLAVE_EXPORTS__APPROVALS_REQUIRED="1")
-    for name, role in (("alice", "operator"), ("carol", "reviewer")):
-        r = hub.enclave("user", "add", name, "--role", role, "--password-stdin", input=PASSWORD + "\n")
-        assert r.returncode == 0, r.stderr
-    for args in (("workspace", "create", "alpha"),
-                 ("workspace", "add-member", "alpha", "alice", "--role", "operator"),
-                 ("workspace", "add-member", "alpha", "carol", "--role", "reviewer")):
-        r = hub.enclave(*args)
-        assert r.returncode == 0, (args, r.stderr)
-    hub.start()
-    assert _service_registered(hub), "the export review service is not registered in the hub"
-    return hub
-
-
 async def test_request_export_flow(browser, review_hub):
     hub = review_hub
     alice = hub.login("alice", PASSWORD)
@@ -165,9 +156,13 @@ async def test_request_export_flow(browser, review_hub):
     await rpage.locator("form.vote textarea").fill("Counts above threshold; rounded.")
     await rpage.locator("form.vote button").click()
     await rpage.wait_for_load_state()
-    await rpage.locator("form.transition:has(input[value=approved]) textarea").fill("Approved for the report.")
-    await rpage.locator("form.transition:has(input[value=approved]) button").click()
-    await rpage.wait_for_load_state()
+    # The vote decides the request (one approval required); a request-level step, where the service
+    # asks for one, is offered on the page.
+    approve = rpage.locator("form.transition:has(input[value=approved])")
+    if await approve.count():
+        await approve.locator("textarea").fill("Approved for the report.")
+        await approve.locator("button").click()
+        await rpage.wait_for_load_state()
     await rctx.close()
 
     # The operator's panel shows the release, and its link leads to the download.
@@ -184,3 +179,144 @@ async def test_request_export_flow(browser, review_hub):
     assert b"Heping" in data
     await context.close()
     alice.stop("alpha")
+
+
+async def test_exports_panel_for_an_operator_without_requests(browser, review_hub):
+    """bob: the panel's empty state; "Request export…" first when searching "export"; a notebook
+    opens with no console error (no closed route asked for); once his server stops, the panel stops
+    asking and offers "Retry"."""
+    hub = review_hub
+    bob = hub.login("bob", PASSWORD)
+    assert bob.start("alpha").status_code == 200
+    kernel = bob.kernel("alpha")
+    out, err = kernel.run(
+        "import json, pathlib\n(pathlib.Path.home() / '分析.ipynb').write_text(json.dumps({'cells': [{'cell_type':"
+        " 'code', 'metadata': {}, 'source': 'print(6 * 7)', 'outputs': [], 'execution_count': None}],"
+        " 'metadata': {'kernelspec': {'name': 'enclave-python', 'display_name': 'Python'}}, 'nbformat': 4,"
+        " 'nbformat_minor': 5}))\nprint('ok')")
+    assert err is None
+    kernel.close()
+    context, page = await login(browser, hub, "bob")
+    errors: list[str] = []
+    page.on("console", lambda m: m.type == "error" and errors.append(m.text))
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    await open_lab(page, hub, "bob", "alpha")
+
+    await page.locator('.jp-SideBar [data-id="enclave-exports"]').click()
+    await expect(page.locator(".enclave-exports-empty")).to_be_visible()
+    await expect(page.locator(".enclave-exports-empty")).to_contain_text("No export requests yet")
+
+    await page.keyboard.press("Control+Shift+C")
+    await page.keyboard.type("export")
+    first = page.locator(".lm-CommandPalette-item").first
+    await expect(first).to_contain_text("Request export…")
+    assert await page.locator(".lm-CommandPalette-item", has_text="Export Workspace").count() == 0
+    await page.keyboard.press("Escape")
+
+    await show_file_browser(page)
+    await page.locator(".jp-DirListing-item", has_text="分析.ipynb").dblclick()
+    await expect(page.locator(".jp-StatusBar-Widget", has_text="Idle").first).to_be_visible(timeout=TIMEOUT)
+    await page.locator(".jp-Notebook .jp-Cell").first.click()
+    await page.keyboard.press("Shift+Enter")
+    await expect(page.locator(".jp-OutputArea-output", has_text="42").first).to_be_visible(timeout=TIMEOUT)
+    assert not errors, errors
+
+    await page.locator('.jp-SideBar [data-id="enclave-exports"]').click()
+    await expect(page.locator(".enclave-exports-empty")).to_be_visible()
+    asked: list[str] = []
+    page.on("request", lambda r: "/enclave/api/exports" in r.url and asked.append(r.url))
+    bob.stop("alpha")
+    status = page.locator(".enclave-exports-status")
+    # The hub answers for a stopped server (a 424, or a redirect the browser cannot follow): the
+    # panel backs off, then stops.
+    await expect(status).to_contain_text("The panel stopped updating", timeout=4 * TIMEOUT)
+    await expect(status.locator("button", has_text="Retry")).to_be_visible()
+    after_stop = len(asked)
+    # Three polling periods: a panel still polling would have asked again.
+    await page.wait_for_timeout(15_000)
+    assert len(asked) == after_stop, asked[after_stop:]
+    # JupyterLab's own notice of the stopped server, dismissed; then "Retry" asks again.
+    notice = page.locator(".jp-Dialog", has_text="Server unavailable or unreachable")
+    await expect(notice).to_be_visible()
+    await notice.locator(".jp-Dialog-button.jp-mod-reject").click()
+    async with page.expect_request(lambda r: "/enclave/api/exports" in r.url):
+        await status.locator("button", has_text="Retry").click()
+    await context.close()
+
+
+async def test_failing_checks_confirmation_and_a_new_version_from_the_panel(browser, review_hub, decide, service_call):
+    """alice requests export of a file whose checks fail: a dialog names the file and the failing
+    check before anything is sent. In the panel, checks and decision are separate labels. carol
+    returns it; from the panel (opened by its URL on that request) alice sends a new version from
+    another path and resubmits."""
+    hub = review_hub
+    alice, carol = hub.login("alice", PASSWORD), hub.login("carol", PASSWORD)
+    carol.http.get(f"{hub.service_url('exports')}/")  # the service's OAuth hand-shake
+    assert alice.start("alpha").status_code == 200
+    name = f"名单-{uuid.uuid4().hex[:6]}.csv"
+    kernel = alice.kernel("alpha")
+    out, err = kernel.run(
+        "import pathlib\nh = pathlib.Path.home()\n"
+        f"(h / {name!r}).write_text('id,姓名,邮箱\\n1,张三,zhangsan@example.com\\n2,李四,lisi@example.com\\n',"
+        " encoding='utf-8')\n"
+        f"(h / 'v2').mkdir(exist_ok=True)\n(h / 'v2' / {name!r}).write_text('区县,户数\\n和平区,125\\n南山区,140\\n',"
+        " encoding='utf-8')\nprint('ok')")
+    assert err is None
+    kernel.close()
+
+    context, page = await login(browser, hub, "alice")
+    await open_lab(page, hub, "alice", "alpha")
+    await context_menu_on(page, name)
+    await page.locator(".lm-Menu-itemLabel", has_text="Request export…").click()
+    dialog = page.locator(".jp-Dialog", has_text="Request export")
+    await expect(dialog.locator(".enclave-check-fail")).to_be_visible(timeout=TIMEOUT)
+    # The justification comes first, above the files and their checks.
+    boxes = await dialog.locator("textarea.enclave-justification, .enclave-request-scroll").all()
+    assert await boxes[0].evaluate("n => n.tagName") == "TEXTAREA"
+    await dialog.locator("textarea.enclave-justification").fill("名单，用于核对。")
+    await dialog.locator(".jp-Dialog-button", has_text="Submit for review").click()
+    confirm = page.locator(".jp-Dialog", has_text="Send despite failing checks?")
+    await expect(confirm).to_be_visible()
+    await expect(confirm.locator(".enclave-failing-file")).to_contain_text(name)
+    failing = await confirm.locator(".enclave-failing-check").all_inner_texts()
+    assert failing and all(":" in f for f in failing), failing
+    await confirm.locator(".jp-Dialog-button", has_text="Send anyway").click()
+    await expect(page.locator(".jp-Dialog", has_text="Export requested")).to_be_visible(timeout=TIMEOUT)
+    await page.locator(".jp-Dialog .jp-Dialog-button.jp-mod-accept").click()
+
+    await page.locator('.jp-SideBar [data-id="enclave-exports"]').click()
+    entry = page.locator(".enclave-export", has_text=name)
+    await expect(entry).to_be_visible(timeout=TIMEOUT)
+    request_id = await entry.get_attribute("data-request-id")
+    file = entry.locator(".enclave-export-file")
+    await expect(file.locator(".enclave-label-checks")).to_have_text("checks: fail")
+    await expect(file.locator(".enclave-label-decision")).to_have_text("decision: awaiting review")
+    await expect(entry.locator(".enclave-export-new-version")).to_have_count(0)
+
+    decide(carol, request_id, "request_changes", "含有个人记录，请只导出汇总。")
+    # The review service's request page links to the panel on this request.
+    await page.goto(f"{hub.user_origin('alice')}/user/alice/alpha/lab?enclave-exports={request_id}")
+    entry = page.locator(f'.enclave-export[data-request-id="{request_id}"]')
+    await expect(entry).to_be_visible(timeout=TIMEOUT)
+    await expect(entry).to_have_class(re.compile("enclave-export-focused"))
+    await expect(entry.locator(".enclave-label-state")).to_have_text("returned: changes requested")
+    await expect(entry.locator(".enclave-export-returned")).to_contain_text("含有个人记录，请只导出汇总。")
+    await expect(entry.locator(".enclave-export-resubmit")).to_have_count(0)
+
+    await entry.locator(".enclave-export-new-version").click()
+    chooser = page.locator(".jp-Dialog", has_text="Send a new version")
+    path = chooser.locator("input.enclave-new-version-path")
+    await expect(path).to_have_value(name)
+    await path.fill(f"v2/{name}")
+    await chooser.locator(".jp-Dialog-button", has_text="Run the checks").click()
+    checked = page.locator(".jp-Dialog", has_text="The new versions, checked")
+    await expect(checked.locator(".enclave-check")).to_contain_text(f"from v2/{name}", timeout=TIMEOUT)
+    await checked.locator(".jp-Dialog-button", has_text="Send").click()
+    sent = page.locator(".jp-Dialog", has_text="New version sent")
+    await expect(sent).to_contain_text(f"{name} (v2)", timeout=TIMEOUT)
+    await sent.locator(".jp-Dialog-button", has_text="Resubmit now").click()
+    await expect(entry.locator(".enclave-label-state")).to_have_text("submitted", timeout=TIMEOUT)
+    await expect(entry.locator(".enclave-export-file-name")).to_have_text(f"{name} (v2)")
+    stored = service_call(carol, "GET", f"requests/{request_id}").json()
+    assert stored["state"] == "submitted" and stored["files"][0]["version"] == 2
+    await context.close()

@@ -68,8 +68,8 @@ def _read(contents_manager, path: str, max_bytes: int) -> bytes:
     return data
 
 
-def _acro_results_for(contents_manager, path: str, name: str, max_bytes: int) -> Snapshot | None:
-    """ACRO's results.json next to an output, when it describes that output."""
+def _acro_results_for(contents_manager, path: str, names: set[str], max_bytes: int) -> Snapshot | None:
+    """ACRO's results.json next to an output, when it describes that output (by any of ``names``)."""
     folder = path.rsplit("/", 1)[0] if "/" in path else ""
     results_path = f"{folder}/{ACRO_RESULTS}" if folder else ACRO_RESULTS
     try:
@@ -83,28 +83,64 @@ def _acro_results_for(contents_manager, path: str, name: str, max_bytes: int) ->
         for entry in entries.values() if isinstance(entry, dict)
         for fe in entry.get("files") or [] if isinstance(fe, dict)
     }
-    return Snapshot(ACRO_RESULTS, results_path, data, "acro-results") if name in described else None
+    return Snapshot(ACRO_RESULTS, results_path, data, "acro-results") if names & described else None
 
 
-def snapshot(contents_manager, paths: list, max_bytes: int) -> list[Snapshot]:
-    if not isinstance(paths, list) or not paths or not all(isinstance(p, str) and p.strip("/") for p in paths):
-        raise ExportError(400, "'paths' must be a non-empty list of file paths")
-    if len(paths) > MAX_FILES:
+def _home_path(raw) -> str:
+    """A path in the home as the browser names it; hidden files and folders are refused."""
+    if not isinstance(raw, str) or not raw.strip("/"):
+        raise ExportError(400, "each file must be named by its path in the home")
+    path = raw.strip("/")
+    if any(part.startswith(".") for part in path.split("/")):
+        raise ExportError(403, f"{path}: hidden files cannot be exported")
+    return path
+
+
+def _snapshot_all(contents_manager, pairs: list[tuple[str, str]], max_bytes: int) -> list[Snapshot]:
+    """Each ``(name, path)``: the file at ``path`` in the home, sent as ``name``, with ACRO's record of it."""
+    if len(pairs) > MAX_FILES:
         raise ExportError(400, f"at most {MAX_FILES} files per export request")
     snaps: list[Snapshot] = []
-    for raw in paths:
-        path = raw.strip("/")
-        name = path.rsplit("/", 1)[-1]
-        if name.startswith(".") or any(part.startswith(".") for part in path.split("/")):
-            raise ExportError(403, f"{path}: hidden files cannot be exported")
+    for name, path in pairs:
         if any(s.name == name for s in snaps):
             raise ExportError(400, f"two files named '{name}': export them in separate requests")
         snaps.append(Snapshot(name, path, _read(contents_manager, path, max_bytes), "output"))
         if name != ACRO_RESULTS:
-            acro = _acro_results_for(contents_manager, path, name, max_bytes)
+            acro = _acro_results_for(contents_manager, path, {name, path.rsplit("/", 1)[-1]}, max_bytes)
             if acro is not None and not any(s.name == ACRO_RESULTS for s in snaps):
                 snaps.append(acro)
     return snaps
+
+
+def snapshot(contents_manager, paths: list, max_bytes: int) -> list[Snapshot]:
+    """The files a new export request names, read from the home."""
+    if not isinstance(paths, list) or not paths:
+        raise ExportError(400, "'paths' must be a non-empty list of file paths")
+    pairs = []
+    for raw in paths:
+        path = _home_path(raw)
+        pairs.append((path.rsplit("/", 1)[-1], path))
+    return _snapshot_all(contents_manager, pairs, max_bytes)
+
+
+def snapshot_versions(contents_manager, versions, request: dict, max_bytes: int) -> list[Snapshot]:
+    """New versions of files of ``request`` (the review service's view of it): ``versions`` is a list
+    of ``{"name": <a file of the request>, "path": <the file in the home that replaces it>}``. Read
+    from the home by the same rules as a first submission; each is sent under the request's name
+    for the file, so the review service records it as that file's next version."""
+    if not isinstance(versions, list) or not versions:
+        raise ExportError(400, "'files' must be a non-empty list of {\"name\": <file of the request>,"
+                               " \"path\": <file in the home>}")
+    current = {f["name"] for f in request.get("files", [])}
+    pairs = []
+    for item in versions:
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            raise ExportError(400, "each new version must be {\"name\": <file of the request>, \"path\": <file in the home>}")
+        if item["name"] not in current:
+            raise ExportError(400, f"'{item['name']}' is not a file of this export request"
+                                   f" (its files: {', '.join(sorted(current))})")
+        pairs.append((item["name"], _home_path(item.get("path"))))
+    return _snapshot_all(contents_manager, pairs, max_bytes)
 
 
 def justification_of(body: dict) -> str:
@@ -130,7 +166,7 @@ def manifest(guard, snaps: list[Snapshot]) -> dict:
                 "releases": list(ws.releases),
                 "executions": [
                     {k: e[k] for k in ("time", "user", "kernel_id", "msg_id", "notebook", "code")}
-                    for e in guard.audit.executions_mentioning(s.name)
+                    for e in guard.audit.executions_mentioning(s.path.rsplit("/", 1)[-1])
                 ],
                 "packages": guard.packages,
             },

@@ -22,7 +22,15 @@ from .audit import AuditTrail
 from .contents import GuardContentsManager
 from .egress import BATCH_SECONDS, EgressBudget
 from .exports import package_environment
-from .handlers import ChecksHandler, ClosedHandler, ExportsHandler, UploadPolicyHandler
+from .handlers import (
+    ChecksHandler,
+    ClosedHandler,
+    ExportRequestHandler,
+    ExportsHandler,
+    ExportTransitionHandler,
+    ExportVersionsHandler,
+    UploadPolicyHandler,
+)
 from .intake import Intake
 from .kernel_channel import GuardedKernelConnection
 from .kernels import GuardKernelSpecManager
@@ -159,6 +167,9 @@ def _load_jupyter_server_extension(serverapp):
     rules += [
         (url_path_join(base, "enclave/api/exports"), ExportsHandler),
         (url_path_join(base, "enclave/api/exports/checks"), ChecksHandler),
+        (url_path_join(base, r"enclave/api/exports/([0-9a-f]{32})"), ExportRequestHandler),
+        (url_path_join(base, r"enclave/api/exports/([0-9a-f]{32})/files"), ExportVersionsHandler),
+        (url_path_join(base, r"enclave/api/exports/([0-9a-f]{32})/transitions"), ExportTransitionHandler),
         (url_path_join(base, "enclave/api/uploads"), UploadPolicyHandler),
     ]
     # Extension rules are inserted before the core ones, so these win over any core route.

@@ -3,14 +3,16 @@
 What the export API answers is shown in the browser like anything else the guard serves (the request
 list carries titles and reviewers' comments, the checks' results their findings), so it is charged
 to the operator's egress budget on the path a contents read takes, and refused like a read once the
-budget is spent. Two answers are charged but never held: the upload policy the file browser needs,
-and the receipt of a submitted export request, as results leave through export review, held budget
-or not (neither carries anything of the workspace's data).
+budget is spent. Some answers are charged but never held: the upload policy the file browser needs,
+and the receipts of the operator's own steps on an export request (submitting it, sending new
+versions of its files, resubmitting or withdrawing it), as results leave through export review,
+held budget or not (none carries anything of the workspace's data).
 """
 
 from __future__ import annotations
 
 import json
+import re
 
 from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import APIHandler, JupyterHandler
@@ -111,16 +113,66 @@ class UploadPolicyHandler(_GuardAPIHandler):
 
 
 class ChecksHandler(_GuardAPIHandler):
-    """The automated checks for files the operator is about to request, before submitting."""
+    """The automated checks for files the operator is about to send, before sending them: either the
+    files of a new request (``{"paths": [...]}``) or new versions of files of a returned request
+    (``{"request": <id>, "files": [{"name": ..., "path": ...}]}``)."""
 
     @web.authenticated
     @authorized
     async def post(self):
         guard = self.guard
-        snaps = exports.snapshot(self.contents_manager, self.body().get("paths"), guard.workspace.guard.export_max_bytes)
+        body = self.body()
+        limit = guard.workspace.guard.export_max_bytes
+        if "request" in body:
+            if not isinstance(body["request"], str) or not REQUEST_ID.fullmatch(body["request"]):
+                raise web.HTTPError(400, "'request' must be the id of one of your export requests")
+            request = await self.relay(guard.intake.request(body["request"]))
+            snaps = exports.snapshot_versions(self.contents_manager, body.get("files"), request, limit)
+        else:
+            snaps = exports.snapshot(self.contents_manager, body.get("paths"), limit)
         result = await self.relay(guard.intake.checks(exports.manifest(guard, snaps), [(s.name, s.data) for s in snaps]))
         self.finish_shown({"files": [s.as_json() for s in snaps], "checks": result.get("files", [])},
                           "the checks' results")
+
+
+REQUEST_ID = re.compile(r"[0-9a-f]{32}")
+# The steps an operator takes on their own request, by the state they lead to.
+REQUESTER_STEPS = {"submitted": "resubmit", "withdrawn": "withdraw"}
+
+
+def summary(guard, req: dict) -> dict:
+    """What the Exports panel shows of an export request: its state and the steps its requester may
+    take; each file's checks and, once decided, the reviewers' decision, with the public comments
+    about it; and why it was returned, if it was."""
+    # The review service's page for it, on the service's own origin (given by the hub).
+    page = url_path_join(guard.exports_url, "requests", req["id"])
+    comments = [c for c in req.get("comments", []) if c.get("visibility") == "public"]
+
+    def shown(c: dict) -> dict:
+        return {"author": c.get("author"), "text": c["text"], "at": c.get("at")}
+
+    return {
+        "id": req["id"], "title": req.get("title"), "state": req["state"], "submitted_at": req.get("submitted_at"),
+        "context": req.get("context"),
+        "page_url": page,
+        "allowed": [a["to"] for a in req.get("allowed", []) if a.get("to") in REQUESTER_STEPS],
+        "files": [
+            {"id": f.get("id"), "name": f["name"], "version": f.get("version", 1), "sha256": f["sha256"],
+             "path": (f.get("provenance") or {}).get("path") or f["name"],
+             "check_status": f.get("check_status"),
+             "checks": [{k: c.get(k) for k in ("check", "status", "reason", "location")}
+                        for c in f.get("checks") or [] if isinstance(c, dict)],
+             "decision": f.get("decision"),
+             "comments": [shown(c) for c in comments if c.get("file_id") is not None and c.get("file_id") == f.get("id")],
+             "released": bool(f.get("release")) and not f["release"].get("revoked")}
+            for f in req.get("files", [])
+        ],
+        # Comments on the request as a whole (those on a file are shown with it).
+        "comments": [shown(c) for c in comments if c.get("file_id") is None],
+        # The reasons reviewers gave for returning it, newest last.
+        "returns": [{"author": e.get("actor"), "reason": (e.get("detail") or {}).get("reason", ""), "at": e.get("at")}
+                    for e in req.get("history", []) if e.get("to") == "returned"],
+    }
 
 
 class ExportsHandler(_GuardAPIHandler):
@@ -134,25 +186,8 @@ class ExportsHandler(_GuardAPIHandler):
         listing = await self.relay(guard.intake.requests(guard.workspace.workspace))
         shown = []
         for item in listing.get("requests", [])[: self.SHOWN]:
-            shown.append(self._summary(await self.relay(guard.intake.request(item["id"]))))
+            shown.append(summary(guard, await self.relay(guard.intake.request(item["id"]))))
         self.finish_shown({"requests": shown, "total": listing.get("total", len(shown))}, "your export requests")
-
-    def _summary(self, req: dict) -> dict:
-        """What the panel shows: state, files, public comments and where to download releases."""
-        # The review service's page for it, on the service's own origin (given by the hub).
-        page = url_path_join(self.guard.exports_url, "requests", req["id"])
-        return {
-            "id": req["id"], "title": req.get("title"), "state": req["state"], "submitted_at": req.get("submitted_at"),
-            "page_url": page,
-            "files": [
-                {"name": f["name"], "sha256": f["sha256"], "check_status": f.get("check_status"),
-                 "decision": f.get("decision"),
-                 "released": bool(f.get("release")) and not f["release"].get("revoked")}
-                for f in req.get("files", [])
-            ],
-            "comments": [{"author": c.get("author"), "text": c["text"], "at": c.get("at")}
-                         for c in req.get("comments", []) if c.get("visibility") == "public"],
-        }
 
     @web.authenticated
     @authorized
@@ -165,4 +200,53 @@ class ExportsHandler(_GuardAPIHandler):
             exports.title_for(snaps), justification, exports.manifest(guard, snaps), [(s.name, s.data) for s in snaps]
         ))
         self.set_status(201)
-        self.finish_receipt(self._summary(created))
+        self.finish_receipt(summary(guard, created))
+
+
+class ExportRequestHandler(_GuardAPIHandler):
+    """One export request of the operator's (the panel opens it from a link of the review service)."""
+
+    @web.authenticated
+    @authorized
+    async def get(self, request_id: str):
+        guard = self.guard
+        self.finish_shown(summary(guard, await self.relay(guard.intake.request(request_id))), "your export request")
+
+
+class ExportVersionsHandler(_GuardAPIHandler):
+    """New versions of files of a returned export request, read by the server from the home as a
+    first submission's files are: ``{"files": [{"name": <file of the request>, "path": <file in the
+    home>}]}``. The review service keeps the votes of files that did not change."""
+
+    @web.authenticated
+    @authorized
+    async def post(self, request_id: str):
+        guard = self.guard
+        body = self.body()
+        request = await self.relay(guard.intake.request(request_id))
+        if request["state"] != "returned":
+            raise web.HTTPError(409, f"new versions can be sent only while the request is returned (it is {request['state']})")
+        snaps = exports.snapshot_versions(self.contents_manager, body.get("files"), request,
+                                          guard.workspace.guard.export_max_bytes)
+        result = await self.relay(guard.intake.update_files(
+            request_id, exports.manifest(guard, snaps), [(s.name, s.data) for s in snaps]))
+        self.finish_receipt({"changed": result.get("changed", []), "request": summary(guard, result["request"])})
+
+
+class ExportTransitionHandler(_GuardAPIHandler):
+    """The operator's steps on their own request: ``{"to": "submitted"}`` resubmits a returned
+    request, ``{"to": "withdrawn"}`` withdraws an open one (an optional ``reason`` goes with it)."""
+
+    @web.authenticated
+    @authorized
+    async def post(self, request_id: str):
+        guard = self.guard
+        body = self.body()
+        to, reason = body.get("to"), body.get("reason", "")
+        if to not in REQUESTER_STEPS:
+            raise web.HTTPError(400, f"'to' must be one of {', '.join(sorted(REQUESTER_STEPS))}"
+                                     " (resubmit or withdraw); reviewers decide the rest")
+        if not isinstance(reason, str):
+            raise web.HTTPError(400, "'reason' must be text")
+        await self.relay(guard.intake.transition(request_id, to, reason))
+        self.finish_receipt(summary(guard, await self.relay(guard.intake.request(request_id))))

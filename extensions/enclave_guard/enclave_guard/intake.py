@@ -6,7 +6,10 @@ the workspace). The intake's API (``enclave/exports/app.py``, OpenAPI at ``/api/
 
 * ``POST /api/checks``   the automated checks for files, before submitting (nothing is stored);
 * ``POST /api/requests`` submit: ``title``, ``context``, ``manifest`` and ``file`` parts;
-* ``GET  /api/requests?mine=1&workspace=<name>`` and ``GET /api/requests/<id>``: the owner's requests.
+* ``GET  /api/requests?mine=1&workspace=<name>`` and ``GET /api/requests/<id>``: the owner's requests;
+* ``POST /api/requests/<id>/files``: new versions of files of a returned request (same form as submit);
+* ``POST /api/requests/<id>/transitions``: the requester's steps, ``resubmit`` (to ``submitted``) and
+  ``withdraw`` (to ``withdrawn``), as JSON ``{"to": ..., "reason": ...}``.
 
 Files travel as multipart parts, their names percent-encoded; the manifest declares each one's
 SHA-256 (the service refuses bytes that do not match) and its provenance.
@@ -53,12 +56,14 @@ class Intake:
         self.socket_path = socket_path
         self.token = token if token is not None else os.environ.get("JUPYTERHUB_API_TOKEN", "")
 
-    def _call(self, method: str, path: str, fields: list | None = None) -> dict:
+    def _call(self, method: str, path: str, fields: list | None = None, json_body: dict | None = None) -> dict:
         conn = _UnixConnection(self.socket_path)
         headers = {"Authorization": f"token {self.token}", "Accept": "application/json"}
         payload = None
         if fields is not None:
             payload, headers["Content-Type"] = encode_multipart_formdata(fields)
+        elif json_body is not None:
+            payload, headers["Content-Type"] = json.dumps(json_body).encode(), "application/json"
         try:
             conn.request(method, path, body=payload, headers=headers)
             resp = conn.getresponse()
@@ -75,8 +80,8 @@ class Intake:
             raise IntakeError(resp.status, f"export review: {doc.get('error') or doc.get('message') or resp.reason}")
         return doc
 
-    async def call(self, method: str, path: str, fields: list | None = None) -> dict:
-        return await asyncio.to_thread(self._call, method, path, fields)
+    async def call(self, method: str, path: str, fields: list | None = None, json_body: dict | None = None) -> dict:
+        return await asyncio.to_thread(self._call, method, path, fields, json_body)
 
     @staticmethod
     def _fields(manifest: dict, files: list[tuple[str, bytes]], **form: str) -> list:
@@ -97,3 +102,11 @@ class Intake:
 
     async def request(self, request_id: str) -> dict:
         return await self.call("GET", f"{REQUESTS}/{quote(request_id)}")
+
+    async def update_files(self, request_id: str, manifest: dict, files: list[tuple[str, bytes]]) -> dict:
+        """New versions of files of a returned request: ``{"changed": [...], "request": {...}}``."""
+        return await self.call("POST", f"{REQUESTS}/{quote(request_id)}/files", self._fields(manifest, files))
+
+    async def transition(self, request_id: str, to: str, reason: str = "") -> dict:
+        return await self.call("POST", f"{REQUESTS}/{quote(request_id)}/transitions",
+                               json_body={"to": to, "reason": reason})

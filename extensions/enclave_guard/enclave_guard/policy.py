@@ -341,6 +341,17 @@ DISABLED_LAB_PLUGINS = (
     "@jupyterlab/debugger-extension",
     # Asks to fetch news from the Internet, which the sandbox cannot reach and the CSP blocks.
     "@jupyterlab/apputils-extension:announcements",
+    # Asks the closed api/nbconvert for export formats whenever a notebook opens (an uncaught
+    # "notebook conversion are closed" error), to offer raw cells' formats.
+    "@jupyterlab/notebook-extension:update-raw-mimetype",
+    # Language servers: the jupyter_lsp server extension does not load (lsp/status answers 404).
+    # The notebook's and editor's LSP plugins require the LSP extension's services, so go with it.
+    "@jupyterlab/lsp-extension",
+    "@jupyterlab/notebook-extension:language-server",
+    "@jupyterlab/fileeditor-extension:language-server",
+    # Lab workspaces (layouts): "Export Workspace…" downloads a file through the browser (and came
+    # first when searching "export"); importing reads one from the home. Not Enclave's workspaces.
+    "@jupyterlab/workspaces-extension",
 )
 
 TERMINAL_LAB_PLUGINS = ("@jupyterlab/terminal-extension",)

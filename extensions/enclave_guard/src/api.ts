@@ -25,17 +25,31 @@ export interface IChecks {
   checks: IFileCheck[];
 }
 
-export interface IExportFile {
-  name: string;
-  sha256: string;
-  check_status?: string;
-  decision?: string | null;
-  released: boolean;
-}
-
 export interface IComment {
   author?: string;
   text: string;
+  at?: string;
+}
+
+export interface IExportFile {
+  id?: number;
+  name: string;
+  version: number;
+  sha256: string;
+  /** Where the current version was read from in the home. */
+  path: string;
+  check_status?: string;
+  checks: IFinding[];
+  /** The reviewers' decision on the file, once the request is decided. */
+  decision?: string | null;
+  /** Reviewers' public comments on this file. */
+  comments: IComment[];
+  released: boolean;
+}
+
+export interface IReturn {
+  author?: string;
+  reason: string;
   at?: string;
 }
 
@@ -44,10 +58,31 @@ export interface IExportRequest {
   title?: string;
   state: string;
   submitted_at?: string;
+  context?: string;
   /** The request's page in the export review service, where released files are downloaded. */
   page_url: string;
+  /** The states the operator may move it to: "submitted" (resubmit), "withdrawn". */
+  allowed: string[];
   files: IExportFile[];
   comments: IComment[];
+  /** Why reviewers returned it, oldest first. */
+  returns: IReturn[];
+}
+
+/** A file of a returned request and the file in the home that replaces it. */
+export interface INewVersion {
+  name: string;
+  path: string;
+}
+
+/** An error of the server's API; `status` is undefined when the server could not be reached. */
+export class ApiError extends Error {
+  constructor(
+    message: string,
+    readonly status?: number
+  ) {
+    super(message);
+  }
 }
 
 async function call<T>(
@@ -57,7 +92,12 @@ async function call<T>(
 ): Promise<T> {
   const settings = ServerConnection.makeSettings();
   const url = URLExt.join(settings.baseUrl, base, path);
-  const response = await ServerConnection.makeRequest(url, init, settings);
+  let response: Response;
+  try {
+    response = await ServerConnection.makeRequest(url, init, settings);
+  } catch (error: any) {
+    throw new ApiError(`the server cannot be reached (${error.message})`);
+  }
   const text = await response.text();
   let body: any = {};
   try {
@@ -66,7 +106,10 @@ async function call<T>(
     body = { message: text };
   }
   if (!response.ok) {
-    throw new Error(body.message || `HTTP ${response.status}`);
+    throw new ApiError(
+      body.message || `HTTP ${response.status}`,
+      response.status
+    );
   }
   return body as T;
 }
@@ -91,6 +134,47 @@ export function submitExport(
 export async function listExports(): Promise<IExportRequest[]> {
   const body = await call<{ requests: IExportRequest[] }>('');
   return body.requests || [];
+}
+
+export function getExport(id: string): Promise<IExportRequest> {
+  return call<IExportRequest>(encodeURIComponent(id));
+}
+
+/** The checks for new versions of files of a returned request, before sending them. */
+export function checkNewVersions(
+  id: string,
+  files: INewVersion[]
+): Promise<IChecks> {
+  return call<IChecks>('checks', {
+    method: 'POST',
+    body: JSON.stringify({ request: id, files })
+  });
+}
+
+/** Send new versions of files of a returned request (the server reads them from the home). */
+export function sendNewVersions(
+  id: string,
+  files: INewVersion[]
+): Promise<{
+  changed: { name: string; version: number }[];
+  request: IExportRequest;
+}> {
+  return call(`${encodeURIComponent(id)}/files`, {
+    method: 'POST',
+    body: JSON.stringify({ files })
+  });
+}
+
+/** Resubmit a returned request ("submitted") or withdraw an open one ("withdrawn"). */
+export function moveExport(
+  id: string,
+  to: 'submitted' | 'withdrawn',
+  reason = ''
+): Promise<IExportRequest> {
+  return call<IExportRequest>(`${encodeURIComponent(id)}/transitions`, {
+    method: 'POST',
+    body: JSON.stringify({ to, reason })
+  });
 }
 
 /** What the server accepts as uploads (it refuses the rest whatever the browser does). */

@@ -1,94 +1,352 @@
 /**
- * The Exports side panel: the operator's export requests in this workspace, their state, the
- * reviewers' public comments and, once released, a link to download each released file.
+ * The Exports side panel: the operator's export requests in this workspace, their state, each
+ * file's automated checks and reviewers' decision (two labels), the reviewers' public reasons, the
+ * steps the operator may take (send a new version, resubmit, withdraw) and, once released, a link
+ * to download each released file.
+ *
+ * It polls while shown: every 5 s while the server answers; backing off up to a minute while it
+ * cannot be reached or fails (5xx), and stopping after four such failures in a row; and not at all
+ * once it answers with an error that will not change by asking again (a 4xx, such as the hub's 424
+ * for a stopped server). "Retry" asks again.
  */
 import { Widget } from '@lumino/widgets';
 
-import { IExportRequest, listExports } from './api';
+import {
+  ApiError,
+  IExportFile,
+  IExportRequest,
+  getExport,
+  listExports
+} from './api';
+import { move, sendNewVersion } from './dialogs';
 
 const REFRESH_MS = 5000;
+const MAX_BACKOFF_MS = 60000;
+/** Consecutive failures to reach the server after which the panel stops asking (until "Retry"). */
+const MAX_FAILURES = 4;
+
+const STATE_LABELS: { [state: string]: string } = {
+  submitted: 'submitted',
+  in_review: 'in review',
+  returned: 'returned: changes requested',
+  approved: 'approved',
+  rejected: 'rejected',
+  released: 'released',
+  withdrawn: 'withdrawn',
+  revoked: 'revoked'
+};
+
+const OPEN_STATES = new Set(['submitted', 'in_review', 'returned']);
+
+function element<K extends keyof HTMLElementTagNameMap>(
+  tag: K,
+  className = '',
+  text = ''
+): HTMLElementTagNameMap[K] {
+  const node = document.createElement(tag);
+  if (className) {
+    node.className = className;
+  }
+  if (text) {
+    node.textContent = text;
+  }
+  return node;
+}
+
+function label(kind: string, value: string, text: string): HTMLElement {
+  const node = element(
+    'span',
+    `enclave-label enclave-label-${kind} enclave-${kind}-${value.replace(/[^a-z_]/g, '')}`,
+    text
+  );
+  node.dataset.value = value;
+  return node;
+}
 
 export class ExportsPanel extends Widget {
   private readonly list: HTMLElement;
   private readonly status: HTMLElement;
+  private readonly empty: HTMLElement;
   private timer: number | undefined;
+  private delay = REFRESH_MS;
+  private failures = 0;
+  private stopped = false;
+  private focused: string | null = null;
+  private requests: IExportRequest[] = [];
 
   constructor() {
     super();
     this.addClass('enclave-exports');
-    const heading = document.createElement('h2');
-    heading.textContent = 'Exports';
-    this.status = document.createElement('p');
-    this.status.className = 'enclave-exports-status';
-    this.list = document.createElement('ol');
-    this.list.className = 'enclave-exports-list';
-    this.node.append(heading, this.status, this.list);
+    const heading = element('h2', '', 'Exports');
+    this.status = element('div', 'enclave-exports-status');
+    this.status.setAttribute('role', 'status');
+    this.empty = element('div', 'enclave-exports-empty');
+    this.empty.append(
+      element('p', '', 'No export requests yet.'),
+      element(
+        'p',
+        '',
+        'Results leave the workspace only through export review: right-click a file in the file browser and choose "Request export…". Your requests, their checks and the reviewers\' decisions appear here.'
+      )
+    );
+    this.empty.hidden = true;
+    this.list = element('ol', 'enclave-exports-list');
+    this.node.append(heading, this.status, this.empty, this.list);
+  }
+
+  /** Show this request (say, from a link of the review service) at the top of the panel. */
+  focusRequest(id: string): void {
+    this.focused = id;
+    void this.refresh();
   }
 
   protected onAfterShow(): void {
-    this.refresh();
-    this.timer = window.setInterval(() => this.refresh(), REFRESH_MS);
+    void this.refresh();
   }
 
   protected onAfterHide(): void {
-    window.clearInterval(this.timer);
+    this.cancel();
   }
 
   dispose(): void {
-    window.clearInterval(this.timer);
+    this.cancel();
     super.dispose();
   }
 
-  async refresh(): Promise<void> {
-    try {
-      this.render(await listExports());
-      this.status.textContent = '';
-    } catch (error: any) {
-      this.status.textContent = `Cannot reach the export review service: ${error.message}`;
+  private cancel(): void {
+    window.clearTimeout(this.timer);
+    this.timer = undefined;
+  }
+
+  private schedule(): void {
+    this.cancel();
+    if (this.isVisible && !this.stopped) {
+      this.timer = window.setTimeout(() => void this.refresh(), this.delay);
     }
   }
 
-  private render(requests: IExportRequest[]): void {
+  /** Ask the server now (resuming polling if it had stopped). */
+  async refresh(): Promise<void> {
+    this.cancel();
+    if (this.stopped) {
+      this.stopped = false;
+      this.failures = 0;
+      this.delay = REFRESH_MS;
+    }
+    try {
+      const requests = await listExports();
+      if (this.focused && !requests.some(r => r.id === this.focused)) {
+        requests.unshift(await getExport(this.focused));
+      }
+      this.requests = requests;
+      this.render();
+      this.showStatus('');
+      this.delay = REFRESH_MS;
+      this.failures = 0;
+    } catch (error: any) {
+      const status = error instanceof ApiError ? error.status : undefined;
+      if (
+        status !== undefined &&
+        status >= 400 &&
+        status < 500 &&
+        status !== 408 &&
+        status !== 429
+      ) {
+        this.stopped = true;
+        const why =
+          status === 424
+            ? 'Your workspace server has stopped.'
+            : `The server refused: ${error.message}.`;
+        this.showStatus(`${why} The panel stopped updating.`, true);
+      } else if (++this.failures >= MAX_FAILURES) {
+        this.stopped = true;
+        this.showStatus(
+          `Cannot reach your workspace server or the export review service (${error.message}); it may have stopped. The panel stopped updating.`,
+          true
+        );
+      } else {
+        this.delay = Math.min(this.delay * 2, MAX_BACKOFF_MS);
+        this.showStatus(
+          `Cannot reach the export review service: ${error.message}. Trying again in ${Math.round(this.delay / 1000)} s.`,
+          true
+        );
+      }
+    }
+    this.schedule();
+  }
+
+  private showStatus(message: string, retry = false): void {
+    this.status.textContent = message;
+    this.status.classList.toggle('enclave-exports-error', !!message);
+    if (retry) {
+      const button = element(
+        'button',
+        'jp-mod-styled jp-mod-accept enclave-exports-retry',
+        'Retry'
+      );
+      button.onclick = () => void this.refresh();
+      this.status.appendChild(button);
+    }
+  }
+
+  private render(): void {
     this.list.textContent = '';
-    if (!requests.length) {
-      this.status.textContent = 'No export requests yet. Right-click a file and choose "Request export…".';
+    this.empty.hidden = this.requests.length > 0;
+    for (const request of this.requests) {
+      this.list.appendChild(this.renderRequest(request));
     }
-    for (const request of requests) {
-      const item = document.createElement('li');
-      item.className = `enclave-export enclave-export-${request.state}`;
-      item.dataset.requestId = request.id;
-      const title = document.createElement('div');
-      title.className = 'enclave-export-title';
-      title.textContent = `${request.title || request.id} · ${request.state}`;
-      item.appendChild(title);
-      const files = document.createElement('ul');
-      for (const file of request.files) {
-        const li = document.createElement('li');
-        li.className = 'enclave-export-file';
-        const verdict = file.decision || file.check_status;
-        li.textContent = verdict ? `${file.name} (${verdict})` : file.name;
-        files.appendChild(li);
-      }
-      item.appendChild(files);
-      const link = document.createElement('a');
-      link.href = request.page_url;
-      link.target = '_blank';
-      link.rel = 'noopener';
-      const released = request.files.some(f => f.released);
-      link.className = released
-        ? 'enclave-export-download'
-        : 'enclave-export-open';
-      link.textContent = released
-        ? 'Download released files'
-        : 'Open in export review';
-      item.appendChild(link);
-      for (const comment of request.comments || []) {
-        const p = document.createElement('p');
-        p.className = 'enclave-export-comment';
-        p.textContent = `${comment.author ? comment.author + ': ' : ''}${comment.text}`;
-        item.appendChild(p);
-      }
-      this.list.appendChild(item);
+    const focused = this.focused
+      ? this.list.querySelector<HTMLElement>(
+          `[data-request-id="${CSS.escape(this.focused)}"]`
+        )
+      : null;
+    if (focused) {
+      focused.classList.add('enclave-export-focused');
+      focused.scrollIntoView({ block: 'nearest' });
     }
+  }
+
+  private renderRequest(request: IExportRequest): HTMLElement {
+    const item = element('li', `enclave-export enclave-export-${request.state}`);
+    item.dataset.requestId = request.id;
+    const title = element('div', 'enclave-export-title');
+    title.append(
+      element('span', 'enclave-export-name', request.title || request.id),
+      label(
+        'state',
+        request.state,
+        STATE_LABELS[request.state] || request.state
+      )
+    );
+    item.appendChild(title);
+
+    if (request.state === 'returned' && request.returns.length) {
+      const last = request.returns[request.returns.length - 1];
+      item.appendChild(
+        element(
+          'p',
+          'enclave-export-returned',
+          `Returned${last.author ? ` by ${last.author}` : ''}: ${last.reason || 'no reason given'}`
+        )
+      );
+    }
+
+    const files = element('ul', 'enclave-export-files');
+    for (const file of request.files) {
+      files.appendChild(this.renderFile(request, file));
+    }
+    item.appendChild(files);
+
+    for (const comment of request.comments || []) {
+      item.appendChild(
+        element(
+          'p',
+          'enclave-export-comment',
+          `${comment.author ? comment.author + ': ' : ''}${comment.text}`
+        )
+      );
+    }
+
+    const actions = element('div', 'enclave-export-actions');
+    const changed = () => void this.refresh();
+    if (request.state === 'returned') {
+      actions.appendChild(
+        this.button('Send a new version', 'enclave-export-new-version', () =>
+          sendNewVersion(request, changed)
+        )
+      );
+    }
+    if (request.allowed.includes('submitted')) {
+      actions.appendChild(
+        this.button('Resubmit', 'enclave-export-resubmit', () =>
+          move(request, 'submitted', changed)
+        )
+      );
+    }
+    if (request.allowed.includes('withdrawn')) {
+      actions.appendChild(
+        this.button('Withdraw', 'enclave-export-withdraw', () =>
+          move(request, 'withdrawn', changed)
+        )
+      );
+    }
+    const released = request.files.some(f => f.released);
+    const link = element(
+      'a',
+      released ? 'enclave-export-download' : 'enclave-export-open',
+      released ? 'Download released files' : 'Open in export review'
+    );
+    link.href = request.page_url;
+    link.target = '_blank';
+    link.rel = 'noopener';
+    actions.appendChild(link);
+    item.appendChild(actions);
+    return item;
+  }
+
+  private renderFile(request: IExportRequest, file: IExportFile): HTMLElement {
+    const li = element('li', 'enclave-export-file');
+    li.dataset.file = file.name;
+    li.appendChild(
+      element(
+        'span',
+        'enclave-export-file-name',
+        file.version > 1 ? `${file.name} (v${file.version})` : file.name
+      )
+    );
+    const checks = file.check_status || 'not checked';
+    li.appendChild(label('checks', checks, `checks: ${checks}`));
+    let decision: string;
+    if (file.released) {
+      decision = 'released';
+    } else if (file.decision) {
+      decision = file.decision;
+    } else {
+      decision = OPEN_STATES.has(request.state) ? 'awaiting' : 'none';
+    }
+    const decisionText =
+      decision === 'awaiting'
+        ? 'decision: awaiting review'
+        : decision === 'none'
+          ? 'decision: none'
+          : `decision: ${decision.replace(/_/g, ' ')}`;
+    li.appendChild(label('decision', decision, decisionText));
+    const failing = file.checks.filter(c => c.status !== 'pass');
+    if (failing.length) {
+      const findings = element('ul', 'enclave-export-findings');
+      for (const c of failing) {
+        findings.appendChild(
+          element('li', '', `${c.status} · ${c.check}: ${c.reason}`)
+        );
+      }
+      li.appendChild(findings);
+    }
+    for (const comment of file.comments) {
+      li.appendChild(
+        element(
+          'p',
+          'enclave-export-reason',
+          `${comment.author ? comment.author + ': ' : ''}${comment.text}`
+        )
+      );
+    }
+    return li;
+  }
+
+  private button(
+    text: string,
+    className: string,
+    action: () => Promise<void>
+  ): HTMLButtonElement {
+    const button = element('button', `jp-mod-styled ${className}`, text);
+    button.onclick = async () => {
+      button.disabled = true;
+      try {
+        await action();
+      } finally {
+        button.disabled = false;
+      }
+    };
+    return button;
   }
 }

@@ -1,0 +1,238 @@
+"""The export path as its people walk it, in chromium, on the demo's accounts and data.
+
+alice (operator) analyses the masked residents release in JupyterLab: reads the Parquet file,
+fits a scikit-learn model, draws a chart with a Chinese title, and shows 20 rows in a notebook.
+The notebook's export is refused by the checks (record-level rows), so she goes back; she requests
+the chart and a table of counts instead. carol and dave (reviewers) find the request from the hub
+home, and both ask for the counts to be rounded: the request returns to alice with their reasons.
+alice sends a new version of the counts and resubmits; both approve, which releases the request;
+alice downloads the new version from her Exports panel. No page logs a console error.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import pytest
+from enclave_testing import CHROMIUM, CHROMIUM_ARGS, log_in
+from playwright.async_api import async_playwright, expect
+
+from enclave import demo
+from enclave.settings import Settings
+
+pytestmark = pytest.mark.browser
+
+TIMEOUT = 120_000
+RELEASE = "/data/residents@1/residents.parquet"
+
+CELLS = [
+    f"import pandas as pd\ndf = pd.read_parquet({RELEASE!r})\nprint('rows, columns:', df.shape)",
+    "df.head(20)",
+    "from sklearn.linear_model import LinearRegression\n"
+    "X = pd.get_dummies(df[['education', 'resident_id_sex']], dtype=float)\n"
+    "y = df['income'].fillna(df['income'].median())\n"
+    "model = LinearRegression().fit(X, y)\n"
+    "print('R2:', round(model.score(X, y), 3))",
+    "import warnings\n"
+    "import matplotlib.pyplot as plt\n"
+    "with warnings.catch_warnings(record=True) as caught:\n"
+    "    warnings.simplefilter('always')\n"
+    "    ax = df.groupby('education')['income'].median().plot.bar(title='各学历收入中位数')\n"
+    "    ax.set_xlabel('学历')\n"
+    "    ax.figure.savefig('chart.png')\n"
+    "    plt.close(ax.figure)\n"
+    "print('glyph warnings:', [str(w.message) for w in caught if 'missing from' in str(w.message)])",
+    "counts = df.groupby('resident_id_region').size().rename('人数')\n"
+    "counts.to_csv('counts.csv')\n"
+    "print('regions:', len(counts))",
+]
+ROUNDED = ("rounded = (counts / 5).round().astype(int) * 5\n"
+           "rounded.to_csv('counts.csv')\nprint('rounded:', rounded.tolist())")
+ROUND_PLEASE = "请把人数四舍五入到5的倍数。"
+
+
+def notebook(cells: list[str]) -> str:
+    return json.dumps({
+        "cells": [{"cell_type": "code", "execution_count": None, "id": f"cell-{i}", "metadata": {},
+                   "outputs": [], "source": code} for i, code in enumerate(cells)],
+        "metadata": {"kernelspec": {"display_name": "Python 3 (sandboxed)", "language": "python",
+                                    "name": "enclave-python"}},
+        "nbformat": 4, "nbformat_minor": 5,
+    }, ensure_ascii=False)
+
+
+@pytest.fixture(scope="module")
+def walk(hub_factory):
+    """The demo, as ``make demo`` seeds it (two approvals per file), on a hub of its own."""
+    hub = hub_factory("walk", ENCLAVE_SANDBOX__IDLE_TIMEOUT="0")
+    passwords = {name: password for name, _, password in demo.seed(Settings(home=hub.home))}
+    hub.start()
+    return hub, passwords
+
+
+class Browser:
+    """One chromium; a context per person; every console error and page error collected."""
+
+    def __init__(self, browser):
+        self.browser = browser
+        self.errors: list[str] = []
+
+    async def person(self, hub, name: str, password: str):
+        context = await self.browser.new_context(accept_downloads=True)
+        context.on("page", self._watch)
+        page = await context.new_page()
+        page.set_default_timeout(TIMEOUT)
+        await log_in(page, hub, name, password)
+        return context, page
+
+    def _watch(self, page) -> None:
+        page.on("console", lambda m: m.type == "error" and self.errors.append(f"{page.url}: {m.text}"))
+        page.on("pageerror", lambda e: self.errors.append(f"{page.url}: {e}"))
+
+
+@pytest.fixture
+async def chromium():
+    async with async_playwright() as p:
+        b = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield Browser(b)
+        await b.close()
+
+
+async def request_export(page, names: list[str], justification: str):
+    """Select ``names`` in the file browser, right-click, "Request export…", fill, submit."""
+    await page.locator(".jp-DirListing-item", has_text=names[0]).first.click()
+    for name in names[1:]:
+        await page.locator(".jp-DirListing-item", has_text=name).first.click(modifiers=["Control"])
+    await page.locator(".jp-DirListing-item", has_text=names[-1]).first.click(button="right")
+    await page.locator(".lm-Menu-itemLabel", has_text="Request export…").click()
+    dialog = page.locator(".jp-Dialog")
+    await expect(dialog.locator(".enclave-check").first).to_be_visible()
+    await dialog.locator("textarea.enclave-justification").fill(justification)
+    return dialog
+
+
+async def vote(page, hub, request_id: str, votes: dict[str, tuple[str, str]]) -> None:
+    """A reviewer votes on each file named in ``votes``: (decision, reason); each vote confirmed."""
+    await page.goto(f"{hub.service_url('exports')}/requests/{request_id}")
+    for name, (decision, reason) in votes.items():
+        card = page.locator("section.file", has=page.locator("h3", has_text=name))
+        form = card.locator("form.vote")
+        await form.locator("select[name=decision]").select_option(decision)
+        await form.locator("textarea[name=reason]").fill(reason)
+        await form.locator("button[type=submit]").click()
+        await expect(page.locator("#flash")).to_be_visible()
+
+
+async def test_alice_carol_dave_alice(chromium, walk):
+    hub, passwords = walk
+
+    # -- alice analyses --
+    alice_ctx, lab = await chromium.person(hub, "alice", passwords["alice"])
+    await lab.click("#start-demo")
+    await lab.wait_for_url("**/user/alice/demo/lab**")
+    await lab.wait_for_selector(".jp-DirListing-content")
+    alice = hub.login("alice", passwords["alice"])  # a second session of alice's, for writing files from a kernel
+    assert alice.start("demo").status_code == 200  # already running: just the server's log-in
+    r = alice.server_api("demo", "PUT", "/contents/analysis.ipynb",
+                         json={"type": "notebook", "format": "json", "content": json.loads(notebook(CELLS))})
+    assert r.status_code in (200, 201), r.text
+
+    await lab.locator(".jp-DirListing-item", has_text="analysis.ipynb").dblclick()
+    await lab.wait_for_selector(".jp-Notebook .jp-Cell")
+    await expect(lab.locator(".jp-Notebook-ExecutionIndicator[data-status=idle]")).to_be_visible()
+    await lab.get_by_text("Run", exact=True).first.click()
+    await lab.get_by_text("Run All Cells", exact=True).click()
+    outputs = lab.locator(".jp-Notebook .jp-OutputArea-output")
+    await expect(outputs.filter(has_text="regions:")).to_be_visible()
+    text = "\n".join(await outputs.all_inner_texts())
+    assert ", 10)" in text.split("rows, columns: (", 1)[1].splitlines()[0]  # the Parquet file read
+    assert "R2:" in text
+    assert "glyph warnings: []" in text, text
+    assert "Error" not in text, text
+    await lab.keyboard.press("Control+s")
+    await expect(lab.locator(".jp-mod-dirty")).to_have_count(0)
+
+    # The notebook shows 20 records: its export fails the checks, and alice is asked before sending.
+    dialog = await request_export(lab, ["analysis.ipynb"], "模型和图表。")
+    await expect(dialog.locator(".enclave-check", has_text="analysis.ipynb")).to_contain_text("fail")
+    await dialog.locator(".jp-Dialog-button", has_text="Submit for review").click()
+    confirm = lab.locator(".jp-Dialog", has_text="Send anyway")
+    await expect(confirm).to_be_visible()
+    await expect(confirm).to_contain_text("analysis.ipynb")
+    await confirm.locator(".jp-Dialog-button", has_text="Go back").click()
+    # Back at the request, justification kept; she cancels it.
+    again = lab.locator(".jp-Dialog", has_text="Request export")
+    await expect(again.locator("textarea.enclave-justification")).to_have_value("模型和图表。")
+    await again.locator(".jp-Dialog-button", has_text="Cancel").click()
+    await expect(lab.locator(".jp-Dialog")).to_have_count(0)
+
+    # The chart and the counts instead.
+    dialog = await request_export(lab, ["chart.png", "counts.csv"], "各学历收入中位数图和各地区人数，用于年度报告。")
+    await dialog.locator(".jp-Dialog-button", has_text="Submit for review").click()
+    sent_anyway = lab.locator(".jp-Dialog .jp-Dialog-button", has_text="Send anyway")
+    requested = lab.locator(".jp-Dialog", has_text="Export requested")
+    await expect(sent_anyway.or_(requested.first)).to_be_visible()
+    if await sent_anyway.count():
+        await sent_anyway.click()
+    await expect(requested).to_be_visible()
+    await requested.locator(".jp-Dialog-button.jp-mod-accept").click()
+    await lab.locator('.jp-SideBar [data-id="enclave-exports"]').click()
+    entry = lab.locator(".enclave-export", has_text="counts.csv")
+    await expect(entry).to_be_visible()
+    request_id = await entry.get_attribute("data-request-id")
+
+    # -- carol and dave review: both ask for rounded counts, which returns the request --
+    for reviewer in ("carol", "dave"):
+        ctx, page = await chromium.person(hub, reviewer, passwords[reviewer])
+        await page.locator("a.review-queue").first.click()
+        awaiting = page.locator("#awaiting")
+        await expect(awaiting).to_contain_text("counts.csv")
+        await awaiting.locator("a", has_text="counts.csv").click()
+        # One vote of two: no request-level decision is offered yet.
+        await expect(page.locator("form.transition")).to_have_count(0)
+        await vote(page, hub, request_id, {"chart.png": ("approve", "图表只含中位数，可以发布。"),
+                                           "counts.csv": ("request_changes", ROUND_PLEASE)})
+        await ctx.close()
+    await expect(entry.locator(".enclave-export-returned")).to_contain_text(ROUND_PLEASE)
+
+    # -- alice sends a new version of the counts and resubmits --
+    kernel = alice.kernel("demo")
+    out, err = kernel.run(CELLS[0] + "\n" + CELLS[4] + "\n" + ROUNDED)
+    assert err is None, err
+    await entry.locator("button.enclave-export-new-version").click()
+    dialog = lab.locator(".jp-Dialog", has_text="Send a new version")
+    await dialog.locator("tr[data-file='chart.png'] input").fill("")  # the chart stays as it is
+    await dialog.locator(".jp-Dialog-button", has_text="Run the checks").click()
+    checked = lab.locator(".jp-Dialog", has_text="The new versions, checked")
+    await expect(checked.locator(".enclave-check").first).to_be_visible()
+    await checked.locator(".jp-Dialog-button", has_text="Send").click()
+    resubmit = lab.locator(".jp-Dialog", has_text="New version sent")
+    await expect(resubmit).to_contain_text("counts.csv (v2)")
+    await resubmit.locator(".jp-Dialog-button", has_text="Resubmit now").click()
+    await expect(entry.locator(".enclave-label-state")).to_have_attribute("data-value", "submitted")
+
+    # -- both approve the new version: the second approval releases the request --
+    for reviewer in ("carol", "dave"):
+        ctx, page = await chromium.person(hub, reviewer, passwords[reviewer])
+        await vote(page, hub, request_id, {"counts.csv": ("approve", "已四舍五入，可以发布。")})
+        await ctx.close()
+
+    # -- alice downloads the new version from her panel --
+    link = entry.locator("a.enclave-export-download")
+    await expect(link).to_be_visible()
+    async with alice_ctx.expect_page() as opened:
+        await link.click()
+    service_page = await opened.value
+    service_page.set_default_timeout(TIMEOUT)
+    async with service_page.expect_download() as download:
+        await service_page.locator("button", has_text="Download counts.csv").click()
+    released = list(csv.reader(io.StringIO(open(await (await download.value).path(), "rb").read().decode("utf-8-sig"))))
+    assert released[0][-1] == "人数"
+    assert released[1:] and all(int(row[-1]) % 5 == 0 for row in released[1:]), released
+    await alice_ctx.close()
+    kernel.close()
+    alice.stop("demo")
+
+    assert chromium.errors == [], "\n".join(chromium.errors)
