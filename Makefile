@@ -59,10 +59,21 @@ hub-env: $(VENV)/.installed
 # The operator's environment is separate from the hub's: sandboxes mount it read-only and it
 # holds nothing of the hub side. Packages of our own are installed as copies, not editable.
 SANDBOX_LOCAL_PACKAGES := $(wildcard extensions/*/pyproject.toml)
+# Packages an earlier requirements/sandbox.txt brought in that nothing needs now: pip does not remove
+# them when a pin changes, so an environment made before loses them here (unless an admin added
+# one since: enclave-added.txt). rfc3987-syntax (and its lark) came with jsonschema 4.25 and later.
+SANDBOX_DROPPED := rfc3987-syntax lark
 $(SANDBOX_ENV)/.installed: requirements/sandbox.txt $(SANDBOX_LOCAL_PACKAGES) $(shell find extensions -name '*.py' -o -name '*.json' -o -name '*.ts' 2>/dev/null | grep -v node_modules)
 	test -d $(SANDBOX_ENV) || $(PYTHON) -m venv $(SANDBOX_ENV)
 	$(SANDBOX_ENV)/bin/pip install -q --upgrade pip
 	$(SANDBOX_ENV)/bin/pip install -q -r requirements/sandbox.txt
+	for pkg in $(SANDBOX_DROPPED); do \
+	  added="^$$(echo $$pkg | sed 's/[-_.]/[-_.]/g')=="; \
+	  if $(SANDBOX_ENV)/bin/pip show -q "$$pkg" >/dev/null 2>&1 \
+	     && ! grep -qiE "$$added" $(SANDBOX_ENV)/enclave-added.txt 2>/dev/null; then \
+	    $(SANDBOX_ENV)/bin/pip uninstall -q -y "$$pkg" || exit 1; \
+	  fi; \
+	done
 	$(foreach pkg,$(SANDBOX_LOCAL_PACKAGES),$(SANDBOX_ENV)/bin/pip install -q --no-deps --force-reinstall ./$(dir $(pkg)) &&) true
 	$(SANDBOX_ENV)/bin/pip check -q
 	chmod -R go+rX $(SANDBOX_ENV)

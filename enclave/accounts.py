@@ -20,6 +20,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import select
 
 from . import db, logins
+from .exports import workflow
 from .settings import Settings
 
 _hasher = PasswordHasher()
@@ -28,6 +29,9 @@ _hasher = PasswordHasher()
 # are defined when the hub first asks for them (``enclave.accounts.EnclaveAuthenticator``), so that
 # the account commands of ``enclave`` do without JupyterHub.
 AUTHENTICATORS = ("RecordedLogins", "EnclaveAuthenticator")
+
+# The audit log's actor for a refused login that names no account.
+ANONYMOUS = "anonymous"
 
 
 def __getattr__(name: str):
@@ -47,6 +51,15 @@ class AccountError(Exception):
     pass
 
 
+# Names Enclave gives itself where a person's name would stand: no account may take one, or that
+# person's steps would pass for Enclave's own.
+RESERVED_NAMES = {
+    workflow.SYSTEM: "it names the steps the votes take by themselves in an export request's history"
+                     " and the approver in a release's signed manifest",
+    ANONYMOUS: "it names, in the audit log, the actor of a refused login that gave no account",
+}
+
+
 def generate_password() -> str:
     return secrets.token_urlsafe(15)
 
@@ -64,6 +77,8 @@ def add_user(settings: Settings, username: str, roles: list[str], password: str,
             f"user name '{username}' is not allowed: 1-32 lower-case letters, digits, '_' or '-',"
             " starting with a letter"
         )
+    if username in RESERVED_NAMES:
+        raise AccountError(f"user name '{username}' is reserved: {RESERVED_NAMES[username]}")
     unknown = set(roles) - set(db.ROLES)
     if not roles or unknown:
         raise AccountError(f"role must be one of {', '.join(db.ROLES)} (got {', '.join(roles) or 'none'})")
@@ -148,7 +163,7 @@ def _define_authenticators() -> dict[str, type]:
             if authenticated is None:
                 typed = data.get("username") if isinstance(data, dict) else None
                 try:
-                    await records.append(refusal.get("account", "anonymous"), "auth.login", "denied", detail={
+                    await records.append(refusal.get("account", ANONYMOUS), "auth.login", "denied", detail={
                         **detail, "reason": refusal.get("reason", "not allowed"),
                         **({"user": str(typed)[:256]} if typed else {}),
                         **({"failures": refusal["failures"]} if "failures" in refusal else {})})

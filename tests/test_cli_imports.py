@@ -76,3 +76,16 @@ def test_user_list_and_workspace_show(tmp_path, monkeypatch):
     assert "  operators: olga\n" in shown.output and "  reviewers: -\n" in shown.output
     missing = runner.invoke(main, ["workspace", "show", "nowhere"])
     assert missing.exit_code == 1 and "no workspace named 'nowhere'" in missing.output
+
+
+def test_doctor_and_exports_verify_leave_the_review_service_unimported(tmp_path):
+    """Both answer within a second: the doctor finds the intake socket, and verify reads releases and
+    signatures, without the review service's web app (JupyterHub, tornado, jsonschema) or its checks;
+    verify reads a watermark (PIL, pypdf) only for a file whose hash no release has."""
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("ENCLAVE_")}, "ENCLAVE_HOME": str(tmp_path)}
+    doctor = modules_after("from enclave.cli import main\ntry:\n    main(['doctor'])\nexcept SystemExit:\n    pass", env)
+    assert "enclave.cli.doctor" in doctor and "enclave.exports.sockets" in doctor
+    assert heavy_in(doctor) == [] and "enclave.exports.app" not in doctor
+    assert not (tmp_path / "enclave.sqlite").exists()  # the doctor changes nothing: it made no database
+    verify = modules_after("from enclave.exports.verify import verify_file", env)
+    assert heavy_in(verify) == [] and not {"enclave.exports.service", "PIL", "pypdf"} & verify

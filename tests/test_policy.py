@@ -172,6 +172,12 @@ def test_cli_provisions_accounts_and_workspaces_with_clear_errors(tmp_path):
     assert len(r.stdout.split("password: ")[1].strip()) >= 12
     assert "already exists" in run("user", "add", "olga", "--role", "operator").stderr
     assert "not allowed" in run("user", "add", "Bad/Name", "--role", "operator").stderr
+    # Enclave's own names: an account named so would pass for the votes' decisions or a nameless login.
+    reserved = ("system", "anonymous")
+    for name in reserved:
+        r = run("user", "add", name, "--role", "reviewer")
+        assert r.returncode != 0 and f"user name '{name}' is reserved" in r.stderr
+    assert not any(name in run("user", "list").stdout for name in reserved)
     assert "too short" in run("user", "add", "pia", "--role", "reviewer", "--password-stdin", input="short\n").stderr
     assert run("workspace", "create", "census").returncode == 0
     assert "not allowed" in run("workspace", "create", "../etc").stderr

@@ -110,7 +110,7 @@ def check_socket(name: str, path: Path, for_sandboxes: bool) -> Check:
 
 def check_sockets(settings) -> Iterator[Check]:
     from ..audit import socket_path as audit_socket
-    from ..exports.app import intake_socket
+    from ..exports.sockets import intake_socket
 
     yield check_socket("hub socket", settings.hub_socket, for_sandboxes=True)
     yield check_socket("audit socket", audit_socket(settings), for_sandboxes=False)
@@ -163,7 +163,7 @@ def check_home_images(settings) -> Iterator[Check]:
     from .. import workspaces
     from ..sandbox.home_image import is_mounted
 
-    if not settings.home.is_dir():
+    if not settings.home.is_dir() or _no_database_yet(settings):
         return
     taken = to_take = 0
     for ws in workspaces.all_workspaces(settings):
@@ -201,6 +201,13 @@ def check_home_images(settings) -> Iterator[Check]:
     else:
         yield Check("mounted homes", True, f"{running} running sandbox{'es' if running != 1 else ''}, "
                                            "each with its home's image mounted")
+
+
+def _no_database_yet(settings) -> bool:
+    """The state database is SQLite and not made yet (no hub or command has run here): there are no
+    workspaces, and the doctor, which changes nothing, does not make it."""
+    url = settings.enclave_db_url
+    return url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists()
 
 
 def _running_specs(settings) -> list[Path]:

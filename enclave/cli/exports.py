@@ -26,7 +26,7 @@ def verify(ctx, file: Path, as_json: bool) -> None:
     release of the same bytes is listed with its state. Exits 0 when at least one release is of
     these very bytes, unrevoked, with a valid signature; 1 otherwise.
     """
-    from ..exports.service import verify_file
+    from ..exports.verify import verify_file
 
     try:
         result = verify_file(ctx.settings, file.read_bytes())

@@ -48,6 +48,7 @@ from ..services import error_message, stop_with_parent
 from ..settings import Settings, load_settings_or_exit
 from . import openapi, render, workflow
 from .service import Actor, ExportError, ExportService, Upload
+from .sockets import intake_socket
 
 TEMPLATES = Path(__file__).parent / "templates"
 PAGE_CSP = (
@@ -63,10 +64,6 @@ FLASH_COOKIE = "enclave-exports-flash"
 FLASH_MAX_AGE_DAYS = 10 / (24 * 60)
 # The requests awaiting a reviewer's vote listed first in the queue, at most.
 MAX_AWAITING = 50
-
-
-def intake_socket(settings: Settings) -> Path:
-    return settings.run_dir / "exports" / "intake.sock"
 
 
 def max_body_bytes(settings: Settings) -> int:

@@ -2,16 +2,14 @@
 
 The watermark names the release id: a PNG ``tEXt`` chunk, a JPEG comment, or the PDF document
 information. ``enclave exports verify`` reads it back when a file's hash is not known (the file was
-changed after release).
+changed after release). PIL and pypdf are imported by the functions that use them, so that
+verifying a file whose hash is known needs neither.
 """
 
 from __future__ import annotations
 
 import io
 import re
-
-from PIL import Image, PngImagePlugin
-from pypdf import PdfReader, PdfWriter
 
 WATERMARK_KEY = "enclave-release"
 PDF_KEY = "/EnclaveRelease"
@@ -20,6 +18,9 @@ _RELEASE_ID = re.compile(r"^[0-9a-f]{32}$")
 
 def prepare(data: bytes, sniffed: str, release_id: str) -> tuple[bytes, bool]:
     """The bytes to hand out and whether they carry a watermark."""
+    from PIL import Image, PngImagePlugin
+    from pypdf import PdfReader, PdfWriter
+
     if sniffed == "png":
         with Image.open(io.BytesIO(data)) as img:
             info = PngImagePlugin.PngInfo()
@@ -47,6 +48,9 @@ def prepare(data: bytes, sniffed: str, release_id: str) -> tuple[bytes, bool]:
 
 def read_watermark(data: bytes) -> str | None:
     """The release id a file carries, if any."""
+    from PIL import Image
+    from pypdf import PdfReader
+
     try:
         if data.startswith(b"\x89PNG") or data.startswith(b"\xff\xd8\xff"):
             with Image.open(io.BytesIO(data)) as img:

@@ -43,6 +43,7 @@ from . import checks, files, release, signing, workflow
 from .models import (Database, DownloadLink, Event, ExportRequest, Comment, Release, RequestFile, ReviewPolicy, Vote,
                      db_url, waited_too_long)
 from .store import BlobStore, sha256
+from .verify import verify_file  # noqa: F401  (enclave.audit.trace imports it from here; see .verify)
 
 SCOPE_REQUEST = "custom:exports:request"
 SCOPE_REVIEW = "custom:exports:review"
@@ -874,48 +875,3 @@ class ExportService:
             return {"manifest": rel.manifest, "signature": rel.signature, "key_id": rel.key_id,
                     "revoked": rel.revoked_at is not None, "signature_valid": valid}
 
-
-def verify_file(settings: Settings, data: bytes) -> dict:
-    """Was this file released, from which requests, by whom, and do the manifests' signatures hold?
-
-    The same bytes can be released by several requests (a table submitted again in a later one):
-    every release of them is reported, oldest first, each with its own state. A file changed since
-    its release is found by its watermark instead, where its format carries one. ``valid`` holds
-    when at least one release is unrevoked, of these very bytes, with a valid signature.
-    """
-    database = Database(db_url(settings))
-    digest = sha256(data)
-    public = signing.load_public_key(settings)
-    try:
-        with database.snapshot() as s:
-            found = list(s.scalars(select(Release).where(Release.sha256 == digest).order_by(Release.released_at)))
-            by = "hash"
-            if not found:
-                mark = release.read_watermark(data)
-                found = [rel] if mark and (rel := s.get(Release, mark)) is not None else []
-                by = "watermark"
-            releases = [_verified(public, rel, digest) for rel in found]
-    finally:
-        database.engine.dispose()
-    return {
-        "released": bool(releases),
-        "found_by": by if releases else None,
-        "sha256": digest,
-        "valid": any(r["valid"] for r in releases),
-        "releases": releases,
-    }
-
-
-def _verified(public, rel: Release, digest: str) -> dict:
-    hash_matches = rel.manifest["file"]["sha256"] == digest
-    signature_valid = signing.verify(public, rel.manifest, rel.signature)
-    revoked = rel.revoked_at is not None
-    return {
-        "release_id": rel.id,
-        "hash_matches": hash_matches,
-        "signature_valid": signature_valid,
-        "revoked": revoked,
-        "revoked_at": _iso(rel.revoked_at),
-        "valid": hash_matches and signature_valid and not revoked,
-        "manifest": rel.manifest,
-    }

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 import pytest
 import requests
 
+from enclave.exports import workflow
 from enclave.rbac import AUDIT_SERVICE, EXPORTS_SERVICE
 
 from .services_hub import (CJK_FONTS, SAFE_TABLE, SMALL_CELLS, SandboxRecords, browser, cjk_characters,  # noqa: F401
@@ -23,6 +24,10 @@ WS = "report-pilot"
 OPERATOR = "张三"  # an operator named by the identity provider, in Chinese
 REJECTION = "小单元格计数低于阈值，不能发布"
 RETURN = "请把收入四舍五入到百位后再提交"
+# The reasons of the decisions the votes take: the rule, and for a return each reviewer's reason.
+BY_REJECT_VOTES = workflow.TRANSITIONS[(workflow.IN_REVIEW, workflow.REJECTED, workflow.SYSTEM)].description
+RETURN_REASON = (workflow.TRANSITIONS[(workflow.IN_REVIEW, workflow.RETURNED, workflow.SYSTEM)].description
+                 + f"\nincome.csv: {RETURN}" * 2)
 EXPECTED = {
     "requests": 3, "approved": 1, "rejected": 1, "returned": 1, "withdrawn": 0, "check_failures": 1,
     "files_released": 1, "downloads": 1, "revocations": 0, "egress_notices": 2, "active_operators": 2,
@@ -72,17 +77,17 @@ def period(hub):
 
     # Three export requests: released and downloaded; rejected (its table fails the checks); returned.
     server, rita, rob = hub.as_server("olga", WS), hub.as_user("rita"), hub.as_user("rob")
+    # The votes decide each request: rob's, the second, approves, rejects or returns it.
     approved = server.submit({"counts.csv": SAFE_TABLE}, {}, "各区人数")
     for reviewer in (rita, rob):
         reviewer.vote(approved, "approve", "计数安全")
-    rita.move(approved, "approved", "可以发布")
     hub.as_user("olga").download(approved, "counts.csv")
     rejected = server.submit({"small.csv": SMALL_CELLS}, {}, "小区人数")
     for reviewer in (rita, rob):
         reviewer.vote(rejected, "reject", REJECTION)
-    rita.move(rejected, "rejected", REJECTION)
     returned = server.submit({"income.csv": SAFE_TABLE}, {}, "收入分布")
-    rob.move(returned, "returned", RETURN)
+    for reviewer in (rita, rob):
+        reviewer.vote(returned, "request_changes", RETURN)
     until = now()
 
     sandbox.execute(olga, "people.describe()")  # after the period
@@ -102,7 +107,7 @@ def test_the_report_counts_what_was_done(hub, period):
     assert [(o["user"], o["sessions"], o["executions"], o["terminal_lines"], o["requests"], o["egress_notices"])
             for o in report["operators"]] == [("olga", 2, 3, 1, 3, 1), (OPERATOR, 1, 2, 0, 0, 1)]
     assert [(d["decision"], d["actor"], d["reason"], d["request_id"]) for d in report["decisions"]] == [
-        ("rejected", "rita", REJECTION, period["rejected"]), ("returned", "rob", RETURN, period["returned"])]
+        ("rejected", "rob", BY_REJECT_VOTES, period["rejected"]), ("returned", "rob", RETURN_REASON, period["returned"])]
     [failure] = report["check_failures"]
     assert (failure["file"], failure["request_id"], failure["checks"]) == ("small.csv", period["rejected"],
                                                                            ["small_cells"])
@@ -126,7 +131,7 @@ def test_the_report_counts_what_was_done(hub, period):
     path = hub.home / "report.html"
     cli_report(hub, period, "-o", str(path))
     html = path.read_text(encoding="utf-8")
-    assert '<meta charset="utf-8">' in html and REJECTION in html and OPERATOR in html
+    assert '<meta charset="utf-8">' in html and RETURN in html and OPERATOR in html
     for metric, value in EXPECTED.items():
         assert f'data-metric="{metric}">{value}<' in html
 
@@ -184,7 +189,8 @@ async def test_the_report_renders_in_chromium(hub, period, browser):  # noqa: F8
     assert len(screenshot) > 2000
 
     # Chinese text is drawn with a font that has its glyphs (no boxes), in the tables and the figures.
-    for selector, text in (("#decisions td.reason", REJECTION), (f"#operators tr[data-user='{OPERATOR}'] td", OPERATOR),
+    returned = "#decisions tbody tr:nth-child(2) td.reason"
+    for selector, text in ((returned, RETURN_REASON), (f"#operators tr[data-user='{OPERATOR}'] td", OPERATOR),
                            (f"g.row[data-label='{OPERATOR}'] text.label", OPERATOR)):
         assert (await page.locator(selector).first.text_content()).strip() == text
         fonts = await fonts_drawing(page, selector)

@@ -2,9 +2,9 @@
 executions, sandbox session and the data it had, through a real hub.
 
 The workspace is provisioned with the ``enclave`` CLI, the export goes through the review service
-(submitted as a sandbox's server submits it, voted on, approved, released and downloaded), and
-both write their own records; the sandbox's records are handed over as its spawner and receiver
-hand them (see ``services_hub``).
+(submitted as a sandbox's server submits it, voted on, which approves and releases it, and
+downloaded), and both write their own records; the sandbox's records are handed over as its
+spawner and receiver hand them (see ``services_hub``).
 """
 
 from __future__ import annotations
@@ -17,13 +17,16 @@ import pytest
 from PIL import Image, PngImagePlugin
 
 from enclave.exports import release as released_files
+from enclave.exports import workflow
 
 from .services_hub import SandboxRecords, running_hub
 
 WS = "tianjin-pilot"
 TITLE = "各区平均年龄"
 VOTES = {"rita": "各区样本量均超过阈值，可以发布", "rob": "图中没有小单元格"}
-APPROVAL = "两位审核人均同意发布"
+# The votes decide the request: the last one needed approves it, with the rule as the reason.
+APPROVAL = workflow.TRANSITIONS[(workflow.IN_REVIEW, workflow.APPROVED, workflow.SYSTEM)].description
+RETURN = workflow.TRANSITIONS[(workflow.IN_REVIEW, workflow.RETURNED, workflow.SYSTEM)].description
 
 
 @pytest.fixture(scope="module")
@@ -67,9 +70,8 @@ def exported(hub, tmp_path_factory):
                        "msg_id": "a-message-the-log-never-saw", "notebook": "analysis.ipynb", "code": touch_code}]}
 
     request = hub.as_server("olga", WS).submit({"figure.png": figure()}, {"figure.png": provenance}, TITLE)
-    for reviewer, reason in VOTES.items():
+    for reviewer, reason in VOTES.items():  # rob's vote, the second, approves and releases it
         hub.as_user(reviewer).vote(request, "approve", reason)
-    assert hub.as_user("rita").move(request, "approved", APPROVAL)["state"] == "released"
     data = hub.as_user("olga").download(request, "figure.png")
     stop = sandbox.stop("olga", WS, name)
     sandbox.close()
@@ -108,7 +110,7 @@ def test_the_trace_of_a_released_file_cites_every_step(hub, exported):
         (seq, reviewer, "approve", VOTES[reviewer])
         for seq, reviewer in zip(records_of(hub, "export.vote", rid), VOTES)]
     assert [(d["seq"], d["actor"], d["decision"], d["reason"]) for d in t["decisions"]] == [
-        (records_of(hub, "export.decision", rid)[0], "rita", "approved", APPROVAL)]
+        (records_of(hub, "export.decision", rid)[0], "rob", "approved", APPROVAL)]
     assert t["release"]["signature_valid"] and t["release"]["hash_matches"]
     assert [t["release"]["record"]["seq"]] == records_of(hub, "export.release", rid)
     assert [(d["seq"], d["actor"]) for d in t["release"]["downloads"]] == [
@@ -143,7 +145,7 @@ def test_the_text_tree_names_each_step_with_its_seq(hub, exported):
         assert f"vote: {reviewer} approve: {reason} [seq {seq}]" in text
     assert f"“{TITLE}” in workspace {WS} by olga" in text
     assert f"[seq {records_of(hub, 'export.request', rid)[0]}]" in text
-    assert "decision: approved by rita" in text and APPROVAL in text
+    assert "decision: approved by rob" in text and APPROVAL in text
     assert "downloaded by olga" in text
     assert f"matched by msg_id [seq {exported['executions'][0]}]" in text
     assert f"matched by code_sha256 [seq {exported['executions'][1]}]" in text
@@ -192,14 +194,15 @@ def test_a_file_never_released_says_so(hub, exported, tmp_path):
 def test_a_file_submitted_but_never_released_is_traced_and_says_so(hub, exported, tmp_path):
     table = b"district,people\nHeping,120\nNankai,95\n"
     request = hub.as_server("olga", WS).submit({"people.csv": table}, {}, "人数表")
-    hub.as_user("rob").move(request, "returned", "请说明数据来源")
+    for reviewer in VOTES:  # rob's vote, the second, returns it
+        hub.as_user(reviewer).vote(request, "request_changes", "请说明数据来源")
     leaked = tmp_path / "people.csv"
     leaked.write_bytes(table)
     r = trace(hub, str(leaked), "--format", "json")
     t = json.loads(r.stdout)
     assert r.returncode == 1 and not t["released"] and t["found_by"] == "submitted hash"
     assert t["release"] is None and t["request"]["id"] == request["id"] and t["request"]["state"] == "returned"
-    assert [d["reason"] for d in t["decisions"]] == ["请说明数据来源"]
+    assert [d["reason"] for d in t["decisions"]] == [RETURN + "\npeople.csv: 请说明数据来源" * 2]
     assert t["problems"] == ["the file's provenance names no execution: the code that wrote it is not known"]
     text = trace(hub, str(leaked)).stdout
     assert "NOT released: it matches a file submitted for export" in text and "decision: returned by rob" in text
