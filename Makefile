@@ -47,12 +47,17 @@ HUB_REQUIREMENTS := $(filter-out requirements/sandbox.txt,$(wildcard requirement
 # requirements/no-deps/ holds packages whose own pins conflict with ours (pycanon pins
 # typing_extensions exactly); they are installed without their dependencies.
 NO_DEPS_REQUIREMENTS := $(wildcard requirements/no-deps/*.txt)
+# Packages an earlier pin brought in that nothing needs now (pip keeps them when a pin changes):
+# rfc3987-syntax and its lark came with jsonschema 4.25 and later, and build a grammar at import,
+# seconds of every start of the hub and the review service.
+HUB_DROPPED := rfc3987-syntax lark
 $(VENV)/.installed: $(HUB_REQUIREMENTS) $(NO_DEPS_REQUIREMENTS) pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q $(foreach r,$(HUB_REQUIREMENTS),-r $(r))
 	$(foreach r,$(NO_DEPS_REQUIREMENTS),$(VENV)/bin/pip install -q --no-deps -r $(r) &&) true
 	$(VENV)/bin/pip install -q --no-deps -e .
+	$(VENV)/bin/pip uninstall -q -y $(HUB_DROPPED) 2>/dev/null || true
 	touch $@
 hub-env: $(VENV)/.installed
 

@@ -29,6 +29,7 @@ from .audit import socket_path as audit_socket_path
 from .audit.client import AuditError
 from .audit.hub import hub_records
 from .audit.records import without_floats
+from .exports.sockets import intake_socket
 from .rbac import EXPORTS_SERVICE, IDLE_CULLER_SERVICE
 from .files import atomic_write
 from .sandbox.policy import (
@@ -111,7 +112,7 @@ class SandboxSpawner(Spawner):
             home_image=home_image,
             run=self._run_dir,
             hub_socket_dir=s.hub_socket.parent,
-            exports_socket_dir=s.run_dir / "exports",
+            exports_socket_dir=intake_socket(s).parent,
             data=tuple(workspaces.data_mounts(s, ws)),
             lab_state=s.home / "lab-state" / self.user.name / ws.name,
         )

@@ -142,7 +142,7 @@ def find_file(settings: Settings, data: bytes | None = None, digest: str | None 
 
     from ..exports import signing
     from ..exports.models import Release, RequestFile
-    from ..exports.service import verify_file
+    from ..exports.verify import verify_file
 
     database = _exports_database(settings)
     verified = verify_file(settings, data) if data is not None else None

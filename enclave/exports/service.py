@@ -43,7 +43,6 @@ from . import checks, files, release, signing, workflow
 from .models import (Database, DownloadLink, Event, ExportRequest, Comment, Release, RequestFile, ReviewPolicy, Vote,
                      db_url, waited_too_long)
 from .store import BlobStore, sha256
-from .verify import verify_file  # noqa: F401  (enclave.audit.trace imports it from here; see .verify)
 
 SCOPE_REQUEST = "custom:exports:request"
 SCOPE_REVIEW = "custom:exports:review"

@@ -151,9 +151,6 @@ class ExportsAPI:
             self.post(f"/requests/{request['id']}/votes", {"file_id": f["id"], "decision": decision, "reason": reason},
                       expect=201)
 
-    def move(self, request: dict, to: str, reason: str) -> dict:
-        return self.post(f"/requests/{request['id']}/transitions", {"to": to, "reason": reason})
-
     def download(self, request: dict, name: str) -> bytes:
         f = next(f for f in request["files"] if f["name"] == name)
         link = self.post(f"/requests/{request['id']}/files/{f['id']}/links", expect=201)

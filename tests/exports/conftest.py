@@ -31,6 +31,7 @@ from enclave_testing import free_port
 from enclave import accounts, rbac, workspaces
 from enclave.audit import socket_path
 from enclave.audit.reader import AuditReader
+from enclave.exports.sockets import intake_socket
 from enclave.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -161,7 +162,7 @@ class Hub:
         self.harness.headers["Authorization"] = f"token {harness_token}"
         self.log = settings.home / "jupyterhub.log"
         self.password = PASSWORD
-        self.intake_socket = settings.run_dir / "exports" / "intake.sock"
+        self.intake_socket = intake_socket(settings)
         self.audit_socket = socket_path(settings)
 
     def start(self) -> None:
