@@ -634,3 +634,20 @@ async def log_in(page, hub: Hub, username: str, password: str) -> None:
     await page.fill("input[name=password]", password)
     await page.click("#login_submit")
     await page.wait_for_url("**/hub/home**")
+
+
+async def download_from_exports_panel(context, entry, name: str, timeout: float) -> bytes:
+    """Follow a released request's link in the Exports panel (``entry``, its list item) to the
+    review service's page, as the operator does, and download the released file ``name``."""
+    from playwright.async_api import expect
+
+    link = entry.locator("a.enclave-export-download")
+    await expect(link).to_be_visible(timeout=timeout)
+    async with context.expect_page() as opened:
+        await link.click()
+    page = await opened.value
+    page.set_default_timeout(timeout)
+    async with page.expect_download() as download:
+        await page.locator("button", has_text=f"Download {name}").click()
+    with open(await (await download.value).path(), "rb") as f:
+        return f.read()

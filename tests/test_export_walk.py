@@ -16,7 +16,7 @@ import io
 import json
 
 import pytest
-from enclave_testing import CHROMIUM, CHROMIUM_ARGS, log_in
+from enclave_testing import CHROMIUM, CHROMIUM_ARGS, download_from_exports_panel, log_in
 from playwright.async_api import async_playwright, expect
 
 from enclave import demo
@@ -220,15 +220,8 @@ async def test_alice_carol_dave_alice(chromium, walk):
         await ctx.close()
 
     # -- alice downloads the new version from her panel --
-    link = entry.locator("a.enclave-export-download")
-    await expect(link).to_be_visible()
-    async with alice_ctx.expect_page() as opened:
-        await link.click()
-    service_page = await opened.value
-    service_page.set_default_timeout(TIMEOUT)
-    async with service_page.expect_download() as download:
-        await service_page.locator("button", has_text="Download counts.csv").click()
-    released = list(csv.reader(io.StringIO(open(await (await download.value).path(), "rb").read().decode("utf-8-sig"))))
+    data = await download_from_exports_panel(alice_ctx, entry, "counts.csv", TIMEOUT)
+    released = list(csv.reader(io.StringIO(data.decode("utf-8-sig"))))
     assert released[0][-1] == "人数"
     assert released[1:] and all(int(row[-1]) % 5 == 0 for row in released[1:]), released
     await alice_ctx.close()

@@ -14,7 +14,7 @@ import re
 import uuid
 
 import pytest
-from enclave_testing import CHROMIUM, CHROMIUM_ARGS, log_in
+from enclave_testing import CHROMIUM, CHROMIUM_ARGS, download_from_exports_panel, log_in
 from playwright.async_api import async_playwright, expect
 
 pytestmark = pytest.mark.browser
@@ -166,16 +166,7 @@ async def test_request_export_flow(browser, review_hub):
     await rctx.close()
 
     # The operator's panel shows the release, and its link leads to the download.
-    link = entry.locator("a.enclave-export-download")
-    await expect(link).to_be_visible(timeout=TIMEOUT)
-    async with context.expect_page() as new_page:
-        await link.click()
-    service_page = await new_page.value
-    service_page.set_default_timeout(TIMEOUT)
-    async with service_page.expect_download() as download:
-        await service_page.locator("button", has_text="Download counts.csv").click()
-    path = await (await download.value).path()
-    data = open(path, "rb").read()
+    data = await download_from_exports_panel(context, entry, "counts.csv", TIMEOUT)
     assert b"Heping" in data
     await context.close()
     alice.stop("alpha")

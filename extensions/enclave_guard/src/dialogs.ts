@@ -17,7 +17,8 @@ import {
   submitExport
 } from './api';
 
-function element<K extends keyof HTMLElementTagNameMap>(
+/** A new element with a class and text (as text, never HTML). */
+export function element<K extends keyof HTMLElementTagNameMap>(
   tag: K,
   className = '',
   text = ''

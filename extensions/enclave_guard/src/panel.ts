@@ -18,7 +18,7 @@ import {
   getExport,
   listExports
 } from './api';
-import { move, sendNewVersion } from './dialogs';
+import { element, move, sendNewVersion } from './dialogs';
 
 const REFRESH_MS = 5000;
 const MAX_BACKOFF_MS = 60000;
@@ -37,21 +37,6 @@ const STATE_LABELS: { [state: string]: string } = {
 };
 
 const OPEN_STATES = new Set(['submitted', 'in_review', 'returned']);
-
-function element<K extends keyof HTMLElementTagNameMap>(
-  tag: K,
-  className = '',
-  text = ''
-): HTMLElementTagNameMap[K] {
-  const node = document.createElement(tag);
-  if (className) {
-    node.className = className;
-  }
-  if (text) {
-    node.textContent = text;
-  }
-  return node;
-}
 
 function label(kind: string, value: string, text: string): HTMLElement {
   const node = element(
