@@ -134,7 +134,8 @@ async def test_alice_carol_dave_alice(chromium, walk):
     await lab.wait_for_url("**/user/alice/demo/lab**")
     await lab.wait_for_selector(".jp-DirListing-content")
     alice = hub.login("alice", passwords["alice"])  # a second session of alice's, for writing files from a kernel
-    assert alice.start("demo").status_code == 200  # already running: just the server's log-in
+    r = alice.start("demo")  # already running: just the server's log-in
+    assert r.status_code == 200, (r.status_code, r.text[:500])
     r = alice.server_api("demo", "PUT", "/contents/analysis.ipynb",
                          json={"type": "notebook", "format": "json", "content": json.loads(notebook(CELLS))})
     assert r.status_code in (200, 201), r.text
@@ -147,8 +148,8 @@ async def test_alice_carol_dave_alice(chromium, walk):
     outputs = lab.locator(".jp-Notebook .jp-OutputArea-output")
     await expect(outputs.filter(has_text="regions:")).to_be_visible()
     text = "\n".join(await outputs.all_inner_texts())
-    assert ", 10)" in text.split("rows, columns: (", 1)[1].splitlines()[0]  # the Parquet file read
-    assert "R2:" in text
+    assert "rows, columns: (" in text and ", 10)" in text.split("rows, columns: (", 1)[1].splitlines()[0], text
+    assert "R2:" in text, text
     assert "glyph warnings: []" in text, text
     assert "Error" not in text, text
     await lab.keyboard.press("Control+s")
