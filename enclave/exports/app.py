@@ -707,6 +707,13 @@ async def serve(settings: Settings) -> None:
     removed = service.recover()
     if removed:
         app_log.warning("removed %d leftover file(s) of interrupted uploads from the export store", removed)
+    try:
+        settled = service.settle()
+    except ExportError as exc:  # the audit log not up yet, a lock: the next start tries again
+        app_log.warning("open requests whose votes are in were not settled: %s", exc)
+    else:
+        if settled:
+            app_log.info("%d open request(s) whose votes were in moved on as the votes decide", settled)
     prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/services/exports/")
     url = urlparse(os.environ.get("JUPYTERHUB_SERVICE_URL", f"http://127.0.0.1:{settings.exports.port}"))
     hub_base = os.environ.get("JUPYTERHUB_BASE_URL") or "/"

@@ -248,6 +248,25 @@ class ExportService:
             keep = set(s.scalars(select(RequestFile.sha256))) | set(s.scalars(select(Release.sha256)))
         return self.store.collect_garbage(keep)
 
+    def settle(self) -> int:
+        """Take the steps the votes already decide on open requests, each in a transaction of its own,
+        named after the request's last voter: requests voted on under rules that left the decision to
+        a reviewer's request-level step would otherwise wait for a step nobody can take. Run at start;
+        returns how many requests moved. A request the audit log does not take stays as it was."""
+        with self.db.snapshot() as s:
+            open_ids = list(s.scalars(select(ExportRequest.id).where(
+                ExportRequest.state.in_((workflow.SUBMITTED, workflow.IN_REVIEW)))))
+        moved = 0
+        for request_id in open_ids:
+            with self._writing() as s:
+                req = self._get(s, request_id, for_update=True)
+                if workflow.automatic_step(req) is None:
+                    continue
+                last = max((v for f in req.current_files() for v in f.votes), key=lambda v: v.at)
+                self._take_automatic_steps(s, req, Actor(last.reviewer, frozenset()))
+                moved += 1
+        return moved
+
     # -- workspaces and roles --
 
     def workspace(self, name: str) -> workspaces.WorkspaceView:

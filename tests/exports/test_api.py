@@ -21,7 +21,7 @@ from sqlalchemy import func, select
 
 from enclave.cli import main as cli
 from enclave.exports import release, signing
-from enclave.exports.models import Database, ExportRequest, db_url
+from enclave.exports.models import Database, ExportRequest, Vote, db_url
 from enclave.exports.service import ExportService, Refused, now
 
 SAFE_TABLE = b"region,count\nnorth,120\nsouth,35\neast,45\n"
@@ -542,3 +542,26 @@ def test_the_queue_lists_what_awaits_each_reviewers_vote_first(hub, tokens, clie
     # Requesters and admins vote on nothing.
     assert not any(awaits for _, awaits in queue("adam"))
     assert client(tokens["olga"]).get("/requests?mine=1&awaiting_my_vote=1").json()["total"] == 0
+
+
+def test_requests_voted_on_before_votes_decided_are_settled_at_start(hub, tokens, client):
+    """A request whose votes were all in under rules that waited for a reviewer's request-level
+    approval: the service's start (``settle``) takes the steps its votes decide, as that vote would now."""
+    req = submit(client, tokens["olga@ws1"])
+    fid = req["files"][0]["id"]
+    with Database(db_url(hub.settings), migrate=False).transaction() as s:
+        for reviewer in ("rita", "rob"):
+            s.add(Vote(file_id=fid, reviewer=reviewer, decision="approve", reason="审核通过：计数安全。", at=now()))
+        s.get(ExportRequest, req["id"]).state = "in_review"
+    assert client(tokens["rita"]).get(f"/requests/{req['id']}").json()["state"] == "in_review"
+
+    service = ExportService(hub.settings)
+    try:
+        assert service.settle() == 1
+        assert service.settle() == 0  # nothing left to take
+    finally:
+        service.close()
+    settled = client(tokens["olga"]).get(f"/requests/{req['id']}").json()
+    assert settled["state"] == "released" and settled["files"][0]["release"] is not None
+    [decision] = hub.records("export.decision", req["id"])
+    assert decision["actor"] == "rob" and decision["detail"]["decision"] == "approved"
