@@ -20,6 +20,11 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from enclave_testing import Hub, PostgresCluster  # noqa: E402
+from playwright.async_api import expect  # noqa: E402
+
+# A browser test's expectations wait up to 60 s, not Playwright's 5: a notebook run, a spawn or a
+# review step takes longer than that on a loaded machine. (Expectations that hold return at once.)
+expect.set_options(timeout=60_000)
 
 from enclave import accounts, workspaces  # noqa: E402
 from enclave.settings import Settings  # noqa: E402
