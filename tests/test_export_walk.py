@@ -142,7 +142,9 @@ async def test_alice_carol_dave_alice(chromium, walk):
 
     await lab.locator(".jp-DirListing-item", has_text="analysis.ipynb").dblclick()
     await lab.wait_for_selector(".jp-Notebook .jp-Cell")
-    await expect(lab.locator(".jp-Notebook-ExecutionIndicator[data-status=idle]")).to_be_visible()
+    # The notebook's kernel started and connected (the status bar names it, idle), as a person
+    # waits for before running anything: cells run before then are not sent.
+    await expect(lab.get_by_text("Python 3 (sandboxed) | Idle")).to_be_visible()
     await lab.get_by_text("Run", exact=True).first.click()
     await lab.get_by_text("Run All Cells", exact=True).click()
     outputs = lab.locator(".jp-Notebook .jp-OutputArea-output")
