@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import cache
 
 from argon2 import PasswordHasher
@@ -48,14 +48,20 @@ def _dummy_hash() -> str:
 
 
 class AccountError(Exception):
+    """An account operation that cannot be done, with the reason."""
+
+
+class UnknownAccount(AccountError):
     pass
 
 
 # Names Enclave gives itself where a person's name would stand: no account may take one, or that
 # person's steps would pass for Enclave's own.
 RESERVED_NAMES = {
-    workflow.SYSTEM: "it names the steps the votes take by themselves in an export request's history"
-                     " and the approver in a release's signed manifest",
+    workflow.SYSTEM: "it names what Enclave does by itself: the steps the votes take in an export request's"
+                     " history, the approver in a release's signed manifest, and the hub's lifecycle actions"
+                     " (freezing an expired workspace, stopping sandboxes, ending an expired account's sessions,"
+                     " deleting archived homes) in the audit log",
     ANONYMOUS: "it names, in the audit log, the actor of a refused login that gave no account",
 }
 
@@ -69,9 +75,19 @@ def _check_password(settings: Settings, password: str) -> None:
         raise AccountError(f"password too short: at least {settings.accounts.min_password_length} characters")
 
 
-def add_user(settings: Settings, username: str, roles: list[str], password: str, record=None) -> None:
+def _check_roles(roles: list[str]) -> list[str]:
+    unknown = set(roles) - set(db.ROLES)
+    if not roles or unknown:
+        raise AccountError(f"role must be one of {', '.join(db.ROLES)} (got {', '.join(roles) or 'none'})")
+    return sorted(set(roles))
+
+
+def add_user(settings: Settings, username: str, roles: list[str], password: str, record=None, *,
+             expires_at: datetime | None = None, session=None, password_hash: str | None = None) -> None:
     """Create an account with ``roles`` in one transaction. ``record``: the audit log's, called
-    before the transaction commits (see enclave.workspaces.Recorder)."""
+    before the transaction commits (see enclave.workspaces.Recorder). ``session``: a transaction to
+    join (``enclave apply``'s). ``password_hash``: an Argon2id hash made beforehand, instead of
+    ``password``."""
     if not db.USERNAME.match(username):
         raise AccountError(
             f"user name '{username}' is not allowed: 1-32 lower-case letters, digits, '_' or '-',"
@@ -79,20 +95,27 @@ def add_user(settings: Settings, username: str, roles: list[str], password: str,
         )
     if username in RESERVED_NAMES:
         raise AccountError(f"user name '{username}' is reserved: {RESERVED_NAMES[username]}")
-    unknown = set(roles) - set(db.ROLES)
-    if not roles or unknown:
-        raise AccountError(f"role must be one of {', '.join(db.ROLES)} (got {', '.join(roles) or 'none'})")
-    _check_password(settings, password)
-    with db.transaction(settings.enclave_db_url) as s:
+    roles = _check_roles(roles)
+    if password_hash is None:
+        _check_password(settings, password)
+        password_hash = _hasher.hash(password)
+    with db.transaction(settings.enclave_db_url, session) as s:
         if s.get(db.Account, username) is not None:
             raise AccountError(f"an account named '{username}' already exists")
         s.add(db.Account(
             username=username,
-            password_hash=_hasher.hash(password),
-            roles=[db.AccountRole(role=r) for r in sorted(set(roles))],
+            password_hash=password_hash,
+            roles=[db.AccountRole(role=r) for r in roles],
+            expires_at=_utc(expires_at),
         ))
+        s.flush()
         if record is not None:
-            record("account.create", detail={"user": username, "roles": sorted(set(roles))})
+            record("account.create", detail={"user": username, "roles": roles,
+                                             **({"expires_at": _iso(expires_at)} if expires_at else {})})
+
+
+def hash_password(password: str) -> str:
+    return _hasher.hash(password)
 
 
 def set_password(settings: Settings, username: str, password: str, record=None) -> None:
@@ -123,20 +146,177 @@ def clear_throttle(settings: Settings, username: str, client: str | None = None,
         return forgotten
 
 
+def usable(account: db.Account, now: datetime | None = None) -> bool:
+    """Whether the account may log in and run sandboxes: active, and not past its expiry."""
+    now = now or db.utcnow()
+    return account.state == "active" and (account.expires_at is None or _utc(account.expires_at) > now)
+
+
 @dataclass(frozen=True)
 class AccountView:
-    """An account as ``enclave user list`` shows it (never its password hash)."""
+    """An account as the CLI, the API and the pages show it (never its password hash)."""
 
     name: str
     roles: tuple[str, ...]
     created_at: datetime
+    state: str = "active"
+    state_reason: str = ""
+    expires_at: datetime | None = None
+    usable: bool = True
+
+    def describe(self) -> dict:
+        """The account's declared state, JSON-able: the same however it was provisioned."""
+        return {"name": self.name, "roles": list(self.roles), "state": self.state,
+                "state_reason": self.state_reason, "expires_at": _iso(self.expires_at)}
 
 
-def all_accounts(settings: Settings) -> list[AccountView]:
+def _account_view(a: db.Account, now: datetime) -> AccountView:
+    return AccountView(a.username, tuple(sorted(a.role_names)), _utc(a.created_at), a.state, a.state_reason,
+                       _utc(a.expires_at), usable(a, now))
+
+
+def all_accounts(settings: Settings, session=None) -> list[AccountView]:
     """Every account, by name."""
-    with db.transaction(settings.enclave_db_url) as s:
-        return [AccountView(a.username, tuple(sorted(a.role_names)), a.created_at)
-                for a in s.scalars(select(db.Account).order_by(db.Account.username))]
+    now = db.utcnow()
+    with db.snapshot(settings.enclave_db_url, session) as s:
+        return [_account_view(a, now) for a in s.scalars(select(db.Account).order_by(db.Account.username))]
+
+
+def get_account(settings: Settings, username: str, session=None) -> AccountView:
+    with db.snapshot(settings.enclave_db_url, session) as s:
+        return _account_view(_get(s, username, lock=False), db.utcnow())
+
+
+def _get(s, username: str, lock: bool = True) -> db.Account:
+    """The account, locked for the change at hand (``lock``; a read takes no lock). A change locks
+    the admin accounts first, in one order, whatever account it changes: the last-admin rule reads
+    them all, and two changes of two admins must not each see the other still standing."""
+    if lock:
+        s.scalars(select(db.Account).join(db.AccountRole).where(db.AccountRole.role == "admin")
+                  .order_by(db.Account.username).with_for_update()).all()
+    account = s.get(db.Account, username, with_for_update=lock)
+    if account is None:
+        raise UnknownAccount(f"no account named '{username}'")
+    return account
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    """SQLite gives back naive datetimes for what was stored in UTC."""
+    if moment is None:
+        return None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return _utc(moment).isoformat(timespec="seconds") if moment is not None else None
+
+
+def _check_not_last_admin(s, account: db.Account, doing: str, now: datetime) -> None:
+    """The last usable admin stays: without one, nobody could provision anything (or undo this)."""
+    if "admin" not in account.role_names or not usable(account, now):
+        return
+    admins = s.scalars(select(db.Account).join(db.AccountRole).where(db.AccountRole.role == "admin")).all()
+    if not any(usable(a, now) for a in admins if a.username != account.username):
+        raise AccountError(f"cannot {doing} '{account.username}': it is the last active admin account;"
+                           " make another account an admin first")
+
+
+def set_roles(settings: Settings, username: str, roles: list[str], record=None, *, session=None) -> AccountView:
+    """Replace the account's roles (they reach JupyterHub at its next login). Roles a workspace
+    membership needs are refused while the membership lasts."""
+    roles = _check_roles(roles)
+    now = db.utcnow()
+    with db.transaction(settings.enclave_db_url, session) as s:
+        account = _get(s, username)
+        before = sorted(account.role_names)
+        if before == roles:
+            return _account_view(account, now)
+        if "admin" not in roles:
+            _check_not_last_admin(s, account, "take the admin role from", now)
+        needed = {m.role for m in s.scalars(select(db.Membership).where(db.Membership.username == username))}
+        lost = (needed & {"operator", "reviewer"}) - set(roles)
+        if lost:
+            where = sorted({m.workspace_name for m in s.scalars(select(db.Membership).where(
+                db.Membership.username == username, db.Membership.role.in_(lost)))})
+            raise AccountError(f"'{username}' is a workspace {' and '.join(sorted(lost))} (in {', '.join(where)}):"
+                               " remove those memberships first")
+        if "holder" not in roles and (s.scalars(select(db.Source).where(db.Source.holder == username)).first()
+                                      or s.scalars(select(db.Workspace).where(db.Workspace.holder == username)).first()):
+            raise AccountError(f"'{username}' holds sources or is a workspace's data holder: hand them to another"
+                               " holder first")
+        account.roles = [db.AccountRole(role=r) for r in roles]
+        s.flush()
+        if record is not None:
+            record("account.roles_set", detail={"user": username, "roles": roles, "before": before})
+        return _account_view(account, now)
+
+
+def disable(settings: Settings, username: str, reason: str, record=None, *, session=None) -> AccountView:
+    """Disable the account: its logins are refused; the provisioning service stops its sandboxes,
+    ends its sessions and revokes its tokens (enclave.provisioning.lifecycle)."""
+    if not reason.strip():
+        raise AccountError("say why the account is disabled (a reason is recorded)")
+    now = db.utcnow()
+    with db.transaction(settings.enclave_db_url, session) as s:
+        account = _get(s, username)
+        if account.state == "disabled":
+            raise AccountError(f"'{username}' is already disabled ({account.state_reason})")
+        _check_not_last_admin(s, account, "disable", now)
+        account.state, account.state_reason = "disabled", reason.strip()
+        s.flush()
+        if record is not None:
+            record("account.disable", detail={"user": username, "reason": reason.strip()})
+        return _account_view(account, now)
+
+
+def enable(settings: Settings, username: str, record=None, *, session=None) -> AccountView:
+    now = db.utcnow()
+    with db.transaction(settings.enclave_db_url, session) as s:
+        account = _get(s, username)
+        if account.state == "active":
+            raise AccountError(f"'{username}' is not disabled")
+        account.state, account.state_reason = "active", ""
+        s.flush()
+        if record is not None:
+            record("account.enable", detail={"user": username})
+        return _account_view(account, now)
+
+
+def set_expiry(settings: Settings, username: str, expires_at: datetime | None, record=None, *,
+               session=None) -> AccountView:
+    """From ``expires_at`` on, the account is treated as disabled; None: it never expires."""
+    now = db.utcnow()
+    expires_at = _utc(expires_at)
+    with db.transaction(settings.enclave_db_url, session) as s:
+        account = _get(s, username)
+        before = _iso(account.expires_at)
+        if expires_at is not None and expires_at <= now:
+            _check_not_last_admin(s, account, "let expire", now)
+        account.expires_at = expires_at
+        s.flush()
+        if record is not None:
+            record("account.expiry_set", detail={"user": username, "expires_at": _iso(expires_at), "before": before})
+        return _account_view(account, now)
+
+
+def remove_user(settings: Settings, username: str, record=None, *, session=None) -> None:
+    """Delete the account and its memberships. Its audit records stay, under its name."""
+    now = db.utcnow()
+    with db.transaction(settings.enclave_db_url, session) as s:
+        account = _get(s, username)
+        _check_not_last_admin(s, account, "remove", now)
+        held = [src.name for src in s.scalars(select(db.Source).where(db.Source.holder == username))]
+        held += [f"workspace {w.name}" for w in s.scalars(select(db.Workspace).where(db.Workspace.holder == username))]
+        if held:
+            raise AccountError(f"cannot remove '{username}': it is the data holder of {', '.join(held)};"
+                               " hand them to another holder first")
+        memberships = sorted(f"{m.workspace_name}:{m.role}" for m in
+                             s.scalars(select(db.Membership).where(db.Membership.username == username)))
+        s.delete(account)
+        s.flush()
+        if record is not None:
+            record("account.remove", detail={"user": username, "roles": sorted(account.role_names),
+                                             **({"memberships": memberships} if memberships else {})})
 
 
 def _define_authenticators() -> dict[str, type]:
@@ -240,6 +420,9 @@ def _define_authenticators() -> dict[str, type]:
                     if past_hour == rule.failures_per_hour:  # this failure reached the ceiling
                         throttled.append({"user": username, "scope": "account", "remote_ip": client,
                                           "failures": past_hour, "throttled_until": failures.ceiling_until().isoformat()})
+                elif not usable(account, now):  # the right password: say why, not "wrong password"
+                    refusal.update(reason="account expired" if account.state == "active" else "account disabled")
+                    return None
                 else:
                     logins.forget_client(s, username, client)
                     if _hasher.check_needs_rehash(account.password_hash):

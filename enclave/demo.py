@@ -1,5 +1,5 @@
-"""The demo: an admin, two operators sharing a workspace, two reviewers, and a masked release of
-generated residents' data (``synthetic.demo``)."""
+"""The demo: an admin, a data holder, two operators sharing a workspace, two reviewers, and a masked
+release of generated residents' data (``synthetic.demo``), attached with the holder's consent."""
 
 from __future__ import annotations
 
@@ -9,13 +9,16 @@ from pathlib import Path
 from synthetic.demo import publish_demo_release
 from synthetic.store import manifest as release_manifest
 
-from . import accounts, workspaces
+from . import accounts, sources, workspaces
 from .audit.records import without_floats
 from .settings import Settings
 
 WORKSPACE = "demo"
+PURPOSE = "演示：居民收入与学历的统计分析 (demo: statistics of residents' income and education)"
+HOLDER = "heidi"
 ACCOUNTS = (
     ("admin", ("admin",)),
+    (HOLDER, ("holder",)),
     ("alice", ("operator",)),
     ("bob", ("operator",)),
     ("carol", ("reviewer",)),
@@ -43,13 +46,17 @@ def seed(settings: Settings, record=None) -> list[tuple[str, tuple[str, ...], st
         record("data.release_published", detail=without_floats({
             "release": release, "method": manifest["method"], "content_hash": manifest["content_hash"],
             "gates": manifest["gates"]}))
-    workspaces.create(settings, WORKSPACE, record)
+    sources.set_holder(settings, sources.source_of(release), HOLDER, record)
+    workspaces.create(settings, WORKSPACE, record, purpose=PURPOSE, holder=HOLDER)
     for name, roles in ACCOUNTS:
         for role in roles:
             if role in ("operator", "reviewer"):
                 workspaces.add_member(settings, WORKSPACE, name, role, record)
     workspaces.attach(settings, WORKSPACE, release, by="demo",
                       reason="Demo: generated residents' data, masked, for trying Enclave out", record=record)
+    # The holder's consent is an action of the holder's account (the provisioning service's pages);
+    # the demo gives it in the holder's name, so that it starts with data to work on.
+    workspaces.consent(settings, WORKSPACE, release, HOLDER, record)
     path = credentials_path(settings)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:

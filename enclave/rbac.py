@@ -1,6 +1,6 @@
 """Who may do what, as JupyterHub RBAC data: custom scopes, roles and the groups that carry them.
 
-Enclave roles are JupyterHub groups (``admin``, ``operator``, ``reviewer``) that the authenticator
+Enclave roles are JupyterHub groups (``admin``, ``holder``, ``operator``, ``reviewer``) that the authenticator
 sets at every login from Enclave's accounts (``Authenticator.manage_groups``). JupyterHub does not
 enforce custom scopes; the service that owns each one checks it.
 """
@@ -9,13 +9,16 @@ from __future__ import annotations
 
 # The roles an account may hold (the groups above), and those a workspace member holds in one
 # workspace. Kept here, free of imports, for the commands that offer them as choices.
-ACCOUNT_ROLES = ("admin", "operator", "reviewer")
-WORKSPACE_ROLES = ("operator", "reviewer")
+ACCOUNT_ROLES = ("admin", "holder", "operator", "reviewer")
+# A workspace's owner answers for it (any account); operators work in its sandboxes; reviewers
+# decide on its export requests.
+WORKSPACE_ROLES = ("operator", "reviewer", "owner")
 
 # Services that hold these scopes' meaning.
 EXPORTS_SERVICE = "exports"
 AUDIT_SERVICE = "audit"
 IDLE_CULLER_SERVICE = "idle-culler"
+PROVISIONING_SERVICE = "provisioning"
 
 CUSTOM_SCOPES: dict[str, dict] = {
     "custom:exports:request": {
@@ -28,7 +31,12 @@ CUSTOM_SCOPES: dict[str, dict] = {
         "description": "Administer the export review service: policies, revocation, all downloads.",
     },
     "custom:workspaces:admin": {
-        "description": "Provision workspaces: members, releases, limits.",
+        "description": "Provision accounts, sources and workspaces: members, releases asked for, limits,"
+                       " guard and export policy, freezing and archiving.",
+    },
+    "custom:sources:consent": {
+        "description": "Answer, as a data holder, the requests to attach releases of one's own sources to"
+                       " workspaces, seeing each workspace's purpose.",
     },
     "custom:audit:read": {
         "description": "Read the audit log: every operation and transfer, and the assessment reports.",
@@ -75,7 +83,14 @@ ROLES: list[dict] = [
             "custom:exports:admin",
             "custom:audit:read",
             f"access:services!service={AUDIT_SERVICE}",
+            f"access:services!service={PROVISIONING_SERVICE}",
         ],
+    },
+    {
+        "name": "enclave-holder",
+        "description": "Holds data sources; consents (or not) to their releases' use in workspaces.",
+        "groups": ["holder"],
+        "scopes": ["custom:sources:consent", f"access:services!service={PROVISIONING_SERVICE}"],
     },
     {
         "name": "enclave-operator",

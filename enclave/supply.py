@@ -18,6 +18,7 @@ import shutil
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Callable
 
 from .files import atomic_write
 from .releases import release_dir
@@ -142,6 +143,21 @@ def read_manifest(settings: Settings, workspace: str) -> list[dict]:
         raise SupplyError(f"data supply manifest {path} is unreadable: {exc}") from None
 
 
+def keep_manifest(settings: Settings, workspace: str) -> Callable[[], None]:
+    """A function that puts the workspace's data supply manifest back as it is now (for a change
+    whose transaction is rolled back after the manifest was written)."""
+    path = manifest_path(settings, workspace)
+    before = path.read_bytes() if path.exists() else None
+
+    def restore() -> None:
+        if before is None:
+            path.unlink(missing_ok=True)
+        else:
+            atomic_write(path, before)
+
+    return restore
+
+
 def _release_hash(settings: Settings, release: str) -> str | None:
     try:
         return json.loads((release_dir(settings, release) / "manifest.json").read_text(encoding="utf-8"))["content_hash"]
@@ -159,8 +175,10 @@ def record(
     reason: str = "",
     columns: dict[str, list[str]] | None = None,
     view_hash: str | None = None,
+    consented_by: str | None = None,
 ) -> dict:
-    """Append one entry to the workspace's data supply manifest (atomically) and return it."""
+    """Append one entry to the workspace's data supply manifest (atomically) and return it.
+    ``by``: who asked for the release; ``consented_by``: the data holder who consented."""
     entry = {
         "action": action,
         "release": release,
@@ -169,6 +187,7 @@ def record(
         "view_hash": view_hash,
         "reason": reason,
         "by": by,
+        **({"consented_by": consented_by} if consented_by else {}),
         "at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     path = manifest_path(settings, workspace)

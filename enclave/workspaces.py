@@ -1,4 +1,12 @@
-"""Workspaces: who works in them, in which role, and which releases their sandboxes see."""
+"""Workspaces: their purpose and data holder, who works in them in which role, which releases
+their sandboxes see (once the holder consents), their limits, and their state (active, frozen,
+archived).
+
+This module is the one service layer for workspaces: the CLI, ``enclave apply``, the provisioning
+service's REST API and its admin pages all change workspaces only through it. It changes state
+only; the provisioning service enforces the state on running sandboxes
+(:mod:`enclave.provisioning.lifecycle`).
+"""
 
 from __future__ import annotations
 
@@ -6,15 +14,18 @@ import json
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
+from pydantic import ValidationError
 from sqlalchemy import select
 
 from . import db, supply
 from .audit.records import without_floats
 from .releases import release_dir
 from .sandbox.home_image import MIB, DiskUsage, usage
-from .settings import LimitSettings, Settings
+from .settings import ExportSettings, LimitSettings, Settings
+from .sources import source_of
 
 
 class WorkspaceError(Exception):
@@ -32,33 +43,120 @@ class WorkspaceView:
     name: str
     operators: frozenset[str]
     reviewers: frozenset[str]
+    # Releases mounted under /data: attached, with the holder's consent.
     releases: tuple[str, ...]
     limits: dict = field(default_factory=dict)
     # Guard settings for the workspace's servers (enclave_guard.policy.GuardSettings keys).
     guard: dict = field(default_factory=dict)
     # Releases attached as column views: release -> {table: [columns]}.
     views: dict = field(default_factory=dict)
+    owners: frozenset[str] = frozenset()
+    purpose: str = ""
+    holder: str | None = None
+    state: str = "active"
+    state_reason: str = ""
+    expires_at: datetime | None = None
+    operators_may_review: bool = False
+    # Releases asked for, awaiting the holder's consent: release -> {columns, reason, requested_by}.
+    awaiting: dict = field(default_factory=dict)
+    # Reasons given for each attached release: release -> reason.
+    reasons: dict = field(default_factory=dict)
+    # Overrides of [exports] (EXPORT_POLICY_KEYS) and their version.
+    export_policy: dict = field(default_factory=dict)
+    export_policy_version: int = 0
 
     def effective_limits(self, defaults: LimitSettings) -> LimitSettings:
         return defaults.model_copy(update=self.limits)
 
+    def effective_export_policy(self, defaults: ExportSettings) -> ExportSettings:
+        """[exports] with this workspace's overrides: its approvals, thresholds and caps."""
+        return defaults.model_copy(update=self.export_policy)
 
-def _get(session, name: str) -> db.Workspace:
-    ws = session.get(db.Workspace, name)
+    def export_policy_label(self) -> str:
+        """The policy's name as export requests record it: ``<workspace>/v<version>``
+        (``default`` while it has never been changed)."""
+        return f"{self.name}/v{self.export_policy_version}" if self.export_policy_version else f"{self.name}/default"
+
+    @property
+    def active(self) -> bool:
+        return self.state == "active"
+
+    def describe(self) -> dict:
+        """The workspace's declared state, JSON-able, with no history (no times, no actors): the
+        same whoever built it, by CLI, ``enclave apply`` or the admin pages. This is ``enclave
+        workspace show --format json``."""
+        return {
+            "name": self.name,
+            "purpose": self.purpose,
+            "holder": self.holder,
+            "state": self.state,
+            "state_reason": self.state_reason,
+            "expires_at": _iso(self.expires_at),
+            "operators_may_review": self.operators_may_review,
+            "members": {"owner": sorted(self.owners), "operator": sorted(self.operators),
+                        "reviewer": sorted(self.reviewers)},
+            "releases": {r: {"columns": self.views.get(r), "reason": self.reasons.get(r, ""), "status": "attached"}
+                         for r in self.releases}
+                        | {r: {"columns": a["columns"], "reason": a["reason"], "status": "awaiting_consent"}
+                           for r, a in self.awaiting.items()},
+            "limits": dict(sorted(self.limits.items())),
+            "guard": dict(sorted(self.guard.items())),
+            "export_policy": dict(sorted(self.export_policy.items())),
+        }
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    if moment is None:
+        return None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return _utc(moment).isoformat(timespec="seconds") if moment is not None else None
+
+
+def _problems(exc: ValidationError) -> str:
+    """Pydantic's findings in one line: ``key: what is wrong (got value)`` for each."""
+    return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg'][0].lower()}{e['msg'][1:]} (got {e['input']!r})"
+                     for e in exc.errors())
+
+
+def _get(session, name: str, lock: bool = True) -> db.Workspace:
+    """The workspace, locked for the change at hand (``lock``; a read takes no lock)."""
+    ws = session.get(db.Workspace, name, with_for_update=lock)
     if ws is None:
         raise UnknownWorkspace(f"no workspace named '{name}'")
     return ws
 
 
+def _changeable(ws: db.Workspace) -> db.Workspace:
+    if ws.state == "archived":
+        raise WorkspaceError(f"workspace '{ws.name}' is archived: it can no longer change")
+    return ws
+
+
 def _view(ws: db.Workspace) -> WorkspaceView:
+    attached = [a for a in ws.attachments if a.status == "attached"]
     return WorkspaceView(
         name=ws.name,
         operators=frozenset(ws.members_with("operator")),
         reviewers=frozenset(ws.members_with("reviewer")),
-        releases=tuple(sorted(a.release for a in ws.attachments)),
+        releases=tuple(sorted(a.release for a in attached)),
         limits=dict(ws.limits or {}),
         guard=dict(ws.guard or {}),
-        views={a.release: a.columns for a in ws.attachments if a.columns},
+        views={a.release: a.columns for a in attached if a.columns},
+        owners=frozenset(ws.members_with("owner")),
+        purpose=ws.purpose or "",
+        holder=ws.holder,
+        state=ws.state,
+        state_reason=ws.state_reason or "",
+        expires_at=_utc(ws.expires_at),
+        operators_may_review=bool(ws.operators_may_review),
+        awaiting={a.release: {"columns": a.columns, "reason": a.reason, "requested_by": a.attached_by}
+                  for a in sorted(ws.attachments, key=lambda a: a.release) if a.status == "awaiting_consent"},
+        reasons={a.release: a.reason for a in attached},
+        export_policy=dict(ws.export_policy or {}),
+        export_policy_version=ws.export_policy_version or 0,
     )
 
 
@@ -85,20 +183,138 @@ def _record(record: Recorder, action: str, workspace: str, **detail) -> None:
         record(action, workspace=workspace, detail=without_floats(detail))
 
 
-def create(settings: Settings, name: str, record: Recorder = None) -> WorkspaceView:
+def create(settings: Settings, name: str, record: Recorder = None, *, purpose: str = "",
+           holder: str | None = None, expires_at: datetime | None = None, session=None) -> WorkspaceView:
     if not db.WORKSPACE_NAME.match(name):
         raise WorkspaceError(
             f"workspace name '{name}' is not allowed: use 1-40 lower-case letters, digits and '-',"
             " starting and ending with a letter or digit"
         )
-    with db.transaction(settings.enclave_db_url) as s:
+    with db.transaction(settings.enclave_db_url, session) as s:
         if s.get(db.Workspace, name) is not None:
             raise WorkspaceError(f"workspace '{name}' already exists")
-        ws = db.Workspace(name=name, limits={})
+        if holder is not None:
+            _check_holder(s, holder)
+        ws = db.Workspace(name=name, limits={}, guard={}, purpose=purpose.strip(), holder=holder,
+                          expires_at=_utc(expires_at), state="active", state_reason="", operators_may_review=False)
         s.add(ws)
         s.flush()
-        _record(record, "workspace.create", name)
+        _record(record, "workspace.create", name, **({"purpose": ws.purpose} if ws.purpose else {}),
+                **({"user": holder} if holder else {}), **({"expires_at": _iso(expires_at)} if expires_at else {}))
         return _view(ws)
+
+
+def _check_holder(s, holder: str) -> None:
+    account = s.get(db.Account, holder)
+    if account is None:
+        raise WorkspaceError(f"no account named '{holder}'")
+    if "holder" not in account.role_names:
+        raise WorkspaceError(f"'{holder}' cannot be a workspace's data holder: the account does not hold the holder role")
+
+
+def set_purpose(settings: Settings, name: str, purpose: str, record: Recorder = None, *, session=None) -> WorkspaceView:
+    """Change the approved scenario of use. Releases awaiting consent are then answered by their
+    holder against the new purpose."""
+    if not purpose.strip():
+        raise WorkspaceError("a workspace's purpose cannot be empty")
+    with db.transaction(settings.enclave_db_url, session) as s:
+        ws = _changeable(_get(s, name))
+        before = ws.purpose
+        ws.purpose = purpose.strip()
+        s.flush()
+        _record(record, "workspace.purpose_set", name, purpose=ws.purpose, before=before)
+        return _view(ws)
+
+
+def set_holder(settings: Settings, name: str, holder: str, record: Recorder = None, *, session=None) -> WorkspaceView:
+    """Name the data holder whose sources the workspace uses. Refused while releases of another
+    holder's sources are attached or asked for."""
+    with db.transaction(settings.enclave_db_url, session) as s:
+        ws = _changeable(_get(s, name))
+        _check_holder(s, holder)
+        if ws.holder == holder:
+            return _view(ws)
+        others = [a.release for a in ws.attachments if _source_holder(s, a.release) != holder]
+        if others:
+            raise WorkspaceError(f"cannot make '{holder}' the data holder of '{name}': releases of other holders'"
+                                 f" sources are attached or asked for ({', '.join(sorted(others))}); detach them first")
+        before = ws.holder
+        ws.holder = holder
+        s.flush()
+        _record(record, "workspace.holder_set", name, user=holder, **({"before": before} if before else {}))
+        return _view(ws)
+
+
+def set_expiry(settings: Settings, name: str, expires_at: datetime | None, record: Recorder = None, *,
+               session=None) -> WorkspaceView:
+    """At ``expires_at`` the workspace is frozen (by the provisioning service); None: never."""
+    with db.transaction(settings.enclave_db_url, session) as s:
+        ws = _changeable(_get(s, name))
+        before = _iso(ws.expires_at)
+        ws.expires_at = _utc(expires_at)
+        s.flush()
+        _record(record, "workspace.expiry_set", name, expires_at=_iso(expires_at), before=before)
+        return _view(ws)
+
+
+def set_operators_may_review(settings: Settings, name: str, allowed: bool, record: Recorder = None, *,
+                             session=None) -> WorkspaceView:
+    """Whether one account may be both an operator and a reviewer of the workspace (the review
+    service refuses a vote on one's own request either way). Forbidding it is refused while a
+    member holds both roles."""
+    with db.transaction(settings.enclave_db_url, session) as s:
+        ws = _changeable(_get(s, name))
+        both = ws.members_with("operator") & ws.members_with("reviewer")
+        if not allowed and both:
+            raise WorkspaceError(f"'{name}' has members who are both operator and reviewer ({', '.join(sorted(both))}):"
+                                 " remove one of their roles first")
+        if bool(ws.operators_may_review) == allowed:
+            return _view(ws)
+        ws.operators_may_review = allowed
+        s.flush()
+        _record(record, "workspace.separation_set", name, allowed=allowed)
+        return _view(ws)
+
+
+def _set_state(settings: Settings, name: str, state: str, reason: str, record: Recorder, session,
+               allowed_from: tuple[str, ...], action: str) -> WorkspaceView:
+    with db.transaction(settings.enclave_db_url, session) as s:
+        ws = _get(s, name)
+        if ws.state not in allowed_from:
+            raise WorkspaceError(f"workspace '{name}' is {ws.state}: it cannot be {_STATE_WORDS[state]}")
+        before = ws.state
+        ws.state, ws.state_reason, ws.state_changed_at = state, reason.strip(), db.utcnow()
+        s.flush()
+        _record(record, action, name, before=before, **({"reason": reason.strip()} if reason.strip() else {}))
+        return _view(ws)
+
+
+_STATE_WORDS = {"frozen": "frozen", "active": "unfrozen", "archived": "archived"}
+
+
+def freeze(settings: Settings, name: str, reason: str, record: Recorder = None, *, session=None) -> WorkspaceView:
+    """Freeze the workspace: its sandboxes are stopped and none start, and no export request is
+    made, until it is unfrozen. Members, releases and limits may still be changed."""
+    if not reason.strip():
+        raise WorkspaceError("say why the workspace is frozen (a reason is recorded)")
+    return _set_state(settings, name, "frozen", reason, record, session, ("active",), "workspace.freeze")
+
+
+def unfreeze(settings: Settings, name: str, record: Recorder = None, *, session=None) -> WorkspaceView:
+    with db.transaction(settings.enclave_db_url, session) as s:
+        ws = _get(s, name)
+        if ws.state == "frozen" and ws.expires_at is not None and _utc(ws.expires_at) <= db.utcnow():
+            raise WorkspaceError(f"workspace '{name}' expired on {_iso(ws.expires_at)}: set a later expiry"
+                                 " (or none) before unfreezing it")
+        return _set_state(settings, name, "active", "", record, s, ("frozen",), "workspace.unfreeze")
+
+
+def archive(settings: Settings, name: str, reason: str, record: Recorder = None, *, session=None) -> WorkspaceView:
+    """Archive the workspace, for good: nothing starts or changes; its operators' homes are kept,
+    read-only, for the retention period ([workspaces] archive_retention_days), then deleted."""
+    if not reason.strip():
+        raise WorkspaceError("say why the workspace is archived (a reason is recorded)")
+    return _set_state(settings, name, "archived", reason, record, session, ("active", "frozen"), "workspace.archive")
 
 
 def home_usages(settings: Settings, name: str) -> dict[str, DiskUsage]:
@@ -112,22 +328,24 @@ def home_usages(settings: Settings, name: str) -> dict[str, DiskUsage]:
     return usages
 
 
-def set_limits(settings: Settings, name: str, limits: dict, record: Recorder = None) -> WorkspaceView:
+def set_limits(settings: Settings, name: str, limits: dict, record: Recorder = None, *, session=None) -> WorkspaceView:
     """Override [sandbox.limits] for this workspace's sandboxes (from their next start). A disk
     quota below what a home of the workspace already uses is refused: its files would not fit."""
     try:
         checked = LimitSettings(**limits).model_dump(include=set(limits))
-    except ValueError as exc:
-        raise WorkspaceError(f"invalid limits for '{name}': {exc}") from None
+    except ValidationError as exc:
+        raise WorkspaceError(f"invalid limits for '{name}': {_problems(exc)}") from None
     if "disk_mb" in checked:
         too_full = [f"{user}'s home uses {u.used_mb} MiB" for user, u in home_usages(settings, name).items()
                     if u.used > checked["disk_mb"] * MIB]
         if too_full:
             raise WorkspaceError(f"cannot lower the disk quota of '{name}' to {checked['disk_mb']} MiB: "
                                  f"{', '.join(too_full)}; files must be deleted there first")
-    with db.transaction(settings.enclave_db_url) as s:
-        ws = _get(s, name)
+    with db.transaction(settings.enclave_db_url, session) as s:
+        ws = _changeable(_get(s, name))
         before = dict(ws.limits or {})
+        if {**before, **checked} == before:
+            return _view(ws)
         ws.limits = {**before, **checked}
         s.flush()
         _record(record, "workspace.limits_set", name, limits=ws.limits, before=before)
@@ -146,7 +364,7 @@ except GuardSettingsError as exc:
 """
 
 
-def set_guard(settings: Settings, name: str, guard: dict, record: Recorder = None) -> WorkspaceView:
+def set_guard(settings: Settings, name: str, guard: dict, record: Recorder = None, *, session=None) -> WorkspaceView:
     """Change guard settings for this workspace's servers (from their next start).
 
     ACRO's thresholds are not among them: they come from [exports] for every workspace, because the
@@ -154,9 +372,11 @@ def set_guard(settings: Settings, name: str, guard: dict, record: Recorder = Non
     """
     if "acro" in guard:
         raise WorkspaceError("ACRO thresholds are set in [exports] for all workspaces, not per workspace")
-    with db.transaction(settings.enclave_db_url) as s:
-        ws = _get(s, name)
+    with db.transaction(settings.enclave_db_url, session) as s:
+        ws = _changeable(_get(s, name))
         merged = {**(ws.guard or {}), **guard}
+        if merged == (ws.guard or {}):
+            return _view(ws)
         python = settings.sandbox.python_env / "bin" / "python"
         check = subprocess.run([str(python), "-I", "-c", _CHECK_GUARD_SETTINGS], input=json.dumps(merged),
                                capture_output=True, text=True, timeout=120)
@@ -170,43 +390,107 @@ def set_guard(settings: Settings, name: str, guard: dict, record: Recorder = Non
         return _view(ws)
 
 
-def get(settings: Settings, name: str) -> WorkspaceView:
-    with db.transaction(settings.enclave_db_url) as s:
-        return _view(_get(s, name))
+# What a workspace's export policy may set, over [exports]: approvals per file, the automated
+# checks' thresholds, and the caps of a request. The rest of [exports] is the service's own.
+EXPORT_POLICY_KEYS = ("approvals_required", "max_file_mb", "max_files_per_request", "max_csv_rows",
+                      "min_cell_count", "round_base", "nk_n", "nk_k", "p_ratio")
 
 
-def all_workspaces(settings: Settings) -> list[WorkspaceView]:
-    with db.transaction(settings.enclave_db_url) as s:
+def set_export_policy(settings: Settings, name: str, policy: dict, record: Recorder = None, *,
+                      session=None) -> WorkspaceView:
+    """Override [exports] for this workspace's export requests: requests made from now on are
+    checked and decided under the new policy (and record its version); requests already made keep
+    theirs. The thresholds reach the guard in the workspace's servers at their next start."""
+    unknown = sorted(set(policy) - set(EXPORT_POLICY_KEYS))
+    if unknown:
+        raise WorkspaceError(f"unknown export policy key(s) {', '.join(unknown)} (known: {', '.join(EXPORT_POLICY_KEYS)})")
+    try:
+        merged = ExportSettings.model_validate({**settings.exports.model_dump(), **policy})
+    except ValidationError as exc:
+        raise WorkspaceError(f"invalid export policy for '{name}': {_problems(exc)}") from None
+    checked = merged.model_dump(include=set(policy))
+    with db.transaction(settings.enclave_db_url, session) as s:
+        ws = _changeable(_get(s, name))
+        before = dict(ws.export_policy or {})
+        after = {**before, **checked}
+        if after == before:
+            return _view(ws)
+        ws.export_policy = after
+        ws.export_policy_version = (ws.export_policy_version or 0) + 1
+        s.flush()
+        _record(record, "workspace.export_policy_set", name, policy=after, before=before,
+                version=ws.export_policy_version)
+        return _view(ws)
+
+
+def get(settings: Settings, name: str, session=None) -> WorkspaceView:
+    with db.snapshot(settings.enclave_db_url, session) as s:
+        return _view(_get(s, name, lock=False))
+
+
+def all_workspaces(settings: Settings, session=None) -> list[WorkspaceView]:
+    with db.snapshot(settings.enclave_db_url, session) as s:
         return [_view(ws) for ws in s.scalars(select(db.Workspace).order_by(db.Workspace.name))]
 
 
 def for_user(settings: Settings, username: str) -> list[tuple[WorkspaceView, set[str]]]:
     """The workspaces a user belongs to, each with the user's roles in it."""
     return [
-        (ws, {r for r in ("operator", "reviewer") if username in getattr(ws, r + "s")})
+        (ws, {r for r in ("operator", "reviewer", "owner") if username in getattr(ws, r + "s")})
         for ws in all_workspaces(settings)
-        if username in ws.operators | ws.reviewers
+        if username in ws.operators | ws.reviewers | ws.owners
     ]
 
 
-def add_member(settings: Settings, workspace: str, username: str, role: str, record: Recorder = None) -> WorkspaceView:
+def add_member(settings: Settings, workspace: str, username: str, role: str, record: Recorder = None, *,
+               session=None) -> WorkspaceView:
     if role not in db.WORKSPACE_ROLES:
         raise WorkspaceError(f"role '{role}' is not a workspace role ({', '.join(db.WORKSPACE_ROLES)})")
-    with db.transaction(settings.enclave_db_url) as s:
-        ws = _get(s, workspace)
+    with db.transaction(settings.enclave_db_url, session) as s:
+        ws = _changeable(_get(s, workspace))
         account = s.get(db.Account, username)
         if account is None:
             raise WorkspaceError(f"no account named '{username}'")
-        if role not in account.role_names:
+        if account.state != "active":
+            raise WorkspaceError(f"'{username}' is disabled: enable the account first")
+        if role in ("operator", "reviewer") and role not in account.role_names:
             raise WorkspaceError(
                 f"'{username}' cannot be a workspace {role}: the account does not hold the {role} role"
             )
         if username in ws.members_with(role):
             raise WorkspaceError(f"'{username}' is already a {role} of '{workspace}'")
+        other = {"operator": "reviewer", "reviewer": "operator"}.get(role)
+        if other and username in ws.members_with(other) and not ws.operators_may_review:
+            raise WorkspaceError(
+                f"'{username}' is {_A[other]} {other} of '{workspace}' and cannot also be its {role}: the workspace's policy"
+                " keeps operators and reviewers apart (allow it with operators_may_review)")
         ws.members.append(db.Membership(username=username, role=role))
         s.flush()
         _record(record, "workspace.member_add", workspace, user=username, role=role)
         return _view(ws)
+
+
+_A = {"operator": "an", "reviewer": "a"}
+
+
+def remove_member(settings: Settings, workspace: str, username: str, role: str, record: Recorder = None, *,
+                  session=None) -> WorkspaceView:
+    """Take ``role`` in the workspace from ``username``; an operator's running sandbox of it is
+    stopped by the provisioning service."""
+    with db.transaction(settings.enclave_db_url, session) as s:
+        ws = _changeable(_get(s, workspace))
+        kept = [m for m in ws.members if not (m.username == username and m.role == role)]
+        if len(kept) == len(ws.members):
+            raise WorkspaceError(f"'{username}' is not a {role} of '{workspace}'")
+        ws.members = kept
+        s.flush()
+        _record(record, "workspace.member_remove", workspace, user=username, role=role)
+        return _view(ws)
+
+
+def _source_holder(s, release: str) -> str | None:
+    row = s.get(db.Source, source_of(release))
+    return row.holder if row is not None else None
 
 
 def attach(
@@ -217,27 +501,85 @@ def attach(
     columns: list[str] | None = None,
     reason: str = "",
     record: Recorder = None,
+    *,
+    session=None,
 ) -> WorkspaceView:
-    """Attach a release, or only ``columns`` of it (a view), and record it in the supply manifest."""
+    """Ask for a release, or only ``columns`` of it (a view), for the workspace: the request awaits
+    the consent of the data holder of the release's source (:func:`consent`), who sees the
+    workspace's purpose and this reason. Nothing is mounted before."""
     path = release_dir(settings, release) / "data"  # validates the name
     if not path.is_dir():
         raise WorkspaceError(f"release '{release}' is not in the release store ({settings.release_store})")
-    with db.transaction(settings.enclave_db_url) as s:
-        ws = _get(s, workspace)
+    try:
+        selection = (supply.select_columns(supply.release_tables(settings, release), release, columns)
+                     if columns else None)
+    except supply.SupplyError as exc:
+        raise WorkspaceError(str(exc)) from None
+    with db.transaction(settings.enclave_db_url, session) as s:
+        ws = _changeable(_get(s, workspace))
         if release in {a.release for a in ws.attachments}:
-            raise WorkspaceError(f"release '{release}' is already attached to '{workspace}'")
-        selection = view_hash = None
+            status = next(a.status for a in ws.attachments if a.release == release)
+            raise WorkspaceError(f"release '{release}' is already {'attached to' if status == 'attached' else 'asked for'}"
+                                 f" '{workspace}'")
+        holder = _source_holder(s, release)
+        if holder is None:
+            raise WorkspaceError(f"release '{release}' has no data holder: register its source '{source_of(release)}'"
+                                 " with its holder first (enclave data set-holder)")
+        if ws.holder is None:
+            raise WorkspaceError(f"workspace '{workspace}' has no data holder: set it first (enclave workspace set-holder)")
+        if holder != ws.holder:
+            raise WorkspaceError(f"release '{release}' is held by '{holder}', not by '{ws.holder}', the data holder of"
+                                 f" '{workspace}'")
+        if not ws.purpose:
+            raise WorkspaceError(f"workspace '{workspace}' has no purpose: the data holder consents to a use,"
+                                 " so set its purpose first (enclave workspace set-purpose)")
+        ws.attachments.append(db.Attachment(release=release, attached_by=by, columns=selection, reason=reason,
+                                            status="awaiting_consent"))
+        s.flush()
+        _record(record, "workspace.attach_request", workspace, release=release, user=holder,
+                **({"reason": reason} if reason else {}), **({"columns": selection} if selection else {}))
+        return _view(ws)
+
+
+def _awaiting(ws: db.Workspace, release: str, holder: str) -> db.Attachment:
+    found = next((a for a in ws.attachments if a.release == release), None)
+    if found is None or found.status != "awaiting_consent":
+        raise WorkspaceError(f"release '{release}' is not awaiting consent in '{ws.name}'")
+    if ws.holder != holder:
+        raise WorkspaceError(f"'{holder}' is not the data holder of '{ws.name}': only '{ws.holder}' may answer")
+    return found
+
+
+def consent(settings: Settings, workspace: str, release: str, holder: str, record: Recorder = None, *,
+            session=None) -> WorkspaceView:
+    """The data holder's consent to an attachment asked for: the release (or its column view) is
+    built and mounted from the workspace's sandboxes' next start, and the data supply manifest
+    records it."""
+    with db.transaction(settings.enclave_db_url, session) as s:
+        ws = _changeable(_get(s, workspace))
+        found = _awaiting(ws, release, holder)
+        if _source_holder(s, release) != holder:
+            raise WorkspaceError(f"'{holder}' does not hold the source of '{release}'")
+        selection, view_hash = found.columns, None
+        if session is not None:  # joined: the files written here are undone if that transaction rolls back
+            restore = supply.keep_manifest(settings, workspace)
+
+            def undo() -> None:
+                restore()
+                if selection:
+                    supply.remove_view(settings, workspace, release)
+
+            db.after_rollback(s, undo)
         try:
-            if columns:
-                selection = supply.select_columns(supply.release_tables(settings, release), release, columns)
+            if selection:
                 view_hash = supply.build_view(settings, workspace, release, selection)
-            ws.attachments.append(db.Attachment(release=release, attached_by=by, columns=selection, reason=reason))
+            found.status, found.consented_by, found.consented_at = "attached", holder, db.utcnow()
             s.flush()
-            _record(record, "workspace.attach", workspace, release=release, reason=reason,
+            _record(record, "workspace.attach", workspace, release=release, reason=found.reason, user=holder,
                     **({"columns": selection, "content_hash": view_hash} if selection else {}))
             # Last step inside the transaction: if the manifest cannot be written, nothing is attached.
-            supply.record(settings, workspace, action="attach", release=release, by=by, reason=reason,
-                          columns=selection, view_hash=view_hash)
+            supply.record(settings, workspace, action="attach", release=release, by=found.attached_by,
+                          reason=found.reason, columns=selection, view_hash=view_hash, consented_by=holder)
         except supply.SupplyError as exc:
             raise WorkspaceError(str(exc)) from None
         except BaseException:
@@ -247,16 +589,42 @@ def attach(
         return _view(ws)
 
 
-def detach(settings: Settings, workspace: str, release: str, by: str = "", record: Recorder = None) -> WorkspaceView:
-    with db.transaction(settings.enclave_db_url) as s:
-        ws = _get(s, workspace)
-        kept = [a for a in ws.attachments if a.release != release]
-        if len(kept) == len(ws.attachments):
+def refuse(settings: Settings, workspace: str, release: str, holder: str, reason: str, record: Recorder = None,
+           *, session=None) -> WorkspaceView:
+    """The data holder's refusal of an attachment asked for: the request goes, with the reason."""
+    if not reason.strip():
+        raise WorkspaceError("say why the release is refused (the reason is recorded and shown to the admins)")
+    with db.transaction(settings.enclave_db_url, session) as s:
+        ws = _changeable(_get(s, workspace))
+        found = _awaiting(ws, release, holder)
+        ws.attachments = [a for a in ws.attachments if a is not found]
+        s.flush()
+        _record(record, "workspace.attach_refuse", workspace, release=release, user=holder, reason=reason.strip())
+        return _view(ws)
+
+
+def awaiting_consent(settings: Settings, holder: str, session=None) -> list[tuple[WorkspaceView, str]]:
+    """(workspace, release) for each attachment awaiting ``holder``'s consent."""
+    return [(ws, release) for ws in all_workspaces(settings, session)
+            if ws.holder == holder and ws.state != "archived" for release in ws.awaiting]
+
+
+def detach(settings: Settings, workspace: str, release: str, by: str = "", record: Recorder = None, *,
+           session=None) -> WorkspaceView:
+    """Take a release (attached or asked for) from the workspace, from its sandboxes' next start."""
+    with db.transaction(settings.enclave_db_url, session) as s:
+        ws = _changeable(_get(s, workspace))
+        found = next((a for a in ws.attachments if a.release == release), None)
+        if found is None:
             raise WorkspaceError(f"release '{release}' is not attached to '{workspace}'")
-        ws.attachments = kept
+        ws.attachments = [a for a in ws.attachments if a is not found]
         s.flush()
         _record(record, "workspace.detach", workspace, release=release)
-        supply.record(settings, workspace, action="detach", release=release, by=by)
-        result = _view(ws)
-    supply.remove_view(settings, workspace, release)
-    return result
+        if found.status == "attached":
+            if session is not None:  # joined: undone if that transaction is rolled back
+                db.after_rollback(s, supply.keep_manifest(settings, workspace))
+            supply.record(settings, workspace, action="detach", release=release, by=by)
+            # The view's folder goes once the change is committed: until then the attachment may
+            # still need it.
+            db.after_commit(s, lambda: supply.remove_view(settings, workspace, release))
+        return _view(ws)

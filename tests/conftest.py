@@ -19,7 +19,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from enclave_testing import Hub, PostgresCluster  # noqa: E402
+from enclave_testing import Hub, PostgresCluster, grant  # noqa: E402
 from playwright.async_api import expect  # noqa: E402
 
 # A browser test's expectations wait up to 60 s, not Playwright's 5: a notebook run, a spawn or a
@@ -71,7 +71,7 @@ def seed(hub: Hub) -> None:
         workspaces.create(settings, ws)
         for user, role in members:
             workspaces.add_member(settings, ws, user, role)
-        workspaces.attach(settings, ws, release, by="tests")
+        grant(settings, ws, release)
 
 
 @pytest.fixture(scope="session")

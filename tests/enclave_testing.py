@@ -187,6 +187,7 @@ class Hub:
     proxy_api_port: int = field(default_factory=free_port)
     exports_port: int = field(default_factory=free_port)
     audit_port: int = field(default_factory=free_port)
+    provisioning_port: int = field(default_factory=free_port)
     # Hubs on one machine must not hand out the same sandbox uids.
     uid_base: int = field(default_factory=lambda: 300_000 + 1000 * next(_hub_numbers))
     proc: subprocess.Popen | None = None
@@ -228,6 +229,7 @@ class Hub:
             "ENCLAVE_HUB__PROXY_API_PORT": str(self.proxy_api_port),
             "ENCLAVE_EXPORTS__PORT": str(self.exports_port),
             "ENCLAVE_AUDIT__PORT": str(self.audit_port),
+            "ENCLAVE_PROVISIONING__PORT": str(self.provisioning_port),
             "ENCLAVE_SANDBOX__UID_BASE": str(self.uid_base),
             "ENCLAVE_HUB__PUBLIC_URL": self.url,
             # Each home's image is preallocated: small in tests, where many homes are made.
@@ -269,6 +271,22 @@ class Hub:
     def restart(self) -> None:
         self.stop()
         self.start()
+
+    def consent(self, workspace: str, release: str, holder: str = "holder") -> None:
+        """The data holder's consent to a release an admin asked for (``enclave workspace attach``),
+        given as the provisioning service gives it: through the service layer, recorded in the audit
+        log as the holder's. (Consenting through the service's API and pages has tests of its own.)"""
+        from enclave import workspaces
+        from enclave.audit.client import AuditClient
+        from enclave.settings import Settings
+
+        settings = Settings(home=self.home)
+        client = AuditClient(settings)
+        try:
+            workspaces.consent(settings, workspace, release, holder, lambda action, workspace=None, detail=None:
+                               client.append("hub", holder, action, workspace=workspace, detail=detail))
+        finally:
+            client.close()
 
     def audit_records(self, **filters) -> list[dict]:
         """Every record of this hub's audit log matching ``filters`` (user, workspace, action…), read
@@ -651,3 +669,35 @@ async def download_from_exports_panel(context, entry, name: str, timeout: float)
         await page.locator("button", has_text=f"Download {name}").click()
     with open(await (await download.value).path(), "rb") as f:
         return f.read()
+
+
+HOLDER = "holder"
+PURPOSE = "tests: analysis of the released data"
+
+
+def register_holder(settings, *releases: str, holder: str = HOLDER) -> str:
+    """A data holder account (made when missing, unrecorded) holding the sources of ``releases``."""
+    from enclave import accounts, sources
+
+    if holder not in {a.name for a in accounts.all_accounts(settings)}:
+        accounts.add_user(settings, holder, ["holder"], "", password_hash=accounts.hash_password(uuid.uuid4().hex))
+    for release in releases:
+        if sources.holder_of(settings, release) is None:
+            sources.set_holder(settings, sources.source_of(release), holder)
+    return holder
+
+
+def grant(settings, workspace: str, release: str, by: str = "tests", columns=None, reason: str = "tests") -> None:
+    """Give ``workspace`` the release as a workspace gets one: an admin asks for it, and the data
+    holder of its source consents (in-process, unrecorded). A holder account, the source's
+    registration, the workspace's holder and purpose are made when missing."""
+    from enclave import sources, workspaces
+
+    register_holder(settings, release)
+    view = workspaces.get(settings, workspace)
+    if view.holder is None:
+        workspaces.set_holder(settings, workspace, HOLDER)
+    if not view.purpose:
+        workspaces.set_purpose(settings, workspace, PURPOSE)
+    workspaces.attach(settings, workspace, release, by, columns=columns, reason=reason)
+    workspaces.consent(settings, workspace, release, sources.holder_of(settings, release))

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 from conftest import PASSWORD, seed
-from enclave_testing import CHROMIUM, CHROMIUM_ARGS, log_in, processes_of_uid, wait_for
+from enclave_testing import CHROMIUM, CHROMIUM_ARGS, HOLDER, PURPOSE, log_in, processes_of_uid, wait_for
 
 from enclave.exports import workflow
 
@@ -36,13 +36,15 @@ def hub(hub_factory):
     for args in (("user", "add", "frank", "--role", "operator", "--password-stdin"),):
         r = hub.enclave(*args, input=PASSWORD + "\n")
         assert r.returncode == 0, r.stderr
-    for args in (("workspace", "create", WS), ("workspace", "add-member", WS, "frank", "--role", "operator"),
+    for args in (("workspace", "create", WS, "--purpose", PURPOSE, "--holder", HOLDER),
+                 ("workspace", "add-member", WS, "frank", "--role", "operator"),
                  ("workspace", "attach", WS, "households@1", "--reason", "Household sizes by district"),
                  ("workspace", "set-limits", WS, "memory_mb=1536", "cpus=1.5"),
                  ("workspace", "set-guard", WS, "terminals=true", "output_message_max_kb=16",
                   "output_cell_max_kb=64")):
         r = hub.enclave(*args)
         assert r.returncode == 0, (args, r.stderr)
+    hub.consent(WS, "households@1")
     yield hub
     hub.stop_all_sandboxes()
 
@@ -77,8 +79,12 @@ def test_admin_changes_through_the_cli_are_recorded(hub):
     assert only(hub.audit_records(action="workspace.create", workspace=WS))["actor"] == "root"
     member = only(hub.audit_records(action="workspace.member_add", workspace=WS))
     assert member["detail"] == {"user": "frank", "role": "operator"}
-    attached = only(hub.audit_records(action="workspace.attach", workspace=WS))["detail"]
-    assert attached == {"release": "households@1", "reason": "Household sizes by district"}
+    asked = only(hub.audit_records(action="workspace.attach_request", workspace=WS))
+    assert (asked["source"], asked["actor"]) == ("cli", "root")
+    assert asked["detail"] == {"release": "households@1", "user": HOLDER, "reason": "Household sizes by district"}
+    attached = only(hub.audit_records(action="workspace.attach", workspace=WS))  # the holder's consent
+    assert (attached["source"], attached["actor"]) == ("hub", HOLDER)
+    assert attached["detail"] == {"release": "households@1", "reason": "Household sizes by district", "user": HOLDER}
     limits = only(hub.audit_records(action="workspace.limits_set", workspace=WS))["detail"]
     assert limits == {"limits": {"memory_mb": 1536, "cpus": "1.5"}, "before": {}}
     guard = only(hub.audit_records(action="workspace.guard_set", workspace=WS))["detail"]
@@ -401,11 +407,13 @@ async def test_a_released_file_traces_back_to_its_code_and_data_and_the_report_c
     from enclave_testing import cookie_value
     from playwright.async_api import async_playwright
 
-    for args in (("workspace", "create", TRACED), ("workspace", "add-member", TRACED, "frank", "--role", "operator"),
+    for args in (("workspace", "create", TRACED, "--purpose", PURPOSE, "--holder", HOLDER),
+                 ("workspace", "add-member", TRACED, "frank", "--role", "operator"),
                  ("workspace", "add-member", TRACED, "carol", "--role", "reviewer"),
                  ("workspace", "attach", TRACED, "households@1", "--reason", "住户规模统计")):
         r = hub.enclave(*args)
         assert r.returncode == 0, (args, r.stderr)
+    hub.consent(TRACED, "households@1")
     since = (datetime.now(UTC) - timedelta(seconds=1)).isoformat()
 
     # frank works in the sandbox: reads the release, writes a summary, asks for it to leave.

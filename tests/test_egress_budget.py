@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 from conftest import PASSWORD, seed
-from enclave_testing import CHROMIUM, CHROMIUM_ARGS, log_in, wait_for
+from enclave_testing import CHROMIUM, CHROMIUM_ARGS, grant, log_in, wait_for
 from playwright.async_api import async_playwright, expect
 
 from enclave import workspaces
@@ -70,7 +70,7 @@ def hub(hub_factory):
         workspaces.create(settings, ws)
         workspaces.add_member(settings, ws, operator, "operator")
         workspaces.add_member(settings, ws, "carol", "reviewer")
-        workspaces.attach(settings, ws, release, by="tests")
+        grant(settings, ws, release)
         if guard:
             workspaces.set_guard(settings, ws, guard)
     hub.start()

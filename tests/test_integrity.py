@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 import pytest
-from enclave_testing import Session
+from enclave_testing import Session, grant
 from hostile_home import MARKER, drive, markers, module_source, opened_planted, plant
 
 from enclave import accounts, workspaces
@@ -35,7 +35,7 @@ def hub(hub_factory):
     for ws in ("den", "lair"):
         workspaces.create(settings, ws)
         workspaces.add_member(settings, ws, "mallory", "operator")
-        workspaces.attach(settings, ws, RELEASE, by="tests")
+        grant(settings, ws, RELEASE)
     r = hub.enclave("workspace", "set-guard", "lair", "terminals=true")
     assert r.returncode == 0, r.stderr
     hub.start()
@@ -175,7 +175,7 @@ def test_a_planted_file_run_on_purpose_leaves_its_marker(hub, mallory, hostile):
 
 SECURITY_MODEL = Path(__file__).resolve().parents[1] / "docs" / "security-model.md"
 # Processes that police the operator: isolated Python, in a directory only root can write.
-TRUSTED = ("hub", "review service", "audit service", "idle culler", "sandbox supervisor",
+TRUSTED = ("hub", "review service", "audit service", "provisioning service", "idle culler", "sandbox supervisor",
            "single-user server and guard", "terminal relay")
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from conftest import PASSWORD
-from enclave_testing import REPO
+from enclave_testing import REPO, grant
 
 from enclave import accounts, workspaces
 from enclave.settings import Settings
@@ -59,7 +59,7 @@ def operators_hub(hub_factory, operators_env):
     accounts.add_user(settings, "alice", ["operator"], PASSWORD)
     workspaces.create(settings, "modelling")
     workspaces.add_member(settings, "modelling", "alice", "operator")
-    workspaces.attach(settings, "modelling", "residents@1", by="tests")
+    grant(settings, "modelling", "residents@1")
     hub.start()
     yield hub
     hub.stop()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from conftest import PASSWORD
-from enclave_testing import CHROMIUM, CHROMIUM_ARGS, log_in, processes_of_uid, wait_for
+from enclave_testing import CHROMIUM, CHROMIUM_ARGS, grant, log_in, processes_of_uid, wait_for
 
 from enclave import accounts, workspaces
 from enclave.settings import Settings
@@ -31,7 +31,7 @@ def dave(enclave):
     accounts.add_user(settings, "dave", ["operator"], PASSWORD)
     workspaces.create(settings, "gamma")
     workspaces.add_member(settings, "gamma", "dave", "operator")
-    workspaces.attach(settings, "gamma", "households@1", by="tests")
+    grant(settings, "gamma", "households@1")
     r = enclave.enclave("workspace", "set-guard", "gamma", "terminals=true", "output_message_max_kb=16",
                         f"output_cell_max_kb={BUDGET_KB}", "upload_max_mb=2.5")
     assert r.returncode == 0, r.stderr

@@ -47,15 +47,25 @@ DETAIL_KEYS: dict[str, str] = {
     "client": "a client address whose failed logins for an account are counted (absent: every client)",
     "user": "the account acted upon (for a denied login, the name typed)",
     "roles": "roles of an account, or the member's role in a workspace (list of names)",
-    "role": "a workspace role: `operator` or `reviewer`",
+    "role": "a workspace role: `operator`, `reviewer` or `owner`",
+    "expires_at": "when an account or workspace expires (ISO 8601, UTC; null: never)",
+    "memberships": "an account's workspace memberships, as `workspace:role`",
+    "source": "a data holder's source: the name its releases carry before `@`",
+    "purpose": "a workspace's purpose: its approved scenario of use",
+    "allowed": "whether one account may be both operator and reviewer of the workspace (true or false)",
+    "homes": "the operators whose homes in the workspace were deleted",
+    "archived_at": "when the workspace was archived (ISO 8601, UTC)",
     "release": "a data release, `NAME@VERSION`",
     "columns": "the columns made visible, by table (`{table: [column, …]}`; absent means all)",
     "content_hash": "SHA-256 over a release's (or view's) files",
     "limits": "resource limits (object: memory_mb, pids, cpus, max_file_mb)",
     "guard": "guard settings of a workspace (object)",
     "before": "the value before the change",
-    "policy": "the sandbox policy that was applied (object: the server's argv, identity, limits, network and"
-              " mounts, and `data`: what its kernels and terminals see read-only under /data)",
+    "version": "the version of a workspace's export policy after the change (requests record the version"
+               " they were made under)",
+    "policy": "for a sandbox, the sandbox policy that was applied (object: the server's argv, identity, limits,"
+              " network and mounts, and `data`: what its kernels and terminals see read-only under /data); for a"
+              " workspace's export policy, its overrides of [exports] (object)",
     "server": "the JupyterHub named server",
     "idle_seconds": "how long the sandbox had been idle",
     "kernel": "kernel id",
@@ -88,7 +98,6 @@ DETAIL_KEYS: dict[str, str] = {
     "decision": "a reviewer's vote (`approve`, `request_changes`, `reject`), or the state a request was"
                 " moved to",
     "release_id": "a released file's id",
-    "approvals_required": "independent approvals each file of a request needs",
     "gates": "a data release's privacy and utility gates (list of objects)",
     "packages": "Python packages, pinned (`NAME==VERSION`, …)",
 }
@@ -120,27 +129,64 @@ ACTIONS: dict[str, Action] = {
                             ("user", "scope", "failures", "throttled_until"), ("remote_ip", "delay_seconds")),
     "auth.logout": Action("a logout", "hub", (), ("remote_ip",)),
     # Accounts and roles (CLI, hub API).
-    "account.create": Action("an account created with its roles", "hub", ("user", "roles")),
+    "account.create": Action("an account created with its roles (and its expiry, if it has one)", "hub",
+                             ("user", "roles"), ("expires_at",)),
     "account.password_set": Action("a password set by an admin (this also clears the account's login"
                                    " throttles)", "hub", ("user",)),
     "account.throttle_cleared": Action("an account's failed logins forgotten by an admin, those of one client or"
                                        " of all: their throttles end", "hub", ("user", "failures"), ("client",)),
     "account.roles_set": Action("an account's roles changed", "hub", ("user", "roles"), ("before",)),
+    "account.disable": Action("an account disabled: its logins refused, its sandboxes stopped, its sessions"
+                              " ended and its tokens revoked", "hub", ("user", "reason")),
+    "account.enable": Action("a disabled account enabled again", "hub", ("user",)),
+    "account.expiry_set": Action("an account's expiry set (`expires_at` null: it never expires)", "hub",
+                                 ("user", "expires_at"), ("before",)),
+    "account.remove": Action("an account removed, with its workspace memberships", "hub", ("user", "roles"),
+                             ("memberships",)),
+    "account.expire": Action("an account past its expiry: its sandboxes stopped, its sessions ended and its"
+                             " tokens revoked (by the provisioning service)", "hub", ("user", "expires_at")),
+    # Sources and their data holders.
+    "source.holder_set": Action("a source registered as a data holder's, or handed to another holder", "hub",
+                                ("source", "user"), ("before",)),
     # The operators' environment.
     "environment.package_add": Action("packages added to the operators' environment by an admin"
                                       " (`enclave environment add`)", "hub", ("packages",), ("reason",)),
     # Workspaces, memberships, attachments, limits and guard settings.
-    "workspace.create": Action("a workspace created", "workspace"),
+    "workspace.create": Action("a workspace created, with its purpose, data holder (`user`) and expiry", "workspace",
+                               (), ("purpose", "user", "expires_at")),
+    "workspace.purpose_set": Action("the workspace's purpose (its approved scenario of use) changed", "workspace",
+                                    ("purpose",), ("before",)),
+    "workspace.holder_set": Action("the workspace's data holder (`user`) set", "workspace", ("user",), ("before",)),
+    "workspace.expiry_set": Action("the workspace's expiry set (`expires_at` null: it never expires)", "workspace",
+                                   ("expires_at",), ("before",)),
+    "workspace.separation_set": Action("whether one account may be both operator and reviewer of the workspace",
+                                       "workspace", ("allowed",)),
+    "workspace.freeze": Action("the workspace frozen: its sandboxes stopped, none started, no export requests;"
+                               " by an admin, or at its expiry by `system` (the hub's lifecycle)", "workspace", ("before",), ("reason", "expires_at")),
+    "workspace.unfreeze": Action("the workspace active again", "workspace", ("before",)),
+    "workspace.archive": Action("the workspace archived for good: homes kept read-only for the retention period",
+                                "workspace", ("before", "reason")),
+    "workspace.homes_delete": Action("an archived workspace's homes deleted at the end of the retention period",
+                                     "workspace", ("homes",), ("archived_at",)),
     "workspace.member_add": Action("a member given a role in the workspace", "workspace", ("user", "role")),
     "workspace.member_remove": Action("a member's role in the workspace removed", "workspace", ("user", "role")),
-    "workspace.attach": Action("a release (or some of its columns) attached: visible read-only under /data",
-                               "workspace", ("release",), ("columns", "content_hash", "reason")),
+    "workspace.attach_request": Action("a release (or some of its columns) asked for, awaiting the consent of its"
+                                       " data holder (`user`)", "workspace", ("release", "user"), ("columns", "reason")),
+    "workspace.attach_refuse": Action("a release asked for refused by its data holder (`user`)", "workspace",
+                                      ("release", "user", "reason")),
+    "workspace.attach": Action("a release (or some of its columns) attached with its data holder's (`user`)"
+                               " consent: visible read-only under /data", "workspace", ("release",),
+                               ("columns", "content_hash", "reason", "user")),
     "workspace.detach": Action("a release detached from the workspace", "workspace", ("release",), ("reason",)),
     "workspace.limits_set": Action("the workspace's sandbox limits changed", "workspace", ("limits",), ("before",)),
     "workspace.guard_set": Action("the workspace's guard settings changed", "workspace", ("guard",), ("before",)),
+    "workspace.export_policy_set": Action("the workspace's export policy changed (approvals, check thresholds,"
+                                          " caps over [exports])", "workspace", ("policy", "version"), ("before",)),
     # Sandboxes.
     "sandbox.start": Action("a sandbox started, with the policy applied", "sandbox", ("policy",), ("server",)),
-    "sandbox.stop": Action("a sandbox stopped", "sandbox", (), ("reason", "server")),
+    "sandbox.stop": Action("a sandbox stopped: by its operator, an admin, or `system` (the hub's lifecycle: its"
+                           " workspace frozen or archived, its operator removed, disabled or expired)", "sandbox",
+                           (), ("reason", "server")),
     "sandbox.cull": Action("an idle sandbox stopped by the culler", "sandbox", (), ("idle_seconds", "server")),
     # Inside a sandbox, reported by its server and stamped by the hub-side receiver.
     "kernel.execute": Action("code sent to a kernel", "sandbox", ("kernel", "code", "code_sha256"),
@@ -172,8 +218,6 @@ ACTIONS: dict[str, Action] = {
                              ("request_id", "file", "sha256", "release_id")),
     "export.download": Action("a released file downloaded", "workspace", ("request_id", "release_id"),
                               ("file", "sha256")),
-    "export.policy_set": Action("a workspace's review policy changed by an admin", "workspace",
-                                ("approvals_required",), ("before",)),
     "export.revoke": Action("a release revoked", "workspace", ("request_id", "release_id", "reason")),
     # Data releases (the data holder's side, through the CLI).
     "data.release_published": Action("a release published: every gate passed", "hub",

@@ -25,7 +25,7 @@ import pandas as pd
 import pytest
 import requests
 from playwright.async_api import async_playwright
-from enclave_testing import CHROMIUM, CHROMIUM_ARGS, Hub, free_port, log_in, wait_for
+from enclave_testing import CHROMIUM, CHROMIUM_ARGS, HOLDER, PURPOSE, Hub, free_port, log_in, register_holder, wait_for
 
 from enclave import accounts, rbac
 from enclave.audit import socket_path
@@ -227,6 +227,7 @@ def running_hub(home: Path):
         accounts.add_user(settings, name, [role], PASSWORD)
     for release, tables in RELEASES.items():
         publish(settings, release, tables)
+    register_holder(settings, *RELEASES)  # workspaces get releases with its consent (hub.consent)
     try:
         hub.start()
         for name in ACCOUNTS:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import pytest
 
+from enclave_testing import HOLDER, PURPOSE
+
 from .services_hub import SandboxRecords, browser, logged_in, running_hub  # noqa: F401
 
 NORTH, SOUTH = "page-north", "page-south"
@@ -25,9 +27,10 @@ def hub(tmp_path_factory):
 @pytest.fixture(scope="module")
 def activity(hub):
     for ws in (NORTH, SOUTH):
-        hub.cli("workspace", "create", ws)
+        hub.cli("workspace", "create", ws, "--purpose", PURPOSE, "--holder", HOLDER)
         hub.cli("workspace", "add-member", ws, "olga", "--role", "operator")
         hub.cli("workspace", "attach", ws, "people@1")
+        hub.consent(ws, "people@1")
     sandbox = SandboxRecords(hub)
     north, _ = sandbox.start("olga", NORTH, ["people@1"])
     for i in range(MORE_THAN_A_PAGE):

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 
 import pytest
 import requests
+from enclave_testing import HOLDER, PURPOSE
 
 from enclave.exports import workflow
 from enclave.rbac import AUDIT_SERVICE, EXPORTS_SERVICE
@@ -48,13 +49,15 @@ def now() -> str:
 @pytest.fixture(scope="module")
 def period(hub):
     """A period with known activity, and records before and after it that the report must leave out."""
-    hub.cli("workspace", "create", WS)
+    hub.cli("workspace", "create", WS, "--purpose", PURPOSE, "--holder", HOLDER)
     hub.cli("workspace", "add-member", WS, "olga", "--role", "operator")
     for reviewer in ("rita", "rob"):
         hub.cli("workspace", "add-member", WS, reviewer, "--role", "reviewer")
     hub.cli("workspace", "attach", WS, "people@1")
     hub.cli("workspace", "attach", WS, "census@2", "--columns", "district,size,rent")
     hub.cli("workspace", "attach", WS, "tax@3")
+    for release in ("people@1", "census@2", "tax@3"):
+        hub.consent(WS, release)
     # The CLI has no detach command: the record its library function hands over.
     sandbox = SandboxRecords(hub)
     sandbox.client.append("cli", "adam", "workspace.detach", workspace=WS, detail={"release": "tax@3"})

@@ -14,6 +14,7 @@ import io
 import json
 
 import pytest
+from enclave_testing import HOLDER, PURPOSE
 from PIL import Image, PngImagePlugin
 
 from enclave.exports import release as released_files
@@ -44,12 +45,14 @@ def figure() -> bytes:
 @pytest.fixture(scope="module")
 def exported(hub, tmp_path_factory):
     """A figure made in a sandbox session, exported, approved by two reviewers and downloaded."""
-    hub.cli("workspace", "create", WS)
+    hub.cli("workspace", "create", WS, "--purpose", PURPOSE, "--holder", HOLDER)
     hub.cli("workspace", "add-member", WS, "olga", "--role", "operator")
     for reviewer in VOTES:
         hub.cli("workspace", "add-member", WS, reviewer, "--role", "reviewer")
     hub.cli("workspace", "attach", WS, "people@1", "--reason", "人口结构分析")
     hub.cli("workspace", "attach", WS, "census@2", "--columns", "district,size", "--reason", "住户规模")
+    hub.consent(WS, "people@1")
+    hub.consent(WS, "census@2")
 
     sandbox = SandboxRecords(hub)
     name, start = sandbox.start("olga", WS, ["people@1", "census@2"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from enclave import accounts, supply, workspaces
+from enclave_testing import grant
 from enclave.settings import Settings
 from synthetic import demo
 
@@ -17,7 +18,7 @@ def test_sandbox_sees_only_the_granted_columns(hub_factory):
     accounts.add_user(settings, "vera", ["operator"], PASSWORD)
     workspaces.create(settings, "study")
     workspaces.add_member(settings, "study", "vera", "operator")
-    workspaces.attach(settings, "study", release, "steward", columns=COLUMNS, reason="diagnoses by birth decade")
+    grant(settings, "study", release, "steward", columns=COLUMNS, reason="diagnoses by birth decade")
     hub.start()
     try:
         session = hub.login("vera", PASSWORD)
