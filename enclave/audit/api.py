@@ -26,6 +26,7 @@ from jupyterhub.services.auth import HubOAuthCallbackHandler, HubOAuthenticated
 from tornado import web
 from tornado.ioloop import IOLoop
 
+from ..hub_oauth import RevocableHubOAuth
 from ..services import error_message
 from .actions import ACTIONS
 from .checkpoints import key_id, public_pem
@@ -44,6 +45,7 @@ ACTION_CHOICES = sorted({f"{name.split('.')[0]}.*" for name in ACTIONS}) + sorte
 
 
 class BaseHandler(HubOAuthenticated, web.RequestHandler):
+    hub_auth_class = RevocableHubOAuth  # a revoked token is refused within seconds
     # A page (HTML, for a browser) or the API (JSON).
     page = False
 

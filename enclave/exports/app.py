@@ -44,6 +44,7 @@ from tornado.ioloop import IOLoop
 from tornado.log import app_log
 from tornado.netutil import bind_unix_socket
 
+from ..hub_oauth import RevocableHubOAuth
 from ..services import error_message, stop_with_parent
 from ..settings import Settings, load_settings_or_exit
 from . import openapi, render, workflow
@@ -80,6 +81,8 @@ class BaseHandler(HubOAuthenticated, web.RequestHandler):
     (or ``operation_method``, for a page that takes an operation's parameters) states the parameters
     and the JSON body; :attr:`params` holds the parameters given, typed and validated.
     """
+
+    hub_auth_class = RevocableHubOAuth  # a revoked token is refused within seconds
 
     api = True
     operation_path: str | None = None
@@ -401,14 +404,6 @@ class ManifestAPI(BaseHandler):
         self.write_json(await self.call(self.service.manifest, self.actor(), request_id, self.params["file_id"]))
 
 
-class PolicyAPI(BaseHandler):
-    operation_path = "/policies/{workspace}"
-
-    async def put(self, workspace):
-        body = self.json_body()
-        self.write_json(await self.call(self.service.set_policy, self.actor(), workspace, body["approvals_required"]))
-
-
 class OpenAPIHandler(BaseHandler):
     """The document itself, for anyone (it is no operation of its own)."""
 
@@ -687,7 +682,6 @@ def _api_routes(p: str, intake: bool) -> list:
         (a + f"requests/{rid}/votes", VotesAPI),
         (a + f"requests/{rid}/files/{fid}/links", LinksAPI),
         (a + f"requests/{rid}/files/{fid}/manifest", ManifestAPI),
-        (a + r"policies/([a-z0-9-]{1,40})", PolicyAPI),
     ]
 
 

@@ -67,18 +67,6 @@ class Base(DeclarativeBase):
     pass
 
 
-class ReviewPolicy(Base):
-    """A workspace's review policy; ``version`` increases at every change and is recorded on requests."""
-
-    __tablename__ = "review_policies"
-
-    workspace: Mapped[str] = mapped_column(String(40), primary_key=True)
-    approvals_required: Mapped[int] = mapped_column(Integer)
-    version: Mapped[int] = mapped_column(Integer)
-    updated_by: Mapped[str] = mapped_column(String(64))
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-
-
 class ExportRequest(Base):
     __tablename__ = "export_requests"
     __table_args__ = (

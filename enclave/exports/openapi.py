@@ -188,13 +188,6 @@ def openapi_document(prefix: str, intake: bool = False) -> dict:
                                                    " (checked with this service's key)"}, **_NOT_FOUND},
                            parameters=[_RID, _FID]),
             },
-            "/policies/{workspace}": {
-                "put": _op("Set a workspace's review policy (admins)",
-                           {"200": {"description": "The new policy"}, **_NOT_FOUND, **_AUDITED},
-                           parameters=[{"name": "workspace", "in": "path", "required": True, "schema": _WORKSPACE}],
-                           requestBody=_json_body({"approvals_required": {"type": "integer", "minimum": 1, "maximum": 10}},
-                                                  ["approvals_required"])),
-            },
         })
     return json_api_document(
         "Enclave export review API", "Request bodies: at most 64 KiB, except on the upload routes.", prefix,

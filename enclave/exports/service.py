@@ -38,9 +38,9 @@ from sqlalchemy.orm import Session
 from .. import workspaces
 from ..audit.client import AuditClient, AuditUnavailable
 from ..releases import release_dir
-from ..settings import Settings
+from ..settings import ExportSettings, Settings
 from . import checks, files, release, signing, workflow
-from .models import (Database, DownloadLink, Event, ExportRequest, Comment, Release, RequestFile, ReviewPolicy, Vote,
+from .models import (Database, DownloadLink, Event, ExportRequest, Comment, Release, RequestFile, Vote,
                      db_url, waited_too_long)
 from .store import BlobStore, sha256
 
@@ -288,42 +288,10 @@ class ExportService:
 
     # -- policies --
 
-    def policy(self, session, ws: str) -> tuple[int, str]:
-        p = session.get(ReviewPolicy, ws)
-        if p is None:
-            return self.cfg.approvals_required, f"{ws}/default-{self.cfg.approvals_required}"
-        return p.approvals_required, f"{ws}/v{p.version}"
-
-    def set_policy(self, actor: Actor, ws: str, approvals_required) -> dict:
-        if not actor.is_admin:
-            raise Refused("setting a review policy needs the custom:exports:admin scope")
-        self.workspace(ws)
-        if not isinstance(approvals_required, int) or isinstance(approvals_required, bool) or not 1 <= approvals_required <= 10:
-            raise BadInput("approvals_required must be a whole number from 1 to 10")
-        with self._writing() as s:
-            p = s.get(ReviewPolicy, ws, with_for_update=True) or self._first_policy(s, ws, actor)
-            before = p.approvals_required
-            p.approvals_required = approvals_required
-            p.version += 1
-            p.updated_by = actor.name
-            p.updated_at = now()
-            self._record(s, actor.name, "export.policy_set", ws, approvals_required=approvals_required, before=before)
-            return {"workspace": ws, "approvals_required": p.approvals_required, "version": p.version}
-
-    def _first_policy(self, s, ws: str, actor: Actor) -> ReviewPolicy:
-        """The row of a workspace's first policy change (version 0: the default), locked.
-
-        A first change made at the same moment inserts the same row: on PostgreSQL this insert then
-        waits for that one to commit and fails, and the row it inserted is read (and locked) instead.
-        """
-        try:
-            with s.begin_nested():
-                p = ReviewPolicy(workspace=ws, version=0, approvals_required=self.cfg.approvals_required,
-                                 updated_by=actor.name, updated_at=now())
-                s.add(p)
-            return p
-        except IntegrityError:
-            return s.get(ReviewPolicy, ws, with_for_update=True)
+    def policy(self, ws: workspaces.WorkspaceView) -> ExportSettings:
+        """The workspace's export policy: [exports] with its overrides (set through provisioning,
+        enclave.workspaces.set_export_policy). A request records the version it was made under."""
+        return ws.effective_export_policy(self.cfg)
 
     # -- checks --
 
@@ -337,23 +305,23 @@ class ExportService:
             self._released = {stamp: checks.ReleasedIndex.load(folders)}
         return self._released[stamp]
 
-    def _thresholds(self) -> checks.Thresholds:
-        c = self.cfg
+    def _thresholds(self, ws: workspaces.WorkspaceView) -> checks.Thresholds:
+        c = self.policy(ws)
         return checks.Thresholds(c.max_csv_rows, c.min_cell_count, c.round_base, c.nk_n, c.nk_k, c.p_ratio)
 
-    def _inspect(self, upload: Upload) -> files.Inspected:
+    def _inspect(self, ws: workspaces.WorkspaceView, upload: Upload) -> files.Inspected:
         if upload.declared_sha256 is not None and sha256(upload.data) != upload.declared_sha256.lower():
             raise BadInput(
                 f"upload of {upload.name!r} is truncated or corrupted: {len(upload.data)} bytes received"
                 " do not match the declared SHA-256"
             )
         try:
-            return files.inspect(upload.name, upload.data, self.cfg.max_file_mb * 2**20)
+            return files.inspect(upload.name, upload.data, self.policy(ws).max_file_mb * 2**20)
         except files.FileRejected as exc:
             raise (TooLarge if "cap" in str(exc) else BadInput)(str(exc)) from None
 
     def _check_all(self, ws: workspaces.WorkspaceView, inspected: list[files.Inspected]) -> list[list[dict]]:
-        ctx = checks.Context(self._thresholds(), self._released_index(ws), checks.acro_outputs(inspected))
+        ctx = checks.Context(self._thresholds(ws), self._released_index(ws), checks.acro_outputs(inspected))
         return [checks.run_checks(f, ctx) for f in inspected]
 
     def sandbox_workspace(self, actor: Actor) -> workspaces.WorkspaceView:
@@ -365,13 +333,37 @@ class ExportService:
         ws = self.workspace(actor.workspace)
         if actor.name not in ws.operators:
             raise Refused(f"{actor.name} is not an operator of workspace {ws.name!r}")
+        self._taking_requests(ws)
         return ws
 
-    def _uploads(self, uploads: list[Upload]) -> None:
+    # -- the workspace's lifecycle (enclave.provisioning.lifecycle) --
+    #
+    # A frozen or archived workspace makes no new export request, no new file version and no
+    # resubmission. Reviewers still decide what was asked for while a workspace is frozen: their
+    # review is the safeguard itself, and the requests made before a workspace's end are reviewed
+    # after it. Archiving is final, and nothing changes in an archived workspace but a revocation
+    # (which only takes a release away): its open requests stay as they are.
+
+    def _taking_requests(self, ws: workspaces.WorkspaceView) -> None:
+        if ws.state != "active":
+            raise Refused(f"workspace {ws.name!r} is {ws.state} ({ws.state_reason}): it takes no new export"
+                          " requests, file versions or resubmissions")
+        if ws.expires_at is not None and ws.expires_at <= now():
+            raise Refused(f"workspace {ws.name!r} expired on {_iso(ws.expires_at)}: it takes no new export"
+                          " requests, file versions or resubmissions")
+
+    def _not_archived(self, name: str) -> None:
+        ws = self.workspace(name)
+        if ws.state == "archived":
+            raise Refused(f"workspace {name!r} is archived ({ws.state_reason}): its export requests can no longer"
+                          " change")
+
+    def _uploads(self, ws: workspaces.WorkspaceView, uploads: list[Upload]) -> None:
         if not uploads:
             raise BadInput("a request needs at least one file")
-        if len(uploads) > self.cfg.max_files_per_request:
-            raise BadInput(f"at most {self.cfg.max_files_per_request} files per request")
+        most = self.policy(ws).max_files_per_request
+        if len(uploads) > most:
+            raise BadInput(f"at most {most} files per request")
         names = [u.name for u in uploads]
         dupes = {n for n in names if names.count(n) > 1}
         if dupes:
@@ -383,11 +375,11 @@ class ExportService:
     def preflight(self, actor: Actor, uploads: list[Upload]) -> list[dict]:
         """The checks a request would get, without storing anything; bad files are reported, not raised."""
         ws = self.sandbox_workspace(actor)
-        self._uploads(uploads)
+        self._uploads(ws, uploads)
         results, good = [], []
         for u in uploads:
             try:
-                good.append(self._inspect(u))
+                good.append(self._inspect(ws, u))
                 results.append(None)
             except ExportError as exc:
                 results.append({"name": u.name, "rejected": str(exc)})
@@ -409,16 +401,16 @@ class ExportService:
             raise BadInput("a title of 1 to 200 characters is required")
         if not context or len(context) > 20000:
             raise BadInput("context is required: say what the outputs are and how disclosure was controlled")
-        self._uploads(uploads)
-        inspected = [self._inspect(u) for u in uploads]
+        self._uploads(ws, uploads)
+        inspected = [self._inspect(ws, u) for u in uploads]
         results = self._check_all(ws, inspected)
         digests = [self.store.put(f.data) for f in inspected]
         request_id = uuid.uuid4().hex
         with self._writing() as s:
-            approvals, version = self.policy(s, ws.name)
             req = ExportRequest(
                 id=request_id, workspace=ws.name, requester=actor.name, title=title, context=context,
-                state=workflow.SUBMITTED, approvals_required=approvals, policy_version=version,
+                state=workflow.SUBMITTED, approvals_required=self.policy(ws).approvals_required,
+                policy_version=ws.export_policy_label(),
                 datasets=list(ws.releases), submitted_at=now(), updated_at=now(),
             )
             s.add(req)
@@ -449,11 +441,11 @@ class ExportService:
             if req.state != workflow.RETURNED:
                 raise Conflict(f"files can be changed only while the request is returned (it is {req.state})")
             existing = {f.name: f for f in req.current_files()}
-        self._uploads(uploads)
-        inspected = [self._inspect(u) for u in uploads]
+        self._uploads(ws, uploads)
+        inspected = [self._inspect(ws, u) for u in uploads]
         # Checks run over the whole request as it will be, so ACRO results attached earlier still apply.
         unchanged = [f for f in existing.values() if f.name not in {u.name for u in uploads}]
-        results = self._check_all(ws, inspected + [self._inspect(Upload(f.name, self.store.get(f.sha256))) for f in unchanged])
+        results = self._check_all(ws, inspected + [self._inspect(ws, Upload(f.name, self.store.get(f.sha256))) for f in unchanged])
         changed = []
         digests = [self.store.put(f.data) for f in inspected]
         with self._writing() as s:
@@ -675,6 +667,7 @@ class ExportService:
                 raise Refused("nobody reviews a request they made")
             if role != workflow.REVIEWER:
                 raise Refused(f"{actor.name} is not a reviewer of workspace {req.workspace!r}")
+            self._not_archived(req.workspace)
             if req.state not in (workflow.SUBMITTED, workflow.IN_REVIEW):
                 raise Conflict(f"votes are taken only while a request is submitted or in review (it is {req.state})")
             f = next((f for f in req.current_files() if f.id == file_id), None)
@@ -744,6 +737,10 @@ class ExportService:
                 raise Refused(f"only the request's {t.actor} may {t.action} it")
             if t.reason_required and not reason:
                 raise BadInput(f"to {t.action} a request, give a written reason")
+            if to == workflow.SUBMITTED:  # a resubmission
+                self._taking_requests(self.workspace(req.workspace))
+            elif to != workflow.REVOKED:
+                self._not_archived(req.workspace)
             problem = workflow.problem(req, t)
             if problem:
                 raise Conflict(f"cannot {t.action}: {problem}")

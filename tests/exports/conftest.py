@@ -26,7 +26,7 @@ import pytest
 import requests
 import requests_unixsocket
 
-from enclave_testing import free_port
+from enclave_testing import free_port, grant
 
 from enclave import accounts, rbac, workspaces
 from enclave.audit import socket_path
@@ -323,10 +323,13 @@ def prepare_home(home: Path, db_url: str = "") -> tuple[Settings, dict]:
         csv.writer(fh).writerows(people_rows())
     for ws, members in MEMBERS.items():
         workspaces.create(settings, ws)
+        # 'dual' is an operator and a reviewer of ws1: the review service must still refuse
+        # their votes on their own requests.
+        workspaces.set_operators_may_review(settings, ws, True)
         for role, names in members.items():
             for name in names:
                 workspaces.add_member(settings, ws, name, role)
-    workspaces.attach(settings, "ws1", "people", "tests")
+    grant(settings, "ws1", "people")
     return settings, env
 
 

@@ -19,6 +19,7 @@ from click.testing import CliRunner
 from PIL import Image, PngImagePlugin
 from sqlalchemy import func, select
 
+from enclave import workspaces
 from enclave.cli import main as cli
 from enclave.exports import release, signing
 from enclave.exports.models import Database, ExportRequest, Vote, db_url
@@ -70,7 +71,7 @@ def test_full_workflow_through_the_api(hub, tokens, client):
     req = submit(client, tokens["olga@ws1"], {"table.csv": SAFE_TABLE, "figure.png": figure()})
     rid = req["id"]
     assert (req["workspace"], req["requester"], req["state"]) == ("ws1", "olga", "submitted")
-    assert req["datasets"] == ["people"] and req["policy_version"] == "ws1/default-2"
+    assert req["datasets"] == ["people"] and req["policy_version"] == "ws1/default"
     table, png = req["files"]
     assert table["check_status"] == "pass" and png["check_status"] == "review"  # metadata to strip
 
@@ -118,7 +119,7 @@ def test_full_workflow_through_the_api(hub, tokens, client):
     assert m["file"]["sha256"] == hashlib.sha256(data.content).hexdigest()
     assert {a["reviewer"] for a in m["approvers"]} == {"rita", "rob"}
     assert m["request_id"] == rid and m["workspace"] == "ws1" and m["requester"] == "olga"
-    assert m["policy"] == {"version": "ws1/default-2", "approvals_required": 2} and m["datasets"] == ["people"]
+    assert m["policy"] == {"version": "ws1/default", "approvals_required": 2} and m["datasets"] == ["people"]
     assert signing.verify(signing.load_public_key(hub.settings), m, manifest["signature"])
 
     history = client(tokens["olga"]).get(f"/requests/{rid}").json()["history"]
@@ -261,15 +262,19 @@ def test_user_and_workspace_come_from_the_token_not_the_body(hub, tokens, client
     assert stored(hub)[0] == before + 1
 
 
-def test_review_policy_per_workspace(hub, tokens, client):
-    assert client(tokens["rita"]).put("/policies/ws2", {"approvals_required": 1}).status_code == 403
-    r = client(tokens["adam"]).put("/policies/ws2", {"approvals_required": 0})
-    assert r.status_code == 400
-    r = client(tokens["adam"]).put("/policies/ws2", {"approvals_required": 1})
-    assert r.status_code == 200 and r.json()["version"] >= 1
+def test_export_policy_per_workspace(hub, tokens, client):
+    """The workspace's export policy (set through provisioning) decides approvals and caps of the
+    requests made under it, and each request records its version."""
+    settings = hub.settings
+    ws2 = workspaces.set_export_policy(settings, "ws2", {"approvals_required": 1, "max_files_per_request": 1})
+    r = client(tokens["omar@ws2"]).submit({"a.csv": SAFE_TABLE, "b.csv": SAFE_TABLE})
+    assert r.status_code == 400 and r.json()["error"] == "at most 1 files per request"
     req = submit(client, tokens["omar@ws2"])
-    assert req["approvals_required"] == 1 and req["policy_version"].startswith("ws2/v")
+    assert req["approvals_required"] == 1 and req["policy_version"] == ws2.export_policy_label() == f"ws2/v{ws2.export_policy_version}"
+    workspaces.set_export_policy(settings, "ws2", {"max_files_per_request": settings.exports.max_files_per_request})
     assert approve_all(client, tokens, req, reviewers=("rhea",))["state"] == "released"
+    # The review service no longer sets policies: provisioning does.
+    assert client(tokens["adam"]).put("/policies/ws2", {"approvals_required": 3}).status_code == 404
 
 
 def test_return_new_version_resets_its_votes_and_comments_visibility(hub, tokens, client, intake):
@@ -454,7 +459,7 @@ def test_forms_need_the_xsrf_token(hub, tokens, client):
 def test_openapi_document_lists_the_api(hub, tokens, client, intake):
     doc = requests.get(f"{hub.service}/api/openapi.json", timeout=30).json()
     assert doc["openapi"].startswith("3.1") and doc["servers"] == [{"url": "/services/exports/api"}]
-    assert {"/requests", "/checks", "/requests/{request_id}/votes", "/policies/{workspace}"} <= set(doc["paths"])
+    assert {"/requests", "/checks", "/requests/{request_id}/votes"} <= set(doc["paths"]) and "/policies/{workspace}" not in doc["paths"]
     sandbox_doc = intake(tokens["olga@ws1"]).get("/openapi.json").json()
     assert "/requests/{request_id}/votes" not in sandbox_doc["paths"]
     # The intake socket does not serve reviewer operations at all.

@@ -74,9 +74,6 @@ class Api:
         r = self.client("olga@ws1").submit({"table.csv": new_table(n)}, path=f"/requests/{rid}/files")
         return self._keep(rid, "new version", r)
 
-    def set_policy(self, ws: str, approvals_required: int) -> requests.Response:
-        return self.client("adam").put(f"/policies/{ws}", {"approvals_required": approvals_required})
-
     def view(self, rid: str) -> dict:
         r = self.client("adam").get(f"/requests/{rid}")
         assert r.status_code == 200, r.text
@@ -173,17 +170,15 @@ def race_every_conflicting_pair(api: Api) -> None:
 
 
 def race_first_policy_changes(api: Api, n: int) -> None:
-    """Two first changes of a workspace's review policy: both are taken, one after the other."""
+    """Two first changes of a workspace's export policy, by two admins at once (through the service
+    layer every way in shares): both are taken, one after the other, with versions 1 and 2."""
     ws = f"policy-race-{n}"
-    workspaces.create(api.hub.settings, ws)
-    answers = api.at_once(lambda: api.set_policy(ws, 1), lambda: api.set_policy(ws, 3))
-    assert [r.status_code for r in answers] == [200, 200], [r.text for r in answers]
-    first, second = sorted((r.json() for r in answers), key=lambda p: p["version"])
-    assert (first["version"], second["version"]) == (1, 2)
-    records = api.hub.records("export.policy_set", workspace=ws)
-    assert [(r["detail"]["before"], r["detail"]["approvals_required"]) for r in records] == [
-        (api.hub.settings.exports.approvals_required, first["approvals_required"]),
-        (first["approvals_required"], second["approvals_required"])]
+    settings = api.hub.settings
+    workspaces.create(settings, ws)
+    views = api.at_once(lambda: workspaces.set_export_policy(settings, ws, {"approvals_required": 1}),
+                        lambda: workspaces.set_export_policy(settings, ws, {"min_cell_count": 20}))
+    assert sorted(v.export_policy_version for v in views) == [1, 2]
+    assert workspaces.get(settings, ws).export_policy == {"approvals_required": 1, "min_cell_count": 20}
 
 
 def check_invariants(api: Api, rid: str, audit: dict[str, Counter]) -> None:
