@@ -30,6 +30,7 @@ from .audit.client import AuditError
 from .audit.hub import hub_records
 from .audit.records import without_floats
 from .exports.sockets import intake_socket
+from .provisioning import lifecycle
 from .rbac import EXPORTS_SERVICE, IDLE_CULLER_SERVICE
 from .files import atomic_write
 from .sandbox.policy import (
@@ -127,6 +128,10 @@ class SandboxSpawner(Spawner):
             raise web.HTTPError(404, f"There is no workspace named '{self.name}'.") from None
         if self.user.name not in ws.operators:
             raise web.HTTPError(403, f"{self.user.name} is not an operator of workspace '{ws.name}'.")
+        # A frozen, archived or expired workspace, or an account no longer usable (the lifecycle).
+        refusal = lifecycle.start_refusal(self.enclave_settings, self.user.name, ws)
+        if refusal:
+            raise web.HTTPError(403, refusal)
         return ws
 
     def _hub_env(self) -> dict[str, str]:
@@ -285,6 +290,8 @@ class SandboxSpawner(Spawner):
             if self.orm_spawner.last_activity:
                 idle = datetime.now(UTC).replace(tzinfo=None) - self.orm_spawner.last_activity.replace(tzinfo=None)
                 detail["idle_seconds"] = int(idle.total_seconds())
+        elif kind == lifecycle.STOP_KIND:  # the lifecycle stopped it: ``name`` says why
+            action, actor, detail = "sandbox.stop", lifecycle.SYSTEM, {"server": self.name, "reason": name}
         elif kind == "sandbox":  # it ended by itself: ``name`` says how
             action, actor, detail = "sandbox.stop", self.user.name, {"server": self.name, "reason": name}
         else:
