@@ -23,6 +23,7 @@ from jupyterhub.handlers.login import LogoutHandler
 from jupyterhub.handlers.pages import SpawnHandler
 from jupyterhub.scopes import needs_scope
 from tornado import web
+from tornado.ioloop import PeriodicCallback
 
 from . import accounts, rbac, workspaces
 from .audit.client import AuditError
@@ -30,6 +31,8 @@ from .audit.hub import audit_service, hub_records
 from .exports.hub import exports_service
 from .host_state import tighten
 from .logins import client_address
+from .provisioning import lifecycle
+from .provisioning.hub import provisioning_service
 from .rbac import AUDIT_SERVICE, EXPORTS_SERVICE
 from .sandbox.home_image import usage as home_usage
 from .services import hub_child_environment
@@ -53,6 +56,9 @@ class WorkspaceSpawnHandler(SpawnHandler):
             raise web.HTTPError(404, f"There is no workspace named '{server_name}'.") from None
         if user.name not in ws.operators:
             raise web.HTTPError(403, f"{user.name} is not an operator of workspace '{server_name}'.")
+        refusal = lifecycle.start_refusal(self.enclave_settings, user.name, ws)
+        if refusal:
+            raise web.HTTPError(403, refusal)
         await super()._check_named_server_request(user, server_name, display_name, check_limit)
 
 
@@ -145,6 +151,17 @@ class EnclaveHub(JupyterHub):
         # JupyterHub replaces the proxy a killed hub left (its pid file); the services are ours to replace.
         await self.stop_leftover_services()
         await super().start()
+        await self.start_lifecycle()
+
+    async def start_lifecycle(self) -> None:
+        """Enforce workspaces' and accounts' states on running sandboxes now, then every
+        ``[workspaces] lifecycle_interval_seconds`` (enclave.provisioning.lifecycle)."""
+        settings = self.config.SandboxSpawner.enclave_settings
+        enforcement = lifecycle.Lifecycle(self, settings)
+        await enforcement.run()
+        callback = PeriodicCallback(enforcement.run, settings.workspaces.lifecycle_interval_seconds * 1000)
+        self._periodic_callbacks["enclave_lifecycle"] = callback
+        callback.start()
 
     async def stop_leftover_services(self) -> None:
         """Stop the managed services (review, audit, idle culler) a hub of this Enclave left when it
@@ -244,6 +261,10 @@ def _workspaces_of(settings: Settings):
             home, image = settings.operator_home(user.name, ws.name)
             rows.append({
                 "name": ws.name,
+                # Frozen or archived: the page says so, and why, and offers no start.
+                "state": ws.state,
+                "state_reason": ws.state_reason,
+                "expires_at": ws.expires_at.strftime("%Y-%m-%d %H:%M UTC") if ws.expires_at else None,
                 "roles": sorted(roles),
                 "releases": ws.releases,
                 "can_start": "operator" in roles,
@@ -293,7 +314,8 @@ def _authenticator(c, settings: Settings) -> None:
 
 def oidc_roles(oidc):
     """IdP groups (claim ``groups_claim`` of the user info) -> Enclave role groups."""
-    mapping = {"admin": oidc.admin_groups, "operator": oidc.operator_groups, "reviewer": oidc.reviewer_groups}
+    mapping = {"admin": oidc.admin_groups, "holder": oidc.holder_groups, "operator": oidc.operator_groups,
+               "reviewer": oidc.reviewer_groups}
 
     def roles(auth_state: dict) -> list[str]:
         idp_groups = set((auth_state.get("oauth_user") or {}).get(oidc.groups_claim) or [])
@@ -376,6 +398,8 @@ def configure(c, settings: Settings) -> None:
 
     # The audit service first: every other component hands it records (enclave.audit).
     c.JupyterHub.services = [audit_service(settings), exports_service(settings)]
+    # Provisioning: the REST API of admins and data holders (enclave.provisioning).
+    c.JupyterHub.services.append(provisioning_service(settings))
     if settings.sandbox.idle_timeout:
         c.JupyterHub.load_roles.append(rbac.idle_culler_role())
         c.JupyterHub.services.append({

@@ -55,6 +55,7 @@ class OIDCSettings(_Section):
     admin_groups: list[str] = ["enclave-admins"]
     operator_groups: list[str] = ["enclave-operators"]
     reviewer_groups: list[str] = ["enclave-reviewers"]
+    holder_groups: list[str] = ["enclave-holders"]
     scope: list[str] = ["openid", "profile", "groups"]
 
 
@@ -170,6 +171,25 @@ class AuditSettings(_Section):
     checkpoint_every_seconds: int = Field(60, ge=1)
 
 
+class ProvisioningSettings(_Section):
+    """The provisioning service (``enclave.provisioning``): the REST API admins and data holders use."""
+
+    # The service's HTTP port on loopback; the proxy routes /services/provisioning/ to it. (The
+    # ``enclave`` command reaches it over the root-only socket $ENCLAVE_HOME/run/provisioning/cli.sock.)
+    port: int = Field(8012, ge=1, le=65535)
+
+
+class WorkspacesSettings(_Section):
+    """The lifecycle of workspaces and accounts on running sandboxes (``enclave.provisioning.lifecycle``)."""
+
+    # How often the hub enforces workspaces' and accounts' states on running sandboxes: freezing the
+    # expired, stopping the sandboxes of frozen and archived workspaces and of unusable accounts.
+    lifecycle_interval_seconds: int = Field(10, ge=1, le=3600)
+    # How long an archived workspace's homes are kept (read-only: nothing starts there) before they
+    # are deleted, with a record.
+    archive_retention_days: int = Field(90, ge=0)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="ENCLAVE_",
@@ -185,6 +205,8 @@ class Settings(BaseSettings):
     sandbox: SandboxSettings = SandboxSettings()
     exports: ExportSettings = ExportSettings()
     audit: AuditSettings = AuditSettings()
+    provisioning: ProvisioningSettings = ProvisioningSettings()
+    workspaces: WorkspacesSettings = WorkspacesSettings()
 
     @model_validator(mode="after")
     def _absolute_home(self) -> "Settings":

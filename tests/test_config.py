@@ -26,7 +26,7 @@ def test_native_accounts_are_the_default(tmp_path):
     assert not any(s.split("!")[0] in ("shares", "users:shares", "tokens", "self") for s in user_role["scopes"])
     admin_role = next(r for r in c.JupyterHub.load_roles if r["name"] == "enclave-admin")
     assert not any(s.startswith("access:servers") or s == "admin:users" for s in admin_role["scopes"])
-    assert [s["name"] for s in c.JupyterHub.services] == ["audit", "exports", "idle-culler"]
+    assert [s["name"] for s in c.JupyterHub.services] == ["audit", "exports", "provisioning", "idle-culler"]
 
 
 async def test_oidc_is_selectable_and_maps_idp_groups_to_roles(tmp_path):

@@ -100,14 +100,14 @@ def test_a_signal_stops_the_hub_its_proxy_services_and_culler_but_not_the_sandbo
     assert sandboxes
     tree = hub_tree(hub.proc.pid, sandboxes)
     names = sorted(hub_services_of(str(hub.home)).values())
-    assert names == ["audit", "exports", "idle-culler"]
+    assert names == ["audit", "exports", "idle-culler", "provisioning"]
     assert len(proxies(hub)) == 1
 
     offset = log_size(hub)
     hub.proc.send_signal(stop)
     assert hub.proc.wait(120) == 0, hub.log_tail()
     wait_for(lambda: not [pid for pid, cmd in tree.items() if running(pid, cmd)], 30, "the hub's processes to end")
-    for port in (hub.port, hub.proxy_api_port, hub.exports_port, hub.audit_port):
+    for port in (hub.port, hub.proxy_api_port, hub.exports_port, hub.audit_port, hub.provisioning_port):
         wait_for(lambda: port_is_free(port), 30, f"port {port} to be free")
     log = log_since(hub, offset)
     assert "AttributeError" not in log and "Traceback" not in log, log
@@ -129,7 +129,7 @@ def test_after_kill_9_the_next_hub_replaces_what_the_killed_one_left(lifecycle):
     hub.proc.kill()
     hub.proc.wait()
     wait_for(lambda: set(hub_services_of(str(hub.home))) == {review}, 30,
-             "the audit service and the idle culler to stop with their hub")
+             "the audit and provisioning services and the idle culler to stop with their hub")
 
     hub.proc = None
     offset = log_size(hub)
@@ -143,7 +143,7 @@ def test_after_kill_9_the_next_hub_replaces_what_the_killed_one_left(lifecycle):
     assert hub.proc.poll() is None, hub.log_tail()
 
     services = hub_services_of(str(hub.home))
-    assert sorted(services.values()) == ["audit", "exports", "idle-culler"]
+    assert sorted(services.values()) == ["audit", "exports", "idle-culler", "provisioning"]
     assert review not in services
     assert len(proxies(hub)) == 1
     assert "Address already in use" not in log_since(hub, offset)
