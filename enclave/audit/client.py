@@ -75,6 +75,20 @@ def _request_line(request_id: int, source: str, actor: str, action: str, outcome
     return line
 
 
+def _many_line(request_id: int, records: list[dict]) -> bytes:
+    full = [{"source": r["source"], "actor": r["actor"], "action": r["action"], "outcome": r.get("outcome", "ok"),
+             "workspace": r.get("workspace"), "sandbox": r.get("sandbox"), "detail": r.get("detail") or {}}
+            for r in records]
+    try:
+        line = json.dumps({"id": request_id, "append_many": full}, ensure_ascii=False, allow_nan=False).encode() + b"\n"
+    except (TypeError, ValueError, UnicodeEncodeError) as exc:
+        raise AuditRecordRefused(f"the records cannot be sent as JSON: {exc}") from None
+    if len(line) > MAX_LINE:
+        raise AuditRecordRefused(f"the {len(records)} records are {len(line)} bytes together; the audit service takes"
+                                 f" at most {MAX_LINE} in one request")
+    return line
+
+
 def _result(reply: dict) -> int:
     if "seq" in reply:
         return reply["seq"]
@@ -135,6 +149,32 @@ class AuditClient:
             self._drop(connection)
             raise AuditUnavailable(f"the audit service answered another request ({reply}); the record may not be logged")
         return _result(reply)
+
+    def append_many(self, records: list[dict]) -> list[int]:
+        """Log records that stand or fall together (the changes of one ``enclave apply``): all are
+        committed in one batch, or none is (one the log refuses refuses them all). Each record is a
+        dict of :meth:`append`'s arguments (``source``, ``actor``, ``action``, and optionally
+        ``outcome``, ``workspace``, ``sandbox``, ``detail``). Returns their ``seq``s, in order."""
+        connection = self._connection()
+        request_id = next(connection.ids)
+        line = _many_line(request_id, records)
+        try:
+            connection.sock.sendall(line)
+            raw = connection.replies.readline()
+            if not raw:
+                raise ConnectionError("the service closed the connection")
+            reply = json.loads(raw)
+        except (OSError, ValueError) as exc:
+            self._drop(connection)
+            raise AuditUnavailable(f"the audit service did not acknowledge the records ({exc}); they may not be"
+                                   " logged") from None
+        if reply.get("id") != request_id:
+            self._drop(connection)
+            raise AuditUnavailable(f"the audit service answered another request ({reply}); the records may not be"
+                                   " logged")
+        if "seqs" in reply:
+            return reply["seqs"]
+        return [_result(reply)]  # raises: a refusal, or not written
 
     def _connection(self) -> _Connection:
         connection = getattr(self._local, "connection", None)

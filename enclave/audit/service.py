@@ -15,6 +15,9 @@ pipelined acknowledgements (a client may send many requests before reading the r
     ← {"id": 7, "error": "unknown action 'x'", "refused": true}    a bad record: sending it again will not help
     ← {"id": 7, "error": "...", "refused": false}            not written (database error, stopping)
 
+    → {"id": 8, "append_many": [{record}, {record}, …]}      records of one change (enclave apply):
+    ← {"id": 8, "seqs": [1235, 1236, …]}                     committed together, in one batch, or none
+
 Replies carry the request's ``id`` and may come in another order than the requests. Records from
 every connection are committed together (group commit): one transaction per batch, and a record is
 acknowledged only once its batch committed.
@@ -39,6 +42,7 @@ import os
 import signal
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from urllib.parse import urlparse
 
 from ..host_state import keep_private
@@ -64,6 +68,15 @@ class NotWritten(Exception):
     """The service could not write a record it had accepted."""
 
 
+@dataclass
+class _Unit:
+    """What is committed together: one record, or the records of one ``append_many``."""
+
+    records: list[Submitted]
+    many: bool
+    future: asyncio.Future
+
+
 class GroupCommit:
     """Gathers records from every connection and commits them together, in one writer thread."""
 
@@ -71,7 +84,9 @@ class GroupCommit:
         self.writer = writer
         self.every_records = settings.checkpoint_every_records
         self.every_seconds = settings.checkpoint_every_seconds
-        self.pending: list[tuple[Submitted, asyncio.Future]] = []
+        # Units to commit: one record, or the records of one ``append_many`` (all or none), each
+        # with the future its connection waits on.
+        self.pending: list[_Unit] = []
         self.stopping = False
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
@@ -81,10 +96,28 @@ class GroupCommit:
         self._task = asyncio.create_task(self._run())
 
     def submit(self, record: Submitted) -> asyncio.Future:
+        """Queue one record; the future's result is its ``seq``."""
         future = self._loop.create_future()
-        self.pending.append((record, future))
+        self.pending.append(_Unit([record], False, future))
         self._wake.set()
         return future
+
+    def submit_many(self, records: list[Submitted]) -> asyncio.Future:
+        """Queue records that are committed together or not at all (never split between batches);
+        the future's result is their ``seq``s, in order."""
+        future = self._loop.create_future()
+        self.pending.append(_Unit(records, True, future))
+        self._wake.set()
+        return future
+
+    def _next_batch(self) -> list["_Unit"]:
+        """Whole units from the front of the queue, at most MAX_BATCH records (or one larger unit)."""
+        batch, size = [], 0
+        while self.pending and (not batch or size + len(self.pending[0].records) <= MAX_BATCH):
+            unit = self.pending.pop(0)
+            batch.append(unit)
+            size += len(unit.records)
+        return batch
 
     async def close(self) -> None:
         """Commit what is pending, sign a last checkpoint, stop."""
@@ -101,9 +134,7 @@ class GroupCommit:
             timer.cancel()
             self._wake.clear()
             while self.pending:
-                batch = self.pending[:MAX_BATCH]
-                del self.pending[:MAX_BATCH]
-                await self._commit(batch)
+                await self._commit(self._next_batch())
                 if self.writer.size - self.writer.sealed_size >= self.every_records:
                     await self._checkpoint()
             if self.stopping:
@@ -112,18 +143,21 @@ class GroupCommit:
                 await self._checkpoint()
         await self._checkpoint()
 
-    async def _commit(self, batch: list[tuple[Submitted, asyncio.Future]]) -> None:
+    async def _commit(self, batch: list["_Unit"]) -> None:
+        records = [r for unit in batch for r in unit.records]
         try:
-            seqs = await self._loop.run_in_executor(self._thread, self.writer.append, [r for r, _ in batch])
+            seqs = await self._loop.run_in_executor(self._thread, self.writer.append, records)
         except Exception as exc:
-            log.exception("could not write %d audit record(s)", len(batch))
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(NotWritten(f"the audit log could not be written: {exc}"))
+            log.exception("could not write %d audit record(s)", len(records))
+            for unit in batch:
+                if not unit.future.done():
+                    unit.future.set_exception(NotWritten(f"the audit log could not be written: {exc}"))
             return
-        for (_, future), seq in zip(batch, seqs):
-            if not future.done():
-                future.set_result(seq)
+        at = 0
+        for unit in batch:
+            unit_seqs, at = seqs[at:at + len(unit.records)], at + len(unit.records)
+            if not unit.future.done():
+                unit.future.set_result(unit_seqs if unit.many else unit_seqs[0])
 
     async def _checkpoint(self) -> None:
         self._last_checkpoint = self._loop.time()
@@ -188,13 +222,26 @@ class AppendListener:
         except ValueError:  # UnicodeDecodeError included
             reply({"id": None, "error": "a request must be one JSON object on one line", "refused": True})
             return
-        if not isinstance(request, dict) or "append" not in request or set(request) - {"id", "append"}:
+        kind = next((k for k in ("append", "append_many") if isinstance(request, dict) and k in request), None)
+        if kind is None or set(request) - {"id", kind}:
             reply({"id": request.get("id") if isinstance(request, dict) else None,
-                   "error": 'a request is {"id": ..., "append": {record}}', "refused": True})
+                   "error": 'a request is {"id": ..., "append": {record}} or {"id": ..., "append_many": [records]}',
+                   "refused": True})
             return
         request_id = request.get("id")
         try:
-            record = check(request["append"])
+            if kind == "append":
+                records = [check(request["append"])]
+            else:
+                many = request["append_many"]
+                if not isinstance(many, list) or not 1 <= len(many) <= MAX_BATCH:
+                    raise BadRecord(f"append_many takes a list of 1 to {MAX_BATCH} records")
+                records = []
+                for i, record in enumerate(many):
+                    try:
+                        records.append(check(record))
+                    except BadRecord as exc:  # one bad record refuses them all: none is written
+                        raise BadRecord(f"record {i + 1} of {len(many)}: {exc}") from None
         except BadRecord as exc:
             reply({"id": request_id, "error": str(exc), "refused": True})
             return
@@ -205,10 +252,13 @@ class AppendListener:
         def committed(future: asyncio.Future) -> None:
             if future.exception() is not None:
                 reply({"id": request_id, "error": str(future.exception()), "refused": False})
-            else:
+            elif kind == "append":
                 reply({"id": request_id, "seq": future.result()})
+            else:
+                reply({"id": request_id, "seqs": future.result()})
 
-        self.commit.submit(record).add_done_callback(committed)
+        future = self.commit.submit(records[0]) if kind == "append" else self.commit.submit_many(records)
+        future.add_done_callback(committed)
 
     async def close_all(self) -> None:
         """Close every connection, and wait for their handlers to see it and end (left running, they

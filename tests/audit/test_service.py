@@ -106,7 +106,7 @@ def test_bad_input_gets_a_clear_error_and_nothing_is_written(sqlite_home):
     ], replies=8)
     by_id = {r["id"]: r for r in replies}
     assert by_id[None]["error"] == "a request must be one JSON object on one line" and by_id[None]["refused"]
-    assert by_id[2]["error"] == 'a request is {"id": ..., "append": {record}}'
+    assert by_id[2]["error"] == 'a request is {"id": ..., "append": {record}} or {"id": ..., "append_many": [records]}'
     assert by_id[3]["error"].startswith("unknown action 'auth.signin'")
     assert by_id[4]["error"] == "actor must be a non-empty string, not ['a']"
     assert "detail is 70" in by_id[5]["error"] and "the cap is 65536 bytes" in by_id[5]["error"]
@@ -133,6 +133,30 @@ def test_bad_input_gets_a_clear_error_and_nothing_is_written(sqlite_home):
     assert client.append("hub", "alice", "auth.logout") == 2
     sqlite_home.stop()
     assert [r["seq"] for r in sqlite_home.all_records()] == [1, 2]
+    assert sqlite_home.verify().ok
+
+
+def test_records_appended_together_are_committed_together_or_not_at_all(sqlite_home):
+    """``append_many`` (enclave apply's records of one file): one batch, consecutive, in order; one
+    record the log refuses refuses them all, and nothing of them is written."""
+    sqlite_home.start()
+    client = sqlite_home.client()
+    changes = [{"source": "cli", "actor": "root", "action": "workspace.create", "workspace": f"ws{i}",
+                "detail": {"purpose": f"用途 {i}"}} for i in range(3)]
+    assert client.append_many(changes) == [1, 2, 3]
+    bad = [*changes, {"source": "cli", "actor": "root", "action": "workspace.create", "workspace": "ws9",
+                      "detail": {"colour": "blue"}}]
+    with pytest.raises(AuditRecordRefused, match="record 4 of 4: .*colour"):
+        client.append_many(bad)
+    with pytest.raises(AuditRecordRefused, match="cannot be sent as JSON"):
+        client.append_many([{**changes[0], "detail": {"purpose": float("nan")}}])
+    replies = raw_exchange(sqlite_home.socket, [b'{"id": 5, "append_many": []}\n',
+                                                b'{"id": 6, "append_many": {"source": "cli"}}\n'], replies=2)
+    assert all(r["refused"] and "a list of 1 to" in r["error"] for r in replies)
+    assert client.append("hub", "alice", "auth.logout") == 4
+    sqlite_home.stop()
+    assert [(r["seq"], r["workspace"]) for r in sqlite_home.all_records()] == [
+        (1, "ws0"), (2, "ws1"), (3, "ws2"), (4, None)]
     assert sqlite_home.verify().ok
 
 

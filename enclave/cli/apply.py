@@ -1,0 +1,64 @@
+"""``enclave apply FILE.yaml``: provision accounts, sources and workspaces from a declarative file
+(docs/provisioning.md), and ``enclave apply-doc``, which writes that page's key reference."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from . import main, operator_name, pass_ctx
+
+
+@main.command("apply")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--dry-run", is_flag=True, help="Print what would be created, changed and removed; change nothing.")
+@pass_ctx
+def apply_(ctx, file: Path, dry_run: bool) -> None:
+    """Make Enclave's accounts, sources and workspaces what FILE declares, in one transaction: all
+    of it or, if anything is refused, none of it. Removals only where FILE says 'prune:'. A request
+    for a release awaits its data holder's consent. New accounts' passwords are printed once."""
+    from ..provisioning import apply as provisioning
+
+    try:
+        text = file.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise click.ClickException(f"{file} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    try:
+        result = provisioning.apply(ctx.settings, text, str(file), operator_name(), ctx.recording, dry_run=dry_run)
+    except provisioning.ApplyError as exc:
+        raise click.ClickException(
+            f"{file} is refused; nothing was applied ({len(exc.problems)} problem(s)):\n{exc}") from None
+    if not result.changes:
+        click.echo(f"nothing to change: Enclave already is as {file} declares")
+        return
+    for change in result.changes:
+        click.echo(change.describe())
+    if dry_run:
+        click.echo(f"dry run: {len(result.changes)} change(s) would be made; nothing was changed")
+        return
+    click.echo(f"applied {len(result.changes)} change(s) from {file}, in one transaction")
+    if result.passwords:
+        click.echo("passwords of the new accounts (shown this once; hand each to its owner, who should change it):")
+        for name, password in result.passwords.items():
+            click.echo(f"  {name}: {password}")
+
+
+@main.command("apply-doc")
+@click.option("--check", is_flag=True, help="Exit 1 if docs/provisioning.md's key reference is out of date.")
+def apply_doc(check: bool) -> None:
+    """Write the key reference of docs/provisioning.md from the keys 'enclave apply' reads."""
+    from ..provisioning import apply as provisioning
+
+    try:
+        current = provisioning.DOC_PATH.read_text(encoding="utf-8")
+        rendered = provisioning.render_doc(current)
+    except (OSError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    if check:
+        if rendered != current:
+            raise click.ClickException(f"{provisioning.DOC_PATH} is out of date: run 'enclave apply-doc'")
+        click.echo(f"{provisioning.DOC_PATH} is up to date")
+        return
+    provisioning.DOC_PATH.write_text(rendered, encoding="utf-8")
+    click.echo(f"wrote {provisioning.DOC_PATH}")
