@@ -2,10 +2,14 @@
 
 Run: .venv/bin/python benchmarks/cli.py [--runs 5]   (as root, like the command itself)
 
-Seeds a throwaway ENCLAVE_HOME as an admin would have it (accounts, a workspace, a masked release
-attached to it, an audit log with checkpoints, a released export) with the hub's audit service
-running, as it runs beside a hub; then runs each command ``--runs`` times, each in a new process,
-and prints one table: median and max wall time, the budget, and whether the median is within it.
+Seeds a throwaway ENCLAVE_HOME as an admin would have it (accounts, a data holder and their
+source, a workspace, a masked release attached to it with the holder's consent, an audit log with
+checkpoints, a released export) with the audit and provisioning services running, as they run
+beside a hub (the provisioning service serves the CLI's socket alone here, ``--cli-only``: the hub's
+also serves its HTTP port, which the CLI does not use); then runs each command ``--runs`` times, each
+in a new process, and prints one table: median and max wall time, the budget, and whether the
+median is within it. The listing and provisioning commands are requests to that service; a last
+row measures one with no service running (first-time setup: it starts one for the while).
 
 Budgets (issue #13): ``enclave --help``, every command's ``--help`` and every provisioning and
 listing command <= 0.3 s; verifying (``exports verify``, ``audit verify``, ``data verify``) and
@@ -23,7 +27,6 @@ import shutil
 import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -35,11 +38,14 @@ ENCLAVE = REPO / ".venv" / "bin" / "enclave"
 FAST, VERIFY = 0.3, 1.0
 PASSWORD = "benchmark-password-1"
 WORKSPACE = "demo"
+HOLDER = "hana"
+PURPOSE = "人口普查分析：按区统计人口结构"
 NOT_RUN = {
     "hub": "starts JupyterHub and keeps running",
     "demo": "seeds, then starts JupyterHub and keeps running",
     "data release": "builds a release (masking or synthesis of the source data)",
     "environment add": "installs packages into the operators' environment (pip)",
+    "apply-doc": "writes the key reference of docs/provisioning.md",
 }
 
 
@@ -109,15 +115,21 @@ def seed(home: Path, env: dict) -> dict:
     from enclave.settings import load_settings
     from synthetic.demo import publish_demo_release
 
-    for name, role in (("admin", "admin"), ("alice", "operator"), ("carol", "reviewer"), ("dave", "reviewer")):
+    from enclave import workspaces
+    from enclave.sources import source_of
+
+    for name, role in (("admin", "admin"), ("alice", "operator"), ("carol", "reviewer"), ("dave", "reviewer"),
+                       (HOLDER, "holder"), ("hugo", "holder")):
         enclave(env, "user", "add", name, "--role", role, "--password-stdin", stdin=PASSWORD + "\n")
-    enclave(env, "workspace", "create", WORKSPACE)
-    for name, role in (("alice", "operator"), ("carol", "reviewer"), ("dave", "reviewer")):
-        enclave(env, "workspace", "add-member", WORKSPACE, name, "--role", role)
     os.environ.update(env)
     settings = load_settings()
     release = publish_demo_release(settings)
+    enclave(env, "data", "set-holder", source_of(release), HOLDER)
+    enclave(env, "workspace", "create", WORKSPACE, "--purpose", PURPOSE, "--holder", HOLDER)
+    for name, role in (("alice", "operator"), ("carol", "reviewer"), ("dave", "reviewer")):
+        enclave(env, "workspace", "add-member", WORKSPACE, name, "--role", role)
     enclave(env, "workspace", "attach", WORKSPACE, release, "--reason", "人口普查分析")
+    workspaces.consent(settings, WORKSPACE, release, HOLDER)  # the holder's own action (their pages, the API)
 
     service = ExportService(settings)
     alice = Actor("alice", frozenset({f"{SCOPE_REQUEST}!user=alice"}), workspace=WORKSPACE)
@@ -137,23 +149,56 @@ def seed(home: Path, env: dict) -> dict:
 
 def commands(seeded: dict, out: Path) -> list[Command]:
     release, released = seeded["release"], seeded["released"]
+    source = release.partition("@")[0]
+    apply_file = out / "apply.yaml"
+    apply_file.write_text(f"accounts:\n  {HOLDER}: {{roles: [holder]}}\nworkspaces:\n  {WORKSPACE}:\n"
+                          f"    purpose: {PURPOSE}\n    holder: {HOLDER}\n", encoding="utf-8")
+    # Each row runs --runs times before the next: changes work on run i's own account or workspace.
     return [
         Command("user add", lambda i: ["user", "add", f"bench{i}", "--role", "operator"], FAST),
+        Command("user set-roles", lambda i: ["user", "set-roles", f"bench{i}", "--role", "reviewer"], FAST),
+        Command("user disable", lambda i: ["user", "disable", f"bench{i}", "--reason", "借调到其他部门"], FAST),
+        Command("user enable", lambda i: ["user", "enable", f"bench{i}"], FAST),
+        Command("user set-expiry", lambda i: ["user", "set-expiry", f"bench{i}", "2099-06-30"], FAST),
+        Command("user remove", lambda i: ["user", "remove", f"bench{i}"], FAST),
+        Command("user list", lambda i: ["user", "list"], FAST),
+        Command("user show", lambda i: ["user", "show", "alice"], FAST),
+        # In-process (passwords and login throttles are not in the provisioning API).
         Command("user set-password", lambda i: ["user", "set-password", "alice", "--password-stdin"], FAST,
                 stdin=PASSWORD + "\n"),
-        Command("user list", lambda i: ["user", "list"], FAST),
         Command("user throttles", lambda i: ["user", "throttles"], FAST),
         Command("user clear-throttle", lambda i: ["user", "clear-throttle", "alice"], FAST),
-        Command("workspace create", lambda i: ["workspace", "create", f"bench{i}"], FAST),
+        Command("workspace create", lambda i: ["workspace", "create", f"bench{i}", "--purpose", PURPOSE,
+                                               "--holder", HOLDER], FAST),
         Command("workspace add-member", lambda i: ["workspace", "add-member", f"bench{i}", "alice", "--role", "operator"],
                 FAST),
+        Command("workspace remove-member", lambda i: ["workspace", "remove-member", f"bench{i}", "alice",
+                                                      "--role", "operator"], FAST),
         Command("workspace attach", lambda i: ["workspace", "attach", f"bench{i}", release, "--reason", "人口普查分析"],
                 FAST),
+        Command("workspace detach", lambda i: ["workspace", "detach", f"bench{i}", release], FAST),
+        Command("workspace set-purpose", lambda i: ["workspace", "set-purpose", f"bench{i}", f"{PURPOSE}（第{i}期）"],
+                FAST),
+        Command("workspace set-holder", lambda i: ["workspace", "set-holder", f"bench{i}", "hugo"], FAST),
+        Command("workspace set-expiry", lambda i: ["workspace", "set-expiry", f"bench{i}", "2099-12-31"], FAST),
+        Command("workspace set-operators-may-review",
+                lambda i: ["workspace", "set-operators-may-review", f"bench{i}", "yes"], FAST),
         Command("workspace set-limits", lambda i: ["workspace", "set-limits", WORKSPACE, f"memory_mb={2048 + i}"], FAST),
         Command("workspace set-guard", lambda i: ["workspace", "set-guard", WORKSPACE, f"upload_max_mb={10 + i}"],
                 FAST),
+        Command("workspace set-export-policy", lambda i: ["workspace", "set-export-policy", WORKSPACE,
+                                                          f"min_cell_count={10 + i}"], FAST),
+        Command("workspace freeze", lambda i: ["workspace", "freeze", f"bench{i}", "--reason", "数据持有方要求暂停"],
+                FAST),
+        Command("workspace unfreeze", lambda i: ["workspace", "unfreeze", f"bench{i}"], FAST),
+        Command("workspace archive", lambda i: ["workspace", "archive", f"bench{i}", "--reason", "项目结束", "--yes"],
+                FAST),
         Command("workspace list", lambda i: ["workspace", "list"], FAST),
         Command("workspace show", lambda i: ["workspace", "show", WORKSPACE], FAST),
+        Command("data sources", lambda i: ["data", "sources"], FAST),
+        Command("data set-holder", lambda i: ["data", "set-holder", source, HOLDER], FAST),
+        # In-process: the whole file in one transaction.
+        Command("apply", lambda i: ["apply", str(apply_file), "--dry-run"], FAST),
         Command("environment list", lambda i: ["environment", "list"], FAST),
         Command("data list", lambda i: ["data", "list"], FAST),
         Command("data show", lambda i: ["data", "show", release], FAST),
@@ -170,6 +215,22 @@ def commands(seeded: dict, out: Path) -> list[Command]:
         Command("exports states-doc", lambda i: ["exports", "states-doc", "--check"], None),
         Command("doctor", lambda i: ["doctor"], VERIFY, ok_codes=(0, 1)),  # a bare test home fails checks
     ]
+
+
+def start_provisioning(home: Path, env: dict) -> subprocess.Popen:
+    """The provisioning service, as the hub runs it (``python -I -m enclave.provisioning.app`` from "/";
+    ``--cli-only``: no HTTP port, which needs the hub), for the whole run."""
+    log = (home / "provisioning-service.log").open("w")
+    started = subprocess.Popen([str(PYTHON), "-I", "-m", "enclave.provisioning.app", "--cli-only"], env=env, cwd="/",
+                               stdout=log, stderr=subprocess.STDOUT)
+    log.close()
+    socket_file = home / "state" / "run" / "provisioning" / "cli.sock"
+    deadline = time.monotonic() + 60
+    while not socket_file.exists():
+        if started.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(f"the provisioning service did not start:\n{(home / 'provisioning-service.log').read_text()}")
+        time.sleep(0.1)
+    return started
 
 
 def row(label: str, times: list[float], budget: float | None, note: str = "") -> str:
@@ -194,6 +255,7 @@ def main() -> None:
     audit_log = (home / "audit-service.log").open("w")
     service = subprocess.Popen([str(PYTHON), "-I", "-m", "enclave.audit.service"], env=env, cwd="/",
                                stdout=audit_log, stderr=subprocess.STDOUT)
+    provisioning = None
     try:
         socket_file = home / "state" / "run" / "audit" / "audit.sock"
         deadline = time.monotonic() + 60
@@ -201,6 +263,7 @@ def main() -> None:
             if service.poll() is not None or time.monotonic() > deadline:
                 raise SystemExit(f"the audit service did not start:\n{(home / 'audit-service.log').read_text()}")
             time.sleep(0.1)
+        provisioning = start_provisioning(home, env)
         print("seeding a throwaway ENCLAVE_HOME (accounts, workspace, release, audit log, a released export) ...")
         seeded = seed(home, env)
         table = commands(seeded, home)
@@ -223,6 +286,19 @@ def main() -> None:
                 c.times.append(elapsed)
                 if code not in c.ok_codes:
                     c.failures.append(f"exit {code}: {output.strip().splitlines()[-1] if output.strip() else ''}")
+        # First-time setup: no hub, so no service; the command starts the provisioning service (and
+        # the audit service) for the while. Measured last, with both stopped; no budget.
+        provisioning.terminate()
+        provisioning.wait(timeout=60)
+        service.terminate()
+        service.wait(timeout=60)
+        no_hub = Command("user list (no hub: the service for the while)", lambda i: ["user", "list"], None)
+        for i in range(runs):
+            elapsed, code, output = timed([str(ENCLAVE), *no_hub.argv(i)], env)
+            no_hub.times.append(elapsed)
+            if code != 0:
+                no_hub.failures.append(f"exit {code}: {output.strip().splitlines()[-1] if output.strip() else ''}")
+        table.append(no_hub)
         busy = (busy_seconds() - busy0) / (time.monotonic() - wall0) / os.cpu_count()
         print(f"machine: load average {loadavg()} after; the cores were {busy:.0%} busy during the runs"
               " (this benchmark included)")
@@ -253,8 +329,10 @@ def main() -> None:
         over += [label for label, times in helps if statistics.median(times) > FAST]
         print(f"\n{len(over)} over budget" + (f": {', '.join(over)}" if over else ""))
     finally:
-        service.terminate()
-        service.wait(timeout=60)
+        for running in (provisioning, service):
+            if running is not None and running.poll() is None:
+                running.terminate()
+                running.wait(timeout=60)
         audit_log.close()
         shutil.rmtree(home, ignore_errors=True)
 

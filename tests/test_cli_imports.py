@@ -2,7 +2,9 @@
 heavy import from creeping back into the command line's start-up (benchmarks/cli.py measures it).
 Each such case runs in a fresh interpreter and looks at ``sys.modules``: never at a time.
 
-And the listing commands added with the budget (``user list``, ``workspace show``).
+The listing and provisioning commands are requests to the provisioning service: with it running, they
+import none of the service layer (tests/test_provisioning_cli.py runs them through their life, and
+without a hub). And the listing commands added with the budget (``user list``, ``workspace show``).
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import json
 import os
 import subprocess
 import sys
+
+import pytest
 
 # Each takes from a tenth of a second to several seconds to import, and no listing command needs one.
 HEAVY = ("pandas", "numpy", "nbformat", "jsonschema", "jupyterhub", "tornado", "sdv", "torch", "alembic",
@@ -39,25 +43,67 @@ def test_help_reads_no_settings_and_opens_no_database():
     assert not {"pydantic", "sqlalchemy", "enclave.settings", "enclave.db"} & modules
 
 
-def test_a_listing_command_on_a_current_database_skips_alembic(tmp_path):
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("ENCLAVE_")}, "ENCLAVE_HOME": str(tmp_path)}
-    listing = "from enclave.cli import main\nmain(['workspace', 'list'], standalone_mode=False)"
-    assert "alembic" in modules_after(listing, env)  # the first command creates the database
-    modules = modules_after(listing, env)
-    assert heavy_in(modules) == []
-    assert "sqlalchemy" in modules  # it did read the database
+# What the listing and provisioning commands import, with the provisioning service running: none of
+# the service layer (SQLAlchemy, the settings' pydantic schema) nor the service's web framework.
+SERVICE_SIDE = ("sqlalchemy", "pydantic", "pydantic_settings", "tornado", "alembic", "enclave.settings", "enclave.db",
+                "enclave.accounts", "enclave.workspaces", "enclave.audit.client")
+PROVISIONING_COMMANDS = (
+    ["user", "list"], ["user", "show", "olga"], ["user", "show", "olga", "--format", "json"],
+    ["user", "add", "nina", "--role", "operator"], ["user", "set-roles", "nina", "--role", "reviewer"],
+    ["user", "disable", "nina", "--reason", "借调"], ["user", "enable", "nina"],
+    ["user", "set-expiry", "nina", "2099-01-01"], ["user", "remove", "nina"],
+    ["workspace", "list"], ["workspace", "show", "census"], ["workspace", "show", "census", "--format", "json"],
+    ["workspace", "create", "survey"], ["workspace", "add-member", "survey", "olga", "--role", "operator"],
+    ["workspace", "set-limits", "survey", "memory_mb=1024"], ["workspace", "freeze", "survey", "--reason", "审计"],
+    ["workspace", "show", "nowhere"],  # a refusal too
+    ["data", "sources"],
+)
 
 
-def test_user_list_and_workspace_show(tmp_path, monkeypatch):
+@pytest.fixture
+def service(tmp_path):
+    """A home with its provisioning service running, as beside a hub (its audit service too: the
+    commands above change things)."""
+    from audit.conftest import AuditHome
+    from test_provisioning_cli import ProvisioningService
+
+    home = AuditHome(tmp_path / "home")
+    home.start()
+    running = ProvisioningService(home.home, home.env())
+    try:
+        running.start()
+        yield home
+    finally:
+        if running.proc is not None:
+            running.stop()
+        home.cleanup()
+
+
+def test_listing_and_provisioning_commands_import_no_service_layer(service):
+    from enclave import accounts, workspaces
+
+    accounts.add_user(service.settings, "olga", ["operator"], "a-long-enough-password")
+    workspaces.create(service.settings, "census")
+    for args in PROVISIONING_COMMANDS:
+        modules = modules_after(f"from enclave.cli import main\nmain({args!r}, standalone_mode=False)"
+                                if args[-1] != "nowhere" else
+                                f"from enclave.cli import main\ntry:\n    main({args!r})\nexcept SystemExit:\n    pass",
+                                service.env())
+        assert heavy_in(modules) == [] and sorted(modules & set(SERVICE_SIDE)) == [], args
+    assert workspaces.get(service.settings, "survey").state == "frozen"  # the commands did their work
+
+
+def test_user_list_and_workspace_show(service, monkeypatch):
     """The two listing commands that came with the budget: what they show, and an unknown workspace."""
     from click.testing import CliRunner
 
     from enclave import accounts, workspaces
     from enclave.cli import main
-    from enclave.settings import load_settings
 
-    monkeypatch.setenv("ENCLAVE_HOME", str(tmp_path))
-    settings = load_settings()
+    for key, value in service.env().items():
+        if key.startswith("ENCLAVE_"):
+            monkeypatch.setenv(key, value)
+    settings = service.settings
     runner = CliRunner()
     assert runner.invoke(main, ["user", "list"]).output == "no accounts\n"
     accounts.add_user(settings, "olga", ["operator", "reviewer"], "a-long-enough-password")
@@ -66,7 +112,7 @@ def test_user_list_and_workspace_show(tmp_path, monkeypatch):
     workspaces.add_member(settings, "census", "olga", "operator")
 
     listed = runner.invoke(main, ["user", "list"]).output.splitlines()
-    assert listed[0].split() == ["ACCOUNT", "ROLES", "CREATED"]
+    assert listed[0].split() == ["ACCOUNT", "ROLES", "STATE", "EXPIRES", "CREATED"]
     assert [line.split()[:2] for line in listed[1:]] == [["adam", "admin"], ["olga", "operator,"]]
     assert "operator, reviewer" in listed[2] and "hash" not in "".join(listed).lower()
 
@@ -74,6 +120,7 @@ def test_user_list_and_workspace_show(tmp_path, monkeypatch):
     assert shown.exit_code == 0
     assert shown.output == runner.invoke(main, ["workspace", "list"]).output  # the one workspace, as listed
     assert "  operators: olga\n" in shown.output and "  reviewers: -\n" in shown.output
+    assert "  disk:      4096 MiB per home; used: -\n" in shown.output
     missing = runner.invoke(main, ["workspace", "show", "nowhere"])
     assert missing.exit_code == 1 and "no workspace named 'nowhere'" in missing.output
 

@@ -160,8 +160,26 @@ def test_singleuser_shim_serves_on_a_socket_despite_a_port_in_the_service_url(tm
     assert "mutually exclusive" not in out
 
 
-def test_cli_provisions_accounts_and_workspaces_with_clear_errors(tmp_path):
-    env = {**os.environ, "ENCLAVE_HOME": str(tmp_path)}
+@pytest.fixture
+def provisioned_home(tmp_path):
+    """A home with its audit and provisioning services running, as beside a hub."""
+    from audit.conftest import AuditHome
+    from test_provisioning_cli import ProvisioningService
+
+    home = AuditHome(tmp_path / "home")
+    home.start()
+    service = ProvisioningService(home.home, home.env())
+    try:
+        service.start()
+        yield home
+    finally:
+        if service.proc is not None:
+            service.stop()
+        home.cleanup()
+
+
+def test_cli_provisions_accounts_and_workspaces_with_clear_errors(provisioned_home):
+    env = {**os.environ, **provisioned_home.env()}
 
     def run(*args, input=None):
         return subprocess.run([str(ENCLAVE), *args], env=env, input=input, capture_output=True,
@@ -179,7 +197,8 @@ def test_cli_provisions_accounts_and_workspaces_with_clear_errors(tmp_path):
         assert r.returncode != 0 and f"user name '{name}' is reserved" in r.stderr
     assert not any(name in run("user", "list").stdout for name in reserved)
     assert "too short" in run("user", "add", "pia", "--role", "reviewer", "--password-stdin", input="short\n").stderr
-    assert run("workspace", "create", "census").returncode == 0
+    assert run("user", "add", "hana", "--role", "holder").returncode == 0
+    assert run("workspace", "create", "census", "--purpose", "人口普查分析", "--holder", "hana").returncode == 0
     assert "not allowed" in run("workspace", "create", "../etc").stderr
     assert run("workspace", "add-member", "census", "olga", "--role", "operator").returncode == 0
     r = run("workspace", "add-member", "census", "olga", "--role", "reviewer")
@@ -188,7 +207,10 @@ def test_cli_provisions_accounts_and_workspaces_with_clear_errors(tmp_path):
     r = run("workspace", "attach", "census", "missing@1")
     assert r.returncode != 0 and "not in the release store" in r.stderr
     assert "not a release name" in run("workspace", "attach", "census", "../../etc").stderr
-    (tmp_path / "releases" / "pop@1" / "data").mkdir(parents=True)
+    (provisioned_home.home / "releases" / "pop@1" / "data").mkdir(parents=True)
+    r = run("workspace", "attach", "census", "pop@1")
+    assert r.returncode != 0 and "release 'pop@1' has no data holder" in r.stderr
+    assert run("data", "set-holder", "pop", "hana").returncode == 0
     assert run("workspace", "attach", "census", "pop@1").returncode == 0
     listing = run("workspace", "list").stdout
     assert "census" in listing and "olga" in listing and "pop@1" in listing

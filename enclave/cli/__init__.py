@@ -18,6 +18,8 @@ from ..host_state import keep_private
 class _Context:
     def __init__(self) -> None:
         self._settings = None
+        # The home of the provisioning service this command started for the while, once it has.
+        self._service_home = None
 
     @property
     def settings(self):
@@ -30,23 +32,57 @@ class _Context:
                 raise click.ClickException(str(exc)) from None
         return self._settings
 
+    def api(self, method: str, path: str, body: dict | None = None):
+        """``method`` ``path`` of the provisioning API (:mod:`enclave.provisioning.client`), as the
+        one who runs the command: the JSON it answers, or its refusal as the command's error.
+
+        The hub's provisioning service answers when the hub runs: the command then loads neither
+        the settings nor the service layer. When it does not, the command starts one for the while
+        (the slow path: it loads the settings) and sends the request there; that service stops
+        when the command ends."""
+        from ..provisioning import client
+
+        try:
+            try:
+                return client.call(method, path, body, home=self._service_home)
+            except client.ServiceNotRunning:
+                if self._service_home is not None:
+                    raise
+                root = click.get_current_context().find_root()
+                root.with_resource(client.service_for_the_while(self.settings))
+                self._service_home = self.settings.home
+                return client.call(method, path, body, home=self._service_home)
+        except client.ProvisioningError as exc:
+            raise click.ClickException(str(exc)) from None
+
     @contextlib.contextmanager
     def recording(self):
-        """A change's record-keeper: ``record(action, workspace=, detail=)`` hands a record to the
-        audit log as the one who ran the command (the hub's audit service, or one started for the
-        while). A change calls it before it commits, so a record the log does not take leaves
-        nothing changed."""
+        """A change's record-keeper (:class:`Recorder`), handing records to the audit log as the one
+        who ran the command (the hub's audit service, or one started for the while). A change calls
+        it before it commits, so a record the log does not take leaves nothing changed."""
         from ..audit.client import AuditError, audit_service
 
-        actor = operator_name()
         try:
             with audit_service(self.settings) as audit:
-                def record(action: str, workspace: str | None = None, detail: dict | None = None) -> None:
-                    audit.append("cli", actor, action, workspace=workspace, detail=detail)
-
-                yield record
+                yield Recorder(audit, operator_name())
         except AuditError as exc:
             raise click.ClickException(f"nothing was changed: the audit log cannot record it ({exc})") from None
+
+
+class Recorder:
+    """``record(action, workspace=, detail=)`` hands one record to the audit log (the service
+    layer's recorder); ``record.together([(action, workspace, detail), …])`` hands the records of
+    one change made of many (``enclave apply``), which the log takes all, or none."""
+
+    def __init__(self, audit, actor: str) -> None:
+        self.audit, self.actor = audit, actor
+
+    def __call__(self, action: str, workspace: str | None = None, detail: dict | None = None) -> None:
+        self.audit.append("cli", self.actor, action, workspace=workspace, detail=detail)
+
+    def together(self, records: list[tuple[str, str | None, dict | None]]) -> None:
+        self.audit.append_many([{"source": "cli", "actor": self.actor, "action": action, "workspace": workspace,
+                                 "detail": detail} for action, workspace, detail in records])
 
 
 def operator_name() -> str:
@@ -65,7 +101,7 @@ def main(ctx: click.Context) -> None:
     ctx.ensure_object(_Context)
 
 
-from . import data, doctor, environment, exports, hub, users, workspaces  # noqa: E402  (subcommands register on ``main``)
+from . import apply, data, doctor, environment, exports, hub, users, workspaces  # noqa: E402  (subcommands register on ``main``)
 from . import audit  # noqa: E402,F401  (``enclave audit``)
 
 __all__ = ["main", "pass_ctx", "data", "environment", "exports", "hub", "users", "workspaces"]

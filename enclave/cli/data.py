@@ -1,4 +1,5 @@
-"""``enclave data``: the data holder's releases (build, list, show, verify).
+"""``enclave data``: the data holder's releases (build, list, show, verify) and sources (who holds
+each: they consent to its releases' attachment to workspaces).
 
 Building a release runs the ``synthetic`` package on the data holder's side; sandboxes only ever
 see the published ``data/`` folder of a release.
@@ -143,3 +144,35 @@ def verify(ctx, release: str) -> None:
             click.echo(f"{release}: {p}", err=True)
         raise SystemExit(1)
     click.echo(f"{release}: intact ({store.manifest(ctx.settings.release_store, release)['content_hash']})")
+
+
+@data.command("sources")
+@pass_ctx
+def sources(ctx) -> None:
+    """List sources (release 'residents@1' is of source 'residents'): each one's data holder, who
+    consents to its releases' use in workspaces, and its releases in the store. A source with
+    releases but no holder ('-') cannot be asked for until one is set (data set-holder)."""
+    holders = {s["name"]: s["holder"] for s in ctx.api("GET", "/sources")}
+    in_store = ctx.api("GET", "/releases")
+    names = sorted(set(holders) | {r["source"] for r in in_store})
+    if not names:
+        click.echo("no sources")
+        return
+    width = max(len(n) for n in names) + 2
+    click.echo(f"{'SOURCE':<{width}} {'HOLDER':<34} RELEASES")
+    for name in names:
+        releases = [r["name"] for r in in_store if r["source"] == name]
+        click.echo(f"{name:<{width}} {holders.get(name, '-'):<34} {', '.join(releases) or '-'}")
+
+
+@data.command("set-holder")
+@click.argument("source")
+@click.argument("username", metavar="USER")
+@pass_ctx
+def set_holder(ctx, source: str, username: str) -> None:
+    """Make USER (an account with the holder role) the holder of SOURCE: they consent, or not, to
+    each attachment of its releases to a workspace."""
+    from ..provisioning.client import path
+
+    ctx.api("PUT", path("sources", source, "holder"), {"holder": username})
+    click.echo(f"holder of {source}: {username}")
