@@ -24,6 +24,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -701,3 +702,46 @@ def grant(settings, workspace: str, release: str, by: str = "tests", columns=Non
         workspaces.set_purpose(settings, workspace, PURPOSE)
     workspaces.attach(settings, workspace, release, by, columns=columns, reason=reason)
     workspaces.consent(settings, workspace, release, sources.holder_of(settings, release))
+
+
+class EvilServer:
+    """What a taken-over server would serve: an attack page, and a sink for what it learns (the page
+    POSTs ``{"what", "value"}`` reports; ``done`` is set by the report ``done``)."""
+
+    def __init__(self, page: str):
+        self.reports: list[dict] = []
+        self.done = threading.Event()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                body = page.encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html; charset=utf-8")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_POST(self):
+                item = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                outer.reports.append(item)
+                if item["what"] == "done":
+                    outer.done.set()
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.http.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http.server_port}"
+
+    def report(self, what: str) -> str:
+        return next(r["value"] for r in self.reports if r["what"] == what)
+
+    def close(self):
+        self.http.shutdown()

@@ -20,15 +20,13 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlparse
 
 import pytest
 import requests
 from conftest import PASSWORD, seed
-from enclave_testing import CHROMIUM, CHROMIUM_ARGS, log_in
+from enclave_testing import CHROMIUM, CHROMIUM_ARGS, EvilServer, log_in
 from playwright.async_api import async_playwright
 
 pytestmark = pytest.mark.browser
@@ -104,48 +102,6 @@ function post(target, fields) {
   await report("done", "");
 })();
 </script><body></body>"""
-
-
-class EvilServer:
-    """What a taken-over server would serve: the attack page, and a sink for what it learns."""
-
-    def __init__(self, page: str):
-        self.reports: list[dict] = []
-        self.done = threading.Event()
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):
-                body = page.encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "text/html; charset=utf-8")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def do_POST(self):
-                item = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                outer.reports.append(item)
-                if item["what"] == "done":
-                    outer.done.set()
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.http.serve_forever, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.http.server_port}"
-
-    def report(self, what: str) -> str:
-        return next(r["value"] for r in self.reports if r["what"] == what)
-
-    def close(self):
-        self.http.shutdown()
 
 
 @pytest.fixture(scope="module")

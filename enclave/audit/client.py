@@ -133,31 +133,25 @@ class AuditClient:
     def append(self, source: str, actor: str, action: str, outcome: str = "ok", *, workspace: str | None = None,
                sandbox: str | None = None, detail: dict | None = None) -> int:
         """Log one record; return its ``seq`` once it is committed."""
-        connection = self._connection()
-        request_id = next(connection.ids)
-        line = _request_line(request_id, source, actor, action, outcome, workspace, sandbox, detail)
-        try:
-            connection.sock.sendall(line)
-            raw = connection.replies.readline()
-            if not raw:
-                raise ConnectionError("the service closed the connection")
-            reply = json.loads(raw)
-        except (OSError, ValueError) as exc:
-            self._drop(connection)
-            raise AuditUnavailable(f"the audit service did not acknowledge the record ({exc}); it may not be logged") from None
-        if reply.get("id") != request_id:
-            self._drop(connection)
-            raise AuditUnavailable(f"the audit service answered another request ({reply}); the record may not be logged")
-        return _result(reply)
+        return _result(self._exchange(lambda request_id: _request_line(
+            request_id, source, actor, action, outcome, workspace, sandbox, detail), "record"))
 
     def append_many(self, records: list[dict]) -> list[int]:
         """Log records that stand or fall together (the changes of one ``enclave apply``): all are
         committed in one batch, or none is (one the log refuses refuses them all). Each record is a
         dict of :meth:`append`'s arguments (``source``, ``actor``, ``action``, and optionally
         ``outcome``, ``workspace``, ``sandbox``, ``detail``). Returns their ``seq``s, in order."""
+        reply = self._exchange(lambda request_id: _many_line(request_id, records), "records")
+        if "seqs" in reply:
+            return reply["seqs"]
+        return [_result(reply)]  # raises: a refusal, or not written
+
+    def _exchange(self, line_of, what: str) -> dict:
+        """Send the request ``line_of(request_id)`` and read its reply; a connection that fails or
+        answers out of turn is dropped (the ``what`` may not be logged)."""
         connection = self._connection()
         request_id = next(connection.ids)
-        line = _many_line(request_id, records)
+        line = line_of(request_id)
         try:
             connection.sock.sendall(line)
             raw = connection.replies.readline()
@@ -166,15 +160,12 @@ class AuditClient:
             reply = json.loads(raw)
         except (OSError, ValueError) as exc:
             self._drop(connection)
-            raise AuditUnavailable(f"the audit service did not acknowledge the records ({exc}); they may not be"
+            raise AuditUnavailable(f"the audit service did not acknowledge the {what} ({exc}); the {what} may not be"
                                    " logged") from None
         if reply.get("id") != request_id:
             self._drop(connection)
-            raise AuditUnavailable(f"the audit service answered another request ({reply}); the records may not be"
-                                   " logged")
-        if "seqs" in reply:
-            return reply["seqs"]
-        return [_result(reply)]  # raises: a refusal, or not written
+            raise AuditUnavailable(f"the audit service answered another request ({reply}); the {what} may not be logged")
+        return reply
 
     def _connection(self) -> _Connection:
         connection = getattr(self._local, "connection", None)

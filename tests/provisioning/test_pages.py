@@ -6,14 +6,12 @@ layer's refusals shown on the page, and a page on a user server's origin changin
 from __future__ import annotations
 
 import json
-import threading
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlparse
 
 import pytest
 import requests
-from enclave_testing import CHROMIUM, CHROMIUM_ARGS, wait_for
+from enclave_testing import CHROMIUM, CHROMIUM_ARGS, EvilServer, wait_for
 from playwright.sync_api import expect, sync_playwright
 
 from enclave import accounts, sources, workspaces
@@ -385,44 +383,6 @@ function post(target, fields) {
 </script><body></body>"""
 
 
-class EvilServer:
-    """What a taken-over server would serve: the attack page, and a sink for what it learns."""
-
-    def __init__(self, page: str):
-        self.reports: list[dict] = []
-        self.done = threading.Event()
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):
-                body = page.encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "text/html; charset=utf-8")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def do_POST(self):
-                item = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                outer.reports.append(item)
-                if item["what"] == "done":
-                    outer.done.set()
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.http.serve_forever, daemon=True).start()
-
-    def report(self, what: str) -> str:
-        return next(r["value"] for r in self.reports if r["what"] == what)
-
-    def close(self):
-        self.http.shutdown()
-
-
 def serve_on_the_server_s_origin(hub, server_url: str, target: str) -> str:
     """Route ``evil/`` under the operator's server to ``target``, as a taken-over server would answer it."""
     token = (hub.home / "secrets" / "proxy_auth_token").read_text().strip()
@@ -444,7 +404,7 @@ def a_page_on_a_user_s_origin_changes_nothing(hub, admin_page, operator):
     evil = EvilServer(ATTACK % {"service": json.dumps(service(hub)), "tossed": json.dumps(tossed),
                                 "workspace": json.dumps(WORKSPACE)})
     url = serve_on_the_server_s_origin(hub, operator.server_url(WORKSPACE),
-                                       f"http://127.0.0.1:{evil.http.server_port}/{uuid.uuid4().hex}")
+                                       f"{evil.url}/{uuid.uuid4().hex}")
     before = (workspaces.get(hub.settings, WORKSPACE).describe(), accounts.all_accounts(hub.settings))
     context = admin_page.context
     parent = urlparse(hub.url).hostname
