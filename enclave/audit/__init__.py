@@ -6,8 +6,9 @@ root can reach (:mod:`.client`). The writer stamps each record with a sequence n
 clock, chains it to the one before (SHA-256), adds it to an RFC 6962 Merkle tree (:mod:`.merkle`)
 and, at intervals, signs the tree head as a checkpoint (:mod:`.checkpoints`), kept in the database
 and in a second file. What may be recorded is data (:mod:`.actions`); how a record is checked and
-encoded is :mod:`.records`. ``enclave audit verify|export|query|prove`` read the database directly
-(:mod:`.reader`, :mod:`.verify`). The design is described in ``docs/audit.md``.
+encoded is :mod:`.records`. ``enclave audit verify|prove`` read the database directly
+(:mod:`.reader`, :mod:`.verify`); ``enclave audit query|export`` ask the service on its root-only
+query socket (:mod:`.query_socket`, :mod:`.query_client`). The design is described in ``docs/audit.md``.
 """
 
 from __future__ import annotations

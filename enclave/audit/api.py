@@ -31,12 +31,12 @@ from ..services import error_message
 from .actions import ACTIONS
 from .checkpoints import key_id, public_pem
 from .openapi import openapi_document
+from .query_socket import FILTERS, page_arguments
 from .reader import AuditReader, BadQuery
 
 SCOPE_READ = "custom:audit:read"
 API_CSP = "default-src 'none'; frame-ancestors 'none'"
 PAGE_CSP = "default-src 'none'; style-src 'nonce-{nonce}'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
-FILTERS = ("user", "workspace", "action", "since", "until")
 # Records on one page of the records page, and the period a report link covers when none is chosen.
 PAGE_SIZE = 50
 DEFAULT_REPORT_DAYS = 30
@@ -101,17 +101,9 @@ class BaseHandler(HubOAuthenticated, web.RequestHandler):
 
 class RecordsAPI(BaseHandler):
     async def get(self):
-        args = {name: self.get_argument(name, "") or None for name in ("user", "workspace", "action", "since", "until")}
+        args = page_arguments(self)  # as the enclave command's query socket reads them
         try:
-            after = int(self.get_argument("after", "")) if self.get_argument("after", "") else None
-            limit = int(self.get_argument("limit", "100"))
-        except ValueError:
-            raise web.HTTPError(400, "after and limit must be whole numbers") from None
-        order = self.get_argument("order", "asc")
-        if order not in ("asc", "desc"):
-            raise web.HTTPError(400, "order must be asc or desc")
-        try:
-            page = await self.call(self.reader.query, **args, after=after, limit=limit, newest_first=order == "desc")
+            page = await self.call(self.reader.query, **args)
         except BadQuery as exc:
             raise web.HTTPError(400, str(exc)) from None
         self.write_json(page)

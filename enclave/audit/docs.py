@@ -105,6 +105,9 @@ at most {MAX_LINE // 1024} KiB):
 Sources use `enclave.audit.client`: `AuditClient(settings).append(source, actor, action, outcome,
 workspace=…, sandbox=…, detail=…)` returns the `seq`, `AsyncAuditClient` does the same for asyncio
 and tornado code. `AuditUnavailable` means the record may not be logged: the caller fails closed.
+Records of one change made of many (`enclave apply`'s) go together, `append_many`, as
+`{{"id": 9, "append_many": [{{record}}, …]}}` answered `{{"id": 9, "seqs": […]}}`: committed in one
+batch, or none of them (one the log refuses refuses them all).
 
 ## Reading
 
@@ -115,6 +118,9 @@ and tornado code. `AuditUnavailable` means the record may not be logged: the cal
   each checkpoint follows the record it seals.
 - `enclave audit query --user --workspace --action --since --until --format table|jsonl|csv`
   (`--user` matches the actor; `--action export.*` matches a prefix; `--until` is exclusive).
+- `query` and `export` ask the audit service on `$ENCLAVE_HOME/run/audit/query.sock` (HTTP, root
+  only: the peer's uid is checked; the service is started for the while when the hub is down);
+  `verify`, `prove`, `trace` and `report` read the database read-only.
 - `enclave audit prove SEQ` — an inclusion proof against the newest checkpoint.
 - `enclave audit trace FILE|SHA256 [--format text|json]` — from a released file (or a copy: by hash,
   or by its watermark) to its export request, the reviewers and their reasons, the executions that

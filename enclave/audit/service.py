@@ -22,8 +22,12 @@ Replies carry the request's ``id`` and may come in another order than the reques
 every connection are committed together (group commit): one transaction per batch, and a record is
 acknowledged only once its batch committed.
 
-Queries: HTTP on loopback (``audit.port``), behind the proxy at ``/services/audit/`` (:mod:`.api`),
-when JupyterHub runs the service.
+Queries: for the ``enclave`` command (``enclave audit query|export``), HTTP on a second unix socket
+beside the first, ``run/audit/query.sock``, root only (:mod:`.query_socket`; its client
+:mod:`.query_client`); for administrators' browsers, HTTP on loopback (``audit.port``), behind the
+proxy at ``/services/audit/`` (:mod:`.api`), when JupyterHub runs the service. Reads run in threads
+of their own on read-only database connections, never in the writer's thread nor on the event loop
+that takes appends: a query never holds an append up.
 
 The service stops when asked (SIGTERM, SIGINT) and when the process that started it is gone (the
 hub killed, or the CLI that started it for a while, see :func:`enclave.audit.client.audit_service`).
@@ -270,9 +274,8 @@ class AppendListener:
 
 
 async def serve(settings: Settings) -> None:
-    from tornado.httpserver import HTTPServer
-
-    from . import api
+    from .query_client import socket_path as query_socket_path
+    from .query_socket import QuerySocket
     from .reader import AuditReader
 
     writer = Writer.open(settings, wait=WRITER_LOCK_WAIT)
@@ -280,15 +283,23 @@ async def serve(settings: Settings) -> None:
     listener = AppendListener(commit)
     path = socket_path(settings)
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    path.parent.chmod(0o700)  # root only: sandboxes and other local users never reach the socket
+    path.parent.chmod(0o700)  # root only: sandboxes and other local users never reach the sockets
+    # Queries from the enclave command, on their own socket, taken before appends are: whoever
+    # sees the append socket answer (enclave.audit.client.audit_service) finds this one ready.
+    reader = AuditReader(settings)
+    queries = QuerySocket(reader, query_socket_path(settings.home))
     server = await asyncio.start_unix_server(listener.handle, path=str(path), limit=MAX_LINE)
     path.chmod(0o600)
 
     # The query API, for administrators, only when JupyterHub runs the service (it authenticates
-    # through the hub); a service started for a while by the CLI, with the hub down, takes appends only.
-    reader = http = None
+    # through the hub); a service started for a while by the CLI, with the hub down, serves the
+    # command's socket alone.
+    http = None
     if "JUPYTERHUB_SERVICE_URL" in os.environ:
-        reader = AuditReader(settings)
+        from tornado.httpserver import HTTPServer
+
+        from . import api  # JupyterHub's authentication: only for the hub's service
+
         prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/services/audit/")
         url = urlparse(os.environ["JUPYTERHUB_SERVICE_URL"])
         http = HTTPServer(api.make_app(reader, writer.key.public_key(), prefix), xheaders=True)
@@ -299,15 +310,16 @@ async def serve(settings: Settings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     stop_with_parent()  # a hub killed with -9 stops it too
-    log.info("audit service: %d records; appends on %s%s", writer.size, path,
-             f", queries on {os.environ['JUPYTERHUB_SERVICE_URL']}" if http else "")
+    log.info("audit service: %d records; appends on %s, queries on %s%s", writer.size, path, queries.path,
+             f" and {os.environ['JUPYTERHUB_SERVICE_URL']}" if http else "")
     await stop.wait()
 
     log.info("audit service stopping: committing what is pending and signing a last checkpoint")
     server.close()
     if http is not None:
         http.stop()
-        reader.close()
+    await queries.close()
+    reader.close()
     await commit.close()
     await listener.close_all()
     writer.close()

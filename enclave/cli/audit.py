@@ -1,8 +1,12 @@
 """``enclave audit``: verify, export, query the audit log, prove a record's inclusion, trace a
 released file back to its data and code, and report on a workspace over a period.
 
-These read the database directly and read-only; records are only ever written by the audit
-service. Imports are deferred into the commands, so that ``enclave`` starts fast.
+``query`` and ``export`` ask the audit service, on its root-only query socket
+(:mod:`enclave.audit.query_client`, standard library only), so that they answer within issue #13's
+budget; when it does not run (no hub), they start it for the while, as a change's records do
+(:func:`enclave.audit.client.audit_service`). ``verify``, ``prove``, ``trace`` and ``report`` read
+the database directly and read-only. Records are only ever written by the audit service. Imports
+are deferred into the commands, so that ``enclave`` starts fast.
 """
 
 from __future__ import annotations
@@ -114,6 +118,43 @@ def verify(ctx, jsonl: Path | None, public_key: Path | None, checkpoint_file: Pa
     raise SystemExit(1)
 
 
+@contextmanager
+def _audit_queries(ctx):
+    """The audit service's read API (:class:`~enclave.audit.query_client.AuditQueries`): the
+    running service's, else one started for the while (the slow path: it loads the settings)."""
+    from ..audit import query_client
+
+    try:
+        queries = query_client.AuditQueries()
+    except query_client.ServiceNotRunning:
+        queries = None
+    except query_client.QueryError as exc:
+        raise click.ClickException(str(exc)) from None
+    if queries is not None:
+        with queries:
+            yield queries
+        return
+
+    from ..audit.client import AuditError, audit_service
+
+    _reader(ctx.settings).close()  # no log yet: say so, rather than start a service that makes one
+    try:
+        with audit_service(ctx.settings), query_client.AuditQueries(ctx.settings.home) as queries:
+            yield queries
+    except (AuditError, query_client.ServiceNotRunning) as exc:
+        raise click.ClickException(f"the audit service cannot be started to read the log: {exc}") from None
+
+
+def _refused(fn, *args, **kwargs):
+    """``fn``'s answer; the audit service's refusal as the command's error."""
+    from ..audit.query_client import QueryError
+
+    try:
+        return fn(*args, **kwargs)
+    except QueryError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
 @audit.command("export")
 @click.option("--format", "fmt", type=click.Choice(["jsonl"]), default="jsonl", show_default=True)
 @click.option("--since", help="From this time (ISO 8601; UTC unless it says).")
@@ -125,14 +166,19 @@ def export(ctx, fmt: str, since: str | None, until: str | None, output: Path | N
 
     The export verifies on its own: enclave audit verify --jsonl FILE.
     """
-    reader = _reader(ctx.settings)
-    try:
-        with output.open("w", encoding="utf-8") if output else _utf8_stdout() as out:
-            count = _bad_query(reader.export, out, since=since, until=until)
-    finally:
-        reader.close()
-    if output:
-        click.echo(f"exported {count} record(s) to {output}", err=True)
+    with _audit_queries(ctx) as queries:
+        if output is None:
+            sys.stdout.flush()
+            _refused(queries.export, sys.stdout.buffer, since=since, until=until)
+            sys.stdout.buffer.flush()
+            return
+        try:
+            with output.open("wb") as out:
+                count = _refused(queries.export, out, since=since, until=until)
+        except BaseException:
+            output.unlink(missing_ok=True)  # never leave part of an export looking like all of it
+            raise
+    click.echo(f"exported {count} record(s) to {output}", err=True)
 
 
 @audit.command("query")
@@ -146,22 +192,19 @@ def export(ctx, fmt: str, since: str | None, until: str | None, output: Path | N
 @pass_ctx
 def query(ctx, user, workspace, action, since, until, limit, fmt) -> None:
     """Records matching every filter given, oldest first."""
-    reader = _reader(ctx.settings)
-    try:
-        with _utf8_stdout() as out:
-            _query_pages(reader, out, fmt, limit, user=user, workspace=workspace, action=action, since=since,
-                         until=until)
-    finally:
-        reader.close()
+    with _audit_queries(ctx) as queries, _utf8_stdout() as out:
+        _query_pages(queries, out, fmt, limit, user=user, workspace=workspace, action=action, since=since,
+                     until=until)
 
 
-def _query_pages(reader, out, fmt: str, limit: int | None, **filters) -> None:
-    from ..audit.reader import MAX_PAGE
+def _query_pages(queries, out, fmt: str, limit: int | None, **filters) -> None:
+    from ..audit.query_client import PAGE
 
-    write = {"table": _table_writer, "jsonl": _jsonl_writer, "csv": _csv_writer}[fmt](out)
+    write = None  # the header waits for the first page: a refused query prints its error alone
     after, left = None, limit
     while left is None or left > 0:
-        page = _bad_query(reader.query, **filters, after=after, limit=min(MAX_PAGE, left or MAX_PAGE))
+        page = _refused(queries.records, **filters, after=after, limit=min(PAGE, left or PAGE))
+        write = write or {"table": _table_writer, "jsonl": _jsonl_writer, "csv": _csv_writer}[fmt](out)
         for record in page["records"]:
             write(record)
         if left is not None:

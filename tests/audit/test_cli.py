@@ -1,6 +1,8 @@
 """``enclave audit query|export|verify --jsonl|prove|actions-doc``, run as the click commands they are.
 
-(``test_tamper`` also runs ``enclave audit verify`` as a separate process.)
+The log's service is stopped here, as with no hub running: ``query`` and ``export`` start it for the
+while (``test_query_socket`` runs them against a running one). (``test_tamper`` also runs ``enclave
+audit verify`` as a separate process.)
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from click.testing import CliRunner
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from enclave.audit import checkpoints
+from enclave.audit import checkpoints, query_client
 from enclave.audit.verify import check_consistency, check_inclusion
 from enclave.cli import main
 
@@ -61,6 +63,9 @@ def test_query_as_jsonl_csv_and_table(log):
 
     code, _, err = enclave(log, "query", "--action", "export.sign")
     assert code == 1 and "no action matches 'export.sign'" in err
+    assert not log.socket.exists() and not query_client.socket_path(log.home).exists(), \
+        "the service started for the while stopped with the command"
+    assert log.verify().records == 121, "reading added no record"
 
 
 def test_export_then_verify_the_file(log, tmp_path):
@@ -135,5 +140,7 @@ def test_the_docs_page_check(log):
 
 def test_reading_a_home_without_a_log_says_so(tmp_path):
     empty = AuditHome(tmp_path / "empty")
-    code, _, err = enclave(empty, "verify")
-    assert code == 1 and "no audit log at" in err and "has not run" in err
+    for command in (["verify"], ["query"], ["export", "-o", str(tmp_path / "audit.jsonl")]):
+        code, _, err = enclave(empty, *command)
+        assert code == 1 and "no audit log at" in err and "has not run" in err, command
+    assert not empty.settings.audit_dir.exists() and not (tmp_path / "audit.jsonl").exists(), "and made none"
