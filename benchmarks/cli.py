@@ -163,7 +163,7 @@ def commands(seeded: dict, out: Path) -> list[Command]:
         Command("user remove", lambda i: ["user", "remove", f"bench{i}"], FAST),
         Command("user list", lambda i: ["user", "list"], FAST),
         Command("user show", lambda i: ["user", "show", "alice"], FAST),
-        # In-process (passwords and login throttles are not in the provisioning API).
+        # The CLI's socket's own route (not on the HTTP API); the service hashes the password (Argon2id).
         Command("user set-password", lambda i: ["user", "set-password", "alice", "--password-stdin"], FAST,
                 stdin=PASSWORD + "\n"),
         Command("user throttles", lambda i: ["user", "throttles"], FAST),
@@ -197,7 +197,7 @@ def commands(seeded: dict, out: Path) -> list[Command]:
         Command("workspace show", lambda i: ["workspace", "show", WORKSPACE], FAST),
         Command("data sources", lambda i: ["data", "sources"], FAST),
         Command("data set-holder", lambda i: ["data", "set-holder", source, HOLDER], FAST),
-        # In-process: the whole file in one transaction.
+        # POST /apply: the service parses, plans (and would apply) the whole file in one transaction.
         Command("apply", lambda i: ["apply", str(apply_file), "--dry-run"], FAST),
         Command("environment list", lambda i: ["environment", "list"], FAST),
         Command("data list", lambda i: ["data", "list"], FAST),

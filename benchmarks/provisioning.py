@@ -158,7 +158,7 @@ def main() -> None:
 
 def run(root: Path, env: dict) -> None:
     from enclave import db
-    from enclave.audit.client import audit_service
+    from enclave.audit.client import Recorder, audit_service
     from enclave.provisioning import apply as provisioning
     from enclave.settings import load_settings
 
@@ -172,8 +172,7 @@ def run(root: Path, env: dict) -> None:
     @contextlib.contextmanager
     def recording():
         with audit_service(settings) as audit:
-            yield lambda action, workspace=None, detail=None: audit.append(
-                "cli", "benchmark", action, workspace=workspace, detail=detail)
+            yield Recorder(audit, "cli", "benchmark")
 
     print(f"file: {path} ({len(text.splitlines())} lines): 500 accounts, {SOURCES} sources, {WORKSPACES} workspaces")
     print(f"machine: {os.cpu_count()} cores; load average {' '.join(Path('/proc/loadavg').read_text().split()[:3])}")

@@ -2,7 +2,8 @@
 nothing, removals only with ``prune:``, every mistake of a file named with its line.
 
 Real SQLite, the real audit service (tests/audit/conftest.py's AuditHome), the real commands run in
-process as click runs them; each test uses names of its own in the module's Enclave home.
+process as click runs them, each starting the provisioning service for the while (no hub runs here),
+which applies the file (POST /apply); each test uses names of its own in the module's Enclave home.
 """
 
 from __future__ import annotations
@@ -264,7 +265,8 @@ def test_a_refusal_in_the_middle_leaves_nothing_applied(enclave_home, tmp_path):
 
     # The audit log refuses a record (its detail is over 64 KiB): the changes made before it roll back.
     code, out, err = apply(enclave_home, tmp_path, census_file(enclave_home, "d", purpose="数" * 30_000, operators=", d-op2"))
-    assert code == 1 and "nothing was changed: the audit log cannot record it" in err, err
+    assert code == 1 and "is refused; nothing was applied: the audit log does not take its records" in err, err
+    assert "detail is 90110 bytes once encoded" in err
     assert show(enclave_home, "d-ws") == before and record_count(enclave_home) == records
 
 

@@ -22,7 +22,7 @@ import pytest
 
 from audit.conftest import AuditHome
 from enclave import accounts, workspaces
-from enclave.provisioning.client import call, reachable, socket_path
+from enclave.provisioning.client import APPLY_BODY_LIMIT, call, reachable, socket_path
 from enclave_testing import ENCLAVE
 
 PASSWORD = "a-long-enough-password"
@@ -269,6 +269,54 @@ def test_a_workspace_through_its_life(home):
         "workspace.attach_request", "workspace.purpose_set",
         "workspace.detach", "workspace.expiry_set", "workspace.freeze", "workspace.unfreeze", "workspace.archive"]
     assert records[0]["detail"] == {"purpose": PURPOSE, "user": "hanna", "expires_at": "2099-12-31T00:00:00+00:00"}
+
+
+def test_apply_and_set_password_are_requests_to_the_service(home, tmp_path):
+    """``enclave apply`` sends the file to the service (POST /apply) and ``user set-password`` asks
+    the socket's own route: neither imports the service layer, and their changes are the OS user's."""
+    from argon2 import PasswordHasher
+    from enclave import db
+    from test_cli_imports import SERVICE_SIDE, heavy_in, modules_after
+
+    file = tmp_path / "普查.yaml"
+    file.write_text("accounts:\n  amy: {roles: [operator]}\nworkspaces:\n  census:\n    purpose: 人口普查\n"
+                    "    members: {operator: [amy]}\n", encoding="utf-8")
+    for args in (["apply", str(file), "--dry-run"], ["user", "set-password", "nobody"]):
+        modules = modules_after(f"from enclave.cli import main\ntry:\n    main({args!r})\nexcept SystemExit:\n    pass",
+                                home.env())
+        assert heavy_in(modules) == [] and sorted(modules & set(SERVICE_SIDE)) == [], args
+    assert ok(home, "apply", str(file), "--dry-run").splitlines() == [
+        "+ account amy: create (operator); its password is printed once", "+ workspace census: create, purpose: 人口普查",
+        "+ workspace census: add operator amy", "dry run: 3 change(s) would be made; nothing was changed"]
+    applied = ok(home, "apply", str(file)).splitlines()
+    assert applied[3:5] == [f"applied 3 change(s) from {file}, in one transaction",
+                            "passwords of the new accounts (shown this once; hand each to its owner, who should change it):"]
+    assert applied[5].startswith("  amy: ") and workspaces.get(home.settings, "census").describe()["members"]["operator"] == ["amy"]
+    assert ok(home, "apply", str(file)) == f"nothing to change: Enclave already is as {file} declares\n"
+    (tmp_path / "gbk.yaml").write_bytes("workspaces:\n  census: {purpose: 人口普查}\n".encode("gbk"))
+    assert "gbk.yaml is not UTF-8 text (invalid continuation byte at byte 32)" in refused(home, "apply", str(tmp_path / "gbk.yaml"))
+    too_big = _written(tmp_path / "big.yaml", "#" * APPLY_BODY_LIMIT + "\n")
+    error = refused(home, "apply", str(too_big))
+    assert "big.yaml is too large to apply: " in error and " bytes to send, the provisioning service takes at most" \
+        " 4194304 (4 MiB); split it into several files" in error
+    assert "bad.yaml is refused; nothing was applied (1 problem(s)):\n" in refused(
+        home, "apply", str(_written(tmp_path / "bad.yaml", "accounts: [amy]\n")))
+
+    assert ok(home, "user", "set-password", "amy", "--password-stdin", input="口令：一个足够长的新密码\n") \
+        == "password set for amy\n"
+    with db.snapshot(home.settings.enclave_db_url) as session:
+        assert PasswordHasher().verify(session.get(db.Account, "amy").password_hash, "口令：一个足够长的新密码")
+    assert refused(home, "user", "set-password", "amy", "--password-stdin", input="short\n") \
+        == "Error: password too short: at least 12 characters\n"
+    assert refused(home, "user", "set-password", "nobody") == "Error: no account named 'nobody'\n"
+    records = [r for r in home.all_records() if r["action"] in ("account.create", "account.password_set")]
+    assert [(r["action"], r["source"], r["actor"]) for r in records] == [
+        ("account.create", "cli", getpass.getuser()), ("account.password_set", "cli", getpass.getuser())]
+
+
+def _written(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
 
 
 def test_the_actor_is_who_ran_sudo(home):

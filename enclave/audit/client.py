@@ -193,6 +193,24 @@ class AuditClient:
             connection.close()
 
 
+class Recorder:
+    """A change's record-keeper, as the service layer calls it inside the change's transaction:
+    ``record(action, workspace=, detail=)`` hands one record to the audit log as ``actor``'s (from
+    ``source``), and ``record.together([(action, workspace, detail), …])`` the records of one change
+    made of many (a declarative file), which the log takes all, or none. A record the log does not
+    take raises, and the change is rolled back."""
+
+    def __init__(self, audit: AuditClient, source: str, actor: str) -> None:
+        self.audit, self.source, self.actor = audit, source, actor
+
+    def __call__(self, action: str, workspace: str | None = None, detail: dict | None = None) -> None:
+        self.audit.append(self.source, self.actor, action, workspace=workspace, detail=detail)
+
+    def together(self, records: list[tuple[str, str | None, dict | None]]) -> None:
+        self.audit.append_many([{"source": self.source, "actor": self.actor, "action": action,
+                                 "workspace": workspace, "detail": detail} for action, workspace, detail in records])
+
+
 class _AsyncConnection:
     """One connection in one event loop, with many appends in flight, matched by request id."""
 

@@ -57,32 +57,17 @@ class _Context:
 
     @contextlib.contextmanager
     def recording(self):
-        """A change's record-keeper (:class:`Recorder`), handing records to the audit log as the one
-        who ran the command (the hub's audit service, or one started for the while). A change calls
-        it before it commits, so a record the log does not take leaves nothing changed."""
-        from ..audit.client import AuditError, audit_service
+        """A change's record-keeper (:class:`enclave.audit.client.Recorder`), handing records to the
+        audit log as the one who ran the command (the hub's audit service, or one started for the
+        while). A change calls it before it commits, so a record the log does not take leaves
+        nothing changed."""
+        from ..audit.client import AuditError, Recorder, audit_service
 
         try:
             with audit_service(self.settings) as audit:
-                yield Recorder(audit, operator_name())
+                yield Recorder(audit, "cli", operator_name())
         except AuditError as exc:
             raise click.ClickException(f"nothing was changed: the audit log cannot record it ({exc})") from None
-
-
-class Recorder:
-    """``record(action, workspace=, detail=)`` hands one record to the audit log (the service
-    layer's recorder); ``record.together([(action, workspace, detail), …])`` hands the records of
-    one change made of many (``enclave apply``), which the log takes all, or none."""
-
-    def __init__(self, audit, actor: str) -> None:
-        self.audit, self.actor = audit, actor
-
-    def __call__(self, action: str, workspace: str | None = None, detail: dict | None = None) -> None:
-        self.audit.append("cli", self.actor, action, workspace=workspace, detail=detail)
-
-    def together(self, records: list[tuple[str, str | None, dict | None]]) -> None:
-        self.audit.append_many([{"source": "cli", "actor": self.actor, "action": action, "workspace": workspace,
-                                 "detail": detail} for action, workspace, detail in records])
 
 
 def operator_name() -> str:

@@ -3,11 +3,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import click
 
-from . import main, operator_name, pass_ctx
+from . import main, pass_ctx
 
 
 @main.command("apply")
@@ -18,29 +19,32 @@ def apply_(ctx, file: Path, dry_run: bool) -> None:
     """Make Enclave's accounts, sources and workspaces what FILE declares, in one transaction: all
     of it or, if anything is refused, none of it. Removals only where FILE says 'prune:'. A request
     for a release awaits its data holder's consent. New accounts' passwords are printed once."""
-    from ..provisioning import apply as provisioning
+    # The provisioning service applies it (POST /apply), and records its changes as ours, together.
+    from ..provisioning.client import APPLY_BODY_LIMIT
 
     try:
         text = file.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise click.ClickException(f"{file} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    try:
-        result = provisioning.apply(ctx.settings, text, str(file), operator_name(), ctx.recording, dry_run=dry_run)
-    except provisioning.ApplyError as exc:
-        raise click.ClickException(
-            f"{file} is refused; nothing was applied ({len(exc.problems)} problem(s)):\n{exc}") from None
-    if not result.changes:
+    body = {"file": str(file), "text": text, "dry_run": dry_run}
+    size = len(json.dumps(body, ensure_ascii=False).encode())
+    if size > APPLY_BODY_LIMIT:
+        raise click.ClickException(f"{file} is too large to apply: {size} bytes to send, the provisioning service"
+                                   f" takes at most {APPLY_BODY_LIMIT} ({APPLY_BODY_LIMIT // 2**20} MiB); split it"
+                                   " into several files")
+    result = ctx.api("POST", "/apply", body)  # a refused file: every problem, as the command's error
+    if not result["changes"]:
         click.echo(f"nothing to change: Enclave already is as {file} declares")
         return
-    for change in result.changes:
-        click.echo(change.describe())
+    for change in result["changes"]:
+        click.echo(f"{change['sign']} {change['subject']}: {change['what']}")
     if dry_run:
-        click.echo(f"dry run: {len(result.changes)} change(s) would be made; nothing was changed")
+        click.echo(f"dry run: {len(result['changes'])} change(s) would be made; nothing was changed")
         return
-    click.echo(f"applied {len(result.changes)} change(s) from {file}, in one transaction")
-    if result.passwords:
+    click.echo(f"applied {len(result['changes'])} change(s) from {file}, in one transaction")
+    if result["passwords"]:
         click.echo("passwords of the new accounts (shown this once; hand each to its owner, who should change it):")
-        for name, password in result.passwords.items():
+        for name, password in result["passwords"].items():
             click.echo(f"  {name}: {password}")
 
 

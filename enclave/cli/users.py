@@ -45,22 +45,6 @@ def moment(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def _call(name: str, *args, ctx=None, **kwargs):
-    """Run ``enclave.accounts.<name>`` in-process (the commands the provisioning API does not offer:
-    passwords and login throttles): a change (recorded in the audit log when ``ctx`` is given) or a
-    read; its refusals as CLI errors."""
-    from .. import accounts
-
-    fn = getattr(accounts, name)
-    try:
-        if ctx is None:
-            return fn(*args, **kwargs)
-        with ctx.recording() as record:
-            return fn(*args, record=record, **kwargs)
-    except accounts.AccountError as exc:
-        raise click.ClickException(str(exc)) from None
-
-
 def account_path(name: str, *rest: str) -> str:
     from ..provisioning.client import path
 
@@ -103,13 +87,12 @@ def add(ctx, name: str, roles: tuple[str, ...], expires: str | None, password_st
 @pass_ctx
 def set_password(ctx, name: str, password_stdin: bool) -> None:
     """Set NAME's password (and clear its login throttles). A generated password is printed once."""
-    from .. import accounts
-
-    password = sys.stdin.readline().rstrip("\n") if password_stdin else accounts.generate_password()
-    _call("set_password", ctx.settings, name, password, ctx=ctx)
+    # On the provisioning service's CLI socket alone: its HTTP API does not set passwords.
+    body = {"password": sys.stdin.readline().rstrip("\n")} if password_stdin else {}
+    answer = ctx.api("PUT", account_path(name, "password"), body)  # without a password, the service generates one
     click.echo(f"password set for {name}")
     if not password_stdin:
-        click.echo(f"password: {password}")
+        click.echo(f"password: {answer['password']}")
 
 
 @user.command("set-roles")

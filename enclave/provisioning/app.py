@@ -11,7 +11,9 @@ Two listeners share one :class:`Provisioning`:
 * The CLI's socket ``$ENCLAVE_HOME/run/provisioning/cli.sock``, in a directory only root may enter
   (mode 0700, owner root), socket mode 0600: the same API, where the request names its actor in the
   ``X-Enclave-Actor`` header (the OS user who ran ``enclave``). Only root can connect, and root is
-  the hub host's admin, so the actor acts as an admin. :mod:`enclave.provisioning.client` is its client:
+  the hub host's admin, so the actor acts as an admin. The socket serves one route more, setting an
+  account's password (``PUT api/accounts/{username}/password``, :class:`PasswordAPI`): not on the
+  HTTP API, where an admin's token could take over another account with it and act under its name. :mod:`enclave.provisioning.client` is its client:
   the ``enclave`` command's listing and provisioning commands are requests on it. With no hub
   running, the command starts ``python -I -m enclave.provisioning.app --cli-only`` for the while:
   this socket alone, no HTTP port and no JupyterHub.
@@ -22,15 +24,21 @@ account (source ``hub``; ``cli`` for the CLI's socket) before the change commits
 not take it, nothing changes and the caller gets 503. The service layer's refusals are 409 with its
 message; an unknown account or workspace is 404.
 
+``POST api/apply`` applies a declarative file (:mod:`.apply`, ``enclave apply``) in one transaction,
+its records handed to the audit log together (all taken, or none and nothing changed); a refused
+file is 422 with every problem.
+
 Parameters and JSON bodies are validated against the OpenAPI document (:mod:`.openapi`) before the
-service layer is asked; bodies are at most :data:`BODY_LIMIT`, which tornado enforces before any
-handler runs.
+service layer is asked; bodies are at most :data:`BODY_LIMIT` (``POST api/apply``:
+:data:`~.client.APPLY_BODY_LIMIT`, raised for that route once its caller is known to be an admin),
+which tornado enforces before any handler runs.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -52,7 +60,7 @@ from tornado.log import app_log
 from tornado.netutil import bind_unix_socket
 
 from .. import accounts, logins, sources, workspaces
-from ..audit.client import AuditClient, AuditError, AuditRecordRefused, AuditUnavailable
+from ..audit.client import AuditClient, AuditError, AuditRecordRefused, AuditUnavailable, Recorder
 from ..exports import openapi as validation
 from ..exports.service import BadInput, ExportError
 from ..releases import RELEASE_NAME, ReleaseError
@@ -61,6 +69,8 @@ from ..services import error_message, stop_with_parent
 from ..settings import Settings, load_settings_or_exit
 from ..supply import SupplyError
 from . import openapi
+from .apply import ApplyError, apply
+from .client import APPLY_BODY_LIMIT
 
 SCOPE_ADMIN = "custom:workspaces:admin"
 SCOPE_CONSENT = "custom:sources:consent"
@@ -112,13 +122,10 @@ class Provisioning:
     def close(self) -> None:
         self.audit.close()
 
-    def recorder(self, actor: Actor):
+    def recorder(self, actor: Actor) -> Recorder:
         """``record(action, workspace=, detail=)`` as the service layer calls it, inside the change's
         transaction: the record goes to the audit log as ``actor``'s, or the change is rolled back."""
-        def record(action: str, workspace: str | None = None, detail: dict | None = None) -> None:
-            self.audit.append(actor.source, actor.name, action, workspace=workspace, detail=detail)
-
-        return record
+        return Recorder(self.audit, actor.source, actor.name)
 
 
 def _check_name(schema: dict, given) -> None:
@@ -688,22 +695,102 @@ class RefuseAPI(Answer):
         await self._answer(workspaces.refuse, self.json_body()["reason"])
 
 
+# -- declarative files --
+
+
+@web.stream_request_body
+class ApplyAPI(BaseHandler):
+    """``enclave apply`` as a request: a whole file, so its body may be larger than the others' (the
+    limit is raised only once the caller is known to be an admin, before the body is read)."""
+
+    operation_path = "/apply"
+
+    async def prepare(self):
+        self._chunks: list[bytes] = []
+        self._refusal: Exception | None = None
+        try:
+            await super().prepare()
+            self.admin()
+        except Exception as exc:
+            if self.request.method != "POST":
+                raise
+            # Answered once the body is read, within the usual limit: an answer before it would close
+            # the connection, which the proxy in front may already be sending the next request on.
+            self._refusal = exc
+            return
+        self.request.connection.set_max_body_size(APPLY_BODY_LIMIT)
+
+    def data_received(self, chunk: bytes) -> None:
+        self._chunks.append(chunk)
+
+    async def post(self):
+        if self._refusal is not None:
+            raise self._refusal
+        actor = self.admin()
+        self.request.body = b"".join(self._chunks)
+        body = self.json_body()
+        file, dry_run = body["file"], body.get("dry_run", False)
+        recorder = self.provisioning.recorder(actor)
+        try:
+            result = await self.call(apply, self.enclave_settings, body["text"], file, actor.name,
+                                     lambda: contextlib.nullcontext(recorder), dry_run=dry_run)
+        except ApplyError as exc:
+            self._refuse(file, f"{file} is refused; nothing was applied ({len(exc.problems)} problem(s)):\n{exc}",
+                         [{"line": p.line, "key": p.key, "problem": p.problem} for p in exc.problems])
+            return
+        except AuditRecordRefused as exc:  # the file's records, together, are more than the log takes
+            self._refuse(file, f"{file} is refused; nothing was applied: the audit log does not take its records"
+                               f" ({exc})", [])
+            return
+        self.write_json({"file": file, "dry_run": dry_run, "applied": result.applied,
+                         "changes": [{"sign": c.sign, "subject": c.subject, "what": c.what, "line": c.line,
+                                      "key": c.key} for c in result.changes],
+                         "passwords": result.passwords})
+
+    def _refuse(self, file: str, error: str, problems: list[dict]) -> None:
+        self.write_json({"status": 422, "error": error, "file": file, "problems": problems}, status=422)
+
+
+# -- the CLI's socket alone --
+
+
+class PasswordAPI(BaseHandler):
+    """Set an account's password: routed on the CLI's socket alone (:func:`make_cli_app`), never on
+    the HTTP API. An admin's token there must not be able to take over another account (set its
+    password, log in as it, act under its name); root on the hub host, the socket's only caller,
+    can do anything anyway. Its operation is :data:`.openapi.CLI_ONLY_PATHS`', outside the HTTP
+    API's document."""
+
+    operation_path = "/accounts/{username}/password"
+
+    def operation(self) -> dict | None:
+        return openapi.CLI_ONLY_PATHS[self.operation_path].get(self.request.method.lower())
+
+    async def put(self, _):
+        actor = self.admin()
+        name = self.params["username"]
+        given = self.json_body().get("password")
+        password = accounts.generate_password() if given is None else given
+        await self.change(actor, accounts.set_password, name, password)
+        self.write_json({"name": name, **({"password": password} if given is None else {})})
+
+
 # -- applications --
 
 
 def api_routes(prefix: str) -> list[tuple[str, type]]:
     """The API's routes under ``prefix``: one per path of the OpenAPI document, and the document."""
     a = prefix.rstrip("/") + "/api"
-    segment = "([^/]+)"
     handlers = [OpenAPIHandler, AccountsAPI, AccountAPI, AccountRolesAPI, AccountDisableAPI, AccountEnableAPI,
                 AccountExpiryAPI, AccountThrottlesAPI, ThrottlesAPI, WorkspacesAPI, WorkspaceAPI, PurposeAPI, HolderAPI, ExpiryAPI, SeparationAPI,
                 LimitsAPI, GuardAPI, ExportPolicyAPI, WorkspaceStatusAPI, MembersAPI, MemberAPI, ReleasesAPI,
                 ReleaseAPI, FreezeAPI, UnfreezeAPI, ArchiveAPI, StoreAPI, SourcesAPI, SourceHolderAPI, ConsentsAPI,
-                ConsentAPI, RefuseAPI]
-    routes = []
-    for handler in handlers:
-        routes.append((a + re.sub(r"\{[a-z_]+\}", segment, handler.operation_path), handler))
-    return routes
+                ConsentAPI, RefuseAPI, ApplyAPI]
+    return _routes(a, handlers)
+
+
+def _routes(api: str, handlers: list[type]) -> list[tuple[str, type]]:
+    return [(api + re.sub(r"\{[a-z_]+\}", "([^/]+)", handler.operation_path), handler) for handler in handlers]
 
 
 def make_app(provisioning: Provisioning, prefix: str) -> web.Application:
@@ -717,9 +804,10 @@ def make_app(provisioning: Provisioning, prefix: str) -> web.Application:
 
 
 def make_cli_app(provisioning: Provisioning) -> web.Application:
-    """The same API on the CLI's socket: the actor named in the request, an admin."""
-    return web.Application(api_routes("/"), provisioning=provisioning, prefix="/", cli=True,
-                           default_handler_class=NoRouteHandler)
+    """The same API on the CLI's socket, the actor named in the request, an admin; and the socket's
+    own route, which the HTTP API must not serve: setting a password (:class:`PasswordAPI`)."""
+    return web.Application([*api_routes("/"), *_routes("/api", [PasswordAPI])], provisioning=provisioning,
+                           prefix="/", cli=True, default_handler_class=NoRouteHandler)
 
 
 def bind_cli_socket(settings: Settings):

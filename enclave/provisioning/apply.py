@@ -1,4 +1,5 @@
-"""``enclave apply FILE.yaml``: accounts, sources and workspaces declared in one file, made so.
+"""``enclave apply FILE.yaml`` (``POST /apply`` of the provisioning service, which runs it):
+accounts, sources and workspaces declared in one file, made so.
 
 The file says what should be; :func:`apply` works out what differs from what is (the *plan*) and
 makes each difference through the one service layer (:mod:`enclave.accounts`,
@@ -141,7 +142,12 @@ class _Problems:
 
 
 def _load_yaml(text: str, problems: _Problems) -> Any:
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow anywhere (a control character)
+        problems.found.append(Problem(text.count("\n", 0, exc.position) + 1, "YAML syntax",
+                                      f"unacceptable character #x{exc.character:04x}: {exc.reason}"))
+        return None
     try:
         node = loader.get_single_node()
         if node is None:
@@ -843,10 +849,10 @@ def apply(settings: Settings, text: str, file: str, by: str,
           recording: Callable[[], AbstractContextManager[Recorder]] | None = None, *, dry_run: bool = False) -> Result:
     """Apply the declaration in ``text`` (read from ``file``) in one transaction.
 
-    ``recording``: opens the audit log's recorder (the CLI's ``ctx.recording``), entered only when
-    there is something to change; its ``together(records)`` hands the file's records to the log,
-    which takes them all or none. ``dry_run``: work out and return the changes, make none.
-    Raises :class:`ApplyError` naming every problem; then nothing was applied."""
+    ``recording``: opens the audit log's recorder (the provisioning service's, as the caller:
+    ``POST /apply``, which ``enclave apply`` sends), entered only when there is something to change;
+    its ``together(records)`` hands the file's records to the log, which takes them all or none.
+    ``dry_run``: work out and return the changes, make none. Raises :class:`ApplyError` naming every problem; then nothing was applied."""
     decl = parse(text, file)
     with db.snapshot(settings.enclave_db_url) as session:  # no write lock while the file is checked
         plan = make_plan(settings, decl, session, by)

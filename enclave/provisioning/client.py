@@ -18,7 +18,15 @@ no SQLAlchemy, pydantic or tornado, and it reads no settings.
 
 Paths are those of the OpenAPI document (``GET /openapi.json`` on the socket, or
 ``/services/provisioning/api/openapi.json`` through the hub), without the ``/api`` prefix; build
-them with :func:`path`, which quotes each segment. The request is made as the OS user who ran the
+them with :func:`path`, which quotes each segment. The socket serves one operation more, which the
+HTTP API deliberately does not (an admin's token must not take over another account and act under
+its name; root on the hub host can do anything anyway): ``PUT /accounts/{username}/password`` with
+``{"password": ...}``, or ``{}`` for a generated one, answered once as ``{"name", "password"}``
+(``enclave user set-password``; :data:`enclave.provisioning.openapi.CLI_ONLY_PATHS`).
+
+``POST /apply`` takes a whole declarative file (``{"file": name, "text": ..., "dry_run": bool}``,
+at most :data:`APPLY_BODY_LIMIT`; every other body at most 64 KiB); its refusal, 422, names every
+problem, in :attr:`ProvisioningError.answer` (``problems``) as well as in the message. The request is made as the OS user who ran the
 command (``SUDO_USER``, else the login name), recorded as such (source ``cli``) in the audit log.
 
 Only root can connect: the socket is in ``$ENCLAVE_HOME/run/provisioning``, mode 0700, owned by
@@ -51,6 +59,8 @@ if TYPE_CHECKING:  # only the type: loading the settings is the slow path's alon
 # The header naming who runs the command (enclave.provisioning.app.ACTOR_HEADER).
 ACTOR_HEADER = "X-Enclave-Actor"
 DEFAULT_TIMEOUT = 120.0
+# The body of ``POST /apply`` (a whole declarative file, as JSON), at most; the service refuses more.
+APPLY_BODY_LIMIT = 4 * 2**20
 # How long a service started for the while may take to answer, and to stop; how long a command
 # waits for another one's service for the while to be done.
 START_TIMEOUT = 60.0
@@ -58,11 +68,13 @@ LOCK_TIMEOUT = 120.0
 
 
 class ProvisioningError(Exception):
-    """The service refused the request (the message is its error), or could not be reached."""
+    """The service refused the request (the message is its error), or could not be reached.
+    ``status``: the HTTP status it answered; ``answer``: the JSON body of its refusal."""
 
-    def __init__(self, message: str, status: int | None = None) -> None:
+    def __init__(self, message: str, status: int | None = None, answer: dict | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.answer = answer or {}
 
 
 class ServiceNotRunning(ProvisioningError):
@@ -140,9 +152,10 @@ def call(method: str, api_path: str, body: dict | None = None, *, home: str | os
     except ValueError:
         answer = None
     if response.status >= 400:
-        error = answer.get("error") if isinstance(answer, dict) else None
+        refusal = answer if isinstance(answer, dict) else None
+        error = refusal.get("error") if refusal else None
         raise ProvisioningError(error or f"the provisioning service answered {response.status} {response.reason}",
-                                response.status)
+                                response.status, refusal)
     return answer
 
 

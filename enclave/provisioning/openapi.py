@@ -17,11 +17,14 @@ from .. import db, releases, sources
 from ..rbac import ACCOUNT_ROLES, WORKSPACE_ROLES
 from ..services import json_api_document
 from ..settings import LimitSettings
+from .client import APPLY_BODY_LIMIT
 
 # Free text: reasons and purposes (应用场景), Chinese welcome.
 MAX_REASON_CHARS = 500
 MAX_PURPOSE_CHARS = 4000
 MAX_PASSWORD_CHARS = 1024
+# A declaration's file name, as ``POST /apply`` names it in its problems (FILE:LINE: key: problem).
+MAX_FILE_NAME_CHARS = 1000
 # Columns asked for in one attachment, and guard settings in one change, at most.
 MAX_COLUMNS = 1000
 MAX_GUARD_KEYS = 100
@@ -159,6 +162,29 @@ _SCHEMAS = {
     "ThrottlesCleared": {"type": "object", "properties": {"name": {"type": "string"},
                                                           "forgotten": {"type": "integer"}}},
     "Removed": {"type": "object", "properties": {"name": {"type": "string"}, "removed": {"type": "boolean"}}},
+    "ApplyChange": {"type": "object", "description": "One change of the declaration's plan, as `enclave apply` prints"
+                                                     " it: `<sign> <subject>: <what>`", "properties": {
+        "sign": {"type": "string", "enum": ["+", "~", "-"], "description": "+ creates, ~ changes, - removes"},
+        "subject": {"type": "string", "description": "account alice, workspace census, source people"},
+        "what": {"type": "string"},
+        "line": {"type": "integer", "description": "The line of the file that asks for it"},
+        "key": {"type": "string", "description": "The key that asks for it (workspaces.census.members.operator)"}}},
+    "ApplyResult": {"type": "object", "properties": {
+        "file": {"type": "string"}, "dry_run": {"type": "boolean"},
+        "applied": {"type": "boolean", "description": "Whether changes were made (false: a dry run, or nothing to"
+                                                      " change)"},
+        "changes": {"type": "array", "items": {"$ref": "#/components/schemas/ApplyChange"},
+                    "description": "In the order they are made; empty: Enclave already is as the file declares"},
+        "passwords": {"type": "object", "additionalProperties": {"type": "string"},
+                      "description": "New account -> its generated password, given this once (never on a dry run)"}}},
+    "ApplyRefused": {"type": "object", "description": "The file is refused and nothing of it was applied: every"
+                                                      " problem found, each at its line and key", "properties": {
+        "status": {"type": "integer"},
+        "error": {"type": "string", "description": "The problems as `FILE:LINE: key: problem` lines, after a"
+                                                   " heading"},
+        "file": {"type": "string"},
+        "problems": {"type": "array", "items": {"type": "object", "properties": {
+            "line": {"type": "integer"}, "key": {"type": "string"}, "problem": {"type": "string"}}}}}},
 }
 
 
@@ -339,6 +365,24 @@ def openapi_document(prefix: str) -> dict:
             "post": _op("Consent, as the data holder, to the release's attachment: it is mounted from the"
                         " workspace's sandboxes' next start", ws_changed, parameters=[_P_WORKSPACE, _P_RELEASE]),
         },
+        "/apply": {
+            "post": _op("Make accounts, sources and workspaces what a declarative file says (admins), as"
+                        " `enclave apply FILE` does (docs/provisioning.md lists its keys): the whole file in one"
+                        " transaction, its changes recorded together as the caller's, all of it or none; removals"
+                        " only where the file says `prune:`. `dry_run`: answer the changes, make none. Body: at"
+                        f" most {APPLY_BODY_LIMIT // 2**20} MiB",
+                        {"200": {"description": "The changes made (or, on a dry run, that would be made), and the"
+                                                " new accounts' generated passwords, once",
+                                 "content": _json("ApplyResult")},
+                         "422": {"description": "The file is refused, with every problem; nothing was applied",
+                                 "content": _json("ApplyRefused")},
+                         "503": _CHANGE["503"]},
+                        requestBody=_body({
+                            "file": {"type": "string", "minLength": 1, "maxLength": MAX_FILE_NAME_CHARS,
+                                     "pattern": _WRITTEN, "description": "The file's name, as the problems name it"},
+                            "text": {"type": "string", "description": "The file's text (YAML)"},
+                            "dry_run": {"type": "boolean", "default": False}}, ["file", "text"])),
+        },
         "/consents/{workspace}/{release}/refuse": {
             "post": _op("Refuse, as the data holder, the release's attachment, saying why", ws_changed,
                         parameters=[_P_WORKSPACE, _P_RELEASE], requestBody=_body({"reason": _REASON}, ["reason"])),
@@ -347,7 +391,8 @@ def openapi_document(prefix: str) -> dict:
     return json_api_document(
         "Enclave provisioning API",
         "Accounts, workspaces, sources and the data holders' consents, changed only through Enclave's one service"
-        " layer; every change is an audit record of the caller's. Request bodies: at most 64 KiB.",
+        " layer; every change is an audit record of the caller's. Request bodies: at most 64 KiB (POST /apply:"
+        f" {APPLY_BODY_LIMIT // 2**20} MiB).",
         prefix, _SCHEMAS, paths,
     )
 
@@ -356,3 +401,26 @@ def openapi_document(prefix: str) -> dict:
 def operation(path: str, method: str) -> dict:
     """The document's operation ``method`` of ``path``."""
     return openapi_document("/")["paths"][path][method]
+
+
+# -- the CLI's socket alone --
+#
+# ``PUT /accounts/{username}/password`` sets an account's password. It is served on the CLI's
+# socket (root on the hub host, who can do anything there anyway) and deliberately not on the HTTP
+# API: an admin's token must not be able to take over another account and act under its name. So
+# it is not in the document above, which states the HTTP API; its operation is here, for the
+# socket's handler to validate against.
+CLI_ONLY_PATHS = {
+    "/accounts/{username}/password": {
+        "put": _op("Set the account's password and clear its login throttles (the CLI's socket only). Without a"
+                   " password one is generated and returned, once",
+                   {"200": {"description": "Set", "content": {"application/json": {"schema": {
+                       "type": "object", "properties": {
+                           "name": {"type": "string"},
+                           "password": {"type": "string", "description": "Only when the service generated it"}}}}}},
+                    **_NOT_FOUND, **_CHANGE},
+                   parameters=[_P_USER],
+                   requestBody=_body({"password": {"type": "string", "maxLength": MAX_PASSWORD_CHARS}}, [])),
+    },
+}
+

@@ -25,7 +25,7 @@ from enclave import accounts, rbac, workspaces
 from enclave.audit.client import AuditClient
 from enclave.provisioning import openapi
 from enclave.provisioning.app import BODY_LIMIT, Provisioning, cli_socket, make_app, make_cli_app
-from enclave.provisioning.client import ProvisioningError, call, path, socket_path
+from enclave.provisioning.client import APPLY_BODY_LIMIT, ProvisioningError, call, path, socket_path
 from enclave.provisioning.hub import provisioning_service
 from enclave.settings import Settings
 
@@ -252,6 +252,140 @@ def test_the_document_lists_exactly_the_routes_served(hub, apis):
                 if getattr(rule.target, m) is not getattr(web.RequestHandler, m)}
     documented = {re.sub(r"\{[a-z_]+\}", "([^/]+)", p): set(ops) for p, ops in served["paths"].items()}
     assert routes == documented
+
+
+APPLY_FILE = """\
+accounts:
+  ap-op: {roles: [operator]}
+workspaces:
+  ap-ws:
+    purpose: 人口普查：按区统计收入分布
+    holder: hana
+    members:
+      operator: [ap-op]
+    limits: {memory_mb: 2048}
+"""
+
+
+def test_a_file_applied_through_the_api(hub, apis):
+    """``POST /apply``: a dry run answers the changes and makes none; the file then applied, its new
+    account's password given once, every change the admin's record; the same file again changes nothing."""
+    admin = apis["adam"]
+    before = len(hub.audit_records())
+    dry = admin.post("/apply", {"file": "普查.yaml", "text": APPLY_FILE, "dry_run": True})
+    assert (dry["file"], dry["dry_run"], dry["applied"], dry["passwords"]) == ("普查.yaml", True, False, {})
+    assert [(c["sign"], c["subject"], c["what"], c["line"], c["key"]) for c in dry["changes"]] == [
+        ("+", "account ap-op", "create (operator); its password is printed once", 2, "accounts.ap-op"),
+        ("+", "workspace ap-ws", "create, purpose: 人口普查：按区统计收入分布, holder hana", 4, "workspaces.ap-ws"),
+        ("+", "workspace ap-ws", "add operator ap-op", 8, "workspaces.ap-ws.members.operator[0]"),
+        ("~", "workspace ap-ws", "limits: memory_mb - → 2048", 9, "workspaces.ap-ws.limits"),
+    ]
+    assert admin.get("/workspaces/ap-ws", expect=404) and admin.get("/accounts/ap-op", expect=404)
+    assert len(hub.audit_records()) == before
+
+    done = admin.post("/apply", {"file": "普查.yaml", "text": APPLY_FILE})
+    assert done["applied"] and done["changes"] == dry["changes"] and list(done["passwords"]) == ["ap-op"]
+    hub.login("ap-op", done["passwords"]["ap-op"])
+    shown = admin.get("/workspaces/ap-ws")
+    assert (shown["purpose"], shown["members"]["operator"], shown["limits"]) == (
+        "人口普查：按区统计收入分布", ["ap-op"], {"memory_mb": 2048})
+    made = [r for r in hub.audit_records()[before:] if r["actor"] != "ap-op"]  # not ap-op's login
+    assert [(r["actor"], r["source"], r["action"]) for r in made] == [
+        ("adam", "hub", "account.create"), ("adam", "hub", "workspace.create"), ("adam", "hub", "workspace.member_add"),
+        ("adam", "hub", "workspace.limits_set")]
+    again = admin.post("/apply", {"file": "普查.yaml", "text": APPLY_FILE})
+    assert (again["applied"], again["changes"], again["passwords"]) == (False, [], {})
+
+
+def test_a_file_is_applied_whole_or_refused_whole(hub, apis):
+    """Every problem of a bad file at once (422), nothing applied; a file whose last record the
+    audit log refuses leaves neither its changes nor the records before that one (they go together)."""
+    admin = apis["adam"]
+    before = len(hub.audit_records())
+    bad = ("accounts:\n  aw-new: {roles: [operator]}\n  aw-bad: {roles: [operator, superuser]}\n"
+           "workspaces:\n  aw-ws:\n    members: {operator: [aw-nobody]}\n    colour: 红\n")
+    r = admin.request("POST", "/apply", {"file": "bad.yaml", "text": bad})
+    assert r.status_code == 422
+    refusal = r.json()
+    assert refusal["problems"] == [
+        {"line": 3, "key": "accounts.aw-bad.roles[1]",
+         "problem": "unknown role 'superuser' (one of: admin, holder, operator, reviewer)"},
+        {"line": 6, "key": "workspaces.aw-ws.members.operator[0]",
+         "problem": "no account named 'aw-nobody' in the file or in Enclave"},
+        {"line": 7, "key": "workspaces.aw-ws.colour", "problem": refusal["problems"][2]["problem"]},
+    ]
+    assert refusal["problems"][2]["problem"].startswith("unknown key (keys in workspace: purpose, ")
+    assert refusal["error"].splitlines() == [
+        "bad.yaml is refused; nothing was applied (3 problem(s)):",
+        *(f"bad.yaml:{p['line']}: {p['key']}: {p['problem']}" for p in refusal["problems"])]
+    assert (refusal["status"], refusal["file"]) == (422, "bad.yaml")
+    r = admin.request("POST", "/apply", {"file": "ctl.yaml", "text": "accounts:\n  aw-x: \x0f\n"})
+    assert (r.status_code, r.json()["problems"]) == (422, [
+        {"line": 2, "key": "YAML syntax", "problem": "unacceptable character #x000f: special characters are not allowed"}])
+    # The CLI's socket answers the same refusal, with its problems.
+    with pytest.raises(ProvisioningError) as refused:
+        call("POST", "/apply", {"file": "bad.yaml", "text": bad}, home=hub.home)
+    assert (refused.value.status, refused.value.answer["problems"]) == (422, refusal["problems"])
+
+    # The account's record is one the log takes, the workspace's is not (its detail is over 64 KiB):
+    # all of them go together, so neither is recorded, and neither change is made.
+    too_big = "accounts:\n  aw-new: {roles: [operator]}\nworkspaces:\n  aw-ws: {purpose: " + "数" * 30_000 + "}\n"
+    r = admin.request("POST", "/apply", {"file": "big.yaml", "text": too_big})
+    assert r.status_code == 422, r.text
+    assert r.json()["error"].startswith("big.yaml is refused; nothing was applied: the audit log does not take its"
+                                        " records (record 2 of 2: detail is ")
+    assert admin.get("/accounts/aw-new", expect=404) and admin.get("/workspaces/aw-ws", expect=404)
+    assert len(hub.audit_records()) == before
+    assert admin.request("POST", "/apply", {"file": "x.yaml", "text": "{}", "colour": 1}).json()["error"] == \
+        "unknown field 'colour'; this operation takes file, text, dry_run"
+
+
+def test_only_admins_apply(hub, apis):
+    """An operator's token and a data holder's are refused before anything is read or applied."""
+    file = "accounts:\n  ao-sneak: {roles: [admin]}\n"
+    for user, error in (("olga", "user olga may not use the provisioning service"),
+                        ("hana", "hana may not provision: that takes the scope custom:workspaces:admin (admins)"),
+                        (None, "not authenticated: send 'Authorization: token ...'")):
+        r = apis[user].request("POST", "/apply", {"file": "x.yaml", "text": file})
+        assert (r.status_code, r.json()["error"]) == (403, error), user
+    assert apis["adam"].get("/accounts/ao-sneak", expect=404)
+
+
+def test_a_whole_file_may_be_larger_than_other_bodies_but_not_without_limit(hub, apis):
+    """A file over the 64 KiB of other bodies is taken from an admin; over APPLY_BODY_LIMIT it is
+    refused by its headers alone, and so is a body over 64 KiB from anyone else (on the service's own
+    port, as in the test of BODY_LIMIT: the proxy may answer 503 for a connection the service closed)."""
+    comment = "# 说明：" + "数据" * 20_000 + "\n"  # 120 KB of comment: a file with nothing to change
+    assert apis["adam"].post("/apply", {"file": "long.yaml", "text": comment + "{}\n"})["changes"] == []
+    port = int(hub.env["ENCLAVE_PROVISIONING__PORT"])
+    for user, size in (("adam", APPLY_BODY_LIMIT + 1), ("olga", BODY_LIMIT + 1), ("hana", BODY_LIMIT + 1)):
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as conn:
+            conn.sendall(b"POST /services/provisioning/api/apply HTTP/1.1\r\nHost: localhost\r\n"
+                         b"Authorization: token %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+                         % (hub.token(user, ["inherit"]).encode(), size))
+            assert conn.recv(100).startswith(b"HTTP/1.1 400 "), user
+
+
+def test_setting_a_password_is_the_cli_sockets_alone(hub, apis):
+    """An admin's token cannot set another account's password (and so take it over): the HTTP API
+    has no such route. Root on the hub host can, with ``enclave user set-password`` on the socket."""
+    admin = apis["adam"]
+    admin.post("/accounts", {"name": "pete", "roles": ["operator"], "password": "pete-s-own-password"}, expect=201)
+    for method in ("PUT", "POST"):
+        r = admin.request(method, "/accounts/pete/password", {"password": "taken-over-by-adam"})
+        assert (r.status_code, r.json()["error"]) == (404, "no such route: /services/provisioning/api/accounts/pete/password")
+    with pytest.raises(AssertionError, match="login as pete failed"):
+        hub.login("pete", "taken-over-by-adam")
+    hub.login("pete", "pete-s-own-password")
+
+    given = hub.enclave("user", "set-password", "pete", "--password-stdin", input="新的口令：足够长的一个密码\n")
+    assert (given.returncode, given.stdout) == (0, "password set for pete\n"), given.stderr
+    hub.login("pete", "新的口令：足够长的一个密码")
+    generated = hub.enclave("user", "set-password", "pete")
+    assert generated.returncode == 0 and generated.stdout.startswith("password set for pete\npassword: ")
+    hub.login("pete", generated.stdout.split("password: ")[1].strip())
+    assert [(r["source"], r["detail"]) for r in records(hub, "account.password_set")] == [("cli", {"user": "pete"})] * 2
+    assert hub.enclave("user", "set-password", "nobody").stderr == "Error: no account named 'nobody'\n"
 
 
 def test_the_cli_socket_is_roots_alone(hub):
