@@ -36,7 +36,8 @@ EVIL = "/user/alice/alpha/evil/"
 
 ATTACK = """<!doctype html><meta charset="utf-8"><title>a chart</title>
 <script>
-const HUB = %(hub)s, SERVICE = %(service)s, RID = %(rid)s, FID = %(fid)s, TOSSED = %(tossed)s;
+const HUB = %(hub)s, SERVICE = %(service)s, PROVISIONING = %(provisioning)s, RID = %(rid)s, FID = %(fid)s,
+      TOSSED = %(tossed)s;
 const report = (what, value) => fetch("report", {method: "POST", body: JSON.stringify({what, value: String(value)})});
 async function read(what, url, init) {
   try {
@@ -95,6 +96,8 @@ function post(target, fields) {
   }
   await post(SERVICE + "/requests/" + RID + "/vote", {_xsrf: tossed, file_id: FID, decision: "approve", reason: "ok"});
   await post(SERVICE + "/requests/" + RID + "/transition", {_xsrf: tossed, to: "approved", reason: "ok"});
+  await read("provisioning api", PROVISIONING + "/api/workspaces/alpha/freeze", {method: "POST", headers: {
+      "X-XSRFToken": tossed, "Content-Type": "application/json"}, body: JSON.stringify({reason: "taken over"})});
   await read("vote api", SERVICE + "/api/requests/" + RID + "/votes", {method: "POST", headers: {"X-XSRFToken": tossed,
       "Content-Type": "application/json"}, body: JSON.stringify({file_id: FID, decision: "approve", reason: "ok"})});
   await post(HUB + "/hub/api/users/mallory", {_xsrf: tossed});
@@ -187,6 +190,7 @@ async def test_a_page_on_a_user_s_origin_cannot_act_for_whoever_opens_it(hub, ex
     service = hub.service_url("exports")
     tossed = "tossed-" + uuid.uuid4().hex
     page_html = ATTACK % {"hub": json.dumps(hub.url), "service": json.dumps(service), "tossed": json.dumps(tossed),
+                          "provisioning": json.dumps(hub.service_url("provisioning")),
                           "rid": json.dumps(export_request["id"]), "fid": json.dumps(export_request["file"])}
     evil = EvilServer(page_html)
     url = serve_on_alice_s_origin(hub, export_request["server_origin"], evil.url + "/" + uuid.uuid4().hex)
@@ -212,12 +216,12 @@ async def test_a_page_on_a_user_s_origin_cannot_act_for_whoever_opens_it(hub, ex
     for what in ("hub api user", "hub api users", "hub home", "service page", "service api"):
         assert evil.report(what).startswith("refused"), (what, evil.report(what)[:300])
     assert evil.report("frame").startswith(("refused", "no load")), evil.report("frame")[:300]
-    for what in ("policy api", "vote api", "hub api create user"):
+    for what in ("provisioning api", "vote api", "hub api create user"):
         assert evil.report(what).startswith("refused"), (what, evil.report(what)[:300])
     # The posts did reach the service, with the victim's cookies and the tossed token, and were refused.
     log = (hub.home / "hub.log").read_text()
     assert f"403 POST {urlparse(service).path}/requests/{export_request['id']}/vote" in log
-    # No vote, no decision, no policy change, no new account.
+    # No vote, no decision, no frozen workspace or policy change, no new account.
     assert votes_and_state(hub, export_request["id"]) == before
     assert "mallory" not in hub_user_names(hub)
 
