@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from functools import cache
 
 from argon2 import PasswordHasher
@@ -106,12 +106,12 @@ def add_user(settings: Settings, username: str, roles: list[str], password: str,
             username=username,
             password_hash=password_hash,
             roles=[db.AccountRole(role=r) for r in roles],
-            expires_at=_utc(expires_at),
+            expires_at=db.as_utc(expires_at),
         ))
         s.flush()
         if record is not None:
             record("account.create", detail={"user": username, "roles": roles,
-                                             **({"expires_at": _iso(expires_at)} if expires_at else {})})
+                                             **({"expires_at": db.iso(expires_at)} if expires_at else {})})
 
 
 def hash_password(password: str) -> str:
@@ -149,7 +149,7 @@ def clear_throttle(settings: Settings, username: str, client: str | None = None,
 def usable(account: db.Account, now: datetime | None = None) -> bool:
     """Whether the account may log in and run sandboxes: active, and not past its expiry."""
     now = now or db.utcnow()
-    return account.state == "active" and (account.expires_at is None or _utc(account.expires_at) > now)
+    return account.state == "active" and (account.expires_at is None or db.as_utc(account.expires_at) > now)
 
 
 @dataclass(frozen=True)
@@ -167,12 +167,12 @@ class AccountView:
     def describe(self) -> dict:
         """The account's declared state, JSON-able: the same however it was provisioned."""
         return {"name": self.name, "roles": list(self.roles), "state": self.state,
-                "state_reason": self.state_reason, "expires_at": _iso(self.expires_at)}
+                "state_reason": self.state_reason, "expires_at": db.iso(self.expires_at)}
 
 
 def _account_view(a: db.Account, now: datetime) -> AccountView:
-    return AccountView(a.username, tuple(sorted(a.role_names)), _utc(a.created_at), a.state, a.state_reason,
-                       _utc(a.expires_at), usable(a, now))
+    return AccountView(a.username, tuple(sorted(a.role_names)), db.as_utc(a.created_at), a.state, a.state_reason,
+                       db.as_utc(a.expires_at), usable(a, now))
 
 
 def all_accounts(settings: Settings, session=None) -> list[AccountView]:
@@ -198,17 +198,6 @@ def _get(s, username: str, lock: bool = True) -> db.Account:
     if account is None:
         raise UnknownAccount(f"no account named '{username}'")
     return account
-
-
-def _utc(moment: datetime | None) -> datetime | None:
-    """SQLite gives back naive datetimes for what was stored in UTC."""
-    if moment is None:
-        return None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-
-def _iso(moment: datetime | None) -> str | None:
-    return _utc(moment).isoformat(timespec="seconds") if moment is not None else None
 
 
 def _check_not_last_admin(s, account: db.Account, doing: str, now: datetime) -> None:
@@ -286,16 +275,16 @@ def set_expiry(settings: Settings, username: str, expires_at: datetime | None, r
                session=None) -> AccountView:
     """From ``expires_at`` on, the account is treated as disabled; None: it never expires."""
     now = db.utcnow()
-    expires_at = _utc(expires_at)
+    expires_at = db.as_utc(expires_at)
     with db.transaction(settings.enclave_db_url, session) as s:
         account = _get(s, username)
-        before = _iso(account.expires_at)
+        before = db.iso(account.expires_at)
         if expires_at is not None and expires_at <= now:
             _check_not_last_admin(s, account, "let expire", now)
         account.expires_at = expires_at
         s.flush()
         if record is not None:
-            record("account.expiry_set", detail={"user": username, "expires_at": _iso(expires_at), "before": before})
+            record("account.expiry_set", detail={"user": username, "expires_at": db.iso(expires_at), "before": before})
         return _account_view(account, now)
 
 

@@ -50,6 +50,18 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def as_utc(moment: datetime | None) -> datetime | None:
+    """A stored moment in UTC (SQLite gives back naive datetimes for what was stored in UTC)."""
+    if moment is None:
+        return None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def iso(moment: datetime | None) -> str | None:
+    """A moment as records and answers show it: ISO 8601 in UTC, to the second (None stays None)."""
+    return as_utc(moment).isoformat(timespec="seconds") if moment is not None else None
+
+
 class Base(DeclarativeBase):
     pass
 

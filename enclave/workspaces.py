@@ -14,7 +14,7 @@ import json
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -91,7 +91,7 @@ class WorkspaceView:
             "holder": self.holder,
             "state": self.state,
             "state_reason": self.state_reason,
-            "expires_at": _iso(self.expires_at),
+            "expires_at": db.iso(self.expires_at),
             "operators_may_review": self.operators_may_review,
             "members": {"owner": sorted(self.owners), "operator": sorted(self.operators),
                         "reviewer": sorted(self.reviewers)},
@@ -103,16 +103,6 @@ class WorkspaceView:
             "guard": dict(sorted(self.guard.items())),
             "export_policy": dict(sorted(self.export_policy.items())),
         }
-
-
-def _utc(moment: datetime | None) -> datetime | None:
-    if moment is None:
-        return None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-
-def _iso(moment: datetime | None) -> str | None:
-    return _utc(moment).isoformat(timespec="seconds") if moment is not None else None
 
 
 def _problems(exc: ValidationError) -> str:
@@ -150,7 +140,7 @@ def _view(ws: db.Workspace) -> WorkspaceView:
         holder=ws.holder,
         state=ws.state,
         state_reason=ws.state_reason or "",
-        expires_at=_utc(ws.expires_at),
+        expires_at=db.as_utc(ws.expires_at),
         operators_may_review=bool(ws.operators_may_review),
         awaiting={a.release: {"columns": a.columns, "reason": a.reason, "requested_by": a.attached_by}
                   for a in sorted(ws.attachments, key=lambda a: a.release) if a.status == "awaiting_consent"},
@@ -196,11 +186,11 @@ def create(settings: Settings, name: str, record: Recorder = None, *, purpose: s
         if holder is not None:
             _check_holder(s, holder)
         ws = db.Workspace(name=name, limits={}, guard={}, purpose=purpose.strip(), holder=holder,
-                          expires_at=_utc(expires_at), state="active", state_reason="", operators_may_review=False)
+                          expires_at=db.as_utc(expires_at), state="active", state_reason="", operators_may_review=False)
         s.add(ws)
         s.flush()
         _record(record, "workspace.create", name, **({"purpose": ws.purpose} if ws.purpose else {}),
-                **({"user": holder} if holder else {}), **({"expires_at": _iso(expires_at)} if expires_at else {}))
+                **({"user": holder} if holder else {}), **({"expires_at": db.iso(expires_at)} if expires_at else {}))
         return _view(ws)
 
 
@@ -250,10 +240,10 @@ def set_expiry(settings: Settings, name: str, expires_at: datetime | None, recor
     """At ``expires_at`` the workspace is frozen (by the provisioning service); None: never."""
     with db.transaction(settings.enclave_db_url, session) as s:
         ws = _changeable(_get(s, name))
-        before = _iso(ws.expires_at)
-        ws.expires_at = _utc(expires_at)
+        before = db.iso(ws.expires_at)
+        ws.expires_at = db.as_utc(expires_at)
         s.flush()
-        _record(record, "workspace.expiry_set", name, expires_at=_iso(expires_at), before=before)
+        _record(record, "workspace.expiry_set", name, expires_at=db.iso(expires_at), before=before)
         return _view(ws)
 
 
@@ -303,8 +293,8 @@ def freeze(settings: Settings, name: str, reason: str, record: Recorder = None, 
 def unfreeze(settings: Settings, name: str, record: Recorder = None, *, session=None) -> WorkspaceView:
     with db.transaction(settings.enclave_db_url, session) as s:
         ws = _get(s, name)
-        if ws.state == "frozen" and ws.expires_at is not None and _utc(ws.expires_at) <= db.utcnow():
-            raise WorkspaceError(f"workspace '{name}' expired on {_iso(ws.expires_at)}: set a later expiry"
+        if ws.state == "frozen" and ws.expires_at is not None and db.as_utc(ws.expires_at) <= db.utcnow():
+            raise WorkspaceError(f"workspace '{name}' expired on {db.iso(ws.expires_at)}: set a later expiry"
                                  " (or none) before unfreezing it")
         return _set_state(settings, name, "active", "", record, s, ("frozen",), "workspace.unfreeze")
 

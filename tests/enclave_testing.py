@@ -19,6 +19,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -745,3 +746,57 @@ class EvilServer:
 
     def close(self):
         self.http.shutdown()
+
+
+class ProvisioningService:
+    """The provisioning service on the CLI's socket of ``home`` (``--cli-only``: the hub's service
+    serves the same socket, beside its HTTP port)."""
+
+    def __init__(self, home: Path, env: dict) -> None:
+        from enclave.provisioning.client import socket_path
+
+        self.socket = socket_path(home)
+        self.env = env
+        self.log = home / "provisioning-service.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "ProvisioningService":
+        """Start the service and wait until it serves the socket (its own: one bound before it is replaced)."""
+        before = self._bound()
+        with self.log.open("a") as out:
+            self.proc = subprocess.Popen([sys.executable, "-I", "-m", "enclave.provisioning.app", "--cli-only"],
+                                         env=self.env, cwd="/", stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        from enclave.provisioning.client import reachable
+
+        while self._bound() in (None, before) or not reachable(self.socket):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the provisioning service did not start:\n{self.log.read_text()[-3000:]}")
+            time.sleep(0.05)
+        return self
+
+    def _bound(self) -> int | None:
+        """The socket file's inode: a service binding the path makes a new one."""
+        try:
+            return self.socket.stat().st_ino
+        except FileNotFoundError:
+            return None
+
+    def stop(self) -> int:
+        self.proc.terminate()
+        return self.proc.wait(timeout=60)
+
+
+@contextlib.contextmanager
+def beside_a_hub(home):
+    """``home`` (an ``audit.conftest.AuditHome``) with its audit and provisioning services running, as
+    they run beside a hub; both stopped, and the home cleaned up, after."""
+    home.start()
+    service = ProvisioningService(home.home, home.env())
+    try:
+        service.start()
+        yield home
+    finally:
+        if service.proc is not None:
+            assert service.stop() == 0
+        home.cleanup()

@@ -65,18 +65,10 @@ def service(tmp_path):
     """A home with its provisioning service running, as beside a hub (its audit service too: the
     commands above change things)."""
     from audit.conftest import AuditHome
-    from test_provisioning_cli import ProvisioningService
+    from enclave_testing import beside_a_hub
 
-    home = AuditHome(tmp_path / "home")
-    home.start()
-    running = ProvisioningService(home.home, home.env())
-    try:
-        running.start()
+    with beside_a_hub(AuditHome(tmp_path / "home")) as home:
         yield home
-    finally:
-        if running.proc is not None:
-            running.stop()
-        home.cleanup()
 
 
 def test_listing_and_provisioning_commands_import_no_service_layer(service):

@@ -10,7 +10,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 from urllib.parse import unquote, urlparse
 
 import pytest
-from enclave_testing import ENCLAVE, REPO
+from enclave_testing import ENCLAVE, REPO, beside_a_hub
 
 from enclave.proxy import add_unix_port, strip_unix_port
 from enclave.sandbox.bubblewrap import bwrap_argv
@@ -164,18 +164,9 @@ def test_singleuser_shim_serves_on_a_socket_despite_a_port_in_the_service_url(tm
 def provisioned_home(tmp_path):
     """A home with its audit and provisioning services running, as beside a hub."""
     from audit.conftest import AuditHome
-    from test_provisioning_cli import ProvisioningService
 
-    home = AuditHome(tmp_path / "home")
-    home.start()
-    service = ProvisioningService(home.home, home.env())
-    try:
-        service.start()
+    with beside_a_hub(AuditHome(tmp_path / "home")) as home:
         yield home
-    finally:
-        if service.proc is not None:
-            service.stop()
-        home.cleanup()
 
 
 def test_cli_provisions_accounts_and_workspaces_with_clear_errors(provisioned_home):

@@ -13,8 +13,6 @@ from __future__ import annotations
 import getpass
 import json
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -23,46 +21,11 @@ import pytest
 from audit.conftest import AuditHome
 from enclave import accounts, workspaces
 from enclave.provisioning.client import APPLY_BODY_LIMIT, call, reachable, socket_path
-from enclave_testing import ENCLAVE
+from enclave_testing import ENCLAVE, ProvisioningService, beside_a_hub
 
 PASSWORD = "a-long-enough-password"
 PURPOSE = "人口普查：分析各区县的人口结构，为养老设施规划提供依据"
 RESIDENTS = pd.DataFrame({"区县": ["和平", "南开", "河西"], "人数": [120, 35, 45], "身份证号": ["1", "2", "3"]})
-
-
-class ProvisioningService:
-    """The provisioning service on the CLI's socket of ``home`` (``--cli-only``: the hub's service
-    serves the same socket, beside its HTTP port)."""
-
-    def __init__(self, home: Path, env: dict) -> None:
-        self.socket = socket_path(home)
-        self.env = env
-        self.log = home / "provisioning-service.log"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> "ProvisioningService":
-        """Start the service and wait until it serves the socket (its own: one bound before it is replaced)."""
-        before = self._bound()
-        with self.log.open("a") as out:
-            self.proc = subprocess.Popen([sys.executable, "-I", "-m", "enclave.provisioning.app", "--cli-only"],
-                                         env=self.env, cwd="/", stdout=out, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60
-        while self._bound() in (None, before) or not reachable(self.socket):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the provisioning service did not start:\n{self.log.read_text()[-3000:]}")
-            time.sleep(0.05)
-        return self
-
-    def _bound(self) -> int | None:
-        """The socket file's inode: a service binding the path makes a new one."""
-        try:
-            return self.socket.stat().st_ino
-        except FileNotFoundError:
-            return None
-
-    def stop(self) -> int:
-        self.proc.terminate()
-        return self.proc.wait(timeout=60)
 
 
 def services_of(home: Path) -> list[str]:
@@ -92,16 +55,8 @@ def _home(tmp_path: Path) -> AuditHome:
 @pytest.fixture
 def home(tmp_path):
     """An Enclave home with its audit and provisioning services running, as beside a hub."""
-    home = _home(tmp_path)
-    home.start()
-    service = ProvisioningService(home.home, home.env())
-    try:
-        service.start()
+    with beside_a_hub(_home(tmp_path)) as home:
         yield home
-    finally:
-        if service.proc is not None:
-            assert service.stop() == 0
-        home.cleanup()
 
 
 def run(home: AuditHome, *args: str, input: str | None = None) -> subprocess.CompletedProcess:

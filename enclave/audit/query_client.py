@@ -32,12 +32,11 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import socket
 from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import urlencode
 
-from ..provisioning.client import enclave_home
+from ..provisioning.client import UnixHTTPConnection, enclave_home
 
 # Records in one page at most: enclave.audit.reader.MAX_PAGE.
 PAGE = 1000
@@ -63,28 +62,12 @@ def socket_path(home: str | os.PathLike | None = None) -> Path:
     return home / "run" / "audit" / "query.sock"
 
 
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, socket_file: Path, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self.socket_file = socket_file
-
-    def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(self.timeout)
-        try:
-            self.sock.connect(str(self.socket_file))
-        except OSError:
-            self.sock.close()
-            self.sock = None
-            raise
-
-
 class AuditQueries:
     """Queries to the audit service over one connection; a context manager that closes it."""
 
     def __init__(self, home: str | os.PathLike | None = None, timeout: float = DEFAULT_TIMEOUT) -> None:
         self.path = socket_path(home)
-        self._connection = _UnixConnection(self.path, timeout)
+        self._connection = UnixHTTPConnection(self.path, timeout)
         try:
             self._connection.connect()
         except (FileNotFoundError, ConnectionRefusedError):  # no socket, or one nobody serves

@@ -114,7 +114,9 @@ def actor() -> str:
     return os.environ.get("SUDO_USER") or getpass.getuser()
 
 
-class _UnixConnection(http.client.HTTPConnection):
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """HTTP over a unix socket (the services' root-only sockets for the ``enclave`` command)."""
+
     def __init__(self, socket_file: Path, timeout: float) -> None:
         super().__init__("localhost", timeout=timeout)
         self.socket_file = socket_file
@@ -122,7 +124,12 @@ class _UnixConnection(http.client.HTTPConnection):
     def connect(self) -> None:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.settimeout(self.timeout)
-        self.sock.connect(str(self.socket_file))
+        try:
+            self.sock.connect(str(self.socket_file))
+        except OSError:
+            self.sock.close()
+            self.sock = None
+            raise
 
 
 def call(method: str, api_path: str, body: dict | None = None, *, home: str | os.PathLike | None = None,
@@ -130,7 +137,7 @@ def call(method: str, api_path: str, body: dict | None = None, *, home: str | os
     """``method`` ``api_path`` (``/workspaces/census``) with the JSON ``body``; the JSON answered.
     Raises :class:`ProvisioningError` with the service's error text when it refuses."""
     where = socket_path(home)
-    connection = _UnixConnection(where, timeout)
+    connection = UnixHTTPConnection(where, timeout)
     payload = json.dumps(body, ensure_ascii=False).encode() if body is not None else None
     headers = {ACTOR_HEADER: as_user or actor(), "Accept": "application/json"}
     if payload is not None:

@@ -36,7 +36,7 @@ import asyncio
 import json
 import shutil
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import select
@@ -51,16 +51,6 @@ from ..settings import Settings
 # The spawner's ``stop_requested_by`` kind of a stop the lifecycle asks for: its ``sandbox.stop``
 # record names the actor ``system`` and gives the lifecycle's reason (enclave.spawner).
 STOP_KIND = SYSTEM
-
-
-def _utc(moment: datetime | None) -> datetime | None:
-    if moment is None:
-        return None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-
-def _iso(moment: datetime) -> str:
-    return _utc(moment).isoformat(timespec="seconds")
 
 
 # -- the state, read once per run --
@@ -89,16 +79,16 @@ class State:
 
 def read_state(settings: Settings) -> State:
     """Workspaces' and accounts' states and the workspaces' operators, in one read transaction
-    (three small selects of a few columns: this runs every few seconds)."""
-    with db.transaction(settings.enclave_db_url) as s:
-        found = {row.name: WorkspaceState(row.state, row.state_reason or "", _utc(row.expires_at),
-                                          _utc(row.state_changed_at))
+    (three small selects of a few columns: this runs every few seconds; it takes no write lock)."""
+    with db.snapshot(settings.enclave_db_url) as s:
+        found = {row.name: WorkspaceState(row.state, row.state_reason or "", db.as_utc(row.expires_at),
+                                          db.as_utc(row.state_changed_at))
                  for row in s.execute(select(db.Workspace.name, db.Workspace.state, db.Workspace.state_reason,
                                              db.Workspace.expires_at, db.Workspace.state_changed_at))}
         for ws, user in s.execute(select(db.Membership.workspace_name, db.Membership.username)
                                   .where(db.Membership.role == "operator")):
             found[ws].operators.add(user)
-        people = {row.username: AccountState(row.state, row.state_reason or "", _utc(row.expires_at))
+        people = {row.username: AccountState(row.state, row.state_reason or "", db.as_utc(row.expires_at))
                   for row in s.execute(select(db.Account.username, db.Account.state, db.Account.state_reason,
                                               db.Account.expires_at))}
     return State(found, people)
@@ -113,7 +103,7 @@ def account_unusable(name: str, account: AccountState | None, now: datetime, nat
     if account.state != "active":
         return f"account '{name}' is disabled: {account.state_reason}"
     if not accounts.usable(account, now):
-        return f"account '{name}' expired on {_iso(account.expires_at)}"
+        return f"account '{name}' expired on {db.iso(account.expires_at)}"
     return None
 
 
@@ -121,7 +111,7 @@ def _workspace_closed(name: str, ws: WorkspaceState, now: datetime) -> str | Non
     if ws.state != "active":
         return f"workspace '{name}' is {ws.state}: {ws.reason}"
     if ws.expires_at is not None and ws.expires_at <= now:  # frozen at this run, or the next
-        return f"workspace '{name}' expired on {_iso(ws.expires_at)}"
+        return f"workspace '{name}' expired on {db.iso(ws.expires_at)}"
     return None
 
 
@@ -154,14 +144,14 @@ def start_refusal(settings: Settings, username: str, ws: workspaces.WorkspaceVie
     if account is not None and account.state != "active":
         return f"Your account '{username}' is disabled ({account.state_reason}): it cannot start sandboxes."
     if account is not None and not account.usable:
-        return f"Your account '{username}' expired on {_iso(account.expires_at)}: it cannot start sandboxes."
+        return f"Your account '{username}' expired on {db.iso(account.expires_at)}: it cannot start sandboxes."
     if ws.state == "frozen":
         return (f"Workspace '{ws.name}' is frozen ({ws.state_reason}): no sandbox starts in it until an"
                 " administrator unfreezes it.")
     if ws.state == "archived":
         return f"Workspace '{ws.name}' is archived ({ws.state_reason}): no sandbox starts in it again."
     if ws.expires_at is not None and ws.expires_at <= now:
-        return f"Workspace '{ws.name}' expired on {_iso(ws.expires_at)}: no sandbox starts in it."
+        return f"Workspace '{ws.name}' expired on {db.iso(ws.expires_at)}: no sandbox starts in it."
     return None
 
 
@@ -222,7 +212,7 @@ class Lifecycle:
         for name, ws in state.workspaces.items():
             if ws.state != "active" or ws.expires_at is None or ws.expires_at > now:
                 continue
-            reason = f"expired on {_iso(ws.expires_at)}"
+            reason = f"expired on {db.iso(ws.expires_at)}"
             try:
                 await asyncio.to_thread(workspaces.freeze, self.settings, name, reason, self._record)
             except workspaces.WorkspaceError as exc:  # changed meanwhile (frozen, or its expiry moved)
@@ -287,7 +277,7 @@ class Lifecycle:
     async def _record_expiries(self, state: State, unusable: dict[str, str]) -> None:
         """One ``account.expire`` per expiry of an account (kept in :attr:`_state_file`)."""
         recorded = self._read_state_file().get("expired_accounts", {})
-        expired = {name: _iso(state.accounts[name].expires_at) for name, why in unusable.items()
+        expired = {name: db.iso(state.accounts[name].expires_at) for name, why in unusable.items()
                    if name in state.accounts and state.accounts[name].state == "active"}
         kept = {name: at for name, at in recorded.items() if expired.get(name) == at}
         for name, at in sorted(expired.items()):
@@ -328,7 +318,7 @@ class Lifecycle:
         owners = sorted({p.parent.name for p in images + homes + lab_states})
         if not owners:
             return
-        self._record("workspace.homes_delete", workspace, {"homes": owners, "archived_at": _iso(archived_at)})
+        self._record("workspace.homes_delete", workspace, {"homes": owners, "archived_at": db.iso(archived_at)})
         for home in homes:
             unmount_home(home)  # none should be mounted: their sandboxes are stopped
             if is_mounted(home):
