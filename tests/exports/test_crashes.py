@@ -125,9 +125,12 @@ def test_killing_the_review_service_under_load_loses_no_acknowledged_operation(c
     for t in threads:
         t.start()
     try:
+        # Killed once operations of every kind are acknowledged: a submission (five files checked)
+        # takes much longer than a vote, and on a loaded machine 200 votes and comments come first.
         deadline = time.monotonic() + 60
-        while len(load.acknowledged()) < ACKNOWLEDGED_BEFORE_KILL:
-            assert time.monotonic() < deadline, f"only {len(load.acknowledged())} operations in 60 s"
+        while len(load.acknowledged()) < ACKNOWLEDGED_BEFORE_KILL or not load.acknowledged("submission"):
+            assert time.monotonic() < deadline, (f"only {len(load.acknowledged())} operations in 60 s,"
+                                                 f" {len(load.acknowledged('submission'))} of them submissions")
             time.sleep(0.05)
         pid = hub.service_pid()
         os.kill(pid, signal.SIGKILL)
