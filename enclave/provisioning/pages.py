@@ -185,7 +185,9 @@ class Page(app.BaseHandler):
             await self.show(*args, error=error_message(exc) or str(exc))
 
     async def show(self, *args, error: str | None = None):
-        raise NotImplementedError
+        """Render the page (with ``error``, a refusal's message, shown on it). Every page with forms
+        defines it; the home page only redirects, and its POSTs name no action it has (400)."""
+        raise NotImplementedError(f"{type(self).__name__} shows no page of its own")
 
     @web.authenticated
     async def get(self, *args):
