@@ -26,11 +26,13 @@ Example::
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import math
 import re
+import types
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Union, get_args, get_origin
 
 import pandas as pd
 import pyarrow as pa
@@ -76,7 +78,11 @@ TREATMENT_TYPES: dict[str, tuple[str, ...]] = {
 }
 _QUANTILE = re.compile(r"^p(\d{1,2}(\.\d+)?)$")
 NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,99}$")
-COLUMN_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+
+
+def is_column_name(name: str) -> bool:
+    """A column name is an identifier (Chinese ones too, such as 年龄 or 月收入_元), up to 63 characters."""
+    return name.isidentifier() and len(name) <= 63
 
 
 class ContractError(Exception):
@@ -92,24 +98,35 @@ class _Model(BaseModel):
 
 
 class Column(_Model):
-    role: Role
-    type: ColumnType
-    treatment: Treatment | None = None
-    description: str = ""
-    # bands: bin edges (left-closed); the last may be .inf
-    bins: list[float] | None = None
-    # truncate: leading characters kept (e.g. 2 of a 6-digit region code = province)
-    keep: int | None = Field(None, ge=1)
-    # top_bottom: a value, or a quantile written "p1", "p99"
-    bottom: float | str | None = None
-    top: float | str | None = None
-    # shift: the column (in the same table) whose entity gets one offset; +/- max_days
-    entity: str | None = None
-    max_days: int = Field(180, ge=1, le=3650)
-    # derive (resident ID numbers only): which fields, band width, region prefix length
-    derive: list[Derived] = []
-    band_width: int = Field(10, ge=1, le=100)
-    region_level: Literal[2, 4, 6] = 2
+    """One column of a table: what it is (role, type) and how it is released (treatment)."""
+
+    role: Role = Field(description="What the column says about the people or firms in it; it decides the "
+                       "treatments allowed (see *Roles and treatments*).")
+    type: ColumnType = Field(description="The type every value must have; bad values are reported with "
+                             "their file line.")
+    treatment: Treatment | None = Field(None, description="How the column is released; the role's default "
+                                        "when left out (see *Roles and treatments*).")
+    description: str = Field("", description="What the column holds, for the people reading the release.")
+    bins: list[float] | None = Field(None, description="`bands`: increasing bin edges, each band left-closed "
+                                     "`[lo, hi)`; the last edge may be `.inf` (an open top band `[lo, inf)`).")
+    keep: int | None = Field(None, ge=1, description="`truncate`: how many leading characters stay (2 of a "
+                             "6-digit region code keeps the province).")
+    bottom: float | str | None = Field(None, description="`top_bottom`: values below are set to it; a number, "
+                                       "or a quantile of the real values written `p1`.")
+    top: float | str | None = Field(None, description="`top_bottom`: values above are set to it; a number, "
+                                    "or a quantile written `p99`.")
+    entity: str | None = Field(None, description="`shift`: the direct-identifier column (same table) whose "
+                               "entity shares one date offset; the table's `entity_column` when left out.")
+    max_days: int = Field(180, ge=1, le=3650, description="`shift`: the offset lies between -max_days and "
+                          "+max_days (never 0).")
+    derive: list[Derived] = Field([], description="`derive` (resident ID numbers): the fields released as "
+                                  "`<column>_<field>`, quasi-identifiers.")
+    band_width: int = Field(10, ge=1, le=100, description="`derive`: years per birth-year band.")
+    region_level: Literal[2, 4, 6] = Field(2, description="`derive`: leading digits of the region code kept "
+                                           "(2 province, 4 city, 6 county).")
+    uniqueness_accepted: str | None = Field(None, min_length=10, description="Measures only: why the measure "
+                                            "may stay exact although it makes entities unique (see "
+                                            "*Uniqueness*); the manifest keeps the reason.")
 
     @model_validator(mode="after")
     def _treatment_fits(self) -> "Column":
@@ -133,16 +150,18 @@ class Column(_Model):
             for bound in (self.bottom, self.top):
                 if isinstance(bound, str) and not _QUANTILE.match(bound):
                     raise ValueError(f"'{bound}' is neither a number nor a quantile like 'p99'")
-        if t == "shift" and not self.entity:
-            raise ValueError("treatment 'shift' needs 'entity' (the column whose entity shares one offset)")
         if t == "derive" and not self.derive:
             raise ValueError("treatment 'derive' needs 'derive': some of birth_year_band, sex, region")
+        if self.uniqueness_accepted is not None and self.role != "measure":
+            raise ValueError("'uniqueness_accepted' is for measures only")
         return self
 
 
 class ForeignKey(_Model):
-    column: str
-    references: str  # "table.column"
+    """A column whose values are the primary key of another table."""
+
+    column: str = Field(description="The column of this table.")
+    references: str = Field(description="The other table's primary key, written `table.column`.")
 
     @field_validator("references")
     @classmethod
@@ -153,20 +172,37 @@ class ForeignKey(_Model):
 
 
 class Table(_Model):
-    path: str
-    format: Literal["csv", "parquet"] | None = None
-    primary_key: str | None = None
-    foreign_keys: list[ForeignKey] = []
-    columns: dict[str, Column]
+    """One data file and its columns."""
+
+    path: str = Field(description="The data file, relative to the contract's folder.")
+    format: Literal["csv", "parquet"] | None = Field(None, description="The file's format; from its name "
+                                                     "(`.parquet`, `.pq`: Parquet, else CSV) when left out. "
+                                                     "CSV files are UTF-8 with a header line.")
+    primary_key: str | None = Field(None, description="The column identifying each row: no empty value, no "
+                                    "value twice; a direct identifier treated with `pseudonymise` or `derive`.")
+    foreign_keys: list[ForeignKey] = Field([], description="Columns referencing another table's primary key; "
+                                           "every value must have its row there.")
+    entity_column: str | None = Field(None, description="The person (or firm) behind each row when the table "
+                                      "holds several rows per entity (a panel: one row per person and year); "
+                                      "a direct identifier. Privacy measures and gates then count entities, "
+                                      "not rows (see *Panel data*).")
+    sequence_index: str | None = Field(None, description="Panel tables released as synthetic data: the "
+                                       "integer, float or date column ordering an entity's rows (a year, a "
+                                       "date); needs `entity_column`.")
+    columns: dict[str, Column] = Field(description="Every column of the file, by name (letters, Chinese "
+                                       "characters included, digits and `_`); the file may have no other.")
 
     @field_validator("columns")
     @classmethod
     def _names(cls, v: dict[str, Column]) -> dict[str, Column]:
         if not v:
             raise ValueError("a table needs at least one column")
-        bad = [c for c in v if not COLUMN_NAME.match(c)]
+        bad = [c for c in v if not is_column_name(c)]
         if bad:
-            raise ValueError(f"column names must be identifiers: {', '.join(map(repr, bad))}")
+            raise ValueError(
+                f"column names must be identifiers (letters, Chinese characters included, digits and '_', "
+                f"not starting with a digit, at most 63 characters): {', '.join(map(repr, bad))}"
+            )
         return v
 
     @property
@@ -192,20 +228,40 @@ class Table(_Model):
     def sensitive(self) -> list[str]:
         return [c for c, col in self.columns.items() if col.role == "sensitive"]
 
+    def entity(self) -> str | None:
+        """The column whose values are the entities rows belong to; None when each row is one."""
+        return self.entity_column
+
+    def shift_entity(self, column: str) -> str | None:
+        """The column whose entity shares one date offset for ``column`` (treatment 'shift')."""
+        return self.columns[column].entity or self.entity_column
+
 
 class Privacy(_Model):
-    k: int = Field(5, ge=2)
-    l: int = Field(2, ge=1)
-    # Refuse a masked release that had to suppress more than this share of a table's rows.
-    max_suppressed: float = Field(0.10, ge=0, le=1)
+    """What a masked release must guarantee."""
+
+    k: int = Field(5, ge=2, description="Every combination of quasi-identifier values is shared by at least "
+                   "k entities (k-anonymity); smaller classes are suppressed.")
+    l: int = Field(2, ge=1, description="Every such class holds at least l distinct values of each sensitive "
+                   "column, counted over entities (l-diversity); other classes are suppressed.")
+    max_suppressed: float = Field(0.10, ge=0, le=1, description="Refuse a masked release that had to suppress "
+                                  "more than this share of a table's entities.")
+    missing_counts_towards_l: bool = Field(False, description="Whether an empty sensitive value counts as one "
+                                           "of the l distinct values of its class (see *Missing values*).")
+    max_unique_share: float = Field(0.0, ge=0, le=1, description="Refuse a masked release in which more than "
+                                    "this share of entities is unique over the quasi-identifiers plus the "
+                                    "released measures, those marked `uniqueness_accepted` aside (see "
+                                    "*Uniqueness*).")
 
 
 class Constraint(_Model):
     """An SDV constraint: ``inequality: [low, high]`` or ``fixed_combinations: [a, b, ...]``."""
 
-    table: str
-    inequality: list[str] | None = None
-    fixed_combinations: list[str] | None = None
+    table: str = Field(description="The table whose columns it constrains.")
+    inequality: list[str] | None = Field(None, description="`[low, high]`: the first column is never above "
+                                         "the second (admission before discharge).")
+    fixed_combinations: list[str] | None = Field(None, description="Columns whose combinations of values "
+                                                 "are only those in the real data (at least two).")
 
     @model_validator(mode="after")
     def _one(self) -> "Constraint":
@@ -223,39 +279,120 @@ class Constraint(_Model):
 
 
 class Synthesis(_Model):
-    model: Literal["gaussian_copula", "ctgan", "tvae"] = "gaussian_copula"
-    # CTGAN/TVAE: training epochs, and a wall-clock budget after which the run is refused.
-    epochs: int = Field(50, ge=1, le=5000)
-    time_budget_s: float = Field(1800, gt=0)
-    seed: int = 0
-    constraints: list[Constraint] = []
+    """How a synthetic release is generated (SDV)."""
+
+    model: Literal["gaussian_copula", "ctgan", "tvae"] = Field("gaussian_copula", description="The generator "
+                                                               "of a single table; several tables use HMA, "
+                                                               "panel tables PAR.")
+    epochs: int = Field(50, ge=1, le=5000, description="CTGAN, TVAE and PAR: training epochs.")
+    time_budget_s: float = Field(1800, gt=0, description="Wall-clock seconds the fit may take; the run is "
+                                 "stopped and refused, with the reason, when it takes longer.")
+    seed: int = Field(0, description="Seeds the training/holdout split, the generator and the gates' samples: "
+                      "the same contract, data and seed give the same release. Every attempt, refused or "
+                      "published, is in the holder's release log with its seed.")
+    constraints: list[Constraint] = Field([], description="Rules every synthetic row keeps.")
+
+
+class Regression(_Model):
+    """A linear regression the release must support: a formula such as ``wage ~ age + C(sex)``."""
+
+    formula: str = Field(description="A formula in patsy's notation: `wage ~ age + C(sex)`; `C(x)` for a "
+                         "category.")
+    min_ci_overlap: float = Field(0.5, ge=0, le=1, description="The mean overlap of each coefficient's 95 % "
+                                  "confidence intervals on the real data and on the release.")
+    same_sign: bool = Field(True, description="Coefficients significant (5 %) on the real data keep their sign "
+                            "on the release.")
+
+
+class Aggregate(_Model):
+    """A grouped aggregate the release must reproduce within a relative tolerance, group by group."""
+
+    by: list[str] = Field(min_length=1, description="The columns grouped by.")
+    measure: str | None = Field(None, description="The column aggregated (not needed for `count`).")
+    statistic: Literal["mean", "median", "sum", "count"] = Field("mean", description="The statistic of each "
+                                                                 "group.")
+    tolerance: float = Field(0.1, gt=0, description="The largest relative difference allowed, group by group.")
+
+    @model_validator(mode="after")
+    def _measure(self) -> "Aggregate":
+        if self.statistic != "count" and self.measure is None:
+            raise ValueError(f"statistic '{self.statistic}' needs 'measure'")
+        return self
+
+
+class Classifier(_Model):
+    """A classifier trained on the release must score on real rows within ``tolerance`` of one
+    trained on real rows."""
+
+    target: str = Field(description="The column predicted.")
+    features: list[str] = Field(min_length=1, description="The columns it predicts from.")
+    metric: Literal["accuracy", "roc_auc"] = Field("accuracy", description="How the classifier is scored.")
+    tolerance: float = Field(0.05, gt=0, le=1, description="How much lower than the real-trained classifier's "
+                             "the score may be.")
+
+
+class Analysis(_Model):
+    """One analysis the release is for; it runs on the real rows and on the release and gates it."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="Names the analysis in gates and "
+                      "reports (letters, digits, `_`, `.`, `-`); unique in the contract.")
+    table: str = Field(description="The table it runs on.")
+    regression: Regression | None = Field(None, description="A linear regression (see below).")
+    aggregate: Aggregate | None = Field(None, description="A grouped aggregate (see below).")
+    classifier: Classifier | None = Field(None, description="A classifier's score (see below).")
+
+    @model_validator(mode="after")
+    def _one(self) -> "Analysis":
+        if sum(x is not None for x in (self.regression, self.aggregate, self.classifier)) != 1:
+            raise ValueError("an analysis is exactly one of 'regression', 'aggregate' or 'classifier'")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return "regression" if self.regression else "aggregate" if self.aggregate else "classifier"
 
 
 class Gates(_Model):
     """Thresholds a release must meet; defaults follow the project's privacy rules."""
 
-    diagnostic: float = Field(1.0, ge=0, le=1)
-    quality: float = Field(0.8, ge=0, le=1)
-    new_row_synthesis: float = Field(0.99, ge=0, le=1)
-    dcr_overfitting_protection: float = Field(0.9, ge=0, le=1)
-    # Anonymeter risks (singling out, linkability, inference) must stay at or below this.
-    max_attack_risk: float = Field(0.1, ge=0, le=1)
-    # Rows compared in distance-to-closest-record metrics and in attacks (large tables are sampled).
-    subsample: int = Field(1000, ge=50)
-    anonymeter_attacks: int = Field(300, ge=10)
+    diagnostic: float = Field(1.0, ge=0, le=1, description="Synthetic: SDMetrics' diagnostic score (valid "
+                              "values, ranges, keys) at least this.")
+    quality: float = Field(0.8, ge=0, le=1, description="Synthetic: SDMetrics' quality score (column shapes "
+                           "and pairs) at least this.")
+    new_row_synthesis: float = Field(0.99, ge=0, le=1, description="Synthetic: at least this share of "
+                                     "synthetic rows match no real row.")
+    dcr_overfitting_protection: float = Field(0.9, ge=0, le=1, description="Synthetic: SDMetrics' distance to "
+                                              "closest record score (synthetic rows no closer to the training "
+                                              "half than to the holdout), on one scale fitted on both halves.")
+    max_attack_risk: float = Field(0.1, ge=0, le=1, description="Synthetic: Anonymeter's risks (singling out, "
+                                   "linkability, inference) at most this.")
+    max_copy_excess: float = Field(0.01, ge=0, le=1, description="Synthetic: the share of synthetic rows "
+                                   "copying a training row (on the values the generator learned from) may "
+                                   "exceed the share copying a holdout row, which is chance, by at most this.")
+    subsample: int = Field(1000, ge=50, description="Rows compared in distance metrics and attacks (larger "
+                           "tables are sampled, seeded by `synthesis.seed`).")
+    anonymeter_attacks: int = Field(300, ge=10, description="Attacks Anonymeter makes for each risk.")
 
 
 class Contract(_Model):
-    name: str
-    description: str = ""
-    # Say so when the data is generated; the label travels into every release made from it.
-    generated: bool = False
-    # Key file name under the data holder's secrets folder: the same key, the same pseudonyms.
-    pseudonym_key: str = "default"
-    tables: dict[str, Table]
-    privacy: Privacy = Privacy()
-    synthesis: Synthesis = Synthesis()
-    gates: Gates = Gates()
+    """One dataset: its tables, how each column is released, and what a release must meet."""
+
+    name: str = Field(description="Names the releases (`name@1`, `name@2`, …): lower-case letters, digits, "
+                      "`_`, `.`, `-`.")
+    description: str = Field("", description="What the dataset is, for the people reading its releases.")
+    generated: bool = Field(False, description="Say so when the data is generated (no real persons); the "
+                            "label travels into every release made from it.")
+    pseudonym_key: str | None = Field(None, description="Left out: every release gets a pseudonym key of its "
+                                      "own, so releases do not join. A name (lower-case letters, digits, `_`, "
+                                      "`-`): the key file of that name in the holder's secrets folder, shared "
+                                      "by every release naming it, whose pseudonyms and date offsets then "
+                                      "join (see *Pseudonym keys*).")
+    tables: dict[str, Table] = Field(description="The dataset's tables, by name.")
+    privacy: Privacy = Field(Privacy(), description="What a masked release must guarantee.")
+    synthesis: Synthesis = Field(Synthesis(), description="How a synthetic release is generated.")
+    gates: Gates = Field(Gates(), description="Thresholds of the synthetic release's gates.")
+    analyses: list[Analysis] = Field([], description="Analyses the release must support; each runs on the "
+                                     "real data and on the release and gates it (see *Analyses*).")
 
     @field_validator("name")
     @classmethod
@@ -266,8 +403,8 @@ class Contract(_Model):
 
     @field_validator("pseudonym_key")
     @classmethod
-    def _key(cls, v: str) -> str:
-        if not re.match(r"^[a-z0-9][a-z0-9_-]{0,63}$", v):
+    def _key(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^[a-z0-9][a-z0-9_-]{0,63}$", v):
             raise ValueError("must be lower-case letters, digits, '_' and '-'")
         return v
 
@@ -298,18 +435,42 @@ class Contract(_Model):
                     problems.append(
                         f"{where}: foreign key '{fk.column}' must reference the primary key of '{rt}'"
                     )
+            if t.entity_column is not None:
+                ent = t.columns.get(t.entity_column)
+                if ent is None:
+                    problems.append(f"{where}: entity_column '{t.entity_column}' is not one of its columns")
+                elif ent.role != "direct_identifier":
+                    problems.append(f"{where}: entity_column '{t.entity_column}' must be a direct_identifier")
+            if t.sequence_index is not None:
+                seq = t.columns.get(t.sequence_index)
+                if t.entity_column is None:
+                    problems.append(f"{where}: sequence_index needs entity_column (whose rows it orders)")
+                if seq is None:
+                    problems.append(f"{where}: sequence_index '{t.sequence_index}' is not one of its columns")
+                elif seq.type not in ("integer", "float", "date"):
+                    problems.append(f"{where}: sequence_index '{t.sequence_index}' must be an integer, float or date column")
             for cname, col in t.columns.items():
                 if col.treatment == "shift":
-                    ent = t.columns.get(col.entity or "")
-                    if ent is None:
-                        problems.append(f"{where}: column '{cname}' shifts by entity '{col.entity}', not a column")
+                    entity = t.shift_entity(cname)
+                    ent = t.columns.get(entity or "")
+                    if entity is None:
+                        problems.append(f"{where}: column '{cname}' is shifted but names no 'entity'"
+                                        " and the table has no entity_column")
+                    elif ent is None:
+                        problems.append(f"{where}: column '{cname}' shifts by entity '{entity}', not a column")
                     elif ent.role != "direct_identifier":
                         problems.append(
-                            f"{where}: column '{cname}' shifts by '{col.entity}', which is not a direct identifier"
+                            f"{where}: column '{cname}' shifts by '{entity}', which is not a direct identifier"
                         )
             clash = set(t.derived_columns()) & set(t.columns)
             if clash:
                 problems.append(f"{where}: derived column(s) {sorted(clash)} clash with existing columns")
+        names = [a.name for a in self.analyses]
+        for dup in sorted({n for n in names if names.count(n) > 1}):
+            problems.append(f"analysis name '{dup}' is used more than once")
+        for a in self.analyses:
+            if a.table not in self.tables:
+                problems.append(f"analysis '{a.name}' is on unknown table '{a.table}'")
         for c in self.synthesis.constraints:
             if c.table not in self.tables:
                 problems.append(f"constraint on unknown table '{c.table}'")
@@ -335,12 +496,51 @@ def load_contract(path: Path) -> Contract:
     try:
         return Contract.model_validate(raw)
     except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            loc = ".".join(str(p) for p in err["loc"])
-            msg = err["msg"].removeprefix("Value error, ")
-            problems.append(f"{loc}: {msg}" if loc else msg)
-        raise ContractError(str(path), problems) from None
+        raise ContractError(str(path), [_problem(err) for err in exc.errors()]) from None
+
+
+def _problem(err: dict) -> str:
+    """One schema error as the holder reads it: where, what was given, what is allowed."""
+    loc = ".".join(str(p) for p in err["loc"])
+    kind, given = err["type"], err.get("input")
+    if kind == "literal_error":
+        msg = f"{_shown(given)} is not allowed (allowed: {err['ctx']['expected']})"
+    elif kind == "extra_forbidden":
+        allowed = _keys_at(err["loc"][:-1])
+        msg = f"unknown key {_shown(err['loc'][-1])}" + (f" (allowed: {', '.join(allowed)})" if allowed else "")
+        loc = ".".join(str(p) for p in err["loc"][:-1]) or loc
+    elif kind == "missing":
+        msg = "missing (it is required)"
+    else:
+        msg = err["msg"].removeprefix("Value error, ")
+        if given is not None and not isinstance(given, dict | list) and kind != "value_error":
+            msg += f" (given: {_shown(given)})"
+    return f"{loc}: {msg}" if loc else msg
+
+
+def _keys_at(loc: tuple) -> list[str]:
+    """The keys the schema allows at ``loc`` (a path into the contract), or [] if not a mapping."""
+    node: object = Contract
+    for part in loc:
+        if isinstance(node, type) and issubclass(node, BaseModel):
+            f = node.model_fields.get(str(part))
+            if f is None:
+                return []
+            node = _inner(f.annotation)
+        elif get_origin(node) in (dict, list):
+            node = _inner(get_args(node)[-1])
+        else:
+            return []
+    return list(node.model_fields) if isinstance(node, type) and issubclass(node, BaseModel) else []
+
+
+def _inner(annotation: object) -> object:
+    """``X`` for ``X | None``; the annotation itself otherwise."""
+    if get_origin(annotation) in (Union, types.UnionType):
+        args = [a for a in get_args(annotation) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return annotation
 
 
 # -- reading the data, checked against the contract ---------------------------------------------
@@ -371,38 +571,96 @@ def _read_raw(path: Path, fmt: str, where: str) -> pd.DataFrame:
         raise ContractError(where, [f"{path.name} is not a readable Parquet file: {exc}"]) from None
 
 
-def _first_bad(raw: pd.Series, ok: pd.Series) -> str:
-    bad = raw[~ok]
-    return f"{int((~ok).sum())} value(s), first at row {bad.index[0] + 1}: {str(bad.iloc[0])[:40]!r}"
+SHOWN = 5  # bad values (or duplicate keys) an error message lists before "and N more"
 
 
-def _convert(raw: pd.Series, ctype: str, from_text: bool) -> tuple[pd.Series, str | None]:
+class Places:
+    """Where a row of a table was in its file, as the holder finds it there: "line 7" of a CSV file
+    (the header is line 1, quoted values may span lines), "row 7" of a Parquet file (1-based).
+
+    The CSV file is only read again, to count its lines, when an error message needs them.
+    """
+
+    def __init__(self, path: Path, fmt: str):
+        self.path, self.fmt = path, fmt
+        self._lines: list[int] | None = None
+
+    def __call__(self, position: int) -> str:
+        if self.fmt != "csv":
+            return f"row {position + 1}"
+        if self._lines is None:
+            with open(self.path, encoding="utf-8", newline="") as f:
+                reader = csv.reader(f)
+                starts, line = [], 1
+                for record in reader:
+                    if record:  # pandas skips blank lines too
+                        starts.append(line)
+                    line = reader.line_num + 1
+            self._lines = starts[1:]  # the header is not a row
+        return f"line {self._lines[position]}" if position < len(self._lines) else f"row {position + 1}"
+
+    def many(self, positions: list[int]) -> str:
+        """ "lines 2, 9, 14" (or "rows ...") for a few positions."""
+        places = [self(p) for p in positions]
+        word, numbers = places[0].split(" ")[0], [p.split(" ")[1] for p in places]
+        return f"{word}{'s' if len(numbers) > 1 else ''} {', '.join(numbers)}"
+
+
+def _shown(value: object) -> str:
+    """A value as an error message quotes it: text in quotes (cut at 40 characters), numbers bare."""
+    if not isinstance(value, str):
+        return str(value)
+    return repr(value if len(value) <= 40 else value[:39] + "…")
+
+
+def _bad_values(raw: pd.Series, ok: pd.Series, places: Places, what: str) -> str:
+    """ "3 value(s) <what>: line 4 'abc', line 9 '十二', line 12 'n/a'" (the first few, with a count)."""
+    bad = raw[~ok.to_numpy()]
+    listed = ", ".join(f"{places(pos)} {_shown(v)}" for pos, v in zip(_positions(bad)[:SHOWN], bad.iloc[:SHOWN]))
+    more = f", and {len(bad) - SHOWN} more" if len(bad) > SHOWN else ""
+    return f"{len(bad)} value(s) {what}: {listed}{more}"
+
+
+def _positions(s: pd.Series) -> list[int]:
+    # Tables are read with a fresh RangeIndex, so a row's label is its position in the file.
+    return [int(i) for i in s.index]
+
+
+def _holds(raw: pd.Series, places: Places) -> str:
+    """What a typed (Parquet) column holds instead, with its first value."""
+    kind = "text" if raw.dtype == object or isinstance(raw.dtype, pd.StringDtype) else str(raw.dtype)
+    present = raw.dropna()
+    first = f" (first: {places(_positions(present)[0])} {_shown(present.iloc[0])})" if not present.empty else ""
+    return f"holds {kind} values{first}"
+
+
+def _convert(raw: pd.Series, ctype: str, from_text: bool, places: Places) -> tuple[pd.Series, str | None]:
     """The column as ``ctype``, or an explanation of what does not fit."""
     present = raw.notna()
     if ctype == "string":
         if not from_text and not (raw.dtype == object or isinstance(raw.dtype, pd.StringDtype)):
-            return raw, f"holds {raw.dtype} values"
+            return raw, _holds(raw, places)
         return raw.astype(object).where(present, None), None
     if ctype in ("integer", "float"):
         if not from_text and not pd.api.types.is_numeric_dtype(raw.dtype):
-            return raw, f"holds {raw.dtype} values"
+            return raw, _holds(raw, places)
         num = pd.to_numeric(raw, errors="coerce")
         ok = num.notna() | ~present
         if not ok.all():
-            return raw, _first_bad(raw, ok)
+            return raw, _bad_values(raw, ok, places, "are not numbers")
         if ctype == "integer":
             whole = (num.dropna() % 1 == 0).reindex(raw.index, fill_value=True)
             if not whole.all():
-                return raw, _first_bad(raw, whole)
+                return raw, _bad_values(raw, whole, places, "are not whole numbers")
             return num.astype("Int64"), None
         return num.astype("float64"), None
     if ctype == "date":
         if not from_text and not pd.api.types.is_datetime64_any_dtype(raw.dtype) and raw.dtype != object:
-            return raw, f"holds {raw.dtype} values"
+            return raw, _holds(raw, places)
         parsed = pd.to_datetime(raw, errors="coerce", format="ISO8601" if from_text else None)
         ok = parsed.notna() | ~present
         if not ok.all():
-            return raw, _first_bad(raw, ok)
+            return raw, _bad_values(raw, ok, places, "are not dates (write them YYYY-MM-DD)")
         if getattr(parsed.dt, "tz", None) is not None:
             parsed = parsed.dt.tz_convert(None)
         return parsed.astype("datetime64[ns]"), None
@@ -410,17 +668,18 @@ def _convert(raw: pd.Series, ctype: str, from_text: bool) -> tuple[pd.Series, st
     if not from_text:
         if pd.api.types.is_bool_dtype(raw.dtype):
             return raw.astype("boolean"), None
-        return raw, f"holds {raw.dtype} values"
+        return raw, _holds(raw, places)
     mapped = raw.str.lower().map({"true": True, "false": False, "1": True, "0": False})
     ok = mapped.notna() | ~present
     if not ok.all():
-        return raw, _first_bad(raw, ok)
+        return raw, _bad_values(raw, ok, places, "are not true/false (or 1/0)")
     return mapped.astype("boolean"), None
 
 
 def load_tables(contract: Contract, base_dir: Path, source: str = "data") -> dict[str, pd.DataFrame]:
     """Read every table, typed as the contract says; raise ContractError listing every problem."""
     tables: dict[str, pd.DataFrame] = {}
+    places: dict[str, Places] = {}
     problems: list[str] = []
     for tname, t in contract.tables.items():
         where = f"table '{tname}'"
@@ -440,9 +699,11 @@ def load_tables(contract: Contract, base_dir: Path, source: str = "data") -> dic
             problems.append(f"{where}: {path.name} has no rows")
         if missing or unknown or raw.empty:
             continue
+        raw = raw.reset_index(drop=True)
+        places[tname] = Places(path, t.file_format)
         df = pd.DataFrame(index=raw.index)
         for cname, col in t.columns.items():
-            converted, err = _convert(raw[cname], col.type, from_text=t.file_format == "csv")
+            converted, err = _convert(raw[cname], col.type, t.file_format == "csv", places[tname])
             if err:
                 problems.append(f"{where}: column '{cname}' is declared {col.type} but {err}")
             elif col.treatment == "derive":
@@ -451,7 +712,7 @@ def load_tables(contract: Contract, base_dir: Path, source: str = "data") -> dic
                 if not ok.all():
                     problems.append(
                         f"{where}: column '{cname}' derives fields from resident IDs but "
-                        + _first_bad(vals, ok).replace("value(s)", "value(s) are not valid resident IDs")
+                        + _bad_values(vals, ok, places[tname], "are not valid resident IDs")
                     )
             df[cname] = converted
         tables[tname] = df
@@ -460,20 +721,32 @@ def load_tables(contract: Contract, base_dir: Path, source: str = "data") -> dic
         if df is None:
             continue
         where = f"table '{tname}'"
+        at = places[tname]
         if t.primary_key:
             pk = df[t.primary_key]
             if pk.isna().any():
-                problems.append(f"{where}: primary key '{t.primary_key}' has empty values")
-            if pk.duplicated().any():
-                problems.append(f"{where}: primary key '{t.primary_key}' has duplicate values, e.g. {pk[pk.duplicated()].iloc[0]!r}")
+                empty = _positions(pk[pk.isna()])
+                more = f", and {len(empty) - SHOWN} more" if len(empty) > SHOWN else ""
+                problems.append(f"{where}: primary key '{t.primary_key}' is empty on {len(empty)} row(s): "
+                                f"{at.many(empty[:SHOWN])}{more}")
+            dup = pk[pk.duplicated(keep=False) & pk.notna()]
+            if not dup.empty:
+                groups = list(dup.groupby(dup, sort=False).groups.items())
+                listed = "; ".join(
+                    f"{_shown(value)} on {at.many(sorted(int(i) for i in idx)[:SHOWN])}"
+                    + (f" (and {len(idx) - SHOWN} more)" if len(idx) > SHOWN else "")
+                    for value, idx in groups[:SHOWN]
+                )
+                more = f"; and {len(groups) - SHOWN} more value(s)" if len(groups) > SHOWN else ""
+                problems.append(f"{where}: primary key '{t.primary_key}' has {len(groups)} value(s) on more than"
+                                f" one row: {listed}{more}")
         for fk in t.foreign_keys:
             rt, rc = fk.references.split(".")
             if rt in tables:
-                orphans = ~df[fk.column].isin(tables[rt][rc]) & df[fk.column].notna()
-                if orphans.any():
-                    problems.append(
-                        f"{where}: {int(orphans.sum())} value(s) of foreign key '{fk.column}' have no row in '{rt}'"
-                    )
+                known = df[fk.column].isin(tables[rt][rc]) | df[fk.column].isna()
+                if not known.all():
+                    problems.append(f"{where}: foreign key '{fk.column}' has "
+                                    + _bad_values(df[fk.column], known, at, f"with no row in '{rt}'"))
     if problems:
         raise ContractError(source, problems)
     return tables
