@@ -131,8 +131,16 @@ RESIDENTS_CONTRACT = {
                 "bank_card": {"role": "direct_identifier", "type": "string", "treatment": "drop"},
                 "email": {"role": "direct_identifier", "type": "string", "treatment": "drop"},
                 "address": {"role": "direct_identifier", "type": "string", "treatment": "drop"},
-                "education": {"role": "measure", "type": "string"},
-                "income": {"role": "measure", "type": "float", "treatment": "top_bottom", "bottom": "p1", "top": "p99"},
+                # Both measures make residents unique beside the quasi-identifiers; the holder keeps
+                # them for the analyses the release is for and says why (the manifest keeps the reasons).
+                "education": {"role": "measure", "type": "string", "uniqueness_accepted":
+                              "Five coarse levels, kept for analyses by education; not in any public register"
+                              " the release could be linked with (an acquaintance may know it)."},
+                "income": {"role": "measure", "type": "float", "treatment": "top_bottom", "bottom": "p1", "top": "p99",
+                           "uniqueness_accepted":
+                               "Kept exact (top/bottom coded at p1/p99) for income analyses; incomes are in no"
+                               " public source an outsider could link on, and rows leave sandboxes only through"
+                               " export review."},
                 "diagnosis": {"role": "sensitive", "type": "string"},
                 "visit_date": {"role": "date", "type": "date", "treatment": "shift", "entity": "resident_id",
                                "max_days": 90},
@@ -182,6 +190,9 @@ def generate_enterprises(n: int = 500, years: tuple[int, ...] = (2022, 2023, 202
     return enterprises, pd.DataFrame(filings)
 
 
+_FIRM_FIGURES = ("Filings of legal persons, kept exact for tax analyses (revenue top-coded at p99, employees"
+                 " at 300); no natural person's data.")
+
 ENTERPRISES_CONTRACT = {
     "name": "enterprises",
     "description": "Enterprises and their yearly tax filings (GENERATED demo data)",
@@ -196,7 +207,9 @@ ENTERPRISES_CONTRACT = {
                 "legal_rep_id": {"role": "direct_identifier", "type": "string", "treatment": "drop"},
                 "industry": {"role": "quasi_identifier", "type": "string"},
                 "region_code": {"role": "quasi_identifier", "type": "string", "treatment": "truncate", "keep": 2},
-                "registered_capital": {"role": "measure", "type": "float"},
+                "registered_capital": {"role": "measure", "type": "float", "uniqueness_accepted":
+                                       "Enterprises are legal persons, not natural persons, and registered capital is"
+                                       " already public (国家企业信用信息公示系统)."},
                 "founded": {"role": "date", "type": "date", "treatment": "shift", "entity": "uscc"},
             },
         },
@@ -208,9 +221,11 @@ ENTERPRISES_CONTRACT = {
                 "filing_id": {"role": "direct_identifier", "type": "string", "treatment": "pseudonymise"},
                 "uscc": {"role": "direct_identifier", "type": "string", "treatment": "pseudonymise"},
                 "year": {"role": "measure", "type": "integer"},
-                "revenue": {"role": "measure", "type": "float", "treatment": "top_bottom", "top": "p99"},
-                "tax_paid": {"role": "measure", "type": "float"},
-                "employees": {"role": "measure", "type": "integer", "treatment": "top_bottom", "top": 300},
+                "revenue": {"role": "measure", "type": "float", "treatment": "top_bottom", "top": "p99",
+                            "uniqueness_accepted": _FIRM_FIGURES},
+                "tax_paid": {"role": "measure", "type": "float", "uniqueness_accepted": _FIRM_FIGURES},
+                "employees": {"role": "measure", "type": "integer", "treatment": "top_bottom", "top": 300,
+                              "uniqueness_accepted": _FIRM_FIGURES},
             },
         },
     },

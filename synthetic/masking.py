@@ -84,23 +84,25 @@ def date_offsets(entities: pd.Series, key: bytes, max_days: int) -> pd.Series:
     return pd.Series(offs, index=entities.index)
 
 
-def band_labels(bins: list[float], integer: bool) -> list[str]:
+def interval_label(lo: float, hi: float) -> str:
+    """The one notation of every band in a release: ``[30, 45)``, ``[75, inf)``, ``(-inf, 0)``, ``[-5, 5)``.
+
+    Bands are left-closed, right-open; an infinite end is open.
+    """
     def fmt(x: float) -> str:
+        if np.isinf(x):
+            return "inf" if x > 0 else "-inf"
         return str(int(x)) if float(x).is_integer() else f"{x:g}"
 
-    labels = []
-    for lo, hi in zip(bins[:-1], bins[1:]):
-        if np.isinf(hi):
-            labels.append(f"{fmt(lo)}+")
-        elif integer and float(lo).is_integer() and float(hi).is_integer():
-            labels.append(f"{fmt(lo)}-{fmt(hi - 1)}")
-        else:
-            labels.append(f"[{fmt(lo)}, {fmt(hi)})")
-    return labels
+    return f"{'(' if np.isinf(lo) else '['}{fmt(lo)}, {fmt(hi)})"
 
 
-def bands(values: pd.Series, bins: list[float], integer: bool) -> pd.Series:
-    cut = pd.cut(values.astype("float64"), bins=bins, right=False, labels=band_labels(bins, integer))
+def band_labels(bins: list[float]) -> list[str]:
+    return [interval_label(lo, hi) for lo, hi in zip(bins[:-1], bins[1:])]
+
+
+def bands(values: pd.Series, bins: list[float]) -> pd.Series:
+    cut = pd.cut(values.astype("float64"), bins=bins, right=False, labels=band_labels(bins))
     return cut.astype(object).where(cut.notna(), None)
 
 
@@ -108,7 +110,12 @@ def bands(values: pd.Series, bins: list[float], integer: bool) -> pd.Series:
 class TableReport:
     rows_in: int
     rows_out: int = 0
+    # The column naming the entity behind rows (None: each row is one); entities are counted by it.
+    entity_column: str | None = None
+    entities_in: int = 0
+    entities_out: int = 0
     suppressed_rows: int = 0
+    suppressed_entities: int = 0
     orphan_rows_removed: int = 0
     k: int | None = None
     l: int | None = None
@@ -129,7 +136,7 @@ def _derive(values: pd.Series, col: Column, name: str) -> dict[str, pd.Series]:
 
             def f(u: str) -> str:
                 lo = parsed[u].birth_date.year // w * w
-                return f"{lo}-{lo + w - 1}" if w > 1 else str(lo)
+                return interval_label(lo, lo + w)
         elif d == "sex":
             def f(u: str) -> str:
                 return parsed[u].sex
@@ -166,9 +173,13 @@ def redact_own_identifiers(text: pd.Series, direct: pd.DataFrame) -> int:
 
 def mask_column(
     name: str, col: Column, df: pd.DataFrame, key: bytes, is_key: bool, report: TableReport,
-    direct: list[str] = (),
+    direct: list[str] = (), shift_entity: str | None = None,
 ) -> dict[str, pd.Series]:
-    """The released column(s) for one source column: none, one, or several (derived fields)."""
+    """The released column(s) for one source column: none, one, or several (derived fields).
+
+    ``shift_entity``: for treatment 'shift', the column whose entity shares one date offset
+    (``Table.shift_entity``).
+    """
     s = df[name]
     t = col.treatment
     report.treatments[name] = t
@@ -180,7 +191,7 @@ def mask_column(
         out = _derive(s, col, name)
         return ({name: pseudonymise(s, key)} if is_key else {}) | out
     if t == "bands":
-        return {name: bands(s, col.bins, col.type == "integer")}
+        return {name: bands(s, col.bins)}
     if t == "truncate":
         return {name: s.astype(object).where(s.isna(), s.astype(str).str[: col.keep])}
     if t == "top_bottom":
@@ -192,7 +203,9 @@ def mask_column(
     if t == "year":
         return {name: s.dt.year.astype("Int64")}
     if t == "shift":
-        offsets = date_offsets(df[col.entity], key, col.max_days)
+        if shift_entity is None:
+            raise ValueError(f"column '{name}' is shifted but no entity column was given for its offsets")
+        offsets = date_offsets(df[shift_entity], key, col.max_days)
         return {name: s + pd.to_timedelta(offsets, unit="D")}
     if t == "redact":
         uniques = s.dropna().unique()
@@ -212,6 +225,8 @@ def mask_column(
 class Masked:
     tables: dict[str, pd.DataFrame]
     reports: dict[str, TableReport]
+    # Every row treated, nothing suppressed: the real rows at the release's granularity.
+    before_suppression: dict[str, pd.DataFrame]
 
 
 def mask_tables(
@@ -224,9 +239,12 @@ def mask_tables(
 ) -> Masked:
     """Apply every column's treatment; then (``suppress``) drop classes breaking k or l.
 
-    Rows of child tables whose parent row was suppressed are removed too, so keys still join.
+    k and l count entities when a table declares ``entity_column`` (see ``privacy``); missing
+    sensitive values count towards l only with ``privacy.missing_counts_towards_l``. Rows of child
+    tables whose parent row was suppressed are removed too, so keys still join.
     """
     out: dict[str, pd.DataFrame] = {}
+    before: dict[str, pd.DataFrame] = {}
     reports: dict[str, TableReport] = {}
     steps = sum(len(t.columns) for t in contract.tables.values())
     with tqdm(total=steps, desc="masking", unit="col", disable=not progress or None) as bar:
@@ -237,26 +255,50 @@ def mask_tables(
             direct = [c for c, col in t.columns.items() if col.role == "direct_identifier"]
             cols: dict[str, pd.Series] = {}
             for cname, col in t.columns.items():
-                cols.update(mask_column(cname, col, df, key, cname in keys, rep, direct))
+                shift = t.shift_entity(cname) if col.treatment == "shift" else None
+                cols.update(mask_column(cname, col, df, key, cname in keys, rep, direct, shift))
                 bar.update()
             masked = pd.DataFrame(cols, index=df.index)
             rep.quasi_identifiers = [c for c in t.quasi_identifiers() if c in masked.columns]
             rep.sensitive = [c for c in t.sensitive() if c in masked.columns]
+            rep.entity_column = t.entity()
+            rep.entities_in = _entity_count(df, t)
+            before[tname] = masked
             if suppress:
                 result = privacy.suppress(
-                    masked, rep.quasi_identifiers, rep.sensitive, contract.privacy.k, contract.privacy.l
+                    masked, rep.quasi_identifiers, rep.sensitive, contract.privacy.k, contract.privacy.l,
+                    entities_of(t, df), contract.privacy.missing_counts_towards_l,
                 )
                 masked, rep.suppressed_rows = result.kept, result.suppressed_rows
+                rep.suppressed_entities = result.suppressed_entities
             out[tname] = masked
     _drop_orphans(contract, out, reports)
     # Rows keep their source index (the release files are written without it), so gates can
     # compare each released row with its own raw row.
     for tname, df in out.items():
-        rep = reports[tname]
+        rep, t = reports[tname], contract.tables[tname]
+        ents = entities_of(t, tables[tname], df.index)
         rep.rows_out = len(df)
-        rep.k = privacy.k_anonymity(df, rep.quasi_identifiers) if rep.quasi_identifiers else None
-        rep.l = privacy.l_diversity(df, rep.quasi_identifiers, rep.sensitive) if rep.sensitive else None
-    return Masked(out, reports)
+        rep.entities_out = _entity_count(tables[tname].loc[df.index], t)
+        rep.k = privacy.k_anonymity(df, rep.quasi_identifiers, ents) if rep.quasi_identifiers else None
+        rep.l = (privacy.l_diversity(df, rep.quasi_identifiers, rep.sensitive, ents,
+                                     contract.privacy.missing_counts_towards_l) if rep.sensitive else None)
+    return Masked(out, reports, before)
+
+
+def entities_of(t: Table, raw: pd.DataFrame, index: pd.Index | None = None) -> pd.Series | None:
+    """The raw entity of each row (of the rows at ``index``, e.g. a released table's), or None when
+    the table declares no ``entity_column`` (each row is then its own entity)."""
+    column = t.entity()
+    if column is None:
+        return None
+    values = raw[column]
+    return values if index is None else values.loc[index]
+
+
+def _entity_count(raw: pd.DataFrame, t: Table) -> int:
+    column = t.entity()
+    return len(raw) if column is None else int(raw[column].nunique(dropna=False))
 
 
 def _key_columns(t: Table) -> set[str]:

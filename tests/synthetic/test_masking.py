@@ -48,7 +48,7 @@ def test_bands_truncate_top_bottom_and_derive():
     key = b"k" * 32
     age = masking.mask_column("age", Column(role="quasi_identifier", type="integer", treatment="bands",
                                             bins=[0, 30, 65, float("inf")]), df, key, False, rep)["age"]
-    assert age.tolist() == ["0-29", "0-29", "30-64", "30-64", "65+", None]
+    assert age.tolist() == ["[0, 30)", "[0, 30)", "[30, 65)", "[30, 65)", "[65, inf)", None]
     region = masking.mask_column("region", Column(role="quasi_identifier", type="string", treatment="truncate",
                                                   keep=2), df, key, False, rep)["region"]
     assert region.tolist() == ["11", "31", "44", "11", "33", None]
@@ -59,8 +59,29 @@ def test_bands_truncate_top_bottom_and_derive():
                                                 derive=["birth_year_band", "sex", "region"], region_level=4),
                                   df, key, False, rep)
     assert set(derived) == {"rid_birth_year_band", "rid_sex", "rid_region"}  # not a key: ID itself dropped
-    assert derived["rid_birth_year_band"][0] == "1940-1949"
+    assert derived["rid_birth_year_band"][0] == "[1940, 1950)"
     assert derived["rid_sex"][0] == "F" and derived["rid_region"][0] == "1101"
+
+
+def test_bands_use_one_interval_notation():
+    assert masking.band_labels([-5, 5, 9.5, 16, float("inf")]) == ["[-5, 5)", "[5, 9.5)", "[9.5, 16)", "[16, inf)"]
+    assert masking.band_labels([float("-inf"), 0, 10]) == ["(-inf, 0)", "[0, 10)"]
+    values = pd.Series([-5, 4, 5, 9.5, 100, None])
+    assert masking.bands(values, [-5, 5, 9.5, float("inf")]).tolist() == [
+        "[-5, 5)", "[-5, 5)", "[5, 9.5)", "[9.5, inf)", "[9.5, inf)", None]
+
+
+def test_a_shifted_date_uses_the_tables_entity_column():
+    from synthetic.contract import Table
+
+    t = Table.model_validate({"path": "x.csv", "entity_column": "pid", "columns": {
+        "pid": {"role": "direct_identifier", "type": "string", "treatment": "pseudonymise"},
+        "seen": {"role": "date", "type": "date", "treatment": "shift", "max_days": 30}}})
+    df = pd.DataFrame({"pid": ["a", "a", "b"], "seen": pd.to_datetime(["2024-01-01", "2024-03-01", "2024-01-01"])})
+    shifted = masking.mask_column("seen", t.columns["seen"], df, b"k" * 32, False,
+                                  masking.TableReport(rows_in=3), shift_entity=t.shift_entity("seen"))["seen"]
+    offsets = (shifted - df["seen"]).dt.days
+    assert offsets[0] == offsets[1] and offsets[0] != 0
 
 
 def test_redaction_removes_patterns_and_the_rows_own_names():
@@ -78,7 +99,7 @@ def test_redaction_removes_patterns_and_the_rows_own_names():
 def _random_table(seed: int, n: int = 3000) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     return pd.DataFrame({
-        "band": rng.choice(["18-29", "30-44", "45-64", "65+"], size=n),
+        "band": rng.choice(["[18, 30)", "[30, 45)", "[45, 65)", "[65, inf)"], size=n),
         "sex": rng.choice(["F", "M"], size=n),
         "region": rng.choice([f"{i:02d}" for i in range(11, 11 + rng.integers(3, 30))], size=n),
         "year": rng.integers(2000, 2000 + rng.integers(2, 8), size=n),
