@@ -3,16 +3,18 @@
 SDV (BUSL-1.1: fine for a data holder's internal use, not for offering synthesis to third parties
 as a service) is the implementation here: GaussianCopula by default, CTGAN/TVAE with an epoch cap
 and a wall-clock budget, HMA for several tables (SDV's free edition refuses more than 5 tables or
-depth over 2).
+depth over 2), and PAR for a panel table (one with an ``entity_column``: several rows per person
+or firm), with the same epoch cap and budget.
 
 The synthesiser learns from the *prepared* tables: masking treatments applied (generalised,
-shifted, derived), direct identifiers other than keys dropped, free text dropped (a generator
-would only copy it). Keys become SDV ids and are generated afresh.
+shifted, derived), direct identifiers other than keys and the entity column dropped, free text
+dropped (a generator would only copy it). Keys and entities become SDV ids and are generated afresh.
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import os
 import pickle
 import tempfile
 import traceback
@@ -45,6 +47,34 @@ def _is_key(t: Table, column: str) -> bool:
     return column == t.primary_key or column in {fk.column for fk in t.foreign_keys}
 
 
+def _is_id(t: Table, column: str) -> bool:
+    """Keys and the entity column: kept to structure the data, generated afresh by SDV."""
+    return _is_key(t, column) or column == t.entity_column
+
+
+def _panel_table(contract: Contract) -> str | None:
+    """The table synthesised sequentially (PAR), if any; refuses what PAR cannot do."""
+    panels = [tname for tname, t in contract.tables.items() if t.entity_column]
+    if not panels:
+        return None
+    if len(contract.tables) > 1:
+        raise SynthesisError(
+            f"table(s) {panels} declare entity_column: sequential synthesis (PAR) keeps an entity's rows"
+            f" together for a release of one table only, and this contract has {len(contract.tables)}"
+            " tables; release the panel table on its own, or release the tables masked"
+        )
+    return panels[0]
+
+
+def context_columns(df: pd.DataFrame, entity: str, exclude: tuple[str, ...] = ()) -> list[str]:
+    """Columns constant within every entity (sex, birth year band): PAR's context, drawn once per entity."""
+    others = [c for c in df.columns if c != entity and c not in exclude]
+    if df.empty or not others:
+        return []
+    distinct = df.groupby(entity, sort=False, dropna=False)[others].nunique(dropna=False)
+    return [c for c in others if (distinct[c] <= 1).all()]
+
+
 @dataclass
 class Prepared:
     tables: dict[str, pd.DataFrame]
@@ -56,11 +86,16 @@ def prepare(contract: Contract, masked: dict[str, pd.DataFrame]) -> Prepared:
     tables, dropped = {}, {}
     for tname, t in contract.tables.items():
         df = masked[tname]
+        if t.entity_column and t.entity_column not in df.columns:
+            raise SynthesisError(
+                f"table '{tname}': entity_column '{t.entity_column}' is dropped by its treatment, but"
+                " synthesis groups each entity's rows by it: give it treatment 'pseudonymise'"
+            )
         drop = [
             c
             for c, col in t.columns.items()
             if c in df.columns
-            and not _is_key(t, c)
+            and not _is_id(t, c)
             and (col.role == "free_text" or (col.role == "direct_identifier"))
         ]
         dropped[tname] = drop
@@ -78,11 +113,12 @@ def prepare(contract: Contract, masked: dict[str, pd.DataFrame]) -> Prepared:
 def build_metadata(contract: Contract, tables: dict[str, pd.DataFrame]):
     from sdv.metadata import Metadata
 
+    panel = _panel_table(contract)
     md = Metadata.detect_from_dataframes(data=tables)
     for tname, t in contract.tables.items():
         df = tables[tname]
         for c in df.columns:
-            if _is_key(t, c):
+            if _is_id(t, c):
                 md.update_column(column_name=c, sdtype="id", table_name=tname)
             elif pd.api.types.is_datetime64_any_dtype(df[c].dtype):
                 md.update_column(column_name=c, sdtype="datetime", table_name=tname)
@@ -92,6 +128,12 @@ def build_metadata(contract: Contract, tables: dict[str, pd.DataFrame]):
                 md.update_column(column_name=c, sdtype="categorical", table_name=tname)
         if t.primary_key and md.tables[tname].primary_key != t.primary_key:
             md.set_primary_key(column_name=t.primary_key, table_name=tname)
+        if tname == panel:
+            if not t.primary_key and md.tables[tname].primary_key:
+                md.remove_primary_key(table_name=tname)  # a guess from the data; the contract has none
+            md.set_sequence_key(column_name=t.entity_column, table_name=tname)
+            if t.sequence_index:
+                md.set_sequence_index(column_name=t.sequence_index, table_name=tname)
     # detect_from_dataframes guesses relationships from names; the contract's are the real ones.
     for rel in list(md.relationships):
         md.remove_relationship(rel["parent_table_name"], rel["child_table_name"])
@@ -122,19 +164,27 @@ def _constraints(params: Synthesis, table: str) -> list:
 
 
 class SDVSynthesiser:
-    """SDV 2.0: one single-table model, or HMA when the contract has several tables."""
+    """SDV 2.0: one single-table model, HMA when the contract has several tables, PAR for a panel
+    table (``entity_column``)."""
 
     def __init__(self, contract: Contract, metadata) -> None:
         self.contract = contract
         self.params = contract.synthesis
         self.metadata = metadata
         self.multi = len(contract.tables) > 1
-        self.name = "hma" if self.multi else self.params.model
+        self.panel = _panel_table(contract)
+        self.name = "par" if self.panel else "hma" if self.multi else self.params.model
         self._sampled: dict[str, pd.DataFrame] | None = None
         self._model = None
+        self._context: list[str] = []
 
     def _new_model(self):
-        if self.multi:
+        if self.panel:
+            from sdv.sequential import PARSynthesizer
+
+            model = PARSynthesizer(self.metadata, context_columns=self._context, epochs=self.params.epochs,
+                                   verbose=True, cuda=False)
+        elif self.multi:
             from sdv.multi_table import HMASynthesizer
 
             model = HMASynthesizer(self.metadata, verbose=True)
@@ -156,7 +206,18 @@ class SDVSynthesiser:
 
     def fit(self, tables: dict[str, pd.DataFrame]) -> None:
         self._train_rows = {t: len(df) for t, df in tables.items()}
-        if self.params.model in ("ctgan", "tvae") and not self.multi:
+        if self.panel:
+            t = self.contract.tables[self.panel]
+            # PAR orders entities by their ids, and pseudonyms change with every release's key:
+            # number them in order of appearance instead, so the same data gives the same model.
+            df = tables[self.panel].copy()
+            codes, _ = pd.factorize(df[t.entity_column])
+            df[t.entity_column] = [f"{code:020x}" for code in codes]
+            tables = {**tables, self.panel: df}
+            self._train_entities = int(codes.max(initial=-1)) + 1
+            self._context = context_columns(df, t.entity_column,
+                                            exclude=(t.sequence_index,) if t.sequence_index else ())
+        if self.panel or (self.params.model in ("ctgan", "tvae") and not self.multi):
             # Neural models run in a worker process that is stopped when the budget runs out.
             self._pending = tables
             return
@@ -175,6 +236,11 @@ class SDVSynthesiser:
 
     def _sample_fitted(self, rows: dict[str, int]) -> dict[str, pd.DataFrame]:
         np.random.seed(self.params.seed)
+        if self.panel:
+            # As many entities as the real table has, for its number of rows.
+            entities = max(1, round(rows[self.panel] * self._train_entities / max(self._train_rows[self.panel], 1)))
+            sampled = self._model.sample_sequences(num_sequences=entities)
+            return {self.panel: sampled[self.panel] if isinstance(sampled, dict) else sampled}
         if self.multi:
             roots = [t for t, spec in self.contract.tables.items() if not spec.foreign_keys]
             scale = rows[roots[0]] / max(self._train_rows[roots[0]], 1)
@@ -185,6 +251,11 @@ class SDVSynthesiser:
 
 def _worker(synth: SDVSynthesiser, tables, rows, out: Path) -> None:
     try:
+        import torch
+
+        # The same contract and data give the same model: a refused run cannot be re-rolled by re-running.
+        torch.manual_seed(synth.params.seed)
+        np.random.seed(synth.params.seed)
         synth._model = synth._new_model()
         synth._model.fit(tables)
         result = synth._sample_fitted(rows)
@@ -199,7 +270,17 @@ def _with_budget(synth: SDVSynthesiser, tables, rows) -> dict[str, pd.DataFrame]
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "result.pickle"
         proc = ctx.Process(target=_worker, args=(synth, tables, rows, out), daemon=True)
-        proc.start()
+        # The worker hashes strings with a seed of its own unless told one, and PAR orders
+        # categories by hash: fix it, so that the same seed gives the same release.
+        previous = os.environ.get("PYTHONHASHSEED")
+        os.environ["PYTHONHASHSEED"] = str(synth.params.seed % 2**32)
+        try:
+            proc.start()
+        finally:
+            if previous is None:
+                del os.environ["PYTHONHASHSEED"]
+            else:
+                os.environ["PYTHONHASHSEED"] = previous
         proc.join(budget)
         if proc.is_alive():
             proc.terminate()
@@ -217,7 +298,12 @@ def _with_budget(synth: SDVSynthesiser, tables, rows) -> dict[str, pd.DataFrame]
 
 
 def split_holdout(contract: Contract, tables: dict[str, pd.DataFrame], seed: int):
-    """Training and holdout halves of equal size; child rows follow their parent row."""
+    """Training and holdout halves of equal size; child rows follow their parent row.
+
+    A table with an ``entity_column`` is split by entity: half of the entities (with all their
+    rows) train, the other half is held out, so no person is on both sides and the holdout stays
+    what the generator never saw.
+    """
     rng = np.random.default_rng(seed)
     train, holdout = {}, {}
     pending = dict(contract.tables)
@@ -227,7 +313,13 @@ def split_holdout(contract: Contract, tables: dict[str, pd.DataFrame], seed: int
             if any(fk.references.split(".")[0] in pending for fk in parents):
                 continue
             df = tables[tname]
-            if not parents:
+            if not parents and t.entity_column:
+                entities = pd.unique(df[t.entity_column])
+                order = rng.permutation(len(entities))
+                half = len(entities) // 2
+                train[tname] = df[df[t.entity_column].isin(entities[order[:half]])]
+                holdout[tname] = df[df[t.entity_column].isin(entities[order[half : 2 * half]])]
+            elif not parents:
                 order = rng.permutation(len(df))
                 half = len(df) // 2
                 train[tname] = df.iloc[order[:half]]
