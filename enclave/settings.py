@@ -253,6 +253,12 @@ class Settings(BaseSettings):
         return self.home / "secrets"
 
     @property
+    def holder_dir(self) -> Path:
+        """The data holder's records: registered sources, release lineage, the release log and the
+        reports of refused releases. Never mounted into a sandbox."""
+        return self.home / "holder"
+
+    @property
     def homes_dir(self) -> Path:
         return self.home / "homes"
 

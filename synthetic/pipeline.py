@@ -1,12 +1,13 @@
 """From a contract to a published release: validate, mask or synthesise, gate, publish.
 
 Nothing reaches the store unless every step and every gate succeeds; the raw files are read,
-hashed and never copied.
+hashed and never copied. Every attempt is logged on the holder's side (``release_log``).
 """
 
 from __future__ import annotations
 
 import getpass
+import os
 import platform
 import time
 from dataclasses import asdict, dataclass
@@ -17,8 +18,8 @@ from typing import Literal, Protocol
 
 from tqdm import tqdm
 
-from . import gates, masking, report, store, synthesis
-from .contract import Contract, load_contract, load_tables, source_hashes
+from . import analyses, gates, keys, lineage, masking, release_log, report, store, synthesis
+from .contract import Contract, ContractError, file_sha256, load_contract, load_tables, source_hashes
 
 Method = Literal["masked", "synthetic"]
 
@@ -26,7 +27,7 @@ _LIBRARIES = ("pandas", "numpy", "pyarrow", "sdv", "sdmetrics", "anonymeter", "p
 
 
 class HolderSettings(Protocol):
-    """The two locations a release needs (``enclave.settings.Settings`` has both)."""
+    """The locations a release needs (``enclave.settings.Settings`` has them all)."""
 
     @property
     def release_store(self) -> Path: ...
@@ -34,11 +35,15 @@ class HolderSettings(Protocol):
     @property
     def secrets_dir(self) -> Path: ...
 
+    @property
+    def holder_dir(self) -> Path: ...
+
 
 @dataclass(frozen=True)
 class Released:
     release: str
     manifest: dict
+    registration: lineage.Registration | None = None
 
 
 def library_versions() -> dict[str, str]:
@@ -65,6 +70,25 @@ def release(
     progress: bool = True,
     contract: Contract | None = None,
 ) -> Released:
+    """Build ``<contract name>@<version>`` and publish it if every gate passes.
+
+    The release is of the source the contract names: an unregistered source is registered with
+    this contract, a new content of one of its files is recorded as a new file version, another
+    contract file is a cut of it (``lineage``). One release of a source is built at a time, so the
+    composition check sees every earlier release.
+
+    Every attempt that gets as far as building (published, refused by a gate, or failed in
+    synthesis) is appended to the holder's release log; a refused one also leaves its report under
+    ``holder_dir/refused/``. Bad contracts and data raise ``ContractError`` before any attempt.
+    """
+    contract_path = Path(contract_path)
+    contract = contract or load_contract(contract_path)
+    with lineage.releasing(settings.holder_dir, contract.name):
+        return _release(settings, contract_path, contract, method, by=by, version=version, progress=progress)
+
+
+def _release(settings: HolderSettings, contract_path: Path, contract: Contract, method: Method, *,
+             by: str | None, version: str | None, progress: bool) -> Released:
     timings: dict[str, float] = {}
     gate_timings: dict[str, float] = {}
     clock = [time.perf_counter()]
@@ -74,31 +98,54 @@ def release(
         timings[step] = round(now - clock[0], 3)
         clock[0] = now
 
-    contract_path = Path(contract_path)
-    contract = contract or load_contract(contract_path)
     base_dir = contract_path.parent
     raw = load_tables(contract, base_dir, source=str(contract_path))
+    problems = analyses.check(contract, raw)
+    if problems:
+        raise ContractError(str(contract_path), problems)
+    by = by or getpass.getuser()
+    registration = lineage.register(settings.holder_dir, contract.name, contract_path, by=by, contract=contract,
+                                    rows={t: len(df) for t, df in raw.items()})
     hashes = source_hashes(contract, base_dir)
-    key = masking.load_or_create_key(settings.secrets_dir, contract.pseudonym_key)
+    # The version is fixed first: the release's own pseudonym key and row order derive from its name.
+    version = version or store.next_version(settings.release_store, contract.name)
+    name = store.new_release_name(settings.release_store, contract.name, version)
+    key = keys.release_key(settings.secrets_dir, contract, name)
     lap("load")
 
+    attempt = {
+        "release": name, "source": contract.name, "method": method, "by": by,
+        "contract": {"path": str(contract_path.resolve()), "sha256": file_sha256(contract_path)},
+        "files": hashes,
+        **({"seed": contract.synthesis.seed, "model": contract.synthesis.model} if method == "synthetic" else {}),
+    }
     manifest: dict = {
+        "release": name,
         "method": method,
         "generated": contract.generated,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "created_by": by or getpass.getuser(),
+        "created_by": by,
         "source": {t: {"path": contract.tables[t].path, "sha256": h, "rows": len(raw[t])} for t, h in hashes.items()},
         "contract": _public_contract(contract),
-        "pseudonym_key": {"name": contract.pseudonym_key, "location": "data holder's secrets folder (not in the release)"},
+        "pseudonym_key": {
+            "name": contract.pseudonym_key or f"{name} (this release's own)",
+            "location": "data holder's secrets folder (not in the release)",
+        },
         "libraries": library_versions(),
     }
+    context = {"contract": contract, "raw": raw, "key": key, "method": method, "release": name,
+               "holder_dir": settings.holder_dir, "secrets_dir": settings.secrets_dir,
+               "release_store": settings.release_store}
 
     if method == "masked":
         masked = masking.mask_tables(contract, raw, key, suppress=True, progress=progress)
-        released = masked.tables
+        # Rows leave in an order drawn from the holder's secret, never the raw file's.
+        released = {t: keys.shuffle(df, settings.secrets_dir, name, t) for t, df in masked.tables.items()}
         lap("mask")
+        # The real rows at the release's granularity (nothing suppressed) are what declared analyses
+        # compare with, and what explains a suppression refusal.
         results = gates.run(gates.MASKED_GATES, progress=progress, timings=gate_timings, released=released,
-                            contract=contract, raw=raw, key=key, method=method)
+                            real=masked.before_suppression, **context)
         manifest["parameters"] = {"k": contract.privacy.k, "l": contract.privacy.l,
                                   "max_suppressed": contract.privacy.max_suppressed}
         manifest["masking"] = {t: asdict(r) for t, r in masked.reports.items()}
@@ -110,17 +157,25 @@ def release(
         metadata = synthesis.build_metadata(contract, prepared.tables)
         lap("mask")
         synth = synthesis.SDVSynthesiser(contract, metadata)
-        # GaussianCopula reports no progress of its own; CTGAN/TVAE/HMA add their bars inside.
-        with tqdm(total=2, desc=f"synthesis ({synth.name})", unit="step", disable=not progress or None) as bar:
-            synth.fit(train)
-            bar.update()
-            released = synth.sample({t: len(df) for t, df in prepared.tables.items()})
-            bar.update()
-        released = {t: released[t].reset_index(drop=True) for t in contract.tables}
+        attempt["model"] = synth.name
+        try:
+            # GaussianCopula reports no progress of its own; CTGAN/TVAE/HMA/PAR add their bars inside.
+            with tqdm(total=2, desc=f"synthesis ({synth.name})", unit="step", disable=not progress or None) as bar:
+                synth.fit(train)
+                bar.update()
+                sampled = synth.sample({t: len(df) for t, df in prepared.tables.items()})
+                bar.update()
+        except synthesis.SynthesisError as exc:
+            release_log.append(settings.holder_dir, attempt | {"outcome": "failed", "reason": str(exc)})
+            exc.registration = registration
+            raise
+        # Gates judge the rows in the order sampled (their subsamples then depend on the contract's
+        # seed alone); the release holds the same rows in an order drawn from the holder's secret.
+        released = {t: sampled[t].reset_index(drop=True) for t in contract.tables}
         lap("synthesise")
         ctx = {"real": prepared.tables, "train": train, "holdout": holdout, "metadata": metadata}
         results = gates.run(gates.SYNTHETIC_GATES, progress=progress, timings=gate_timings, released=released,
-                            contract=contract, raw=raw, key=key, method=method, synth_ctx=ctx)
+                            real=prepared.tables, synth_ctx=ctx, **context)
         manifest["parameters"] = {
             **contract.synthesis.model_dump(mode="json"), "model": synth.name,
             "training_rows": {t: len(d) for t, d in train.items()},
@@ -132,14 +187,45 @@ def release(
     lap("gates")
     manifest["gates"] = [r.as_dict() for r in results]
     manifest["timings_s"] = timings | {"per_gate": gate_timings}
+    attempt["gates"] = manifest["gates"]
     try:
         gates.enforce(results)
     except gates.GateFailure as exc:
-        exc.manifest = manifest  # what was measured, for the caller to show; nothing is published
+        # Nothing is published; the holder keeps what was measured and the report, on their side.
+        exc.manifest = manifest
+        exc.registration = registration
+        exc.report = _refused_report(settings.holder_dir, manifest, real_for_report, released)
+        release_log.append(settings.holder_dir, attempt | {"outcome": "refused", "report": str(exc.report)})
         raise
-    name = store.publish(
+    if method == "synthetic":
+        released = {t: keys.shuffle(df, settings.secrets_dir, name, t).reset_index(drop=True)
+                    for t, df in released.items()}
+    published = store.publish(
         settings.release_store, contract.name, released, manifest,
         lambda m: report.render(m, real_for_report, released), version=version,
     )
-    return Released(name, store.manifest(settings.release_store, name))
+    manifest = store.manifest(settings.release_store, published)
+    release_log.append(settings.holder_dir, attempt | {"outcome": "published",
+                                                       "content_hash": manifest["content_hash"]})
+    try:
+        lineage.record_release(settings.holder_dir, published, contract, released, raw, manifest,
+                               contract_path=contract_path, secrets_dir=settings.secrets_dir)
+    except Exception as exc:
+        # Later releases of the source are refused until this one has a lineage record (the
+        # composition gate checks the store), so the gap cannot pass silently.
+        raise lineage.SourceError(
+            f"{published} was published, but its lineage could not be recorded ({exc}); later releases"
+            f" of '{contract.name}' are refused until it is") from exc
+    return Released(published, manifest, registration)
 
+
+def _refused_report(holder_dir: Path, manifest: dict, real, released) -> Path:
+    """The holder's report of a refused release, beside the release log (never in the store)."""
+    folder = Path(holder_dir) / "refused"
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    path = folder / f"{manifest['release']}-{stamp}.html"
+    tmp = path.with_suffix(".partial")
+    tmp.write_text(report.render(manifest | {"refused": True}, real, released), encoding="utf-8")
+    os.replace(tmp, path)
+    return path

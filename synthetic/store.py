@@ -67,6 +67,16 @@ def next_version(store: Path, name: str) -> str:
     return str(max(numbers, default=0) + 1)
 
 
+def new_release_name(store: Path, name: str, version: str) -> str:
+    """``name@version``, checked to be a valid release name that the store does not hold yet."""
+    release = f"{name}@{version}"
+    if not RELEASE.match(release) or ".." in release:
+        raise StoreError(f"'{release}' is not a valid release name")
+    if (store / release).exists():
+        raise StoreError(f"release '{release}' already exists; releases are immutable")
+    return release
+
+
 def release_path(store: Path, release: str) -> Path:
     if not RELEASE.match(release) or ".." in release:
         raise StoreError(f"'{release}' is not a release name (name@version)")

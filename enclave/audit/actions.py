@@ -98,7 +98,12 @@ DETAIL_KEYS: dict[str, str] = {
     "decision": "a reviewer's vote (`approve`, `request_changes`, `reject`), or the state a request was"
                 " moved to",
     "release_id": "a released file's id",
-    "gates": "a data release's privacy and utility gates (list of objects)",
+    "gates": "a data release's privacy and utility gates (list of objects: gate, table, value, threshold,"
+             " passed; without their details, which may hold figures of the real data)",
+    "seed": "the synthesis seed of a synthetic release's attempt (each attempt, refused or published, is"
+            " recorded: re-rolling the seed until the gates pass shows)",
+    "change": "what registering a data holder's source recorded: `registered` (a new source), `new_cut`"
+              " (another contract file of it) or `new_file_version` (a table's file with new content)",
     "packages": "Python packages, pinned (`NAME==VERSION`, …)",
 }
 
@@ -220,10 +225,16 @@ ACTIONS: dict[str, Action] = {
                               ("file", "sha256")),
     "export.revoke": Action("a release revoked", "workspace", ("request_id", "release_id", "reason")),
     # Data releases (the data holder's side, through the CLI).
+    "data.source_registered": Action("a data holder's raw source registered, or a new cut or file version of it"
+                                     " recorded (on the holder's side; the raw data stays there)", "hub",
+                                     ("source", "change"), ("sha256",)),
+    "data.release_unlinked": Action("a published release without lineage accepted as not combined with later"
+                                    " releases of its source (the data holder's reason)", "hub",
+                                    ("release", "reason")),
     "data.release_published": Action("a release published: every gate passed", "hub",
-                                     ("release", "method", "content_hash", "gates")),
-    "data.release_refused": Action("a release refused: a gate failed or the contract did not hold", "hub",
-                                   ("release", "method", "reason"), ("gates",)),
+                                     ("release", "method", "content_hash", "gates"), ("seed",)),
+    "data.release_refused": Action("a release refused: a gate failed, synthesis did not finish, or the contract"
+                                   " did not hold", "hub", ("release", "method", "reason"), ("gates", "seed")),
 }
 
 

@@ -1,5 +1,7 @@
-"""``enclave data``: the data holder's releases (build, list, show, verify) and sources (who holds
-each: they consent to its releases' attachment to workspaces).
+"""``enclave data``: the data holder's releases (build, list, show, verify), their raw sources and
+lineage (``data source``, ``data lineage``: the holder's own records), and the hub's view of
+sources (``data sources``, ``data set-holder``: who holds each; they consent to its releases'
+attachment to workspaces).
 
 Building a release runs the ``synthetic`` package on the data holder's side; sandboxes only ever
 see the published ``data/`` folder of a release.
@@ -20,14 +22,16 @@ def _errors():
     from synthetic.gates import GateFailure
     from synthetic.masking import PseudonymKeyError
     from synthetic.store import StoreError
+    from synthetic.lineage import SourceError
     from synthetic.synthesis import SynthesisError
 
-    return ContractError, GateFailure, PseudonymKeyError, StoreError, SynthesisError
+    return ContractError, GateFailure, PseudonymKeyError, SourceError, StoreError, SynthesisError
 
 
 @main.group()
 def data() -> None:
-    """Build and inspect releases (masked or synthetic data) in the release store."""
+    """Build and inspect releases (masked or synthetic data) in the release store, and the data
+    holder's raw sources and their releases' lineage."""
 
 
 @data.command("release")
@@ -35,49 +39,103 @@ def data() -> None:
 @click.option("--method", type=click.Choice(["masked", "synthetic"]), required=True)
 @click.option("--model", type=click.Choice(["gaussian_copula", "ctgan", "tvae"]),
               help="Synthetic only: overrides the contract's synthesis.model.")
-@click.option("--epochs", type=click.IntRange(1, 5000), help="CTGAN/TVAE training epochs.")
-@click.option("--time-budget", type=click.FloatRange(min=1), help="CTGAN/TVAE wall-clock budget in seconds.")
+@click.option("--epochs", type=click.IntRange(1, 5000), help="CTGAN/TVAE/PAR training epochs.")
+@click.option("--time-budget", type=click.FloatRange(min=1),
+              help="Synthetic only: the fit's wall-clock budget in seconds.")
+@click.option("--seed", type=int, help="Synthetic only: overrides the contract's synthesis.seed (every attempt is"
+                                       " logged with its seed).")
 @click.option("--version", help="Release version (default: the next integer).")
 @pass_ctx
-def release(ctx, contract: Path, method: str, model, epochs, time_budget, version) -> None:
-    """Build a release from CONTRACT.yaml and publish it if every gate passes."""
+def release(ctx, contract: Path, method: str, model, epochs, time_budget, seed, version) -> None:
+    """Build a release from CONTRACT.yaml and publish it if every gate passes.
+
+    The release is of the source named by the contract: an unregistered source is registered
+    (as by 'data source add'), a new content of one of its files is recorded as a new file version,
+    and another contract file of a registered source is a cut of it. A masked release is checked
+    together with every earlier masked release of its source before it is published."""
     from synthetic import pipeline
     from synthetic.contract import load_contract
-
     from synthetic.gates import GateFailure
+    from synthetic.synthesis import SynthesisError
 
     from ..audit.client import AuditError
     from ..audit.records import without_floats
 
     errors = _errors()
-    # The release is recorded in the audit log, published or refused with its gates' results.
+    # Every attempt is recorded in the audit log, published or refused, with its gates' verdicts (not
+    # their details, which may hold figures of the real data) and, for synthetic data, its seed.
     with ctx.recording() as record:
         try:
             parsed = load_contract(contract)
-            overrides = {k: v for k, v in (("model", model), ("epochs", epochs), ("time_budget_s", time_budget)) if v}
+            overrides = {k: v for k, v in (("model", model), ("epochs", epochs), ("time_budget_s", time_budget),
+                                           ("seed", seed)) if v is not None}
             if overrides:
                 if method != "synthetic":
-                    raise click.UsageError("--model, --epochs and --time-budget apply to --method synthetic only")
+                    raise click.UsageError("--model, --epochs, --time-budget and --seed apply to --method synthetic"
+                                           " only")
                 parsed = parsed.model_copy(update={"synthesis": parsed.synthesis.model_copy(update=overrides)})
+            seeded = {"seed": parsed.synthesis.seed} if method == "synthetic" else {}
             result = pipeline.release(ctx.settings, contract, method, by=operator_name(), version=version,
                                       contract=parsed)
         except GateFailure as exc:
+            _registered(record, exc.registration, contract)
             record("data.release_refused", detail=without_floats({
-                "release": f"{parsed.name}@{version or 'next'}", "method": method, "reason": str(exc),
-                "gates": exc.manifest["gates"] if exc.manifest else []}))
+                "release": exc.manifest["release"], "method": method, "reason": "a gate failed",
+                "gates": _verdicts(exc.manifest["gates"]), **seeded}))
+            raise click.ClickException(f"{exc}\nreport (for the data holder only): {exc.report}") from None
+        except SynthesisError as exc:
+            _registered(record, getattr(exc, "registration", None), contract)
+            record("data.release_refused", detail={
+                "release": f"{parsed.name}@{version or 'next'}", "method": method, "reason": str(exc)[:2000],
+                **seeded})
             raise click.ClickException(str(exc)) from None
         except errors as exc:
             raise click.ClickException(str(exc)) from None
+        _registered(record, result.registration, contract)
         try:
             record("data.release_published", detail=without_floats({
                 "release": result.release, "method": method, "content_hash": result.manifest["content_hash"],
-                "gates": result.manifest["gates"]}))
+                "gates": _verdicts(result.manifest["gates"]), **seeded}))
         except AuditError as exc:
             raise click.ClickException(f"{result.release} was published, but the audit log did not record it"
                                        f" ({exc}); record it before attaching it anywhere") from None
     click.echo(f"published {result.release} ({method}); content hash {result.manifest['content_hash']}")
     for t, info in result.manifest["tables"].items():
         click.echo(f"  {t}: {info['rows']} rows, {len(info['columns'])} columns")
+
+
+def _verdicts(gates: list[dict]) -> list[dict]:
+    return [{k: g[k] for k in ("gate", "table", "value", "threshold", "passed")} for g in gates]
+
+
+def _registered(record, reg, contract: Path) -> None:
+    """Say and record what the release registered (a new source, cut or file version)."""
+    if reg is not None:
+        _say_registration(reg, contract)
+        _record_registration(record, reg)
+
+
+def _record_registration(record, reg) -> None:
+    name = reg.source.name
+    if reg.created:
+        record("data.source_registered", detail={"source": name, "change": "registered"})
+    elif reg.new_cut:
+        record("data.source_registered", detail={"source": name, "change": "new_cut"})
+    for t in [] if reg.created else reg.new_files:
+        record("data.source_registered", detail={"source": name, "change": "new_file_version",
+                                                 "sha256": reg.source.files[t][-1].sha256})
+
+
+def _say_registration(reg, contract: Path) -> None:
+    name = reg.source.name
+    if reg.created:
+        click.echo(f"registered source {name} from {contract} (first release of it; see data source show {name})")
+        return
+    if reg.new_cut:
+        click.echo(f"{contract} is a new cut of source {name} (registered from {reg.source.contract})")
+    for t in reg.new_files:
+        v = reg.source.files[t][-1]
+        click.echo(f"new version of table {t}'s file in source {name}: {v.path} (sha256 {v.sha256[:16]}...)")
 
 
 @data.command("list")
@@ -149,9 +207,10 @@ def verify(ctx, release: str) -> None:
 @data.command("sources")
 @pass_ctx
 def sources(ctx) -> None:
-    """List sources (release 'residents@1' is of source 'residents'): each one's data holder, who
-    consents to its releases' use in workspaces, and its releases in the store. A source with
-    releases but no holder ('-') cannot be asked for until one is set (data set-holder)."""
+    """The hub's view of sources (release 'residents@1' is of source 'residents'): each one's data
+    holder, who consents to its releases' use in workspaces, and its releases in the store. A
+    source with releases but no holder ('-') cannot be asked for until one is set (data
+    set-holder). The raw files behind each source are the holder's records: data source list."""
     holders = {s["name"]: s["holder"] for s in ctx.api("GET", "/sources")}
     in_store = ctx.api("GET", "/releases")
     names = sorted(set(holders) | {r["source"] for r in in_store})
@@ -170,9 +229,163 @@ def sources(ctx) -> None:
 @click.argument("username", metavar="USER")
 @pass_ctx
 def set_holder(ctx, source: str, username: str) -> None:
-    """Make USER (an account with the holder role) the holder of SOURCE: they consent, or not, to
-    each attachment of its releases to a workspace."""
+    """Make USER (an account with the holder role) the holder of SOURCE on the hub: they consent,
+    or not, to each attachment of its releases to a workspace."""
     from ..provisioning.client import path
 
     ctx.api("PUT", path("sources", source, "holder"), {"holder": username})
     click.echo(f"holder of {source}: {username}")
+
+
+@data.group("source")
+def source_group() -> None:
+    """The data holder's registry of raw sources (holder side, never mounted): which contract and
+    raw files each source name stands for, every version of its files, and the cuts released from
+    it. ('data sources' is the hub's view: who holds each source.)"""
+
+
+@source_group.command("add")
+@click.argument("name")
+@click.argument("contract", type=click.Path(dir_okay=False, path_type=Path))
+@pass_ctx
+def source_add(ctx, name: str, contract: Path) -> None:
+    """Register raw source NAME from CONTRACT.yaml (NAME must be the contract's name: its releases
+    are NAME@version). The contract is checked against its files, whose hashes are recorded;
+    files already registered under another source are refused."""
+    from synthetic import lineage
+
+    with ctx.recording() as record:
+        try:
+            reg = lineage.add_source(ctx.settings.holder_dir, name, contract, by=operator_name())
+        except _errors() as exc:
+            raise click.ClickException(str(exc)) from None
+        _record_registration(record, reg)
+    if reg.created:
+        click.echo(f"registered source {name} from {reg.source.contract}")
+    elif reg.new_files:
+        click.echo(f"source {name} was registered; new file version(s) recorded: {', '.join(reg.new_files)}")
+    else:
+        click.echo(f"source {name} was registered already from {reg.source.contract}; its files are unchanged")
+    for t, v in reg.source.current_files().items():
+        click.echo(f"  {t}: {v.path} ({v.rows} rows, sha256 {v.sha256[:16]}...)")
+
+
+@source_group.command("list")
+@pass_ctx
+def source_list(ctx) -> None:
+    """List registered raw sources: contract, tables and file versions, cuts."""
+    from synthetic import lineage
+
+    try:
+        found = lineage.sources(ctx.settings.holder_dir)
+    except lineage.SourceError as exc:
+        raise click.ClickException(str(exc)) from None
+    if not found:
+        click.echo("no registered sources (data source add NAME CONTRACT.yaml)")
+    for src in found:
+        versions = sum(len(v) for v in src.files.values())
+        click.echo(f"{src.name}  {src.contract}  {len(src.files)} table(s), {versions} file version(s),"
+                   f" {len(src.cuts)} cut(s)  registered {src.registered_at} by {src.registered_by}")
+
+
+def _print_files(src) -> None:
+    for t, versions in src.files.items():
+        click.echo(f"table {t}:")
+        for n, v in enumerate(versions, start=1):
+            rows = "?" if v.rows is None else v.rows
+            click.echo(f"  file version {n}: {v.path}  {rows} rows  sha256 {v.sha256[:16]}...  first seen {v.first_seen}")
+
+
+@source_group.command("show")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print the whole registry entry.")
+@pass_ctx
+def source_show(ctx, name: str, as_json: bool) -> None:
+    """Show registered source NAME: its contract, every version of its files, its cuts."""
+    from synthetic import lineage
+
+    try:
+        src = lineage.source(ctx.settings.holder_dir, name)
+    except lineage.SourceError as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps(src.as_dict(), indent=2, ensure_ascii=False))
+        return
+    click.echo(f"source {src.name}: contract {src.contract}")
+    click.echo(f"registered {src.registered_at} by {src.registered_by}")
+    _print_files(src)
+    for c in src.cuts:
+        click.echo(f"cut: {c['contract']} (first released {c['first_seen']} by {c['by']})")
+
+
+@data.command("lineage")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print the source and its releases' lineage records.")
+@click.option("--accept-unlinked", "unlinked", metavar="RELEASE",
+              help="Record that RELEASE, published without a lineage record, is not combined with later releases"
+                   " (the composition check refuses every new masked release of NAME until then).")
+@click.option("--reason", help="With --accept-unlinked: why (kept in the lineage record and the audit log).")
+@pass_ctx
+def lineage_(ctx, name: str, as_json: bool, unlinked: str | None, reason: str | None) -> None:
+    """List source NAME's file versions and its published releases: method, contract file (or cut),
+    file hashes and the composition check's result."""
+    from synthetic import lineage
+
+    if unlinked:
+        _accept_unlinked(ctx, name, unlinked, reason)
+        return
+    try:
+        src = lineage.source(ctx.settings.holder_dir, name)
+        records = lineage.releases(ctx.settings.holder_dir, name)
+    except lineage.SourceError as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps({"source": src.as_dict(), "releases": records}, indent=2, ensure_ascii=False))
+        return
+    click.echo(f"source {src.name}: contract {src.contract}")
+    _print_files(src)
+    from synthetic import store
+
+    recorded = {r["release"] for r in records}
+    unrecorded = [r for r in store.releases(ctx.settings.release_store)
+                  if r.partition("@")[0] == name and r not in recorded]
+    if not records and not unrecorded:
+        click.echo("no published releases")
+        return
+    click.echo("releases:")
+    for r in unrecorded:
+        click.echo(f"  {r}  published without a lineage record: later releases are not checked against it")
+    for r in records:
+        contract = r["contract"]
+        kind = "cut " if contract.get("cut") else ""
+        click.echo(f"  {r['release']}  {r['method']}  {r['created_at']}  by {r['created_by']}"
+                   f"  {kind}contract {contract.get('path') or '(path not recorded)'}")
+        click.echo("    files: " + ", ".join(f"{t} {h[:16]}..." for t, h in r["files"].items()))
+        if r.get("unlinked"):
+            u = r["unlinked"]
+            click.echo(f"    composition: not combined (published without lineage; accepted by {u['by']}"
+                       f" at {u['at']}: {u['reason']})")
+        elif not r.get("row_linked"):
+            click.echo("    composition: not row-linked (synthetic rows are not raw rows)")
+        for g in r.get("composition", []):
+            mark = "pass" if g["passed"] else "FAIL"
+            where = f" [{g['table']}]" if g.get("table") else ""
+            value = "-" if g["value"] is None else g["value"]
+            click.echo(f"    composition{where}: {mark} {value} ({g['threshold']}) {g.get('detail', '')}")
+
+
+def _accept_unlinked(ctx, name: str, release: str, reason: str | None) -> None:
+    from synthetic import lineage, store
+
+    if release.partition("@")[0] != name:
+        raise click.UsageError(f"{release} is not a release of {name}")
+    if not reason:
+        raise click.UsageError("--accept-unlinked needs --reason")
+    with ctx.recording() as record:
+        try:
+            manifest = store.manifest(ctx.settings.release_store, release)
+            lineage.accept_unlinked(ctx.settings.holder_dir, release, manifest, reason=reason, by=operator_name())
+        except (store.StoreError, lineage.SourceError) as exc:
+            raise click.ClickException(str(exc)) from None
+        record("data.release_unlinked", detail={"release": release, "reason": reason})
+    click.echo(f"{release}: recorded as not combined with later releases of {name}")

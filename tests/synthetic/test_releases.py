@@ -13,7 +13,11 @@ import yaml
 from click.testing import CliRunner
 
 from enclave.cli import main
-from synthetic import demo, masking, pipeline, store, synthesis
+from synthetic import demo, keys, masking, pipeline, store, synthesis
+
+
+def parsed_contract(folder):
+    return pipeline.load_contract(folder / "residents.yaml")
 
 
 def _cli(*args):
@@ -54,9 +58,10 @@ def test_masked_release_of_the_demo_dataset_through_the_cli(settings, residents_
     for value in list(raw["resident_id"].head(50)) + list(raw["mobile"].head(50)) + list(raw["name"].head(20)):
         assert value.encode() not in blob
     assert not list(settings.release_store.rglob("*.generated.csv"))
-    # The key stays in the holder's secrets folder.
-    key = masking.load_or_create_key(settings.secrets_dir)
-    assert key.hex().encode() not in blob
+    # The keys stay in the holder's secrets folder.
+    for key in (keys.release_key(settings.secrets_dir, parsed_contract(residents_dir), "residents@1"),
+                keys.holder_secret(settings.secrets_dir)):
+        assert key.hex().encode() not in blob
 
     # Published, and so recorded in the audit log with its gates (the CLI started an audit service
     # for the while: no hub runs here).
@@ -101,20 +106,35 @@ def test_show_and_verify_unknown_release(settings):
     assert "not a release name" in _cli("data", "show", "../etc@1").output
 
 
-def test_pseudonyms_join_across_tables_and_runs(settings, enterprises_dir):
+def test_pseudonyms_join_across_tables_of_a_release_and_across_releases_only_by_a_named_key(
+        settings, enterprises_dir, tmp_path):
     first = pipeline.release(settings, enterprises_dir / "enterprises.yaml", "masked", progress=False)
     second = pipeline.release(settings, enterprises_dir / "enterprises.yaml", "masked", progress=False)
     data = settings.release_store / first.release / "data"
     ent, fil = pd.read_parquet(data / "enterprises.parquet"), pd.read_parquet(data / "filings.parquet")
     assert fil["uscc"].isin(ent["uscc"]).all()  # filings still join to their enterprise
     raw = pd.read_parquet(enterprises_dir / "enterprises.generated.parquet")
-    key = masking.load_or_create_key(settings.secrets_dir)
+    key = keys.release_key(settings.secrets_dir, pipeline.load_contract(enterprises_dir / "enterprises.yaml"),
+                           first.release)
     assert set(masking.pseudonymise(raw["uscc"], key)) >= set(ent["uscc"])
+    # Each release has a key of its own: the two releases share no pseudonym.
     again = pd.read_parquet(settings.release_store / second.release / "data" / "enterprises.parquet")
-    assert again["uscc"].tolist() == ent["uscc"].tolist()
+    assert not set(again["uscc"]) & set(ent["uscc"])
     assert first.manifest["tables"]["filings"]["rows"] == len(fil)
     assert set(ent.columns) == {"uscc", "industry", "region_code", "registered_capital", "founded"}
     assert ent["region_code"].str.len().eq(2).all()
+
+    # A holder who wants releases to join names a key; its releases then share pseudonyms.
+    folder = tmp_path / "linked"
+    shutil.copytree(enterprises_dir, folder)
+    c = yaml.safe_load((folder / "enterprises.yaml").read_text(encoding="utf-8")) | {"pseudonym_key": "tax"}
+    (folder / "enterprises.yaml").write_text(yaml.safe_dump(c, allow_unicode=True), encoding="utf-8")
+    third, fourth = (pipeline.release(settings, folder / "enterprises.yaml", "masked", progress=False)
+                     for _ in range(2))
+    ent3, ent4 = (pd.read_parquet(settings.release_store / r.release / "data" / "enterprises.parquet")
+                  for r in (third, fourth))
+    assert set(ent3["uscc"]) == set(ent4["uscc"])
+    assert set(masking.pseudonymise(raw["uscc"], masking.load_or_create_key(settings.secrets_dir, "tax"))) >= set(ent3["uscc"])
 
 
 def test_synthetic_release_gaussian_copula_passes_every_gate(settings, residents_dir):
