@@ -1,11 +1,13 @@
 """Release benchmarks: masking at scale, k/l checks vs pycanon, and what the gates cost.
 
-Run: ``.venv/bin/python benchmarks/releases.py [--rows 1000000] [--kl-rows 100000] [--synth-rows 100000]``
+Run: ``.venv/bin/python benchmarks/releases.py [--rows 1000000] [--kl-rows 100000] [--synth-rows 100000]
+[--composition-rows 1000000] [--earlier 10] [--parts masking,kl,synthetic,composition]``
 
 Prints figures and ratios against baselines measured in the same process; asserts nothing about
 time. Targets (2 cores): masking 1,000,000 rows x 20 columns <= 20 s; our k/l check >= 10x faster
 than pycanon with identical k and l; the gates of a GaussianCopula release add <= 50 % to the
-plain SDV fit + sample time.
+plain SDV fit + sample time; the composition check of a 1,000,000-row release against 10 earlier
+releases of its source <= 30 s.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from synthetic import demo, gates, masking, pipeline, privacy
+from synthetic import demo, gates, lineage, masking, pipeline, privacy
 from synthetic.contract import Contract
 
 
@@ -112,12 +114,25 @@ def bench_kl(rows: int) -> None:
 
 
 class _Store:
+    """The holder's locations (``pipeline.HolderSettings``) under a temporary folder."""
+
     def __init__(self, root: Path) -> None:
         self.release_store = root / "releases"
         self.secrets_dir = root / "secrets"
+        self.holder_dir = root / "holder"
+
+
+def _release(root: Path, contract_path: Path) -> tuple[dict, str]:
+    """A synthetic release's manifest and outcome; a refused release has measured its gates too."""
+    try:
+        result = pipeline.release(_Store(root), contract_path, "synthetic", progress=False)
+        return result.manifest, f"published {result.release}"
+    except gates.GateFailure as exc:
+        return exc.manifest, "refused"
 
 
 def bench_synthetic(rows: int) -> None:
+    """Gates of a GaussianCopula release against plain SDV fit + sample of the same table."""
     print(f"\n== GaussianCopula release of {rows:,} rows with every gate")
     from sdv.metadata import Metadata
     from sdv.single_table import GaussianCopulaSynthesizer
@@ -128,8 +143,7 @@ def bench_synthetic(rows: int) -> None:
         print(f"generate {t_gen:6.2f} s (not counted)")
         # Numba compiles Anonymeter's kernels once per process; pay that before timing.
         with tempfile.TemporaryDirectory() as warm:
-            _, t_warm = _timed(pipeline.release, _Store(Path(warm)), demo.write_residents(Path(warm) / "raw", n=400),
-                               "synthetic", progress=False)
+            _, t_warm = _timed(_release, Path(warm), demo.write_residents(Path(warm) / "raw", n=400))
         print(f"warm-up release of 400 rows {t_warm:6.2f} s (one-off imports and JIT compilation, not counted)")
 
         # Baseline: plain SDV on the same prepared table (train half, sample full size), no gates.
@@ -150,20 +164,112 @@ def bench_synthetic(rows: int) -> None:
         baseline = t_fit + t_sample
         print(f"baseline SDV fit {t_fit:.2f} s + sample {t_sample:.2f} s = {baseline:.2f} s")
 
-        t = time.perf_counter()
-        try:
-            result = pipeline.release(_Store(root), contract_path, "synthetic", progress=False)
-            manifest, outcome = result.manifest, f"published {result.release}"
-        except gates.GateFailure as exc:  # timings are reported either way
-            manifest, outcome = exc.manifest, "refused"
-        t_total = time.perf_counter() - t
+        (manifest, outcome), t_total = _timed(_release, root, contract_path)
         tm = manifest["timings_s"]
-        print(f"release {outcome}: total {t_total:.2f} s; stages {tm}")
+        print(f"release {outcome}: total {t_total:.2f} s; stages "
+              f"{ {k: v for k, v in tm.items() if k != 'per_gate'} }")
         for g in manifest["gates"]:
             print(f"  {'pass' if g['passed'] else 'FAIL'} {g['gate']} [{g['table']}] {g['value']} ({g['threshold']})")
+        print("gate timings (slowest first): " + ", ".join(
+            f"{name} {t:.2f} s" for name, t in sorted(tm["per_gate"].items(), key=lambda kv: -kv[1])))
         print(f"gates {tm['gates']:.2f} s = {100 * tm['gates'] / baseline:.0f} % of the baseline fit+sample "
               f"(target <= 50 %); {100 * tm['gates'] / tm['synthesise']:.0f} % of the release's own "
               f"fit+sample ({tm['synthesise']:.2f} s)")
+
+
+# -- composition: a release checked against earlier releases of its source ---------------------
+
+
+def _composition_contract(bins: list[float]) -> Contract:
+    return Contract.model_validate({
+        "name": "bench", "privacy": {"k": 5},
+        "tables": {"t": {"path": "unused.parquet", "primary_key": "person_id", "columns": {
+            "person_id": {"role": "direct_identifier", "type": "string", "treatment": "pseudonymise"},
+            "age": {"role": "quasi_identifier", "type": "integer", "treatment": "bands", "bins": bins},
+            "sex": {"role": "quasi_identifier", "type": "string"},
+            "region": {"role": "quasi_identifier", "type": "string"},
+            "income": {"role": "measure", "type": "float"},
+        }}},
+    })
+
+
+def _composition_raw(n: int, seed: int = 0) -> pd.DataFrame:
+    """GENERATED people: id, age, sex, region (two-digit province), income."""
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame({
+        "person_id": "P" + pd.Series(np.arange(n)).astype(str).str.zfill(9),
+        "age": pd.array(rng.integers(0, 100, size=n), dtype="Int64"),
+        "sex": rng.choice(["女", "男"], size=n),
+        "region": pd.Series(rng.integers(11, 66, size=n)).astype(str),
+        "income": rng.lognormal(11, 0.6, size=n),
+    })
+
+
+def _composition_release(contract: Contract, raw: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """The released quasi-identifiers of a cut, shuffled, indexed by raw row (as the pipeline has
+    them); a random 1 % of rows suppressed."""
+    col = contract.tables["t"].columns["age"]
+    age = pd.cut(raw["age"].astype("float64"), bins=col.bins, right=False).astype(str)
+    df = pd.DataFrame({"age": age, "sex": raw["sex"],
+                       "region": raw["region"], "income": raw["income"]}, index=raw.index)
+    rng = np.random.default_rng(seed)
+    return df.iloc[rng.permutation(len(df))[: int(len(df) * 0.99)]]
+
+
+def _offset_bins(offset: int) -> list[float]:
+    return [0.0] + [float(e) for e in range(offset or 10, 100, 10)] + [float("inf")]
+
+
+def _composition_baseline(current: pd.DataFrame, earlier: list[pd.DataFrame]) -> None:
+    """A plain merge on row id and a groupby counting distinct entities per combined class."""
+    for prev in earlier:
+        joined = current.merge(prev, on="row", suffixes=("", "_prev"))
+        joined.groupby(["class", "class_prev"])["entity"].nunique().min()
+
+
+def bench_composition(rows: int, earlier_releases: int) -> None:
+    """A masked release checked against earlier releases of its source (lineage recorded for each,
+    age bands offset by one year from the previous), pairwise and all together; the baseline is a
+    plain pandas merge on the raw person id + groupby counting distinct entities per combined class
+    (no ids to compute, no lineage to read)."""
+
+    raw = _composition_raw(rows)
+    with tempfile.TemporaryDirectory() as tmp:
+        holder, secrets = Path(tmp) / "holder", Path(tmp) / "secrets"
+        t = time.perf_counter()
+        for n in range(1, earlier_releases + 1):
+            contract = _composition_contract(_offset_bins(n % 10))
+            manifest = {"method": "masked", "source": {"t": {"sha256": "0" * 64}}, "contract": {}, "gates": []}
+            lineage.record_release(holder, f"bench@{n}", contract, {"t": _composition_release(contract, raw, n)},
+                                   {"t": raw}, manifest, secrets_dir=secrets)
+        setup = time.perf_counter() - t
+        current_contract = _composition_contract(_offset_bins(5))
+        current = _composition_release(current_contract, raw, 0)
+
+        t = time.perf_counter()
+        results = gates.composition(released={"t": current}, contract=current_contract, raw={"t": raw},
+                                    holder_dir=holder, secrets_dir=secrets, release=f"bench@{earlier_releases + 1}")
+        gate_s = time.perf_counter() - t
+
+        # Baseline input prepared outside its timing: raw person ids (no MAC) and the same classes.
+        def plain(df: pd.DataFrame) -> pd.DataFrame:
+            ids = raw.loc[df.index, "person_id"].to_numpy()
+            return pd.DataFrame({"row": ids, "class": lineage.class_codes(df, ["age", "sex", "region"])})
+
+        frame = plain(current).assign(entity=lambda d: d["row"])
+        earlier = [plain(_composition_release(_composition_contract(_offset_bins(n % 10)), raw, n))
+                   for n in range(1, earlier_releases + 1)]
+        t = time.perf_counter()
+        _composition_baseline(frame, earlier)
+        base_s = time.perf_counter() - t
+
+    worst = min((r.value for r in results if r.value is not None), default=None)
+    print(f"composition check: {rows:,} rows against {earlier_releases} earlier releases")
+    print(f"  lineage of the earlier releases recorded in {setup:.1f} s ({setup / earlier_releases:.2f} s each)")
+    print(f"  gate (pairwise + all together, {len(results)} results, worst k {worst}): {gate_s:.2f} s"
+          f"  (target <= 30 s)")
+    print(f"  baseline (pandas merge on raw ids + groupby nunique, pairwise only): {base_s:.2f} s")
+    print(f"  ratio gate / baseline: {gate_s / base_s:.2f}x")
 
 
 def main(argv: list[str]) -> None:
@@ -171,7 +277,9 @@ def main(argv: list[str]) -> None:
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--kl-rows", type=int, default=100_000)
     ap.add_argument("--synth-rows", type=int, default=100_000)
-    ap.add_argument("--parts", default="masking,kl,synthetic", help="comma-separated subset to run")
+    ap.add_argument("--composition-rows", type=int, default=1_000_000)
+    ap.add_argument("--earlier", type=int, default=10, help="earlier releases the composition check combines")
+    ap.add_argument("--parts", default="masking,kl,synthetic,composition", help="comma-separated subset to run")
     args = ap.parse_args(argv)
     parts = set(args.parts.split(","))
     if "masking" in parts:
@@ -180,6 +288,8 @@ def main(argv: list[str]) -> None:
         bench_kl(args.kl_rows)
     if "synthetic" in parts:
         bench_synthetic(args.synth_rows)
+    if "composition" in parts:
+        bench_composition(args.composition_rows, args.earlier)
 
 
 if __name__ == "__main__":
