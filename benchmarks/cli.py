@@ -44,6 +44,7 @@ NOT_RUN = {
     "hub": "starts JupyterHub and keeps running",
     "demo": "seeds, then starts JupyterHub and keeps running",
     "data release": "builds a release (masking or synthesis of the source data)",
+    "data source add": "reads every row of the source's data files to check them against the contract",
     "environment add": "installs packages into the operators' environment (pip)",
     "apply-doc": "writes the key reference of docs/provisioning.md",
 }
@@ -203,6 +204,9 @@ def commands(seeded: dict, out: Path) -> list[Command]:
         Command("data list", lambda i: ["data", "list"], FAST),
         Command("data show", lambda i: ["data", "show", release], FAST),
         Command("data verify", lambda i: ["data", "verify", release], VERIFY),
+        Command("data source list", lambda i: ["data", "source", "list"], FAST),
+        Command("data source show", lambda i: ["data", "source", "show", source], FAST),
+        Command("data lineage", lambda i: ["data", "lineage", source], FAST),
         Command("audit query", lambda i: ["audit", "query", "--limit", "50"], FAST),
         Command("audit export", lambda i: ["audit", "export", "-o", str(out / "audit.jsonl")], FAST),
         Command("audit verify", lambda i: ["audit", "verify"], VERIFY),

@@ -41,6 +41,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from . import identifiers
+from .sources import NAME
 
 Role = Literal["direct_identifier", "quasi_identifier", "sensitive", "free_text", "date", "measure"]
 ColumnType = Literal["string", "integer", "float", "date", "boolean"]
@@ -77,7 +78,6 @@ TREATMENT_TYPES: dict[str, tuple[str, ...]] = {
     "redact": ("string",),
 }
 _QUANTILE = re.compile(r"^p(\d{1,2}(\.\d+)?)$")
-NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,99}$")
 
 
 def is_column_name(name: str) -> bool:

@@ -1,13 +1,5 @@
-"""The data holder's raw sources and the lineage of their releases (holder side, never mounted).
-
-**Sources.** A raw source is registered by name (``enclave data source add NAME CONTRACT.yaml``;
-the first ``enclave data release`` of an unregistered contract registers it too). Every release of
-a source is ``NAME@version``, which is how the hub relates releases to their source and holder.
-The registry keeps the contract's absolute path, who registered it and when, the other contract
-files released from it ("cuts": another selection or treatment of the same raw files), and every
-version of each table's file ever seen (path, sha256, rows, first seen): a file whose content
-changes stays the same source, with a new file version. A file whose content already belongs to
-another source is refused, since two names for one raw file would escape the composition check.
+"""The lineage of masked releases, on the holder's side (never mounted): which raw row each
+released row is, for the composition check. Sources and release records: :mod:`synthetic.sources`.
 
 **Lineage.** After a release is published, :func:`record_release` keeps, per released row of a
 masked release and in release order: its row id, its entity id and its equivalence class over the
@@ -25,268 +17,27 @@ stored. A row has up to three ids and two releases join on the first kind both h
 A row's entity is its ``entity_column`` value, else its primary key value, else the row itself.
 Synthetic releases are listed in lineage but not row-linked: their rows are not raw rows.
 
-Layout under ``holder_dir``::
-
-    sources/<name>.json                     the registered source
-    sources/.lock                           serialises changes to the registry and to lineage
-    sources/<name>.release-lock             held by a release of <name> from its check to its record
-    lineage/<name>/<version>/release.json   method, contract, files, composition result
-    lineage/<name>/<version>/<table>.parquet  masked releases: ids, class, quasi-identifiers
+The layout under ``holder_dir`` is in :mod:`synthetic.sources`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import hmac
 import json
 import os
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pandas as pd
 
-from .contract import NAME, Contract, ContractError, file_sha256, load_contract
+from .contract import Contract, file_sha256
+from .sources import SourceError, _lineage_dir, _source_path, _split, _write_json, locked, source
 
-SOURCES = "sources"
-LINEAGE = "lineage"
 ROW_KINDS = ("row_pk", "row_entity", "row_number")
-
-
-class SourceError(Exception):
-    """A source cannot be registered or found; the message says why."""
-
-
-# -- the source registry -------------------------------------------------------------------------
-
-
-@dataclass
-class FileVersion:
-    path: str
-    sha256: str
-    rows: int | None
-    first_seen: str
-    seen_by: str
-
-
-@dataclass
-class Source:
-    name: str
-    contract: str  # absolute path of the contract the source was registered with
-    registered_at: str
-    registered_by: str
-    # Other contract files released from this source: {"contract": path, "first_seen", "by"}.
-    cuts: list[dict] = field(default_factory=list)
-    # Table name -> every version of its file, oldest first.
-    files: dict[str, list[FileVersion]] = field(default_factory=dict)
-
-    def current_files(self) -> dict[str, FileVersion]:
-        """The newest version seen of each table's file."""
-        return {t: versions[-1] for t, versions in self.files.items()}
-
-    def hashes(self) -> set[str]:
-        return {v.sha256 for versions in self.files.values() for v in versions}
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "Source":
-        files = {t: [FileVersion(**v) for v in vs] for t, vs in d.get("files", {}).items()}
-        return cls(d["name"], d["contract"], d["registered_at"], d["registered_by"], d.get("cuts", []), files)
-
-
-@dataclass(frozen=True)
-class Registration:
-    """What registering (or releasing) a contract changed in the registry."""
-
-    source: Source
-    created: bool  # the source was not registered before
-    cut: bool  # the contract is not the one the source was registered with
-    new_cut: bool  # ... and was not seen before
-    new_files: list[str]  # tables whose file has a content not seen before (new file versions)
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def _sources_dir(holder_dir: Path) -> Path:
-    return Path(holder_dir) / SOURCES
-
-
-def _check_name(name: str) -> None:
-    if not NAME.match(name) or ".." in name:
-        raise SourceError(f"'{name}' is not a source name (lower-case letters, digits, '_', '.', '-')")
-
-
-def _source_path(holder_dir: Path, name: str) -> Path:
-    _check_name(name)
-    return _sources_dir(holder_dir) / f"{name}.json"
-
-
-@contextlib.contextmanager
-def locked(holder_dir: Path) -> Iterator[None]:
-    """Hold the registry's lock: registrations, lineage records and composition checks of one
-    holder never interleave (a release checked against its source's releases while another is
-    being recorded would miss it)."""
-    folder = _sources_dir(holder_dir)
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(folder / ".lock", os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
-
-
-@contextlib.contextmanager
-def releasing(holder_dir: Path, name: str) -> Iterator[None]:
-    """Hold ``name``'s release lock for a whole release (composition check, publishing, lineage
-    record): two releases of one source at once would each be checked without the other."""
-    folder = _sources_dir(holder_dir)
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(_source_path(holder_dir, name).with_suffix(".release-lock"), os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
-
-
-def _write_json(path: Path, data: dict) -> None:
-    """Write ``data`` to ``path`` atomically: a temporary file beside it, synced, then renamed."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, ensure_ascii=False, indent=2)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def source(holder_dir: Path, name: str) -> Source:
-    """The registered source ``name`` (its contract path and every file version's hash)."""
-    path = _source_path(holder_dir, name)
-    if not path.exists():
-        raise SourceError(f"source '{name}' is not registered (enclave data source add {name} CONTRACT.yaml)")
-    try:
-        return Source.from_dict(json.loads(path.read_text(encoding="utf-8")))
-    except (ValueError, KeyError, TypeError) as exc:
-        raise SourceError(f"the registry entry of source '{name}' ({path}) is unreadable: {exc}") from None
-
-
-def sources(holder_dir: Path) -> list[Source]:
-    folder = _sources_dir(holder_dir)
-    if not folder.is_dir():
-        return []
-    return [source(holder_dir, p.stem) for p in sorted(folder.glob("*.json")) if NAME.match(p.stem)]
-
-
-def _file_hashes(contract: Contract, contract_path: Path) -> dict[str, tuple[Path, str]]:
-    """Each table's file (absolute) and its sha256; a missing file is named."""
-    out, missing = {}, []
-    for tname, t in contract.tables.items():
-        path = (contract_path.parent / t.path).resolve()
-        if not path.is_file():
-            missing.append(f"table '{tname}': data file {path} not found")
-            continue
-        out[tname] = (path, file_sha256(path))
-    if missing:
-        raise ContractError(str(contract_path), missing)
-    return out
-
-
-def register(
-    holder_dir: Path,
-    name: str,
-    contract_path: Path,
-    *,
-    by: str,
-    contract: Contract | None = None,
-    rows: dict[str, int] | None = None,
-    new_source_only: bool = False,
-) -> Registration:
-    """Register ``name`` from ``contract_path``, or record a new file version or cut of it.
-
-    ``rows`` (per table) when the caller has read the tables; otherwise rows are filled in when a
-    release of that file version is recorded. ``new_source_only``: refuse if ``name`` is already
-    registered from another contract file (``enclave data source add``).
-    """
-    _check_name(name)
-    contract_path = Path(contract_path).resolve()
-    contract = contract or load_contract(contract_path)
-    if contract.name != name:
-        raise SourceError(
-            f"source name '{name}' differs from the contract's name '{contract.name}' ({contract_path});"
-            " every release of a source is named after it, so they must be equal"
-        )
-    files = _file_hashes(contract, contract_path)
-    with locked(holder_dir):
-        for other in sources(holder_dir):
-            if other.name == name:
-                continue
-            for tname, versions in other.files.items():
-                for v in versions:
-                    clash = [t for t, (_, h) in files.items() if h == v.sha256]
-                    if clash:
-                        raise SourceError(
-                            f"table '{clash[0]}' of {contract_path.name} has the same content (sha256"
-                            f" {v.sha256[:16]}...) as table '{tname}' of source '{other.name}' ({v.path});"
-                            f" one raw file cannot be two sources: name the contract '{other.name}'"
-                            f" (a cut of that source) instead"
-                        )
-        path = _source_path(holder_dir, name)
-        now = _now()
-        created = not path.exists()
-        if created:
-            src = Source(name, str(contract_path), now, by)
-        else:
-            src = source(holder_dir, name)
-        cut = src.contract != str(contract_path)
-        if cut and new_source_only:
-            raise SourceError(
-                f"source '{name}' is already registered from {src.contract}; a release made from"
-                f" another contract file ({contract_path}) is a cut of it and is recorded as such"
-            )
-        new_cut = cut and all(c["contract"] != str(contract_path) for c in src.cuts)
-        if new_cut:
-            src.cuts.append({"contract": str(contract_path), "first_seen": now, "by": by})
-        new_files = []
-        for tname, (fpath, sha) in files.items():
-            versions = src.files.setdefault(tname, [])
-            known = next((v for v in versions if v.sha256 == sha), None)
-            n = (rows or {}).get(tname)
-            if known is None:
-                versions.append(FileVersion(str(fpath), sha, n, now, by))
-                new_files.append(tname)
-            elif known.rows is None and n is not None:
-                known.rows = n
-        _write_json(path, src.as_dict())
-        return Registration(src, created, cut, new_cut, [] if created else new_files)
-
-
-def add_source(holder_dir: Path, name: str, contract_path: Path, *, by: str) -> Registration:
-    """``enclave data source add``: the contract is checked against its data before registering."""
-    from .contract import load_tables
-
-    contract = load_contract(contract_path)
-    tables = load_tables(contract, Path(contract_path).parent, source=str(contract_path))
-    return register(holder_dir, name, contract_path, by=by, contract=contract,
-                    rows={t: len(df) for t, df in tables.items()}, new_source_only=True)
 
 
 # -- row and entity ids ----------------------------------------------------------------------------
@@ -382,21 +133,6 @@ def released_rows(contract: Contract, table: str, released: pd.DataFrame, raw: p
 # -- lineage of releases ---------------------------------------------------------------------------
 
 
-def _split(release: str) -> tuple[str, str]:
-    name, _, version = release.partition("@")
-    if not version:
-        raise SourceError(f"'{release}' is not a release name (name@version)")
-    _check_name(name)
-    return name, version
-
-
-def _lineage_dir(holder_dir: Path, release: str) -> Path:
-    name, version = _split(release)
-    if "/" in version or version.startswith("."):
-        raise SourceError(f"'{release}' is not a release name (name@version)")
-    return Path(holder_dir) / LINEAGE / name / version
-
-
 def record_release(
     holder_dir: Path,
     release: str,
@@ -471,48 +207,6 @@ def record_release(
             if changed:
                 _write_json(_source_path(holder_dir, name), src.as_dict())
     return folder
-
-
-def accept_unlinked(holder_dir: Path, release: str, manifest: dict, *, reason: str, by: str) -> Path:
-    """Record that ``release``, published without lineage (before lineage was kept, or its
-    recording failed), is not combined with later releases, and why. Until then the composition
-    gate refuses every new masked release of its source."""
-    if len(reason.strip()) < 10:
-        raise SourceError("say why the release may stay uncombined (a reason of at least 10 characters)")
-    name, version = _split(release)
-    folder = _lineage_dir(holder_dir, release)
-    record = {
-        "release": release, "source": name, "version": version, "method": manifest.get("method"),
-        "row_linked": False, "unlinked": {"reason": reason.strip(), "by": by, "at": _now()},
-        "created_at": manifest.get("created_at"), "created_by": manifest.get("created_by"),
-        "content_hash": manifest.get("content_hash"),
-        "contract": {"path": None, "sha256": None, "cut": False},
-        "files": {t: v.get("sha256") for t, v in manifest.get("source", {}).items()},
-        "tables": {}, "composition": [],
-    }
-    with locked(holder_dir):
-        if folder.exists():
-            raise SourceError(f"lineage of {release} is already recorded ({folder})")
-        folder.mkdir(parents=True, mode=0o700)
-        _write_json(folder / "release.json", record)
-    return folder
-
-
-def releases(holder_dir: Path, name: str) -> list[dict]:
-    """Lineage records of ``name``'s published releases, oldest first."""
-    _check_name(name)
-    folder = Path(holder_dir) / LINEAGE / name
-    if not folder.is_dir():
-        return []
-    out = []
-    for d in folder.iterdir():
-        if d.is_dir() and not d.name.startswith(".") and (d / "release.json").is_file():
-            out.append(json.loads((d / "release.json").read_text(encoding="utf-8")))
-    return sorted(out, key=lambda r: (r.get("created_at") or "", _version_key(r["version"])))
-
-
-def _version_key(version: str) -> tuple:
-    return (0, int(version), "") if version.isdigit() else (1, 0, version)
 
 
 def rows(holder_dir: Path, release: str, table: str, columns: list[str] | None = None) -> pd.DataFrame:

@@ -18,7 +18,7 @@ from typing import Literal, Protocol
 
 from tqdm import tqdm
 
-from . import analyses, gates, keys, lineage, masking, release_log, report, store, synthesis
+from . import analyses, gates, keys, lineage, masking, release_log, report, sources, store, synthesis
 from .contract import Contract, ContractError, file_sha256, load_contract, load_tables, source_hashes
 
 Method = Literal["masked", "synthetic"]
@@ -43,7 +43,7 @@ class HolderSettings(Protocol):
 class Released:
     release: str
     manifest: dict
-    registration: lineage.Registration | None = None
+    registration: sources.Registration | None = None
 
 
 def library_versions() -> dict[str, str]:
@@ -83,7 +83,7 @@ def release(
     """
     contract_path = Path(contract_path)
     contract = contract or load_contract(contract_path)
-    with lineage.releasing(settings.holder_dir, contract.name):
+    with sources.releasing(settings.holder_dir, contract.name):
         return _release(settings, contract_path, contract, method, by=by, version=version, progress=progress)
 
 
@@ -104,7 +104,7 @@ def _release(settings: HolderSettings, contract_path: Path, contract: Contract, 
     if problems:
         raise ContractError(str(contract_path), problems)
     by = by or getpass.getuser()
-    registration = lineage.register(settings.holder_dir, contract.name, contract_path, by=by, contract=contract,
+    registration = sources.register(settings.holder_dir, contract.name, contract_path, by=by, contract=contract,
                                     rows={t: len(df) for t, df in raw.items()})
     hashes = source_hashes(contract, base_dir)
     # The version is fixed first: the release's own pseudonym key and row order derive from its name.
@@ -213,7 +213,7 @@ def _release(settings: HolderSettings, contract_path: Path, contract: Contract, 
     except Exception as exc:
         # Later releases of the source are refused until this one has a lineage record (the
         # composition gate checks the store), so the gap cannot pass silently.
-        raise lineage.SourceError(
+        raise sources.SourceError(
             f"{published} was published, but its lineage could not be recorded ({exc}); later releases"
             f" of '{contract.name}' are refused until it is") from exc
     return Released(published, manifest, registration)

@@ -22,7 +22,7 @@ def _errors():
     from synthetic.gates import GateFailure
     from synthetic.masking import PseudonymKeyError
     from synthetic.store import StoreError
-    from synthetic.lineage import SourceError
+    from synthetic.sources import SourceError
     from synthetic.synthesis import SynthesisError
 
     return ContractError, GateFailure, PseudonymKeyError, SourceError, StoreError, SynthesisError
@@ -252,11 +252,11 @@ def source_add(ctx, name: str, contract: Path) -> None:
     """Register raw source NAME from CONTRACT.yaml (NAME must be the contract's name: its releases
     are NAME@version). The contract is checked against its files, whose hashes are recorded;
     files already registered under another source are refused."""
-    from synthetic import lineage
+    from synthetic import sources
 
     with ctx.recording() as record:
         try:
-            reg = lineage.add_source(ctx.settings.holder_dir, name, contract, by=operator_name())
+            reg = sources.add_source(ctx.settings.holder_dir, name, contract, by=operator_name())
         except _errors() as exc:
             raise click.ClickException(str(exc)) from None
         _record_registration(record, reg)
@@ -274,11 +274,11 @@ def source_add(ctx, name: str, contract: Path) -> None:
 @pass_ctx
 def source_list(ctx) -> None:
     """List registered raw sources: contract, tables and file versions, cuts."""
-    from synthetic import lineage
+    from synthetic import sources
 
     try:
-        found = lineage.sources(ctx.settings.holder_dir)
-    except lineage.SourceError as exc:
+        found = sources.sources(ctx.settings.holder_dir)
+    except sources.SourceError as exc:
         raise click.ClickException(str(exc)) from None
     if not found:
         click.echo("no registered sources (data source add NAME CONTRACT.yaml)")
@@ -302,11 +302,11 @@ def _print_files(src) -> None:
 @pass_ctx
 def source_show(ctx, name: str, as_json: bool) -> None:
     """Show registered source NAME: its contract, every version of its files, its cuts."""
-    from synthetic import lineage
+    from synthetic import sources
 
     try:
-        src = lineage.source(ctx.settings.holder_dir, name)
-    except lineage.SourceError as exc:
+        src = sources.source(ctx.settings.holder_dir, name)
+    except sources.SourceError as exc:
         raise click.ClickException(str(exc)) from None
     if as_json:
         click.echo(json.dumps(src.as_dict(), indent=2, ensure_ascii=False))
@@ -329,15 +329,15 @@ def source_show(ctx, name: str, as_json: bool) -> None:
 def lineage_(ctx, name: str, as_json: bool, unlinked: str | None, reason: str | None) -> None:
     """List source NAME's file versions and its published releases: method, contract file (or cut),
     file hashes and the composition check's result."""
-    from synthetic import lineage
+    from synthetic import sources
 
     if unlinked:
         _accept_unlinked(ctx, name, unlinked, reason)
         return
     try:
-        src = lineage.source(ctx.settings.holder_dir, name)
-        records = lineage.releases(ctx.settings.holder_dir, name)
-    except lineage.SourceError as exc:
+        src = sources.source(ctx.settings.holder_dir, name)
+        records = sources.releases(ctx.settings.holder_dir, name)
+    except sources.SourceError as exc:
         raise click.ClickException(str(exc)) from None
     if as_json:
         click.echo(json.dumps({"source": src.as_dict(), "releases": records}, indent=2, ensure_ascii=False))
@@ -375,7 +375,7 @@ def lineage_(ctx, name: str, as_json: bool, unlinked: str | None, reason: str | 
 
 
 def _accept_unlinked(ctx, name: str, release: str, reason: str | None) -> None:
-    from synthetic import lineage, store
+    from synthetic import sources, store
 
     if release.partition("@")[0] != name:
         raise click.UsageError(f"{release} is not a release of {name}")
@@ -384,8 +384,8 @@ def _accept_unlinked(ctx, name: str, release: str, reason: str | None) -> None:
     with ctx.recording() as record:
         try:
             manifest = store.manifest(ctx.settings.release_store, release)
-            lineage.accept_unlinked(ctx.settings.holder_dir, release, manifest, reason=reason, by=operator_name())
-        except (store.StoreError, lineage.SourceError) as exc:
+            sources.accept_unlinked(ctx.settings.holder_dir, release, manifest, reason=reason, by=operator_name())
+        except (store.StoreError, sources.SourceError) as exc:
             raise click.ClickException(str(exc)) from None
         record("data.release_unlinked", detail={"release": release, "reason": reason})
     click.echo(f"{release}: recorded as not combined with later releases of {name}")

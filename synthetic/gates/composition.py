@@ -28,7 +28,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from .. import lineage, store
+from .. import lineage, sources, store
 from ..contract import Contract
 from .base import GateResult
 
@@ -130,7 +130,7 @@ def composition(released, contract: Contract, raw, holder_dir, release: str, sec
     """
     source = release.partition("@")[0]
     k = contract.privacy.k
-    recorded = lineage.releases(holder_dir, source)
+    recorded = sources.releases(holder_dir, source)
     unrecorded = _unrecorded(release_store, source, {r["release"] for r in recorded})
     if unrecorded:
         return [GateResult(GATE, None, None, f">= {k}", False,

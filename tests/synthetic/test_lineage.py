@@ -16,7 +16,7 @@ import yaml
 from click.testing import CliRunner
 
 from enclave.cli import main
-from synthetic import gates, keys, lineage, masking
+from synthetic import gates, keys, lineage, masking, sources
 from synthetic.contract import load_contract, load_tables
 
 INF = float("inf")
@@ -143,7 +143,7 @@ def test_cuts_are_checked_together_across_file_versions(settings, workers):
                                                        f"workers@{n}"))
     # A synthetic release is listed but not row-linked: later checks leave it out.
     assert _check_and_record(settings, _write_cut(workers, "synth.yaml", OFFSET), "workers@3", "synthetic")
-    assert [r["row_linked"] for r in lineage.releases(settings.holder_dir, "workers")] == [True, True, False]
+    assert [r["row_linked"] for r in sources.releases(settings.holder_dir, "workers")] == [True, True, False]
 
     # A new version of the file (a year added) still joins on person and occurrence.
     extra = pd.read_csv(workers / "workers.csv", dtype=str).query("year == '2021'").assign(year="2022")
@@ -183,7 +183,7 @@ def test_registry_records_file_versions_and_refuses_one_file_under_two_names(set
         out = _cli(*args)
         assert out.exit_code == 1, out.output
         assert "same content" in out.output and "source 'workers'" in out.output
-    assert [s.name for s in lineage.sources(holder)] == ["workers"]
+    assert [s.name for s in sources.sources(holder)] == ["workers"]
 
     # A new content of the file stays the same source, as a new file version.
     with open(workers / "workers.csv", "a", encoding="utf-8") as f:
@@ -193,7 +193,7 @@ def test_registry_records_file_versions_and_refuses_one_file_under_two_names(set
     shown = json.loads(_cli("data", "source", "show", "workers", "--json").output)
     assert [v["rows"] for v in shown["files"]["workers"]] == [1200, 1201]
     assert shown["contract"] == str(contract.resolve())
-    assert lineage.source(holder, "workers").current_files()["workers"].sha256 == \
+    assert sources.source(holder, "workers").current_files()["workers"].sha256 == \
         shown["files"]["workers"][1]["sha256"]
     listed = _cli("data", "source", "list").output
     assert "workers" in listed and "2 file version(s)" in listed
@@ -203,7 +203,7 @@ def test_registry_records_file_versions_and_refuses_one_file_under_two_names(set
 def test_registration_is_atomic(settings, workers, monkeypatch):
     holder = settings.holder_dir
     contract = _write_cut(workers, "workers.yaml", TENS)
-    lineage.register(holder, "workers", contract, by="holder")
+    sources.register(holder, "workers", contract, by="holder")
     before = (holder / "sources" / "workers.json").read_bytes()
     (workers / "workers.csv").write_text("person_id,year,age,sex,region,wage\nP1,2020,30,女,北京,1.0\n",
                                          encoding="utf-8")
@@ -213,7 +213,7 @@ def test_registration_is_atomic(settings, workers, monkeypatch):
 
     monkeypatch.setattr(os, "replace", crash)
     with pytest.raises(OSError, match="disk gone"):
-        lineage.register(holder, "workers", contract, by="holder")
+        sources.register(holder, "workers", contract, by="holder")
     monkeypatch.undo()
     assert (holder / "sources" / "workers.json").read_bytes() == before
     assert sorted(p.name for p in (holder / "sources").iterdir()) == [".lock", "workers.json"]
