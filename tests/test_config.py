@@ -89,3 +89,18 @@ def test_enclave_database_migrations_build_the_models_schema_and_downgrade(tmp_p
         assert compare_metadata(MigrationContext.configure(conn), db.Base.metadata) == []
     command.downgrade(migrate.alembic_config(url, db.MIGRATIONS), "base")
     assert set(inspect(db.engine_for(url)).get_table_names()) == {"alembic_version"}
+
+
+def test_the_chinese_readme_gives_the_readmes_two_commands():
+    """README.zh-CN.md is a short translation: its set-up commands must stay the README's."""
+    import re
+
+    from enclave.settings import REPO_ROOT
+
+    def commands(name: str) -> list[str]:
+        text = (REPO_ROOT / name).read_text(encoding="utf-8")
+        block = re.search(r"```sh\n(.*?)```", text, re.S).group(1)
+        return [line.split("#")[0].strip() for line in block.splitlines() if line.strip()]
+
+    assert commands("README.md") == ["make demo", "make test"]
+    assert commands("README.zh-CN.md") == commands("README.md")
