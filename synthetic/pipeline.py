@@ -74,7 +74,7 @@ def release(
 
     The release is of the source the contract names: an unregistered source is registered with
     this contract, a new content of one of its files is recorded as a new file version, another
-    contract file is a cut of it (``lineage``). One release of a source is built at a time, so the
+    contract file is a cut of it (``sources``). One release of a source is built at a time, so the
     composition check sees every earlier release.
 
     Every attempt that gets as far as building (published, refused by a gate, or failed in
