@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from datetime import UTC, datetime
@@ -50,12 +51,18 @@ def release_tables(settings: Settings, release: str) -> dict[str, list[str]]:
     return {p.stem: pq.read_schema(p).names for p in sorted(data.glob("*.parquet"))}
 
 
+# Between column names: ',' and what a Chinese input method types for it ('，' and '、'). Column
+# names are identifiers (synthetic.contract.is_column_name), so none of these is ever part of one.
+_COLUMN_SEPARATORS = re.compile(r"[,，、]")
+
+
 def select_columns(tables: dict[str, list[str]], release: str, columns: list[str]) -> dict[str, list[str]]:
-    """``col`` (in every table that has it) or ``table.col``, resolved to table -> columns."""
+    """``col`` (in every table that has it) or ``table.col``, resolved to table -> columns.
+
+    An item may hold several names separated by ',', '，' or '、' (``性别，月收入``)."""
     chosen: dict[str, list[str]] = {}
     unknown = []
-    for spec in columns:
-        spec = spec.strip()
+    for spec in (s.strip() for item in columns for s in _COLUMN_SEPARATORS.split(item)):
         if not spec:
             continue
         if "." in spec:

@@ -5,6 +5,8 @@
   case notes that mention identifiers the way real notes do.
 * ``enterprises``: two tables, enterprises with valid unified social credit codes and their
   legal representatives, and yearly tax filings keyed by the credit code.
+* ``population_sample`` (人口抽样): one table whose column names are Chinese (编号, 性别, 年龄, 区县,
+  月收入, 诊断), as many holders' own tables are; the two datasets above have ASCII names.
 
 Every table carries a ``generated`` marker in its file name and its contract says ``generated:
 true``, which travels into the release's manifest, README and report.
@@ -231,6 +233,56 @@ ENTERPRISES_CONTRACT = {
     },
     "privacy": {"k": 5, "l": 2, "max_suppressed": 0.15},
 }
+
+
+def generate_population_sample(n: int = 1000, seed: int = 17) -> pd.DataFrame:
+    """GENERATED 人口抽样 (population sample): one row per sampled person, Chinese column names."""
+    rng = np.random.default_rng(seed)
+    districts = [district for _, _, _, district in REGIONS[:6]]
+    ages = rng.integers(18, 90, size=n)
+    return pd.DataFrame({
+        "编号": [f"RK{i:06d}" for i in rng.permutation(n)],
+        "性别": rng.choice(["男", "女"], size=n),
+        "年龄": ages,
+        "区县": rng.choice(districts, size=n),
+        "月收入": np.round(rng.lognormal(mean=np.where(ages < 65, 8.8, 8.1), sigma=0.5), 2),
+        "诊断": rng.choice(DIAGNOSES, size=n, p=[0.3, 0.2, 0.1, 0.1, 0.1, 0.2]),
+    })
+
+
+POPULATION_SAMPLE_CONTRACT = {
+    "name": "population_sample",
+    "description": "人口抽样：性别、年龄、区县、月收入与诊断（GENERATED demo data）",
+    "generated": True,
+    "tables": {
+        "人口抽样": {
+            "path": "人口抽样.generated.csv",
+            "primary_key": "编号",
+            "columns": {
+                "编号": {"role": "direct_identifier", "type": "string", "treatment": "pseudonymise",
+                         "description": "抽样编号"},
+                "性别": {"role": "quasi_identifier", "type": "string"},
+                "年龄": {"role": "quasi_identifier", "type": "integer", "treatment": "bands",
+                         "bins": [18, 30, 45, 60, 75, float("inf")], "description": "周岁"},
+                "区县": {"role": "quasi_identifier", "type": "string"},
+                "月收入": {"role": "measure", "type": "float", "treatment": "top_bottom", "bottom": "p1",
+                           "top": "p99", "description": "元",
+                           "uniqueness_accepted": "月收入保留原值（上下1%截尾）用于收入分析；不在任何可链接的公开来源中。"},
+                "诊断": {"role": "sensitive", "type": "string"},
+            },
+        }
+    },
+    "privacy": {"k": 5, "l": 2, "max_suppressed": 0.15},
+}
+
+
+def write_population_sample(folder: Path, n: int = 1000, seed: int = 17) -> Path:
+    """Write the GENERATED 人口抽样 table (UTF-8 CSV, Chinese header) and its contract."""
+    folder.mkdir(parents=True, exist_ok=True)
+    generate_population_sample(n, seed).to_csv(folder / "人口抽样.generated.csv", index=False)
+    path = folder / "population_sample.yaml"
+    path.write_text(yaml.safe_dump(POPULATION_SAMPLE_CONTRACT, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    return path
 
 
 def write_residents(folder: Path, n: int = 2000, seed: int = 7) -> Path:

@@ -79,7 +79,8 @@ def worst(findings: list[dict] | list[Finding]) -> str:
 _INT = re.compile(r"^\s*-?\d+\s*$")
 _WHOLE = re.compile(r"^\s*-?\d+\.0*\s*$")
 _COUNT_HEADER = re.compile(
-    r"count|^n$|^num|number|freq|total|cases|records|^obs|人数|数量|计数|频数|合计|户数", re.I
+    r"count|^n$|^num|number|freq|total|cases|records|^obs"
+    r"|人数|数量|计数|频数|频次|合计|总计|户数|例数|人次|次数|个数|件数|家数|样本量|样本数", re.I
 )
 _ID_HEADER = re.compile(
     r"(^|[_\s-]|[^\x00-\x7f])(id|name|phone|mobile|email|address|card)($|[_\s-]|[^\x00-\x7f])"
@@ -446,7 +447,7 @@ class ReleasedIndex:
         tables = []
         for release, folder in folders:
             for path in sorted(folder.rglob("*.csv")) if folder.is_dir() else []:
-                with path.open(newline="", encoding="utf-8", errors="replace") as fh:
+                with path.open(newline="", encoding="utf-8-sig", errors="replace") as fh:
                     rows = [r for r in csv.reader(fh)]
                 if len(rows) > 1:
                     width = len(rows[0])

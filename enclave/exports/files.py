@@ -123,7 +123,8 @@ def _utf8(name: str, data: bytes) -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise FileRejected(f"file {name!r} is not UTF-8 text (invalid byte at offset {exc.start})") from None
+        raise FileRejected(f"file {name!r} is not UTF-8 text (invalid byte at offset {exc.start}): save it as UTF-8"
+                           " (Excel: CSV UTF-8; pandas: encoding=\"utf-8-sig\"), not GBK or GB18030") from None
 
 
 def _sniff(data: bytes) -> str:
@@ -396,7 +397,9 @@ def _inspect(name: str, data: bytes, max_bytes: int) -> Inspected:
     # A table must be UTF-8 CSV unless it is plainly something else (then the type check fails it).
     if inspected.kind == "table" and inspected.sniffed not in ("png", "jpeg", "pdf"):
         inspected.text = _utf8(name, data)
-        inspected.rows = _table(name, ext, inspected.text)
+        # A byte order mark (pandas' encoding="utf-8-sig", which Excel needs to read Chinese) is no
+        # part of the first column's name: kept there, that name would match no released column.
+        inspected.rows = _table(name, ext, inspected.text.removeprefix("\ufeff"))
     elif inspected.sniffed in ("png", "jpeg"):
         meta = image_metadata(name, data)
         if meta:

@@ -115,7 +115,8 @@ def provenance(value) -> Provenance:
 
 def table(data: bytes, name: str, findings: list[dict]) -> Table:
     delimiter = "\t" if name.lower().endswith(".tsv") else ","
-    reader = csv.reader(io.StringIO(data.decode("utf-8", "replace"), newline=""), delimiter=delimiter)
+    # "utf-8-sig": a byte order mark is no part of the first column's name (see files.inspect).
+    reader = csv.reader(io.StringIO(data.decode("utf-8-sig", "replace"), newline=""), delimiter=delimiter)
     marks = flagged_cells(findings)
     header = next(reader, [])
     rows, total = [], 0
