@@ -90,6 +90,8 @@ DETAIL_KEYS: dict[str, str] = {
     "window": "the rolling window of an operator's egress budget in a workspace: `hour` or `day`",
     "request_id": "an export request",
     "title": "an export request's title",
+    "justification": "an export request's justification, in the requester's words: what the outputs are and how"
+                     " disclosure was controlled (at most 20,000 characters)",
     "files": "files of an export request (list of objects: name, sha256, size)",
     "file": "one file's name",
     "status": "a check's result: `pass`, `review` or `fail`",
@@ -211,7 +213,8 @@ ACTIONS: dict[str, Action] = {
                           " (recorded by the hub-side receiver, once per window's length)", "sandbox",
                           ("channel", "used", "budget", "window")),
     # Export review (the review service).
-    "export.request": Action("an export request submitted", "workspace", ("request_id", "files"), ("title",)),
+    "export.request": Action("an export request submitted", "workspace", ("request_id", "files"),
+                             ("title", "justification")),
     "export.check": Action("the automated checks' result for one file", "workspace",
                            ("request_id", "file", "status"), ("sha256", "checks")),
     "export.vote": Action("a reviewer's vote on one file (`sha256`: the version voted on)", "workspace",

@@ -426,6 +426,7 @@ class ExportService:
             s.add(Event(request_id=request_id, actor=actor.name, action="submit", from_state=None,
                         to_state=workflow.SUBMITTED, detail={"files": [u.name for u in uploads]}, at=now()))
             self._record(s, actor.name, "export.request", ws.name, request_id=request_id, title=title,
+                         justification=context,
                          files=[{"name": f.name, "sha256": f.sha256, "size": f.size} for f in added])
             for f in added:
                 self._record_check(s, actor.name, req, f)

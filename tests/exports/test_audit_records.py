@@ -38,7 +38,7 @@ def test_a_submission_is_recorded_with_its_files(hub, tokens, intake):
     record = record_of(hub, "export.request", rid)
     assert_by(record, "olga")
     assert record["detail"] == {
-        "request_id": rid, "title": "各区人数 by region",
+        "request_id": rid, "title": "各区人数 by region", "justification": "Tables for the report.",
         "files": [{"name": name, "sha256": sha(data), "size": len(data)} for name, data in files.items()],
     }
     hub.verify_audit_log()
