@@ -9,7 +9,7 @@ SANDBOX_ENV := .venv-sandbox
 NODE_BIN := node_modules/.bin
 export ENCLAVE_HOME ?= $(CURDIR)/var
 
-.PHONY: demo test setup system-deps hub-env sandbox-env proxy test-deps clean
+.PHONY: demo test setup system-deps hub-env sandbox-env proxy test-deps catalogues clean
 
 demo: setup
 	$(VENV)/bin/enclave demo
@@ -129,6 +129,15 @@ test-deps:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	  else echo "The tests need:$$missing. Run: sudo apt-get install -y$$missing"; exit 1; fi; \
 	fi
+
+# Translations: extract the texts babel.cfg covers into enclave/locale/enclave.pot (generated, not
+# kept) and merge them into each locale's catalogue, enclave/locale/<locale>/LC_MESSAGES/enclave.po;
+# then translate what is new or marked fuzzy there. The .po files are compiled when loaded
+# (enclave/i18n.py says why): nothing to compile here. tests/test_catalogues.py checks them.
+catalogues: hub-env
+	$(VENV)/bin/pybabel extract -F babel.cfg --project=Enclave \
+	  --msgid-bugs-address= --copyright-holder= -o enclave/locale/enclave.pot .
+	$(VENV)/bin/pybabel update -i enclave/locale/enclave.pot -d enclave/locale -D enclave --no-wrap --ignore-obsolete
 
 clean:
 	rm -rf $(VENV) $(SANDBOX_ENV) node_modules

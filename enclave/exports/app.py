@@ -44,6 +44,7 @@ from tornado.ioloop import IOLoop
 from tornado.log import app_log
 from tornado.netutil import bind_unix_socket
 
+from .. import i18n
 from ..hub_oauth import RevocableHubOAuth
 from ..services import error_message, stop_with_parent
 from ..settings import Settings, load_settings_or_exit
@@ -194,10 +195,19 @@ class BaseHandler(HubOAuthenticated, web.RequestHandler):
             return
         super()._handle_request_exception(e)
 
+    def page_locale(self) -> str:
+        """The language of this request's pages: the browser's (``Accept-Language``), English by default.
+        (The account's stored choice, once the hub keeps one, goes to :func:`i18n.negotiate` as its
+        ``preference``.)"""
+        return i18n.negotiate(self.request.headers.get("Accept-Language"))
+
     def render_page(self, template: str, **ns) -> str:
         model = self.current_user or {}
         actor = Actor.from_hub(model) if model else None
-        env: Environment = self.settings["jinja"]
+        locale = self.page_locale()
+        env: Environment = self.settings["jinja"][locale]
+        self.set_header("Content-Language", i18n.HTML_LANG[locale])
+        self.add_header("Vary", "Accept-Language")
         return env.get_template(template).render(
             prefix=self.prefix, user=model.get("name", ""), xsrf=self.xsrf_token.decode(),
             can_review=bool(actor and (actor.can_review or actor.is_admin)),
@@ -459,7 +469,7 @@ class QueuePage(Page):
             return urlencode(args)
 
         self.finish(self.render_page(
-            "queue.html", heading="My export requests" if self.mine else "Review queue", mine=self.mine,
+            "queue.html", mine=self.mine,
             result=result, awaiting=awaiting, filters=filters, states=list(workflow.STATES), workspaces=reviewed,
             query=query,
         ))
@@ -644,7 +654,10 @@ def make_app(service: ExportService, prefix: str, hub_base: str = "/") -> web.Ap
     servers are under it)."""
     p = prefix.rstrip("/") + "/"
     rid, fid = r"([0-9a-f]{32})", r"(\d+)"
-    jinja = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]))
+    # One environment per language: each has its translations and formatters installed.
+    jinja = {locale: i18n.environment(locale, loader=FileSystemLoader(TEMPLATES), extensions=["jinja2.ext.do"],
+                                      autoescape=select_autoescape(["html"]))
+             for locale in i18n.LOCALES}
     routes = [
         (p, HomePage),
         (p + "oauth_callback", HubOAuthCallbackHandler),

@@ -1,0 +1,88 @@
+"""The review service's pages in Simplified Chinese for a browser that asks for it, in English otherwise.
+
+A request with a Chinese file name and title goes through the package's real hub; a reviewer and the
+requester fetch its pages through the proxy with and without ``Accept-Language: zh-CN``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+
+import pytest
+
+ZH = {"Accept-Language": "zh-CN,zh;q=0.9,en;q=0.8"}
+TITLE = "各区人数统计"
+FILE = "区域人数.csv"
+
+
+def table() -> bytes:
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerows([["区域", "人数"], ["北区", "120"], ["南区", "340"]])
+    return out.getvalue().encode()
+
+
+@pytest.fixture(scope="module")
+def request_id(client, tokens) -> str:
+    r = client(tokens["olga@ws1"]).submit({FILE: table()}, title=TITLE, context="季度报告用的各区人数。")
+    assert r.status_code == 201, r.text
+    return r.json()["id"]
+
+
+@pytest.fixture(scope="module")
+def rita(hub):
+    return hub.login("rita")
+
+
+def get(session, url: str, headers: dict | None = None, status: int = 200):
+    r = session.get(url, headers=headers or {}, timeout=30)
+    assert r.status_code == status, r.text[:500]
+    assert r.headers["Vary"].lower().count("accept-language") == 1
+    return r
+
+
+def test_the_queue_and_a_request_page_in_chinese(hub, rita, request_id):
+    queue = get(rita, f"{hub.service}/queue", ZH)
+    assert queue.headers["Content-Language"] == "zh-CN"
+    html = queue.text
+    assert '<html lang="zh-CN">' in html
+    for text in ("<title>审核队列 · Enclave</title>", "<h1>审核队列</h1>", "待您投票", "全部导出申请",
+                 ">筛选</button>", ">任意时间</option>", ">已提交</span>", "<th>申请人</th>", TITLE):
+        assert text in html, text
+    # Dates as Chinese readers write them: 2026/3/5 14:07 UTC.
+    assert re.search(r'<time datetime="[^"]+">\d{4}/\d{1,2}/\d{1,2} \d{2}:\d{2} UTC</time>', html)
+    for english in ("Review queue", "Awaiting your vote", "Filter", "Submitted"):
+        assert english not in html, english
+
+    page = get(rita, f"{hub.service}/requests/{request_id}", ZH).text
+    assert '<html lang="zh-CN">' in page
+    for text in ("<h2>下一步</h2>", "有 1 个文件待您投票：", f"对 {FILE} 投票", ">批准</option>",
+                 ">退回修改</option>", ">拒绝</option>", "理由（必填）", "<th>提交时间</th>", "每个文件需 2 票",
+                 "<h2>历史记录</h2>", "投票互不可见", "仅审核人", "添加评论", ">检查：通过</span>", ">待定</span>",
+                 "第 1 版 · 36字节 · 文本", "<th>检查项</th>"):
+        assert text in page, text
+    assert re.search(r"\d{4}年\d{1,2}月\d{1,2}日 \d{2}:\d{2}:\d{2} UTC", page)
+    for english in ("Next step", "Your vote", "Add comment", "History", "bytes", "KiB"):
+        assert english not in page, english
+
+
+def test_the_same_pages_in_english_by_default(hub, rita, request_id):
+    for headers in ({}, {"Accept-Language": "en-US,en;q=0.9"}, {"Accept-Language": "fr-FR, de;q=0.8"}):
+        queue = get(rita, f"{hub.service}/queue", headers)
+        assert queue.headers["Content-Language"] == "en"
+        assert '<html lang="en">' in queue.text and "<h1>Review queue</h1>" in queue.text and TITLE in queue.text
+        assert "审核队列" not in queue.text and "待您投票" not in queue.text
+        page = get(rita, f"{hub.service}/requests/{request_id}", headers).text
+        for text in ("<h2>Next step</h2>", f"Vote on {FILE}", "version 1 · 36 bytes · text", "Reason (required)"):
+            assert text in page, text
+        assert "下一步" not in page and "批准" not in page
+        assert re.search(r"[A-Z][a-z]{2} \d{1,2}, \d{4}, \d{1,2}:\d{2}:\d{2}\s[AP]M UTC", page)
+
+
+def test_the_requesters_list_and_an_error_page_in_chinese(hub, request_id):
+    olga = hub.login("olga")
+    mine = get(olga, f"{hub.service}/mine", ZH).text
+    assert "<h1>我的导出申请</h1>" in mine and TITLE in mine and "共 " in mine
+    missing = get(olga, f"{hub.service}/requests/{'0' * 32}", ZH, status=404).text
+    assert '<html lang="zh-CN">' in missing and "<title>错误 404 · Enclave</title>" in missing
