@@ -19,7 +19,7 @@ from typing import Literal, Union, get_args, get_origin
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from .contract import DEFAULT_TREATMENT, TREATMENT_TYPES, TREATMENTS, ColumnType, Contract
+from .contract import DEFAULT_TREATMENT, TREATMENT_TYPES, TREATMENTS, ColumnType, Contract, _inner
 
 DOC_PATH = Path(__file__).resolve().parent.parent / "docs" / "contracts.md"
 COMMAND = "python -m synthetic.contract_reference"
@@ -185,14 +185,6 @@ is exactly one of:
   real rows, scored on real rows (`accuracy` or `roc_auc`); the release's may be at most
   `tolerance` lower.
 """
-
-
-def _inner(annotation: object) -> object:
-    if get_origin(annotation) in (Union, types.UnionType):
-        args = [a for a in get_args(annotation) if a is not type(None)]
-        if len(args) == 1:
-            return args[0]
-    return annotation
 
 
 def _is_model(tp: object) -> bool:

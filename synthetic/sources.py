@@ -118,34 +118,29 @@ def _source_path(holder_dir: Path, name: str) -> Path:
 
 
 @contextlib.contextmanager
-def locked(holder_dir: Path) -> Iterator[None]:
+def _exclusive(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (created 0600 in a 0700 folder) for the block."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def locked(holder_dir: Path) -> contextlib.AbstractContextManager[None]:
     """Hold the registry's lock: registrations, lineage records and composition checks of one
     holder never interleave (a release checked against its source's releases while another is
     being recorded would miss it)."""
-    folder = _sources_dir(holder_dir)
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(folder / ".lock", os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
+    return _exclusive(_sources_dir(holder_dir) / ".lock")
 
 
-@contextlib.contextmanager
-def releasing(holder_dir: Path, name: str) -> Iterator[None]:
+def releasing(holder_dir: Path, name: str) -> contextlib.AbstractContextManager[None]:
     """Hold ``name``'s release lock for a whole release (composition check, publishing, lineage
     record): two releases of one source at once would each be checked without the other."""
-    folder = _sources_dir(holder_dir)
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(_source_path(holder_dir, name).with_suffix(".release-lock"), os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
+    return _exclusive(_source_path(holder_dir, name).with_suffix(".release-lock"))
 
 
 def _write_json(path: Path, data: dict) -> None:
