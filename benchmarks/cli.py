@@ -167,6 +167,7 @@ def commands(seeded: dict, out: Path) -> list[Command]:
         # The CLI's socket's own route (not on the HTTP API); the service hashes the password (Argon2id).
         Command("user set-password", lambda i: ["user", "set-password", "alice", "--password-stdin"], FAST,
                 stdin=PASSWORD + "\n"),
+        Command("user set-language", lambda i: ["user", "set-language", "alice", ("zh_CN", "en")[i % 2]], FAST),
         Command("user throttles", lambda i: ["user", "throttles"], FAST),
         Command("user clear-throttle", lambda i: ["user", "clear-throttle", "alice"], FAST),
         Command("workspace create", lambda i: ["workspace", "create", f"bench{i}", "--purpose", PURPOSE,

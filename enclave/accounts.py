@@ -302,6 +302,10 @@ def remove_user(settings: Settings, username: str, record=None, *, session=None)
         memberships = sorted(f"{m.workspace_name}:{m.role}" for m in
                              s.scalars(select(db.Membership).where(db.Membership.username == username)))
         s.delete(account)
+        # A later account of the same name chooses its own language.
+        preference = s.get(db.LanguagePreference, username)
+        if preference is not None:
+            s.delete(preference)
         s.flush()
         if record is not None:
             record("account.remove", detail={"user": username, "roles": sorted(account.role_names),

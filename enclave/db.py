@@ -39,6 +39,8 @@ ACCOUNT_STATES = ("active", "disabled")
 WORKSPACE_STATES = ("active", "frozen", "archived")
 # An attachment waits for the data holder's consent before its release is mounted.
 ATTACHMENT_STATUSES = ("awaiting_consent", "attached")
+# The languages a person may choose (enclave.i18n.LOCALES, in the order the migration wrote them).
+LANGUAGES = ("zh_CN", "en")
 
 # Workspace names become URL path segments and directory names; keep them boring.
 WORKSPACE_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,38}[a-z0-9]$|^[a-z0-9]$")
@@ -193,6 +195,18 @@ class Source(Base):
     name: Mapped[str] = mapped_column(String(100), primary_key=True)
     holder: Mapped[str] = mapped_column(ForeignKey("accounts.username"))
     registered_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class LanguagePreference(Base):
+    """The language a person reads Enclave in, chosen on the hub's home page (enclave.languages).
+    Keyed by user name, not by account: users of an identity provider have no Enclave account."""
+
+    __tablename__ = "language_preferences"
+    __table_args__ = (CheckConstraint(f"language IN {LANGUAGES}", name="known_language"),)
+
+    username: Mapped[str] = mapped_column(String(255), primary_key=True)
+    language: Mapped[str] = mapped_column(String(16))
+    changed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
 
 
 MIGRATIONS = Path(__file__).parent / "db_migrations"

@@ -20,13 +20,13 @@ from jupyterhub.apihandlers.users import UserServerAPIHandler
 from jupyterhub.app import JupyterHub
 from jupyterhub.handlers.base import BaseHandler
 from jupyterhub.handlers.login import LogoutHandler
-from jupyterhub.handlers.pages import SpawnHandler
+from jupyterhub.handlers.pages import HomeHandler, SpawnHandler
 from jupyterhub.scopes import needs_scope
 from tornado import web
 from tornado.ioloop import PeriodicCallback
 
-from . import accounts, rbac, workspaces
-from .audit.client import AuditError
+from . import accounts, i18n, languages, rbac, workspaces
+from .audit.client import AuditClient, AuditError, Recorder
 from .audit.hub import audit_service, hub_records
 from .exports.hub import exports_service
 from .host_state import tighten
@@ -92,6 +92,61 @@ class RecordedServerAPIHandler(UserServerAPIHandler):
         return await super().delete(user_name, server_name)
 
 
+class LanguageHomeHandler(HomeHandler):
+    """The home page, with the language setting showing the user's choice: the one stored
+    (enclave.languages), else what their browser's ``Accept-Language`` asks for."""
+
+    def initialize(self, enclave_settings: Settings):
+        self.enclave_settings = enclave_settings
+
+    def get_content_type(self):
+        # JupyterHub says text/html without a charset: the page's Chinese would then be read as Latin-1
+        # by any client that does not look for the page's own <meta charset>.
+        return "text/html; charset=UTF-8"
+
+    @property
+    def template_namespace(self):
+        namespace = super().template_namespace
+        user = self.current_user
+        stored = languages.language_of(self.enclave_settings, user.name) if user is not None else None
+        namespace.update(enclave_language=i18n.negotiate(self.request.headers.get("Accept-Language"), stored),
+                         enclave_language_stored=stored is not None)
+        return namespace
+
+
+class LanguageHandler(BaseHandler):
+    """``POST /hub/language`` (the home page's language setting): store the logged-in user's
+    language, then go back to the home page. The form names no user: one sets only one's own
+    language (admins set another's with ``enclave user set-language``). JupyterHub's login and XSRF
+    checks apply, as to its own forms; the change is recorded (``account.language_set``) before it
+    is stored, and is not made when the audit log cannot take the record."""
+
+    FIELDS = {"language", "_xsrf"}
+
+    def initialize(self, enclave_settings: Settings, audit: AuditClient):
+        self.enclave_settings = enclave_settings
+        self.audit = audit
+
+    @web.authenticated
+    async def post(self):
+        user = self.current_user
+        if getattr(user, "kind", "user") != "user":
+            raise web.HTTPError(403, "only a person chooses a language: a service's token is refused")
+        unknown = sorted(set(self.request.body_arguments) - self.FIELDS)
+        if unknown:
+            raise web.HTTPError(400, f"unknown field(s) {', '.join(unknown)}: this form sets only your own language")
+        language = self.get_body_argument("language", "")
+        try:
+            await asyncio.to_thread(languages.set_language, self.enclave_settings, user.name, language,
+                                    Recorder(self.audit, "hub", user.name))
+        except languages.LanguageError as exc:
+            raise web.HTTPError(400, str(exc)) from None
+        except AuditError as exc:
+            self.log.error("language of %s not changed: the audit log did not take its record (%s)", user.name, exc)
+            raise web.HTTPError(503, "your language was not changed: the audit log cannot record it") from None
+        self.redirect(f"{self.hub.base_url}home")
+
+
 class AdminPageHandler(BaseHandler):
     """The admin page: accounts, workspaces and running sandboxes, with the one action an Enclave
     admin takes here, stopping a sandbox. JupyterHub's own page offers to add users, start servers
@@ -140,7 +195,11 @@ class EnclaveHub(JupyterHub):
     def init_handlers(self):
         super().init_handlers()
         settings = self.config.SandboxSpawner.enclave_settings
+        # Before JupyterHub's own routes, so that /home is Enclave's. (Not JupyterHub.extra_handlers:
+        # deprecated since JupyterHub 3.1, and added after JupyterHub's routes.)
         self.handlers[:0] = self.add_url_prefix(self.hub_prefix, [
+            (r"/home", LanguageHomeHandler, {"enclave_settings": settings}),
+            (r"/language", LanguageHandler, {"enclave_settings": settings, "audit": AuditClient(settings)}),
             (r"/spawn/([^/]+)/([^/]+)", WorkspaceSpawnHandler, {"enclave_settings": settings}),
             (r"/logout", RecordedLogoutHandler, {"enclave_settings": settings}),
             (r"/api/users/([^/]+)/servers/([^/]*)", RecordedServerAPIHandler),

@@ -49,6 +49,7 @@ DETAIL_KEYS: dict[str, str] = {
     "roles": "roles of an account, or the member's role in a workspace (list of names)",
     "role": "a workspace role: `operator`, `reviewer` or `owner`",
     "expires_at": "when an account or workspace expires (ISO 8601, UTC; null: never)",
+    "language": "the language a person reads Enclave in: `zh_CN` (Simplified Chinese) or `en` (English)",
     "memberships": "an account's workspace memberships, as `workspace:role`",
     "source": "a data holder's source: the name its releases carry before `@`",
     "purpose": "a workspace's purpose: its approved scenario of use",
@@ -152,6 +153,9 @@ ACTIONS: dict[str, Action] = {
                              ("memberships",)),
     "account.expire": Action("an account past its expiry: its sandboxes stopped, its sessions ended and its"
                              " tokens revoked (by the provisioning service)", "hub", ("user", "expires_at")),
+    "account.language_set": Action("the language a person reads Enclave in (`zh_CN` or `en`), chosen on the hub's"
+                                   " home page or set by an admin; also for users of an identity provider",
+                                   "hub", ("user", "language")),
     # Sources and their data holders.
     "source.holder_set": Action("a source registered as a data holder's, or handed to another holder", "hub",
                                 ("source", "user"), ("before",)),

@@ -198,6 +198,20 @@ def show(ctx, name: str, fmt: str) -> None:
                    f" workspaces {', '.join(holds['workspaces']) or '-'}")
 
 
+@user.command("set-language")
+@click.argument("name")
+@click.argument("language", metavar="zh_CN|en")
+@pass_ctx
+def set_language(ctx, name: str, language: str) -> None:
+    """Set the language NAME reads Enclave in: zh_CN (简体中文) or en (English), as they would on the
+    hub's home page; Enclave's pages show it from their next load.
+    NAME may also be a user of an identity provider (who has no Enclave account)."""
+    from ..provisioning.client import path
+
+    ctx.api("PUT", path("languages", name), {"language": language})
+    click.echo(f"{name} reads Enclave in {'简体中文 (zh_CN)' if language == 'zh_CN' else 'English (en)'}")
+
+
 @user.command("throttles")
 @pass_ctx
 def throttles(ctx) -> None:

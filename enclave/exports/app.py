@@ -44,7 +44,7 @@ from tornado.ioloop import IOLoop
 from tornado.log import app_log
 from tornado.netutil import bind_unix_socket
 
-from .. import i18n
+from .. import i18n, languages
 from ..hub_oauth import RevocableHubOAuth
 from ..services import error_message, stop_with_parent
 from ..settings import Settings, load_settings_or_exit
@@ -196,10 +196,12 @@ class BaseHandler(HubOAuthenticated, web.RequestHandler):
         super()._handle_request_exception(e)
 
     def page_locale(self) -> str:
-        """The language of this request's pages: the browser's (``Accept-Language``), English by default.
-        (The account's stored choice, once the hub keeps one, goes to :func:`i18n.negotiate` as its
-        ``preference``.)"""
-        return i18n.negotiate(self.request.headers.get("Accept-Language"))
+        """The language of this request's pages: the one the caller chose on the hub's home page
+        (stored in Enclave's database, :mod:`enclave.languages`), else their browser's
+        (``Accept-Language``), else English."""
+        name = (self.current_user or {}).get("name")
+        preference = languages.language_of(self.service.settings, name) if name else None
+        return i18n.negotiate(self.request.headers.get("Accept-Language"), preference)
 
     def render_page(self, template: str, **ns) -> str:
         model = self.current_user or {}
@@ -553,8 +555,17 @@ class RequestPage(Page):
         self.redirect(f"{self.prefix}requests/{request_id}#{anchor}", status=303)
 
 
-def _state_words(state: str) -> str:
-    return state.replace("_", " ")
+def _state_words(_, state: str) -> str:
+    """A request's state in words, translated by ``_`` (as ``labels.html`` words it)."""
+    return {"submitted": _("submitted"), "in_review": _("in review"), "returned": _("returned"),
+            "approved": _("approved"), "rejected": _("rejected"), "released": _("released"),
+            "withdrawn": _("withdrawn"), "revoked": _("revoked")}.get(state) or state.replace("_", " ")
+
+
+def _vote_words(_, decision: str) -> str:
+    """A reviewer's vote in words, translated by ``_`` (as ``labels.html`` words it)."""
+    return {"approve": _("approve"), "request_changes": _("request changes"),
+            "reject": _("reject")}.get(decision) or decision.replace("_", " ")
 
 
 class VotePage(RequestPage):
@@ -563,12 +574,14 @@ class VotePage(RequestPage):
         await self.post_action(request_id, VotesAPI.operation_path, lambda f: self.service.vote(
             actor, request_id, f["file_id"], f["decision"], f["reason"]), self.voted)
 
-    @staticmethod
-    def voted(fields: dict, result: dict) -> tuple[str, str]:
-        message = f"Your vote on {result['file']} is recorded: {_state_words(result['decision'])}."
+    def voted(self, fields: dict, result: dict) -> tuple[str, str]:
+        _ = i18n.translations(self.page_locale()).gettext
+        message = _("Your vote on %(file)s is recorded: %(decision)s.") % {
+            "file": result["file"], "decision": _vote_words(_, result["decision"])}
         if result["state"] not in (workflow.SUBMITTED, workflow.IN_REVIEW):
             # The vote decided the request: the top of the page says what happened and what is next.
-            return "top", f"{message} The votes decided the request: it is {_state_words(result['state'])}."
+            return "top", _("%(vote)s The votes decided the request: it is %(state)s.") % {
+                "vote": message, "state": _state_words(_, result["state"])}
         return f"file-{fields['file_id']}", message
 
 
@@ -576,16 +589,21 @@ class TransitionPage(RequestPage):
     async def post(self, request_id):
         actor = self.actor()
         await self.post_action(request_id, TransitionsAPI.operation_path, lambda f: self.service.transition(
-            actor, request_id, f["to"], f.get("reason", "")),
-            lambda f, result: ("top", f"Done: the request is {_state_words(result['state'])}."))
+            actor, request_id, f["to"], f.get("reason", "")), self.transitioned)
+
+    def transitioned(self, fields: dict, result: dict) -> tuple[str, str]:
+        _ = i18n.translations(self.page_locale()).gettext
+        return "top", _("Done: the request is %(state)s.") % {"state": _state_words(_, result["state"])}
 
 
 class CommentPage(RequestPage):
     async def post(self, request_id):
         actor = self.actor()
         await self.post_action(request_id, CommentsAPI.operation_path, lambda f: self.service.comment(
-            actor, request_id, f["text"], f.get("visibility", "private")),
-            lambda f, result: (f"comment-{result['id']}", "Your comment is added."))
+            actor, request_id, f["text"], f.get("visibility", "private")), self.added)
+
+    def added(self, fields: dict, result: dict) -> tuple[str, str]:
+        return f"comment-{result['id']}", i18n.translations(self.page_locale()).gettext("Your comment is added.")
 
 
 class FilePage(Page):

@@ -59,7 +59,7 @@ from tornado.ioloop import IOLoop
 from tornado.log import app_log
 from tornado.netutil import bind_unix_socket
 
-from .. import accounts, logins, sources, workspaces
+from .. import accounts, languages, logins, sources, workspaces
 from ..audit.client import AuditClient, AuditError, AuditRecordRefused, AuditUnavailable, Recorder
 from ..exports import openapi as validation
 from ..exports.service import BadInput, ExportError
@@ -84,7 +84,8 @@ _OS_USER = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}\$?$")
 _UNKNOWN = re.compile(r"^no (?:account|workspace) named '([^']*)'")
 # RFC 3339's date and time with its offset, as JSON Schema's "date-time" format.
 _MOMENT = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$", re.IGNORECASE)
-_SERVICE_LAYER_ERRORS = (accounts.AccountError, workspaces.WorkspaceError, sources.SourceError, SupplyError)
+_SERVICE_LAYER_ERRORS = (accounts.AccountError, workspaces.WorkspaceError, sources.SourceError, SupplyError,
+                         languages.LanguageError)
 
 
 def cli_socket(settings: Settings) -> Path:
@@ -427,6 +428,15 @@ class AccountExpiryAPI(BaseHandler):
         actor = self.admin()
         expires_at = _moment(self.json_body()["expires_at"], "expires_at")
         self.write_json(_account(await self.change(actor, accounts.set_expiry, self.params["username"], expires_at)))
+
+
+class LanguageAPI(BaseHandler):
+    operation_path = "/languages/{username}"
+
+    async def put(self, _):
+        actor = self.admin()
+        await self.change(actor, languages.set_language, self.params["username"], self.json_body()["language"])
+        self.set_status(204)
 
 
 class AccountThrottlesAPI(BaseHandler):
@@ -782,7 +792,7 @@ def api_routes(prefix: str) -> list[tuple[str, type]]:
     """The API's routes under ``prefix``: one per path of the OpenAPI document, and the document."""
     a = prefix.rstrip("/") + "/api"
     handlers = [OpenAPIHandler, AccountsAPI, AccountAPI, AccountRolesAPI, AccountDisableAPI, AccountEnableAPI,
-                AccountExpiryAPI, AccountThrottlesAPI, ThrottlesAPI, WorkspacesAPI, WorkspaceAPI, PurposeAPI, HolderAPI, ExpiryAPI, SeparationAPI,
+                AccountExpiryAPI, AccountThrottlesAPI, LanguageAPI, ThrottlesAPI, WorkspacesAPI, WorkspaceAPI, PurposeAPI, HolderAPI, ExpiryAPI, SeparationAPI,
                 LimitsAPI, GuardAPI, ExportPolicyAPI, WorkspaceStatusAPI, MembersAPI, MemberAPI, ReleasesAPI,
                 ReleaseAPI, FreezeAPI, UnfreezeAPI, ArchiveAPI, StoreAPI, SourcesAPI, SourceHolderAPI, ConsentsAPI,
                 ConsentAPI, RefuseAPI, ApplyAPI]

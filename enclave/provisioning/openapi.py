@@ -241,6 +241,11 @@ def openapi_document(prefix: str) -> dict:
                                                                " GET /throttles names it)",
                                                 "schema": {"type": "string", "minLength": 1, "maxLength": 200}}]),
         },
+        "/languages/{username}": {
+            "put": _op("Set the language the person reads Enclave in, as they would on the hub's home page (admins)",
+                       {"204": {"description": "Stored"}, **_NOT_FOUND, **_CHANGE}, parameters=[_P_USER],
+                       requestBody=_body({"language": {"type": "string", "enum": list(db.LANGUAGES)}}, ["language"])),
+        },
         "/throttles": {
             "get": _op("The clients whose failed logins are on record, by account and client, and until when"
                        " each client's logins for the account are refused (admins)",
