@@ -30,7 +30,7 @@ from jupyterhub.httpclient import fetch
 from tornado import web
 from tornado.log import app_log
 
-from .. import accounts, sources, supply, workspaces
+from .. import accounts, i18n, languages, sources, supply, workspaces
 from ..audit.client import AuditUnavailable
 from ..exports import openapi as validation
 from ..exports.service import BadInput, ExportError
@@ -46,31 +46,43 @@ PAGE_CSP = ("default-src 'none'; script-src 'none'; style-src 'unsafe-inline'; i
 # The confirmation a page shows once after a form is sent: a signed cookie the next page takes.
 FLASH_COOKIE = "enclave-provisioning-flash"
 FLASH_MAX_AGE_DAYS = 10 / (24 * 60)
+
+
+def N_(text: str) -> str:
+    """Marks ``text`` for translation (``make catalogues`` extracts it) where it is defined; the page
+    showing it translates it in the reader's language (``{{ _(words) }}``)."""
+    return text
+
+
 # The guard settings a workspace's page offers (enclave_guard.policy.GuardSettings; the guard checks
 # them): key -> (type, words).
 GUARD_FIELDS = {
-    "upload_max_mb": (float, "largest notebook or text file uploaded or saved (MiB)"),
-    "read_max_mb": (float, "largest notebook or text file read through the contents API (MiB)"),
-    "output_message_max_kb": (int, "largest output message (KiB)"),
-    "output_cell_max_kb": (int, "output of one execution (KiB)"),
-    "output_connection_max_kb": (int, "unanswered output of one kernel connection (KiB)"),
-    "export_max_mb": (float, "largest file submitted for export review (MiB)"),
-    "egress_hour_mb": (float, "egress budget per rolling hour (MiB)"),
-    "egress_day_mb": (float, "egress budget per rolling day (MiB)"),
-    "terminals": (bool, "terminals (in a sandbox of their own, input recorded)"),
+    "upload_max_mb": (float, N_("largest notebook or text file uploaded or saved (MiB)")),
+    "read_max_mb": (float, N_("largest notebook or text file read through the contents API (MiB)")),
+    "output_message_max_kb": (int, N_("largest output message (KiB)")),
+    "output_cell_max_kb": (int, N_("output of one execution (KiB)")),
+    "output_connection_max_kb": (int, N_("unanswered output of one kernel connection (KiB)")),
+    "export_max_mb": (float, N_("largest file submitted for export review (MiB)")),
+    "egress_hour_mb": (float, N_("egress budget per rolling hour (MiB)")),
+    "egress_day_mb": (float, N_("egress budget per rolling day (MiB)")),
+    "terminals": (bool, N_("terminals (in a sandbox of their own, input recorded)")),
 }
 # A workspace's export policy: what it may set over [exports] (enclave.workspaces.EXPORT_POLICY_KEYS).
 EXPORT_POLICY_FIELDS = {
-    "approvals_required": "approvals each file needs", "min_cell_count": "smallest cell count",
-    "round_base": "counts rounded to a multiple of", "nk_n": "dominance: the largest n contributors",
-    "nk_k": "dominance: may not hold more than (share)", "p_ratio": "p% rule ratio",
-    "max_file_mb": "largest file (MiB)", "max_files_per_request": "files per request",
-    "max_csv_rows": "rows of a CSV file",
+    "approvals_required": N_("approvals each file needs"), "min_cell_count": N_("smallest cell count"),
+    "round_base": N_("counts rounded to a multiple of"), "nk_n": N_("dominance: the largest n contributors"),
+    "nk_k": N_("dominance: may not hold more than (share)"), "p_ratio": N_("p%% rule ratio"),
+    "max_file_mb": N_("largest file (MiB)"), "max_files_per_request": N_("files per request"),
+    "max_csv_rows": N_("rows of a CSV file"),
 }
 LIMIT_FIELDS = {
-    "memory_mb": "memory (MiB)", "cpus": "CPUs", "pids": "processes", "max_file_mb": "largest file (MiB)",
-    "disk_mb": "home disk quota (MiB)", "tmp_mb": "/tmp (MiB)",
+    "memory_mb": N_("memory (MiB)"), "cpus": N_("CPUs"), "pids": N_("processes"),
+    "max_file_mb": N_("largest file (MiB)"),
+    "disk_mb": N_("home disk quota (MiB)"), "tmp_mb": N_("/tmp (MiB)"),
 }
+# The roles of accounts and of workspace members, in words (the pages translate them).
+ROLE_WORDS = {"admin": N_("admin"), "holder": N_("holder"), "operator": N_("operator"),
+              "reviewer": N_("reviewer"), "owner": N_("owner")}
 _REFUSALS = (ExportError, ReleaseError, AuditUnavailable, *app._SERVICE_LAYER_ERRORS)
 
 
@@ -84,10 +96,6 @@ def _moment_field(raw: str, field: str) -> str | None:
     except ValueError:
         raise BadInput(f"{field} {raw!r} is not a date and time (2027-06-30T00:00, UTC)") from None
     return (moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment).isoformat()
-
-
-def _shown_moment(moment: datetime | None) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC") if moment else ""
 
 
 def _input_moment(moment: datetime | None) -> str:
@@ -130,15 +138,40 @@ class Page(app.BaseHandler):
         message = error_message(exc) or (str(exc) if isinstance(exc, _REFUSALS) else None) or self._reason
         self.finish(self.render_page("error.html", status=status_code, reason=self._reason, message=message))
 
-    def initialize(self, templates: Environment) -> None:
+    def initialize(self, templates: dict[str, Environment]) -> None:
         self.templates = templates
+        self._locale: str | None = None
+
+    def page_locale(self) -> str:
+        """The language of this request's pages and messages: the one the caller chose on the hub's
+        home page (:mod:`enclave.languages`), else their browser's (``Accept-Language``), else English.
+        Read once per request."""
+        if self._locale is None:
+            actor = getattr(self, "_actor", None)
+            preference = languages.language_of(self.enclave_settings, actor.name) if actor else None
+            self._locale = i18n.negotiate(self.request.headers.get("Accept-Language"), preference)
+        return self._locale
+
+    def _(self, text: str, **values) -> str:
+        """``text`` in the page's language, its ``%(name)s`` placeholders filled with ``values``."""
+        translated = i18n.translations(self.page_locale()).gettext(text)
+        return translated % values if values else translated
+
+    def _expires_message(self, name: str, expires: str | None) -> str:
+        """The confirmation of an expiry set: the moment as it was typed (UTC), or never."""
+        if not expires:
+            return self._("%(name)s never expires.", name=name)
+        return self._("%(name)s expires %(moment)s.", name=name, moment=expires[:16].replace("T", " ") + " UTC")
 
     def render_page(self, template: str, **ns) -> str:
         actor = getattr(self, "_actor", None)
-        return self.templates.get_template(template).render(
+        locale = self.page_locale()
+        self.set_header("Content-Language", i18n.HTML_LANG[locale])
+        self.add_header("Vary", "Accept-Language")
+        return self.templates[locale].get_template(template).render(
             prefix=self.prefix, user=actor.name if actor else "", xsrf=self.xsrf_token.decode(),
             is_admin=bool(actor and actor.is_admin), is_holder=bool(actor and actor.is_holder),
-            hub_home=self.enclave_settings.public_url.rstrip("/") + "/hub/home", **ns)
+            hub_home=self.enclave_settings.public_url.rstrip("/") + "/hub/home", role_words=ROLE_WORDS, **ns)
 
     def flash(self, message: str) -> None:
         """Show ``message`` once, on the page the browser is sent to next (signed: it is ours)."""
@@ -227,8 +260,7 @@ class WorkspacesPage(Page):
         listed = await self.call(workspaces.all_workspaces, settings)
         holders = await self.call(_holders, settings)
         self.finish(self.render_page("workspaces.html", workspaces=listed, holders=holders, error=error,
-                                     flash=None if error else self.take_flash(), form=self.sent(),
-                                     shown_moment=_shown_moment))
+                                     flash=None if error else self.take_flash(), form=self.sent()))
 
     async def do_create(self):
         actor = self.admin()
@@ -240,7 +272,8 @@ class WorkspacesPage(Page):
         self.body("/workspaces", "post", body)
         await self.change(actor, workspaces.create, body["name"], purpose=body["purpose"], holder=body.get("holder"),
                           expires_at=app._moment(body.get("expires_at"), "expiry"))
-        self.done(f"{self.prefix}workspaces/{quote(body['name'])}", f"Workspace {body['name']} created.")
+        self.done(f"{self.prefix}workspaces/{quote(body['name'])}",
+                  self._("Workspace %(name)s created.", name=body["name"]))
 
 
 class WorkspacePage(Page):
@@ -258,8 +291,11 @@ class WorkspacePage(Page):
         picker = None
         if asked:
             if asked not in offered:
-                error = error or (f"release '{asked}' cannot be asked for here: it is not in the store, not of a"
-                                  f" source of {ws.holder or 'the workspace’s data holder'}, or already asked for")
+                error = error or (
+                    self._("release '%(release)s' cannot be asked for here: it is not in the store, not of a source"
+                           " of %(holder)s, or already asked for", release=asked, holder=ws.holder) if ws.holder
+                    else self._("release '%(release)s' cannot be asked for here: it is not in the store, not of a"
+                                " source of the workspace’s data holder, or already asked for", release=asked))
             else:
                 picker = {"release": asked, "tables": await self.call(supply.release_tables, settings, asked)}
         sandboxes, sandboxes_error = await self.running_sandboxes(ws)
@@ -270,7 +306,7 @@ class WorkspacePage(Page):
             limit_fields=LIMIT_FIELDS, limit_defaults=settings.sandbox.limits, sandboxes=sandboxes,
             policy_fields=EXPORT_POLICY_FIELDS, policy_defaults=settings.exports,
             sandboxes_error=sandboxes_error, error=error, flash=None if error else self.take_flash(),
-            shown_moment=_shown_moment, input_moment=_input_moment))
+            input_moment=_input_moment))
 
     def here(self, name: str, anchor: str = "") -> str:
         return f"{self.prefix}workspaces/{quote(name)}" + (f"#{anchor}" if anchor else "")
@@ -284,13 +320,16 @@ class WorkspacePage(Page):
     async def do_add_member(self, name):
         body = self.body("/workspaces/{workspace}/members", "post",
                          {"user": self.field("user"), "role": self.field("role")})
-        await self._change(name, workspaces.add_member, body["user"], body["role"], anchor="members",
-                           message=f"{body['user']} is now a {body['role']} of {name}.")
+        user, role = body["user"], body["role"]
+        await self._change(name, workspaces.add_member, user, role, anchor="members",
+                           message=self._("%(user)s is now a %(role)s of %(workspace)s.", user=user,
+                                          role=self._(ROLE_WORDS[role]), workspace=name))
 
     async def do_remove_member(self, name):
         user, role = self.field("user"), self.field("role")
         await self._change(name, workspaces.remove_member, user, role, anchor="members",
-                           message=f"{user} is no longer a {role} of {name}.")
+                           message=self._("%(user)s is no longer a %(role)s of %(workspace)s.", user=user,
+                                          role=self._(ROLE_WORDS.get(role, role)), workspace=name))
 
     # -- releases --
 
@@ -305,37 +344,39 @@ class WorkspacePage(Page):
         self.body("/workspaces/{workspace}/releases", "post", body)
         await self.change(actor, workspaces.attach, name, body["release"], actor.name, columns=body.get("columns"),
                           reason=body["reason"])
-        self.done(self.here(name, "releases"), f"{body['release']} is asked for: it is attached once its data holder"
-                                               " consents.")
+        self.done(self.here(name, "releases"), self._("%(release)s is asked for: it is attached once its data holder"
+                                                      " consents.", release=body["release"]))
 
     async def do_detach(self, name):
         actor = self.admin()
         release = self.field("release")
         await self.change(actor, workspaces.detach, name, release, by=actor.name)
-        self.done(self.here(name, "releases"), f"{release} is detached from {name}.")
+        self.done(self.here(name, "releases"), self._("%(release)s is detached from %(workspace)s.",
+                                                                  release=release, workspace=name))
 
     # -- settings --
 
     async def do_purpose(self, name):
         body = self.body("/workspaces/{workspace}/purpose", "put", {"purpose": self.field("purpose").strip()})
         await self._change(name, workspaces.set_purpose, body["purpose"], anchor="purpose",
-                           message="The purpose is changed.")
+                           message=self._("The purpose is changed."))
 
     async def do_holder(self, name):
         body = self.body("/workspaces/{workspace}/holder", "put", {"holder": self.field("holder")})
         await self._change(name, workspaces.set_holder, body["holder"], anchor="settings",
-                           message=f"{body['holder']} is the data holder of {name}.")
+                           message=self._("%(holder)s is the data holder of %(workspace)s.",
+                                          holder=body["holder"], workspace=name))
 
     async def do_expiry(self, name):
         expires = _moment_field(self.field("expires_at"), "expiry")
         await self._change(name, workspaces.set_expiry, app._moment(expires, "expiry"), anchor="settings",
-                           message=f"{name} expires {expires[:16].replace('T', ' ') + ' UTC' if expires else 'never'}.")
+                           message=self._expires_message(name, expires))
 
     async def do_separation(self, name):
         allowed = self.field("operators_may_review") == "true"
         await self._change(name, workspaces.set_operators_may_review, allowed, anchor="settings",
-                           message="Operators may now also be reviewers of it (never of their own requests)."
-                           if allowed else "Operators and reviewers are now kept apart.")
+                           message=self._("Operators may now also be reviewers of it (never of their own requests).")
+                           if allowed else self._("Operators and reviewers are now kept apart."))
 
     async def do_limits(self, name):
         kinds = {n: f.annotation for n, f in LimitSettings.model_fields.items()}
@@ -344,7 +385,7 @@ class WorkspacePage(Page):
             raise BadInput("give at least one limit")
         self.body("/workspaces/{workspace}/limits", "put", limits)
         await self._change(name, workspaces.set_limits, limits, anchor="limits",
-                           message="The limits are changed: they apply at each sandbox's next start.")
+                           message=self._("The limits are changed: they apply at each sandbox's next start."))
 
     async def do_export_policy(self, name):
         kinds = {n: f.annotation for n, f in ExportSettings.model_fields.items()}
@@ -353,7 +394,7 @@ class WorkspacePage(Page):
             raise BadInput("give at least one value of the export policy")
         self.body("/workspaces/{workspace}/export-policy", "put", policy)
         await self._change(name, workspaces.set_export_policy, policy, anchor="export-policy",
-                           message="The export policy is changed: export requests made from now on follow it.")
+                           message=self._("The export policy is changed: export requests made from now on follow it."))
 
     async def do_guard(self, name):
         current = (await self.call(workspaces.get, self.enclave_settings, name)).guard
@@ -369,24 +410,26 @@ class WorkspacePage(Page):
         if not guard:
             raise BadInput("change at least one guard setting")
         await self._change(name, workspaces.set_guard, guard, anchor="guard",
-                           message="The guard settings are changed: they apply at each sandbox's next start.")
+                           message=self._("The guard settings are changed: they apply at each sandbox's next start."))
 
     # -- state --
 
     async def do_freeze(self, name):
         body = self.body("/workspaces/{workspace}/freeze", "post", {"reason": self.field("reason").strip()})
         await self._change(name, workspaces.freeze, body["reason"], anchor="state",
-                           message=f"{name} is frozen: its sandboxes are stopped and none start.")
+                           message=self._("%(workspace)s is frozen: its sandboxes are stopped and none start.",
+                                          workspace=name))
 
     async def do_unfreeze(self, name):
-        await self._change(name, workspaces.unfreeze, anchor="state", message=f"{name} is active again.")
+        await self._change(name, workspaces.unfreeze, anchor="state",
+                           message=self._("%(workspace)s is active again.", workspace=name))
 
     async def do_archive(self, name):
         if self.field("confirm") != name:
             raise BadInput(f"type the workspace's name, {name}, to confirm archiving it: it is final")
         body = self.body("/workspaces/{workspace}/archive", "post", {"reason": self.field("reason").strip()})
         await self._change(name, workspaces.archive, body["reason"], anchor="state",
-                           message=f"{name} is archived.")
+                           message=self._("%(workspace)s is archived.", workspace=name))
 
     # -- running sandboxes, through JupyterHub's API as the admin --
 
@@ -401,27 +444,28 @@ class WorkspacePage(Page):
         """The workspace's servers JupyterHub runs, read with the admin's token."""
         scopes = set((self.current_user or {}).get("scopes") or [])
         if not {"read:servers", "delete:servers"} <= scopes:
-            return [], ("JupyterHub does not let this page read or stop servers for you: the provisioning service's"
-                        " OAuth token lacks read:servers and delete:servers (see the service's"
-                        " oauth_client_allowed_scopes); use the hub's admin page")
+            return [], self._("JupyterHub does not let this page read or stop servers for you: the provisioning"
+                              " service's OAuth token lacks read:servers and delete:servers (see the service's"
+                              " oauth_client_allowed_scopes); use the hub's admin page")
         found = []
         for user in sorted(ws.operators):
             try:
                 status, text = await self.hub_api("GET", f"/users/{quote(user, safe='')}")
             except (OSError, aiohttp.ClientError) as exc:
-                return [], f"JupyterHub could not be asked for the running sandboxes: {exc}"
+                return [], self._("JupyterHub could not be asked for the running sandboxes: %(error)s", error=exc)
             if status == 404:
                 continue  # never logged in: JupyterHub does not know them
             if status != 200:
                 app_log.warning("reading %s's servers from the hub: %s %s", user, status, text[:200])
-                return [], f"JupyterHub did not show the running sandboxes ({status})"
+                return [], self._("JupyterHub did not show the running sandboxes (%(status)s)", status=status)
             model = json.loads(text)
             if "servers" not in model:
-                return [], "JupyterHub did not show the running sandboxes: this page's token cannot read servers"
+                return [], self._("JupyterHub did not show the running sandboxes: this page's token cannot read"
+                                  " servers")
             server = model["servers"].get(ws.name)
             if server:
                 found.append({"user": user, "ready": server.get("ready"), "pending": server.get("pending") or "",
-                              "started": (server.get("started") or "")[:16].replace("T", " ")})
+                              "started": server.get("started") or ""})
         return found, None
 
     async def do_stop_sandbox(self, name):
@@ -437,8 +481,11 @@ class WorkspacePage(Page):
             except ValueError:
                 message = text
             raise BadInput(f"JupyterHub did not stop {user}'s sandbox of {name} ({status}): {message}")
-        self.done(self.here(name, "sandboxes"), f"{user}'s sandbox of {name} is "
-                                                f"{'stopping' if status == 202 else 'stopped'}.")
+        if status == 202:
+            message = self._("%(user)s's sandbox of %(workspace)s is stopping.", user=user, workspace=name)
+        else:
+            message = self._("%(user)s's sandbox of %(workspace)s is stopped.", user=user, workspace=name)
+        self.done(self.here(name, "sandboxes"), message)
 
 
 # -- accounts --
@@ -449,8 +496,7 @@ class AccountsPage(Page):
         self.admin()
         listed = await self.call(accounts.all_accounts, self.enclave_settings)
         self.finish(self.render_page("accounts.html", accounts=listed, roles=ACCOUNT_ROLES, error=error,
-                                     created=created, flash=None if error else self.take_flash(),
-                                     shown_moment=_shown_moment))
+                                     created=created, flash=None if error else self.take_flash()))
 
     async def do_create(self):
         actor = self.admin()
@@ -475,7 +521,7 @@ class AccountPage(Page):
         held = [s.name for s in await self.call(sources.all_sources, settings) if s.holder == name]
         self.finish(self.render_page("account.html", account=account, roles=ACCOUNT_ROLES, memberships=memberships,
                                      held=held, error=error, flash=None if error else self.take_flash(),
-                                     shown_moment=_shown_moment, input_moment=_input_moment))
+                                     input_moment=_input_moment))
 
     def here(self, name: str) -> str:
         return f"{self.prefix}accounts/{quote(name)}"
@@ -483,27 +529,29 @@ class AccountPage(Page):
     async def do_roles(self, name):
         body = self.body("/accounts/{username}/roles", "put", {"roles": self.get_body_arguments("role")})
         await self.change(self.admin(), accounts.set_roles, name, body["roles"])
-        self.done(self.here(name), f"{name}'s roles are {', '.join(sorted(body['roles']))} (from their next login).")
+        roles = i18n.format_list([self._(ROLE_WORDS[r]) for r in sorted(body["roles"])], self.page_locale())
+        self.done(self.here(name), self._("%(account)s's roles are %(roles)s (from their next login).",
+                                          account=name, roles=roles))
 
     async def do_disable(self, name):
         body = self.body("/accounts/{username}/disable", "post", {"reason": self.field("reason").strip()})
         await self.change(self.admin(), accounts.disable, name, body["reason"])
-        self.done(self.here(name), f"{name} is disabled.")
+        self.done(self.here(name), self._("%(account)s is disabled.", account=name))
 
     async def do_enable(self, name):
         await self.change(self.admin(), accounts.enable, name)
-        self.done(self.here(name), f"{name} is enabled.")
+        self.done(self.here(name), self._("%(account)s is enabled.", account=name))
 
     async def do_expiry(self, name):
         expires = _moment_field(self.field("expires_at"), "expiry")
         await self.change(self.admin(), accounts.set_expiry, name, app._moment(expires, "expiry"))
-        self.done(self.here(name), f"{name} expires {expires[:16].replace('T', ' ') + ' UTC' if expires else 'never'}.")
+        self.done(self.here(name), self._expires_message(name, expires))
 
     async def do_remove(self, name):
         if self.field("confirm") != name:
             raise BadInput(f"type the account's name, {name}, to confirm removing it")
         await self.change(self.admin(), accounts.remove_user, name)
-        self.done(f"{self.prefix}accounts", f"{name} is removed.")
+        self.done(f"{self.prefix}accounts", self._("%(account)s is removed.", account=name))
 
 
 # -- sources --
@@ -524,7 +572,8 @@ class SourcesPage(Page):
         source = self.field("source").strip()
         body = self.body("/sources/{source}/holder", "put", {"holder": self.field("holder")})
         await self.change(self.admin(), sources.set_holder, source, body["holder"])
-        self.done(f"{self.prefix}sources", f"{source} is held by {body['holder']}.")
+        self.done(f"{self.prefix}sources", self._("%(source)s is held by %(holder)s.", source=source,
+                                                                holder=body["holder"]))
 
 
 # -- the data holder's consents --
@@ -549,20 +598,25 @@ class ConsentsPage(Page):
 
     async def do_consent(self):
         ws, release = await self._answer(workspaces.consent)
-        self.done(f"{self.prefix}consents", f"You consented: {release} is attached to {ws} from its sandboxes'"
-                                            " next start.")
+        self.done(f"{self.prefix}consents", self._("You consented: %(release)s is attached to %(workspace)s from its"
+                                                   " sandboxes' next start.", release=release, workspace=ws))
 
     async def do_refuse(self):
         body = self.body("/consents/{workspace}/{release}/refuse", "post", {"reason": self.field("reason").strip()})
         ws, release = await self._answer(workspaces.refuse, body["reason"])
-        self.done(f"{self.prefix}consents", f"You refused {release} for {ws}; the admins see your reason.")
+        self.done(f"{self.prefix}consents", self._("You refused %(release)s for %(workspace)s; the admins see your"
+                                                   " reason.", release=release, workspace=ws))
 
 
 def page_routes(prefix: str) -> list[tuple[str, type, dict]]:
     """The pages under ``prefix`` (the API's routes are :func:`enclave.provisioning.app.api_routes`)."""
     p = prefix.rstrip("/") + "/"
     segment = "([^/]+)"
-    shared = {"templates": Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]))}
+    # One environment per language: each has its translations and formatters installed.
+    shared = {"templates": {locale: i18n.environment(locale, loader=FileSystemLoader(TEMPLATES),
+                                                     extensions=["jinja2.ext.do"],
+                                                     autoescape=select_autoescape(["html"]))
+                            for locale in i18n.LOCALES}}
     return [(path, page, shared) for path, page in [
         (p, HomePage),
         (p + "workspaces", WorkspacesPage),

@@ -1,12 +1,14 @@
 """The review service's pages in Simplified Chinese for a browser that asks for it, in English otherwise.
 
 A request with a Chinese file name and title goes through the package's real hub; a reviewer and the
-requester fetch its pages through the proxy with and without ``Accept-Language: zh-CN``.
+requester fetch its pages through the proxy with and without ``Accept-Language: zh-CN``; reviewers vote
+and comment through the pages' forms in Chinese, and the messages confirming it are Chinese too.
 """
 
 from __future__ import annotations
 
 import csv
+import html
 import io
 import re
 
@@ -86,3 +88,29 @@ def test_the_requesters_list_and_an_error_page_in_chinese(hub, request_id):
     assert "<h1>我的导出申请</h1>" in mine and TITLE in mine and "共 " in mine
     missing = get(olga, f"{hub.service}/requests/{'0' * 32}", ZH, status=404).text
     assert '<html lang="zh-CN">' in missing and "<title>错误 404 · Enclave</title>" in missing
+
+
+def post_form(session, page: str, action: str, fields: dict) -> str:
+    """Send a form of the request page ``page`` (its ``_xsrf`` token with it) in Chinese; the flash
+    message of the page the browser is sent back to."""
+    xsrf = re.search(r'name="_xsrf" value="([^"]+)"', page).group(1)
+    r = session.post(action, data={"_xsrf": xsrf, **fields}, headers=ZH, timeout=60)
+    assert r.status_code == 200, r.text[:500]
+    return html.unescape(re.search(r'id="flash">([^<]*)</p>', r.text).group(1))
+
+
+def test_the_messages_after_a_vote_and_a_comment_in_chinese(hub, client, tokens, rita):
+    r = client(tokens["olga@ws1"]).submit({FILE: table()}, title="各区人数（投票）", context="季度报告用的各区人数。")
+    assert r.status_code == 201, r.text
+    url = f"{hub.service}/requests/{r.json()['id']}"
+    page = get(rita, url, ZH).text
+    file_id = re.search(r'name="file_id" value="(\d+)"', page).group(1)
+    vote = {"file_id": file_id, "decision": "approve", "reason": "各区汇总，每格不少于 10 人"}
+    assert post_form(rita, page, f"{url}/vote", vote) == f"您对 {FILE} 的投票已记录：批准。"
+    assert post_form(rita, page, f"{url}/comment", {"text": "已核对各区合计。", "visibility": "private"}) == (
+        "您的评论已添加。")
+    # The second vote decides the request: the message says so, the state in words.
+    rob = hub.login("rob")
+    page = get(rob, url, ZH).text
+    assert post_form(rob, page, f"{url}/vote", vote) == (
+        f"您对 {FILE} 的投票已记录：批准。投票已决定该导出申请的结果：“已放行”。")
