@@ -24,7 +24,7 @@ from jupyterhub.spawner import Spawner
 from tornado import web
 from traitlets import Any, Integer, Unicode
 
-from . import workspaces
+from . import languages, workspaces
 from .audit import socket_path as audit_socket_path
 from .audit.client import AuditError
 from .audit.hub import hub_records
@@ -42,6 +42,8 @@ from .sandbox.policy import (
 )
 
 SUPERVISOR_MODULE = "enclave.sandbox.supervisor"
+# Lab's user settings of its Language plugin, under the (user, workspace)'s Lab state.
+LAB_LANGUAGE_SETTINGS = "user-settings/@jupyterlab/translation-extension/plugin.jupyterlab-settings"
 
 
 # Bytes of a socket path that stand for themselves in the URL's host: no upper-case letter.
@@ -145,6 +147,17 @@ class SandboxSpawner(Spawner):
         env["ENCLAVE_EXPORTS_URL"] = self.enclave_settings.service_url(EXPORTS_SERVICE)
         return env
 
+    def _lab_locale(self, layout: SandboxLayout) -> str:
+        """JupyterLab's display language: the one the person chose on the hub's home page (stored on
+        their account), English when they have not chosen. Read at each start: a change shows from
+        the server's next start. A language kept in Lab's own user settings (which would win over
+        it) is dropped: Lab's Language menu is not offered, but its settings could still be edited."""
+        kept = layout.lab_state / LAB_LANGUAGE_SETTINGS
+        # The server writes these folders: remove nothing a symbolic link among them points to.
+        if kept.parent.resolve().is_relative_to(layout.lab_state.resolve()):
+            kept.unlink(missing_ok=True)
+        return languages.language_of(self.enclave_settings, self.user.name) or "en"
+
     # -- life cycle --
 
     async def start(self):
@@ -162,7 +175,7 @@ class SandboxSpawner(Spawner):
         limits = Limits(**ws.effective_limits(s.sandbox.limits).model_dump())
         terminals = ws.guard.get("terminals") is True
         policy = server_policy(layout, identity, limits, f"{self.user.name}-{ws.name}", self._hub_env(),
-                               terminals=terminals)
+                               terminals=terminals, lab_locale=self._lab_locale(layout))
 
         acro = _acro_thresholds(s)
         self.sandbox_id = f"{self.user.name}/{ws.name}/{secrets.token_hex(6)}"

@@ -18,7 +18,8 @@ Layout inside a sandbox::
     /run/enclave/...               server only: its socket, the hub's and the export service's
                                    sockets, its audit receiver's socket, its runtime files, its
                                    JupyterLab settings and layouts (kept on the hub side between
-                                   starts); kernels see only their own ipc dir
+                                   starts), JupyterLab's application settings (read-only: the
+                                   display language); kernels see only their own ipc dir
 """
 
 from __future__ import annotations
@@ -35,6 +36,11 @@ SERVER_SOCKET = f"{SERVER_RUN}/jupyter.sock"
 # JupyterLab's user settings and workspaces (LabApp.user_settings_dir / workspaces_dir in the guard's
 # system config): out of the home, where kernel code could write settings that Lab serves back.
 LAB_STATE = f"{SERVER_RUN}/lab"
+# JupyterLab's application settings (LabApp.app_settings_dir, on the server's command line): one
+# generated, read-only overrides.json holding the display language the person chose on the hub.
+LAB_APP_SETTINGS = f"{RUN}/lab-app-settings"
+# The display languages JupyterLab is given (a language pack is installed for each but English).
+LAB_LOCALES = ("en", "zh_CN")
 LAUNCHER_SOCKET = f"{SERVER_RUN}/launcher.sock"
 KERNELS_DIR = f"{RUN}/kernels"
 HUB_SOCKET_DIR = f"{RUN}/hub"
@@ -234,6 +240,19 @@ def _base_env(identity: Identity) -> dict[str, str]:
 SERVER_HOME = "/tmp/server-home"
 
 
+def lab_overrides(locale: str) -> str:
+    """JupyterLab's ``overrides.json`` for the display language ``locale`` (one of LAB_LOCALES): the
+    language, and no Settings > Language menu (the guard disables its plugin; its empty submenu
+    would stay): the language is chosen on the hub's home page."""
+    if locale not in LAB_LOCALES:
+        raise ValueError(f"JupyterLab's display language must be one of {', '.join(LAB_LOCALES)} (got {locale!r})")
+    language_menu = {"type": "submenu", "submenu": {"id": "jp-mainmenu-settings-language"}, "disabled": True}
+    return json.dumps({
+        "@jupyterlab/translation-extension:plugin": {"locale": locale},
+        "@jupyterlab/mainmenu-extension:plugin": {"menus": [{"id": "jp-mainmenu-settings", "items": [language_menu]}]},
+    }, indent=2) + "\n"
+
+
 def server_policy(
     layout: SandboxLayout,
     identity: Identity,
@@ -241,9 +260,13 @@ def server_policy(
     name: str,
     hub_env: dict[str, str],
     terminals: bool = False,
+    lab_locale: str = "en",
 ) -> SandboxPolicy:
     """The single-user server's sandbox: no /data, no network; sockets under /run/enclave.
-    ``terminals``: the workspace allows terminals (each then runs in a sandbox of its own)."""
+    ``terminals``: the workspace allows terminals (each then runs in a sandbox of its own).
+    ``lab_locale``: JupyterLab's display language, the person's choice (one of LAB_LOCALES): a
+    generated read-only file, so nothing of the operator's is read for it."""
+    overrides = lab_overrides(lab_locale)
     mounts = _system_mounts(layout.env, identity, limits) + [
         Mount(identity.home, "rw", str(layout.home)),
         Mount(SERVER_RUN, "rw", str(layout.server_run)),
@@ -253,6 +276,7 @@ def server_policy(
         Mount(EXPORTS_SOCKET_DIR, "ro", str(layout.exports_socket_dir)),
         Mount(AUDIT_RECEIVER_DIR, "ro", str(layout.audit_receiver)),
         Mount(WORKSPACE_FILE, "ro", str(layout.workspace_file)),
+        Mount(f"{LAB_APP_SETTINGS}/overrides.json", "file", content=overrides),
     ]
     env = _base_env(identity) | hub_env | {
         "HOME": SERVER_HOME,
@@ -266,6 +290,7 @@ def server_policy(
         f"{ENV_MOUNT}/bin/python", "-I", "-m", "enclave_singleuser",
         f"--sock={SERVER_SOCKET}",
         f"--ServerApp.root_dir={identity.home}",
+        f"--LabApp.app_settings_dir={LAB_APP_SETTINGS}",
     )
     if terminals:
         argv += ("--ServerApp.terminals_enabled=True",

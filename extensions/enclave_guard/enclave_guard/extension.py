@@ -100,12 +100,13 @@ def _check_configuration(serverapp, settings: policy.GuardSettings):
     else:
         _require(not serverapp.terminals_enabled, "terminals are enabled but the workspace does not allow them")
     _require(not serverapp.disable_check_xsrf, "XSRF checks are disabled")
-    # JupyterLab serves these folders' files back (settings keep their raw text): kernel code must
-    # not be able to write them, so they may not be in the home.
+    # JupyterLab serves these folders' files back (settings keep their raw text) and reads its
+    # application settings (overrides, page config) from app_settings_dir: kernel code must not be
+    # able to write them, so they may not be in the home.
     home = os.path.realpath(serverapp.root_dir)
     lab = serverapp.extension_manager.extension_apps.get("jupyterlab", set())
     for app in lab:
-        for trait in ("user_settings_dir", "workspaces_dir"):
+        for trait in ("user_settings_dir", "workspaces_dir", "app_settings_dir"):
             where = os.path.realpath(getattr(app, trait))
             _require(not (where == home or where.startswith(home + os.sep)),
                      f"LabApp.{trait} ({where}) is in the home, where kernel code can write")

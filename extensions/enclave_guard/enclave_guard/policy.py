@@ -352,6 +352,10 @@ DISABLED_LAB_PLUGINS = (
     # Lab workspaces (layouts): "Export Workspace…" downloads a file through the browser (and came
     # first when searching "export"); importing reads one from the home. Not Enclave's workspaces.
     "@jupyterlab/workspaces-extension",
+    # Settings > Language: the display language is the person's choice on the hub's home page (the
+    # server's app settings, enclave.sandbox.policy.lab_overrides); a choice made here would be kept
+    # in Lab's user settings and win over it for good. The translator itself (…:translator) stays.
+    "@jupyterlab/translation-extension:plugin",
 )
 
 TERMINAL_LAB_PLUGINS = ("@jupyterlab/terminal-extension",)

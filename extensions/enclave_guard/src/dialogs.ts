@@ -3,6 +3,7 @@
  * versions of files of a returned request, resubmit and withdraw.
  */
 import { Dialog, showDialog } from '@jupyterlab/apputils';
+import { TranslationBundle } from '@jupyterlab/translation';
 import { Widget } from '@lumino/widgets';
 
 import {
@@ -37,9 +38,61 @@ function statusOf(result: IFileCheck | undefined): string {
   return result?.rejected ? 'rejected' : result?.status || 'unknown';
 }
 
+/** An export request's state in the display language. */
+export function stateLabel(trans: TranslationBundle, state: string): string {
+  switch (state) {
+    case 'submitted':
+      return trans.__('submitted');
+    case 'in_review':
+      return trans.__('in review');
+    case 'returned':
+      return trans.__('returned: changes requested');
+    case 'approved':
+      return trans.__('approved');
+    case 'rejected':
+      return trans.__('rejected');
+    case 'released':
+      return trans.__('released');
+    case 'withdrawn':
+      return trans.__('withdrawn');
+    case 'revoked':
+      return trans.__('revoked');
+    default:
+      return state;
+  }
+}
+
+/** A check status (pass, warn, fail, …) in the display language; unknown ones as they are. */
+export function statusLabel(trans: TranslationBundle, status: string): string {
+  switch (status) {
+    case 'pass':
+      return trans.__('pass');
+    case 'warn':
+      return trans.__('warn');
+    case 'fail':
+      return trans.__('fail');
+    case 'error':
+      return trans.__('error');
+    case 'rejected':
+      return trans.__('rejected');
+    case 'unknown':
+      return trans.__('unknown');
+    default:
+      return status;
+  }
+}
+
 /** The automated checks' results, file by file, as the review service gave them. */
 export class ChecksView {
-  readonly node = element('div', 'enclave-checks', 'Running the automated checks…');
+  readonly node: HTMLDivElement;
+
+  constructor(private readonly trans: TranslationBundle) {
+    this.node = element(
+      'div',
+      'enclave-checks',
+      trans.__('Running the automated checks…')
+    );
+  }
 
   show(checks: IChecks): void {
     this.node.textContent = '';
@@ -49,7 +102,13 @@ export class ChecksView {
       const status = statusOf(result);
       const block = element('div', `enclave-check enclave-check-${status}`);
       block.dataset.file = file.name;
-      block.appendChild(element('strong', '', `${file.name}: ${status}`));
+      block.appendChild(
+        element(
+          'strong',
+          '',
+          this.trans.__('%1: %2', file.name, statusLabel(this.trans, status))
+        )
+      );
       const findings = element('ul');
       if (result?.rejected) {
         findings.appendChild(element('li', '', result.rejected));
@@ -59,19 +118,21 @@ export class ChecksView {
           element(
             'li',
             '',
-            `${finding.status} · ${finding.check}: ${finding.reason}${
+            `${statusLabel(this.trans, finding.status)} · ${finding.check}: ${finding.reason}${
               finding.location ? ` (${finding.location})` : ''
             }`
           )
         );
       }
       block.appendChild(findings);
-      const from = file.path !== file.name ? ` from ${file.path}` : '';
+      const size = this.trans._n('%1 byte', '%1 bytes', file.size);
       block.appendChild(
         element(
           'small',
           '',
-          `SHA-256 ${file.sha256}, ${file.size} bytes${from}`
+          file.path !== file.name
+            ? this.trans.__('SHA-256 %1, %2, from %3', file.sha256, size, file.path)
+            : this.trans.__('SHA-256 %1, %2', file.sha256, size)
         )
       );
       this.node.appendChild(block);
@@ -79,7 +140,7 @@ export class ChecksView {
   }
 
   showError(message: string): void {
-    this.node.textContent = `The checks could not run: ${message}`;
+    this.node.textContent = this.trans.__('The checks could not run: %1', message);
     this.node.className = 'enclave-checks enclave-check-fail';
   }
 }
@@ -88,15 +149,18 @@ export class ChecksView {
  * files follow), then the files and their automated checks, scrolled in their own box. */
 class RequestBody extends Widget {
   readonly textarea: HTMLTextAreaElement;
-  readonly checks = new ChecksView();
+  readonly checks: ChecksView;
 
-  constructor(paths: string[]) {
+  constructor(trans: TranslationBundle, paths: string[]) {
     super();
+    this.checks = new ChecksView(trans);
     this.addClass('enclave-request');
     const label = element(
       'label',
       'enclave-justification-label',
-      'Justification (required): what is this output, and why must it leave?'
+      trans.__(
+        'Justification (required): what is this output, and why must it leave?'
+      )
     );
     this.textarea = element('textarea', 'enclave-justification');
     this.textarea.rows = 4;
@@ -104,7 +168,9 @@ class RequestBody extends Widget {
     const intro = element(
       'p',
       '',
-      'These files go to review. Reviewers see the files, the checks below and your justification; nothing leaves until they approve.'
+      trans.__(
+        'These files go to review. Reviewers see the files, the checks below and your justification; nothing leaves until they approve.'
+      )
     );
     const list = element('ul', 'enclave-request-files');
     for (const p of paths) {
@@ -138,6 +204,7 @@ function failing(checks: IChecks): { name: string; problems: string[] }[] {
  * Ask before sending files whose checks failed (or could not run). Resolves true to send anyway.
  */
 export async function confirmDespiteChecks(
+  trans: TranslationBundle,
   checks: IChecks | Error
 ): Promise<boolean> {
   const body = element('div', 'enclave-confirm-failing');
@@ -146,7 +213,10 @@ export async function confirmDespiteChecks(
       element(
         'p',
         '',
-        `The automated checks could not run (${checks.message}). Reviewers will see the checks the review service runs on arrival.`
+        trans.__(
+          'The automated checks could not run (%1). Reviewers will see the checks the review service runs on arrival.',
+          checks.message
+        )
       )
     );
   } else {
@@ -158,7 +228,9 @@ export async function confirmDespiteChecks(
       element(
         'p',
         '',
-        'The automated checks failed for these files. Reviewers will see the failures; a request with failing checks is usually returned or rejected.'
+        trans.__(
+          'The automated checks failed for these files. Reviewers will see the failures; a request with failing checks is usually returned or rejected.'
+        )
       )
     );
     const list = element('ul');
@@ -175,35 +247,45 @@ export async function confirmDespiteChecks(
     body.appendChild(list);
   }
   const result = await showDialog({
-    title: 'Send despite failing checks?',
+    title: trans.__('Send despite failing checks?'),
     body: new Widget({ node: body }),
     buttons: [
-      Dialog.cancelButton({ label: 'Go back' }),
-      Dialog.warnButton({ label: 'Send anyway' })
+      Dialog.cancelButton({ label: trans.__('Go back') }),
+      Dialog.warnButton({ label: trans.__('Send anyway') })
     ]
   });
   return result.button.accept;
 }
 
-async function tell(title: string, body: string): Promise<void> {
-  await showDialog({ title, body, buttons: [Dialog.okButton()] });
+async function tell(
+  trans: TranslationBundle,
+  title: string,
+  body: string
+): Promise<void> {
+  await showDialog({
+    title,
+    body,
+    buttons: [Dialog.okButton({ label: trans.__('OK') })]
+  });
 }
 
 /** Request export of `paths`: checks, justification, confirmation of failures, submission. */
 export async function requestExport(
+  trans: TranslationBundle,
   paths: string[],
   onChange: () => void
 ): Promise<void> {
   if (!paths.length) {
     await tell(
-      'Request export',
-      'Select one or more files in the file browser first.'
+      trans,
+      trans.__('Request export'),
+      trans.__('Select one or more files in the file browser first.')
     );
     return;
   }
   let justification = '';
   for (;;) {
-    const body = new RequestBody(paths);
+    const body = new RequestBody(trans, paths);
     body.textarea.value = justification;
     const checks: Promise<IChecks | Error> = runChecks(paths).then(
       result => {
@@ -216,11 +298,11 @@ export async function requestExport(
       }
     );
     const result = await showDialog({
-      title: 'Request export',
+      title: trans.__('Request export'),
       body,
       buttons: [
-        Dialog.cancelButton(),
-        Dialog.okButton({ label: 'Submit for review' })
+        Dialog.cancelButton({ label: trans.__('Cancel') }),
+        Dialog.okButton({ label: trans.__('Submit for review') })
       ],
       focusNodeSelector: 'textarea'
     });
@@ -230,23 +312,29 @@ export async function requestExport(
     justification = (result.value || '').trim();
     if (!justification) {
       await tell(
-        'Justification required',
-        'Say what the output is and why it must leave the workspace.'
+        trans,
+        trans.__('Justification required'),
+        trans.__('Say what the output is and why it must leave the workspace.')
       );
       continue;
     }
-    if (!(await confirmDespiteChecks(await checks))) {
+    if (!(await confirmDespiteChecks(trans, await checks))) {
       continue;
     }
     try {
       const created = await submitExport(paths, justification);
       onChange();
       await tell(
-        'Export requested',
-        `Your export request "${created.title}" was submitted for review (${created.state}). Follow it in the Exports panel.`
+        trans,
+        trans.__('Export requested'),
+        trans.__(
+          'Your export request "%1" was submitted for review (%2). Follow it in the Exports panel.',
+          created.title || created.id,
+          stateLabel(trans, created.state)
+        )
       );
     } catch (error: any) {
-      await tell('Export request refused', error.message);
+      await tell(trans, trans.__('Export request refused'), error.message);
     }
     return;
   }
@@ -257,14 +345,16 @@ export async function requestExport(
 class NewVersionBody extends Widget {
   readonly inputs = new Map<string, HTMLInputElement>();
 
-  constructor(request: IExportRequest) {
+  constructor(trans: TranslationBundle, request: IExportRequest) {
     super();
     this.addClass('enclave-new-version');
     this.node.appendChild(
       element(
         'p',
         '',
-        'For each file, the file in your home to send as its new version. The server reads it now, as it read the first; clear a path to keep that file as it is. The checks run before anything is sent.'
+        trans.__(
+          'For each file, the file in your home to send as its new version. The server reads it now, as it read the first; clear a path to keep that file as it is. The checks run before anything is sent.'
+        )
       )
     );
     const table = element('table', 'enclave-new-version-files');
@@ -276,7 +366,10 @@ class NewVersionBody extends Widget {
       const input = element('input', 'enclave-new-version-path');
       input.type = 'text';
       input.value = file.path;
-      input.setAttribute('aria-label', `New version of ${file.name}`);
+      input.setAttribute(
+        'aria-label',
+        trans.__('New version of %1', file.name)
+      );
       cell.appendChild(input);
       row.appendChild(cell);
       table.appendChild(row);
@@ -295,15 +388,16 @@ class NewVersionBody extends Widget {
 /** "Send a new version" of files of a returned request: choose, check, confirm, send; then offer
  * to resubmit. */
 export async function sendNewVersion(
+  trans: TranslationBundle,
   request: IExportRequest,
   onChange: () => void
 ): Promise<void> {
   const chosen = await showDialog({
-    title: `Send a new version: ${request.title || request.id}`,
-    body: new NewVersionBody(request),
+    title: trans.__('Send a new version: %1', request.title || request.id),
+    body: new NewVersionBody(trans, request),
     buttons: [
-      Dialog.cancelButton(),
-      Dialog.okButton({ label: 'Run the checks' })
+      Dialog.cancelButton({ label: trans.__('Cancel') }),
+      Dialog.okButton({ label: trans.__('Run the checks') })
     ]
   });
   if (!chosen.button.accept) {
@@ -311,10 +405,14 @@ export async function sendNewVersion(
   }
   const versions = chosen.value || [];
   if (!versions.length) {
-    await tell('Send a new version', 'No file chosen: nothing was sent.');
+    await tell(
+      trans,
+      trans.__('Send a new version'),
+      trans.__('No file chosen: nothing was sent.')
+    );
     return;
   }
-  const view = new ChecksView();
+  const view = new ChecksView(trans);
   const checks: IChecks | Error = await checkNewVersions(
     request.id,
     versions
@@ -329,51 +427,68 @@ export async function sendNewVersion(
     }
   );
   const reviewed = await showDialog({
-    title: 'The new versions, checked',
+    title: trans.__('The new versions, checked'),
     body: new Widget({ node: view.node }),
-    buttons: [Dialog.cancelButton(), Dialog.okButton({ label: 'Send' })]
+    buttons: [
+      Dialog.cancelButton({ label: trans.__('Cancel') }),
+      Dialog.okButton({ label: trans.__('Send') })
+    ]
   });
-  if (!reviewed.button.accept || !(await confirmDespiteChecks(checks))) {
+  if (
+    !reviewed.button.accept ||
+    !(await confirmDespiteChecks(trans, checks))
+  ) {
     return;
   }
   let changed: { name: string; version: number }[];
   try {
     changed = (await sendNewVersions(request.id, versions)).changed;
   } catch (error: any) {
-    await tell('New version refused', error.message);
+    await tell(trans, trans.__('New version refused'), error.message);
     return;
   } finally {
     onChange();
   }
-  const what = changed.length
-    ? `Sent: ${changed.map(c => `${c.name} (v${c.version})`).join(', ')}.`
-    : 'The files are the same as the versions under review: nothing changed.';
+  const body = changed.length
+    ? trans.__(
+        'Sent: %1. Reviewers see the new versions once you resubmit the request.',
+        changed
+          .map(c => `${c.name} (v${c.version})`)
+          .join(trans.__(', '))
+      )
+    : trans.__(
+        'The files are the same as the versions under review: nothing changed. Reviewers see the new versions once you resubmit the request.'
+      );
   const next = await showDialog({
-    title: 'New version sent',
-    body: `${what} Reviewers see the new versions once you resubmit the request.`,
+    title: trans.__('New version sent'),
+    body,
     buttons: [
-      Dialog.cancelButton({ label: 'Later' }),
-      Dialog.okButton({ label: 'Resubmit now' })
+      Dialog.cancelButton({ label: trans.__('Later') }),
+      Dialog.okButton({ label: trans.__('Resubmit now') })
     ]
   });
   if (next.button.accept) {
-    await move(request, 'submitted', onChange);
+    await move(trans, request, 'submitted', onChange);
   }
 }
 
 /** Resubmit (`submitted`) or withdraw (`withdrawn`) a request, withdrawal after confirmation. */
 export async function move(
+  trans: TranslationBundle,
   request: IExportRequest,
   to: 'submitted' | 'withdrawn',
   onChange: () => void
 ): Promise<void> {
   if (to === 'withdrawn') {
     const sure = await showDialog({
-      title: 'Withdraw this export request?',
-      body: `"${request.title || request.id}" leaves review for good: nothing of it is released. To export these files later, request an export again.`,
+      title: trans.__('Withdraw this export request?'),
+      body: trans.__(
+        '"%1" leaves review for good: nothing of it is released. To export these files later, request an export again.',
+        request.title || request.id
+      ),
       buttons: [
-        Dialog.cancelButton(),
-        Dialog.warnButton({ label: 'Withdraw' })
+        Dialog.cancelButton({ label: trans.__('Cancel') }),
+        Dialog.warnButton({ label: trans.__('Withdraw') })
       ]
     });
     if (!sure.button.accept) {
@@ -384,7 +499,10 @@ export async function move(
     await moveExport(request.id, to);
   } catch (error: any) {
     await tell(
-      to === 'submitted' ? 'Resubmission refused' : 'Withdrawal refused',
+      trans,
+      to === 'submitted'
+        ? trans.__('Resubmission refused')
+        : trans.__('Withdrawal refused'),
       error.message
     );
   } finally {

@@ -15,6 +15,7 @@ import {
 } from '@jupyterlab/application';
 import { ICommandPalette } from '@jupyterlab/apputils';
 import { IDefaultFileBrowser } from '@jupyterlab/filebrowser';
+import { ITranslator } from '@jupyterlab/translation';
 import { LabIcon } from '@jupyterlab/ui-components';
 
 import { uploadPolicy } from './api';
@@ -36,29 +37,32 @@ const plugin: JupyterFrontEndPlugin<void> = {
   id: 'enclave-guard:exports',
   description: 'Request export… and the Exports panel.',
   autoStart: true,
-  requires: [IDefaultFileBrowser, ILabShell],
+  requires: [IDefaultFileBrowser, ILabShell, ITranslator],
   optional: [ICommandPalette],
   activate: (
     app: JupyterFrontEnd,
     browser: IDefaultFileBrowser,
     shell: ILabShell,
+    translator: ITranslator,
     palette: ICommandPalette | null
   ) => {
-    const panel = new ExportsPanel();
+    // The display language is the person's choice, stored by the hub (the server's Lab settings).
+    const trans = translator.load('enclave_guard');
+    const panel = new ExportsPanel(trans);
     panel.id = PANEL_ID;
     panel.title.icon = exportIcon;
-    panel.title.caption = 'Exports';
+    panel.title.caption = trans.__('Exports');
     shell.add(panel, 'left', { rank: 900 });
 
     app.commands.addCommand(COMMAND, {
-      label: 'Request export…',
-      caption: 'Submit the selected files for export review',
+      label: trans.__('Request export…'),
+      caption: trans.__('Submit the selected files for export review'),
       icon: exportIcon,
       execute: () => {
         const paths = Array.from(browser.selectedItems())
           .filter(item => item.type !== 'directory')
           .map(item => item.path);
-        return requestExport(paths, () => void panel.refresh());
+        return requestExport(trans, paths, () => void panel.refresh());
       }
     });
     app.contextMenu.addItem({
@@ -67,7 +71,11 @@ const plugin: JupyterFrontEndPlugin<void> = {
       rank: 1
     });
     if (palette) {
-      palette.addItem({ command: COMMAND, category: 'Enclave', rank: 0 });
+      palette.addItem({
+        command: COMMAND,
+        category: trans.__('Enclave'),
+        rank: 0
+      });
     }
 
     // A link such as the review service's "Open in JupyterLab": show the panel on that request.
@@ -90,12 +98,22 @@ const plugin: JupyterFrontEndPlugin<void> = {
       const suffix = dot > 0 ? file.name.slice(dot).toLowerCase() : '';
       if (!suffixes.includes(suffix)) {
         throw new Error(
-          `${file.name}: only notebooks and code or text files can be uploaded (${suffixes.join(' ')}). Data enters a workspace as a release.`
+          trans.__(
+            '%1: only notebooks and code or text files can be uploaded (%2). Data enters a workspace as a release.',
+            file.name,
+            suffixes.join(' ')
+          )
         );
       }
       if (file.size > max_bytes) {
         throw new Error(
-          `${file.name}: ${file.size} bytes is over the upload limit of ${max_bytes} bytes.`
+          trans._n(
+            '%2: %1 byte is over the upload limit of %3 bytes.',
+            '%2: %1 bytes is over the upload limit of %3 bytes.',
+            file.size,
+            file.name,
+            max_bytes
+          )
         );
       }
       return upload(file, path);

@@ -9,6 +9,7 @@
  * once it answers with an error that will not change by asking again (a 4xx, such as the hub's 424
  * for a stopped server). "Retry" asks again.
  */
+import { TranslationBundle } from '@jupyterlab/translation';
 import { Widget } from '@lumino/widgets';
 
 import {
@@ -18,23 +19,18 @@ import {
   getExport,
   listExports
 } from './api';
-import { element, move, sendNewVersion } from './dialogs';
+import {
+  element,
+  move,
+  sendNewVersion,
+  stateLabel,
+  statusLabel
+} from './dialogs';
 
 const REFRESH_MS = 5000;
 const MAX_BACKOFF_MS = 60000;
 /** Consecutive failures to reach the server after which the panel stops asking (until "Retry"). */
 const MAX_FAILURES = 4;
-
-const STATE_LABELS: { [state: string]: string } = {
-  submitted: 'submitted',
-  in_review: 'in review',
-  returned: 'returned: changes requested',
-  approved: 'approved',
-  rejected: 'rejected',
-  released: 'released',
-  withdrawn: 'withdrawn',
-  revoked: 'revoked'
-};
 
 const OPEN_STATES = new Set(['submitted', 'in_review', 'returned']);
 
@@ -59,19 +55,21 @@ export class ExportsPanel extends Widget {
   private focused: string | null = null;
   private requests: IExportRequest[] = [];
 
-  constructor() {
+  constructor(private readonly trans: TranslationBundle) {
     super();
     this.addClass('enclave-exports');
-    const heading = element('h2', '', 'Exports');
+    const heading = element('h2', '', trans.__('Exports'));
     this.status = element('div', 'enclave-exports-status');
     this.status.setAttribute('role', 'status');
     this.empty = element('div', 'enclave-exports-empty');
     this.empty.append(
-      element('p', '', 'No export requests yet.'),
+      element('p', '', trans.__('No export requests yet.')),
       element(
         'p',
         '',
-        'Results leave the workspace only through export review: right-click a file in the file browser and choose "Request export…". Your requests, their checks and the reviewers\' decisions appear here.'
+        trans.__(
+          'Results leave the workspace only through export review: right-click a file in the file browser and choose "Request export…". Your requests, their checks and the reviewers\' decisions appear here.'
+        )
       )
     );
     this.empty.hidden = true;
@@ -138,21 +136,33 @@ export class ExportsPanel extends Widget {
         status !== 429
       ) {
         this.stopped = true;
-        const why =
+        const message =
           status === 424
-            ? 'Your workspace server has stopped.'
-            : `The server refused: ${error.message}.`;
-        this.showStatus(`${why} The panel stopped updating.`, true);
+            ? this.trans.__(
+                'Your workspace server has stopped. The panel stopped updating.'
+              )
+            : this.trans.__(
+                'The server refused: %1. The panel stopped updating.',
+                error.message
+              );
+        this.showStatus(message, true);
       } else if (++this.failures >= MAX_FAILURES) {
         this.stopped = true;
         this.showStatus(
-          `Cannot reach your workspace server or the export review service (${error.message}); it may have stopped. The panel stopped updating.`,
+          this.trans.__(
+            'Cannot reach your workspace server or the export review service (%1); it may have stopped. The panel stopped updating.',
+            error.message
+          ),
           true
         );
       } else {
         this.delay = Math.min(this.delay * 2, MAX_BACKOFF_MS);
         this.showStatus(
-          `Cannot reach the export review service: ${error.message}. Trying again in ${Math.round(this.delay / 1000)} s.`,
+          this.trans.__(
+            'Cannot reach the export review service: %1. Trying again in %2 s.',
+            error.message,
+            Math.round(this.delay / 1000)
+          ),
           true
         );
       }
@@ -167,7 +177,7 @@ export class ExportsPanel extends Widget {
       const button = element(
         'button',
         'jp-mod-styled jp-mod-accept enclave-exports-retry',
-        'Retry'
+        this.trans.__('Retry')
       );
       button.onclick = () => void this.refresh();
       this.status.appendChild(button);
@@ -200,18 +210,21 @@ export class ExportsPanel extends Widget {
       label(
         'state',
         request.state,
-        STATE_LABELS[request.state] || request.state
+        stateLabel(this.trans, request.state)
       )
     );
     item.appendChild(title);
 
     if (request.state === 'returned' && request.returns.length) {
       const last = request.returns[request.returns.length - 1];
+      const reason = last.reason || this.trans.__('no reason given');
       item.appendChild(
         element(
           'p',
           'enclave-export-returned',
-          `Returned${last.author ? ` by ${last.author}` : ''}: ${last.reason || 'no reason given'}`
+          last.author
+            ? this.trans.__('Returned by %1: %2', last.author, reason)
+            : this.trans.__('Returned: %1', reason)
         )
       );
     }
@@ -236,22 +249,24 @@ export class ExportsPanel extends Widget {
     const changed = () => void this.refresh();
     if (request.state === 'returned') {
       actions.appendChild(
-        this.button('Send a new version', 'enclave-export-new-version', () =>
-          sendNewVersion(request, changed)
+        this.button(
+          this.trans.__('Send a new version'),
+          'enclave-export-new-version',
+          () => sendNewVersion(this.trans, request, changed)
         )
       );
     }
     if (request.allowed.includes('submitted')) {
       actions.appendChild(
-        this.button('Resubmit', 'enclave-export-resubmit', () =>
-          move(request, 'submitted', changed)
+        this.button(this.trans.__('Resubmit'), 'enclave-export-resubmit', () =>
+          move(this.trans, request, 'submitted', changed)
         )
       );
     }
     if (request.allowed.includes('withdrawn')) {
       actions.appendChild(
-        this.button('Withdraw', 'enclave-export-withdraw', () =>
-          move(request, 'withdrawn', changed)
+        this.button(this.trans.__('Withdraw'), 'enclave-export-withdraw', () =>
+          move(this.trans, request, 'withdrawn', changed)
         )
       );
     }
@@ -259,7 +274,9 @@ export class ExportsPanel extends Widget {
     const link = element(
       'a',
       released ? 'enclave-export-download' : 'enclave-export-open',
-      released ? 'Download released files' : 'Open in export review'
+      released
+        ? this.trans.__('Download released files')
+        : this.trans.__('Open in export review')
     );
     link.href = request.page_url;
     link.target = '_blank';
@@ -280,7 +297,15 @@ export class ExportsPanel extends Widget {
       )
     );
     const checks = file.check_status || 'not checked';
-    li.appendChild(label('checks', checks, `checks: ${checks}`));
+    li.appendChild(
+      label(
+        'checks',
+        checks,
+        file.check_status
+          ? this.trans.__('checks: %1', statusLabel(this.trans, checks))
+          : this.trans.__('checks: not checked')
+      )
+    );
     let decision: string;
     if (file.released) {
       decision = 'released';
@@ -291,17 +316,21 @@ export class ExportsPanel extends Widget {
     }
     const decisionText =
       decision === 'awaiting'
-        ? 'decision: awaiting review'
+        ? this.trans.__('decision: awaiting review')
         : decision === 'none'
-          ? 'decision: none'
-          : `decision: ${decision.replace(/_/g, ' ')}`;
+          ? this.trans.__('decision: none')
+          : this.trans.__('decision: %1', this.decisionLabel(decision));
     li.appendChild(label('decision', decision, decisionText));
     const failing = file.checks.filter(c => c.status !== 'pass');
     if (failing.length) {
       const findings = element('ul', 'enclave-export-findings');
       for (const c of failing) {
         findings.appendChild(
-          element('li', '', `${c.status} · ${c.check}: ${c.reason}`)
+          element(
+            'li',
+            '',
+            `${statusLabel(this.trans, c.status)} · ${c.check}: ${c.reason}`
+          )
         );
       }
       li.appendChild(findings);
@@ -316,6 +345,26 @@ export class ExportsPanel extends Widget {
       );
     }
     return li;
+  }
+
+  /** A reviewers' decision on a file in the display language; unknown ones as they are. */
+  private decisionLabel(decision: string): string {
+    switch (decision) {
+      case 'approved':
+        return this.trans.__('approved');
+      case 'rejected':
+        return this.trans.__('rejected');
+      case 'released':
+        return this.trans.__('released');
+      case 'changes_requested':
+        return this.trans.__('changes requested');
+      case 'conflicted':
+        return this.trans.__('reviewers disagree');
+      case 'pending':
+        return this.trans.__('pending');
+      default:
+        return decision.replace(/_/g, ' ');
+    }
   }
 
   private button(
