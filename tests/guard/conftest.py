@@ -19,10 +19,11 @@ from pathlib import Path
 
 import pytest
 import requests
+from playwright.async_api import async_playwright
 from tornado.httpclient import HTTPRequest
 from tornado.websocket import websocket_connect
 
-from enclave_testing import audit_hub_side, close_audit_hub_side, cookie_value
+from enclave_testing import CHROMIUM, CHROMIUM_ARGS, audit_hub_side, close_audit_hub_side, cookie_value
 
 REPO = Path(__file__).resolve().parents[2]
 SANDBOX_ENV = REPO / ".venv-sandbox"
@@ -346,3 +347,12 @@ def service_call():
 def decide():
     """``decide(reviewer, request_id, decision, reason)``: a reviewer's vote on every file, and the step it calls for."""
     return _decide
+
+
+@pytest.fixture
+async def browser():
+    """Debian's chromium, for the tests that drive JupyterLab in a browser."""
+    async with async_playwright() as p:
+        b = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        await b.close()

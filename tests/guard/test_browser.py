@@ -14,22 +14,14 @@ import re
 import uuid
 
 import pytest
-from enclave_testing import CHROMIUM, CHROMIUM_ARGS, download_from_exports_panel, log_in
-from playwright.async_api import async_playwright, expect
+from enclave_testing import download_from_exports_panel, log_in
+from playwright.async_api import expect
 
 pytestmark = pytest.mark.browser
 
 PASSWORD = "correct-horse-battery-staple"  # tests/conftest.py's accounts
 ABSENT = ("Download", "Open in New Browser Tab", "Copy Download Link", "Copy Shareable Link")
 TIMEOUT = 90_000
-
-
-@pytest.fixture
-async def browser():
-    async with async_playwright() as p:
-        b = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield b
-        await b.close()
 
 
 async def login(browser, hub, username: str):

@@ -23,8 +23,8 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from enclave_testing import CHROMIUM, CHROMIUM_ARGS, log_in
-from playwright.async_api import async_playwright, expect
+from enclave_testing import log_in
+from playwright.async_api import expect
 
 from enclave import accounts, languages, workspaces
 from enclave.sandbox.policy import LAB_APP_SETTINGS, Identity, Limits, SandboxLayout, lab_overrides, server_policy
@@ -141,14 +141,6 @@ def settings(enclave) -> Settings:
         workspaces.add_member(settings, WORKSPACE, name, "operator")
     languages.set_language(settings, "wei", "zh_CN")
     return settings
-
-
-@pytest.fixture
-async def browser():
-    async with async_playwright() as p:
-        b = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield b
-        await b.close()
 
 
 async def open_lab(browser, hub, username: str):
