@@ -15,6 +15,7 @@ import http.cookiejar
 import itertools
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -108,10 +109,26 @@ def cookie_value(session: requests.Session, url: str, name: str) -> str | None:
     return None
 
 
+# Ports for test servers come from below the kernel's ephemeral range (32768-60999 here), where no
+# outgoing connection takes a local port: a port the kernel hands out for bind(0) is free when asked
+# but may be a client connection's, or another test server's, by the time a server binds it.
+_TEST_PORTS = range(20000, 32000)
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port no server of this test run has been given and nothing holds now."""
+    for port in random.sample(_TEST_PORTS, len(_TEST_PORTS)):
+        if port in _handed_out:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError(f"no free port left in {_TEST_PORTS}")
 
 
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.2):
@@ -328,7 +345,9 @@ class Hub:
             "username": username, "password": password,
             "_xsrf": cookie_value(s.http, self.url + "/hub/login", "_xsrf")})
         if not r.url.endswith("/hub/home"):
-            raise AssertionError(f"login as {username} failed: {r.status_code} {r.url}")
+            refusals = [rec.get("detail") for rec in self.audit_records(user=username, action="auth.login")[-2:]]
+            raise AssertionError(f"login as {username} failed: {r.status_code} {r.url}; audit: {refusals}; "
+                                 f"hub log:\n{self.log_tail()}")
         s.username = username
         return s
 

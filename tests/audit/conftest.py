@@ -24,11 +24,7 @@ from enclave.audit.client import AuditClient
 from enclave.audit.reader import AuditReader
 from enclave.audit.verify import verify_database
 from enclave.settings import Settings
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from enclave_testing import free_port
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -19,7 +19,9 @@ import requests
 from enclave.audit.checkpoints import key_id
 from enclave.audit.hub import AUDIT_SERVICE
 
-from .conftest import AuditHome, execution, free_port
+from enclave_testing import free_port
+
+from .conftest import AuditHome, execution
 
 REPO = Path(__file__).resolve().parents[2]
 

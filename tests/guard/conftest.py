@@ -23,17 +23,11 @@ from playwright.async_api import async_playwright
 from tornado.httpclient import HTTPRequest
 from tornado.websocket import websocket_connect
 
-from enclave_testing import CHROMIUM, CHROMIUM_ARGS, audit_hub_side, close_audit_hub_side, cookie_value
+from enclave_testing import CHROMIUM, CHROMIUM_ARGS, audit_hub_side, close_audit_hub_side, cookie_value, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 SANDBOX_ENV = REPO / ".venv-sandbox"
 V1 = "v1.kernel.websocket.jupyter.org"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
