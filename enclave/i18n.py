@@ -21,6 +21,13 @@ choice, once the hub stores one), then the browser's ``Accept-Language``, then E
 Chinese tag (``zh``, ``zh-CN``, ``zh-Hans``, ``zh-TW``, …) gets Simplified Chinese, the one Chinese
 Enclave has, which a reader of Traditional Chinese reads far more easily than English.
 
+Messages that reach people from code (a check's reason, a refusal, a command's error) are
+:class:`Message` values: a stable ``code`` that logs, APIs and tests rely on, and an English text
+with ``%(name)s`` placeholders, marked with :func:`N_` where it is written and translated when
+shown, in the reader's locale: a page's or an API caller's, or for a command
+:func:`locale_from_environment` (``LANGUAGE``, ``LC_ALL``, ``LC_MESSAGES``, ``LANG``, as gettext
+reads them).
+
 Dates, numbers, sizes and lists follow the locale (:func:`format_datetime`, :func:`format_decimal`,
 :func:`format_size`, :func:`format_list`); :func:`install` makes them Jinja2 filters
 (``datetime``, ``decimal``, ``size``, ``format_list``) next to the gettext functions.
@@ -29,7 +36,10 @@ Dates, numbers, sizes and lists follow the locale (:func:`format_datetime`, :fun
 from __future__ import annotations
 
 import io
+import os
 import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache
 from gettext import GNUTranslations
@@ -54,6 +64,30 @@ _RANGE = re.compile(r"^\s*([A-Za-z]{1,8}(?:-[A-Za-z0-9]{1,8})*|\*)\s*(?:;\s*q\s*
 
 class UnknownLocale(ValueError):
     """A locale Enclave has no catalogue for."""
+
+
+def N_(text: str) -> str:
+    """Marks ``text`` for translation where it is written (``make catalogues`` extracts it); it is
+    translated where it is shown, in the reader's locale."""
+    return text
+
+
+@dataclass(frozen=True)
+class Message:
+    """A message to a person: a stable ``code`` (``contract.unknown_role``), an English ``text``
+    marked with :func:`N_` (``%(name)s`` placeholders) and the ``params`` that fill it.
+    ``str()`` is the English text; :meth:`render` is the text in a locale."""
+
+    code: str
+    text: str
+    params: Mapping = field(default_factory=dict)
+
+    def render(self, locale: str = "en") -> str:
+        translated = translations(_checked(locale)).gettext(self.text)
+        return translated % dict(self.params) if self.params else translated
+
+    def __str__(self) -> str:
+        return self.render(SOURCE_LOCALE)
 
 
 def supported(tag: str | None) -> str | None:
@@ -96,6 +130,22 @@ def negotiate(accept_language: str | None, preference: str | None = None) -> str
         chosen = supported(tag)
         if chosen:
             return chosen
+    return SOURCE_LOCALE
+
+
+def locale_from_environment(environ: Mapping[str, str] | None = None) -> str:
+    """The locale of a command's user, as gettext finds it: the first of ``LANGUAGE`` (a
+    colon-separated list), ``LC_ALL``, ``LC_MESSAGES`` and ``LANG`` that is set; the first language
+    of it Enclave has (``zh_CN.UTF-8``, ``zh``: Simplified Chinese), else English. The C and POSIX
+    locales are English, and make gettext ignore ``LANGUAGE``, as GNU gettext does."""
+    environ = os.environ if environ is None else environ
+    chosen = next((environ[name] for name in ("LC_ALL", "LC_MESSAGES", "LANG") if environ.get(name)), "")
+    if chosen.split(".")[0] in ("C", "POSIX"):
+        return SOURCE_LOCALE
+    for tag in [*environ.get("LANGUAGE", "").split(":"), chosen]:
+        found = supported(tag.split(".")[0].split("@")[0])
+        if found:
+            return found
     return SOURCE_LOCALE
 
 

@@ -156,3 +156,24 @@ def test_templates_render_in_the_chosen_language():
         '<html lang="zh-CN">下载 &lt;报告&gt;.csv · 2 kB · 共 2 个导出申请')
     english = i18n.environment("en").from_string("{{ _('Review queue') }} {{ html_lang }}")
     assert english.render() == "Review queue en"
+
+
+@pytest.mark.parametrize("environ, locale", [
+    ({"LANG": "zh_CN.UTF-8"}, "zh_CN"),
+    ({"LC_ALL": "zh_TW.UTF-8", "LANG": "en_US.UTF-8"}, "zh_CN"),
+    ({"LC_MESSAGES": "en_GB.UTF-8", "LANG": "zh_CN.UTF-8"}, "en"),
+    ({"LANGUAGE": "fr:zh_CN", "LANG": "en_US.UTF-8"}, "zh_CN"),
+    ({"LANGUAGE": "zh_CN", "LANG": "C.UTF-8"}, "en"),  # the C locale: gettext ignores LANGUAGE
+    ({"LANG": "de_DE.UTF-8"}, "en"),
+    ({}, "en"),
+])
+def test_a_commands_locale_comes_from_its_environment_as_gettext_reads_it(environ, locale):
+    assert i18n.locale_from_environment(environ) == locale
+
+
+def test_a_message_keeps_its_code_and_renders_in_the_readers_language():
+    message = i18n.Message("review.commented", i18n.N_("Your comment is added."))
+    assert (message.code, str(message)) == ("review.commented", "Your comment is added.")
+    assert message.render("zh_CN") == "您的评论已添加。"
+    with pytest.raises(i18n.UnknownLocale):
+        message.render("fr")
