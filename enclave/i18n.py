@@ -44,11 +44,14 @@ from datetime import UTC, datetime
 from functools import cache
 from gettext import GNUTranslations
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from babel import dates, lists, numbers, units
-from babel.messages import mofile, pofile
-from jinja2 import Environment
 from markupsafe import Markup, escape
+
+# Babel and Jinja2 are imported where they are used: a command that shows nothing translated (the
+# CLI in English) does not pay for them at start-up.
+if TYPE_CHECKING:
+    from jinja2 import Environment
 
 DOMAIN = "enclave"
 LOCALE_DIR = Path(__file__).parent / "locale"
@@ -83,7 +86,8 @@ class Message:
     params: Mapping = field(default_factory=dict)
 
     def render(self, locale: str = "en") -> str:
-        translated = translations(_checked(locale)).gettext(self.text)
+        # The texts are written in English: no catalogue is read for it.
+        translated = self.text if _checked(locale) == SOURCE_LOCALE else translations(locale).gettext(self.text)
         return translated % dict(self.params) if self.params else translated
 
     def __str__(self) -> str:
@@ -164,6 +168,8 @@ def catalogue_path(locale: str) -> Path:
 def translations(locale: str) -> GNUTranslations:
     """The translations of a locale, its ``.po`` compiled in memory (see the module's docstring).
     English is the source language: its catalogue maps texts to themselves where it has them."""
+    from babel.messages import mofile, pofile
+
     path = catalogue_path(locale)
     with path.open("rb") as f:
         catalog = pofile.read_po(f, locale=locale, domain=DOMAIN)
@@ -192,6 +198,8 @@ def install(env: Environment, locale: str) -> Environment:
 def environment(locale: str, **options) -> Environment:
     """A Jinja2 environment in ``locale``: ``options`` as :class:`jinja2.Environment` takes them,
     with the i18n extension added and :func:`install` done."""
+    from jinja2 import Environment
+
     extensions = [*options.pop("extensions", []), "jinja2.ext.i18n"]
     return install(Environment(extensions=extensions, **options), locale)
 
@@ -211,6 +219,8 @@ def format_datetime(value: datetime | str | None, locale: str, format: str = "me
     ``2026年11月30日 19:59:00 UTC``. A time without a zone is taken as UTC; None is ``""``."""
     if value is None or value == "":
         return ""
+    from babel import dates
+
     return f"{dates.format_datetime(_as_datetime(value), format, tzinfo=UTC, locale=_checked(locale))} UTC"
 
 
@@ -226,11 +236,15 @@ def _datetime_or_text(value, locale: str, format: str) -> str:
 def format_list(items, locale: str) -> Markup:
     """Items as the locale enumerates them, escaped for HTML (markup among them, as links, kept):
     ``a, b, and c``, ``a、b和c``."""
+    from babel import lists
+
     return Markup(lists.format_list([str(escape(item)) for item in items], locale=_checked(locale)))
 
 
 def format_decimal(value: int | float, locale: str) -> str:
     """A number as the locale writes it (grouping and decimal separators): ``12,345.6``."""
+    from babel import numbers
+
     return numbers.format_decimal(value, locale=_checked(locale))
 
 
@@ -240,6 +254,8 @@ _SIZE_UNITS = ("digital-kilobyte", "digital-megabyte", "digital-gigabyte", "digi
 def format_size(num_bytes: int, locale: str) -> str:
     """A size in bytes as the locale writes it, in decimal units with one decimal: ``812 bytes`` /
     ``812字节``, ``1.2 kB``, ``1.2 MB`` (CLDR's own unit names, which in Chinese are these symbols)."""
+    from babel import units
+
     if num_bytes < 0:
         raise ValueError(f"a size cannot be negative: {num_bytes}")
     _checked(locale)
