@@ -21,6 +21,8 @@ from sqlalchemy import select
 
 from . import db, logins
 from .exports import workflow
+from .i18n import N_
+from .refusals import Refusal
 from .settings import Settings
 
 _hasher = PasswordHasher()
@@ -47,8 +49,8 @@ def _dummy_hash() -> str:
     return _hasher.hash(secrets.token_urlsafe(16))
 
 
-class AccountError(Exception):
-    """An account operation that cannot be done, with the reason."""
+class AccountError(Refusal):
+    """An account operation that cannot be done, with the reason (a stable code and its text)."""
 
 
 class UnknownAccount(AccountError):
@@ -72,13 +74,16 @@ def generate_password() -> str:
 
 def _check_password(settings: Settings, password: str) -> None:
     if len(password) < settings.accounts.min_password_length:
-        raise AccountError(f"password too short: at least {settings.accounts.min_password_length} characters")
+        raise AccountError("account.password_too_short", N_("password too short: at least %(length)s characters"),
+                           length=settings.accounts.min_password_length)
 
 
 def _check_roles(roles: list[str]) -> list[str]:
-    unknown = set(roles) - set(db.ROLES)
-    if not roles or unknown:
-        raise AccountError(f"role must be one of {', '.join(db.ROLES)} (got {', '.join(roles) or 'none'})")
+    if not roles:
+        raise AccountError("account.no_role", N_("role must be one of %(roles)s (got none)"), roles=", ".join(db.ROLES))
+    if set(roles) - set(db.ROLES):
+        raise AccountError("account.unknown_role", N_("role must be one of %(roles)s (got %(given)s)"),
+                           roles=", ".join(db.ROLES), given=", ".join(roles))
     return sorted(set(roles))
 
 
@@ -89,19 +94,19 @@ def add_user(settings: Settings, username: str, roles: list[str], password: str,
     join (``enclave apply``'s). ``password_hash``: an Argon2id hash made beforehand, instead of
     ``password``."""
     if not db.USERNAME.match(username):
-        raise AccountError(
-            f"user name '{username}' is not allowed: 1-32 lower-case letters, digits, '_' or '-',"
-            " starting with a letter"
-        )
+        raise AccountError("account.bad_name", N_(
+            "user name '%(account)s' is not allowed: 1-32 lower-case letters, digits, '_' or '-', starting with a"
+            " letter"), account=username)
     if username in RESERVED_NAMES:
-        raise AccountError(f"user name '{username}' is reserved: {RESERVED_NAMES[username]}")
+        raise AccountError("account.reserved_name", N_("user name '%(account)s' is reserved: %(reason)s"), account=username,
+                           reason=RESERVED_NAMES[username])
     roles = _check_roles(roles)
     if password_hash is None:
         _check_password(settings, password)
         password_hash = _hasher.hash(password)
     with db.transaction(settings.enclave_db_url, session) as s:
         if s.get(db.Account, username) is not None:
-            raise AccountError(f"an account named '{username}' already exists")
+            raise AccountError("account.exists", N_("an account named '%(account)s' already exists"), account=username)
         s.add(db.Account(
             username=username,
             password_hash=password_hash,
@@ -125,7 +130,7 @@ def set_password(settings: Settings, username: str, password: str, record=None) 
     with db.transaction(settings.enclave_db_url) as s:
         account = s.get(db.Account, username)
         if account is None:
-            raise AccountError(f"no account named '{username}'")
+            raise AccountError("account.unknown", N_("no account named '%(account)s'"), account=username)
         account.password_hash = _hasher.hash(password)
         logins.clear(s, username)
         if record is not None:
@@ -138,7 +143,7 @@ def clear_throttle(settings: Settings, username: str, client: str | None = None,
     record. ``record``: as for :func:`add_user`."""
     with db.transaction(settings.enclave_db_url) as s:
         if s.get(db.Account, username) is None:
-            raise AccountError(f"no account named '{username}'")
+            raise AccountError("account.unknown", N_("no account named '%(account)s'"), account=username)
         forgotten = logins.clear(s, username, client)
         if forgotten and record is not None:
             record("account.throttle_cleared", detail={
@@ -196,18 +201,31 @@ def _get(s, username: str, lock: bool = True) -> db.Account:
                   .order_by(db.Account.username).with_for_update()).all()
     account = s.get(db.Account, username, with_for_update=lock)
     if account is None:
-        raise UnknownAccount(f"no account named '{username}'")
+        raise UnknownAccount("account.unknown", N_("no account named '%(account)s'"), account=username)
     return account
 
 
+# What the last usable admin account may not have done to it, in words: the refusal's text.
+_LAST_ADMIN = {
+    "take the admin role": N_("cannot take the admin role from '%(account)s': it is the last active admin account;"
+                              " make another account an admin first"),
+    "disable": N_("cannot disable '%(account)s': it is the last active admin account; make another account an admin"
+                  " first"),
+    "let expire": N_("cannot let expire '%(account)s': it is the last active admin account; make another account an"
+                     " admin first"),
+    "remove": N_("cannot remove '%(account)s': it is the last active admin account; make another account an admin"
+                 " first"),
+}
+
+
 def _check_not_last_admin(s, account: db.Account, doing: str, now: datetime) -> None:
-    """The last usable admin stays: without one, nobody could provision anything (or undo this)."""
+    """The last usable admin stays: without one, nobody could provision anything (or undo this).
+    ``doing``: what would be done to it, a key of :data:`_LAST_ADMIN`."""
     if "admin" not in account.role_names or not usable(account, now):
         return
     admins = s.scalars(select(db.Account).join(db.AccountRole).where(db.AccountRole.role == "admin")).all()
     if not any(usable(a, now) for a in admins if a.username != account.username):
-        raise AccountError(f"cannot {doing} '{account.username}': it is the last active admin account;"
-                           " make another account an admin first")
+        raise AccountError("account.last_admin", _LAST_ADMIN[doing], account=account.username)
 
 
 def set_roles(settings: Settings, username: str, roles: list[str], record=None, *, session=None) -> AccountView:
@@ -221,18 +239,20 @@ def set_roles(settings: Settings, username: str, roles: list[str], record=None, 
         if before == roles:
             return _account_view(account, now)
         if "admin" not in roles:
-            _check_not_last_admin(s, account, "take the admin role from", now)
+            _check_not_last_admin(s, account, "take the admin role", now)
         needed = {m.role for m in s.scalars(select(db.Membership).where(db.Membership.username == username))}
         lost = (needed & {"operator", "reviewer"}) - set(roles)
         if lost:
             where = sorted({m.workspace_name for m in s.scalars(select(db.Membership).where(
                 db.Membership.username == username, db.Membership.role.in_(lost)))})
-            raise AccountError(f"'{username}' is a workspace {' and '.join(sorted(lost))} (in {', '.join(where)}):"
-                               " remove those memberships first")
+            raise AccountError("account.roles_in_use", N_(
+                "'%(account)s' is a workspace %(roles)s (in %(workspaces)s): remove those memberships first"),
+                account=username, roles=" and ".join(sorted(lost)), workspaces=", ".join(where))
         if "holder" not in roles and (s.scalars(select(db.Source).where(db.Source.holder == username)).first()
                                       or s.scalars(select(db.Workspace).where(db.Workspace.holder == username)).first()):
-            raise AccountError(f"'{username}' holds sources or is a workspace's data holder: hand them to another"
-                               " holder first")
+            raise AccountError("account.holder_role_in_use", N_(
+                "'%(account)s' holds sources or is a workspace's data holder: hand them to another holder first"),
+                account=username)
         account.roles = [db.AccountRole(role=r) for r in roles]
         s.flush()
         if record is not None:
@@ -244,12 +264,13 @@ def disable(settings: Settings, username: str, reason: str, record=None, *, sess
     """Disable the account: its logins are refused; the provisioning service stops its sandboxes,
     ends its sessions and revokes its tokens (enclave.provisioning.lifecycle)."""
     if not reason.strip():
-        raise AccountError("say why the account is disabled (a reason is recorded)")
+        raise AccountError("account.disable_reason_missing", N_("say why the account is disabled (a reason is recorded)"))
     now = db.utcnow()
     with db.transaction(settings.enclave_db_url, session) as s:
         account = _get(s, username)
         if account.state == "disabled":
-            raise AccountError(f"'{username}' is already disabled ({account.state_reason})")
+            raise AccountError("account.already_disabled", N_("'%(account)s' is already disabled (%(reason)s)"),
+                               account=username, reason=account.state_reason)
         _check_not_last_admin(s, account, "disable", now)
         account.state, account.state_reason = "disabled", reason.strip()
         s.flush()
@@ -263,7 +284,7 @@ def enable(settings: Settings, username: str, record=None, *, session=None) -> A
     with db.transaction(settings.enclave_db_url, session) as s:
         account = _get(s, username)
         if account.state == "active":
-            raise AccountError(f"'{username}' is not disabled")
+            raise AccountError("account.not_disabled", N_("'%(account)s' is not disabled"), account=username)
         account.state, account.state_reason = "active", ""
         s.flush()
         if record is not None:
@@ -297,8 +318,9 @@ def remove_user(settings: Settings, username: str, record=None, *, session=None)
         held = [src.name for src in s.scalars(select(db.Source).where(db.Source.holder == username))]
         held += [f"workspace {w.name}" for w in s.scalars(select(db.Workspace).where(db.Workspace.holder == username))]
         if held:
-            raise AccountError(f"cannot remove '{username}': it is the data holder of {', '.join(held)};"
-                               " hand them to another holder first")
+            raise AccountError("account.holds_data", N_(
+                "cannot remove '%(account)s': it is the data holder of %(held)s; hand them to another holder first"),
+                account=username, held=", ".join(held))
         memberships = sorted(f"{m.workspace_name}:{m.role}" for m in
                              s.scalars(select(db.Membership).where(db.Membership.username == username)))
         s.delete(account)

@@ -13,13 +13,15 @@ account but still choose a language.
 from __future__ import annotations
 
 from . import db, i18n
+from .i18n import N_
+from .refusals import Refusal
 from .settings import Settings
 
 # JupyterHub's user names: an identity provider's may be longer than an Enclave account's.
 MAX_USERNAME = 255
 
 
-class LanguageError(ValueError):
+class LanguageError(Refusal, ValueError):
     """A language Enclave has no catalogue for, or a person who cannot have one; the message says which."""
 
 
@@ -29,12 +31,14 @@ def set_language(settings: Settings, user: str, language: str, record=None) -> N
     take leaves the old choice. With Enclave's own accounts (the ``native`` authenticator), ``user``
     must have one."""
     if language not in i18n.LOCALES:
-        raise LanguageError(f"language must be one of {', '.join(i18n.LOCALES)} (got {language!r})")
+        raise LanguageError("language.unknown", N_("language must be one of %(languages)s (got %(language)s)"),
+                            languages=", ".join(i18n.LOCALES), language=repr(language))
     if not user or len(user) > MAX_USERNAME:
-        raise LanguageError(f"a user name is 1 to {MAX_USERNAME} characters (got {len(user)})")
+        raise LanguageError("language.bad_user_name", N_("a user name is 1 to %(most)s characters (got %(length)s)"),
+                            most=MAX_USERNAME, length=len(user))
     with db.transaction(settings.enclave_db_url) as s:
         if settings.hub.authenticator == "native" and s.get(db.Account, user) is None:
-            raise LanguageError(f"no account named '{user}'")
+            raise LanguageError("account.unknown", N_("no account named '%(account)s'"), account=user)
         preference = s.get(db.LanguagePreference, user)
         if preference is None:
             s.add(db.LanguagePreference(username=user, language=language))

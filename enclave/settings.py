@@ -29,11 +29,14 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from .i18n import N_
+from .refusals import Refusal
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
-class SettingsError(Exception):
-    """The settings file or environment holds a value Enclave cannot use."""
+class SettingsError(Refusal):
+    """The settings file or environment holds a value Enclave cannot use (a stable code and its text)."""
 
 
 class _Section(BaseModel):
@@ -318,11 +321,13 @@ def load_settings(**overrides) -> Settings:
                 problems.append(f"unknown setting '{key}'")
             else:
                 problems.append(f"setting '{key}': {err['msg']} (got {err.get('input')!r})")
-        raise SettingsError(f"invalid Enclave settings ({path}): " + "; ".join(problems)) from None
+        raise SettingsError("settings.invalid", N_("invalid Enclave settings (%(path)s): %(problems)s"), path=str(path),
+                            problems="; ".join(problems)) from None
     except Exception as exc:  # a TOML syntax error, for one
         if isinstance(exc, SettingsError):
             raise
-        raise SettingsError(f"cannot read Enclave settings {path}: {exc}") from None
+        raise SettingsError("settings.unreadable", N_("cannot read Enclave settings %(path)s: %(reason)s"), path=str(path),
+                            reason=str(exc)) from None
 
 
 def load_settings_or_exit(**overrides) -> Settings:

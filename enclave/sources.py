@@ -10,13 +10,15 @@ from datetime import datetime
 from sqlalchemy import select
 
 from . import db
+from .i18n import N_
+from .refusals import Refusal
 from .settings import Settings
 
 SOURCE_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,99}$")
 
 
-class SourceError(Exception):
-    pass
+class SourceError(Refusal):
+    """A source that cannot be registered or handed over, with the reason (a stable code and its text)."""
 
 
 @dataclass(frozen=True)
@@ -38,13 +40,15 @@ def set_holder(settings: Settings, source: str, holder: str, record=None, *, ses
     """Register ``source`` as ``holder``'s, or hand it to ``holder``. Workspaces that use the source's
     releases keep them; new attachments are the new holder's to consent to."""
     if not SOURCE_NAME.match(source):
-        raise SourceError(f"'{source}' is not a source name (lower-case letters, digits, '_', '.', '-')")
+        raise SourceError("source.bad_name", N_("'%(source)s' is not a source name (lower-case letters, digits, '_', '.', '-')"),
+                          source=source)
     with db.transaction(settings.enclave_db_url, session) as s:
         account = s.get(db.Account, holder)
         if account is None:
-            raise SourceError(f"no account named '{holder}'")
+            raise SourceError("account.unknown", N_("no account named '%(account)s'"), account=holder)
         if "holder" not in account.role_names:
-            raise SourceError(f"'{holder}' cannot hold sources: the account does not hold the holder role")
+            raise SourceError("source.holder_lacks_role", N_(
+                "'%(account)s' cannot hold sources: the account does not hold the holder role"), account=holder)
         row = s.get(db.Source, source, with_for_update=True)
         before = row.holder if row is not None else None
         if before == holder:

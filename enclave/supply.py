@@ -22,12 +22,15 @@ from pathlib import Path
 from typing import Callable
 
 from .files import atomic_write
+from .i18n import N_
+from .refusals import Refusal
 from .releases import release_dir
 from .settings import Settings
 
 
-class SupplyError(Exception):
-    pass
+class SupplyError(Refusal):
+    """A column view or a data supply manifest that cannot be made or read, with the reason (a stable code
+    and its text)."""
 
 
 def views_root(settings: Settings) -> Path:
@@ -78,9 +81,10 @@ def select_columns(tables: dict[str, list[str]], release: str, columns: list[str
                 chosen[t].append(c)
     if unknown:
         available = ", ".join(f"{t}.{c}" for t, cols in tables.items() for c in cols)
-        raise SupplyError(f"release '{release}' has no column(s) {', '.join(map(repr, unknown))} (it has: {available})")
+        raise SupplyError("view.unknown_columns", N_("release '%(release)s' has no column(s) %(columns)s (it has: %(available)s)"),
+                          release=release, columns=", ".join(map(repr, unknown)), available=available)
     if not chosen:
-        raise SupplyError("no columns given for the view")
+        raise SupplyError("view.no_columns", N_("no columns given for the view"))
     # Keep each table's own column order.
     return {t: [c for c in tables[t] if c in cols] for t, cols in chosen.items()}
 
@@ -147,7 +151,8 @@ def read_manifest(settings: Settings, workspace: str) -> list[dict]:
     try:
         return json.loads(path.read_text(encoding="utf-8"))["entries"]
     except (ValueError, KeyError) as exc:
-        raise SupplyError(f"data supply manifest {path} is unreadable: {exc}") from None
+        raise SupplyError("supply.manifest_unreadable", N_("data supply manifest %(path)s is unreadable: %(reason)s"),
+                          path=str(path), reason=str(exc)) from None
 
 
 def keep_manifest(settings: Settings, workspace: str) -> Callable[[], None]:

@@ -22,14 +22,16 @@ from sqlalchemy import select
 
 from . import db, supply
 from .audit.records import without_floats
+from .i18n import N_
+from .refusals import Refusal
 from .releases import release_dir
 from .sandbox.home_image import MIB, DiskUsage, usage
 from .settings import ExportSettings, LimitSettings, Settings
 from .sources import source_of
 
 
-class WorkspaceError(Exception):
-    """A workspace operation that cannot be done, with the reason."""
+class WorkspaceError(Refusal):
+    """A workspace operation that cannot be done, with the reason (a stable code and its text)."""
 
 
 class UnknownWorkspace(WorkspaceError):
@@ -115,13 +117,14 @@ def _get(session, name: str, lock: bool = True) -> db.Workspace:
     """The workspace, locked for the change at hand (``lock``; a read takes no lock)."""
     ws = session.get(db.Workspace, name, with_for_update=lock)
     if ws is None:
-        raise UnknownWorkspace(f"no workspace named '{name}'")
+        raise UnknownWorkspace("workspace.unknown", N_("no workspace named '%(workspace)s'"), workspace=name)
     return ws
 
 
 def _changeable(ws: db.Workspace) -> db.Workspace:
     if ws.state == "archived":
-        raise WorkspaceError(f"workspace '{ws.name}' is archived: it can no longer change")
+        raise WorkspaceError("workspace.archived", N_("workspace '%(workspace)s' is archived: it can no longer change"),
+                             workspace=ws.name)
     return ws
 
 
@@ -176,13 +179,12 @@ def _record(record: Recorder, action: str, workspace: str, **detail) -> None:
 def create(settings: Settings, name: str, record: Recorder = None, *, purpose: str = "",
            holder: str | None = None, expires_at: datetime | None = None, session=None) -> WorkspaceView:
     if not db.WORKSPACE_NAME.match(name):
-        raise WorkspaceError(
-            f"workspace name '{name}' is not allowed: use 1-40 lower-case letters, digits and '-',"
-            " starting and ending with a letter or digit"
-        )
+        raise WorkspaceError("workspace.bad_name", N_(
+            "workspace name '%(workspace)s' is not allowed: use 1-40 lower-case letters, digits and '-',"
+            " starting and ending with a letter or digit"), workspace=name)
     with db.transaction(settings.enclave_db_url, session) as s:
         if s.get(db.Workspace, name) is not None:
-            raise WorkspaceError(f"workspace '{name}' already exists")
+            raise WorkspaceError("workspace.exists", N_("workspace '%(workspace)s' already exists"), workspace=name)
         if holder is not None:
             _check_holder(s, holder)
         ws = db.Workspace(name=name, limits={}, guard={}, purpose=purpose.strip(), holder=holder,
@@ -197,16 +199,18 @@ def create(settings: Settings, name: str, record: Recorder = None, *, purpose: s
 def _check_holder(s, holder: str) -> None:
     account = s.get(db.Account, holder)
     if account is None:
-        raise WorkspaceError(f"no account named '{holder}'")
+        raise WorkspaceError("account.unknown", N_("no account named '%(account)s'"), account=holder)
     if "holder" not in account.role_names:
-        raise WorkspaceError(f"'{holder}' cannot be a workspace's data holder: the account does not hold the holder role")
+        raise WorkspaceError("workspace.holder_lacks_role", N_(
+            "'%(account)s' cannot be a workspace's data holder: the account does not hold the holder role"),
+            account=holder)
 
 
 def set_purpose(settings: Settings, name: str, purpose: str, record: Recorder = None, *, session=None) -> WorkspaceView:
     """Change the approved scenario of use. Releases awaiting consent are then answered by their
     holder against the new purpose."""
     if not purpose.strip():
-        raise WorkspaceError("a workspace's purpose cannot be empty")
+        raise WorkspaceError("workspace.empty_purpose", N_("a workspace's purpose cannot be empty"))
     with db.transaction(settings.enclave_db_url, session) as s:
         ws = _changeable(_get(s, name))
         before = ws.purpose
@@ -226,8 +230,10 @@ def set_holder(settings: Settings, name: str, holder: str, record: Recorder = No
             return _view(ws)
         others = [a.release for a in ws.attachments if _source_holder(s, a.release) != holder]
         if others:
-            raise WorkspaceError(f"cannot make '{holder}' the data holder of '{name}': releases of other holders'"
-                                 f" sources are attached or asked for ({', '.join(sorted(others))}); detach them first")
+            raise WorkspaceError("workspace.other_holders_releases", N_(
+                "cannot make '%(account)s' the data holder of '%(workspace)s': releases of other holders' sources are"
+                " attached or asked for (%(releases)s); detach them first"),
+                account=holder, workspace=name, releases=", ".join(sorted(others)))
         before = ws.holder
         ws.holder = holder
         s.flush()
@@ -256,8 +262,9 @@ def set_operators_may_review(settings: Settings, name: str, allowed: bool, recor
         ws = _changeable(_get(s, name))
         both = ws.members_with("operator") & ws.members_with("reviewer")
         if not allowed and both:
-            raise WorkspaceError(f"'{name}' has members who are both operator and reviewer ({', '.join(sorted(both))}):"
-                                 " remove one of their roles first")
+            raise WorkspaceError("workspace.members_in_both_roles", N_(
+                "'%(workspace)s' has members who are both operator and reviewer (%(members)s): remove one of their"
+                " roles first"), workspace=name, members=", ".join(sorted(both)))
         if bool(ws.operators_may_review) == allowed:
             return _view(ws)
         ws.operators_may_review = allowed
@@ -271,7 +278,8 @@ def _set_state(settings: Settings, name: str, state: str, reason: str, record: R
     with db.transaction(settings.enclave_db_url, session) as s:
         ws = _get(s, name)
         if ws.state not in allowed_from:
-            raise WorkspaceError(f"workspace '{name}' is {ws.state}: it cannot be {_STATE_WORDS[state]}")
+            code, text = _STATE_REFUSALS[state]
+            raise WorkspaceError(code, text, workspace=name, state=ws.state)
         before = ws.state
         ws.state, ws.state_reason, ws.state_changed_at = state, reason.strip(), db.utcnow()
         s.flush()
@@ -279,14 +287,19 @@ def _set_state(settings: Settings, name: str, state: str, reason: str, record: R
         return _view(ws)
 
 
-_STATE_WORDS = {"frozen": "frozen", "active": "unfrozen", "archived": "archived"}
+# A change of state the workspace's present state does not allow, by the state asked for.
+_STATE_REFUSALS = {
+    "frozen": ("workspace.cannot_freeze", N_("workspace '%(workspace)s' is %(state)s: it cannot be frozen")),
+    "active": ("workspace.cannot_unfreeze", N_("workspace '%(workspace)s' is %(state)s: it cannot be unfrozen")),
+    "archived": ("workspace.cannot_archive", N_("workspace '%(workspace)s' is %(state)s: it cannot be archived")),
+}
 
 
 def freeze(settings: Settings, name: str, reason: str, record: Recorder = None, *, session=None) -> WorkspaceView:
     """Freeze the workspace: its sandboxes are stopped and none start, and no export request is
     made, until it is unfrozen. Members, releases and limits may still be changed."""
     if not reason.strip():
-        raise WorkspaceError("say why the workspace is frozen (a reason is recorded)")
+        raise WorkspaceError("workspace.freeze_reason_missing", N_("say why the workspace is frozen (a reason is recorded)"))
     return _set_state(settings, name, "frozen", reason, record, session, ("active",), "workspace.freeze")
 
 
@@ -294,8 +307,9 @@ def unfreeze(settings: Settings, name: str, record: Recorder = None, *, session=
     with db.transaction(settings.enclave_db_url, session) as s:
         ws = _get(s, name)
         if ws.state == "frozen" and ws.expires_at is not None and db.as_utc(ws.expires_at) <= db.utcnow():
-            raise WorkspaceError(f"workspace '{name}' expired on {db.iso(ws.expires_at)}: set a later expiry"
-                                 " (or none) before unfreezing it")
+            raise WorkspaceError("workspace.expired", N_(
+                "workspace '%(workspace)s' expired on %(expired_at)s: set a later expiry (or none) before unfreezing it"),
+                workspace=name, expired_at=db.iso(ws.expires_at))
         return _set_state(settings, name, "active", "", record, s, ("frozen",), "workspace.unfreeze")
 
 
@@ -303,7 +317,8 @@ def archive(settings: Settings, name: str, reason: str, record: Recorder = None,
     """Archive the workspace, for good: nothing starts or changes; its operators' homes are kept,
     read-only, for the retention period ([workspaces] archive_retention_days), then deleted."""
     if not reason.strip():
-        raise WorkspaceError("say why the workspace is archived (a reason is recorded)")
+        raise WorkspaceError("workspace.archive_reason_missing",
+                             N_("say why the workspace is archived (a reason is recorded)"))
     return _set_state(settings, name, "archived", reason, record, session, ("active", "frozen"), "workspace.archive")
 
 
@@ -324,13 +339,15 @@ def set_limits(settings: Settings, name: str, limits: dict, record: Recorder = N
     try:
         checked = LimitSettings(**limits).model_dump(include=set(limits))
     except ValidationError as exc:
-        raise WorkspaceError(f"invalid limits for '{name}': {_problems(exc)}") from None
+        raise WorkspaceError("limits.invalid", N_("invalid limits for '%(workspace)s': %(problems)s"), workspace=name,
+                             problems=_problems(exc)) from None
     if "disk_mb" in checked:
         too_full = [f"{user}'s home uses {u.used_mb} MiB" for user, u in home_usages(settings, name).items()
                     if u.used > checked["disk_mb"] * MIB]
         if too_full:
-            raise WorkspaceError(f"cannot lower the disk quota of '{name}' to {checked['disk_mb']} MiB: "
-                                 f"{', '.join(too_full)}; files must be deleted there first")
+            raise WorkspaceError("limits.disk_quota_too_low", N_(
+                "cannot lower the disk quota of '%(workspace)s' to %(disk_mb)s MiB: %(usages)s; files must be deleted"
+                " there first"), workspace=name, disk_mb=checked["disk_mb"], usages=", ".join(too_full))
     with db.transaction(settings.enclave_db_url, session) as s:
         ws = _changeable(_get(s, name))
         before = dict(ws.limits or {})
@@ -361,7 +378,8 @@ def set_guard(settings: Settings, name: str, guard: dict, record: Recorder = Non
     review service checks outputs with the same thresholds.
     """
     if "acro" in guard:
-        raise WorkspaceError("ACRO thresholds are set in [exports] for all workspaces, not per workspace")
+        raise WorkspaceError("guard.acro_per_workspace", N_(
+            "ACRO thresholds are set in [exports] for all workspaces, not per workspace"))
     with db.transaction(settings.enclave_db_url, session) as s:
         ws = _changeable(_get(s, name))
         merged = {**(ws.guard or {}), **guard}
@@ -372,7 +390,8 @@ def set_guard(settings: Settings, name: str, guard: dict, record: Recorder = Non
                                capture_output=True, text=True, timeout=120)
         if check.returncode != 0:
             reason = check.stderr.strip().splitlines()[-1] if check.stderr.strip() else f"exit {check.returncode}"
-            raise WorkspaceError(f"invalid guard settings for '{name}': {reason}")
+            raise WorkspaceError("guard.invalid", N_("invalid guard settings for '%(workspace)s': %(problems)s"),
+                                 workspace=name, problems=reason)
         before = dict(ws.guard or {})
         ws.guard = merged
         s.flush()
@@ -393,11 +412,13 @@ def set_export_policy(settings: Settings, name: str, policy: dict, record: Recor
     theirs. The thresholds reach the guard in the workspace's servers at their next start."""
     unknown = sorted(set(policy) - set(EXPORT_POLICY_KEYS))
     if unknown:
-        raise WorkspaceError(f"unknown export policy key(s) {', '.join(unknown)} (known: {', '.join(EXPORT_POLICY_KEYS)})")
+        raise WorkspaceError("export_policy.unknown_keys", N_("unknown export policy key(s) %(keys)s (known: %(known)s)"),
+                             keys=", ".join(unknown), known=", ".join(EXPORT_POLICY_KEYS))
     try:
         merged = ExportSettings.model_validate({**settings.exports.model_dump(), **policy})
     except ValidationError as exc:
-        raise WorkspaceError(f"invalid export policy for '{name}': {_problems(exc)}") from None
+        raise WorkspaceError("export_policy.invalid", N_("invalid export policy for '%(workspace)s': %(problems)s"),
+                             workspace=name, problems=_problems(exc)) from None
     checked = merged.model_dump(include=set(policy))
     with db.transaction(settings.enclave_db_url, session) as s:
         ws = _changeable(_get(s, name))
@@ -435,32 +456,43 @@ def for_user(settings: Settings, username: str) -> list[tuple[WorkspaceView, set
 def add_member(settings: Settings, workspace: str, username: str, role: str, record: Recorder = None, *,
                session=None) -> WorkspaceView:
     if role not in db.WORKSPACE_ROLES:
-        raise WorkspaceError(f"role '{role}' is not a workspace role ({', '.join(db.WORKSPACE_ROLES)})")
+        raise WorkspaceError("workspace.unknown_role", N_("role '%(role)s' is not a workspace role (%(roles)s)"), role=role,
+                             roles=", ".join(db.WORKSPACE_ROLES))
     with db.transaction(settings.enclave_db_url, session) as s:
         ws = _changeable(_get(s, workspace))
         account = s.get(db.Account, username)
         if account is None:
-            raise WorkspaceError(f"no account named '{username}'")
+            raise WorkspaceError("account.unknown", N_("no account named '%(account)s'"), account=username)
         if account.state != "active":
-            raise WorkspaceError(f"'{username}' is disabled: enable the account first")
+            raise WorkspaceError("account.disabled", N_("'%(account)s' is disabled: enable the account first"),
+                                 account=username)
         if role in ("operator", "reviewer") and role not in account.role_names:
-            raise WorkspaceError(
-                f"'{username}' cannot be a workspace {role}: the account does not hold the {role} role"
-            )
+            raise WorkspaceError("workspace.member_lacks_role", _LACKS_ROLE[role], account=username)
         if username in ws.members_with(role):
-            raise WorkspaceError(f"'{username}' is already a {role} of '{workspace}'")
+            raise WorkspaceError("workspace.already_member", N_("'%(account)s' is already a %(role)s of '%(workspace)s'"),
+                                 account=username, role=role, workspace=workspace)
         other = {"operator": "reviewer", "reviewer": "operator"}.get(role)
         if other and username in ws.members_with(other) and not ws.operators_may_review:
-            raise WorkspaceError(
-                f"'{username}' is {_A[other]} {other} of '{workspace}' and cannot also be its {role}: the workspace's policy"
-                " keeps operators and reviewers apart (allow it with operators_may_review)")
+            raise WorkspaceError("workspace.operators_and_reviewers_apart", _KEPT_APART[role], account=username,
+                                 workspace=workspace)
         ws.members.append(db.Membership(username=username, role=role))
         s.flush()
         _record(record, "workspace.member_add", workspace, user=username, role=role)
         return _view(ws)
 
 
-_A = {"operator": "an", "reviewer": "a"}
+# A member added in a role their account does not hold, by the role.
+_LACKS_ROLE = {
+    "operator": N_("'%(account)s' cannot be a workspace operator: the account does not hold the operator role"),
+    "reviewer": N_("'%(account)s' cannot be a workspace reviewer: the account does not hold the reviewer role"),
+}
+# A member added in the role that the workspace's separation of duties keeps from their other role.
+_KEPT_APART = {
+    "reviewer": N_("'%(account)s' is an operator of '%(workspace)s' and cannot also be its reviewer: the workspace's"
+                   " policy keeps operators and reviewers apart (allow it with operators_may_review)"),
+    "operator": N_("'%(account)s' is a reviewer of '%(workspace)s' and cannot also be its operator: the workspace's"
+                   " policy keeps operators and reviewers apart (allow it with operators_may_review)"),
+}
 
 
 def remove_member(settings: Settings, workspace: str, username: str, role: str, record: Recorder = None, *,
@@ -471,7 +503,8 @@ def remove_member(settings: Settings, workspace: str, username: str, role: str, 
         ws = _changeable(_get(s, workspace))
         kept = [m for m in ws.members if not (m.username == username and m.role == role)]
         if len(kept) == len(ws.members):
-            raise WorkspaceError(f"'{username}' is not a {role} of '{workspace}'")
+            raise WorkspaceError("workspace.not_member", N_("'%(account)s' is not a %(role)s of '%(workspace)s'"),
+                                 account=username, role=role, workspace=workspace)
         ws.members = kept
         s.flush()
         _record(record, "workspace.member_remove", workspace, user=username, role=role)
@@ -499,30 +532,39 @@ def attach(
     workspace's purpose and this reason. Nothing is mounted before."""
     path = release_dir(settings, release) / "data"  # validates the name
     if not path.is_dir():
-        raise WorkspaceError(f"release '{release}' is not in the release store ({settings.release_store})")
+        raise WorkspaceError("release.unknown", N_("release '%(release)s' is not in the release store (%(store)s)"),
+                             release=release, store=str(settings.release_store))
     try:
         selection = (supply.select_columns(supply.release_tables(settings, release), release, columns)
                      if columns else None)
     except supply.SupplyError as exc:
-        raise WorkspaceError(str(exc)) from None
+        raise WorkspaceError.from_refusal(exc) from None
     with db.transaction(settings.enclave_db_url, session) as s:
         ws = _changeable(_get(s, workspace))
         if release in {a.release for a in ws.attachments}:
             status = next(a.status for a in ws.attachments if a.release == release)
-            raise WorkspaceError(f"release '{release}' is already {'attached to' if status == 'attached' else 'asked for'}"
-                                 f" '{workspace}'")
+            if status == "attached":
+                raise WorkspaceError("workspace.release_attached", N_(
+                    "release '%(release)s' is already attached to '%(workspace)s'"), release=release, workspace=workspace)
+            raise WorkspaceError("workspace.release_asked_for", N_(
+                "release '%(release)s' is already asked for '%(workspace)s'"), release=release, workspace=workspace)
         holder = _source_holder(s, release)
         if holder is None:
-            raise WorkspaceError(f"release '{release}' has no data holder: register its source '{source_of(release)}'"
-                                 " with its holder first (enclave data set-holder)")
+            raise WorkspaceError("release.no_holder", N_(
+                "release '%(release)s' has no data holder: register its source '%(source)s' with its holder first"
+                " (enclave data set-holder)"), release=release, source=source_of(release))
         if ws.holder is None:
-            raise WorkspaceError(f"workspace '{workspace}' has no data holder: set it first (enclave workspace set-holder)")
+            raise WorkspaceError("workspace.no_holder", N_(
+                "workspace '%(workspace)s' has no data holder: set it first (enclave workspace set-holder)"),
+                workspace=workspace)
         if holder != ws.holder:
-            raise WorkspaceError(f"release '{release}' is held by '{holder}', not by '{ws.holder}', the data holder of"
-                                 f" '{workspace}'")
+            raise WorkspaceError("release.other_holder", N_(
+                "release '%(release)s' is held by '%(holder)s', not by '%(workspace_holder)s', the data holder of"
+                " '%(workspace)s'"), release=release, holder=holder, workspace_holder=ws.holder, workspace=workspace)
         if not ws.purpose:
-            raise WorkspaceError(f"workspace '{workspace}' has no purpose: the data holder consents to a use,"
-                                 " so set its purpose first (enclave workspace set-purpose)")
+            raise WorkspaceError("workspace.no_purpose", N_(
+                "workspace '%(workspace)s' has no purpose: the data holder consents to a use, so set its purpose first"
+                " (enclave workspace set-purpose)"), workspace=workspace)
         ws.attachments.append(db.Attachment(release=release, attached_by=by, columns=selection, reason=reason,
                                             status="awaiting_consent"))
         s.flush()
@@ -534,9 +576,12 @@ def attach(
 def _awaiting(ws: db.Workspace, release: str, holder: str) -> db.Attachment:
     found = next((a for a in ws.attachments if a.release == release), None)
     if found is None or found.status != "awaiting_consent":
-        raise WorkspaceError(f"release '{release}' is not awaiting consent in '{ws.name}'")
+        raise WorkspaceError("consent.not_awaiting", N_("release '%(release)s' is not awaiting consent in '%(workspace)s'"),
+                             release=release, workspace=ws.name)
     if ws.holder != holder:
-        raise WorkspaceError(f"'{holder}' is not the data holder of '{ws.name}': only '{ws.holder}' may answer")
+        raise WorkspaceError("consent.not_the_holder", N_(
+            "'%(account)s' is not the data holder of '%(workspace)s': only '%(holder)s' may answer"),
+            account=holder, workspace=ws.name, holder=ws.holder)
     return found
 
 
@@ -549,7 +594,8 @@ def consent(settings: Settings, workspace: str, release: str, holder: str, recor
         ws = _changeable(_get(s, workspace))
         found = _awaiting(ws, release, holder)
         if _source_holder(s, release) != holder:
-            raise WorkspaceError(f"'{holder}' does not hold the source of '{release}'")
+            raise WorkspaceError("consent.not_the_source_holder", N_("'%(account)s' does not hold the source of '%(release)s'"),
+                                 account=holder, release=release)
         selection, view_hash = found.columns, None
         if session is not None:  # joined: the files written here are undone if that transaction rolls back
             restore = supply.keep_manifest(settings, workspace)
@@ -571,7 +617,7 @@ def consent(settings: Settings, workspace: str, release: str, holder: str, recor
             supply.record(settings, workspace, action="attach", release=release, by=found.attached_by,
                           reason=found.reason, columns=selection, view_hash=view_hash, consented_by=holder)
         except supply.SupplyError as exc:
-            raise WorkspaceError(str(exc)) from None
+            raise WorkspaceError.from_refusal(exc) from None
         except BaseException:
             if selection:
                 supply.remove_view(settings, workspace, release)
@@ -583,7 +629,8 @@ def refuse(settings: Settings, workspace: str, release: str, holder: str, reason
            *, session=None) -> WorkspaceView:
     """The data holder's refusal of an attachment asked for: the request goes, with the reason."""
     if not reason.strip():
-        raise WorkspaceError("say why the release is refused (the reason is recorded and shown to the admins)")
+        raise WorkspaceError("consent.refusal_reason_missing", N_(
+            "say why the release is refused (the reason is recorded and shown to the admins)"))
     with db.transaction(settings.enclave_db_url, session) as s:
         ws = _changeable(_get(s, workspace))
         found = _awaiting(ws, release, holder)
@@ -606,7 +653,8 @@ def detach(settings: Settings, workspace: str, release: str, by: str = "", recor
         ws = _changeable(_get(s, workspace))
         found = next((a for a in ws.attachments if a.release == release), None)
         if found is None:
-            raise WorkspaceError(f"release '{release}' is not attached to '{workspace}'")
+            raise WorkspaceError("workspace.release_not_attached", N_("release '%(release)s' is not attached to '%(workspace)s'"),
+                                 release=release, workspace=workspace)
         ws.attachments = [a for a in ws.attachments if a is not found]
         s.flush()
         _record(record, "workspace.detach", workspace, release=release)

@@ -22,7 +22,10 @@ Every change goes through the one service layer (:mod:`enclave.accounts`, :mod:`
 :mod:`enclave.sources`) with a ``record`` that hands the audit record to the audit log as the acting
 account (source ``hub``; ``cli`` for the CLI's socket) before the change commits: when the log does
 not take it, nothing changes and the caller gets 503. The service layer's refusals are 409 with its
-message; an unknown account or workspace is 404.
+message; an unknown account or workspace is 404. A refusal answers ``{"status", "error"}``, its
+English message, and, when it has one (the service layer's refusals all do), its stable ``code`` with
+the ``text`` and ``params`` that make its message (:func:`_coded`): clients decide on the code and
+show the message in their reader's language, the ``enclave`` command among them.
 
 ``POST api/apply`` applies a declarative file (:mod:`.apply`, ``enclave apply``) in one transaction,
 its records handed to the audit log together (all taken, or none and nothing changed); a refused
@@ -59,12 +62,13 @@ from tornado.ioloop import IOLoop
 from tornado.log import app_log
 from tornado.netutil import bind_unix_socket
 
-from .. import accounts, languages, logins, sources, workspaces
+from .. import accounts, i18n, languages, logins, sources, workspaces
 from ..audit.client import AuditClient, AuditError, AuditRecordRefused, AuditUnavailable, Recorder
 from ..exports import openapi as validation
 from ..exports.service import BadInput, ExportError
 from ..releases import RELEASE_NAME, ReleaseError
 from ..hub_oauth import RevocableHubOAuth
+from ..i18n import N_
 from ..services import error_message, stop_with_parent
 from ..settings import Settings, load_settings_or_exit
 from ..supply import SupplyError
@@ -79,9 +83,9 @@ BODY_LIMIT = 64 * 2**10
 # The CLI's socket names its actor here: the OS user who ran ``enclave``.
 ACTOR_HEADER = "X-Enclave-Actor"
 _OS_USER = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}\$?$")
-# The service layer's words for what does not exist (it raises one error class for every refusal):
-# a 404 when the path names it, else a refusal like any other (a member to add who has no account).
-_UNKNOWN = re.compile(r"^no (?:account|workspace) named '([^']*)'")
+# The service layer's refusals of what does not exist, each with the parameter naming it: a 404 when
+# the request's path names it, else a refusal like any other (a member to add who has no account).
+_UNKNOWN = {"account.unknown": "account", "workspace.unknown": "workspace"}
 # RFC 3339's date and time with its offset, as JSON Schema's "date-time" format.
 _MOMENT = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$", re.IGNORECASE)
 _SERVICE_LAYER_ERRORS = (accounts.AccountError, workspaces.WorkspaceError, sources.SourceError, SupplyError,
@@ -129,12 +133,39 @@ class Provisioning:
         return Recorder(self.audit, actor.source, actor.name)
 
 
+class BadRequest(BadInput):
+    """A request refused before the service layer is asked (a name, a moment, a body it cannot
+    take): ``message`` is a stable code with its text; ``str()`` is the English text."""
+
+    def __init__(self, code: str, text: str, /, **params) -> None:
+        self.message = i18n.Message(code, text, params)
+        super().__init__(str(self.message))
+
+
+class ChangeNotRecorded(AuditUnavailable):
+    """A change refused, and rolled back, because the audit log cannot record it (503)."""
+
+    def __init__(self, reason: str) -> None:
+        self.message = i18n.Message("audit.unavailable", N_(
+            "the audit log cannot record this change, so nothing was changed (%(reason)s)"), {"reason": reason})
+        super().__init__(str(self.message))
+
+
+def refusal_of(exc: BaseException | None) -> i18n.Message | None:
+    """The message with a stable code a refusal carries (the service layer's, a declarative file's, a
+    request refused before the service layer is asked), or None (an HTTP error, a body the schema
+    refuses: their English text alone)."""
+    message = getattr(exc, "message", None)
+    return message if isinstance(message, i18n.Message) else None
+
+
 def _check_name(schema: dict, given) -> None:
     """A name (of an account, workspace, release or source) that its schema's pattern refuses, in
-    the service layer's words rather than the pattern's (:data:`.openapi.NAME_RULES`)."""
+    the service layer's words and code rather than the pattern's (:data:`.openapi.NAME_RULES`)."""
     rule = openapi.NAME_RULES.get(schema.get("pattern"))
     if rule and isinstance(given, str) and not re.match(schema["pattern"], given):
-        raise BadInput(rule.format(value=given[:100]))
+        code, text, param = rule
+        raise BadRequest(code, text, **{param: given[:100]})
 
 
 def _moment(value: str | None, field: str) -> datetime | None:
@@ -143,12 +174,16 @@ def _moment(value: str | None, field: str) -> datetime | None:
         return None
     if _MOMENT.match(value) is None:
         if _naive_moment(value):
-            raise BadInput(f"{field} {value!r} needs its offset from UTC (Z, or +08:00)")
-        raise BadInput(f"{field} {value!r} is not a date and time with its offset (2027-06-30T00:00:00Z)")
+            raise BadRequest("request.moment_without_offset", N_(
+                "%(field)s %(value)s needs its offset from UTC (Z, or +08:00)"), field=field, value=repr(value))
+        raise BadRequest("request.bad_moment", N_(
+            "%(field)s %(value)s is not a date and time with its offset (2027-06-30T00:00:00Z)"), field=field,
+            value=repr(value))
     try:
         return datetime.fromisoformat(value.upper()).astimezone(UTC)
     except ValueError as exc:  # a 30 February, an hour 25
-        raise BadInput(f"{field} {value!r} is not a date and time: {exc}") from None
+        raise BadRequest("request.impossible_moment", N_("%(field)s %(value)s is not a date and time: %(reason)s"),
+                         field=field, value=repr(value), reason=str(exc)) from None
 
 
 def _naive_moment(value: str) -> bool:
@@ -283,15 +318,16 @@ class BaseHandler(HubOAuthenticated, web.RequestHandler):
         try:
             text = self.request.body.decode("utf-8") if self.request.body else "{}"
         except UnicodeDecodeError:
-            raise BadInput("the request body is not UTF-8 text") from None
+            raise BadRequest("request.not_utf8", N_("the request body is not UTF-8 text")) from None
         value = validation.parse_json(text, "the request body")
         if not isinstance(value, dict):
-            raise BadInput("the request body must be a JSON object")
+            raise BadRequest("request.not_an_object", N_("the request body must be a JSON object"))
         schema = self.operation()["requestBody"]["content"]["application/json"]["schema"]
         if schema.get("additionalProperties") is False:
             unknown = sorted(set(value) - set(schema["properties"]))
             if unknown:
-                raise BadInput(f"unknown field {unknown[0]!r}; this operation takes {', '.join(schema['properties'])}")
+                raise BadRequest("request.unknown_field", N_("unknown field %(field)s; this operation takes %(fields)s"),
+                                 field=repr(unknown[0]), fields=", ".join(schema["properties"]))
         for field, given in value.items():
             _check_name(schema.get("properties", {}).get(field, {}), given)
         validation.validate(schema, value, "")
@@ -315,7 +351,8 @@ class BaseHandler(HubOAuthenticated, web.RequestHandler):
             self.set_header("Allow", ", ".join(m for m in self.SUPPORTED_METHODS if getattr(
                 type(self), m.lower()) is not getattr(web.RequestHandler, m.lower())))
         self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps({"status": status_code, "error": message or self._reason}))
+        self.finish(json.dumps({"status": status_code, "error": message or self._reason,
+                                **_coded(refusal_of(exc))}))
 
     def _handle_request_exception(self, e):
         if isinstance(e, AuditRecordRefused):  # a bug: the service layer's record is not one the log knows
@@ -325,7 +362,7 @@ class BaseHandler(HubOAuthenticated, web.RequestHandler):
             return
         if isinstance(e, AuditUnavailable):  # the change was rolled back
             app_log.error("%s %s refused: %s", self.request.method, self.request.path, e)
-            e = AuditUnavailable(f"the audit log cannot record this change, so nothing was changed ({e})")
+            e = ChangeNotRecorded(str(e))
         status = _status(e, set(self.path_args))
         if status is None:
             super()._handle_request_exception(e)
@@ -341,11 +378,19 @@ def _status(e: BaseException, path_values: set[str]) -> int | None:
     if isinstance(e, ReleaseError):
         return 400
     if isinstance(e, _SERVICE_LAYER_ERRORS):
-        unknown = _UNKNOWN.match(str(e))
-        return 404 if unknown and unknown.group(1) in path_values else 409
+        named = _UNKNOWN.get(e.code)
+        return 404 if named and e.params.get(named) in path_values else 409
     if isinstance(e, AuditUnavailable):
         return 503
     return None
+
+
+def _coded(refusal: i18n.Message | None) -> dict:
+    """A JSON refusal's ``code``, ``text`` (English, with its ``%(name)s`` placeholders: what a client
+    translates) and ``params`` (what fills them); nothing for a refusal without a code."""
+    if refusal is None:
+        return {}
+    return {"code": refusal.code, "text": refusal.text, "params": dict(refusal.params)}
 
 
 class NoRouteHandler(BaseHandler):
@@ -745,20 +790,21 @@ class ApplyAPI(BaseHandler):
             result = await self.call(apply, self.enclave_settings, body["text"], file, actor.name,
                                      lambda: contextlib.nullcontext(recorder), dry_run=dry_run)
         except ApplyError as exc:
-            self._refuse(file, f"{file} is refused; nothing was applied ({len(exc.problems)} problem(s)):\n{exc}",
-                         [{"line": p.line, "key": p.key, "problem": p.problem} for p in exc.problems])
+            self._refuse(file, exc.message, [{"line": p.line, "key": p.key, "problem": p.problem} for p in exc.problems])
             return
         except AuditRecordRefused as exc:  # the file's records, together, are more than the log takes
-            self._refuse(file, f"{file} is refused; nothing was applied: the audit log does not take its records"
-                               f" ({exc})", [])
+            self._refuse(file, i18n.Message("apply.records_refused", N_(
+                "%(file)s is refused; nothing was applied: the audit log does not take its records (%(reason)s)"),
+                {"file": file, "reason": str(exc)}), [])
             return
         self.write_json({"file": file, "dry_run": dry_run, "applied": result.applied,
                          "changes": [{"sign": c.sign, "subject": c.subject, "what": c.what, "line": c.line,
                                       "key": c.key} for c in result.changes],
                          "passwords": result.passwords})
 
-    def _refuse(self, file: str, error: str, problems: list[dict]) -> None:
-        self.write_json({"status": 422, "error": error, "file": file, "problems": problems}, status=422)
+    def _refuse(self, file: str, refusal: i18n.Message, problems: list[dict]) -> None:
+        self.write_json({"status": 422, "error": str(refusal), **_coded(refusal), "file": file, "problems": problems},
+                        status=422)
 
 
 # -- the CLI's socket alone --

@@ -27,6 +27,7 @@ import yaml
 from pydantic import ValidationError
 
 from .. import accounts, db, sources, supply, workspaces
+from ..i18n import N_, Message
 from ..rbac import ACCOUNT_ROLES, WORKSPACE_ROLES
 from ..releases import ReleaseError, release_dir
 from ..settings import REPO_ROOT, ExportSettings, LimitSettings, Settings
@@ -106,12 +107,17 @@ class Problem:
 
 
 class ApplyError(Exception):
-    """The file is refused (nothing was applied); every problem found is named."""
+    """The file is refused (nothing was applied); every problem found is named. ``str()`` is the
+    problems, a ``FILE:LINE: key: problem`` line each; ``message`` is the whole refusal, under the
+    code ``apply.refused``: a heading (translated where it is shown) above those lines (in English)."""
 
     def __init__(self, file: str, problems: list[Problem]) -> None:
         self.file = file
         self.problems = sorted(set(problems))
         super().__init__("\n".join(p.format(file) for p in self.problems))
+        self.message = Message("apply.refused", N_(
+            "%(file)s is refused; nothing was applied (%(count)s problem(s)):\n%(problems)s"),
+            {"file": file, "count": len(self.problems), "problems": str(self)})
 
 
 Path_ = tuple  # a key's place in the file: ("workspaces", "census", "members", "operator")

@@ -2,8 +2,9 @@
 
 The CLI's listing and provisioning commands go through the running service instead of importing
 the service layer (SQLAlchemy, pydantic, the audit client...), so that they start within issue #13's
-budget (``benchmarks/cli.py``). This module uses the standard library only: importing it imports
-no SQLAlchemy, pydantic or tornado, and it reads no settings.
+budget (``benchmarks/cli.py``). This module uses the standard library and :mod:`enclave.i18n` alone
+(which imports Babel only to translate): importing it imports no SQLAlchemy, pydantic or tornado,
+and it reads no settings.
 
     from enclave.provisioning.client import ProvisioningError, call, path
 
@@ -12,9 +13,9 @@ no SQLAlchemy, pydantic or tornado, and it reads no settings.
     call("POST", path("workspaces", "census", "members"), {"user": "alice", "role": "operator"})
     call("DELETE", path("workspaces", "census", "releases", "people@1"))
     try:
-        call("POST", path("accounts", "root-admin", "disable"), {"reason": "left"})
-    except ProvisioningError as exc:
-        raise click.ClickException(str(exc))                     # the service's message, as it wrote it
+        call("GET", path("workspaces", "beta"))
+    except ProvisioningError as exc:                             # the service's refusal, with its code:
+        print(exc.code, exc.message.render("zh_CN"))             # workspace.unknown 不存在名为 'beta' 的工作空间
 
 Paths are those of the OpenAPI document (``GET /openapi.json`` on the socket, or
 ``/services/provisioning/api/openapi.json`` through the hub), without the ``/api`` prefix; build
@@ -28,6 +29,12 @@ its name; root on the hub host can do anything anyway): ``PUT /accounts/{usernam
 at most :data:`APPLY_BODY_LIMIT`; every other body at most 64 KiB); its refusal, 422, names every
 problem, in :attr:`ProvisioningError.answer` (``problems``) as well as in the message. The request is made as the OS user who ran the
 command (``SUDO_USER``, else the login name), recorded as such (source ``cli``) in the audit log.
+
+A refusal is a :class:`ProvisioningError` whose ``message`` is the service's refusal as an
+:class:`enclave.i18n.Message`, rebuilt from the ``code``, ``text`` and ``params`` of its JSON answer:
+the command shows it in its user's language with its stable code, and decides on the code, never on
+the English. A refusal the service gave no code (an HTTP error: authentication, an unknown route, a
+body the schema refuses) is the code ``provisioning.refused`` around the service's English words.
 
 Only root can connect: the socket is in ``$ENCLAVE_HOME/run/provisioning``, mode 0700, owned by
 root. The service runs while the hub runs; when it does not, :func:`call` raises
@@ -53,6 +60,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
+from ..i18n import N_, Message
+
 if TYPE_CHECKING:  # only the type: loading the settings is the slow path's alone
     from ..settings import Settings
 
@@ -68,13 +77,35 @@ LOCK_TIMEOUT = 120.0
 
 
 class ProvisioningError(Exception):
-    """The service refused the request (the message is its error), or could not be reached.
-    ``status``: the HTTP status it answered; ``answer``: the JSON body of its refusal."""
+    """The service refused the request, or could not be reached. ``message``: why, as a message
+    with a stable code (see the module's docstring); ``str()``: the service's error as it wrote it
+    (English). ``status``: the HTTP status it answered; ``answer``: the JSON body of its refusal."""
 
-    def __init__(self, message: str, status: int | None = None, answer: dict | None = None) -> None:
-        super().__init__(message)
+    def __init__(self, message: Message, status: int | None = None, answer: dict | None = None,
+                 words: str | None = None) -> None:
+        super().__init__(words if words is not None else str(message))
+        self.message = message
         self.status = status
         self.answer = answer or {}
+
+    @property
+    def code(self) -> str:
+        return self.message.code
+
+    @classmethod
+    def answered(cls, status: int, reason: str, answer) -> ProvisioningError:
+        """The service's refusal: its JSON answer's message with a code, or its words under
+        ``provisioning.refused`` when it gave none."""
+        refusal = answer if isinstance(answer, dict) else {}
+        code, text, params, words = (refusal.get(key) for key in ("code", "text", "params", "error"))
+        if isinstance(code, str) and isinstance(text, str) and isinstance(params, dict):
+            message = Message(code, text, params)
+        elif isinstance(words, str) and words:
+            message = Message("provisioning.refused", N_("the provisioning service refused: %(words)s"), {"words": words})
+        else:  # no JSON refusal: a proxy's answer, a service that broke
+            message = Message("provisioning.refused", N_("the provisioning service answered %(status)s %(reason)s"),
+                              {"status": status, "reason": reason})
+        return cls(message, status, refusal, words if isinstance(words, str) and words else str(message))
 
 
 class ServiceNotRunning(ProvisioningError):
@@ -147,11 +178,15 @@ def call(method: str, api_path: str, body: dict | None = None, *, home: str | os
         response = connection.getresponse()
         raw = response.read()
     except (FileNotFoundError, ConnectionRefusedError):  # no socket, or one nobody serves: nothing was sent
-        raise ServiceNotRunning(f"the provisioning service is not running (no socket {where}): start the hub") from None
+        raise ServiceNotRunning(Message("provisioning.not_running", N_(
+            "the provisioning service is not running (no socket %(socket)s): start the hub"), {"socket": str(where)})) from None
     except PermissionError:
-        raise ProvisioningError(f"only root may reach the provisioning service ({where}): run with sudo") from None
+        raise ProvisioningError(Message("provisioning.root_only", N_(
+            "only root may reach the provisioning service (%(socket)s): run with sudo"), {"socket": str(where)})) from None
     except OSError as exc:
-        raise ProvisioningError(f"the provisioning service did not answer at {where}: {exc.strerror or exc}") from None
+        raise ProvisioningError(Message("provisioning.no_answer", N_(
+            "the provisioning service did not answer at %(socket)s: %(reason)s"),
+            {"socket": str(where), "reason": exc.strerror or str(exc)})) from None
     finally:
         connection.close()
     try:
@@ -159,10 +194,7 @@ def call(method: str, api_path: str, body: dict | None = None, *, home: str | os
     except ValueError:
         answer = None
     if response.status >= 400:
-        refusal = answer if isinstance(answer, dict) else None
-        error = refusal.get("error") if refusal else None
-        raise ProvisioningError(error or f"the provisioning service answered {response.status} {response.reason}",
-                                response.status, refusal)
+        raise ProvisioningError.answered(response.status, response.reason, answer)
     return answer
 
 
@@ -209,8 +241,9 @@ def service_for_the_while(settings: Settings, timeout: float = START_TIMEOUT):
                 break
             except BlockingIOError:
                 if time.monotonic() > deadline:
-                    raise ProvisioningError("another enclave command has been running the provisioning service"
-                                            f" for over {LOCK_TIMEOUT:.0f} s: try again once it is done") from None
+                    raise ProvisioningError(Message("provisioning.busy", N_(
+                        "another enclave command has been running the provisioning service for over %(seconds)s s:"
+                        " try again once it is done"), {"seconds": f"{LOCK_TIMEOUT:.0f}"})) from None
                 time.sleep(0.05)
         if reachable(where):  # the hub started, or the command before this one's service is still there
             yield
@@ -225,7 +258,8 @@ def service_for_the_while(settings: Settings, timeout: float = START_TIMEOUT):
             stack.enter_context(audit_service(settings, timeout=timeout))
         except AuditError as exc:
             _stop(service, timeout)
-            raise ProvisioningError(f"nothing was changed: the audit log cannot record it ({exc})") from None
+            raise ProvisioningError(Message("audit.unavailable", N_(
+                "nothing was changed: the audit log cannot record it (%(reason)s)"), {"reason": str(exc)})) from None
         stack.callback(_stop, service, timeout)  # before the audit service stops
         deadline = time.monotonic() + timeout
         while not reachable(where):
@@ -233,8 +267,11 @@ def service_for_the_while(settings: Settings, timeout: float = START_TIMEOUT):
                 _stop(service, timeout)
                 log.seek(0)
                 said = log.read().decode(errors="replace").strip().splitlines()
-                raise ProvisioningError("the provisioning service did not start: "
-                                        + (said[-1] if said else "no output")) from None
+                if said:
+                    raise ProvisioningError(Message("provisioning.did_not_start", N_(
+                        "the provisioning service did not start: %(reason)s"), {"reason": said[-1]})) from None
+                raise ProvisioningError(Message("provisioning.did_not_start", N_(
+                    "the provisioning service did not start: no output"))) from None
             time.sleep(0.02)
         yield
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 from functools import cache
 
 from .. import db, releases, sources
+from ..i18n import N_
 from ..rbac import ACCOUNT_ROLES, WORKSPACE_ROLES
 from ..services import json_api_document
 from ..settings import LimitSettings
@@ -60,15 +61,19 @@ _RELEASE = {"type": "string", "pattern": releases.RELEASE_NAME.pattern}
 _SOURCE = {"type": "string", "pattern": sources.SOURCE_NAME.pattern}
 # A name in a request body that does not match its pattern is refused in the service layer's words
 # (the same message whether the name came through the API, the CLI or ``enclave apply``), not with
-# the bare pattern: {pattern: message, with {value}}.
+# the bare pattern, with the service layer's code: {pattern: (code, text, the parameter naming it)}.
 NAME_RULES = {
-    db.USERNAME.pattern: "user name '{value}' is not allowed: 1-32 lower-case letters, digits, '_' or '-',"
-                         " starting with a letter",
-    db.WORKSPACE_NAME.pattern: "workspace name '{value}' is not allowed: use 1-40 lower-case letters, digits and"
-                               " '-', starting and ending with a letter or digit",
-    releases.RELEASE_NAME.pattern: "'{value}' is not a release name (lower-case letters, digits, '_', '.', '-',"
-                                   " optionally '@version')",
-    sources.SOURCE_NAME.pattern: "'{value}' is not a source name (lower-case letters, digits, '_', '.', '-')",
+    db.USERNAME.pattern: ("account.bad_name", N_(
+        "user name '%(account)s' is not allowed: 1-32 lower-case letters, digits, '_' or '-', starting with a letter"),
+        "account"),
+    db.WORKSPACE_NAME.pattern: ("workspace.bad_name", N_(
+        "workspace name '%(workspace)s' is not allowed: use 1-40 lower-case letters, digits and '-', starting and"
+        " ending with a letter or digit"), "workspace"),
+    releases.RELEASE_NAME.pattern: ("release.bad_name", N_(
+        "'%(release)s' is not a release name (lower-case letters, digits, '_', '.', '-', optionally '@version')"),
+        "release"),
+    sources.SOURCE_NAME.pattern: ("source.bad_name", N_(
+        "'%(source)s' is not a source name (lower-case letters, digits, '_', '.', '-')"), "source"),
 }
 _WRITTEN = r"\S"
 _REASON = {"type": "string", "minLength": 1, "maxLength": MAX_REASON_CHARS, "pattern": _WRITTEN}
@@ -110,7 +115,22 @@ def _limits_schema() -> dict:
             "properties": {name: {"type": kinds[f.annotation]} for name, f in LimitSettings.model_fields.items()}}
 
 
+# A refusal's stable code and what makes its message, beside its English ``error``: a client shows the
+# refusal in its reader's language by translating ``text`` (the catalogue's msgid) and filling it with
+# ``params``, and decides on ``code``, never on the English.
+_CODED = {
+    "code": {"type": "string", "pattern": r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)+$",
+             "description": "The refusal's stable code (workspace.unknown, account.disabled, limits.invalid, ...);"
+                            " absent when the refusal has none (authentication, an unknown route, a body the"
+                            " schema refuses): then `error` is all there is"},
+    "text": {"type": "string", "description": "The refusal's English text with its %(name)s placeholders, as"
+                                              " Enclave's catalogues translate it"},
+    "params": {"type": "object", "description": "The values that fill the placeholders of `text`"},
+}
 _SCHEMAS = {
+    "Error": {"type": "object", "required": ["status", "error"], "properties": {
+        "status": {"type": "integer"}, "error": {"type": "string", "description": "The refusal in English"},
+        **_CODED}},
     "Account": {"type": "object", "description": "An account (never its password hash)", "properties": {
         "name": {"type": "string"}, "roles": {"type": "array", "items": {"type": "string"}},
         "state": {"type": "string", "enum": list(db.ACCOUNT_STATES)}, "state_reason": {"type": "string"},
@@ -182,6 +202,7 @@ _SCHEMAS = {
         "status": {"type": "integer"},
         "error": {"type": "string", "description": "The problems as `FILE:LINE: key: problem` lines, after a"
                                                    " heading"},
+        **_CODED,
         "file": {"type": "string"},
         "problems": {"type": "array", "items": {"type": "object", "properties": {
             "line": {"type": "integer"}, "key": {"type": "string"}, "problem": {"type": "string"}}}}}},

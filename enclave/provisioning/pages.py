@@ -11,6 +11,12 @@ audit recorder the API uses. A refusal is shown on the page the form was on, wit
 layer's message; a change done sends the browser back to its page (post/redirect/get) with a
 one-time confirmation in a signed cookie.
 
+A form's own refusals (a field that is no number or no date, a required choice left out) are
+:class:`FormError`: a stable code and a message shown in the page's language. The service layer's
+refusals carry theirs from where they are raised (:class:`enclave.refusals.Refusal`), and are shown
+so too (:func:`refusal_message`); the few refusals without one (the API's schema, JupyterHub's),
+as they are written.
+
 The running sandboxes of a workspace are read from, and stopped through, JupyterHub's API with the
 admin's own OAuth token of this service (``read:servers``, ``delete:servers``, which admins hold):
 JupyterHub decides, and the stop is recorded as the admin's.
@@ -31,9 +37,10 @@ from tornado import web
 from tornado.log import app_log
 
 from .. import accounts, i18n, languages, sources, supply, workspaces
+from ..i18n import N_
 from ..audit.client import AuditUnavailable
 from ..exports import openapi as validation
-from ..exports.service import BadInput, ExportError
+from ..exports.service import ExportError
 from ..releases import RELEASE_NAME, ReleaseError
 from ..rbac import ACCOUNT_ROLES, WORKSPACE_ROLES
 from ..services import error_message
@@ -46,12 +53,6 @@ PAGE_CSP = ("default-src 'none'; script-src 'none'; style-src 'unsafe-inline'; i
 # The confirmation a page shows once after a form is sent: a signed cookie the next page takes.
 FLASH_COOKIE = "enclave-provisioning-flash"
 FLASH_MAX_AGE_DAYS = 10 / (24 * 60)
-
-
-def N_(text: str) -> str:
-    """Marks ``text`` for translation (``make catalogues`` extracts it) where it is defined; the page
-    showing it translates it in the reader's language (``{{ _(words) }}``)."""
-    return text
 
 
 # The guard settings a workspace's page offers (enclave_guard.policy.GuardSettings; the guard checks
@@ -86,6 +87,18 @@ ROLE_WORDS = {"admin": N_("admin"), "holder": N_("holder"), "operator": N_("oper
 _REFUSALS = (ExportError, ReleaseError, AuditUnavailable, *app._SERVICE_LAYER_ERRORS)
 
 
+class FormError(app.BadRequest):
+    """A form refused before the service layer is called: ``message`` is a stable code with its text
+    (shown in the page's language); ``str()`` is the English text, as the API and logs read it."""
+
+
+def refusal_message(exc: Exception, text: str) -> i18n.Message:
+    """A refusal shown on a page, ``text`` being its English words: the message with a code it
+    carries (a form's, the service layer's), or else the text as written under the code
+    ``provisioning.refused``."""
+    return app.refusal_of(exc) or i18n.Message("provisioning.refused", "%(refusal)s", {"refusal": text})
+
+
 def _moment_field(raw: str, field: str) -> str | None:
     """A ``datetime-local`` (or ``date``) form field, in UTC, as the API's RFC 3339 text; blank: none."""
     raw = raw.strip()
@@ -94,7 +107,8 @@ def _moment_field(raw: str, field: str) -> str | None:
     try:
         moment = datetime.fromisoformat(raw)
     except ValueError:
-        raise BadInput(f"{field} {raw!r} is not a date and time (2027-06-30T00:00, UTC)") from None
+        raise FormError("form.bad_moment", N_("%(field)s %(value)s is not a date and time (2027-06-30T00:00, UTC)"),
+                        field=field, value=repr(raw)) from None
     return (moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment).isoformat()
 
 
@@ -111,7 +125,11 @@ def _number(raw: str, kind: type, field: str):
             raise ValueError(raw)
         return number
     except ValueError:
-        raise BadInput(f"{field} {raw!r} is not {'a whole number' if kind is int else 'a number'}") from None
+        if kind is int:
+            raise FormError("form.not_whole_number", N_("%(field)s %(value)s is not a whole number"),
+                            field=field, value=repr(raw)) from None
+        raise FormError("form.not_number", N_("%(field)s %(value)s is not a number"), field=field,
+                        value=repr(raw)) from None
 
 
 class Page(app.BaseHandler):
@@ -135,12 +153,17 @@ class Page(app.BaseHandler):
 
     def write_error(self, status_code: int, **kwargs) -> None:
         exc = kwargs.get("exc_info", (None, None, None))[1]
-        message = error_message(exc) or (str(exc) if isinstance(exc, _REFUSALS) else None) or self._reason
-        self.finish(self.render_page("error.html", status=status_code, reason=self._reason, message=message))
+        message = error_message(exc) or (str(exc) if isinstance(exc, _REFUSALS) else None)
+        refusal = refusal_message(exc, message) if message else None
+        self.finish(self.render_page("error.html", status=status_code, reason=self._reason,
+                                     message=refusal.render(self.page_locale()) if refusal else self._reason,
+                                     error_code=refusal.code if refusal else None))
 
     def initialize(self, templates: dict[str, Environment]) -> None:
         self.templates = templates
         self._locale: str | None = None
+        # The code of the refusal the page shows (its data-code), if it shows one.
+        self.error_code: str | None = None
 
     def page_locale(self) -> str:
         """The language of this request's pages and messages: the one the caller chose on the hub's
@@ -168,6 +191,7 @@ class Page(app.BaseHandler):
         locale = self.page_locale()
         self.set_header("Content-Language", i18n.HTML_LANG[locale])
         self.add_header("Vary", "Accept-Language")
+        ns.setdefault("error_code", self.error_code)
         return self.templates[locale].get_template(template).render(
             prefix=self.prefix, user=actor.name if actor else "", xsrf=self.xsrf_token.decode(),
             is_admin=bool(actor and actor.is_admin), is_holder=bool(actor and actor.is_holder),
@@ -215,7 +239,9 @@ class Page(app.BaseHandler):
             await handler(*args)
         except _REFUSALS as exc:
             self.set_status(app._status(exc, set(args)) or 500)
-            await self.show(*args, error=error_message(exc) or str(exc))
+            refusal = refusal_message(exc, error_message(exc) or str(exc))
+            self.error_code = refusal.code
+            await self.show(*args, error=refusal.render(self.page_locale()))
 
     async def show(self, *args, error: str | None = None):
         """Render the page (with ``error``, a refusal's message, shown on it). Every page with forms
@@ -339,7 +365,7 @@ class WorkspacePage(Page):
         body = {"release": self.field("release"), "reason": self.field("reason").strip()}
         if self.field("scope") != "all":
             if not columns:
-                raise BadInput("choose the columns to ask for (or ask for the whole release)")
+                raise FormError("form.no_columns", N_("choose the columns to ask for (or ask for the whole release)"))
             body["columns"] = columns
         self.body("/workspaces/{workspace}/releases", "post", body)
         await self.change(actor, workspaces.attach, name, body["release"], actor.name, columns=body.get("columns"),
@@ -382,7 +408,7 @@ class WorkspacePage(Page):
         kinds = {n: f.annotation for n, f in LimitSettings.model_fields.items()}
         limits = {k: _number(self.field(k).strip(), kinds[k], k) for k in LIMIT_FIELDS if self.field(k).strip()}
         if not limits:
-            raise BadInput("give at least one limit")
+            raise FormError("form.no_limit", N_("give at least one limit"))
         self.body("/workspaces/{workspace}/limits", "put", limits)
         await self._change(name, workspaces.set_limits, limits, anchor="limits",
                            message=self._("The limits are changed: they apply at each sandbox's next start."))
@@ -391,7 +417,7 @@ class WorkspacePage(Page):
         kinds = {n: f.annotation for n, f in ExportSettings.model_fields.items()}
         policy = {k: _number(self.field(k).strip(), kinds[k], k) for k in EXPORT_POLICY_FIELDS if self.field(k).strip()}
         if not policy:
-            raise BadInput("give at least one value of the export policy")
+            raise FormError("form.no_export_policy", N_("give at least one value of the export policy"))
         self.body("/workspaces/{workspace}/export-policy", "put", policy)
         await self._change(name, workspaces.set_export_policy, policy, anchor="export-policy",
                            message=self._("The export policy is changed: export requests made from now on follow it."))
@@ -408,7 +434,7 @@ class WorkspacePage(Page):
             elif self.field(key).strip():
                 guard[key] = _number(self.field(key).strip(), kind, key)
         if not guard:
-            raise BadInput("change at least one guard setting")
+            raise FormError("form.no_guard_setting", N_("change at least one guard setting"))
         await self._change(name, workspaces.set_guard, guard, anchor="guard",
                            message=self._("The guard settings are changed: they apply at each sandbox's next start."))
 
@@ -426,7 +452,8 @@ class WorkspacePage(Page):
 
     async def do_archive(self, name):
         if self.field("confirm") != name:
-            raise BadInput(f"type the workspace's name, {name}, to confirm archiving it: it is final")
+            raise FormError("form.archive_unconfirmed", N_(
+                "type the workspace's name, %(workspace)s, to confirm archiving it: it is final"), workspace=name)
         body = self.body("/workspaces/{workspace}/archive", "post", {"reason": self.field("reason").strip()})
         await self._change(name, workspaces.archive, body["reason"], anchor="state",
                            message=self._("%(workspace)s is archived.", workspace=name))
@@ -473,14 +500,17 @@ class WorkspacePage(Page):
         user = self.field("user")
         ws = await self.call(workspaces.get, self.enclave_settings, name)
         if user not in ws.operators:
-            raise BadInput(f"{user!r} is not an operator of {name}")
+            raise FormError("form.not_an_operator", N_("%(user)s is not an operator of %(workspace)s"),
+                            user=repr(user), workspace=name)
         status, text = await self.hub_api("DELETE", f"/users/{quote(user, safe='')}/servers/{quote(name, safe='')}")
         if status not in (202, 204):
             try:
                 message = json.loads(text).get("message", text)
             except ValueError:
                 message = text
-            raise BadInput(f"JupyterHub did not stop {user}'s sandbox of {name} ({status}): {message}")
+            raise FormError("form.sandbox_not_stopped", N_(
+                "JupyterHub did not stop %(user)s's sandbox of %(workspace)s (%(status)s): %(reason)s"),
+                user=user, workspace=name, status=status, reason=message)
         if status == 202:
             message = self._("%(user)s's sandbox of %(workspace)s is stopping.", user=user, workspace=name)
         else:
@@ -549,7 +579,8 @@ class AccountPage(Page):
 
     async def do_remove(self, name):
         if self.field("confirm") != name:
-            raise BadInput(f"type the account's name, {name}, to confirm removing it")
+            raise FormError("form.remove_unconfirmed", N_("type the account's name, %(account)s, to confirm removing it"),
+                            account=name)
         await self.change(self.admin(), accounts.remove_user, name)
         self.done(f"{self.prefix}accounts", self._("%(account)s is removed.", account=name))
 

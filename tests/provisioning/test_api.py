@@ -166,6 +166,37 @@ def test_bad_input_is_named(apis):
     assert admin.request("PATCH", "/workspaces/census", {}).status_code == 405
 
 
+def test_a_refusal_carries_its_stable_code_and_what_fills_its_text(hub, apis):
+    """Beside its English ``error``, a refusal answers the ``code`` the service layer raised it with
+    (clients decide on it, never on the English), and its ``text`` and ``params``, from which the
+    client of the CLI's socket rebuilds it in its reader's language. A refusal with no code of its
+    own (a body that is no JSON) answers its English alone."""
+    admin = apis["adam"]
+    admin.post("/workspaces", {"name": "coded"}, expect=201)
+    admin.post("/accounts", {"name": "cora", "roles": ["operator"]}, expect=201)
+    admin.post("/accounts/cora/disable", {"reason": "借调"})
+    assert admin.post("/workspaces/coded/members", {"user": "cora", "role": "operator"}, expect=409) == {
+        "status": 409, "error": "'cora' is disabled: enable the account first", "code": "account.disabled",
+        "text": "'%(account)s' is disabled: enable the account first", "params": {"account": "cora"}}
+    assert admin.get("/workspaces/nowhere", expect=404) == {
+        "status": 404, "error": "no workspace named 'nowhere'", "code": "workspace.unknown",
+        "text": "no workspace named '%(workspace)s'", "params": {"workspace": "nowhere"}}
+    limits = admin.put("/workspaces/coded/limits", {"memory_mb": 100}, expect=409)
+    assert (limits["code"], limits["params"]["workspace"]) == ("limits.invalid", "coded")
+    assert limits["error"] == limits["text"] % limits["params"] and "memory_mb: " in limits["params"]["problems"]
+    naive = admin.put("/accounts/cora/expiry", {"expires_at": "2030-01-01T00:00"}, expect=400)
+    assert (naive["code"], naive["params"]) == ("request.moment_without_offset",
+                                                {"field": "expires_at", "value": "'2030-01-01T00:00'"})
+    r = admin.request("POST", "/workspaces", data=b'{"name": ', headers={"Content-Type": "application/json"})
+    assert "code" not in r.json()
+
+    with pytest.raises(ProvisioningError) as refused:
+        call("POST", path("workspaces", "coded", "members"), {"user": "cora", "role": "operator"}, home=hub.home)
+    assert (refused.value.status, refused.value.code, str(refused.value)) == (
+        409, "account.disabled", "'cora' is disabled: enable the account first")
+    assert refused.value.message.render("zh_CN") == "'cora' 已停用：请先启用该账户"
+
+
 def test_what_the_cli_lists_besides_the_declared_state(hub, apis):
     """A workspace's status (homes' disk use, quota, who asked, the export policy's version), the
     releases in the store with their holders, the export policy and login throttles: what ``enclave
@@ -319,6 +350,7 @@ def test_a_file_is_applied_whole_or_refused_whole(hub, apis):
         "bad.yaml is refused; nothing was applied (3 problem(s)):",
         *(f"bad.yaml:{p['line']}: {p['key']}: {p['problem']}" for p in refusal["problems"])]
     assert (refusal["status"], refusal["file"]) == (422, "bad.yaml")
+    assert (refusal["code"], refusal["params"]["file"], refusal["params"]["count"]) == ("apply.refused", "bad.yaml", 3)
     r = admin.request("POST", "/apply", {"file": "ctl.yaml", "text": "accounts:\n  aw-x: \x0f\n"})
     assert (r.status_code, r.json()["problems"]) == (422, [
         {"line": 2, "key": "YAML syntax", "problem": "unacceptable character #x000f: special characters are not allowed"}])
@@ -385,7 +417,7 @@ def test_setting_a_password_is_the_cli_sockets_alone(hub, apis):
     assert generated.returncode == 0 and generated.stdout.startswith("password set for pete\npassword: ")
     hub.login("pete", generated.stdout.split("password: ")[1].strip())
     assert [(r["source"], r["detail"]) for r in records(hub, "account.password_set")] == [("cli", {"user": "pete"})] * 2
-    assert hub.enclave("user", "set-password", "nobody").stderr == "Error: no account named 'nobody'\n"
+    assert hub.enclave("user", "set-password", "nobody").stderr == "Error: no account named 'nobody' [account.unknown]\n"
 
 
 def test_the_cli_socket_is_roots_alone(hub):

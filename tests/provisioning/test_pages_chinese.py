@@ -12,7 +12,7 @@ from html import unescape
 
 import pytest
 
-from enclave import accounts, languages
+from enclave import accounts, languages, workspaces
 
 from .conftest import PASSWORD
 
@@ -120,3 +120,42 @@ def test_the_language_chosen_on_the_hub_wins_over_the_browsers(hub):
         assert "<h1>待您同意的申请</h1>" in r.text and "没有待您同意的申请。" in r.text
     languages.set_language(hub.settings, "lena", "en")
     assert "<h1>Requests awaiting your consent</h1>" in get(lena, consents, ZH).text
+
+
+def test_a_refused_form_says_why_in_chinese_with_its_code(hub, asked):
+    """A form's own refusals (a limit that is no number, a date that is none) and the service layer's
+    (an unknown member, a disabled one, a limit it refuses, a member without the role) are shown on
+    the page in its language, each with the stable code the service layer raised it with."""
+    adam = hub.login("adam", PASSWORD)
+    url = f"{hub.service_url('provisioning')}/workspaces/{WORKSPACE}"
+    xsrf = re.search(r'name="_xsrf" value="([^"]+)"', get(adam, url, ZH).text).group(1)
+
+    def refused(headers: dict, status: int, **fields) -> tuple[str, str]:
+        r = adam.http.post(url, headers=headers, timeout=30, data={"_xsrf": xsrf, **fields})
+        assert r.status_code == status, (r.status_code, r.text[:500])
+        found = re.search(r'<p class="error" role="alert" id="error" data-code="([^"]+)">([^<]*)</p>', r.text)
+        return found.group(1), unescape(found.group(2))
+
+    assert refused(ZH, 400, action="limits", cpus="lots") == ("form.not_number", "cpus 的值 'lots' 不是数字")
+    assert refused(ZH, 400, action="limits", pids="8.5") == ("form.not_whole_number", "pids 的值 '8.5' 不是整数")
+    assert refused(ZH, 400, action="limits") == ("form.no_limit", "请至少填写一项资源限制")
+    assert refused(ZH, 400, action="expiry", expires_at="明年六月") == (
+        "form.bad_moment", "expiry 的值 '明年六月' 不是日期和时间（如 2027-06-30T00:00，UTC）")
+    assert refused(ZH, 409, action="add-member", user="nobody", role="operator") == (
+        "account.unknown", "不存在名为 'nobody' 的账户")
+    # The codes come from where the service layer raises its refusals, not from its English words.
+    accounts.add_user(hub.settings, "zora", ["operator"], PASSWORD)
+    accounts.disable(hub.settings, "zora", "借调")
+    assert refused(ZH, 409, action="add-member", user="zora", role="operator") == (
+        "account.disabled", "'zora' 已停用：请先启用该账户")
+    assert refused(ZH, 409, action="add-member", user="hugo", role="operator") == (
+        "workspace.member_lacks_role", "'hugo' 不能担任工作空间的操作员：该账户没有操作员角色")
+    code, message = refused(ZH, 409, action="limits", memory_mb="100")
+    assert code == "limits.invalid" and message.startswith(f"'{WORKSPACE}' 的资源限制无效：memory_mb: "), message
+    # In English, as before, with the same codes.
+    assert refused({}, 400, action="limits", cpus="lots") == ("form.not_number", "cpus 'lots' is not a number")
+    assert refused({}, 409, action="add-member", user="nobody", role="operator") == (
+        "account.unknown", "no account named 'nobody'")
+    assert refused({}, 409, action="add-member", user="zora", role="operator") == (
+        "account.disabled", "'zora' is disabled: enable the account first")
+    assert workspaces.get(hub.settings, WORKSPACE).describe().get("limits") in (None, {})
