@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from synthetic.demo import publish_demo_release
+from synthetic.gates.base import verdicts
 from synthetic.store import manifest as release_manifest
 
 from . import accounts, sources, workspaces
@@ -45,7 +46,7 @@ def seed(settings: Settings, record=None) -> list[tuple[str, tuple[str, ...], st
         manifest = release_manifest(settings.release_store, release)
         record("data.release_published", detail=without_floats({
             "release": release, "method": manifest["method"], "content_hash": manifest["content_hash"],
-            "gates": manifest["gates"]}))
+            "gates": verdicts(manifest["gates"])}))
     sources.set_holder(settings, sources.source_of(release), HOLDER, record)
     workspaces.create(settings, WORKSPACE, record, purpose=PURPOSE, holder=HOLDER)
     for name, roles in ACCOUNTS:

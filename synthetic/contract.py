@@ -27,10 +27,12 @@ Example::
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import math
 import re
 import types
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Union, get_args, get_origin
 
@@ -39,6 +41,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from enclave.i18n import Message, N_
 
 from . import identifiers
 from .sources import NAME
@@ -85,12 +89,71 @@ def is_column_name(name: str) -> bool:
     return name.isidentifier() and len(name) <= 63
 
 
-class ContractError(Exception):
-    """The contract or the data it describes cannot be used; the message lists every problem."""
+class Problem(Message):
+    """One problem of a contract or its data, for the data holder: a stable ``code``
+    (``contract.unknown_role``), an English ``text`` marked with ``N_`` and its ``params``, which may
+    be messages themselves (a place in a file, "line 7"; a list of them), shown in the same locale."""
 
-    def __init__(self, source: str, problems: list[str]):
+    def render(self, locale: str = "en") -> str:
+        return Message(self.code, self.text, {k: _in(v, locale) for k, v in self.params.items()}).render(locale)
+
+
+@dataclass(frozen=True)
+class AsWritten:
+    """A problem whose text is not translated (a library's own words, pydantic's or pandas'), under
+    the ``code`` of its kind: shown as written in every locale."""
+
+    code: str
+    text: str
+
+    def render(self, locale: str = "en") -> str:
+        return self.text
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def _in(value, locale: str):
+    """A parameter of a :class:`Problem` as it is shown in ``locale``: a message rendered, a list's
+    items joined ("lines 2, 9, 14", "第 2、9、14 行"), anything else as it is."""
+    if hasattr(value, "render"):  # a message, or a refusal that renders itself (a gate failure)
+        return value.render(locale)
+    if isinstance(value, list | tuple):
+        return (", " if locale == "en" else "、").join(str(_in(item, locale)) for item in value)
+    return value
+
+
+def _problem(code: str, text: str, **params) -> Problem:
+    return Problem(code, text, params)
+
+
+class ContractError(Exception):
+    """The contract or the data it describes cannot be used: ``problems`` lists every problem (each
+    a :class:`Problem` with its code, or :class:`AsWritten`); ``str()`` is them all in English, on
+    one line; :meth:`render` shows them in a locale, one a line, each with its code."""
+
+    code = "contract.invalid"
+
+    def __init__(self, source: str, problems: list[Problem | AsWritten]):
+        self.source = source
         self.problems = problems
-        super().__init__(f"{source}: " + "; ".join(problems))
+        super().__init__(f"{source}: " + "; ".join(map(str, problems)))
+
+    @property
+    def codes(self) -> list[str]:
+        return [p.code for p in self.problems]
+
+    def render(self, locale: str = "en") -> str:
+        heading = Message(self.code, N_("%(source)s cannot be used:"), {"source": self.source}).render(locale)
+        return heading + "".join(f"\n  {p.render(locale)} [{p.code}]" for p in self.problems)
+
+
+class _Invalid(ValueError):
+    """A validator's refusal: its problems, kept whole through pydantic (``str()``: in English)."""
+
+    def __init__(self, *problems: Problem):
+        self.problems = problems
+        super().__init__("; ".join(map(str, problems)))
 
 
 class _Model(BaseModel):
@@ -134,26 +197,34 @@ class Column(_Model):
             self.treatment = DEFAULT_TREATMENT[self.role]
         t = self.treatment
         if t not in TREATMENTS[self.role]:
-            raise ValueError(
-                f"treatment '{t}' is not allowed for role '{self.role}' "
-                f"(allowed: {', '.join(TREATMENTS[self.role])})"
-            )
+            raise _Invalid(_problem("contract.treatment_not_allowed",
+                                    N_("treatment '%(treatment)s' is not allowed for role '%(role)s' (allowed:"
+                                       " %(allowed)s)"), treatment=t, role=self.role,
+                                    allowed=", ".join(TREATMENTS[self.role])))
         if t in TREATMENT_TYPES and self.type not in TREATMENT_TYPES[t]:
-            raise ValueError(f"treatment '{t}' needs a column of type {' or '.join(TREATMENT_TYPES[t])}")
+            raise _Invalid(_problem("contract.treatment_type", N_("treatment '%(treatment)s' needs a column of type"
+                                                                  " %(types)s"),
+                                    treatment=t, types=_either(TREATMENT_TYPES[t])))
         if t == "bands" and (not self.bins or len(self.bins) < 2 or self.bins != sorted(set(self.bins))):
-            raise ValueError("treatment 'bands' needs 'bins': at least two increasing edges")
+            raise _Invalid(_problem("contract.bands_bins", N_("treatment 'bands' needs 'bins': at least two"
+                                                              " increasing edges")))
         if t == "truncate" and self.keep is None:
-            raise ValueError("treatment 'truncate' needs 'keep' (how many leading characters)")
+            raise _Invalid(_problem("contract.truncate_keep", N_("treatment 'truncate' needs 'keep' (how many"
+                                                                 " leading characters)")))
         if t == "top_bottom":
             if self.bottom is None and self.top is None:
-                raise ValueError("treatment 'top_bottom' needs 'bottom' and/or 'top'")
+                raise _Invalid(_problem("contract.top_bottom_bounds", N_("treatment 'top_bottom' needs 'bottom'"
+                                                                         " and/or 'top'")))
             for bound in (self.bottom, self.top):
                 if isinstance(bound, str) and not _QUANTILE.match(bound):
-                    raise ValueError(f"'{bound}' is neither a number nor a quantile like 'p99'")
+                    raise _Invalid(_problem("contract.bad_bound", N_("'%(bound)s' is neither a number nor a"
+                                                                     " quantile like 'p99'"), bound=bound))
         if t == "derive" and not self.derive:
-            raise ValueError("treatment 'derive' needs 'derive': some of birth_year_band, sex, region")
+            raise _Invalid(_problem("contract.derive_fields", N_("treatment 'derive' needs 'derive': some of"
+                                                                 " birth_year_band, sex, region")))
         if self.uniqueness_accepted is not None and self.role != "measure":
-            raise ValueError("'uniqueness_accepted' is for measures only")
+            raise _Invalid(_problem("contract.uniqueness_not_measure", N_("'uniqueness_accepted' is for measures"
+                                                                          " only")))
         return self
 
 
@@ -167,7 +238,8 @@ class ForeignKey(_Model):
     @classmethod
     def _dotted(cls, v: str) -> str:
         if v.count(".") != 1:
-            raise ValueError(f"'{v}' must be written table.column")
+            raise _Invalid(_problem("contract.reference_form", N_("'%(reference)s' must be written table.column"),
+                                    reference=v))
         return v
 
 
@@ -196,13 +268,13 @@ class Table(_Model):
     @classmethod
     def _names(cls, v: dict[str, Column]) -> dict[str, Column]:
         if not v:
-            raise ValueError("a table needs at least one column")
+            raise _Invalid(_problem("contract.no_columns", N_("a table needs at least one column")))
         bad = [c for c in v if not is_column_name(c)]
         if bad:
-            raise ValueError(
-                f"column names must be identifiers (letters, Chinese characters included, digits and '_', "
-                f"not starting with a digit, at most 63 characters): {', '.join(map(repr, bad))}"
-            )
+            raise _Invalid(_problem(
+                "contract.bad_column_name",
+                N_("column names must be identifiers (letters, Chinese characters included, digits and '_', not"
+                   " starting with a digit, at most 63 characters): %(names)s"), names=", ".join(map(repr, bad))))
         return v
 
     @property
@@ -266,11 +338,14 @@ class Constraint(_Model):
     @model_validator(mode="after")
     def _one(self) -> "Constraint":
         if (self.inequality is None) == (self.fixed_combinations is None):
-            raise ValueError("a constraint is either 'inequality' or 'fixed_combinations'")
+            raise _Invalid(_problem("contract.constraint_kind", N_("a constraint is either 'inequality' or"
+                                                                   " 'fixed_combinations'")))
         if self.inequality is not None and len(self.inequality) != 2:
-            raise ValueError("'inequality' takes [low_column, high_column]")
+            raise _Invalid(_problem("contract.inequality_columns", N_("'inequality' takes [low_column,"
+                                                                      " high_column]")))
         if self.fixed_combinations is not None and len(self.fixed_combinations) < 2:
-            raise ValueError("'fixed_combinations' takes at least two columns")
+            raise _Invalid(_problem("contract.fixed_combinations_columns", N_("'fixed_combinations' takes at least"
+                                                                              " two columns")))
         return self
 
     @property
@@ -316,7 +391,8 @@ class Aggregate(_Model):
     @model_validator(mode="after")
     def _measure(self) -> "Aggregate":
         if self.statistic != "count" and self.measure is None:
-            raise ValueError(f"statistic '{self.statistic}' needs 'measure'")
+            raise _Invalid(_problem("contract.statistic_measure", N_("statistic '%(statistic)s' needs 'measure'"),
+                                    statistic=self.statistic))
         return self
 
 
@@ -344,7 +420,8 @@ class Analysis(_Model):
     @model_validator(mode="after")
     def _one(self) -> "Analysis":
         if sum(x is not None for x in (self.regression, self.aggregate, self.classifier)) != 1:
-            raise ValueError("an analysis is exactly one of 'regression', 'aggregate' or 'classifier'")
+            raise _Invalid(_problem("contract.analysis_kind", N_("an analysis is exactly one of 'regression',"
+                                                                 " 'aggregate' or 'classifier'")))
         return self
 
     @property
@@ -398,88 +475,121 @@ class Contract(_Model):
     @classmethod
     def _name(cls, v: str) -> str:
         if not NAME.match(v) or ".." in v:
-            raise ValueError("must be lower-case letters, digits, '_', '.', '-' (it names the release)")
+            raise _Invalid(_problem("contract.bad_name", N_("must be lower-case letters, digits, '_', '.', '-' (it"
+                                                            " names the release)")))
         return v
 
     @field_validator("pseudonym_key")
     @classmethod
     def _key(cls, v: str | None) -> str | None:
         if v is not None and not re.match(r"^[a-z0-9][a-z0-9_-]{0,63}$", v):
-            raise ValueError("must be lower-case letters, digits, '_' and '-'")
+            raise _Invalid(_problem("contract.bad_key_name", N_("must be lower-case letters, digits, '_' and '-'")))
         return v
 
     @model_validator(mode="after")
     def _references(self) -> "Contract":
         problems = []
         if not self.tables:
-            problems.append("the contract describes no table")
+            problems.append(_problem("contract.no_tables", N_("the contract describes no table")))
         for tname, t in self.tables.items():
-            where = f"table '{tname}'"
             if t.primary_key and t.primary_key not in t.columns:
-                problems.append(f"{where}: primary key '{t.primary_key}' is not one of its columns")
+                problems.append(_problem("contract.unknown_primary_key", N_("table '%(table)s': primary key"
+                                                                            " '%(column)s' is not one of its columns"),
+                                         table=tname, column=t.primary_key))
             keys = ([t.primary_key] if t.primary_key else []) + [fk.column for fk in t.foreign_keys]
             for key in keys:
                 col = t.columns.get(key)
                 if col is not None and (col.role != "direct_identifier" or col.treatment == "drop"):
-                    problems.append(
-                        f"{where}: key column '{key}' must be a direct_identifier treated with"
-                        " 'pseudonymise' or 'derive' (keys are released as pseudonyms so tables still join)"
-                    )
+                    problems.append(_problem(
+                        "contract.key_not_pseudonymised",
+                        N_("table '%(table)s': key column '%(column)s' must be a direct_identifier treated with"
+                           " 'pseudonymise' or 'derive' (keys are released as pseudonyms so tables still join)"),
+                        table=tname, column=key))
             for fk in t.foreign_keys:
                 if fk.column not in t.columns:
-                    problems.append(f"{where}: foreign key column '{fk.column}' is not one of its columns")
+                    problems.append(_problem("contract.unknown_foreign_key", N_("table '%(table)s': foreign key column"
+                                                                                " '%(column)s' is not one of its"
+                                                                                " columns"),
+                                             table=tname, column=fk.column))
                 rt, rc = fk.references.split(".")
                 if rt not in self.tables:
-                    problems.append(f"{where}: foreign key '{fk.column}' references unknown table '{rt}'")
+                    problems.append(_problem("contract.foreign_key_unknown_table",
+                                             N_("table '%(table)s': foreign key '%(column)s' references unknown"
+                                                " table '%(other)s'"), table=tname, column=fk.column, other=rt))
                 elif self.tables[rt].primary_key != rc:
-                    problems.append(
-                        f"{where}: foreign key '{fk.column}' must reference the primary key of '{rt}'"
-                    )
+                    problems.append(_problem("contract.foreign_key_not_primary",
+                                             N_("table '%(table)s': foreign key '%(column)s' must reference the"
+                                                " primary key of '%(other)s'"), table=tname, column=fk.column,
+                                             other=rt))
             if t.entity_column is not None:
                 ent = t.columns.get(t.entity_column)
                 if ent is None:
-                    problems.append(f"{where}: entity_column '{t.entity_column}' is not one of its columns")
+                    problems.append(_problem("contract.unknown_entity_column",
+                                             N_("table '%(table)s': entity_column '%(column)s' is not one of its"
+                                                " columns"), table=tname, column=t.entity_column))
                 elif ent.role != "direct_identifier":
-                    problems.append(f"{where}: entity_column '{t.entity_column}' must be a direct_identifier")
+                    problems.append(_problem("contract.entity_not_identifier",
+                                             N_("table '%(table)s': entity_column '%(column)s' must be a"
+                                                " direct_identifier"), table=tname, column=t.entity_column))
             if t.sequence_index is not None:
                 seq = t.columns.get(t.sequence_index)
                 if t.entity_column is None:
-                    problems.append(f"{where}: sequence_index needs entity_column (whose rows it orders)")
+                    problems.append(_problem("contract.sequence_needs_entity",
+                                             N_("table '%(table)s': sequence_index needs entity_column (whose rows"
+                                                " it orders)"), table=tname))
                 if seq is None:
-                    problems.append(f"{where}: sequence_index '{t.sequence_index}' is not one of its columns")
+                    problems.append(_problem("contract.unknown_sequence_index",
+                                             N_("table '%(table)s': sequence_index '%(column)s' is not one of its"
+                                                " columns"), table=tname, column=t.sequence_index))
                 elif seq.type not in ("integer", "float", "date"):
-                    problems.append(f"{where}: sequence_index '{t.sequence_index}' must be an integer, float or date column")
+                    problems.append(_problem("contract.sequence_index_type",
+                                             N_("table '%(table)s': sequence_index '%(column)s' must be an integer,"
+                                                " float or date column"), table=tname, column=t.sequence_index))
             for cname, col in t.columns.items():
                 if col.treatment == "shift":
                     entity = t.shift_entity(cname)
                     ent = t.columns.get(entity or "")
                     if entity is None:
-                        problems.append(f"{where}: column '{cname}' is shifted but names no 'entity'"
-                                        " and the table has no entity_column")
+                        problems.append(_problem("contract.shift_no_entity",
+                                                 N_("table '%(table)s': column '%(column)s' is shifted but names no"
+                                                    " 'entity' and the table has no entity_column"),
+                                                 table=tname, column=cname))
                     elif ent is None:
-                        problems.append(f"{where}: column '{cname}' shifts by entity '{entity}', not a column")
+                        problems.append(_problem("contract.shift_unknown_entity",
+                                                 N_("table '%(table)s': column '%(column)s' shifts by entity"
+                                                    " '%(entity)s', not a column"),
+                                                 table=tname, column=cname, entity=entity))
                     elif ent.role != "direct_identifier":
-                        problems.append(
-                            f"{where}: column '{cname}' shifts by '{entity}', which is not a direct identifier"
-                        )
+                        problems.append(_problem("contract.shift_entity_not_identifier",
+                                                 N_("table '%(table)s': column '%(column)s' shifts by '%(entity)s',"
+                                                    " which is not a direct identifier"),
+                                                 table=tname, column=cname, entity=entity))
             clash = set(t.derived_columns()) & set(t.columns)
             if clash:
-                problems.append(f"{where}: derived column(s) {sorted(clash)} clash with existing columns")
+                problems.append(_problem("contract.derived_clash", N_("table '%(table)s': derived column(s) %(columns)s"
+                                                                      " clash with existing columns"),
+                                         table=tname, columns=str(sorted(clash))))
         names = [a.name for a in self.analyses]
         for dup in sorted({n for n in names if names.count(n) > 1}):
-            problems.append(f"analysis name '{dup}' is used more than once")
+            problems.append(_problem("contract.duplicate_analysis", N_("analysis name '%(analysis)s' is used more than"
+                                                                       " once"), analysis=dup))
         for a in self.analyses:
             if a.table not in self.tables:
-                problems.append(f"analysis '{a.name}' is on unknown table '{a.table}'")
+                problems.append(_problem("contract.analysis_unknown_table", N_("analysis '%(analysis)s' is on unknown"
+                                                                               " table '%(table)s'"),
+                                         analysis=a.name, table=a.table))
         for c in self.synthesis.constraints:
             if c.table not in self.tables:
-                problems.append(f"constraint on unknown table '{c.table}'")
+                problems.append(_problem("contract.constraint_unknown_table", N_("constraint on unknown table"
+                                                                                 " '%(table)s'"), table=c.table))
             else:
                 missing = [x for x in c.columns if x not in self.tables[c.table].columns]
                 if missing:
-                    problems.append(f"constraint on table '{c.table}' names unknown column(s) {missing}")
+                    problems.append(_problem("contract.constraint_unknown_columns",
+                                             N_("constraint on table '%(table)s' names unknown column(s)"
+                                                " %(columns)s"), table=c.table, columns=str(missing)))
         if problems:
-            raise ValueError("; ".join(problems))
+            raise _Invalid(*problems)
         return self
 
 
@@ -488,34 +598,100 @@ def load_contract(path: Path) -> Contract:
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ContractError(str(path), ["file not found"]) from None
+        raise ContractError(str(path), [_problem("contract.file_not_found", N_("file not found"))]) from None
+    except UnicodeDecodeError as exc:
+        raise ContractError(str(path), [_problem("contract.not_utf8", N_("not UTF-8 text (%(reason)s at byte"
+                                                                         " %(byte)s)"),
+                                                 reason=exc.reason, byte=exc.start)]) from None
     except yaml.YAMLError as exc:
-        raise ContractError(str(path), [f"not valid YAML: {exc}"]) from None
+        raise ContractError(str(path), [_problem("contract.not_yaml", N_("not valid YAML: %(problem)s"),
+                                                 problem=str(exc))]) from None
     if not isinstance(raw, dict):
-        raise ContractError(str(path), ["a contract is a YAML mapping with 'name' and 'tables'"])
+        raise ContractError(str(path), [_problem("contract.not_a_mapping", N_("a contract is a YAML mapping with"
+                                                                              " 'name' and 'tables'"))])
     try:
         return Contract.model_validate(raw)
     except ValidationError as exc:
-        raise ContractError(str(path), [_problem(err) for err in exc.errors()]) from None
+        raise ContractError(str(path), [p for err in exc.errors() for p in _schema_problems(err)]) from None
 
 
-def _problem(err: dict) -> str:
-    """One schema error as the holder reads it: where, what was given, what is allowed."""
+# pydantic's errors the holder reads in their language: its type, the code shown and pydantic's own
+# English text, written with the error's context (``ge``...). pydantic's other errors are shown as it
+# writes them (code ``contract.invalid_value``); so is one of these whose text pydantic changed.
+_PYDANTIC = {
+    "int_type": ("contract.not_an_integer", N_("Input should be a valid integer")),
+    "int_parsing": ("contract.not_an_integer", N_("Input should be a valid integer, unable to parse string as an"
+                                                  " integer")),
+    "int_from_float": ("contract.not_an_integer", N_("Input should be a valid integer, got a number with a"
+                                                     " fractional part")),
+    "float_type": ("contract.not_a_number", N_("Input should be a valid number")),
+    "float_parsing": ("contract.not_a_number", N_("Input should be a valid number, unable to parse string as a"
+                                                  " number")),
+    "bool_type": ("contract.not_a_boolean", N_("Input should be a valid boolean")),
+    "bool_parsing": ("contract.not_a_boolean", N_("Input should be a valid boolean, unable to interpret input")),
+    "string_type": ("contract.not_a_string", N_("Input should be a valid string")),
+    "list_type": ("contract.not_a_list", N_("Input should be a valid list")),
+    "dict_type": ("contract.not_a_mapping", N_("Input should be a valid dictionary")),
+    "greater_than": ("contract.too_small", N_("Input should be greater than %(gt)s")),
+    "greater_than_equal": ("contract.too_small", N_("Input should be greater than or equal to %(ge)s")),
+    "less_than": ("contract.too_large", N_("Input should be less than %(lt)s")),
+    "less_than_equal": ("contract.too_large", N_("Input should be less than or equal to %(le)s")),
+    "string_pattern_mismatch": ("contract.pattern_mismatch", N_("String should match pattern '%(pattern)s'")),
+}
+
+
+def _schema_problems(err: dict) -> list[Problem]:
+    """One schema error as the holder reads it: where (the path into the contract), what was
+    given, what is allowed; a validator's refusal may be several problems."""
     loc = ".".join(str(p) for p in err["loc"])
     kind, given = err["type"], err.get("input")
-    if kind == "literal_error":
-        msg = f"{_shown(given)} is not allowed (allowed: {err['ctx']['expected']})"
+    refused = (err.get("ctx") or {}).get("error")
+    if isinstance(refused, _Invalid):
+        found = list(refused.problems)
+    elif kind == "literal_error":
+        found = [_problem("contract.not_allowed", N_("%(given)s is not allowed (allowed: %(allowed)s)"),
+                          given=_shown(given), allowed=_either_written(err["ctx"]["expected"]))]
     elif kind == "extra_forbidden":
         allowed = _keys_at(err["loc"][:-1])
-        msg = f"unknown key {_shown(err['loc'][-1])}" + (f" (allowed: {', '.join(allowed)})" if allowed else "")
+        key = _shown(err["loc"][-1])
+        found = [_problem("contract.unknown_key", N_("unknown key %(key)s (allowed: %(allowed)s)"), key=key,
+                          allowed=", ".join(allowed)) if allowed else
+                 _problem("contract.unknown_key", N_("unknown key %(key)s"), key=key)]
         loc = ".".join(str(p) for p in err["loc"][:-1]) or loc
     elif kind == "missing":
-        msg = "missing (it is required)"
+        found = [_problem("contract.missing_key", N_("missing (it is required)"))]
     else:
-        msg = err["msg"].removeprefix("Value error, ")
+        found = [_pydantic_problem(err)]
         if given is not None and not isinstance(given, dict | list) and kind != "value_error":
-            msg += f" (given: {_shown(given)})"
-    return f"{loc}: {msg}" if loc else msg
+            found = [_problem(found[0].code, N_("%(problem)s (given: %(given)s)"), problem=found[0],
+                              given=_shown(given))]
+    if not loc:
+        return found
+    return [_problem(p.code, N_("%(location)s: %(problem)s"), location=loc, problem=p) for p in found]
+
+
+def _pydantic_problem(err: dict) -> Problem | AsWritten:
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] in _PYDANTIC:
+        code, text = _PYDANTIC[err["type"]]
+        problem = Problem(code, text, {k: v for k, v in (err.get("ctx") or {}).items() if f"%({k})s" in text})
+        if str(problem) == msg:
+            return problem
+    return AsWritten("contract.invalid_value", msg)
+
+
+def _either(items) -> Problem | str:
+    """``a or b`` ("a, b or c"), in the holder's language."""
+    items = list(items)
+    if len(items) == 1:
+        return items[0]
+    return _problem("contract.either", N_("%(some)s or %(last)s"), some=", ".join(items[:-1]), last=items[-1])
+
+
+def _either_written(expected: str) -> Problem | str:
+    """pydantic's list of the values a literal allows (``'a', 'b' or 'c'``), in the holder's language."""
+    some, sep, last = expected.rpartition(" or ")
+    return _problem("contract.either", N_("%(some)s or %(last)s"), some=some, last=last) if sep else expected
 
 
 def _keys_at(loc: tuple) -> list[str]:
@@ -554,21 +730,30 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _read_raw(path: Path, fmt: str, where: str) -> pd.DataFrame:
+def _read_raw(path: Path, fmt: str, table: str) -> pd.DataFrame:
     if not path.is_file():
-        raise ContractError(where, [f"data file {path} not found"])
+        raise ContractError(table, [_problem("contract.data_file_not_found", N_("table '%(table)s': data file"
+                                                                                " %(path)s not found"),
+                                             table=table, path=str(path))])
     if fmt == "csv":
         try:
             # Everything as text first: types are then checked column by column against the contract.
             return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""], encoding="utf-8")
         except pd.errors.EmptyDataError:
-            raise ContractError(where, [f"{path.name} is empty (no header, no rows)"]) from None
+            raise ContractError(table, [_problem("contract.data_file_empty", N_("table '%(table)s': %(file)s is"
+                                                                                " empty (no header, no rows)"),
+                                                 table=table, file=path.name)]) from None
         except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
-            raise ContractError(where, [f"{path.name} is not well-formed CSV: {exc}".strip()]) from None
+            raise ContractError(table, [_problem("contract.bad_csv", N_("table '%(table)s': %(file)s is not"
+                                                                       " well-formed CSV: %(problem)s"),
+                                                 table=table, file=path.name,
+                                                 problem=str(exc).strip())]) from None
     try:
         return pq.read_table(path).to_pandas()
     except (pa.ArrowException, OSError, ValueError) as exc:
-        raise ContractError(where, [f"{path.name} is not a readable Parquet file: {exc}"]) from None
+        raise ContractError(table, [_problem("contract.bad_parquet", N_("table '%(table)s': %(file)s is not a"
+                                                                        " readable Parquet file: %(problem)s"),
+                                             table=table, file=path.name, problem=str(exc))]) from None
 
 
 SHOWN = 5  # bad values (or duplicate keys) an error message lists before "and N more"
@@ -585,9 +770,9 @@ class Places:
         self.path, self.fmt = path, fmt
         self._lines: list[int] | None = None
 
-    def __call__(self, position: int) -> str:
+    def __call__(self, position: int) -> Problem:
         if self.fmt != "csv":
-            return f"row {position + 1}"
+            return _problem("contract.place", N_("row %(n)s"), n=position + 1)
         if self._lines is None:
             with open(self.path, encoding="utf-8", newline="") as f:
                 reader = csv.reader(f)
@@ -597,13 +782,19 @@ class Places:
                         starts.append(line)
                     line = reader.line_num + 1
             self._lines = starts[1:]  # the header is not a row
-        return f"line {self._lines[position]}" if position < len(self._lines) else f"row {position + 1}"
+        if position < len(self._lines):
+            return _problem("contract.place", N_("line %(n)s"), n=self._lines[position])
+        return _problem("contract.place", N_("row %(n)s"), n=position + 1)
 
-    def many(self, positions: list[int]) -> str:
+    def many(self, positions: list[int]) -> Problem:
         """ "lines 2, 9, 14" (or "rows ...") for a few positions."""
+        if len(positions) == 1:
+            return self(positions[0])
         places = [self(p) for p in positions]
-        word, numbers = places[0].split(" ")[0], [p.split(" ")[1] for p in places]
-        return f"{word}{'s' if len(numbers) > 1 else ''} {', '.join(numbers)}"
+        numbers = [p.params["n"] for p in places]
+        if places[0].text == "line %(n)s":
+            return _problem("contract.place", N_("lines %(numbers)s"), numbers=numbers)
+        return _problem("contract.place", N_("rows %(numbers)s"), numbers=numbers)
 
 
 def _shown(value: object) -> str:
@@ -613,12 +804,23 @@ def _shown(value: object) -> str:
     return repr(value if len(value) <= 40 else value[:39] + "…")
 
 
-def _bad_values(raw: pd.Series, ok: pd.Series, places: Places, what: str) -> str:
+def _bad_values(raw: pd.Series, ok: pd.Series, places: Places, what: Problem) -> Problem:
     """ "3 value(s) <what>: line 4 'abc', line 9 '十二', line 12 'n/a'" (the first few, with a count)."""
     bad = raw[~ok.to_numpy()]
-    listed = ", ".join(f"{places(pos)} {_shown(v)}" for pos, v in zip(_positions(bad)[:SHOWN], bad.iloc[:SHOWN]))
-    more = f", and {len(bad) - SHOWN} more" if len(bad) > SHOWN else ""
-    return f"{len(bad)} value(s) {what}: {listed}{more}"
+    listed = [_problem("contract.value_at", N_("%(place)s %(value)s"), place=places(pos), value=_shown(v))
+              for pos, v in zip(_positions(bad)[:SHOWN], bad.iloc[:SHOWN])]
+    return _problem(what.code, N_("%(count)s value(s) %(what)s: %(listed)s%(more)s"), count=len(bad), what=what,
+                    listed=listed, more=_more(len(bad) - SHOWN))
+
+
+def _semicolon(first: Problem, then: Problem) -> Problem:
+    """ "a; b": a listing of longer items."""
+    return _problem("contract.listing", N_("%(first)s; %(then)s"), first=first, then=then)
+
+
+def _more(hidden: int) -> Problem | str:
+    """ ", and 2 more" after a listing that leaves ``hidden`` items out ("" for none)."""
+    return _problem("contract.more", N_(", and %(n)s more"), n=hidden) if hidden > 0 else ""
 
 
 def _positions(s: pd.Series) -> list[int]:
@@ -626,15 +828,18 @@ def _positions(s: pd.Series) -> list[int]:
     return [int(i) for i in s.index]
 
 
-def _holds(raw: pd.Series, places: Places) -> str:
+def _holds(raw: pd.Series, places: Places) -> Problem:
     """What a typed (Parquet) column holds instead, with its first value."""
-    kind = "text" if raw.dtype == object or isinstance(raw.dtype, pd.StringDtype) else str(raw.dtype)
+    text = raw.dtype == object or isinstance(raw.dtype, pd.StringDtype)
+    kind = _problem("contract.text", N_("text")) if text else str(raw.dtype)
     present = raw.dropna()
-    first = f" (first: {places(_positions(present)[0])} {_shown(present.iloc[0])})" if not present.empty else ""
-    return f"holds {kind} values{first}"
+    if present.empty:
+        return _problem("contract.wrong_type", N_("holds %(kind)s values"), kind=kind)
+    return _problem("contract.wrong_type", N_("holds %(kind)s values (first: %(place)s %(value)s)"), kind=kind,
+                    place=places(_positions(present)[0]), value=_shown(present.iloc[0]))
 
 
-def _convert(raw: pd.Series, ctype: str, from_text: bool, places: Places) -> tuple[pd.Series, str | None]:
+def _convert(raw: pd.Series, ctype: str, from_text: bool, places: Places) -> tuple[pd.Series, Problem | None]:
     """The column as ``ctype``, or an explanation of what does not fit."""
     present = raw.notna()
     if ctype == "string":
@@ -647,11 +852,12 @@ def _convert(raw: pd.Series, ctype: str, from_text: bool, places: Places) -> tup
         num = pd.to_numeric(raw, errors="coerce")
         ok = num.notna() | ~present
         if not ok.all():
-            return raw, _bad_values(raw, ok, places, "are not numbers")
+            return raw, _bad_values(raw, ok, places, _problem("contract.not_numbers", N_("are not numbers")))
         if ctype == "integer":
             whole = (num.dropna() % 1 == 0).reindex(raw.index, fill_value=True)
             if not whole.all():
-                return raw, _bad_values(raw, whole, places, "are not whole numbers")
+                return raw, _bad_values(raw, whole, places, _problem("contract.not_whole_numbers",
+                                                                     N_("are not whole numbers")))
             return num.astype("Int64"), None
         return num.astype("float64"), None
     if ctype == "date":
@@ -660,7 +866,8 @@ def _convert(raw: pd.Series, ctype: str, from_text: bool, places: Places) -> tup
         parsed = pd.to_datetime(raw, errors="coerce", format="ISO8601" if from_text else None)
         ok = parsed.notna() | ~present
         if not ok.all():
-            return raw, _bad_values(raw, ok, places, "are not dates (write them YYYY-MM-DD)")
+            return raw, _bad_values(raw, ok, places, _problem("contract.not_dates",
+                                                              N_("are not dates (write them YYYY-MM-DD)")))
         if getattr(parsed.dt, "tz", None) is not None:
             parsed = parsed.dt.tz_convert(None)
         return parsed.astype("datetime64[ns]"), None
@@ -672,7 +879,7 @@ def _convert(raw: pd.Series, ctype: str, from_text: bool, places: Places) -> tup
     mapped = raw.str.lower().map({"true": True, "false": False, "1": True, "0": False})
     ok = mapped.notna() | ~present
     if not ok.all():
-        return raw, _bad_values(raw, ok, places, "are not true/false (or 1/0)")
+        return raw, _bad_values(raw, ok, places, _problem("contract.not_booleans", N_("are not true/false (or 1/0)")))
     return mapped.astype("boolean"), None
 
 
@@ -680,23 +887,28 @@ def load_tables(contract: Contract, base_dir: Path, source: str = "data") -> dic
     """Read every table, typed as the contract says; raise ContractError listing every problem."""
     tables: dict[str, pd.DataFrame] = {}
     places: dict[str, Places] = {}
-    problems: list[str] = []
+    problems: list[Problem] = []
     for tname, t in contract.tables.items():
-        where = f"table '{tname}'"
         path = (base_dir / t.path).resolve()
         try:
-            raw = _read_raw(path, t.file_format, where)
+            raw = _read_raw(path, t.file_format, tname)
         except ContractError as exc:
-            problems.extend(f"{where}: {p}" for p in exc.problems)
+            problems.extend(exc.problems)
             continue
         missing = [c for c in t.columns if c not in raw.columns]
         unknown = [c for c in raw.columns if c not in t.columns]
         if missing:
-            problems.append(f"{where}: column(s) {', '.join(map(repr, missing))} named by the contract are missing from {path.name}")
+            problems.append(_problem("contract.missing_columns", N_("table '%(table)s': column(s) %(columns)s named"
+                                                                    " by the contract are missing from %(file)s"),
+                                     table=tname, columns=", ".join(map(repr, missing)), file=path.name))
         if unknown:
-            problems.append(f"{where}: column(s) {', '.join(map(repr, map(str, unknown)))} in {path.name} are not described by the contract")
+            problems.append(_problem("contract.undescribed_columns", N_("table '%(table)s': column(s) %(columns)s"
+                                                                        " in %(file)s are not described by the"
+                                                                        " contract"),
+                                     table=tname, columns=", ".join(map(repr, map(str, unknown))), file=path.name))
         if raw.empty:
-            problems.append(f"{where}: {path.name} has no rows")
+            problems.append(_problem("contract.no_rows", N_("table '%(table)s': %(file)s has no rows"), table=tname,
+                                     file=path.name))
         if missing or unknown or raw.empty:
             continue
         raw = raw.reset_index(drop=True)
@@ -705,48 +917,62 @@ def load_tables(contract: Contract, base_dir: Path, source: str = "data") -> dic
         for cname, col in t.columns.items():
             converted, err = _convert(raw[cname], col.type, t.file_format == "csv", places[tname])
             if err:
-                problems.append(f"{where}: column '{cname}' is declared {col.type} but {err}")
+                problems.append(_problem(err.code, N_("table '%(table)s': column '%(column)s' is declared %(type)s"
+                                                      " but %(problem)s"),
+                                         table=tname, column=cname, type=col.type, problem=err))
             elif col.treatment == "derive":
                 vals = converted.dropna()
                 ok = vals.map(identifiers.is_resident_id)
                 if not ok.all():
-                    problems.append(
-                        f"{where}: column '{cname}' derives fields from resident IDs but "
-                        + _bad_values(vals, ok, places[tname], "are not valid resident IDs")
-                    )
+                    bad = _bad_values(vals, ok, places[tname], _problem("contract.not_resident_ids",
+                                                                        N_("are not valid resident IDs")))
+                    problems.append(_problem(bad.code, N_("table '%(table)s': column '%(column)s' derives fields"
+                                                          " from resident IDs but %(problem)s"),
+                                             table=tname, column=cname, problem=bad))
             df[cname] = converted
         tables[tname] = df
     for tname, t in contract.tables.items():
         df = tables.get(tname)
         if df is None:
             continue
-        where = f"table '{tname}'"
         at = places[tname]
         if t.primary_key:
             pk = df[t.primary_key]
             if pk.isna().any():
                 empty = _positions(pk[pk.isna()])
-                more = f", and {len(empty) - SHOWN} more" if len(empty) > SHOWN else ""
-                problems.append(f"{where}: primary key '{t.primary_key}' is empty on {len(empty)} row(s): "
-                                f"{at.many(empty[:SHOWN])}{more}")
+                problems.append(_problem("contract.empty_primary_key",
+                                         N_("table '%(table)s': primary key '%(column)s' is empty on %(count)s"
+                                            " row(s): %(places)s%(more)s"), table=tname, column=t.primary_key,
+                                         count=len(empty), places=at.many(empty[:SHOWN]),
+                                         more=_more(len(empty) - SHOWN)))
             dup = pk[pk.duplicated(keep=False) & pk.notna()]
             if not dup.empty:
                 groups = list(dup.groupby(dup, sort=False).groups.items())
-                listed = "; ".join(
-                    f"{_shown(value)} on {at.many(sorted(int(i) for i in idx)[:SHOWN])}"
-                    + (f" (and {len(idx) - SHOWN} more)" if len(idx) > SHOWN else "")
+                listed = [
+                    _problem("contract.duplicate_at", N_("%(value)s on %(places)s"), value=_shown(value),
+                             places=at.many(sorted(int(i) for i in idx)[:SHOWN])) if len(idx) <= SHOWN else
+                    _problem("contract.duplicate_at", N_("%(value)s on %(places)s (and %(n)s more)"),
+                             value=_shown(value), places=at.many(sorted(int(i) for i in idx)[:SHOWN]),
+                             n=len(idx) - SHOWN)
                     for value, idx in groups[:SHOWN]
-                )
-                more = f"; and {len(groups) - SHOWN} more value(s)" if len(groups) > SHOWN else ""
-                problems.append(f"{where}: primary key '{t.primary_key}' has {len(groups)} value(s) on more than"
-                                f" one row: {listed}{more}")
+                ]
+                more = (_problem("contract.more", N_("; and %(n)s more value(s)"), n=len(groups) - SHOWN)
+                        if len(groups) > SHOWN else "")
+                problems.append(_problem("contract.duplicate_primary_key",
+                                         N_("table '%(table)s': primary key '%(column)s' has %(count)s value(s) on"
+                                            " more than one row: %(listed)s%(more)s"),
+                                         table=tname, column=t.primary_key, count=len(groups),
+                                         listed=functools.reduce(_semicolon, listed), more=more))
         for fk in t.foreign_keys:
             rt, rc = fk.references.split(".")
             if rt in tables:
                 known = df[fk.column].isin(tables[rt][rc]) | df[fk.column].isna()
                 if not known.all():
-                    problems.append(f"{where}: foreign key '{fk.column}' has "
-                                    + _bad_values(df[fk.column], known, at, f"with no row in '{rt}'"))
+                    bad = _bad_values(df[fk.column], known, at, _problem("contract.dangling_foreign_key",
+                                                                         N_("with no row in '%(table)s'"), table=rt))
+                    problems.append(_problem(bad.code, N_("table '%(table)s': foreign key '%(column)s' has"
+                                                          " %(problem)s"), table=tname, column=fk.column,
+                                             problem=bad))
     if problems:
         raise ContractError(source, problems)
     return tables

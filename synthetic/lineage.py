@@ -34,6 +34,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from enclave.i18n import N_
+
 from .contract import Contract, file_sha256
 from .sources import SourceError, _lineage_dir, _source_path, _split, _write_json, locked, source
 
@@ -187,7 +189,8 @@ def record_release(
     }
     with locked(holder_dir):
         if folder.exists():
-            raise SourceError(f"lineage of {release} is already recorded ({folder})")
+            raise SourceError("lineage.recorded", N_("lineage of %(release)s is already recorded (%(folder)s)"),
+                              release=release, folder=str(folder))
         folder.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{version}.", suffix=".partial"))
         try:

@@ -19,7 +19,9 @@ from typing import Literal, Protocol
 from tqdm import tqdm
 
 from . import analyses, gates, keys, lineage, masking, release_log, report, sources, store, synthesis
-from .contract import Contract, ContractError, file_sha256, load_contract, load_tables, source_hashes
+from enclave.i18n import N_
+
+from .contract import AsWritten, Contract, ContractError, file_sha256, load_contract, load_tables, source_hashes
 
 Method = Literal["masked", "synthetic"]
 
@@ -101,8 +103,8 @@ def _release(settings: HolderSettings, contract_path: Path, contract: Contract, 
     base_dir = contract_path.parent
     raw = load_tables(contract, base_dir, source=str(contract_path))
     problems = analyses.check(contract, raw)
-    if problems:
-        raise ContractError(str(contract_path), problems)
+    if problems:  # the analyses' problems are in English only (synthetic/analyses.py)
+        raise ContractError(str(contract_path), [AsWritten("contract.analysis", p) for p in problems])
     by = by or getpass.getuser()
     registration = sources.register(settings.holder_dir, contract.name, contract_path, by=by, contract=contract,
                                     rows={t: len(df) for t, df in raw.items()})
@@ -214,8 +216,10 @@ def _release(settings: HolderSettings, contract_path: Path, contract: Contract, 
         # Later releases of the source are refused until this one has a lineage record (the
         # composition gate checks the store), so the gap cannot pass silently.
         raise sources.SourceError(
-            f"{published} was published, but its lineage could not be recorded ({exc}); later releases"
-            f" of '{contract.name}' are refused until it is") from exc
+            "lineage.not_recorded",
+            N_("%(release)s was published, but its lineage could not be recorded (%(problem)s); later releases of"
+               " '%(source)s' are refused until it is"), release=published, problem=str(exc),
+            source=contract.name) from exc
     return Released(published, manifest, registration)
 
 

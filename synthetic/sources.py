@@ -34,6 +34,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
+from enclave.i18n import Message, N_
+
 from .store import sha256_file
 
 if TYPE_CHECKING:
@@ -46,7 +48,17 @@ NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,99}$")
 
 
 class SourceError(Exception):
-    """A source cannot be registered or found; the message says why."""
+    """A source cannot be registered or found: a stable ``code`` and an English ``text`` marked with
+    ``N_`` (``%(name)s`` placeholders filled from ``params``); ``str()`` is the English, :meth:`render`
+    the text in a locale."""
+
+    def __init__(self, code: str, text: str, /, **params) -> None:
+        self.message = Message(code, text, params)
+        self.code = code
+        super().__init__(str(self.message))
+
+    def render(self, locale: str = "en") -> str:
+        return self.message.render(locale)
 
 
 # -- the source registry -------------------------------------------------------------------------
@@ -109,7 +121,8 @@ def _sources_dir(holder_dir: Path) -> Path:
 
 def _check_name(name: str) -> None:
     if not NAME.match(name) or ".." in name:
-        raise SourceError(f"'{name}' is not a source name (lower-case letters, digits, '_', '.', '-')")
+        raise SourceError("source.bad_name", N_("'%(name)s' is not a source name (lower-case letters, digits, '_',"
+                                                " '.', '-')"), name=name)
 
 
 def _source_path(holder_dir: Path, name: str) -> Path:
@@ -163,11 +176,13 @@ def source(holder_dir: Path, name: str) -> Source:
     """The registered source ``name`` (its contract path and every file version's hash)."""
     path = _source_path(holder_dir, name)
     if not path.exists():
-        raise SourceError(f"source '{name}' is not registered (enclave data source add {name} CONTRACT.yaml)")
+        raise SourceError("source.unknown", N_("source '%(name)s' is not registered (enclave data source add %(name)s"
+                                               " CONTRACT.yaml)"), name=name)
     try:
         return Source.from_dict(json.loads(path.read_text(encoding="utf-8")))
     except (ValueError, KeyError, TypeError) as exc:
-        raise SourceError(f"the registry entry of source '{name}' ({path}) is unreadable: {exc}") from None
+        raise SourceError("source.unreadable", N_("the registry entry of source '%(name)s' (%(path)s) is unreadable:"
+                                                  " %(problem)s"), name=name, path=str(path), problem=str(exc)) from None
 
 
 def sources(holder_dir: Path) -> list[Source]:
@@ -179,15 +194,17 @@ def sources(holder_dir: Path) -> list[Source]:
 
 def _file_hashes(contract: Contract, contract_path: Path) -> dict[str, tuple[Path, str]]:
     """Each table's file (absolute) and its sha256; a missing file is named."""
+    from .contract import ContractError, Problem
+
     out, missing = {}, []
     for tname, t in contract.tables.items():
         path = (contract_path.parent / t.path).resolve()
         if not path.is_file():
-            missing.append(f"table '{tname}': data file {path} not found")
+            missing.append(Problem("contract.data_file_not_found", N_("table '%(table)s': data file %(path)s not"
+                                                                      " found"), {"table": tname, "path": str(path)}))
             continue
         out[tname] = (path, sha256_file(path))
     if missing:
-        from .contract import ContractError
 
         raise ContractError(str(contract_path), missing)
     return out
@@ -217,9 +234,10 @@ def register(
         contract = load_contract(contract_path)
     if contract.name != name:
         raise SourceError(
-            f"source name '{name}' differs from the contract's name '{contract.name}' ({contract_path});"
-            " every release of a source is named after it, so they must be equal"
-        )
+            "source.name_mismatch",
+            N_("source name '%(name)s' differs from the contract's name '%(contract_name)s' (%(contract)s); every"
+               " release of a source is named after it, so they must be equal"),
+            name=name, contract_name=contract.name, contract=str(contract_path))
     files = _file_hashes(contract, contract_path)
     with locked(holder_dir):
         for other in sources(holder_dir):
@@ -230,11 +248,12 @@ def register(
                     clash = [t for t, (_, h) in files.items() if h == v.sha256]
                     if clash:
                         raise SourceError(
-                            f"table '{clash[0]}' of {contract_path.name} has the same content (sha256"
-                            f" {v.sha256[:16]}...) as table '{tname}' of source '{other.name}' ({v.path});"
-                            f" one raw file cannot be two sources: name the contract '{other.name}'"
-                            f" (a cut of that source) instead"
-                        )
+                            "source.file_of_another",
+                            N_("table '%(table)s' of %(contract)s has the same content (sha256 %(sha256)s...) as"
+                               " table '%(other_table)s' of source '%(other)s' (%(path)s); one raw file cannot be"
+                               " two sources: name the contract '%(other)s' (a cut of that source) instead"),
+                            table=clash[0], contract=contract_path.name, sha256=v.sha256[:16], other_table=tname,
+                            other=other.name, path=v.path)
         path = _source_path(holder_dir, name)
         now = _now()
         created = not path.exists()
@@ -245,9 +264,10 @@ def register(
         cut = src.contract != str(contract_path)
         if cut and new_source_only:
             raise SourceError(
-                f"source '{name}' is already registered from {src.contract}; a release made from"
-                f" another contract file ({contract_path}) is a cut of it and is recorded as such"
-            )
+                "source.registered_elsewhere",
+                N_("source '%(name)s' is already registered from %(registered)s; a release made from another"
+                   " contract file (%(contract)s) is a cut of it and is recorded as such"),
+                name=name, registered=src.contract, contract=str(contract_path))
         new_cut = cut and all(c["contract"] != str(contract_path) for c in src.cuts)
         if new_cut:
             src.cuts.append({"contract": str(contract_path), "first_seen": now, "by": by})
@@ -281,7 +301,7 @@ def add_source(holder_dir: Path, name: str, contract_path: Path, *, by: str) -> 
 def _split(release: str) -> tuple[str, str]:
     name, _, version = release.partition("@")
     if not version:
-        raise SourceError(f"'{release}' is not a release name (name@version)")
+        raise SourceError("release.bad_name", N_("'%(release)s' is not a release name (name@version)"), release=release)
     _check_name(name)
     return name, version
 
@@ -289,7 +309,7 @@ def _split(release: str) -> tuple[str, str]:
 def _lineage_dir(holder_dir: Path, release: str) -> Path:
     name, version = _split(release)
     if "/" in version or version.startswith("."):
-        raise SourceError(f"'{release}' is not a release name (name@version)")
+        raise SourceError("release.bad_name", N_("'%(release)s' is not a release name (name@version)"), release=release)
     return Path(holder_dir) / LINEAGE / name / version
 
 
@@ -298,7 +318,8 @@ def accept_unlinked(holder_dir: Path, release: str, manifest: dict, *, reason: s
     recording failed), is not combined with later releases, and why. Until then the composition
     gate refuses every new masked release of its source."""
     if len(reason.strip()) < 10:
-        raise SourceError("say why the release may stay uncombined (a reason of at least 10 characters)")
+        raise SourceError("lineage.reason_missing", N_("say why the release may stay uncombined (a reason of at"
+                                                       " least 10 characters)"))
     name, version = _split(release)
     folder = _lineage_dir(holder_dir, release)
     record = {
@@ -312,7 +333,8 @@ def accept_unlinked(holder_dir: Path, release: str, manifest: dict, *, reason: s
     }
     with locked(holder_dir):
         if folder.exists():
-            raise SourceError(f"lineage of {release} is already recorded ({folder})")
+            raise SourceError("lineage.recorded", N_("lineage of %(release)s is already recorded (%(folder)s)"),
+                              release=release, folder=str(folder))
         folder.mkdir(parents=True, mode=0o700)
         _write_json(folder / "release.json", record)
     return folder

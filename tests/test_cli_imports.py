@@ -72,16 +72,20 @@ def service(tmp_path):
 
 
 def test_listing_and_provisioning_commands_import_no_service_layer(service):
+    """Nor, in English, Babel: English is the texts as written, and no catalogue is read for it (a
+    refusal's message included)."""
     from enclave import accounts, workspaces
 
+    english = service.env() | {"LANG": "C.UTF-8", "LANGUAGE": "", "LC_ALL": "", "LC_MESSAGES": ""}
     accounts.add_user(service.settings, "olga", ["operator"], "a-long-enough-password")
     workspaces.create(service.settings, "census")
     for args in PROVISIONING_COMMANDS:
         modules = modules_after(f"from enclave.cli import main\nmain({args!r}, standalone_mode=False)"
                                 if args[-1] != "nowhere" else
                                 f"from enclave.cli import main\ntry:\n    main({args!r})\nexcept SystemExit:\n    pass",
-                                service.env())
+                                english)
         assert heavy_in(modules) == [] and sorted(modules & set(SERVICE_SIDE)) == [], args
+        assert "babel" not in {m.split(".")[0] for m in modules}, args
     assert workspaces.get(service.settings, "survey").state == "frozen"  # the commands did their work
 
 

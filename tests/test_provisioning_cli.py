@@ -118,7 +118,7 @@ def test_accounts_through_their_life(home):
     assert ok(home, "user", "disable", "adam", "--reason", "离职") == "disabled adam: 离职\n"
 
     # Bad input names the problem.
-    assert refused(home, "user", "show", "nobody") == "Error: no account named 'nobody'\n"
+    assert refused(home, "user", "show", "nobody") == "Error: no account named 'nobody' [account.unknown]\n"
     assert "'30/06/2027' is not a date" in refused(home, "user", "set-expiry", "rita", "30/06/2027")
     assert "'2027-02-30' is not a date" in refused(home, "user", "add", "ulla", "--role", "reviewer",
                                                    "--expires", "2027-02-30")
@@ -254,7 +254,7 @@ def test_apply_and_set_password_are_requests_to_the_service(home, tmp_path):
     error = refused(home, "apply", str(too_big))
     assert "big.yaml is too large to apply: " in error and " bytes to send, the provisioning service takes at most" \
         " 4194304 (4 MiB); split it into several files" in error
-    assert "bad.yaml is refused; nothing was applied (1 problem(s)):\n" in refused(
+    assert "bad.yaml is refused; nothing was applied (1 problem(s)): [apply.refused]\n" in refused(
         home, "apply", str(_written(tmp_path / "bad.yaml", "accounts: [amy]\n")))
 
     assert ok(home, "user", "set-password", "amy", "--password-stdin", input="口令：一个足够长的新密码\n") \
@@ -262,8 +262,8 @@ def test_apply_and_set_password_are_requests_to_the_service(home, tmp_path):
     with db.snapshot(home.settings.enclave_db_url) as session:
         assert PasswordHasher().verify(session.get(db.Account, "amy").password_hash, "口令：一个足够长的新密码")
     assert refused(home, "user", "set-password", "amy", "--password-stdin", input="short\n") \
-        == "Error: password too short: at least 12 characters\n"
-    assert refused(home, "user", "set-password", "nobody") == "Error: no account named 'nobody'\n"
+        == "Error: password too short: at least 12 characters [account.password_too_short]\n"
+    assert refused(home, "user", "set-password", "nobody") == "Error: no account named 'nobody' [account.unknown]\n"
     records = [r for r in home.all_records() if r["action"] in ("account.create", "account.password_set")]
     assert [(r["action"], r["source"], r["actor"]) for r in records] == [
         ("account.create", "cli", getpass.getuser()), ("account.password_set", "cli", getpass.getuser())]
@@ -291,7 +291,7 @@ def test_without_a_hub_a_command_starts_the_service_for_the_while(tmp_path):
     assert not reachable(socket_path(home.home))
     made = run(home, "user", "add", "adam", "--role", "admin", "--password-stdin", input=PASSWORD + "\n")
     assert (made.returncode, made.stdout) == (0, "created adam (admin)\n"), made.stderr
-    assert refused(home, "user", "show", "nobody") == "Error: no account named 'nobody'\n"
+    assert refused(home, "user", "show", "nobody") == "Error: no account named 'nobody' [account.unknown]\n"
     assert ok(home, "user", "list").splitlines()[1].split()[:3] == ["adam", "admin", "active"]
     assert services_of(home.home) == []
     assert not socket_path(home.home).exists() and not home.socket.exists()

@@ -9,6 +9,8 @@ import os
 import click
 
 from ..host_state import keep_private
+from ..i18n import N_
+from .language import CommandError, EnclaveGroup, refusal
 
 # Every command's module is imported to list it in ``enclave --help``: their heavy imports (the
 # settings' schema, SQLAlchemy, JupyterHub, the checks) wait inside the commands that need them,
@@ -29,7 +31,7 @@ class _Context:
             try:
                 self._settings = load_settings()
             except SettingsError as exc:
-                raise click.ClickException(str(exc)) from None
+                raise CommandError(exc.message) from None
         return self._settings
 
     def api(self, method: str, path: str, body: dict | None = None):
@@ -53,7 +55,7 @@ class _Context:
                 self._service_home = self.settings.home
                 return client.call(method, path, body, home=self._service_home)
         except client.ProvisioningError as exc:
-            raise click.ClickException(str(exc)) from None
+            raise CommandError(exc.message) from None
 
     @contextlib.contextmanager
     def recording(self):
@@ -67,7 +69,8 @@ class _Context:
             with audit_service(self.settings) as audit:
                 yield Recorder(audit, "cli", operator_name())
         except AuditError as exc:
-            raise click.ClickException(f"nothing was changed: the audit log cannot record it ({exc})") from None
+            raise refusal("audit.unavailable", N_("nothing was changed: the audit log cannot record it (%(reason)s)"),
+                          reason=str(exc)) from None
 
 
 def operator_name() -> str:
@@ -78,7 +81,7 @@ def operator_name() -> str:
 pass_ctx = click.make_pass_decorator(_Context, ensure=True)
 
 
-@click.group()
+@click.group(cls=EnclaveGroup)
 @click.pass_context
 def main(ctx: click.Context) -> None:
     """Enclave: secure analysis sandboxes on JupyterHub."""

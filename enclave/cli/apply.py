@@ -8,7 +8,9 @@ from pathlib import Path
 
 import click
 
+from ..i18n import N_
 from . import main, pass_ctx
+from .language import refusal
 
 
 @main.command("apply")
@@ -25,13 +27,15 @@ def apply_(ctx, file: Path, dry_run: bool) -> None:
     try:
         text = file.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
-        raise click.ClickException(f"{file} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+        raise refusal("apply.not_utf8", N_("%(file)s is not UTF-8 text (%(reason)s at byte %(byte)s)"), file=str(file),
+                      reason=exc.reason, byte=exc.start) from None
     body = {"file": str(file), "text": text, "dry_run": dry_run}
     size = len(json.dumps(body, ensure_ascii=False).encode())
     if size > APPLY_BODY_LIMIT:
-        raise click.ClickException(f"{file} is too large to apply: {size} bytes to send, the provisioning service"
-                                   f" takes at most {APPLY_BODY_LIMIT} ({APPLY_BODY_LIMIT // 2**20} MiB); split it"
-                                   " into several files")
+        raise refusal("apply.too_large", N_("%(file)s is too large to apply: %(size)s bytes to send, the provisioning"
+                                            " service takes at most %(limit)s (%(limit_mib)s MiB); split it into several"
+                                            " files"), file=str(file), size=size, limit=APPLY_BODY_LIMIT,
+                      limit_mib=APPLY_BODY_LIMIT // 2**20)
     result = ctx.api("POST", "/apply", body)  # a refused file: every problem, as the command's error
     if not result["changes"]:
         click.echo(f"nothing to change: Enclave already is as {file} declares")
@@ -58,10 +62,11 @@ def apply_doc(check: bool) -> None:
         current = provisioning.DOC_PATH.read_text(encoding="utf-8")
         rendered = provisioning.render_doc(current)
     except (OSError, ValueError) as exc:
-        raise click.ClickException(str(exc)) from None
+        raise refusal("docs.unreadable", N_("cannot write the key reference: %(problem)s"), problem=str(exc)) from None
     if check:
         if rendered != current:
-            raise click.ClickException(f"{provisioning.DOC_PATH} is out of date: run 'enclave apply-doc'")
+            raise refusal("docs.out_of_date", N_("%(path)s is out of date: run '%(command)s'"),
+                          path=str(provisioning.DOC_PATH), command="enclave apply-doc")
         click.echo(f"{provisioning.DOC_PATH} is up to date")
         return
     provisioning.DOC_PATH.write_text(rendered, encoding="utf-8")

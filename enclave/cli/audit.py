@@ -7,6 +7,9 @@ budget; when it does not run (no hub), they start it for the while, as a change'
 (:func:`enclave.audit.client.audit_service`). ``verify``, ``prove``, ``trace`` and ``report`` read
 the database directly and read-only. Records are only ever written by the audit service. Imports
 are deferred into the commands, so that ``enclave`` starts fast.
+
+Errors are messages with stable codes (``audit.no_log``), in the user's locale
+(:mod:`enclave.cli.language`); the assessment report is written in it too, or in ``--language``.
 """
 
 from __future__ import annotations
@@ -19,18 +22,22 @@ from pathlib import Path
 
 import click
 
+from ..i18n import N_
 from . import main, pass_ctx
+from .language import CommandError, command_locale, refusal
 
 TABLE_COLUMNS = ("seq", "time", "actor", "action", "outcome", "workspace", "sandbox", "detail")
 
 
 def _reader(settings):
+    from ..audit import models
     from ..audit.reader import AuditReader, NoAuditLog
 
     try:
         return AuditReader(settings)
-    except NoAuditLog as exc:
-        raise click.ClickException(str(exc)) from None
+    except NoAuditLog:  # its only cause: the SQLite database the settings name does not exist yet
+        raise refusal("audit.no_log", N_("no audit log at %(path)s: the audit service has not run with these settings"),
+                      path=str(models.sqlite_path(settings.audit_db_url))) from None
 
 
 def _public_key(settings, path: Path | None):
@@ -40,9 +47,11 @@ def _public_key(settings, path: Path | None):
     try:
         return load_public_key(path)
     except FileNotFoundError:
-        raise click.ClickException(f"no audit public key at {path}: give --public-key") from None
+        raise refusal("audit.no_public_key", N_("no audit public key at %(path)s: give --public-key"),
+                      path=str(path)) from None
     except ValueError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise refusal("audit.bad_public_key", N_("the audit public key cannot be used: %(reason)s"),
+                      reason=str(exc)) from None
 
 
 def _bad_query(fn, *args, **kwargs):
@@ -51,7 +60,10 @@ def _bad_query(fn, *args, **kwargs):
     try:
         return fn(*args, **kwargs)
     except BadQuery as exc:
-        raise click.ClickException(str(exc)) from None
+        message = getattr(exc, "message", None)  # the report's refusals carry theirs (report.BadPeriod)
+        if message is not None:
+            raise CommandError(message) from None
+        raise refusal("audit.bad_query", N_("the audit log cannot be read so: %(reason)s"), reason=str(exc)) from None
 
 
 @contextmanager
@@ -92,7 +104,8 @@ def verify(ctx, jsonl: Path | None, public_key: Path | None, checkpoint_file: Pa
         public = _public_key(ctx.settings, public_key)
         extra, unreadable = checkpoints.read_copy(checkpoint_file) if checkpoint_file else ([], [])
         if unreadable:
-            raise click.ClickException("; ".join(unreadable))
+            raise refusal("audit.bad_checkpoints", N_("the checkpoints cannot be read: %(problems)s"),
+                          problems="; ".join(unreadable))
         report = verify_export(jsonl, public, extra)
         what = str(jsonl)
     else:
@@ -129,7 +142,8 @@ def _audit_queries(ctx):
     except query_client.ServiceNotRunning:
         queries = None
     except query_client.QueryError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise refusal("audit.service_unreachable", N_("the audit service cannot be asked: %(reason)s"),
+                      reason=str(exc)) from None
     if queries is not None:
         with queries:
             yield queries
@@ -142,7 +156,8 @@ def _audit_queries(ctx):
         with audit_service(ctx.settings), query_client.AuditQueries(ctx.settings.home) as queries:
             yield queries
     except (AuditError, query_client.ServiceNotRunning) as exc:
-        raise click.ClickException(f"the audit service cannot be started to read the log: {exc}") from None
+        raise refusal("audit.service_unavailable", N_("the audit service cannot be started to read the log: %(reason)s"),
+                      reason=str(exc)) from None
 
 
 def _refused(fn, *args, **kwargs):
@@ -152,7 +167,8 @@ def _refused(fn, *args, **kwargs):
     try:
         return fn(*args, **kwargs)
     except QueryError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise refusal("audit.query_refused", N_("the audit service refused the query: %(reason)s"),
+                      reason=str(exc)) from None
 
 
 @audit.command("export")
@@ -283,7 +299,8 @@ def prove(ctx, seq: int, public_key: Path | None) -> None:
         reader.close()
     problem = check_inclusion(proof, public)
     if problem:
-        raise click.ClickException(f"the proof does not verify: {problem}; run 'enclave audit verify'")
+        raise refusal("audit.proof_invalid", N_("the proof does not verify: %(problem)s; run 'enclave audit verify'"),
+                      problem=problem)
     with _utf8_stdout() as out:
         out.write(json.dumps(proof, ensure_ascii=False, indent=2) + "\n")
     click.echo(f"record {seq} is in the log signed at {proof['checkpoint']['time']}"
@@ -311,12 +328,13 @@ def trace(ctx, target: str, fmt: str) -> None:
     elif tracing.SHA256.match(target):
         data, digest = None, target
     else:
-        raise click.ClickException(f"{target}: no such file, and not a SHA-256 (64 hexadecimal digits)")
+        raise refusal("audit.trace_target", N_("%(target)s: no such file, and not a SHA-256 (64 hexadecimal digits)"),
+                      target=target)
     reader = _reader(ctx.settings)
     try:
         result = _bad_query(tracing.trace, ctx.settings, reader, data=data, digest=digest)
     except (tracing.NoReviewDatabase, FileNotFoundError) as exc:
-        raise click.ClickException(f"{exc}: nothing was released here") from None
+        raise refusal("audit.nothing_released", N_("%(reason)s: nothing was released here"), reason=str(exc)) from None
     finally:
         reader.close()
     with _utf8_stdout() as out:
@@ -331,29 +349,41 @@ def trace(ctx, target: str, fmt: str) -> None:
 @click.option("--until", required=True, help="Before this time.")
 @click.option("--format", "fmt", type=click.Choice(["html", "json"]), default="html", show_default=True)
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="Default: standard output.")
+@click.option("--language", type=click.Choice(["zh_CN", "en"]),
+              help="The report's language; default: the locale's (LANG, LC_ALL, LANGUAGE), else English.")
 @pass_ctx
-def report(ctx, workspace: str, since: str, until: str, fmt: str, output: Path | None) -> None:
+def report(ctx, workspace: str, since: str, until: str, fmt: str, output: Path | None, language: str | None) -> None:
     """The assessment report of WORKSPACE over [since, until): requests and their outcomes, checks,
     egress, downloads, operators' sessions and executions, data supplied versus used.
 
     HTML (one self-contained page with figures) or JSON, with the same numbers; every number is a
-    count of audit records, and the report says which.
+    count of audit records, and the report says which. Its words, dates and numbers are in the
+    user's language (the JSON's keys and codes are the same in every language).
     """
     from ..audit import report as reporting
 
+    locale = language or command_locale()
     reader = _reader(ctx.settings)
     try:
-        numbers = _bad_query(reporting.build, reader, workspace, since, until)
+        numbers = _bad_query(reporting.build, reader, workspace, since, until, locale)
     finally:
         reader.close()
     text = (json.dumps(numbers, ensure_ascii=False, indent=2) + "\n" if fmt == "json"
             else reporting.render_html(numbers))
     if output:
         output.write_text(text, encoding="utf-8")
-        click.echo(f"wrote the {fmt} report of {workspace} to {output}", err=True)
+        click.echo(_translated(locale, N_("wrote the %(format)s report of %(workspace)s to %(path)s"),
+                               format=fmt.upper(), workspace=workspace, path=str(output)), err=True)
         return
     with _utf8_stdout() as out:
         out.write(text)
+
+
+def _translated(locale: str, text: str, **params) -> str:
+    """``text``, marked with :func:`N_`, in ``locale`` with its placeholders filled."""
+    from ..i18n import translations
+
+    return translations(locale).gettext(text) % params
 
 
 @audit.command("actions-doc")
@@ -364,7 +394,8 @@ def actions_doc(check: bool) -> None:
 
     if check:
         if not docs.DOC_PATH.exists() or docs.DOC_PATH.read_text(encoding="utf-8") != docs.render():
-            raise click.ClickException(f"{docs.DOC_PATH} is out of date: run 'enclave audit actions-doc'")
+            raise refusal("audit.doc_outdated", N_("%(path)s is out of date: run 'enclave audit actions-doc'"),
+                          path=str(docs.DOC_PATH))
         click.echo(f"{docs.DOC_PATH} is up to date")
         return
     docs.DOC_PATH.write_text(docs.render(), encoding="utf-8")

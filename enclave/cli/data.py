@@ -14,7 +14,24 @@ from pathlib import Path
 
 import click
 
+from ..i18n import N_
 from . import main, operator_name, pass_ctx
+from .language import CommandError, refusal, usage_error
+
+# The codes of the refusals whose words are not translated yet: the release store's, the pseudonym
+# keys' and the synthesis' (synthetic/store.py, masking.py, synthesis.py).
+_UNTRANSLATED = {"StoreError": "release.store", "PseudonymKeyError": "release.pseudonym_key",
+                 "SynthesisError": "release.synthesis_failed"}
+
+
+def _error(exc: Exception) -> CommandError:
+    """A contract's, source's or release's refusal as the command's error: in the holder's language
+    when it renders itself (with its code), else as written, under the code of its kind."""
+    if hasattr(exc, "render"):
+        return CommandError(exc)
+    from synthetic.contract import AsWritten
+
+    return CommandError(AsWritten(_UNTRANSLATED[type(exc).__name__], str(exc)))
 
 
 def _errors():
@@ -56,6 +73,7 @@ def release(ctx, contract: Path, method: str, model, epochs, time_budget, seed, 
     from synthetic import pipeline
     from synthetic.contract import load_contract
     from synthetic.gates import GateFailure
+    from synthetic.gates.base import verdicts
     from synthetic.synthesis import SynthesisError
 
     from ..audit.client import AuditError
@@ -71,8 +89,9 @@ def release(ctx, contract: Path, method: str, model, epochs, time_budget, seed, 
                                            ("seed", seed)) if v is not None}
             if overrides:
                 if method != "synthetic":
-                    raise click.UsageError("--model, --epochs, --time-budget and --seed apply to --method synthetic"
-                                           " only")
+                    raise usage_error("release.options_synthetic_only",
+                                      N_("--model, --epochs, --time-budget and --seed apply to --method synthetic"
+                                         " only"))
                 parsed = parsed.model_copy(update={"synthesis": parsed.synthesis.model_copy(update=overrides)})
             seeded = {"seed": parsed.synthesis.seed} if method == "synthetic" else {}
             result = pipeline.release(ctx.settings, contract, method, by=operator_name(), version=version,
@@ -81,31 +100,31 @@ def release(ctx, contract: Path, method: str, model, epochs, time_budget, seed, 
             _registered(record, exc.registration, contract)
             record("data.release_refused", detail=without_floats({
                 "release": exc.manifest["release"], "method": method, "reason": "a gate failed",
-                "gates": _verdicts(exc.manifest["gates"]), **seeded}))
-            raise click.ClickException(f"{exc}\nreport (for the data holder only): {exc.report}") from None
+                "gates": verdicts(exc.manifest["gates"]), **seeded}))
+            from synthetic.contract import Problem
+
+            raise CommandError(Problem(exc.code, N_("%(refusal)s\nreport (for the data holder only): %(report)s"),
+                                       {"refusal": exc, "report": str(exc.report)})) from None
         except SynthesisError as exc:
             _registered(record, getattr(exc, "registration", None), contract)
             record("data.release_refused", detail={
                 "release": f"{parsed.name}@{version or 'next'}", "method": method, "reason": str(exc)[:2000],
                 **seeded})
-            raise click.ClickException(str(exc)) from None
+            raise _error(exc) from None
         except errors as exc:
-            raise click.ClickException(str(exc)) from None
+            raise _error(exc) from None
         _registered(record, result.registration, contract)
         try:
             record("data.release_published", detail=without_floats({
                 "release": result.release, "method": method, "content_hash": result.manifest["content_hash"],
-                "gates": _verdicts(result.manifest["gates"]), **seeded}))
+                "gates": verdicts(result.manifest["gates"]), **seeded}))
         except AuditError as exc:
-            raise click.ClickException(f"{result.release} was published, but the audit log did not record it"
-                                       f" ({exc}); record it before attaching it anywhere") from None
+            raise refusal("audit.release_not_recorded",
+                          N_("%(release)s was published, but the audit log did not record it (%(problem)s); record"
+                             " it before attaching it anywhere"), release=result.release, problem=str(exc)) from None
     click.echo(f"published {result.release} ({method}); content hash {result.manifest['content_hash']}")
     for t, info in result.manifest["tables"].items():
         click.echo(f"  {t}: {info['rows']} rows, {len(info['columns'])} columns")
-
-
-def _verdicts(gates: list[dict]) -> list[dict]:
-    return [{k: g[k] for k in ("gate", "table", "value", "threshold", "passed")} for g in gates]
 
 
 def _registered(record, reg, contract: Path) -> None:
@@ -169,7 +188,7 @@ def show(ctx, release: str, as_json: bool) -> None:
     try:
         m = store.manifest(ctx.settings.release_store, release)
     except store.StoreError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise _error(exc) from None
     if as_json:
         click.echo(json.dumps(m, indent=2, ensure_ascii=False))
         return
@@ -196,7 +215,7 @@ def verify(ctx, release: str) -> None:
     try:
         problems = store.verify(ctx.settings.release_store, release)
     except store.StoreError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise _error(exc) from None
     if problems:
         for p in problems:
             click.echo(f"{release}: {p}", err=True)
@@ -258,7 +277,7 @@ def source_add(ctx, name: str, contract: Path) -> None:
         try:
             reg = sources.add_source(ctx.settings.holder_dir, name, contract, by=operator_name())
         except _errors() as exc:
-            raise click.ClickException(str(exc)) from None
+            raise _error(exc) from None
         _record_registration(record, reg)
     if reg.created:
         click.echo(f"registered source {name} from {reg.source.contract}")
@@ -279,7 +298,7 @@ def source_list(ctx) -> None:
     try:
         found = sources.sources(ctx.settings.holder_dir)
     except sources.SourceError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise _error(exc) from None
     if not found:
         click.echo("no registered sources (data source add NAME CONTRACT.yaml)")
     for src in found:
@@ -307,7 +326,7 @@ def source_show(ctx, name: str, as_json: bool) -> None:
     try:
         src = sources.source(ctx.settings.holder_dir, name)
     except sources.SourceError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise _error(exc) from None
     if as_json:
         click.echo(json.dumps(src.as_dict(), indent=2, ensure_ascii=False))
         return
@@ -338,7 +357,7 @@ def lineage_(ctx, name: str, as_json: bool, unlinked: str | None, reason: str | 
         src = sources.source(ctx.settings.holder_dir, name)
         records = sources.releases(ctx.settings.holder_dir, name)
     except sources.SourceError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise _error(exc) from None
     if as_json:
         click.echo(json.dumps({"source": src.as_dict(), "releases": records}, indent=2, ensure_ascii=False))
         return
@@ -378,14 +397,15 @@ def _accept_unlinked(ctx, name: str, release: str, reason: str | None) -> None:
     from synthetic import sources, store
 
     if release.partition("@")[0] != name:
-        raise click.UsageError(f"{release} is not a release of {name}")
+        raise usage_error("lineage.other_source", N_("%(release)s is not a release of %(source)s"), release=release,
+                          source=name)
     if not reason:
-        raise click.UsageError("--accept-unlinked needs --reason")
+        raise usage_error("lineage.reason_missing", N_("--accept-unlinked needs --reason"))
     with ctx.recording() as record:
         try:
             manifest = store.manifest(ctx.settings.release_store, release)
             sources.accept_unlinked(ctx.settings.holder_dir, release, manifest, reason=reason, by=operator_name())
         except (store.StoreError, sources.SourceError) as exc:
-            raise click.ClickException(str(exc)) from None
+            raise _error(exc) from None
         record("data.release_unlinked", detail={"release": release, "reason": reason})
     click.echo(f"{release}: recorded as not combined with later releases of {name}")

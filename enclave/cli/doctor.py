@@ -20,7 +20,9 @@ from pathlib import Path
 
 import click
 
+from ..i18n import N_
 from . import main, pass_ctx
+from .language import pgettext, translated
 
 ROOT = 0
 # Below either, the state directory's filesystem is about to fill up (databases, homes, logs).
@@ -31,18 +33,27 @@ SHOWN = 5
 
 
 class Check:
-    """The verdict of one check: its name, whether it passed, and what it found or what to do."""
+    """The verdict of one check: its name, whether it passed, and what it found or what to do (an
+    English text marked with ``N_``, ``%(name)s`` filled from ``params``), shown in the admin's
+    language; a failed check's line ends with its stable code (``[doctor.state_modes]``)."""
 
-    def __init__(self, name: str, ok: bool, message: str):
-        self.name, self.ok, self.message = name, ok, message
+    def __init__(self, name: str, ok: bool, message: str, **params):
+        self.name, self.ok, self.message, self.params = name, ok, message, params
+
+    @property
+    def code(self) -> str:
+        return "doctor." + self.name.replace(" ", "_").replace("-", "_")
 
     def line(self) -> str:
-        return f"{'OK' if self.ok else 'FAIL'} {self.name}: {self.message}"
+        said = translated(self.message) % self.params if self.params else translated(self.message)
+        verdict = pgettext("doctor", "OK") if self.ok else pgettext("doctor", "FAIL")
+        return f"{verdict} {translated(self.name)}: {said}" + ("" if self.ok else f" [{self.code}]")
 
 
 def _listing(items: list[str]) -> str:
     shown = ", ".join(items[:SHOWN])
-    return shown + (f" and {len(items) - SHOWN} more" if len(items) > SHOWN else "")
+    more = len(items) - SHOWN
+    return shown + (translated(N_(" and %(n)s more")) % {"n": more} if more > 0 else "")
 
 
 # -- the state directory --
@@ -52,20 +63,23 @@ def check_state(settings) -> Iterator[Check]:
 
     home = settings.home
     if not home.is_dir():
-        yield Check("state modes", False, f"{home} does not exist: set ENCLAVE_HOME, or start the hub (enclave hub)")
+        yield Check(N_("state modes"), False, N_("%(home)s does not exist: set ENCLAVE_HOME, or start the hub"
+                                                 " (enclave hub)"), home=home)
         return
     loose = [f"{path} ({mode:o})" for path, mode in open_to_others(home)]
     if loose:
-        yield Check("state modes", False, f"{len(loose)} paths open to other local users: {_listing(loose)}; "
-                                          "run 'chmod go= PATH' on each, or restart the hub, which tightens them")
+        yield Check(N_("state modes"), False, N_("%(n)s paths open to other local users: %(paths)s; run 'chmod go="
+                                                 " PATH' on each, or restart the hub, which tightens them"),
+                    n=len(loose), paths=_listing(loose))
     else:
-        yield Check("state modes", True, f"{home} is private (0700, files 0600), but for what sandboxes reach")
+        yield Check(N_("state modes"), True, N_("%(home)s is private (0700, files 0600), but for what sandboxes"
+                                                " reach"), home=home)
     strangers = [f"{path} (uid {uid})" for path, uid in not_owned_by(home, ROOT)]
     if strangers:
-        yield Check("state owners", False, f"{len(strangers)} paths not owned by root: {_listing(strangers)}; "
-                                           "run 'chown root:root PATH' on each")
+        yield Check(N_("state owners"), False, N_("%(n)s paths not owned by root: %(paths)s; run 'chown root:root"
+                                                  " PATH' on each"), n=len(strangers), paths=_listing(strangers))
     else:
-        yield Check("state owners", True, "everything private in the state directory is root's")
+        yield Check(N_("state owners"), True, N_("everything private in the state directory is root's"))
 
 
 # -- sockets --
@@ -92,29 +106,33 @@ def check_socket(name: str, path: Path, for_sandboxes: bool) -> Check:
     """``for_sandboxes``: the socket's folder is bound into sandboxes, whose uids must connect; on
     the host, only root may (the state directory is 0700)."""
     if not path.is_socket():
-        return Check(name, False, f"no socket at {path}: is the hub running? start it with 'enclave hub'")
+        return Check(name, False, N_("no socket at %(path)s: is the hub running? start it with 'enclave hub'"),
+                     path=path)
     if not _listening(path):
-        return Check(name, False, f"nothing listens on {path} (left by a hub that was killed): restart the hub")
+        return Check(name, False, N_("nothing listens on %(path)s (left by a hub that was killed): restart the hub"),
+                     path=path)
     if _others_may_reach(path):
-        return Check(name, False, f"any local user may connect to {path}: chmod 700 the state directory")
+        return Check(name, False, N_("any local user may connect to %(path)s: chmod 700 the state directory"),
+                     path=path)
     mode, folder_mode = stat.S_IMODE(path.stat().st_mode), stat.S_IMODE(path.parent.stat().st_mode)
     if for_sandboxes:
         if not (mode & 0o002 and folder_mode & 0o001):
-            return Check(name, False, f"sandboxes cannot connect to {path} (mode {mode:o}, folder {folder_mode:o}): "
-                                      "restart the hub")
-        return Check(name, True, f"{path} listening; root on the host, sandboxes through their mount")
+            return Check(name, False, N_("sandboxes cannot connect to %(path)s (mode %(mode)s, folder %(folder)s):"
+                                         " restart the hub"), path=path, mode=f"{mode:o}", folder=f"{folder_mode:o}")
+        return Check(name, True, N_("%(path)s listening; root on the host, sandboxes through their mount"), path=path)
     if mode & 0o077 or folder_mode & 0o077 or path.stat().st_uid != ROOT:
-        return Check(name, False, f"{path} is open beyond root (mode {mode:o}, folder {folder_mode:o}): restart the hub")
-    return Check(name, True, f"{path} listening; root only")
+        return Check(name, False, N_("%(path)s is open beyond root (mode %(mode)s, folder %(folder)s): restart the"
+                                     " hub"), path=path, mode=f"{mode:o}", folder=f"{folder_mode:o}")
+    return Check(name, True, N_("%(path)s listening; root only"), path=path)
 
 
 def check_sockets(settings) -> Iterator[Check]:
     from ..audit import socket_path as audit_socket
     from ..exports.sockets import intake_socket
 
-    yield check_socket("hub socket", settings.hub_socket, for_sandboxes=True)
-    yield check_socket("audit socket", audit_socket(settings), for_sandboxes=False)
-    yield check_socket("exports intake socket", intake_socket(settings), for_sandboxes=True)
+    yield check_socket(N_("hub socket"), settings.hub_socket, for_sandboxes=True)
+    yield check_socket(N_("audit socket"), audit_socket(settings), for_sandboxes=False)
+    yield check_socket(N_("exports intake socket"), intake_socket(settings), for_sandboxes=True)
 
 
 # -- cgroups --
@@ -124,23 +142,26 @@ def check_cgroups(settings) -> Iterator[Check]:
 
     hierarchy = limits.cgroup_hierarchy()
     if hierarchy.version == 2 and hierarchy.missing:
-        yield Check("cgroups", False, f"cgroup v2 without {', '.join(hierarchy.missing)} delegated to sandboxes "
-                                      "(memory, processes and CPU are then limited by rlimits only): "
-                                      f"echo '+{' +'.join(hierarchy.missing)}' > {limits.CGROUP_ROOT}/cgroup.subtree_control")
+        yield Check("cgroups", False, N_("cgroup v2 without %(missing)s delegated to sandboxes (memory, processes and"
+                                         " CPU are then limited by rlimits only): %(command)s"),
+                    missing=", ".join(hierarchy.missing),
+                    command=f"echo '+{' +'.join(hierarchy.missing)}' > {limits.CGROUP_ROOT}/cgroup.subtree_control")
     elif hierarchy.version == 2:
-        yield Check("cgroups", True, f"cgroup v2, {', '.join(limits.CONTROLLERS)} delegated")
+        yield Check("cgroups", True, N_("cgroup v2, %(controllers)s delegated"),
+                    controllers=", ".join(limits.CONTROLLERS))
     elif hierarchy.missing:
-        yield Check("cgroups", False, f"no cgroup v2, and cgroup v1 lacks {', '.join(hierarchy.missing)} "
-                                      "(limits fall back to rlimits): boot with cgroup v2 (systemd's default)")
+        yield Check("cgroups", False, N_("no cgroup v2, and cgroup v1 lacks %(missing)s (limits fall back to"
+                                         " rlimits): boot with cgroup v2 (systemd's default)"),
+                    missing=", ".join(hierarchy.missing))
     else:
-        yield Check("cgroups", True, f"cgroup v1 controllers {', '.join(limits.CONTROLLERS)} "
-                                     "(v2 is not mounted with them at /sys/fs/cgroup)")
+        yield Check("cgroups", True, N_("cgroup v1 controllers %(controllers)s (v2 is not mounted with them at"
+                                        " /sys/fs/cgroup)"), controllers=", ".join(limits.CONTROLLERS))
     leftovers = [str(d) for d in limits.leftover_cgroups()]
     if leftovers:
-        yield Check("leftover cgroups", False, f"{len(leftovers)} sandbox cgroups hold no process: {_listing(leftovers)}; "
-                                               "remove them with rmdir")
+        yield Check(N_("leftover cgroups"), False, N_("%(n)s sandbox cgroups hold no process: %(paths)s; remove them"
+                                                      " with rmdir"), n=len(leftovers), paths=_listing(leftovers))
     else:
-        yield Check("leftover cgroups", True, "none: every sandbox cgroup holds a running sandbox")
+        yield Check(N_("leftover cgroups"), True, N_("none: every sandbox cgroup holds a running sandbox"))
 
 
 # -- disk --
@@ -148,9 +169,12 @@ def check_cgroups(settings) -> Iterator[Check]:
 def check_disk(settings) -> Iterator[Check]:
     home = next(p for p in (settings.home, *settings.home.parents) if p.exists())  # where it will be made
     usage = shutil.disk_usage(home)
-    free = f"{usage.free / 2**30:.1f} GiB free of {usage.total / 2**30:.1f} GiB on the filesystem of {home}"
-    low = usage.free < MIN_FREE_BYTES or usage.free < MIN_FREE_FRACTION * usage.total
-    yield Check("disk", not low, free + (": free some space, or move ENCLAVE_HOME" if low else ""))
+    figures = {"free": f"{usage.free / 2**30:.1f}", "total": f"{usage.total / 2**30:.1f}", "home": home}
+    if usage.free < MIN_FREE_BYTES or usage.free < MIN_FREE_FRACTION * usage.total:
+        yield Check(N_("disk"), False, N_("%(free)s GiB free of %(total)s GiB on the filesystem of %(home)s: free some"
+                                          " space, or move ENCLAVE_HOME"), **figures)
+    else:
+        yield Check(N_("disk"), True, N_("%(free)s GiB free of %(total)s GiB on the filesystem of %(home)s"), **figures)
 
 
 # -- the homes' disk images --
@@ -179,28 +203,35 @@ def check_home_images(settings) -> Iterator[Check]:
             taken += allocated
             to_take += max(max(quota, st.st_size) - allocated, 0)
     free = shutil.disk_usage(settings.home).free
-    found = (f"home images take {taken / 2**30:.1f} GiB and may take {to_take / 2**30:.1f} GiB more "
-             f"(every operator's home at its quota); {free / 2**30:.1f} GiB free on the filesystem of {settings.home}")
+    figures = {"taken": f"{taken / 2**30:.1f}", "to_take": f"{to_take / 2**30:.1f}", "free": f"{free / 2**30:.1f}",
+               "home": settings.home}
     if to_take > free - MIN_FREE_BYTES:
-        yield Check("home images", False, found + ": lower quotas (enclave workspace set-limits WS disk_mb=...) "
-                                                  "or free some space")
+        yield Check(N_("home images"), False, N_("home images take %(taken)s GiB and may take %(to_take)s GiB more"
+                                                " (every operator's home at its quota); %(free)s GiB free on the"
+                                                " filesystem of %(home)s: lower quotas (enclave workspace set-limits"
+                                                " WS disk_mb=...) or free some space"), **figures)
     else:
-        yield Check("home images", True, found)
+        yield Check(N_("home images"), True, N_("home images take %(taken)s GiB and may take %(to_take)s GiB more"
+                                               " (every operator's home at its quota); %(free)s GiB free on the"
+                                               " filesystem of %(home)s"), **figures)
     running, unmounted = 0, []
     for spec_path in _running_specs(settings):
         layout = json.loads(spec_path.read_text())["layout"]
         running += 1
         home, image = Path(layout["home"]), Path(layout["home_image"])
         if not image.is_file():
-            unmounted.append(f"{home} (its image {image} is missing)")
+            unmounted.append(translated(N_("%(home)s (its image %(image)s is missing)")) % {"home": home, "image": image})
         elif not is_mounted(home):
-            unmounted.append(f"{home} (not mounted: the sandbox writes outside its quota)")
+            unmounted.append(translated(N_("%(home)s (not mounted: the sandbox writes outside its quota)"))
+                             % {"home": home})
     if unmounted:
-        yield Check("mounted homes", False, f"{len(unmounted)} running sandboxes without their home's image: "
-                                            f"{_listing(unmounted)}; stop and start them")
+        yield Check(N_("mounted homes"), False, N_("%(n)s running sandboxes without their home's image: %(homes)s;"
+                                                   " stop and start them"), n=len(unmounted), homes=_listing(unmounted))
+    elif running == 1:
+        yield Check(N_("mounted homes"), True, N_("1 running sandbox, each with its home's image mounted"))
     else:
-        yield Check("mounted homes", True, f"{running} running sandbox{'es' if running != 1 else ''}, "
-                                           "each with its home's image mounted")
+        yield Check(N_("mounted homes"), True, N_("%(n)s running sandboxes, each with its home's image mounted"),
+                    n=running)
 
 
 def _no_database_yet(settings) -> bool:
@@ -250,28 +281,40 @@ def check_versions(settings) -> Iterator[Check]:
 
     from ..settings import REPO_ROOT
 
-    yield Check("python", sys.version_info >= (3, 11), f"{sys.version.split()[0]} at {sys.executable}"
-                + ("" if sys.version_info >= (3, 11) else ": Enclave needs 3.11 or later"))
+    python = {"version": sys.version.split()[0], "path": sys.executable}
+    if sys.version_info >= (3, 11):
+        yield Check("python", True, N_("%(version)s at %(path)s"), **python)
+    else:
+        yield Check("python", False, N_("%(version)s at %(path)s: Enclave needs 3.11 or later"), **python)
     # The shims (enclave/proxy.py, the single-user app) are written for the pinned JupyterHub.
     pinned = _pinned(REPO_ROOT / "requirements" / "hub.txt", "jupyterhub")
     try:
         installed = version("jupyterhub")
     except PackageNotFoundError:
         installed = None
-    yield Check("jupyterhub", installed is not None and installed == pinned,
-                f"{installed} (pinned {pinned})" if installed == pinned
-                else f"{installed or 'not installed'}, pinned {pinned}: pip install -r requirements/hub.txt")
+    if installed is not None and installed == pinned:
+        yield Check("jupyterhub", True, N_("%(installed)s (pinned %(pinned)s)"), installed=installed, pinned=pinned)
+    elif installed is None:
+        yield Check("jupyterhub", False, N_("not installed, pinned %(pinned)s: pip install -r requirements/hub.txt"),
+                    pinned=pinned)
+    else:
+        yield Check("jupyterhub", False, N_("%(installed)s, pinned %(pinned)s: pip install -r requirements/hub.txt"),
+                    installed=installed, pinned=pinned)
     bwrap = _command_version([settings.sandbox.bwrap, "--version"])
-    yield Check("bubblewrap", bwrap is not None, bwrap or f"'{settings.sandbox.bwrap}' does not run: apt-get install bubblewrap")
+    if bwrap is not None:
+        yield Check("bubblewrap", True, "%(version)s", version=bwrap)  # its own words
+    else:
+        yield Check("bubblewrap", False, N_("'%(command)s' does not run: apt-get install bubblewrap"),
+                    command=settings.sandbox.bwrap)
     node = _command_version([shutil.which("node") or "node", "--version"])
     package = REPO_ROOT / "node_modules" / "configurable-http-proxy" / "package.json"
     proxy = json.loads(package.read_text()).get("version") if package.exists() else None
     if node and proxy:
-        yield Check("configurable-http-proxy", True, f"{proxy} on node {node}")
+        yield Check("configurable-http-proxy", True, N_("%(proxy)s on node %(node)s"), proxy=proxy, node=node)
     else:
-        missing = ([] if node else ["node does not run: apt-get install nodejs npm"]) + \
-                  ([] if proxy else ["not installed: npm ci (in the repository)"])
-        yield Check("configurable-http-proxy", False, "; ".join(missing))
+        missing = ([] if node else [translated(N_("node does not run: apt-get install nodejs npm"))]) + \
+                  ([] if proxy else [translated(N_("not installed: npm ci (in the repository)"))])
+        yield Check("configurable-http-proxy", False, "%(missing)s", missing="; ".join(missing))
 
 CHECKS: tuple[Callable, ...] = (check_state, check_sockets, check_cgroups, check_disk, check_home_images,
                                 check_versions)

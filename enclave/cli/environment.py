@@ -18,7 +18,9 @@ from pathlib import Path
 
 import click
 
+from ..i18n import N_
 from . import main, pass_ctx
+from .language import CommandError, refusal
 
 ADDED_FILE = "enclave-added.txt"
 # The hub's own requirements: their packages serve the hub and its services, not operators.
@@ -26,8 +28,14 @@ HUB_SIDE_REQUIREMENTS = ("hub.txt", "exports.txt", "audit.txt")
 HUB_SIDE_PACKAGES = ("enclave",)
 
 
-class Refused(click.ClickException):
-    """A request the operators' environment does not take, saying why and what to do instead."""
+class Refused(CommandError):
+    """A request the operators' environment does not take, saying why and what to do instead: a
+    stable ``code`` and an English ``text`` marked with ``N_`` (``%(name)s`` filled from ``params``)."""
+
+    def __init__(self, code: str, text: str, /, **params) -> None:
+        from ..i18n import Message
+
+        super().__init__(Message(code, text, params))
 
 
 def _canonical(name: str) -> str:
@@ -71,12 +79,15 @@ def _pin(text: str) -> tuple[str, str]:
     try:
         req = Requirement(text)
     except InvalidRequirement as exc:
-        raise Refused(f"'{text}' is not a requirement ({exc}): give NAME==VERSION") from None
+        raise Refused("environment.not_a_requirement", N_("'%(text)s' is not a requirement (%(problem)s): give"
+                                                          " NAME==VERSION"), text=text, problem=str(exc)) from None
     specs = list(req.specifier)
     if req.url or req.marker or req.extras:
-        raise Refused(f"'{text}': give a plain NAME==VERSION (no URL, extras or environment marker)")
+        raise Refused("environment.not_plain", N_("'%(text)s': give a plain NAME==VERSION (no URL, extras or"
+                                                  " environment marker)"), text=text)
     if len(specs) != 1 or specs[0].operator != "==" or "*" in specs[0].version:
-        raise Refused(f"'{text}' is not pinned: give an exact version, e.g. '{req.name}==1.2.3'")
+        raise Refused("environment.not_pinned", N_("'%(text)s' is not pinned: give an exact version, e.g."
+                                                   " '%(name)s==1.2.3'"), text=text, name=req.name)
     return _canonical(req.name), specs[0].version
 
 
@@ -87,7 +98,8 @@ class OperatorsEnvironment:
         self.path = path
         self.python = path / "bin" / "python"
         if not self.python.exists():
-            raise Refused(f"the operators' environment {path} is missing: run make sandbox-env")
+            raise Refused("environment.missing", N_("the operators' environment %(path)s is missing: run make"
+                                                    " sandbox-env"), path=str(path))
 
     def installed(self) -> dict[str, str]:
         """``{canonical name: version}`` of every installed distribution, from the names of their
@@ -148,19 +160,25 @@ def add(ctx, requirements: tuple[str, ...], find_links: Path | None, reason: str
     base = _requirement_names(requirements_dir / "sandbox.txt")
     for file in HUB_SIDE_REQUIREMENTS:
         for name in _requirement_names(requirements_dir / file).keys() & pins.keys() - base.keys():
-            raise Refused(f"{name} is a hub-side package (requirements/{file}): the operators' "
-                          f"environment holds nothing of the hub side")
+            raise Refused("environment.hub_side", N_("%(name)s is a hub-side package (requirements/%(file)s): the"
+                                                     " operators' environment holds nothing of the hub side"),
+                          name=name, file=file)
     for name in HUB_SIDE_PACKAGES:
         if name in pins:
-            raise Refused(f"{name} is a hub-side package: the operators' environment holds nothing of the hub side")
+            raise Refused("environment.hub_side", N_("%(name)s is a hub-side package: the operators' environment"
+                                                     " holds nothing of the hub side"), name=name)
 
     installed, added = env.installed(), env.added()
     for name, version in list(pins.items()):
         if name in installed and name not in added:
             raise Refused(
-                f"{name} {installed[name]} is already in the operators' environment "
-                f"({'pinned in requirements/sandbox.txt' if name in base else 'needed by a package there'}): "
-                f"to change it, change requirements/sandbox.txt and run make sandbox-env")
+                "environment.already_there",
+                N_("%(name)s %(version)s is already in the operators' environment (pinned in"
+                   " requirements/sandbox.txt): to change it, change requirements/sandbox.txt and run make"
+                   " sandbox-env") if name in base else
+                N_("%(name)s %(version)s is already in the operators' environment (needed by a package there):"
+                   " to change it, change requirements/sandbox.txt and run make sandbox-env"),
+                name=name, version=installed[name])
         if installed.get(name) == version:
             click.echo(f"{name}=={version} is already installed")
             del pins[name]
@@ -179,26 +197,31 @@ def add(ctx, requirements: tuple[str, ...], find_links: Path | None, reason: str
         result = env.pip("install", "--dry-run", "--quiet", "--report", str(report), "--constraint",
                          str(constraints), *source, *wanted)
         if result.returncode != 0:
-            raise Refused(f"cannot add {', '.join(wanted)} without changing the environment:\n"
-                          f"{_pip_error(result)}")
+            raise Refused("environment.would_change", N_("cannot add %(packages)s without changing the"
+                                                         " environment:\n%(pip)s"),
+                          packages=", ".join(wanted), pip=_pip_error(result))
         resolved = {_canonical(item["metadata"]["name"]): f'{item["metadata"]["name"]}=={item["metadata"]["version"]}'
                     for item in json.loads(report.read_text())["install"]}
     missing = sorted(line for name, line in resolved.items() if name not in pins)
     if missing:
         raise Refused(
-            f"{', '.join(wanted)} needs packages the operators' environment does not have: {', '.join(missing)}. "
-            f"Add them in the same command, pinned: enclave environment add "
-            + " ".join(f"'{p}'" for p in wanted + missing))
+            "environment.needs_more",
+            N_("%(packages)s needs packages the operators' environment does not have: %(missing)s. Add them in"
+               " the same command, pinned: %(command)s"),
+            packages=", ".join(wanted), missing=", ".join(missing),
+            command="enclave environment add " + " ".join(f"'{p}'" for p in wanted + missing))
 
     with ctx.recording() as record:
         record("environment.package_add", detail={"packages": wanted, **({"reason": reason} if reason else {})})
     result = env.pip("install", "--no-deps", "--quiet", *source, *wanted)
     if result.returncode != 0:
-        raise click.ClickException(f"pip could not install {', '.join(wanted)}:\n{_pip_error(result)}")
+        raise refusal("environment.pip_failed", N_("pip could not install %(packages)s:\n%(pip)s"),
+                      packages=", ".join(wanted), pip=_pip_error(result))
     env.write_added(added | {name: resolved[name] for name in pins})
     check = env.pip("check")
     if check.returncode != 0:
-        raise click.ClickException(f"installed, but the environment's requirements do not hold:\n{_pip_error(check)}")
+        raise refusal("environment.broken", N_("installed, but the environment's requirements do not hold:\n%(pip)s"),
+                      pip=_pip_error(check))
     for name in sorted(pins):
         click.echo(f"added {resolved[name]} to the operators' environment ({env.path}); kernels import it from their next start")
 

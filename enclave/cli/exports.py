@@ -7,7 +7,9 @@ from pathlib import Path
 
 import click
 
+from ..i18n import N_
 from . import main, pass_ctx
+from .language import refusal
 
 
 @main.group()
@@ -31,9 +33,9 @@ def verify(ctx, file: Path, as_json: bool) -> None:
     try:
         result = verify_file(ctx.settings, file.read_bytes())
     except FileNotFoundError as exc:
-        raise click.ClickException(
-            f"no export signing key ({exc.filename}): the export review service has not run here"
-        ) from None
+        raise refusal("exports.no_signing_key",
+                      N_("no export signing key (%(path)s): the export review service has not run here"),
+                      path=exc.filename) from None
     if as_json:
         click.echo(json.dumps(result, indent=2, ensure_ascii=False))
     elif not result["released"]:
@@ -65,7 +67,8 @@ def states_doc(check: bool) -> None:
 
     if check:
         if docs.DOC_PATH.read_text() != docs.render():
-            raise click.ClickException(f"{docs.DOC_PATH} is out of date: run 'enclave exports states-doc'")
+            raise refusal("docs.out_of_date", N_("%(path)s is out of date: run '%(command)s'"),
+                          path=str(docs.DOC_PATH), command="enclave exports states-doc")
         click.echo(f"{docs.DOC_PATH} is up to date")
         return
     docs.DOC_PATH.write_text(docs.render())

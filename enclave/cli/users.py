@@ -8,8 +8,10 @@ from datetime import UTC, datetime
 
 import click
 
+from ..i18n import N_
 from ..rbac import ACCOUNT_ROLES
 from . import main, pass_ctx
+from .language import refusal, translated, usage_error
 
 DATE_HELP = "YYYY-MM-DD (from 00:00 UTC that day) or an ISO 8601 time (UTC unless it says)"
 
@@ -19,18 +21,17 @@ def parse_date(text: str, what: str) -> datetime:
     try:
         moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:
-        raise click.ClickException(
-            f"{what}: '{text}' is not a date: give YYYY-MM-DD or an ISO 8601 time (2027-06-30, 2027-06-30T08:00+08:00)"
-        ) from None
+        raise refusal("date.invalid", N_("%(what)s: '%(text)s' is not a date: give YYYY-MM-DD or an ISO 8601 time"
+                                         " (2027-06-30, 2027-06-30T08:00+08:00)"), what=translated(what), text=text) from None
     return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def expiry(date: str | None, never: bool, what: str) -> datetime | None:
     """``DATE`` or ``--never`` (exactly one) of a ``set-expiry`` command, as its new expiry."""
     if never and date is not None:
-        raise click.UsageError(f"give {what} as DATE or --never, not both")
+        raise usage_error("expiry.both", N_("give %(what)s as DATE or --never, not both"), what=translated(what))
     if not never and date is None:
-        raise click.UsageError(f"give {what} as DATE, or --never for none")
+        raise usage_error("expiry.missing", N_("give %(what)s as DATE, or --never for none"), what=translated(what))
     return None if never else parse_date(date, what)
 
 
@@ -132,7 +133,7 @@ def enable(ctx, name: str) -> None:
 def set_expiry(ctx, name: str, date: str | None, never: bool) -> None:
     """Set when NAME stops being usable: DATE (YYYY-MM-DD, from 00:00 UTC that day, or an ISO 8601
     time, UTC unless it says), or --never."""
-    expires_at = expiry(date, never, "the account's expiry")
+    expires_at = expiry(date, never, N_("the account's expiry"))
     ctx.api("PUT", account_path(name, "expiry"), {"expires_at": moment(expires_at)})
     click.echo(f"{name} expires {when(expires_at)}" if expires_at else f"{name} does not expire")
 

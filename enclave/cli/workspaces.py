@@ -10,8 +10,10 @@ import json
 
 import click
 
+from ..i18n import N_
 from ..rbac import WORKSPACE_ROLES
 from . import main, pass_ctx
+from .language import bad_parameter, refusal
 from .users import DATE_HELP, expiry, moment, parse_date, when
 
 
@@ -80,7 +82,7 @@ def attach(ctx, workspace_name: str, release: str, columns: str | None, reason: 
     account, shown WS's purpose); then it is visible, read-only, under /data in WS's sandboxes."""
     cols = [c.strip() for c in columns.split(",") if c.strip()] if columns is not None else None
     if cols is not None and not cols:
-        raise click.BadParameter("give at least one column", param_hint="--columns")
+        raise bad_parameter("columns.empty", N_("give at least one column"), "--columns")
     body = {"release": release, "reason": reason, **({"columns": cols} if cols is not None else {})}
     view = ctx.api("POST", workspace_path(workspace_name, "releases"), body)
     what = f"columns {', '.join(cols)} of {release}" if cols else release
@@ -127,7 +129,7 @@ def set_holder(ctx, workspace_name: str, username: str) -> None:
 def set_expiry(ctx, workspace_name: str, date: str | None, never: bool) -> None:
     """Set when WS is frozen by itself: DATE (YYYY-MM-DD, from 00:00 UTC that day, or an ISO 8601
     time, UTC unless it says), or --never."""
-    expires_at = expiry(date, never, "the workspace's expiry")
+    expires_at = expiry(date, never, N_("the workspace's expiry"))
     ctx.api("PUT", workspace_path(workspace_name, "expiry"), {"expires_at": moment(expires_at)})
     click.echo(f"{workspace_name} expires {when(expires_at)}" if expires_at else f"{workspace_name} does not expire")
 
@@ -171,7 +173,7 @@ def archive(ctx, workspace_name: str, reason: str, yes: bool) -> None:
     """Archive WS, for good: its sandboxes stop, its homes are kept read-only for the retention
     period and then deleted, and nothing about it changes again."""
     if not reason.strip():  # before the question, not after it
-        raise click.BadParameter("say why the workspace is archived", param_hint="--reason")
+        raise bad_parameter("reason.missing", N_("say why the workspace is archived"), "--reason")
     if not yes:
         click.confirm(f"Archive {workspace_name}? This is final: it cannot be undone", abort=True)
     ctx.api("POST", workspace_path(workspace_name, "archive"), {"reason": reason})
@@ -185,7 +187,7 @@ def _key_values(items: tuple[str, ...]) -> dict:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep:
-            raise click.ClickException(f"'{item}' is not KEY=VALUE")
+            raise refusal("argument.not_key_value", N_("'%(item)s' is not KEY=VALUE"), item=item)
         try:
             values[key] = json.loads(value)
         except ValueError:

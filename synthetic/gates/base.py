@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 import pandas as pd
 
-from ..contract import Contract
+from enclave.i18n import Message, N_
+
+from ..contract import Contract, Problem
+
+
+def says(text: str, **params) -> Problem:
+    """A gate's detail (or a part of it): an English ``text`` marked with ``N_`` and its ``params``
+    (messages among them shown in the same locale), under the code ``gate.detail``."""
+    return Problem("gate.detail", text, params)
 
 PSEUDONYM = re.compile(r"^[0-9a-f]{20}$")
 
@@ -22,25 +30,110 @@ class GateResult:
     threshold: str
     passed: bool
     detail: str = ""
+    # The detail as a message, for the holder's language (the command's refusal, the report): its
+    # English is ``detail``. See :func:`because`.
+    reason: object = field(default=None, compare=False, repr=False)
 
     def as_dict(self) -> dict:
-        d = asdict(self)
+        """The result as the manifest keeps it: the English ``detail``, and the ``reason`` as plain
+        JSON (:func:`reason_as_json`) that the report shows in the holder's language; no ``reason``
+        for a result without one."""
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "reason"}
         if isinstance(d["value"], float) and math.isnan(d["value"]):
             d["value"] = None
+        if self.reason is not None:
+            d["reason"] = reason_as_json(self.reason)
         return d
 
 
+def reason_as_json(value):
+    """A gate's reason, or one of its params, in plain JSON values that render as the reason did:
+    a message as ``{"code", "text", "params"}`` (its English text with ``%(name)s`` placeholders),
+    parts joined (:class:`Joined`) as ``{"code": "gate.detail", "parts", "separator"}``, a list as
+    a list, numpy numbers as Python's, and anything else (non-finite numbers among them) as text.
+    ``synthetic.report.gate_reason`` reads it back."""
+    if isinstance(value, Joined):
+        return {"code": "gate.detail", "parts": [reason_as_json(p) for p in value.parts],
+                "separator": value.separator}
+    if isinstance(value, Message):
+        return {"code": value.code, "text": value.text,
+                "params": {str(k): reason_as_json(v) for k, v in value.params.items()}}
+    if isinstance(value, list | tuple):
+        return [reason_as_json(v) for v in value]
+    if value is None or isinstance(value, bool | str):
+        return value
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, int | np.integer):
+        return int(value)
+    if isinstance(value, float | np.floating):
+        # str() as "%s" writes it (np.float32(0.1) is "0.1", float() of it 0.10000000149011612)
+        return float(str(value)) if math.isfinite(value) else str(value)
+    return str(value)
+
+
+def verdicts(gates: list[dict]) -> list[dict]:
+    """A manifest's gate results as the audit log keeps them: the verdicts alone. A gate's detail
+    and reason may name values of the data, which stay on the holder's side."""
+    return [{k: g[k] for k in ("gate", "table", "value", "threshold", "passed")} for g in gates]
+
+
+def because(gate: str, table: str | None, value, threshold: str, passed: bool, reason=None) -> GateResult:
+    """A gate's result whose detail is ``reason``: a message (:class:`synthetic.contract.Problem`,
+    :class:`Joined`), in English in the manifest, in the holder's language where it is shown."""
+    return GateResult(gate, table, value, threshold, passed, str(reason) if reason else "", reason)
+
+
+class Joined:
+    """Parts of a detail (messages, or text as it is) joined as the locale joins clauses: ``"; "``
+    or ``", "`` in English, ``"；"`` or ``"，"`` in Chinese."""
+
+    def __init__(self, parts, separator: str = "; ") -> None:
+        self.parts, self.separator = list(parts), separator
+
+    def __bool__(self) -> bool:
+        return bool(self.parts)
+
+    def render(self, locale: str = "en") -> str:
+        separator = self.separator if locale == "en" else {"; ": "；", ", ": "，"}[self.separator]
+        return separator.join(p.render(locale) if hasattr(p, "render") else str(p) for p in self.parts)
+
+    def __str__(self) -> str:
+        return self.render()
+
+
 class GateFailure(Exception):
+    """A release refused: the gates that failed, each with its code (``gate.k_anonymity``,
+    ``gate.analysis`` for every declared analysis); ``str()`` is in English, :meth:`render` in a
+    locale, each gate's reason included."""
+
+    code = "release.gates_failed"
+
     def __init__(self, results: list[GateResult]):
         self.results = results
         self.manifest: dict | None = None
-        failed = [r for r in results if not r.passed]
-        lines = [
-            f"  {r.gate}{f' [{r.table}]' if r.table else ''}: {r.value} (needs {r.threshold})"
-            + (f" - {r.detail}" if r.detail else "")
-            for r in failed
-        ]
-        super().__init__("release refused, gate(s) failed:\n" + "\n".join(lines))
+        self.failed = [r for r in results if not r.passed]
+        super().__init__(self._text("en", codes=False))
+
+    def render(self, locale: str = "en") -> str:
+        """The refusal in ``locale``, each failed gate on a line of its own with its code."""
+        return self._text(locale, codes=True)
+
+    def _text(self, locale: str, codes: bool) -> str:
+        lines = [Message(self.code, N_("release refused, gate(s) failed:")).render(locale)]
+        for r in self.failed:
+            line = Message(gate_code(r.gate), N_("%(gate)s%(table)s: %(value)s (needs %(threshold)s)"),
+                           {"gate": r.gate, "table": f" [{r.table}]" if r.table else "", "value": r.value,
+                            "threshold": r.threshold}).render(locale)
+            said = r.reason.render(locale) if r.reason is not None else r.detail
+            detail = f" - {said}" if said else ""
+            lines.append(f"  {line}{detail}" + (f" [{gate_code(r.gate)}]" if codes else ""))
+        return "\n".join(lines)
+
+
+def gate_code(gate: str) -> str:
+    """A gate's stable code: ``gate.k_anonymity``; ``gate.analysis`` for ``analysis:<name>``."""
+    return f"gate.{gate.partition(':')[0]}"
 
 
 def _string_columns(df: pd.DataFrame) -> list[str]:

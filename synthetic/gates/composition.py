@@ -28,9 +28,11 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
+from enclave.i18n import N_
+
 from .. import lineage, sources, store
-from ..contract import Contract
-from .base import GateResult
+from ..contract import Contract, Problem
+from .base import GateResult, because, says
 
 GATE = "composition_k"
 
@@ -52,31 +54,40 @@ def _entities_per_class(codes: np.ndarray, entity: np.ndarray) -> np.ndarray:
     return np.bincount(pairs // len(uniques), minlength=int(codes.max()) + 1)
 
 
-def _judge(table: str, k: int, against: str, codes: np.ndarray, entity: np.ndarray,
+def _judge(table: str, k: int, against: str | Problem, codes: np.ndarray, entity: np.ndarray,
            describe: Callable[[int], str] | None = None) -> GateResult:
     """The result over combined classes ``codes``; ``describe(i)`` names joined row i's class."""
     threshold = f">= {k}"
     if len(codes) == 0:
-        return GateResult(GATE, table, None, threshold, True, f"with {against}: no rows in common")
+        return because(GATE, table, None, threshold, True, says(N_("with %(against)s: no rows in common"),
+                                                                against=against))
     counts = _entities_per_class(codes, entity)
     low = counts < k
     worst = int(counts.min())
     if not low.any():
-        return GateResult(GATE, table, worst, threshold, True,
-                          f"with {against}: {len(codes)} rows in common, every combined class >= {k} entities")
+        return because(GATE, table, worst, threshold, True,
+                       says(N_("with %(against)s: %(rows)s rows in common, every combined class >= %(k)s entities"),
+                            against=against, rows=len(codes), k=k))
     rows_low = low[codes]
     entities_low = len(pd.unique(entity[rows_low]))
     alone = int((counts == 1).sum())
     example = ""
     if describe is not None:
         row = int(np.flatnonzero(codes == int(counts.argmin()))[0])
-        example = f"; e.g. {describe(row)}: {worst} entit{'y' if worst == 1 else 'ies'}"
-    return GateResult(
+        example = (says(N_("; e.g. %(class)s: 1 entity"), **{"class": describe(row)}) if worst == 1 else
+                   says(N_("; e.g. %(class)s: %(n)s entities"), n=worst, **{"class": describe(row)}))
+    figures = {"against": against, "classes": int(low.sum()), "k": k, "rows": int(rows_low.sum()),
+               "entities": entities_low, "alone": alone, "example": example}
+    return because(
         GATE, table, worst, threshold, False,
-        f"with {against}: {int(low.sum())} combined class(es) below k={k} (quasi-identifier bands"
-        f" intersected): {int(rows_low.sum())} rows of {entities_low} entities, {alone} entit"
-        f"{'y' if alone == 1 else 'ies'} alone in a class{example}; coarsen or align the bands with the"
-        " earlier release's, or raise its k",
+        says(N_("with %(against)s: %(classes)s combined class(es) below k=%(k)s (quasi-identifier bands"
+                " intersected): %(rows)s rows of %(entities)s entities, 1 entity alone in a class%(example)s;"
+                " coarsen or align the bands with the earlier release's, or raise its k"), **figures)
+        if alone == 1 else
+        says(N_("with %(against)s: %(classes)s combined class(es) below k=%(k)s (quasi-identifier bands"
+                " intersected): %(rows)s rows of %(entities)s entities, %(alone)s entities alone in a"
+                " class%(example)s; coarsen or align the bands with the earlier release's, or raise its k"),
+             **figures),
     )
 
 
@@ -133,12 +144,14 @@ def composition(released, contract: Contract, raw, holder_dir, release: str, sec
     recorded = sources.releases(holder_dir, source)
     unrecorded = _unrecorded(release_store, source, {r["release"] for r in recorded})
     if unrecorded:
-        return [GateResult(GATE, None, None, f">= {k}", False,
-                           f"cannot combine with {', '.join(unrecorded)}: published without a lineage record")]
+        return [because(GATE, None, None, f">= {k}", False,
+                        says(N_("cannot combine with %(releases)s: published without a lineage record"),
+                             releases=", ".join(unrecorded)))]
     earlier = [r for r in recorded if r.get("row_linked") and r["release"] != release]
     if not earlier:
-        return [GateResult(GATE, None, None, f">= {k}", True,
-                           f"no earlier published masked release of '{source}' to combine with")]
+        return [because(GATE, None, None, f">= {k}", True,
+                        says(N_("no earlier published masked release of '%(source)s' to combine with"),
+                             source=source))]
     key = lineage.lineage_key(holder_dir, secrets_dir)
     out: list[GateResult] = []
     for tname in contract.tables:
@@ -157,10 +170,11 @@ def composition(released, contract: Contract, raw, holder_dir, release: str, sec
             info = record["tables"][etable]
             kind = _join_kind(current, fingerprint, info)
             if kind is None:
-                out.append(GateResult(
+                out.append(because(
                     GATE, tname, None, f">= {k}", True,
-                    f"not combined with {record['release']}: no row identity in common (another version of"
-                    " the file, and neither release declares a primary key or entity column)"))
+                    says(N_("not combined with %(release)s: no row identity in common (another version of the"
+                            " file, and neither release declares a primary key or entity column)"),
+                         release=record["release"])))
                 continue
             prev = lineage.rows(holder_dir, record["release"], etable, columns=[kind, "class"])
             cur_pos, prev_pos = _align(current[kind].to_numpy(), prev[kind].to_numpy())
@@ -178,10 +192,12 @@ def composition(released, contract: Contract, raw, holder_dir, release: str, sec
             codes = parts[0][in_all]
             for part in parts[1:]:
                 codes = _fold(codes, part[in_all])
-            out.append(_judge(tname, k, f"all of {', '.join(joined)} together", codes, entity[in_all]))
+            out.append(_judge(tname, k, says(N_("all of %(releases)s together"), releases=", ".join(joined)), codes,
+                              entity[in_all]))
     if not out:
-        return [GateResult(GATE, None, None, f">= {k}", True,
-                           f"no earlier masked release of '{source}' has a table in common with this one")]
+        return [because(GATE, None, None, f">= {k}", True,
+                        says(N_("no earlier masked release of '%(source)s' has a table in common with this one"),
+                             source=source))]
     return out
 
 

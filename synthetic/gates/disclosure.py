@@ -7,9 +7,11 @@ import re
 
 import pandas as pd
 
+from enclave.i18n import N_
+
 from .. import identifiers, masking
 from ..contract import Contract
-from .base import GateResult, ReleasedText, _keys
+from .base import GateResult, Joined, ReleasedText, _keys, because, says
 
 def no_identifier_patterns(text: ReleasedText, **_) -> list[GateResult]:
     out = []
@@ -25,8 +27,8 @@ def no_identifier_patterns(text: ReleasedText, **_) -> list[GateResult]:
             for kind, values in by_kind.items():
                 found[f"{c}:{kind}"] = text.rows_with(tname, c, values)
         total = sum(found.values())
-        detail = ", ".join(f"{k} in {n} row(s)" for k, n in found.items())
-        out.append(GateResult("no_identifier_patterns", tname, total, "== 0", total == 0, detail))
+        detail = Joined([says(N_("%(found)s in %(n)s row(s)"), found=k, n=n) for k, n in found.items()], ", ")
+        out.append(because("no_identifier_patterns", tname, total, "== 0", total == 0, detail))
     return out
 
 
@@ -41,8 +43,8 @@ def no_key_material(text: ReleasedText, key: bytes, **_) -> list[GateResult]:
     for tname in text.released:
         # Pseudonyms are 20 characters, shorter than any form of a 32-byte key.
         hits = [c for c in text.columns(tname) if text.not_pseudonyms(tname, c).str.contains(rx).any()]
-        out.append(GateResult("no_key_material", tname, len(hits), "== 0", not hits,
-                              f"key found in column(s) {hits}" if hits else ""))
+        out.append(because("no_key_material", tname, len(hits), "== 0", not hits,
+                           says(N_("key found in column(s) %(columns)s"), columns=str(hits)) if hits else None))
     return out
 
 
@@ -62,7 +64,7 @@ def no_direct_identifiers(
                 continue
             raw_parts.append(pd.Series(pd.unique(raw[tname][c].dropna())).astype(str).str.strip())
             if c in df.columns and method == "masked" and not text.is_pseudonym(tname, c).all():
-                problems.append(f"column '{c}' holds values that are not pseudonyms")
+                problems.append(says(N_("column '%(column)s' holds values that are not pseudonyms"), column=c))
         raw_values = pd.Index(pd.unique(pd.concat(raw_parts))) if raw_parts else pd.Index([])
         pseudonymised = {c for c, col in t.columns.items()
                          if col.treatment == "pseudonymise" or (col.treatment == "derive" and c in _keys(contract, tname))}
@@ -72,15 +74,17 @@ def no_direct_identifiers(
             values = text.values(tname, c)
             leaked = values[values.str.strip().isin(raw_values)]
             if len(leaked):
-                problems.append(f"column '{c}' holds {text.rows_with(tname, c, leaked)} raw identifier value(s)")
+                problems.append(says(N_("column '%(column)s' holds %(n)s raw identifier value(s)"), column=c,
+                                     n=text.rows_with(tname, c, leaked)))
         direct = [c for c, col in t.columns.items() if col.role == "direct_identifier"]
         if method == "masked":
             for c, col in t.columns.items():
                 if col.role == "free_text" and c in df.columns:
                     n = _own_identifiers_in_text(df[c], raw[tname].loc[df.index, direct])
                     if n:
-                        problems.append(f"column '{c}' repeats its row's own identifiers in {n} row(s)")
-        out.append(GateResult("no_direct_identifiers", tname, len(problems), "== 0", not problems, "; ".join(problems)))
+                        problems.append(says(N_("column '%(column)s' repeats its row's own identifiers in %(n)s"
+                                                " row(s)"), column=c, n=n))
+        out.append(because("no_direct_identifiers", tname, len(problems), "== 0", not problems, Joined(problems)))
     return out
 
 

@@ -11,17 +11,20 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from enclave.i18n import N_
+
 from .. import masking, privacy
 from ..contract import Contract, Table
-from .base import GateResult
+from .base import GateResult, Joined, because, says
 
 
 def _entities(t: Table, raw: pd.DataFrame, df: pd.DataFrame) -> pd.Series | None:
     return masking.entities_of(t, raw, df.index)
 
 
-def _counted(t: Table) -> str:
-    return f"distinct '{t.entity()}' entities" if t.entity() else "rows (one entity per row)"
+def _counted(t: Table):
+    return says(N_("distinct '%(entity)s' entities"), entity=t.entity()) if t.entity() else \
+        says(N_("rows (one entity per row)"))
 
 
 def k_anonymity(released, contract: Contract, raw, **_) -> list[GateResult]:
@@ -31,8 +34,9 @@ def k_anonymity(released, contract: Contract, raw, **_) -> list[GateResult]:
         qis = [c for c in t.quasi_identifiers() if c in df.columns]
         if qis:
             k = privacy.k_anonymity(df, qis, _entities(t, raw[tname], df))
-            out.append(GateResult("k_anonymity", tname, k, f">= {contract.privacy.k}", k >= contract.privacy.k,
-                                  f"over {qis}, counting {_counted(t)}"))
+            out.append(because("k_anonymity", tname, k, f">= {contract.privacy.k}", k >= contract.privacy.k,
+                               says(N_("over %(columns)s, counting %(counted)s"), columns=str(qis),
+                                    counted=_counted(t))))
     return out
 
 
@@ -45,10 +49,13 @@ def l_diversity(released, contract: Contract, raw, **_) -> list[GateResult]:
         sens = [c for c in t.sensitive() if c in df.columns]
         if qis and sens:
             l = privacy.l_diversity(df, qis, sens, _entities(t, raw[tname], df), missing)
-            held = f"values held by {_counted(t)}"
-            out.append(GateResult(
+            held = says(N_("values held by %(counted)s"), counted=_counted(t))
+            out.append(because(
                 "l_diversity", tname, l, f">= {contract.privacy.l}", l >= contract.privacy.l,
-                f"of {sens}: distinct {held}; missing values {'count' if missing else 'do not count'}",
+                says(N_("of %(columns)s: distinct %(held)s; missing values count"), columns=str(sens), held=held)
+                if missing else
+                says(N_("of %(columns)s: distinct %(held)s; missing values do not count"), columns=str(sens),
+                     held=held),
             ))
     return out
 
@@ -71,28 +78,32 @@ def suppression(released, contract: Contract, raw, key, real=None, **_) -> list[
         total = privacy.count_entities(ents, np.ones(len(source), dtype=bool))
         lost_entities = privacy.count_entities(ents, lost)
         share = lost_entities / total
-        detail = f"{int(lost.sum())} of {len(source)} rows"
+        lost_rows = says(N_("%(lost)s of %(rows)s rows"), lost=int(lost.sum()), rows=len(source))
         if t.entity():
-            detail += f", {lost_entities} of {total} {_counted(t)}"
+            lost_rows = says(N_("%(lost)s of %(rows)s rows, %(lost_entities)s of %(total)s %(counted)s"),
+                             lost=int(lost.sum()), rows=len(source), lost_entities=lost_entities, total=total,
+                             counted=_counted(t))
+        detail = Joined([lost_rows])
         passed = share <= limit
         if not passed:
             if unsuppressed is None:
                 unsuppressed = masking.mask_tables(contract, raw, key, suppress=False, progress=False).tables
-            detail += "; " + _causes(contract, t, unsuppressed[tname], entities)
-        out.append(GateResult("suppressed_share", tname, round(share, 4), f"<= {limit}", passed, detail))
+            detail.parts.append(_causes(contract, t, unsuppressed[tname], entities))
+        out.append(because("suppressed_share", tname, round(share, 4), f"<= {limit}", passed, detail))
     return out
 
 
-def _causes(contract: Contract, t: Table, before: pd.DataFrame, entities: pd.Series | None) -> str:
+def _causes(contract: Contract, t: Table, before: pd.DataFrame, entities: pd.Series | None):
     """Why suppression took so much: entities lost to k and to l, and what dropping each QI would give."""
     p = contract.privacy
     qis = [c for c in t.quasi_identifiers() if c in before.columns]
     sens = [c for c in t.sensitive() if c in before.columns]
     if not qis:
-        return "rows were lost as orphans of suppressed parent rows"
+        return says(N_("rows were lost as orphans of suppressed parent rows"))
     found = privacy.breaches(before, qis, sens, p.k, p.l, entities, p.missing_counts_towards_l)
-    parts = [f"classes with fewer than k={p.k} entities: {found.by_k} entities"]
-    parts += [f"classes with l < {p.l} on '{s}': {n} entities" for s, n in found.by_l.items()]
+    parts = [says(N_("classes with fewer than k=%(k)s entities: %(n)s entities"), k=p.k, n=found.by_k)]
+    parts += [says(N_("classes with l < %(l)s on '%(column)s': %(n)s entities"), l=p.l, column=s, n=n)
+              for s, n in found.by_l.items()]
     if len(qis) > 1:
         without = {
             q: privacy.breaches(before, [c for c in qis if c != q], sens, p.k, p.l, entities,
@@ -100,9 +111,10 @@ def _causes(contract: Contract, t: Table, before: pd.DataFrame, entities: pd.Ser
             for q in qis
         }
         ranked = sorted(without.items(), key=lambda kv: kv[1])
-        parts.append("suppressed if a quasi-identifier were dropped (or coarsened): "
-                     + ", ".join(f"without '{q}' {n} of {found.entities}" for q, n in ranked))
-    return "; ".join(parts)
+        parts.append(says(N_("suppressed if a quasi-identifier were dropped (or coarsened): %(dropped)s"),
+                          dropped=Joined([says(N_("without '%(column)s' %(n)s of %(entities)s"), column=q, n=n,
+                                               entities=found.entities) for q, n in ranked], ", ")))
+    return Joined(parts)
 
 
 def unique_entities(released, contract: Contract, raw, **_) -> list[GateResult]:
@@ -130,21 +142,24 @@ def unique_entities(released, contract: Contract, raw, **_) -> list[GateResult]:
         share = privacy.uniqueness_of(codes, ents)
         alone = {m: privacy.uniqueness_of(privacy.refine(by_qis, df[m]), ents).share for m in measures}
         making = sorted((m for m in gated if alone[m] > limit), key=lambda m: -alone[m])
-        parts = [f"{share.unique} of {share.entities} {_counted(t)} unique on {qis + gated}"]
+        parts = [says(N_("%(unique)s of %(entities)s %(counted)s unique on %(columns)s"), unique=share.unique,
+                      entities=share.entities, counted=_counted(t), columns=str(qis + gated))]
         if accepted:
             for m in accepted:
                 codes = privacy.refine(codes, df[m])
             every = privacy.uniqueness_of(codes, ents)
-            parts.append(f"with the accepted measures too: {every.share:.1%}")
+            parts.append(says(N_("with the accepted measures too: %(share)s"), share=f"{every.share:.1%}"))
         if making:
-            parts.append("measures making entities unique (share if only it were added): "
-                         + ", ".join(f"'{m}' {alone[m]:.1%}" for m in making)
-                         + "; coarsen them (bands, top_bottom), make them quasi-identifiers,"
-                           " or accept them with a written uniqueness_accepted reason")
+            parts.append(says(N_("measures making entities unique (share if only it were added): %(measures)s;"
+                                 " coarsen them (bands, top_bottom), make them quasi-identifiers, or accept them"
+                                 " with a written uniqueness_accepted reason"),
+                              measures=", ".join(f"'{m}' {alone[m]:.1%}" for m in making)))
         elif share.share > limit:
-            parts.append(f"no measure alone does it, their combination does: coarsen some of {gated}")
+            parts.append(says(N_("no measure alone does it, their combination does: coarsen some of %(columns)s"),
+                              columns=str(gated)))
         if accepted:
-            parts.append("accepted: " + "; ".join(f"'{m}' ({alone[m]:.1%}): {r}" for m, r in accepted.items()))
-        out.append(GateResult("unique_entities", tname, round(share.share, 4), f"<= {limit}",
-                              share.share <= limit, "; ".join(parts)))
+            parts.append(says(N_("accepted: %(accepted)s"),
+                              accepted="; ".join(f"'{m}' ({alone[m]:.1%}): {r}" for m, r in accepted.items())))
+        out.append(because("unique_entities", tname, round(share.share, 4), f"<= {limit}",
+                           share.share <= limit, Joined(parts)))
     return out

@@ -15,9 +15,11 @@ from contextlib import contextmanager
 import numpy as np
 import pandas as pd
 
+from enclave.i18n import N_
+
 from .. import privacy
 from ..contract import Contract
-from .base import GateResult, _comparable, _keys
+from .base import GateResult, _comparable, _keys, because, says
 
 
 def _generated(contract: Contract, tname: str) -> list[str]:
@@ -139,10 +141,11 @@ def exact_copies(released, synth_ctx, contract: Contract, **_) -> list[GateResul
         syn = _comparable(released[tname], skip)
         to_train, to_hold = copy_counts(syn, train[syn.columns], hold[syn.columns])
         excess = (to_train - to_hold) / max(len(syn), 1)
-        out.append(GateResult(
+        out.append(because(
             "exact_copies", tname, round(excess, 4), f"<= {limit}", excess <= limit,
-            f"{to_train} of {len(syn)} synthetic rows equal a training row, {to_hold} a holdout row"
-            f" (chance rate); {len(train)} rows in each half"))
+            says(N_("%(to_train)s of %(rows)s synthetic rows equal a training row, %(to_hold)s a holdout row (chance"
+                    " rate); %(half)s rows in each half"), to_train=to_train, rows=len(syn), to_hold=to_hold,
+                 half=len(train))))
     return out
 
 
@@ -250,8 +253,9 @@ def new_row_synthesis(released, synth_ctx, contract: Contract, **_) -> list[Gate
         real = _comparable(synth_ctx["real"][tname], skip)
         numerical, categorical = _field_kinds(synth_ctx["metadata"], tname, real.columns)
         score = new_row_share(real, _comparable(released[tname], skip), numerical, categorical)
-        out.append(GateResult("new_row_synthesis", tname, round(score, 4), f">= {limit}", score >= limit,
-                              f"all {len(released[tname])} synthetic rows against all {len(real)} real rows"))
+        out.append(because("new_row_synthesis", tname, round(score, 4), f">= {limit}", score >= limit,
+                           says(N_("all %(synthetic)s synthetic rows against all %(real)s real rows"),
+                                synthetic=len(released[tname]), real=len(real))))
     return out
 
 
@@ -383,9 +387,10 @@ def dcr_overfitting(released, synth_ctx, contract: Contract, **_) -> list[GateRe
         syn = syn.sample(n=min(len(syn), size), random_state=seed)
         numerical, categorical = _field_kinds(synth_ctx["metadata"], tname, syn.columns)
         score, closer = dcr_overfitting_protection(train, syn, hold, numerical, categorical)
-        out.append(GateResult("dcr_overfitting_protection", tname, round(score, 4), f">= {limit}", score >= limit,
-                              f"{len(syn)} synthetic rows against {len(train)} training and {len(hold)} holdout"
-                              f" rows; {closer:.1%} closer to training"))
+        out.append(because("dcr_overfitting_protection", tname, round(score, 4), f">= {limit}", score >= limit,
+                           says(N_("%(synthetic)s synthetic rows against %(train)s training and %(hold)s holdout"
+                                   " rows; %(closer)s closer to training"), synthetic=len(syn), train=len(train),
+                                hold=len(hold), closer=f"{closer:.1%}")))
     return out
 
 
@@ -443,6 +448,6 @@ def attack_risks(released, synth_ctx, contract: Contract, **_) -> list[GateResul
             risks = _anonymeter_risks(ori, syn, control, n, [c for c in t.sensitive() if c in cols],
                                       contract.synthesis.seed)
         for attack, risk in risks.items():
-            out.append(GateResult(f"attack_risk:{attack}", tname, round(float(risk), 4), f"<= {g.max_attack_risk}",
-                                  float(risk) <= g.max_attack_risk, f"anonymeter, {n} attacks"))
+            out.append(because(f"attack_risk:{attack}", tname, round(float(risk), 4), f"<= {g.max_attack_risk}",
+                               float(risk) <= g.max_attack_risk, says(N_("anonymeter, %(n)s attacks"), n=n)))
     return out

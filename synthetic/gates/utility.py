@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from enclave.i18n import N_
+
 from .. import analyses as declared
 from ..contract import Contract
-from .base import GateResult
+from .base import GateResult, because, says
 
 
 def analyses(released, contract: Contract, real: dict | None = None, synth_ctx: dict | None = None,
@@ -23,8 +25,8 @@ def analyses(released, contract: Contract, real: dict | None = None, synth_ctx: 
         try:
             o = declared.compare(a, contract, real[a.table], released[a.table], test_split=split)
         except declared.AnalysisError as exc:
-            out.append(GateResult(f"analysis:{a.name}", a.table, None, f"a {a.kind} that runs", False,
-                                  f"cannot run: {exc}"))
+            out.append(because(f"analysis:{a.name}", a.table, None, f"a {a.kind} that runs", False,
+                               says(N_("cannot run: %(problem)s"), problem=str(exc))))
             continue
         out.append(GateResult(f"analysis:{a.name}", a.table, o.value, o.threshold, o.passed, o.detail))
     return out
