@@ -204,7 +204,8 @@ ACTIONS: dict[str, Action] = {
                              ("notebook", "cell", "code_truncated", "msg_id")),
     "terminal.input": Action("a line typed in a terminal", "sandbox", ("terminal", "text"), ("code_truncated",)),
     "contents.read": Action("a file read through the contents API; `denied` when it is over one read's budget"
-                            " (what one execution may show)", "sandbox", ("path",), ("size", "sha256", "reason")),
+                            " (what one execution may show), with the refusal's `code`", "sandbox", ("path",),
+                            ("size", "sha256", "reason", "code")),
     "contents.save": Action("a file saved through the contents API", "sandbox", ("path",), ("size", "sha256")),
     "contents.rename": Action("a file renamed through the contents API", "sandbox", ("path", "new_path")),
     "contents.delete": Action("a file deleted through the contents API", "sandbox", ("path",)),

@@ -9,7 +9,10 @@ loop, so they never hold up appends.
 
 The pages are Jinja2 templates with autoescape (``templates/``); nothing here builds markup. They
 need no script: their Content-Security-Policy allows none, and only their own inline styles, by a
-nonce drawn for each response.
+nonce drawn for each response. They are in the reader's language: the one they chose on the hub's
+home page (:mod:`enclave.languages`), else their browser's ``Accept-Language``, else English. A
+refusal is a :class:`Refusal`: a stable code, shown in the page's language, or in English with its
+code in the API's JSON.
 """
 
 from __future__ import annotations
@@ -26,13 +29,16 @@ from jupyterhub.services.auth import HubOAuthCallbackHandler, HubOAuthenticated
 from tornado import web
 from tornado.ioloop import IOLoop
 
+from .. import i18n, languages
 from ..hub_oauth import RevocableHubOAuth
+from ..i18n import N_, Message
 from ..services import error_message
-from .actions import ACTIONS
+from .actions import ACTIONS, actions_matching
 from .checkpoints import key_id, public_pem
 from .openapi import openapi_document
 from .query_socket import FILTERS, page_arguments
 from .reader import AuditReader, BadQuery
+from .records import BadRecord, parse_time
 
 SCOPE_READ = "custom:audit:read"
 API_CSP = "default-src 'none'; frame-ancestors 'none'"
@@ -42,6 +48,24 @@ PAGE_SIZE = 50
 DEFAULT_REPORT_DAYS = 30
 # The actions offered in the records page's action field: each name, and each prefix as ``prefix.*``.
 ACTION_CHOICES = sorted({f"{name.split('.')[0]}.*" for name in ACTIONS}) + sorted(ACTIONS)
+
+
+class Refusal(web.HTTPError):
+    """An answer refused with a :class:`~enclave.i18n.Message`: its English text is the HTTP error's
+    message (logs), its code and text in the reader's language are what the page or the API shows."""
+
+    def __init__(self, status: int, message: Message) -> None:
+        super().__init__(status, "%s", str(message))
+        self.message = message
+
+
+NOT_AUTHENTICATED = Message("audit.not_authenticated",
+                            N_("not authenticated: log in, or send 'Authorization: token ...'"))
+
+
+def _bad_query(exc: BadQuery) -> Message:
+    """The reader's refusal of a query, as a message to a person (its reason as the reader gives it)."""
+    return Message("audit.bad_query", N_("The records cannot be read so: %(reason)s"), {"reason": str(exc)})
 
 
 class BaseHandler(HubOAuthenticated, web.RequestHandler):
@@ -70,9 +94,10 @@ class BaseHandler(HubOAuthenticated, web.RequestHandler):
             self.redirect(self.get_login_url())  # log in through the hub, then come back
             return
         if not user:
-            raise web.HTTPError(403, "not authenticated: log in, or send 'Authorization: token ...'")
+            raise Refusal(403, NOT_AUTHENTICATED)
         if SCOPE_READ not in (user.get("scopes") or []):
-            raise web.HTTPError(403, f"reading the audit log needs the {SCOPE_READ} scope (administrators)")
+            raise Refusal(403, Message("audit.scope_missing", N_(
+                "reading the audit log needs the %(scope)s scope (administrators)"), {"scope": SCOPE_READ}))
 
     async def call(self, fn, *args, **kwargs):
         return await IOLoop.current().run_in_executor(None, partial(fn, *args, **kwargs))
@@ -83,18 +108,36 @@ class BaseHandler(HubOAuthenticated, web.RequestHandler):
 
     def write_error(self, status_code: int, **kwargs) -> None:
         exc = kwargs.get("exc_info", (None, None, None))[1]
-        message = error_message(exc) or self._reason
+        refusal = exc.message if isinstance(exc, Refusal) else None
         if self.page:
-            self.finish(self.render_page("error.html", status=status_code, reason=self._reason, message=message))
+            message = refusal.render(self.page_locale()) if refusal else error_message(exc) or self._reason
+            self.finish(self.render_page("error.html", status=status_code, reason=self._reason, message=message,
+                                         code=refusal.code if refusal else None))
             return
         self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps({"status": status_code, "error": message}))
+        body = {"status": status_code, "error": error_message(exc) or self._reason}
+        if refusal:
+            body["code"] = refusal.code
+        self.finish(json.dumps(body))
+
+    def page_locale(self) -> str:
+        """The language of this request's page: the one the caller chose on the hub's home page
+        (stored in Enclave's database, :mod:`enclave.languages`), else their browser's
+        (``Accept-Language``), else English. Read once per request."""
+        if getattr(self, "_locale", None) is None:
+            name = (self.current_user or {}).get("name")
+            preference = languages.language_of(self.reader.settings, name) if name else None
+            self._locale = i18n.negotiate(self.request.headers.get("Accept-Language"), preference)
+        return self._locale
 
     def render_page(self, template: str, **values) -> str:
         from .report import page_environment
 
+        locale = self.page_locale()
         self.set_header("Content-Type", "text/html; charset=utf-8")
-        return page_environment().get_template(template).render(
+        self.set_header("Content-Language", i18n.HTML_LANG[locale])
+        self.add_header("Vary", "Accept-Language")
+        return page_environment(locale).get_template(template).render(
             nonce=self.nonce, user=(self.current_user or {}).get("name", ""),
             links={"records": self.prefix, "report": self.prefix + "report", "egress": self.prefix + "egress"}, **values)
 
@@ -118,14 +161,16 @@ class RecordsPage(BaseHandler):
         filters = {name: self.get_argument(name, "").strip() or None for name in FILTERS}
         after = self.get_argument("after", "")
         if after and not after.isdigit():
-            raise web.HTTPError(400, "after must be a record's seq")
-        error, page = None, {"records": [], "next": None}
-        try:
-            page = await self.call(self.reader.query, **filters, after=int(after) if after else None,
-                                   limit=PAGE_SIZE, newest_first=True)
-        except BadQuery as exc:
+            raise Refusal(400, Message("audit.bad_after", N_("after must be a record's seq")))
+        error, page = _filter_error(filters), {"records": [], "next": None}
+        if error is None:
+            try:
+                page = await self.call(self.reader.query, **filters, after=int(after) if after else None,
+                                       limit=PAGE_SIZE, newest_first=True)
+            except BadQuery as exc:
+                error = _bad_query(exc)
+        if error is not None:
             self.set_status(400)
-            error = str(exc)
         period = report_period(filters["since"], filters["until"])
 
         def query(**change) -> str:
@@ -136,7 +181,26 @@ class RecordsPage(BaseHandler):
 
         self.finish(self.render_page(
             "records.html", records=[_shown(r) for r in page["records"]], next=page["next"], after=after,
-            filters=filters, error=error, actions=ACTION_CHOICES, period=period, query=query, report_url=report_url))
+            filters=filters, error=error and {"code": error.code, "text": error.render(self.page_locale())},
+            actions=ACTION_CHOICES, period=period, query=query, report_url=report_url))
+
+
+def _filter_error(filters: dict) -> Message | None:
+    """What is wrong with the records page's filters, in words the page translates; None: nothing
+    the page can tell (the reader refuses what else is wrong)."""
+    action = filters["action"]
+    if action and not actions_matching(action):
+        return Message("audit.unknown_action", N_("no action matches %(action)s (see docs/audit.md)"),
+                       {"action": repr(action)})
+    for name in ("since", "until"):
+        if filters[name]:
+            try:
+                parse_time(filters[name])
+            except BadRecord:
+                return Message("audit.bad_time", N_(
+                    "%(field)s: %(value)s is not an ISO 8601 date or time (e.g. 2026-03-01 or 2026-03-01T08:00:00Z)"),
+                    {"field": name, "value": repr(filters[name])})
+    return None
 
 
 def report_period(since: str | None, until: str | None) -> dict:
@@ -165,13 +229,16 @@ class ReportPage(BaseHandler):
         since, until = self.get_argument("since", "").strip(), self.get_argument("until", "").strip()
         fmt = self.get_argument("format", "html")
         if fmt not in ("html", "json"):
-            raise web.HTTPError(400, "format must be html or json")
+            raise Refusal(400, Message("audit.report.bad_format", N_("format must be html or json")))
         if not (workspace and since and until):
-            raise web.HTTPError(400, "a report needs a workspace, since and until")
+            raise Refusal(400, Message("audit.report.incomplete", N_("a report needs a workspace, since and until")))
         try:
-            numbers = await self.call(report.build, self.reader, workspace, since, until)
+            numbers = await self.call(report.build, self.reader, workspace, since, until, self.page_locale())
+        except report.BadPeriod as exc:
+            raise Refusal(400, exc.message) from None
         except BadQuery as exc:
-            raise web.HTTPError(400, str(exc)) from None
+            raise Refusal(400, _bad_query(exc)) from None
+        self.add_header("Vary", "Accept-Language")  # the definitions are in the reader's language
         if fmt == "json":
             self.write_json(numbers)
             return
@@ -179,6 +246,7 @@ class ReportPage(BaseHandler):
         links = {"records": self.prefix, "these_records": f"{self.prefix}?" + urlencode(args),
                  "json": f"{self.prefix}report?" + urlencode({**args, "format": "json"})}
         self.set_header("Content-Type", "text/html; charset=utf-8")
+        self.set_header("Content-Language", i18n.HTML_LANG[numbers["locale"]])
         self.finish(report.render_html(numbers, nonce=self.nonce, links=links, user=self.current_user["name"]))
 
 
@@ -196,7 +264,7 @@ class HeldBudgetsPage(BaseHandler):
             self.redirect(self.get_login_url())
             return
         if not user:
-            raise web.HTTPError(403, "not authenticated: log in, or send 'Authorization: token ...'")
+            raise Refusal(403, NOT_AUTHENTICATED)
 
     async def get(self):
         from .. import workspaces
@@ -209,8 +277,8 @@ class HeldBudgetsPage(BaseHandler):
             memberships = await self.call(workspaces.for_user, self.reader.settings, user["name"])
             reviewed = {ws.name for ws, roles in memberships if "reviewer" in roles}
             if not reviewed:
-                raise web.HTTPError(403, "held egress budgets are shown to administrators and to each"
-                                         " workspace's reviewers")
+                raise Refusal(403, Message("audit.egress_not_reviewer", N_(
+                    "held egress budgets are shown to administrators and to each workspace's reviewers")))
             held = [r for r in held if r["workspace"] in reviewed]
         self.finish(self.render_page("egress.html", held=held, since=since))
 

@@ -7,6 +7,10 @@ the two cannot disagree. Figures are bar charts drawn as inline SVG by the templ
 their geometry are computed here, the markup is the template's, and the text in them (operator
 names, release names) is rendered by the reader's browser with its own fonts, Chinese included.
 
+The report is in one language, chosen when it is built (``locale``: the page's reader's, or the
+command's user's): what each number counts in it, and the HTML's headings, figures, dates, numbers
+and sizes. Its keys and codes are the same in every language, so that its numbers can be compared.
+
 **Data supplied versus used.** *Supplied*: the releases (and columns) attached to the workspace at
 any time in the period, replayed from its ``workspace.attach`` and ``workspace.detach`` records up to
 ``until``. *Used* is counted two ways, neither of which proves more than it says:
@@ -27,39 +31,41 @@ from __future__ import annotations
 
 import re
 from collections import Counter, defaultdict
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from functools import lru_cache
 from pathlib import Path
 
+from .. import i18n
+from ..i18n import N_
 from .reader import AuditReader, BadQuery
-from .records import parse_time, timestamp
+from .records import BadRecord, parse_time, timestamp
 from .trace import attachments_at, cite, columns_of, data_mounts, each_record
 
 TEMPLATES = Path(__file__).parent / "templates"
 
-# What each number counts: shown beside the numbers, in the HTML and the JSON.
+# What each number counts: shown beside the numbers, in the HTML and the JSON, in the report's language.
 DEFINITIONS = {
-    "requests": "export requests submitted (export.request records)",
-    "approved": "requests approved (export.decision records with decision 'approved')",
-    "rejected": "requests rejected (export.decision 'rejected'), with the reviewer's reason",
-    "returned": "requests returned to the requester for changes (export.decision 'returned')",
-    "withdrawn": "requests withdrawn by the requester (export.decision 'withdrawn')",
-    "check_failures": "files whose automated checks failed (export.check records with status 'fail')",
-    "files_released": "files released with a signed manifest (export.release records)",
-    "downloads": "released files downloaded (export.download records)",
-    "revocations": "releases revoked (export.revoke records)",
-    "egress_notices": "egress budget notices: output held back or cut (egress.notice records)",
-    "active_operators": "users with a sandbox session, an execution, a terminal line or an export request",
-    "sessions": "sandbox sessions started (sandbox.start records)",
-    "executions": "code cells sent to a kernel (kernel.execute records)",
-    "terminal_lines": "lines typed in a terminal (terminal.input records)",
-    "supplied": "releases attached at any time in the period, replayed from workspace.attach and"
-                " workspace.detach records up to the period's end",
-    "mounted": "releases under /data in the policy of a session started in the period",
-    "read_in_code": "releases whose path /data/<release> appears in an execution's code or a terminal line"
-                    " (a lower bound on reads: code that builds the path is not counted)",
-    "columns_named": "executions whose code names the column as a whole word (columns of releases attached"
-                     " with only some columns)",
+    "requests": N_("export requests submitted (export.request records)"),
+    "approved": N_("requests approved (export.decision records with decision 'approved')"),
+    "rejected": N_("requests rejected (export.decision 'rejected'), with the reviewer's reason"),
+    "returned": N_("requests returned to the requester for changes (export.decision 'returned')"),
+    "withdrawn": N_("requests withdrawn by the requester (export.decision 'withdrawn')"),
+    "check_failures": N_("files whose automated checks failed (export.check records with status 'fail')"),
+    "files_released": N_("files released with a signed manifest (export.release records)"),
+    "downloads": N_("released files downloaded (export.download records)"),
+    "revocations": N_("releases revoked (export.revoke records)"),
+    "egress_notices": N_("egress budget notices: output held back or cut (egress.notice records)"),
+    "active_operators": N_("users with a sandbox session, an execution, a terminal line or an export request"),
+    "sessions": N_("sandbox sessions started (sandbox.start records)"),
+    "executions": N_("code cells sent to a kernel (kernel.execute records)"),
+    "terminal_lines": N_("lines typed in a terminal (terminal.input records)"),
+    "supplied": N_("releases attached at any time in the period, replayed from workspace.attach and"
+                   " workspace.detach records up to the period's end"),
+    "mounted": N_("releases under /data in the policy of a session started in the period"),
+    "read_in_code": N_("releases whose path /data/<release> appears in an execution's code or a terminal line"
+                       " (a lower bound on reads: code that builds the path is not counted)"),
+    "columns_named": N_("executions whose code names the column as a whole word (columns of releases attached"
+                        " with only some columns)"),
 }
 # The decisions a request can get (export.decision), and those listed with their reasons.
 DECISIONS = ("approved", "rejected", "returned", "withdrawn")
@@ -74,14 +80,31 @@ PALETTE = ("#2456a6", "#d98c1f", "#2e7d32")
 CHART = {"label_width": 190, "bar_width": 380, "bar_height": 16, "row_gap": 8, "value_width": 60, "legend": 28}
 
 
-def build(reader: AuditReader, workspace: str, since: str, until: str) -> dict:
-    """The report's numbers, with the records they come from cited by seq."""
+class BadPeriod(BadQuery):
+    """A period no report can cover; ``message`` says why (a code, and the text in any language)."""
+
+    def __init__(self, message: i18n.Message) -> None:
+        super().__init__(str(message))
+        self.message = message
+
+
+def _moment(text: str) -> datetime:
     try:
-        start, end = parse_time(since), parse_time(until)
-    except ValueError as exc:
-        raise BadQuery(str(exc)) from None
+        return parse_time(text)
+    except BadRecord:
+        raise BadPeriod(i18n.Message("audit.report.bad_time", N_(
+            "%(value)s is not an ISO 8601 date or time (e.g. 2026-03-01 or 2026-03-01T08:00:00Z)"),
+            {"value": repr(text)})) from None
+
+
+def build(reader: AuditReader, workspace: str, since: str, until: str, locale: str = i18n.SOURCE_LOCALE) -> dict:
+    """The report's numbers, with the records they come from cited by seq, and what each counts
+    (:data:`DEFINITIONS`) in ``locale``."""
+    start, end = _moment(since), _moment(until)
     if start >= end:
-        raise BadQuery("the period is empty: --since must be before --until")
+        raise BadPeriod(i18n.Message("audit.report.empty_period",
+                                     N_("the period is empty: --since must be before --until")))
+    gettext = i18n.translations(locale).gettext
     period = list(each_record(reader, workspace=workspace, since=since, until=until))
     grants = list(each_record(reader, workspace=workspace, action="workspace.*", until=until))
     of = defaultdict(list)
@@ -111,10 +134,11 @@ def build(reader: AuditReader, workspace: str, since: str, until: str) -> dict:
         "workspace": workspace,
         "period": {"since": timestamp(start), "until": timestamp(end)},
         "generated_at": timestamp(datetime.now(UTC)),
+        "locale": locale,
         "records": {"count": len(period), "first_seq": period[0]["seq"] if period else None,
                     "last_seq": period[-1]["seq"] if period else None},
         "counts": counts,
-        "definitions": DEFINITIONS,
+        "definitions": {key: gettext(text) for key, text in DEFINITIONS.items()},
         "requests": [{**cite(r), "request_id": r["detail"]["request_id"], "title": r["detail"].get("title"),
                       "files": len(r["detail"]["files"])} for r in of["export.request"]],
         "decisions": [{**cite(r), "request_id": r["detail"]["request_id"], "decision": r["detail"]["decision"],
@@ -213,57 +237,76 @@ def _naming(codes: list[str], column: str) -> int:
 # -- the HTML form --
 
 
-def bar_chart(title: str, series: list[str], rows: list[tuple[str, list[int]]]) -> dict:
-    """A horizontal bar chart's geometry (numbers only; ``templates/charts.html`` draws it)."""
+def bar_chart(title: str, series: list[str], rows: list[tuple[str, str, list[int]]]) -> dict:
+    """A horizontal bar chart's geometry (numbers only; ``templates/charts.html`` draws it). ``rows``:
+    each row's key (the same in every language), its label and its values, one per series."""
     c = CHART
-    top = max((v for _, values in rows for v in values), default=0) or 1
+    top = max((v for _, _, values in rows for v in values), default=0) or 1
     y, drawn = c["legend"], []
-    for label, values in rows:
+    for key, label, values in rows:
         bars = [{"value": v, "color": PALETTE[i], "y": y + i * c["bar_height"],
                  "width": round(c["bar_width"] * v / top, 1)} for i, v in enumerate(values)]
-        drawn.append({"label": label, "y": y, "height": len(values) * c["bar_height"], "bars": bars})
+        drawn.append({"key": key, "label": label, "y": y, "height": len(values) * c["bar_height"], "bars": bars})
         y += len(values) * c["bar_height"] + c["row_gap"]
     return {"title": title, "series": [{"name": s, "color": PALETTE[i]} for i, s in enumerate(series)],
             "rows": drawn, "layout": c, "width": c["label_width"] + c["bar_width"] + c["value_width"], "height": y}
 
 
+# The first figure's rows: the report's numbers of requests and what became of them, in words.
+OUTCOME_ROWS = {"requests": N_("requests"), "approved": N_("approved"), "rejected": N_("rejected"),
+                "returned": N_("returned"), "withdrawn": N_("withdrawn"), "check_failures": N_("check failures"),
+                "files_released": N_("files released"), "downloads": N_("downloads"),
+                "egress_notices": N_("egress notices")}
+
+
 def charts(report: dict) -> list[dict]:
-    """The report's figures, from its numbers."""
+    """The report's figures, from its numbers, with their words in the report's language."""
+    _ = i18n.translations(report["locale"]).gettext
     n = report["counts"]
-    outcomes = [("requests", n["requests"]), ("approved", n["approved"]), ("rejected", n["rejected"]),
-                ("returned", n["returned"]), ("withdrawn", n["withdrawn"]), ("check failures", n["check_failures"]),
-                ("files released", n["files_released"]), ("downloads", n["downloads"]),
-                ("egress notices", n["egress_notices"])]
-    figures = [bar_chart("Export requests and their outcomes", ["records"], [(k, [v]) for k, v in outcomes])]
+    figures = [bar_chart(_("Export requests and their outcomes"), [_("records")],
+                         [(key, _(words), [n[key]]) for key, words in OUTCOME_ROWS.items()])]
     if report["operators"]:
-        figures.append(bar_chart("Sessions and executions per operator", ["sessions", "executions"],
-                                 [(o["user"], [o["sessions"], o["executions"]]) for o in report["operators"]]))
+        figures.append(bar_chart(_("Sessions and executions per operator"), [_("sessions"), _("executions")],
+                                 [(o["user"], o["user"], [o["sessions"], o["executions"]])
+                                  for o in report["operators"]]))
     if report["data"]:
-        figures.append(bar_chart("Data supplied versus used, per release", ["sessions mounting it",
-                                                                          "executions reading it"],
-                                 [(d["release"] + ("" if d["supplied"] else " (not supplied)"),
+        figures.append(bar_chart(_("Data supplied versus used, per release"),
+                                 [_("sessions mounting it"), _("executions reading it")],
+                                 [(d["release"], d["release"] if d["supplied"]
+                                   else _("%(release)s (not supplied)") % {"release": d["release"]},
                                    [d["sessions_mounting"], d["executions_reading"]]) for d in report["data"]]))
     if report["executions_per_day"]:
-        figures.append(bar_chart("Executions per day (UTC)", ["executions"],
-                                 [(day, [v]) for day, v in report["executions_per_day"].items()]))
+        locale = report["locale"]
+        figures.append(bar_chart(_("Executions per day (UTC)"), [_("executions")],
+                                 [(day, _day(day, locale), [v]) for day, v in report["executions_per_day"].items()]))
     return figures
 
 
-@lru_cache(maxsize=1)
-def page_environment():
-    """Jinja2 for the audit service's pages and the report: autoescaped, templates beside this module."""
-    from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+def _day(day: str, locale: str) -> str:
+    """A day (``2026-03-01``) as the locale writes a date: ``Mar 1, 2026``, ``2026年3月1日``."""
+    from babel.dates import format_date
 
-    return Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]),
-                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    return format_date(date.fromisoformat(day), "medium", locale=locale)
+
+
+@lru_cache(maxsize=len(i18n.LOCALES))
+def page_environment(locale: str = i18n.SOURCE_LOCALE):
+    """Jinja2 for the audit service's pages and the report in ``locale``: autoescaped, templates
+    beside this module, the translations and the locale's formatters installed (:func:`enclave.i18n.install`)."""
+    from jinja2 import FileSystemLoader, StrictUndefined, select_autoescape
+
+    return i18n.environment(locale, loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]),
+                            undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
 
 
 def render_html(report: dict, nonce: str | None = None, links: dict | None = None, user: str = "") -> str:
-    """The report as one self-contained HTML page (UTF-8; styles inline, with ``nonce`` when served).
+    """The report as one self-contained HTML page (UTF-8; styles inline, with ``nonce`` when served),
+    in the report's language (:func:`build`'s ``locale``).
 
     ``links``: where the audit service's page links to (``records``, ``these_records``: the period's
     records of the workspace, ``json``: this report as JSON); none in a file. ``user``: who is
     looking, when served.
     """
-    return page_environment().get_template("report.html").render(
+    locale = report["locale"]
+    return page_environment(locale).get_template("report.html").render(
         report=report, charts=charts(report), nonce=nonce, links=links or {}, user=user)
