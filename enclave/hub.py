@@ -12,10 +12,13 @@ import secrets
 import shutil
 import signal
 import sys
+from functools import cached_property
 from pathlib import Path
 from urllib.parse import quote
 
+from jinja2 import Environment
 from jupyterhub import orm
+from jupyterhub.apihandlers.base import APIHandler
 from jupyterhub.apihandlers.users import UserServerAPIHandler
 from jupyterhub.app import JupyterHub
 from jupyterhub.handlers.base import BaseHandler
@@ -23,6 +26,7 @@ from jupyterhub.handlers.login import LogoutHandler
 from jupyterhub.handlers.pages import HomeHandler, SpawnHandler
 from jupyterhub.scopes import needs_scope
 from tornado import web
+from tornado.httputil import responses
 from tornado.ioloop import PeriodicCallback
 
 from . import accounts, i18n, languages, rbac, workspaces
@@ -30,6 +34,7 @@ from .audit.client import AuditClient, AuditError, Recorder
 from .audit.hub import audit_service, hub_records
 from .exports.hub import exports_service
 from .host_state import tighten
+from .i18n import N_
 from .logins import client_address
 from .provisioning import lifecycle
 from .provisioning.hub import provisioning_service
@@ -37,32 +42,126 @@ from .rbac import AUDIT_SERVICE, EXPORTS_SERVICE
 from .sandbox.home_image import usage as home_usage
 from .services import hub_child_environment
 from .settings import REPO_ROOT, Settings
-from .spawner import unix_socket_url
+from .spawner import Refusal, unix_socket_url, workspace_refusal
 
 TEMPLATES = Path(__file__).parent / "templates"
 SECURE_COOKIES = {"secure": True}
 
 
-class WorkspaceSpawnHandler(SpawnHandler):
-    """The spawn page: a server name must be one of the user's workspaces, or a clear 404/403."""
+# -- the hub's pages in their reader's language --
+
+
+# JupyterHub's own texts that reach people on the hub's pages (its login refusals, the statuses of
+# its error pages, its progress messages while a sandbox starts), in words Enclave translates: the
+# pages show them with ``known_text``, which leaves any other text as it is.
+JUPYTERHUB_TEXTS = frozenset({
+    N_("Invalid username or password"),
+    N_("Login form invalid or expired. Try again."),
+    N_("Bad Request"), N_("Unauthorized"), N_("Forbidden"), N_("Not Found"), N_("Method Not Allowed"),
+    N_("Conflict"), N_("Too Many Requests"), N_("Internal Server Error"), N_("Bad Gateway"),
+    N_("Service Unavailable"), N_("Gateway Timeout"),
+    N_("Server requested"), N_("Spawning server..."), N_("Spawn failed"), N_("Spawn cancelled"),
+})
+
+
+def _known_text(locale: str):
+    translations = i18n.translations(locale)
+
+    def known_text(text) -> str:
+        """``text`` in ``locale`` if it is one of :data:`JUPYTERHUB_TEXTS`, else as it is."""
+        return translations.gettext(text) if text in JUPYTERHUB_TEXTS else text
+
+    return known_text
+
+
+def status_phrase(status_code: int) -> str:
+    """An HTTP status's reason phrase (``Not Found``), as JupyterHub's error pages name it."""
+    return responses.get(status_code, "Unknown HTTP Error")
+
+
+def page_environments(loader) -> dict[tuple[str, bool], Environment]:
+    """The Jinja2 environments of the hub's pages, one per locale, async (``False``) and sync
+    (``True``, for error pages) as JupyterHub has them, with JupyterHub's template loader and its
+    options (autoescaping on), each with its locale's translations and formatters installed
+    (:func:`enclave.i18n.install`).
+
+    Why one environment per locale rather than JupyterHub's one shared environment with gettext
+    callables that look up the request's locale: :func:`enclave.i18n.install` binds the
+    translations, the ``datetime``/``decimal``/``size``/``format_list`` filters and the
+    ``locale``/``html_lang`` globals to an environment, as the review and provisioning services
+    use them; a page of the hub is then rendered exactly as theirs are, and nothing is kept per
+    request in a shared object that two requests rendering at once could mix up. The cost is a
+    template cache per locale."""
+    environments = {}
+    for locale in i18n.LOCALES:
+        for sync in (False, True):
+            env = i18n.environment(locale, loader=loader, autoescape=True, enable_async=not sync,
+                                   extensions=["jinja2.ext.do"])
+            env.globals.update(known_text=_known_text(locale), status_phrase=status_phrase)
+            environments[locale, sync] = env
+    return environments
+
+
+class PageLanguage:
+    """A hub page in its reader's language: the one the logged-in person chose (stored,
+    :mod:`enclave.languages`), else their browser's ``Accept-Language``; on the login page, before
+    anyone is known, the browser's. Mixed into every page handler of the hub, Enclave's and
+    JupyterHub's own (:func:`with_page_language`): the handler renders its templates, error pages
+    included, from the environment of that locale (:func:`page_environments`), says the page's
+    language (``Content-Language``) and its charset."""
+
+    @cached_property
+    def page_locale(self) -> str:
+        user = getattr(self, "_jupyterhub_user", None)  # None on an error before the user is known
+        stored = None
+        if user is not None and getattr(user, "kind", "user") == "user":
+            stored = languages.language_of(self.settings["enclave_settings"], user.name)
+        return i18n.negotiate(self.request.headers.get("Accept-Language"), stored)
+
+    def get_template(self, name, sync=False):
+        return self.settings["enclave_page_environments"][self.page_locale, sync].get_template(name)
+
+    def render_template(self, name, sync=False, **ns):
+        self.set_header("Content-Language", i18n.HTML_LANG[self.page_locale])
+        self.add_header("Vary", "Accept-Language")
+        return super().render_template(name, sync=sync, **ns)
+
+    def get_content_type(self):
+        # JupyterHub says text/html without a charset: the page's Chinese would then be read as Latin-1
+        # by any client that does not look for the page's own <meta charset>.
+        return "text/html; charset=UTF-8"
+
+    def finish(self, chunk=None):
+        # JupyterHub's error pages and the proxy's error pages set a bare text/html themselves.
+        if self._headers.get("Content-Type") == "text/html":
+            self.set_header("Content-Type", self.get_content_type())
+        return super().finish(chunk)
+
+
+def with_page_language(route: tuple) -> tuple:
+    """A route of the hub whose handler, if it renders pages (a JupyterHub handler, not an API
+    handler), is given :class:`PageLanguage`."""
+    pattern, handler, *rest = route
+    if issubclass(handler, BaseHandler) and not issubclass(handler, (APIHandler, PageLanguage)):
+        handler = type(handler.__name__, (PageLanguage, handler), {"__doc__": handler.__doc__})
+    return (pattern, handler, *rest)
+
+
+class WorkspaceSpawnHandler(PageLanguage, SpawnHandler):
+    """The spawn page: a server name must be one of the user's workspaces, or a clear 404/403
+    whose reason the error page shows in the reader's language."""
 
     def initialize(self, enclave_settings: Settings):
         self.enclave_settings = enclave_settings
 
     async def _check_named_server_request(self, user, server_name, display_name, check_limit=True):
-        try:
-            ws = workspaces.get(self.enclave_settings, server_name)
-        except workspaces.UnknownWorkspace:
-            raise web.HTTPError(404, f"There is no workspace named '{server_name}'.") from None
-        if user.name not in ws.operators:
-            raise web.HTTPError(403, f"{user.name} is not an operator of workspace '{server_name}'.")
-        refusal = lifecycle.start_refusal(self.enclave_settings, user.name, ws)
+        _, refusal = workspace_refusal(self.enclave_settings, user.name, server_name)
         if refusal:
-            raise web.HTTPError(403, refusal)
+            raise refusal
         await super()._check_named_server_request(user, server_name, display_name, check_limit)
 
 
-class RecordedLogoutHandler(LogoutHandler):
+class RecordedLogoutHandler(PageLanguage, LogoutHandler):
     """Logouts into the audit log (``auth.logout``); a logout happens whether recorded or not."""
 
     def initialize(self, enclave_settings: Settings):
@@ -92,29 +191,23 @@ class RecordedServerAPIHandler(UserServerAPIHandler):
         return await super().delete(user_name, server_name)
 
 
-class LanguageHomeHandler(HomeHandler):
+class LanguageHomeHandler(PageLanguage, HomeHandler):
     """The home page, with the language setting showing the user's choice: the one stored
     (enclave.languages), else what their browser's ``Accept-Language`` asks for."""
 
     def initialize(self, enclave_settings: Settings):
         self.enclave_settings = enclave_settings
 
-    def get_content_type(self):
-        # JupyterHub says text/html without a charset: the page's Chinese would then be read as Latin-1
-        # by any client that does not look for the page's own <meta charset>.
-        return "text/html; charset=UTF-8"
-
     @property
     def template_namespace(self):
         namespace = super().template_namespace
         user = self.current_user
         stored = languages.language_of(self.enclave_settings, user.name) if user is not None else None
-        namespace.update(enclave_language=i18n.negotiate(self.request.headers.get("Accept-Language"), stored),
-                         enclave_language_stored=stored is not None)
+        namespace.update(enclave_language=self.page_locale, enclave_language_stored=stored is not None)
         return namespace
 
 
-class LanguageHandler(BaseHandler):
+class LanguageHandler(PageLanguage, BaseHandler):
     """``POST /hub/language`` (the home page's language setting): store the logged-in user's
     language, then go back to the home page. The form names no user: one sets only one's own
     language (admins set another's with ``enclave user set-language``). JupyterHub's login and XSRF
@@ -131,23 +224,26 @@ class LanguageHandler(BaseHandler):
     async def post(self):
         user = self.current_user
         if getattr(user, "kind", "user") != "user":
-            raise web.HTTPError(403, "only a person chooses a language: a service's token is refused")
+            raise Refusal(403, i18n.Message("language.person_only", N_(
+                "only a person chooses a language: a service's token is refused")))
         unknown = sorted(set(self.request.body_arguments) - self.FIELDS)
         if unknown:
-            raise web.HTTPError(400, f"unknown field(s) {', '.join(unknown)}: this form sets only your own language")
+            raise Refusal(400, i18n.Message("language.unknown_field", N_(
+                "unknown field(s) %(fields)s: this form sets only your own language"), {"fields": ", ".join(unknown)}))
         language = self.get_body_argument("language", "")
         try:
             await asyncio.to_thread(languages.set_language, self.enclave_settings, user.name, language,
                                     Recorder(self.audit, "hub", user.name))
         except languages.LanguageError as exc:
-            raise web.HTTPError(400, str(exc)) from None
+            raise Refusal(400, exc.message) from None
         except AuditError as exc:
             self.log.error("language of %s not changed: the audit log did not take its record (%s)", user.name, exc)
-            raise web.HTTPError(503, "your language was not changed: the audit log cannot record it") from None
+            raise Refusal(503, i18n.Message("language.not_recorded", N_(
+                "your language was not changed: the audit log cannot record it"))) from None
         self.redirect(f"{self.hub.base_url}home")
 
 
-class AdminPageHandler(BaseHandler):
+class AdminPageHandler(PageLanguage, BaseHandler):
     """The admin page: accounts, workspaces and running sandboxes, with the one action an Enclave
     admin takes here, stopping a sandbox. JupyterHub's own page offers to add users, start servers
     and open them, none of which an Enclave admin may do: accounts and workspaces are provisioned
@@ -205,6 +301,14 @@ class EnclaveHub(JupyterHub):
             (r"/api/users/([^/]+)/servers/([^/]*)", RecordedServerAPIHandler),
             (r"/admin", AdminPageHandler, {"enclave_settings": settings}),
         ])
+        self.handlers = [with_page_language(route) for route in self.handlers]
+
+    def init_tornado_settings(self):
+        super().init_tornado_settings()
+        # The hub's pages in their reader's language (PageLanguage).
+        self.tornado_settings["enclave_settings"] = self.config.SandboxSpawner.enclave_settings
+        self.tornado_settings["enclave_page_environments"] = page_environments(
+            self.tornado_settings["jinja2_env"].loader)
 
     async def start(self):
         # JupyterHub replaces the proxy a killed hub left (its pid file); the services are ours to replace.
@@ -323,7 +427,7 @@ def _workspaces_of(settings: Settings):
                 # Frozen or archived: the page says so, and why, and offers no start.
                 "state": ws.state,
                 "state_reason": ws.state_reason,
-                "expires_at": ws.expires_at.strftime("%Y-%m-%d %H:%M UTC") if ws.expires_at else None,
+                "expires_at": ws.expires_at,
                 "roles": sorted(roles),
                 "releases": ws.releases,
                 "can_start": "operator" in roles,

@@ -24,7 +24,7 @@ from jupyterhub.spawner import Spawner
 from tornado import web
 from traitlets import Any, Integer, Unicode
 
-from . import languages, workspaces
+from . import i18n, languages, workspaces
 from .audit import socket_path as audit_socket_path
 from .audit.client import AuditError
 from .audit.hub import hub_records
@@ -33,6 +33,7 @@ from .exports.sockets import intake_socket
 from .provisioning import lifecycle
 from .rbac import EXPORTS_SERVICE, IDLE_CULLER_SERVICE
 from .files import atomic_write
+from .i18n import N_
 from .sandbox.policy import (
     HUB_SOCKET_DIR,
     Identity,
@@ -61,13 +62,39 @@ def unix_socket_url(path: str | Path) -> str:
     return "http+unix://" + "".join(chr(b) if b in _CASELESS else f"%{b:02x}" for b in os.fsencode(path))
 
 
-class SandboxStartError(web.HTTPError):
-    """A sandbox cannot start. JupyterHub shows the message on the spawn page when the failure is
-    immediate and on the spawn-pending page otherwise (``jupyterhub_message`` there)."""
+class Refusal(web.HTTPError):
+    """A refusal of the hub's (a start, a setting), with its reason as an :class:`enclave.i18n.Message`: ``enclave_message``,
+    which the hub's pages show in the reader's language (``enclave/templates/error.html``,
+    ``not_running.html``); the English text is the error's message, for logs and the REST API."""
 
-    def __init__(self, message: str):
+    def __init__(self, status_code: int, message: i18n.Message):
+        super().__init__(status_code, "%s", str(message))
+        self.enclave_message = message
+
+
+class SandboxStartError(Refusal):
+    """A sandbox cannot start. JupyterHub shows the message on the spawn page when the failure is
+    immediate and on the spawn-pending page otherwise (``jupyterhub_message`` there, in English;
+    Enclave's pages show ``enclave_message`` in the reader's language)."""
+
+    def __init__(self, message: i18n.Message):
         super().__init__(500, message)
-        self.jupyterhub_message = message
+        self.jupyterhub_message = str(message)
+
+
+def workspace_refusal(settings, username: str, workspace: str) -> tuple[workspaces.WorkspaceView | None, Refusal | None]:
+    """The workspace ``username`` asks to start a sandbox in, or why they may not: it does not
+    exist (404), they are not an operator of it, or :func:`lifecycle.start_refusal` refuses it (403)."""
+    try:
+        ws = workspaces.get(settings, workspace)
+    except workspaces.UnknownWorkspace:
+        return None, Refusal(404, i18n.Message("start.unknown_workspace", N_("There is no workspace named '%(workspace)s'."),
+                                               {"workspace": workspace}))
+    if username not in ws.operators:
+        return ws, Refusal(403, i18n.Message("start.not_an_operator", N_("%(user)s is not an operator of workspace '%(workspace)s'."),
+                                             {"user": username, "workspace": ws.name}))
+    refusal = lifecycle.start_refusal(settings, username, ws)
+    return ws, (Refusal(403, refusal) if refusal else None)
 
 
 class SandboxSpawner(Spawner):
@@ -123,17 +150,13 @@ class SandboxSpawner(Spawner):
     def _workspace(self) -> workspaces.WorkspaceView:
         """The workspace this server is for, if the user may start it; else a clear refusal."""
         if not self.name:
-            raise web.HTTPError(400, "Choose a workspace: each workspace has its own server.")
-        try:
-            ws = workspaces.get(self.enclave_settings, self.name)
-        except workspaces.UnknownWorkspace:
-            raise web.HTTPError(404, f"There is no workspace named '{self.name}'.") from None
-        if self.user.name not in ws.operators:
-            raise web.HTTPError(403, f"{self.user.name} is not an operator of workspace '{ws.name}'.")
-        # A frozen, archived or expired workspace, or an account no longer usable (the lifecycle).
-        refusal = lifecycle.start_refusal(self.enclave_settings, self.user.name, ws)
+            raise Refusal(400, i18n.Message("start.no_workspace", N_(
+                "Choose a workspace: each workspace has its own server.")))
+        # An unknown workspace, not an operator of it, a frozen, archived or expired workspace, or
+        # an account no longer usable (the lifecycle).
+        ws, refusal = workspace_refusal(self.enclave_settings, self.user.name, self.name)
         if refusal:
-            raise web.HTTPError(403, refusal)
+            raise refusal
         return ws
 
     def _hub_env(self) -> dict[str, str]:
@@ -148,15 +171,19 @@ class SandboxSpawner(Spawner):
         return env
 
     def _lab_locale(self, layout: SandboxLayout) -> str:
-        """JupyterLab's display language: the one the person chose on the hub's home page (stored on
-        their account), English when they have not chosen. Read at each start: a change shows from
-        the server's next start. A language kept in Lab's own user settings (which would win over
-        it) is dropped: Lab's Language menu is not offered, but its settings could still be edited."""
+        """JupyterLab's display language, as every page of Enclave's chooses it: the one the person
+        chose on the hub's home page (stored on their account), else the one their browser asked
+        for when it asked for this start (its ``Accept-Language``), else English. Read at each
+        start: a change shows from the server's next start. A language kept in Lab's own user
+        settings (which would win over it) is dropped: Lab's Language menu is not offered, but its
+        settings could still be edited."""
         kept = layout.lab_state / LAB_LANGUAGE_SETTINGS
         # The server writes these folders: remove nothing a symbolic link among them points to.
         if kept.parent.resolve().is_relative_to(layout.lab_state.resolve()):
             kept.unlink(missing_ok=True)
-        return languages.language_of(self.enclave_settings, self.user.name) or "en"
+        request = getattr(self.handler, "request", None)
+        browser = request.headers.get("Accept-Language") if request is not None else None
+        return i18n.negotiate(browser, languages.language_of(self.enclave_settings, self.user.name))
 
     # -- life cycle --
 
@@ -165,10 +192,9 @@ class SandboxSpawner(Spawner):
         ws = self._workspace()
         missing = [name for src, name in workspaces.data_mounts(s, ws) if not src.is_dir()]
         if missing:
-            raise SandboxStartError(
-                f"Workspace '{ws.name}' has releases attached that are not in the release store: "
-                + ", ".join(missing)
-            )
+            raise SandboxStartError(i18n.Message("start.releases_missing", N_(
+                "Workspace '%(workspace)s' has releases attached that are not in the release store: %(releases)s"),
+                {"workspace": ws.name, "releases": ", ".join(missing)}))
         layout = self._layout(ws)
         uid = s.sandbox.uid_base + self.orm_spawner.id
         identity = Identity(uid=uid, gid=uid, username=self.user.name, home=f"/home/{self.user.name}")
@@ -184,7 +210,8 @@ class SandboxSpawner(Spawner):
             await hub_records(s).append(self.user.name, "sandbox.start", workspace=ws.name, sandbox=self.sandbox_id,
                                         detail={"policy": _policy_record(policy, layout), "server": self.name})
         except AuditError as exc:
-            raise SandboxStartError(f"The sandbox was not started: the audit log cannot record it ({exc})") from None
+            raise SandboxStartError(i18n.Message("start.not_recorded", N_(
+                "The sandbox was not started: the audit log cannot record it (%(error)s)"), {"error": str(exc)})) from None
         self._run_dir.mkdir(parents=True, exist_ok=True)
         self._run_dir.chmod(0o700)  # root's: sandboxes see only the parts bound into them
         atomic_write(layout.workspace_file, json.dumps({
@@ -235,10 +262,12 @@ class SandboxSpawner(Spawner):
                 # Its start is recorded: so is its end, whatever it was.
                 self.stop_requested_by = ("sandbox", f"did not start: {reason}")
                 await self._record_stop()
-                raise SandboxStartError(f"The sandbox did not start: {reason}")
+                raise SandboxStartError(i18n.Message("start.failed", N_("The sandbox did not start: %(reason)s"),
+                                                     {"reason": reason}))
             if asyncio.get_running_loop().time() > deadline:
                 await self.stop(now=True)
-                raise SandboxStartError(f"The sandbox did not start within {s.sandbox.start_timeout} s")
+                raise SandboxStartError(i18n.Message("start.timeout", N_("The sandbox did not start within %(seconds)s s"),
+                                                     {"seconds": s.sandbox.start_timeout}))
             await asyncio.sleep(0.1)
         return unix_socket_url(socket_path)
 

@@ -2,18 +2,19 @@
 the home page offers it, defaulting to the browser's; the review service, on another origin, follows
 the stored choice over the browser's ``Accept-Language``; admins set it with ``enclave user
 set-language``. Through the session's real hub, with accounts of this module's own (so that the
-other tests' users keep reading their browser's language).
+other tests' users keep reading their browser's language). The same in a real browser, through
+every page, is the acceptance walk (``tests/test_chinese_walk.py``).
 """
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
 import requests
 from conftest import PASSWORD
-from enclave_testing import CHROMIUM, CHROMIUM_ARGS, cookie_value, log_in
-from playwright.async_api import async_playwright, expect
+from enclave_testing import cookie_value
 
 from enclave import accounts, db, i18n, languages, workspaces
 from enclave.settings import Settings
@@ -25,13 +26,12 @@ EN = {"Accept-Language": "en-US,en;q=0.9"}
 
 @pytest.fixture(scope="module")
 def settings(enclave) -> Settings:
-    """Reviewers lena and nora of the workspace lingua, and the operator mark."""
+    """The reviewer lena of the workspace lingua, and the operator mark."""
     settings = Settings(home=enclave.home)
-    for name, role in (("lena", "reviewer"), ("nora", "reviewer"), ("mark", "operator")):
+    for name, role in (("lena", "reviewer"), ("mark", "operator")):
         accounts.add_user(settings, name, [role], PASSWORD)
     workspaces.create(settings, WORKSPACE)
-    for name in ("lena", "nora"):
-        workspaces.add_member(settings, WORKSPACE, name, "reviewer")
+    workspaces.add_member(settings, WORKSPACE, "lena", "reviewer")
     workspaces.add_member(settings, WORKSPACE, "mark", "operator")
     return settings
 
@@ -161,28 +161,15 @@ def test_a_removed_accounts_choice_goes_with_it(enclave, settings):
     assert languages.language_of(settings, "ruth") is None
 
 
-@pytest.mark.browser
-async def test_a_chinese_browser_switches_to_english_on_the_home_page(enclave, settings):
-    """In chromium set to zh-CN: the home page and the review queue are Chinese until nora chooses
-    English on the home page; from the next load on, both are English."""
-    async with async_playwright() as p:
-        browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = await (await browser.new_context(locale="zh-CN")).new_page()
-            page.set_default_timeout(90_000)
-            await log_in(page, enclave, "nora", PASSWORD)
-            await expect(page.locator("#language-zh_CN")).to_have_attribute("aria-current", "true")
-            await expect(page.locator("#language-from-browser")).to_be_visible()
-            queue = page.locator("#workspaces tr", has_text=WORKSPACE).locator("a.review-queue")
-            await queue.click()
-            await expect(page.locator("h1")).to_have_text("审核队列")
-            await page.goto(f"{enclave.url}/hub/home")
-            await page.click("#language-en")
-            await page.wait_for_url("**/hub/home")
-            await expect(page.locator("#language-en")).to_have_attribute("aria-current", "true")
-            await expect(page.locator("#language-from-browser")).to_have_count(0)
-            await queue.click()
-            await expect(page.locator("h1")).to_have_text("Review queue")
-        finally:
-            await browser.close()
-    assert languages.language_of(settings, "nora") == "en"
+def test_jupyterlab_follows_the_browser_that_asked_for_the_start_until_a_language_is_chosen(enclave, settings):
+    """With nothing stored, JupyterLab gets the language of the browser that asked for the start, as
+    every page does: its read-only application settings say so (enclave.sandbox.policy.lab_overrides)."""
+    accounts.add_user(settings, "nora", ["operator"], PASSWORD)
+    workspaces.add_member(settings, WORKSPACE, "nora", "operator")
+    nora = enclave.login("nora", PASSWORD)
+    nora.http.headers.update(ZH)
+    assert nora.start(WORKSPACE).status_code == 200
+    spec = json.loads((enclave.home / "run" / "sandboxes" / "nora" / WORKSPACE / "spec.json").read_text())
+    (overrides,) = [m["content"] for m in spec["server"]["mounts"] if m["target"].endswith("/overrides.json")]
+    assert json.loads(overrides)["@jupyterlab/translation-extension:plugin"] == {"locale": "zh_CN"}
+    nora.stop(WORKSPACE)

@@ -41,10 +41,11 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from .. import accounts, db, workspaces
+from .. import accounts, db, i18n, workspaces
 from ..audit.client import AuditClient, AuditError
 from ..exports.workflow import SYSTEM
 from ..files import atomic_write
+from ..i18n import N_
 from ..sandbox.home_image import is_mounted, unmount_home
 from ..settings import Settings
 
@@ -133,25 +134,36 @@ def stop_reason(state: State, user: str, workspace: str, now: datetime, native: 
 
 # -- at the door --
 
-def start_refusal(settings: Settings, username: str, ws: workspaces.WorkspaceView) -> str | None:
-    """Why ``username`` may not start a sandbox in ``ws`` now, said to them, or None. (Whether they
-    are an operator of it is checked by the caller.)"""
+def start_refusal(settings: Settings, username: str, ws: workspaces.WorkspaceView) -> i18n.Message | None:
+    """Why ``username`` may not start a sandbox in ``ws`` now (a frozen, archived or expired
+    workspace, a disabled or expired account), said to them as a message with a stable code, or
+    None. (Whether they are an operator of it is checked by the caller.)"""
     now = db.utcnow()
     try:
         account = accounts.get_account(settings, username)
     except accounts.AccountError:  # an identity provider's user: the IdP let them in
         account = None
+    params = {"user": username, "workspace": ws.name}
     if account is not None and account.state != "active":
-        return f"Your account '{username}' is disabled ({account.state_reason}): it cannot start sandboxes."
+        return i18n.Message("start.account_disabled", N_(
+            "Your account '%(user)s' is disabled (%(reason)s): it cannot start sandboxes."),
+            {**params, "reason": account.state_reason})
     if account is not None and not account.usable:
-        return f"Your account '{username}' expired on {db.iso(account.expires_at)}: it cannot start sandboxes."
+        return i18n.Message("start.account_expired", N_(
+            "Your account '%(user)s' expired on %(date)s: it cannot start sandboxes."),
+            {**params, "date": db.iso(account.expires_at)})
     if ws.state == "frozen":
-        return (f"Workspace '{ws.name}' is frozen ({ws.state_reason}): no sandbox starts in it until an"
-                " administrator unfreezes it.")
+        return i18n.Message("start.workspace_frozen", N_(
+            "Workspace '%(workspace)s' is frozen (%(reason)s): no sandbox starts in it until an"
+            " administrator unfreezes it."), {**params, "reason": ws.state_reason})
     if ws.state == "archived":
-        return f"Workspace '{ws.name}' is archived ({ws.state_reason}): no sandbox starts in it again."
+        return i18n.Message("start.workspace_archived", N_(
+            "Workspace '%(workspace)s' is archived (%(reason)s): no sandbox starts in it again."),
+            {**params, "reason": ws.state_reason})
     if ws.expires_at is not None and ws.expires_at <= now:
-        return f"Workspace '{ws.name}' expired on {db.iso(ws.expires_at)}: no sandbox starts in it."
+        return i18n.Message("start.workspace_expired", N_(
+            "Workspace '%(workspace)s' expired on %(date)s: no sandbox starts in it."),
+            {**params, "date": db.iso(ws.expires_at)})
     return None
 
 
