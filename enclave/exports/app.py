@@ -48,7 +48,7 @@ from .. import i18n, languages
 from ..hub_oauth import RevocableHubOAuth
 from ..services import error_message, stop_with_parent
 from ..settings import Settings, load_settings_or_exit
-from . import openapi, render, workflow
+from . import checks, openapi, render, workflow
 from .service import Actor, ExportError, ExportService, Upload
 from .sockets import intake_socket
 
@@ -195,6 +195,32 @@ class BaseHandler(HubOAuthenticated, web.RequestHandler):
             return
         super()._handle_request_exception(e)
 
+    def with_finding_messages(self, doc: dict) -> dict:
+        """``doc`` (a request, a check's result, or a document holding them under ``request`` or
+        ``files``) with each finding's ``message``: its reason in the caller's language (as
+        :meth:`page_locale` chooses it), next to the English ``reason`` and the stable ``code``."""
+        locale = None
+
+        def localised(value):
+            nonlocal locale
+            if isinstance(value, list):
+                return [localised(item) for item in value]
+            if not isinstance(value, dict):
+                return value
+            if "checks" in value and isinstance(value["checks"], list):
+                if locale is None:
+                    locale = self.page_locale()
+                return {**value, "checks": [{**c, "message": checks.reason_in(c, locale)} if isinstance(c, dict)
+                                            and "reason" in c else c for c in value["checks"]]}
+            return {key: localised(value[key]) if key in ("files", "request", "requests") else value[key]
+                    for key in value}
+
+        out = localised(doc)
+        if locale is not None:
+            self.set_header("Content-Language", i18n.HTML_LANG[locale])
+            self.add_header("Vary", "Accept-Language")
+        return out
+
     def page_locale(self) -> str:
         """The language of this request's pages: the one the caller chose on the hub's home page
         (stored in Enclave's database, :mod:`enclave.languages`), else their browser's
@@ -339,7 +365,7 @@ class RequestsAPI(UploadHandler):
             max_age_days=p.get("max_age_days"), mine=p.get("mine", False), page=p.get("page", 1),
             awaiting_my_vote=p.get("awaiting_my_vote", False),
         )
-        self.write_json(result)
+        self.write_json(self.with_finding_messages(result))
 
     async def post(self):
         actor, uploads = self.upload()
@@ -347,7 +373,7 @@ class RequestsAPI(UploadHandler):
             self.service.submit, actor, self.get_body_argument("title", ""),
             self.get_body_argument("context", ""), uploads,
         )
-        self.write_json(await self.call(self.service.get, actor, request_id), status=201)
+        self.write_json(self.with_finding_messages(await self.call(self.service.get, actor, request_id)), status=201)
 
 
 class ChecksAPI(UploadHandler):
@@ -355,14 +381,14 @@ class ChecksAPI(UploadHandler):
 
     async def post(self):
         actor, uploads = self.upload()
-        self.write_json({"files": await self.call(self.service.preflight, actor, uploads)})
+        self.write_json(self.with_finding_messages({"files": await self.call(self.service.preflight, actor, uploads)}))
 
 
 class RequestAPI(BaseHandler):
     operation_path = "/requests/{request_id}"
 
     async def get(self, request_id):
-        self.write_json(await self.call(self.service.get, self.actor(), request_id))
+        self.write_json(self.with_finding_messages(await self.call(self.service.get, self.actor(), request_id)))
 
 
 class FilesAPI(UploadHandler):
@@ -371,7 +397,8 @@ class FilesAPI(UploadHandler):
     async def post(self, request_id):
         actor, uploads = self.upload()
         changed = await self.call(self.service.update_files, actor, request_id, uploads)
-        self.write_json({"changed": changed, "request": await self.call(self.service.get, actor, request_id)})
+        self.write_json(self.with_finding_messages(
+            {"changed": changed, "request": await self.call(self.service.get, actor, request_id)}))
 
 
 class VotesAPI(BaseHandler):
@@ -676,6 +703,9 @@ def make_app(service: ExportService, prefix: str, hub_base: str = "/") -> web.Ap
     jinja = {locale: i18n.environment(locale, loader=FileSystemLoader(TEMPLATES), extensions=["jinja2.ext.do"],
                                       autoescape=select_autoescape(["html"]))
              for locale in i18n.LOCALES}
+    for locale, env in jinja.items():
+        # A finding's reason in the page's language (an older finding: the English it was stored with).
+        env.globals["finding_reason"] = partial(checks.reason_in, locale=locale)
     routes = [
         (p, HomePage),
         (p + "oauth_callback", HubOAuthCallbackHandler),

@@ -5,6 +5,12 @@ ACRO results attached to the request) and returns findings, each ``pass``, ``rev
 with a reason and a location. Reviewers see every finding; requesters can run the same checks
 before submitting. A file's status is its worst finding.
 
+A finding's reason is an :class:`enclave.i18n.Message`: a stable ``code``
+(``check.small_cells.below_threshold``) that logs, APIs and tests rely on, and ``params`` that fill
+its text. The English ``reason`` is stored with the finding (audit records and manifests keep it);
+:func:`reason_in` shows it in a reader's language. Texts quoted from elsewhere stay as they came
+(ACRO's summaries, the names of metadata fields, a notebook's locations).
+
 The table checks also run on every table a notebook shows (HTML, text and Markdown tables, JSON
 data, widget state: see :mod:`.notebook_tables`), so a notebook fails wherever the same table in a
 CSV file would; their findings name the cell and output ("cell 4, output 1, HTML table 1: ...").
@@ -22,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from .. import i18n
+from ..i18n import N_
 from . import identifiers
 from .files import Inspected, content_matches, gc_paused
 
@@ -31,14 +39,96 @@ MAX_CELLS = 1000
 _RANK = {PASS: 0, REVIEW: 1, FAIL: 2}
 
 
+# Every reason a check gives, by its stable code: English text with %(name)s placeholders.
+REASONS: dict[str, str] = {
+    "check.type.mismatch": N_("the name says .%(extension)s but the content is %(content)s"),
+    "check.type.ok": N_(".%(extension)s file holding %(content)s content"),
+    "check.rows.over_cap": N_("%(rows)s data rows, over the cap of %(cap)s"),
+    "check.rows.ok": N_("%(rows)s data rows (cap %(cap)s)"),
+    "check.small_cells.no_counts": N_("no count columns found"),
+    "check.small_cells.below_threshold": N_("%(cells)s count cell(s) under the minimum of %(minimum)s"),
+    "check.small_cells.zeros": N_("%(cells)s zero cell(s): an empty category can disclose (class disclosure)"),
+    "check.small_cells.ok": N_("every count in %(columns)s count column(s) is at least %(minimum)s"),
+    "check.rounding.unrounded": N_("%(cells)s count(s) not rounded to a multiple of %(base)s"),
+    "check.rounding.ok": N_("counts are multiples of %(base)s"),
+    "check.rounding.no_counts": N_("no count columns"),
+    "check.acro.none": N_("no ACRO results attached for this output"),
+    "check.acro.dominance_failed": N_("ACRO dominance (N,K) check failed on %(cells)s cell(s)"),
+    "check.acro.p_percent_failed": N_("ACRO p%% rule check failed on %(cells)s cell(s)"),
+    "check.acro.minimum_count_failed": N_("ACRO minimum count check failed on %(cells)s cell(s)"),
+    "check.acro.zero_cells_failed": N_("ACRO zero cells check failed on %(cells)s cell(s)"),
+    "check.acro.degrees_of_freedom_failed": N_("ACRO degrees of freedom check failed on %(cells)s cell(s)"),
+    "check.acro.other_failed": N_("ACRO %(acro_check)s check failed on %(cells)s cell(s)"),
+    "check.acro.review": N_("ACRO asks for a review: %(summary)s"),
+    "check.acro.fail": N_("ACRO reports a failure: %(summary)s"),
+    "check.acro.ok": N_("ACRO checks passed for this output"),
+    "check.microdata.record_level": N_(
+        "looks like record-level data: column '%(column)s' has a distinct value in %(distinct)s of %(rows)s rows"),
+    "check.microdata.record_level_shown": N_(
+        "looks like record-level data: column '%(column)s' has a distinct value in %(distinct)s of %(rows)s"
+        " rows shown of %(records)s"),
+    "check.microdata.copied_rows": N_("%(rows)s row(s) copy rows of released dataset %(dataset)s"),
+    "check.microdata.near_rows": N_(
+        "%(rows)s row(s) nearly duplicate rows of released dataset %(dataset)s (after rounding and normalising text)"),
+    "check.microdata.ok": N_("no record-level data or released rows found"),
+    "check.identifiers.resident_id": N_("resident identity number %(value)s"),
+    "check.identifiers.mobile": N_("mobile phone number %(value)s"),
+    "check.identifiers.bank_card": N_("bank card number %(value)s"),
+    "check.identifiers.uscc": N_("unified social credit code %(value)s"),
+    "check.identifiers.email": N_("e-mail address %(value)s"),
+    "check.identifiers.more": N_("more identifiers than listed here"),
+    "check.identifiers.ok": N_("no resident IDs, phone or card numbers, USCCs or e-mail addresses"),
+    "check.metadata.found": N_("embedded metadata (removed on release): %(fields)s"),
+    "check.metadata.ok": N_("no embedded metadata"),
+    "check.active_content.found": N_("not rendered for review: %(what)s"),
+    "check.active_content.ok": N_("no scripts or widget state"),
+    "check.notebook.checked": N_(
+        "%(outputs)s output(s) extracted and checked; %(tables)s table(s) found and checked like CSV files"
+        " (%(checks)s)"),
+    "check.notebook.checked_tables": N_(
+        "%(outputs)s output(s) extracted and checked; %(tables)s table(s) found and checked like CSV files"
+        " (%(checks)s): %(where)s"),
+}
+# ACRO's checks (as its results.json names them) and the code of each one's failure.
+_ACRO_FAILED = {"NKCheck": "check.acro.dominance_failed", "PPercentCheck": "check.acro.p_percent_failed",
+                "MinimumThresholdCheck": "check.acro.minimum_count_failed",
+                "PresenceOfZeroCheck": "check.acro.zero_cells_failed",
+                "MinimumDoFCheck": "check.acro.degrees_of_freedom_failed"}
+
+
 @dataclass
 class Finding:
     check: str
     status: str
-    reason: str
+    # Why: a stable code and its params (the text is REASONS[code]).
+    message: i18n.Message
     location: str = ""
     # Table cells as [data row (1-based), column index], for highlighting.
     cells: list[list[int]] = field(default_factory=list)
+
+    @property
+    def reason(self) -> str:
+        """The reason in English, as it is stored."""
+        return str(self.message)
+
+
+def finding(check: str, status: str, code: str, location: str = "", marked: list[list[int]] | None = None,
+            **params) -> Finding:
+    """A finding whose reason is ``REASONS[code]`` filled with ``params``; ``marked``: its cells."""
+    return Finding(check, status, i18n.Message(code, REASONS[code], params), location, marked or [])
+
+
+def reason_in(found: dict, locale: str) -> str:
+    """A stored finding's reason in ``locale``, from its code and params. A finding stored before
+    findings had codes (an older request), or with a code this version does not know, shows the
+    English reason it was stored with."""
+    text, params = REASONS.get(found.get("code") or ""), found.get("params")
+    if text is None or not isinstance(params, dict):
+        return found["reason"]
+    try:
+        return i18n.Message(found["code"], text, params).render(locale)
+    except (KeyError, TypeError, ValueError):  # params that do not fill the text: stored by another version
+        return found["reason"]
 
 
 @dataclass
@@ -142,16 +232,16 @@ def _cells_summary(cells: list[list[int]], header: list[str], limit: int = 5) ->
 
 def check_type(f: Inspected, ctx: Context) -> list[Finding]:
     if not content_matches(f):
-        return [Finding("type", FAIL, f"the name says .{f.ext} but the content is {f.sniffed}", f.name)]
-    return [Finding("type", PASS, f".{f.ext} file holding {f.sniffed} content")]
+        return [finding("type", FAIL, "check.type.mismatch", f.name, extension=f.ext, content=f.sniffed)]
+    return [finding("type", PASS, "check.type.ok", extension=f.ext, content=f.sniffed)]
 
 
 def check_rows(f: Inspected, ctx: Context) -> list[Finding]:
     n = len(f.rows) - 1
     cap = ctx.thresholds.max_csv_rows
     if n > cap:
-        return [Finding("rows", FAIL, f"{n} data rows, over the cap of {cap}", f"line {cap + 2}")]
-    return [Finding("rows", PASS, f"{n} data rows (cap {cap})")]
+        return [finding("rows", FAIL, "check.rows.over_cap", f"line {cap + 2}", rows=n, cap=cap)]
+    return [finding("rows", PASS, "check.rows.ok", rows=n, cap=cap)]
 
 
 def _collect(cells: list[list[int]], r: int, c: int) -> None:
@@ -187,7 +277,7 @@ def check_small_cells(f: Inspected, ctx: Context) -> list[Finding]:
     if summary := _summary_counts(f):
         cols, cells = sorted({*cols, *(c for _, c, _ in summary)}), cells + summary
     if not cols:
-        return [Finding("small_cells", PASS, "no count columns found")]
+        return [finding("small_cells", PASS, "check.small_cells.no_counts")]
     small, zeros, n_small, n_zeros, k = [], [], 0, 0, t.min_cell_count
     for r, c, n in cells:  # one plain loop: this runs over every cell of tables up to 16 MB
         if n < k:
@@ -199,15 +289,12 @@ def check_small_cells(f: Inspected, ctx: Context) -> list[Finding]:
                 _collect(zeros, r, c)
     out = []
     if small:
-        out.append(Finding("small_cells", FAIL,
-                           f"{n_small} count cell(s) under the minimum of {t.min_cell_count}",
-                           _cells_summary(small, rows[0]), small))
+        out.append(finding("small_cells", FAIL, "check.small_cells.below_threshold",
+                           _cells_summary(small, rows[0]), small, cells=n_small, minimum=t.min_cell_count))
     if zeros:
-        out.append(Finding("small_cells", REVIEW,
-                           f"{n_zeros} zero cell(s): an empty category can disclose (class disclosure)",
-                           _cells_summary(zeros, rows[0]), zeros))
-    return out or [Finding("small_cells", PASS,
-                           f"every count in {len(cols)} count column(s) is at least {t.min_cell_count}")]
+        out.append(finding("small_cells", REVIEW, "check.small_cells.zeros",
+                           _cells_summary(zeros, rows[0]), zeros, cells=n_zeros))
+    return out or [finding("small_cells", PASS, "check.small_cells.ok", columns=len(cols), minimum=t.min_cell_count)]
 
 
 def check_rounding(f: Inspected, ctx: Context) -> list[Finding]:
@@ -219,34 +306,39 @@ def check_rounding(f: Inspected, ctx: Context) -> list[Finding]:
             n_unrounded += 1
             _collect(unrounded, r, c)
     if unrounded:
-        return [Finding("rounding", REVIEW,
-                        f"{n_unrounded} count(s) not rounded to a multiple of {base}",
-                        _cells_summary(unrounded, rows[0]), unrounded)]
-    return [Finding("rounding", PASS, f"counts are multiples of {base}" if cols else "no count columns")]
+        return [finding("rounding", REVIEW, "check.rounding.unrounded",
+                        _cells_summary(unrounded, rows[0]), unrounded, cells=n_unrounded, base=base)]
+    if not cols:
+        return [finding("rounding", PASS, "check.rounding.no_counts")]
+    return [finding("rounding", PASS, "check.rounding.ok", base=base)]
 
 
 def check_acro(f: Inspected, ctx: Context) -> list[Finding]:
     """Dominance (NK), p% and threshold failures that ACRO recorded for this output."""
     entry = ctx.acro.get(f.name)
     if entry is None:
-        return [Finding("acro", PASS, "no ACRO results attached for this output")]
+        return [finding("acro", PASS, "check.acro.none")]
     out = []
     header = f.rows[0] if f.rows else []
-    names = {"NKCheck": "dominance (N,K)", "PPercentCheck": "p% rule", "MinimumThresholdCheck": "minimum count",
-             "PresenceOfZeroCheck": "zero cells", "MinimumDoFCheck": "degrees of freedom"}
     for check, cells in (entry.get("sdc", {}).get("cells") or {}).items():
         if not cells:
             continue
         # ACRO cell coordinates index the table body; header row and label column are not counted.
         marked = [[int(r) + 1, int(c) + 1] for r, c in cells if int(c) + 1 < max(len(header), 1)]
-        out.append(Finding("acro", FAIL, f"ACRO {names.get(check, check)} check failed on {len(cells)} cell(s)",
-                           _cells_summary(marked, header) if header else f"{len(cells)} cells", marked))
+        where = _cells_summary(marked, header) if header else f"{len(cells)} cells"
+        if check in _ACRO_FAILED:
+            out.append(finding("acro", FAIL, _ACRO_FAILED[check], where, marked, cells=len(cells)))
+        else:
+            out.append(finding("acro", FAIL, "check.acro.other_failed", where, marked, cells=len(cells),
+                               acro_check=str(check)))
     status = entry.get("status", "")
+    # ACRO's summary is quoted as ACRO wrote it (in English).
+    summary = (entry.get("summary") or "").strip()[:300]
     if not out and status == "review":
-        out.append(Finding("acro", REVIEW, "ACRO asks for a review: " + (entry.get("summary") or "").strip()[:300]))
+        out.append(finding("acro", REVIEW, "check.acro.review", summary=summary))
     if not out and status == "fail":
-        out.append(Finding("acro", FAIL, "ACRO reports a failure: " + (entry.get("summary") or "").strip()[:300]))
-    return out or [Finding("acro", PASS, "ACRO checks passed for this output")]
+        out.append(finding("acro", FAIL, "check.acro.fail", summary=summary))
+    return out or [finding("acro", PASS, "check.acro.ok")]
 
 
 def check_microdata(f: Inspected, ctx: Context) -> list[Finding]:
@@ -256,7 +348,6 @@ def check_microdata(f: Inspected, ctx: Context) -> list[Finding]:
     # A notebook output may show only some rows of a larger frame ("..." and "60 rows × 7 columns"):
     # the rows shown are judged as a sample of the whole.
     records = max(len(body), f.total_rows or 0)
-    of = f" rows shown of {records}" if records > len(body) else " rows"
     if records >= 20 and len(body) >= 5:
         for c, h in enumerate(header):
             # A column repeating values in its first rows is no record key; only others get a full count.
@@ -268,22 +359,24 @@ def check_microdata(f: Inspected, ctx: Context) -> list[Finding]:
                 continue
             sample = [r[c].strip() for r in body[:200]]
             if _ID_HEADER.search(h) or all(_ID_VALUE.match(v) and not _INT.match(v) for v in sample):
-                out.append(Finding("microdata", FAIL,
-                                   f"looks like record-level data: column {h!r} has a distinct value in"
-                                   f" {distinct} of {len(body)}{of}", f"column {h!r}"))
+                if records > len(body):
+                    out.append(finding("microdata", FAIL, "check.microdata.record_level_shown", f"column {h!r}",
+                                       column=h, distinct=distinct, rows=len(body), records=records))
+                else:
+                    out.append(finding("microdata", FAIL, "check.microdata.record_level", f"column {h!r}",
+                                       column=h, distinct=distinct, rows=len(body)))
                 break
     matches = ctx.released.match(header, body, ctx.thresholds.min_cell_count)
     for dataset, exact, near in matches:
         if exact:
-            out.append(Finding("microdata", FAIL,
-                               f"{len(exact)} row(s) copy rows of released dataset {dataset}",
-                               "rows " + ", ".join(map(str, exact[:10])), [[r, 0] for r in exact[:MAX_CELLS]]))
+            out.append(finding("microdata", FAIL, "check.microdata.copied_rows",
+                               "rows " + ", ".join(map(str, exact[:10])), [[r, 0] for r in exact[:MAX_CELLS]],
+                               rows=len(exact), dataset=dataset))
         if near:
-            out.append(Finding("microdata", FAIL,
-                               f"{len(near)} row(s) nearly duplicate rows of released dataset {dataset}"
-                               " (after rounding and normalising text)",
-                               "rows " + ", ".join(map(str, near[:10])), [[r, 0] for r in near[:MAX_CELLS]]))
-    return out or [Finding("microdata", PASS, "no record-level data or released rows found")]
+            out.append(finding("microdata", FAIL, "check.microdata.near_rows",
+                               "rows " + ", ".join(map(str, near[:10])), [[r, 0] for r in near[:MAX_CELLS]],
+                               rows=len(near), dataset=dataset))
+    return out or [finding("microdata", PASS, "check.microdata.ok")]
 
 
 def _line_col(starts: list[int], pos: int) -> str:
@@ -299,34 +392,35 @@ def check_identifiers(f: Inspected, ctx: Context) -> list[Finding]:
         if found:
             starts = [0] + [m.end() for m in re.finditer("\n", f.text)]
             for m in found[:50]:
-                out.append(Finding("identifiers", FAIL, f"{identifiers.KINDS[m.kind]} {m.masked}",
-                                   _line_col(starts, m.start)))
+                out.append(finding("identifiers", FAIL, f"check.identifiers.{m.kind}", _line_col(starts, m.start),
+                                   value=m.masked))
             if len(found) > 50:
-                out.append(Finding("identifiers", FAIL, "more identifiers than listed here", "whole file"))
+                out.append(finding("identifiers", FAIL, "check.identifiers.more", "whole file"))
     for frag in f.fragments:
         for m in identifiers.find(frag.text, limit=20)[:20]:
-            out.append(Finding("identifiers", FAIL, f"{identifiers.KINDS[m.kind]} {m.masked}", frag.location))
-    return out or [Finding("identifiers", PASS, "no resident IDs, phone or card numbers, USCCs or e-mail addresses")]
+            out.append(finding("identifiers", FAIL, f"check.identifiers.{m.kind}", frag.location, value=m.masked))
+    return out or [finding("identifiers", PASS, "check.identifiers.ok")]
 
 
 def check_image_metadata(f: Inspected, ctx: Context) -> list[Finding]:
     out = [
-        Finding("metadata", REVIEW,
-                "embedded metadata (removed on release): " + ", ".join(sorted(meta))[:300], where)
+        finding("metadata", REVIEW, "check.metadata.found", where, fields=", ".join(sorted(meta))[:300])
         for where, meta in f.image_metadata
     ]
-    return out or [Finding("metadata", PASS, "no embedded metadata")]
+    return out or [finding("metadata", PASS, "check.metadata.ok")]
 
 
 def check_active_content(f: Inspected, ctx: Context) -> list[Finding]:
-    out = [Finding("active_content", REVIEW, "not rendered for review: " + what) for what in f.active_content]
+    out = [finding("active_content", REVIEW, "check.active_content.found", what=what) for what in f.active_content]
     if f.sniffed == "notebook":
         checked = ", ".join(c.name for c in CHECKS if c.notebook_tables)
         where = "; ".join(t.location for t in f.tables[:10]) + (" and more" if len(f.tables) > 10 else "")
-        out.append(Finding("notebook", PASS,
-                           f"{f.notebook_outputs} output(s) extracted and checked; {len(f.tables)} table(s) found"
-                           f" and checked like CSV files ({checked})" + (f": {where}" if where else "")))
-    return out or [Finding("active_content", PASS, "no scripts or widget state")]
+        counts = {"outputs": f.notebook_outputs, "tables": len(f.tables), "checks": checked}
+        if where:
+            out.append(finding("notebook", PASS, "check.notebook.checked_tables", where=where, **counts))
+        else:
+            out.append(finding("notebook", PASS, "check.notebook.checked", **counts))
+    return out or [finding("active_content", PASS, "check.active_content.ok")]
 
 
 def _is_table(f: Inspected) -> bool:
@@ -358,14 +452,15 @@ def _findings(f: Inspected, ctx: Context):
                 for x in check.run(table, ctx):
                     if x.status != PASS:
                         # Cells index a table file's rows; a notebook is shown rendered, so the location says it.
-                        yield Finding(x.check, x.status, x.reason,
+                        yield Finding(x.check, x.status, x.message,
                                       f"{table.location}: {x.location}" if x.location else table.location)
 
 
 def run_checks(f: Inspected, ctx: Context) -> list[dict]:
     with gc_paused():
         return [
-            {"check": x.check, "status": x.status, "reason": x.reason, "location": x.location, "cells": x.cells}
+            {"check": x.check, "status": x.status, "code": x.message.code, "params": dict(x.message.params),
+             "reason": x.reason, "location": x.location, "cells": x.cells}
             for x in _findings(f, ctx)
         ]
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from ..settings import REPO_ROOT
 from . import workflow
-from .checks import CHECKS
+from .checks import CHECKS, REASONS
 
 DOC_PATH = REPO_ROOT / "docs" / "export-review.md"
 
@@ -84,6 +84,19 @@ def render() -> str:
         "|---|---|",
     ]
     lines += [f"| `{c.name}` | {c.title} |" for c in CHECKS]
+    lines += [
+        "",
+        "### Reasons and their codes",
+        "",
+        "Every finding carries a stable `code` and the `params` of its reason, next to the reason in",
+        "English (`reason`, kept with the request, its audit records and manifests). Pages and the API",
+        "show the reason in the reader's language (the API's `message`: the caller's chosen language,",
+        "else its `Accept-Language`); scripts and tests rely on the code.",
+        "",
+        "| Code | Reason (English) |",
+        "|---|---|",
+    ]
+    lines += ["| `%s` | %s |" % (code, text.replace("|", "\\|")) for code, text in REASONS.items()]
     return "\n".join(lines) + "\n"
 
 

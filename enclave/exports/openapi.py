@@ -95,8 +95,29 @@ _SCHEMAS = {
     "ExportRequest": {"type": "object", "properties": {
         "id": {"type": "string"}, "workspace": {"type": "string"}, "requester": {"type": "string"},
         "title": {"type": "string"}, "state": {"type": "string", "enum": list(workflow.STATES)},
-        "files": {"type": "array", "items": {"type": "object"}}, "history": {"type": "array"},
-        "comments": {"type": "array"}}},
+        "files": {"type": "array", "items": {"type": "object", "properties": {
+            "checks": {"type": "array", "items": {"$ref": "#/components/schemas/Finding"}}}}},
+        "history": {"type": "array"}, "comments": {"type": "array"}}},
+    "Finding": {
+        "type": "object", "required": ["check", "status", "reason", "message"],
+        "description": "One finding of an automated disclosure check on a file.",
+        "properties": {
+            "check": {"type": "string", "description": "The check's stable name (small_cells, microdata, ...)"},
+            "status": {"type": "string", "enum": ["pass", "review", "fail"]},
+            "code": {"type": "string", "pattern": r"^check\.[a-z_]+\.[a-z_]+$",
+                     "description": "The reason's stable code (check.small_cells.below_threshold); absent on"
+                                    " findings stored before findings had codes"},
+            "params": {"type": "object", "description": "The values that fill the reason's text"},
+            "reason": {"type": "string", "description": "The reason in English, as stored"},
+            "message": {"type": "string", "description": "The reason in the caller's language: the one they"
+                                                         " chose on the hub, else their Accept-Language"},
+            "location": {"type": "string"},
+            "cells": {"type": "array", "items": {"type": "array", "items": {"type": "integer"}}},
+        }},
+    "CheckedFiles": {"type": "object", "properties": {"files": {"type": "array", "items": {
+        "type": "object", "properties": {
+            "name": {"type": "string"}, "status": {"type": "string"},
+            "checks": {"type": "array", "items": {"$ref": "#/components/schemas/Finding"}}}}}}},
     "Manifest": {"type": "object", "properties": {"files": {
         "type": "object", "maxProperties": 200, "propertyNames": {"maxLength": 255},
         "additionalProperties": {"type": "object", "properties": {
@@ -138,7 +159,8 @@ def openapi_document(prefix: str, intake: bool = False) -> dict:
         },
         "/checks": {
             "post": _upload_op("Run the automated checks on files without submitting them",
-                               {"200": {"description": "Findings per file"}, **_SANDBOX_GONE}),
+                               {"200": {"description": "Findings per file", "content": {"application/json": {
+                                   "schema": {"$ref": "#/components/schemas/CheckedFiles"}}}}, **_SANDBOX_GONE}),
         },
         "/requests/{request_id}": {
             "get": _op("One request as the caller may see it (votes blinded, private comments hidden)",

@@ -177,7 +177,8 @@ def _audited_checks(findings: list[dict]) -> list[dict]:
     full findings, with cells and locations, stay in the service's database and the manifest."""
     order = (checks.FAIL, checks.REVIEW, checks.PASS)
     worst_first = sorted(findings, key=lambda f: order.index(f["status"]))
-    return [{"check": f["check"], "status": f["status"], "reason": f["reason"][:MAX_AUDITED_REASON_CHARS]}
+    return [{"check": f["check"], "status": f["status"], **({"code": f["code"]} if f.get("code") else {}),
+             "reason": f["reason"][:MAX_AUDITED_REASON_CHARS]}
             for f in worst_first[:MAX_AUDITED_FINDINGS]]
 
 

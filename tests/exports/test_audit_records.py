@@ -54,10 +54,12 @@ def test_each_file_s_checks_are_recorded_and_so_are_a_new_version_s(hub, tokens,
         ("safe.csv", "pass", sha(SAFE_TABLE))
     assert (small["detail"]["file"], small["detail"]["status"], small["detail"]["sha256"]) == \
         ("small.csv", "fail", sha(SMALL_TABLE))
-    # The findings, small: which check, its status and reason; the worst first.
+    # The findings, small: which check, its status, the reason's stable code and the reason (in
+    # English); the worst first.
     first = small["detail"]["checks"][0]
-    assert set(first) == {"check", "status", "reason"}
-    assert (first["check"], first["status"]) == ("small_cells", "fail") and "under the minimum" in first["reason"]
+    assert set(first) == {"check", "status", "code", "reason"}
+    assert (first["check"], first["status"], first["code"]) == ("small_cells", "fail", "check.small_cells.below_threshold")
+    assert "under the minimum" in first["reason"]
 
     # Returned, and a new version of small.csv sent from the sandbox: its checks are a record too.
     for who in ("rita", "rob"):

@@ -3,8 +3,9 @@ pack, the guard's ("Request export…", the Exports panel, dialogs, upload notic
 catalogue shipped with the extension, and the display language set from the person's choice stored
 on the hub (``enclave.languages``), not from a settings file the operator edits.
 
-* The guard's catalogue is complete: every string the lab extension translates has a zh_CN
-  translation with the same placeholders, and the catalogue holds nothing the extension no longer says.
+* The guard's catalogue is complete: every string the lab extension translates, and every refusal
+  and notice the server extension translates (``N_`` in ``enclave_guard/*.py``), has a zh_CN
+  translation with the same placeholders, and the catalogue holds nothing the guard no longer says.
 * The spawner gives Lab the stored language as a generated, read-only app settings file outside the
   home; kernel code cannot reach it, and a server whose app settings are in the home refuses to start.
 * In a real browser: an operator whose stored language is zh_CN sees Lab's menus and the guard's
@@ -14,6 +15,7 @@ on the hub (``enclave.languages``), not from a settings file the operator edits.
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import json
 import os
@@ -53,7 +55,8 @@ TIMEOUT = 90_000
 # as the sources are formatted).
 LITERAL = r"'((?:[^'\\]|\\.)*)'"
 CALL = re.compile(rf"trans\.(__|_n)\(\s*{LITERAL}(?:\s*,\s*{LITERAL})?")
-PLACEHOLDER = re.compile(r"%\d+")
+# JupyterLab's (%1) and Python's (%(name)s, and %% for a percent sign).
+PLACEHOLDER = re.compile(r"%\d+|%\(\w+\)[sd]|%%")
 
 
 def _unescape(literal: str) -> str:
@@ -61,17 +64,23 @@ def _unescape(literal: str) -> str:
 
 
 def source_messages() -> dict[str, str | None]:
-    """Each message the lab extension translates, with its plural form (None for a singular)."""
+    """Each message the guard translates, with its plural form (None for a singular): the lab
+    extension's, and the server extension's refusals and notices (``N_("...")``)."""
     messages: dict[str, str | None] = {}
     for source in sorted((EXTENSION / "src").glob("*.ts")):
         for kind, singular, plural in CALL.findall(source.read_text(encoding="utf-8")):
             messages[_unescape(singular)] = _unescape(plural) if kind == "_n" else None
+    for source in sorted((EXTENSION / "enclave_guard").glob("*.py")):
+        for node in ast.walk(ast.parse(source.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "N_":
+                messages[node.args[0].value] = None
     return messages
 
 
 def test_the_guards_catalogue_translates_every_string_of_the_lab_extension():
     messages = source_messages()
     assert "Request export…" in messages and "Exports" in messages  # the extraction finds them
+    assert "%(path)s: %(size)s bytes is over the %(limit_mib)s MiB upload limit" in messages
     catalogue = json.loads(CATALOGUE.read_text(encoding="utf-8"))
     header = catalogue.pop("")
     assert header["domain"] == "enclave_guard" and header["plural_forms"] == "nplurals=1; plural=0;"

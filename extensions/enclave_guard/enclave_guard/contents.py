@@ -7,6 +7,9 @@ accepts from the browser only notebooks and code/text files under the upload cap
 it is held to one execution's budget (``output_cell_max_kb``; a notebook's outputs are withheld, the
 last cells' first, before the notebook is refused) and charged to the operator's egress budget, like
 a directory listing.
+
+Each refusal has a stable code (``guard.upload_too_large``) and its text in the operator's language
+(:mod:`.messages`).
 """
 
 from __future__ import annotations
@@ -18,11 +21,11 @@ import json
 import os
 
 from jupyter_server.services.contents.largefilemanager import AsyncLargeFileManager
-from tornado import web
-
 from . import policy
 from .audit import RecordNotTaken
+from .messages import N_
 from .outputs import limit_notebook, withhold_outputs
+from .refusals import Refusal
 
 
 def _parent(path: str) -> str:
@@ -44,15 +47,15 @@ def _size_and_hash(data: bytes) -> dict:
     return {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
 
 
-class Refused(web.HTTPError, PermissionError):
-    """A contents request the guard refuses.
+class Refused(Refusal, PermissionError):
+    """A contents request the guard refuses: a status, a stable code, the English text and its params.
 
     Also a PermissionError so that directory listings, which skip entries raising OSError,
     leave out what points outside the home instead of failing.
     """
 
-    def __init__(self, status: int, message: str):
-        web.HTTPError.__init__(self, status, message, reason="Refused by Enclave")
+    def __init__(self, status: int, code: str, text: str, **params):
+        Refusal.__init__(self, status, code, text, **params)
 
 
 class GuardContentsManager(AsyncLargeFileManager):
@@ -61,7 +64,7 @@ class GuardContentsManager(AsyncLargeFileManager):
 
     def _settings(self) -> policy.GuardSettings:
         if self.guard is None:
-            raise Refused(503, "the Enclave guard is not loaded")
+            raise Refused(503, "guard.not_loaded", N_("the Enclave guard is not loaded"))
         return self.guard.workspace.guard
 
     # -- where -------------------------------------------------------------------------------
@@ -72,7 +75,7 @@ class GuardContentsManager(AsyncLargeFileManager):
         real = os.path.realpath(os_path)
         root = os.path.realpath(self.root_dir)
         if real != root and not real.startswith(root + os.sep):
-            raise Refused(404, f"{path}: not in the workspace home")
+            raise Refused(404, "guard.outside_home", N_("%(path)s: not in the workspace home"), path=path)
         return real
 
     # -- reads -------------------------------------------------------------------------------
@@ -86,23 +89,26 @@ class GuardContentsManager(AsyncLargeFileManager):
             # JupyterLab asks for one every few seconds.)
             if content and not (decision := self.guard.egress.admit(
                     "contents_read", len(json.dumps(model["content"], default=str)))).allowed:
-                raise Refused(403, f"{path.strip('/') or 'the home'}: not listed: {decision.held}")
+                raise Refused(403, "guard.listing_held", N_("%(path)s: not listed: %(held)s"),
+                              path=path.strip("/") or "/", held=decision.held)
             return model
         if format == "base64":
-            raise Refused(403, f"{path}: file content is not served in binary form; use it from a notebook")
+            raise Refused(403, "guard.binary_not_served",
+                          N_("%(path)s: file content is not served in binary form; use it from a notebook"), path=path)
         notebook = policy.is_notebook_path(path)
         if type == "notebook" and not notebook:
             # Reading data.csv "as a notebook" would put its first bytes in the parse error.
-            raise Refused(403, f"{path}: only .ipynb files are opened as notebooks")
+            raise Refused(403, "guard.not_a_notebook", N_("%(path)s: only .ipynb files are opened as notebooks"),
+                          path=path)
         if not notebook and not policy.is_text_path(path):
-            raise Refused(
-                403,
-                f"{path}: files of type '{policy.suffix_of(path) or 'none'}' are not opened in the browser;"
-                " read them from a notebook, or request an export",
-            )
+            raise Refused(403, "guard.type_not_opened",
+                          N_("%(path)s: files of type '%(type)s' are not opened in the browser; read them from a"
+                             " notebook, or request an export"), path=path, type=policy.suffix_of(path) or "none")
         size = os.stat(real).st_size
         if size > settings.read_max_bytes:
-            raise Refused(403, f"{path}: {size} bytes is over the {settings.read_max_mb} MiB limit for opening files")
+            raise Refused(403, "guard.read_too_large",
+                          N_("%(path)s: %(size)s bytes is over the %(limit_mib)s MiB limit for opening files"),
+                          path=path, size=size, limit_mib=settings.read_max_mb)
         model = await super().get(
             path, content=True, type=type, format=None if notebook else "text", require_hash=require_hash
         )
@@ -110,19 +116,24 @@ class GuardContentsManager(AsyncLargeFileManager):
             limit_notebook(model["content"], settings.output_message_max_bytes, settings.output_cell_max_bytes)
             withhold_outputs(model["content"], settings.output_cell_max_bytes)
         elif model.get("format") != "text":
-            raise Refused(403, f"{path}: only text content is served")
+            raise Refused(403, "guard.not_text", N_("%(path)s: only text content is served"), path=path)
         served = _served(model)
         # One read is one execution's output: a file copied from a release into res.txt, or carried
         # in a notebook's Markdown and metadata, shows no more than a cell could have shown.
         if len(served) > settings.output_cell_max_bytes:
-            reason = (f"{len(served):,} bytes is over this workspace's budget of {settings.output_cell_max_kb} KiB"
-                      " for one read (what one cell may show); read it from a notebook, or request an export")
-            self._record("contents.read", outcome="denied", path=path, reason=reason, **_size_and_hash(served))
-            raise Refused(403, f"{path}: {reason}")
+            refused = Refused(403, "guard.read_over_cell_budget",
+                              N_("%(path)s: %(size)s bytes is over this workspace's budget of %(budget_kib)s KiB"
+                                 " for one read (what one cell may show); read it from a notebook, or request an"
+                                 " export"), path=path, size=f"{len(served):,}", budget_kib=settings.output_cell_max_kb)
+            self._record("contents.read", outcome="denied", path=path, reason=str(refused.message),
+                         code=refused.message.code, **_size_and_hash(served))
+            raise refused
         decision = self.guard.egress.admit("contents_read", len(served))
         if not decision.allowed:
-            self._record("contents.read", outcome="denied", path=path, reason=decision.held, **_size_and_hash(served))
-            raise Refused(403, f"{path}: not shown: {decision.held}")
+            self._record("contents.read", outcome="denied", path=path, reason=str(decision.held),
+                         code="guard.read_held", **_size_and_hash(served))
+            raise Refused(403, "guard.read_held", N_("%(path)s: not shown: %(held)s"), path=path,
+                          held=decision.held)
         self._record("contents.read", path=path, **_size_and_hash(served))
         return model
 
@@ -133,31 +144,38 @@ class GuardContentsManager(AsyncLargeFileManager):
         self._real_inside(path)
         self._real_inside(_parent(path))
         if model.get("chunk") is not None:
-            raise Refused(403, f"{path}: chunked uploads are refused; files over the upload limit stay out")
+            raise Refused(403, "guard.chunked_upload",
+                          N_("%(path)s: chunked uploads are refused; files over the upload limit stay out"), path=path)
         kind = model.get("type")
         if kind == "notebook":
             if not policy.is_notebook_path(path):
-                raise Refused(403, f"{path}: notebooks are saved only as .ipynb files")
+                raise Refused(403, "guard.notebook_suffix", N_("%(path)s: notebooks are saved only as .ipynb files"),
+                              path=path)
             content = model.get("content")
             if content is not None:
                 limit_notebook(content, settings.output_message_max_bytes, settings.output_cell_max_bytes)
                 size = len(json.dumps(content))
                 if size > settings.upload_max_bytes:
-                    raise Refused(413, f"{path}: notebook of {size} bytes is over the {settings.upload_max_mb} MiB limit")
+                    raise Refused(413, "guard.notebook_too_large",
+                                  N_("%(path)s: notebook of %(size)s bytes is over the %(limit_mib)s MiB limit"),
+                                  path=path, size=size, limit_mib=settings.upload_max_mb)
         elif kind == "file":
             if not policy.is_text_path(path):
-                raise Refused(
-                    403,
-                    f"{path}: files of type '{policy.suffix_of(path) or 'none'}' cannot be uploaded or written"
-                    f" from the browser; allowed: notebooks and {', '.join(sorted(policy.TEXT_SUFFIXES))}",
-                )
+                raise Refused(403, "guard.upload_type_refused",
+                              N_("%(path)s: files of type '%(type)s' cannot be uploaded or written from the browser;"
+                                 " allowed: notebooks and %(allowed)s"),
+                              path=path, type=policy.suffix_of(path) or "none",
+                              allowed=", ".join(sorted(policy.TEXT_SUFFIXES)))
             if model.get("content") is not None:
                 model = {**model, "content": self._as_text(path, model), "format": "text"}
                 size = len(model["content"].encode("utf-8"))
                 if size > settings.upload_max_bytes:
-                    raise Refused(413, f"{path}: {size} bytes is over the {settings.upload_max_mb} MiB upload limit")
+                    raise Refused(413, "guard.upload_too_large",
+                                  N_("%(path)s: %(size)s bytes is over the %(limit_mib)s MiB upload limit"),
+                                  path=path, size=size, limit_mib=settings.upload_max_mb)
         elif kind != "directory":
-            raise Refused(400, f"{path}: unknown content type {kind!r}")
+            raise Refused(400, "guard.unknown_content_type", N_("%(path)s: unknown content type '%(type)s'"),
+                          path=path, type=str(kind))
         if model.get("content") is not None and kind != "directory":
             self._record("contents.save", path=path, **_size_and_hash(_served(model)))
         return await super().save(model, path)
@@ -167,22 +185,22 @@ class GuardContentsManager(AsyncLargeFileManager):
         content = model["content"]
         if model.get("format") != "base64":
             if not isinstance(content, str):
-                raise Refused(400, f"{path}: text content must be a string")
+                raise Refused(400, "guard.text_not_string", N_("%(path)s: text content must be a string"), path=path)
             return content
         # The file browser uploads every file as base64; code and text are accepted as text.
         try:
             return base64.b64decode(content, validate=True).decode("utf-8")
         except (binascii.Error, ValueError):
-            raise Refused(403, f"{path}: only UTF-8 text may be uploaded") from None
+            raise Refused(403, "guard.not_utf8", N_("%(path)s: only UTF-8 text may be uploaded"), path=path) from None
 
     async def rename_file(self, old_path, new_path):
         real = self._real_inside(old_path)
         self._real_inside(_parent(new_path))
         # Renaming data.csv to data.txt would make it readable in the browser, and back again.
         if not os.path.isdir(real) and _openable(old_path) != _openable(new_path):
-            raise Refused(
-                403, f"{old_path} -> {new_path}: a rename cannot change whether the browser may open a file"
-            )
+            raise Refused(403, "guard.rename_changes_openable",
+                          N_("%(path)s -> %(new_path)s: a rename cannot change whether the browser may open a file"),
+                          path=old_path, new_path=new_path)
         self._record("contents.rename", path=old_path, new_path=new_path)
         return await super().rename_file(old_path, new_path)
 
@@ -200,13 +218,16 @@ class GuardContentsManager(AsyncLargeFileManager):
         try:
             self.guard.audit.write(action, outcome, **detail)
         except RecordNotTaken as exc:
-            raise Refused(503, f"{detail['path']}: not done, as the audit log cannot record it ({exc})") from None
+            raise Refused(503, "guard.audit_unavailable",
+                          N_("%(path)s: not done, as the audit log cannot record it (%(error)s)"),
+                          path=detail["path"], error=str(exc)) from None
 
     async def copy(self, from_path, to_path=None):
         real = self._real_inside(from_path)
         if os.path.isdir(real):
             # shutil.copytree would copy what symlinks inside the folder point to.
-            raise Refused(403, f"{from_path}: folders cannot be copied from the browser")
+            raise Refused(403, "guard.folder_copy", N_("%(path)s: folders cannot be copied from the browser"),
+                          path=from_path)
         # Files are copied through get() and save(), so both policies apply.
         return await super().copy(from_path, to_path)
 

@@ -26,6 +26,7 @@ import time
 from dataclasses import dataclass
 
 from .audit import AuditTrail, RecordNotTaken
+from .messages import N_, Message
 from .policy import MIB
 
 BATCH_BYTES = 1024 * 1024
@@ -34,11 +35,12 @@ BATCH_SECONDS = 5.0
 
 @dataclass(frozen=True)
 class Decision:
-    """Whether a message may go to the browser; if not, ``held`` says why, in the operator's words.
-    (A notice is not tied to one message: :meth:`EgressBudget.take_notice` gives it where it shows.)"""
+    """Whether a message may go to the browser; if not, ``held`` says why (a :class:`Message`, shown
+    in the operator's language). (A notice is not tied to one message: :meth:`EgressBudget.take_notice`
+    gives it where it shows.)"""
 
     allowed: bool
-    held: str = ""
+    held: Message | None = None
 
 
 ALLOWED = Decision(True)
@@ -48,23 +50,45 @@ def _mib(n: int) -> str:
     return f"{n / MIB:.1f} MiB"
 
 
-def notice_text(reply: dict) -> str:
-    return (f"[Enclave: {reply['used'] * 100 // max(reply['budget'], 1)} % of your egress budget for this"
-            f" workspace's rolling {reply['window']} is used ({_mib(reply['used'])} of"
-            f" {_mib(reply['budget'])} shown in the browser). At 100 % further output is held until"
-            f" older output leaves the window (from {reply['frees_at']} UTC). Results leave through export"
-            " review, not the screen.]")
+# The notice and the hold, by the window (the receiver's, enclave.sandbox.egress.WINDOWS) they are about.
+_NOTICES = {
+    "hour": N_("[Enclave: %(percent)s %% of your egress budget for this workspace's rolling hour is used"
+               " (%(used)s of %(budget)s shown in the browser). At 100 %% further output is held until older"
+               " output leaves the window (from %(frees_at)s UTC). Results leave through export review, not the"
+               " screen.]"),
+    "day": N_("[Enclave: %(percent)s %% of your egress budget for this workspace's rolling day is used"
+              " (%(used)s of %(budget)s shown in the browser). At 100 %% further output is held until older"
+              " output leaves the window (from %(frees_at)s UTC). Results leave through export review, not the"
+              " screen.]"),
+}
+_HOLDS = {
+    "hour": N_("[Enclave: output held: your egress budget for this workspace's rolling hour is spent (%(used)s of"
+               " %(budget)s shown in the browser). Output shows again as older output leaves the window (from"
+               " %(frees_at)s UTC); the code still runs and its files are kept. Results leave through export"
+               " review.]"),
+    "day": N_("[Enclave: output held: your egress budget for this workspace's rolling day is spent (%(used)s of"
+              " %(budget)s shown in the browser). Output shows again as older output leaves the window (from"
+              " %(frees_at)s UTC); the code still runs and its files are kept. Results leave through export"
+              " review.]"),
+}
 
 
-def held_text(reply: dict) -> str:
+def _window_params(reply: dict) -> dict:
+    return {"window": reply["window"], "used": _mib(reply["used"]), "budget": _mib(reply["budget"]),
+            "frees_at": reply["frees_at"]}
+
+
+def notice_text(reply: dict) -> Message:
+    return Message("guard.egress.notice", _NOTICES.get(reply["window"], _NOTICES["hour"]),
+                   {"percent": reply["used"] * 100 // max(reply["budget"], 1), **_window_params(reply)})
+
+
+def held_text(reply: dict) -> Message:
     if "window" not in reply:
-        return ("[Enclave: output held: the egress budget cannot be checked just now"
-                f" ({reply.get('error', 'no answer')}); try again in a moment.]")
-    return (f"[Enclave: output held: your egress budget for this workspace's rolling"
-            f" {reply['window']} is spent ({_mib(reply['used'])} of {_mib(reply['budget'])}"
-            f" shown in the browser). Output shows again as older output leaves the window (from"
-            f" {reply['frees_at']} UTC); the code still runs and its files are kept. Results leave through"
-            " export review.]")
+        return Message("guard.egress.unchecked",
+                       N_("[Enclave: output held: the egress budget cannot be checked just now (%(error)s); try"
+                          " again in a moment.]"), {"error": reply.get("error", "no answer")})
+    return Message("guard.egress.held", _HOLDS.get(reply["window"], _HOLDS["hour"]), _window_params(reply))
 
 
 class EgressBudget:
@@ -79,7 +103,7 @@ class EgressBudget:
         self._allowance = 0  # may still let through without asking
         self._reported_at = time.monotonic()
         # A notice the receiver gave that the operator has not seen yet (a read cannot show it).
-        self._notice = ""
+        self._notice: Message | None = None
 
     def admit(self, channel: str, size: int) -> Decision:
         """May ``size`` more bytes go to the browser on ``channel``? Charged if so."""
@@ -108,9 +132,9 @@ class EgressBudget:
             if self._pending > BATCH_BYTES:
                 self._report(channel, 0)
 
-    def take_notice(self) -> str:
+    def take_notice(self) -> Message | None:
         """The notice due to the operator, once."""
-        notice, self._notice = self._notice, ""
+        notice, self._notice = self._notice, None
         return notice
 
     def report_due(self, channel: str) -> None:

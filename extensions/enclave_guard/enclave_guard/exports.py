@@ -17,14 +17,20 @@ from importlib import metadata
 
 from tornado import web
 
+from .messages import N_
+from .refusals import Refusal
+
 ACRO_RESULTS = "results.json"
 MAX_FILES = 20
 MAX_JUSTIFICATION = 4000
 
 
-class ExportError(web.HTTPError):
-    def __init__(self, status: int, message: str):
-        super().__init__(status, message, reason="Export refused")
+class ExportError(Refusal):
+    """An export request the guard refuses before it reaches review: a status, a stable code, the
+    English text and its params."""
+
+    def __init__(self, status: int, code: str, text: str, **params):
+        super().__init__(status, code, text, reason="Export refused", **params)
 
 
 def package_environment() -> dict[str, str]:
@@ -53,18 +59,23 @@ def _read(contents_manager, path: str, max_bytes: int) -> bytes:
         # O_NOFOLLOW: the path was resolved above; a symlink swapped in since is not followed.
         fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW)
     except FileNotFoundError:
-        raise ExportError(404, f"{path}: no such file") from None
+        raise ExportError(404, "guard.export.no_such_file", N_("%(path)s: no such file"), path=path) from None
     except OSError as exc:
-        raise ExportError(403, f"{path}: cannot be read ({exc.strerror})") from None
+        raise ExportError(403, "guard.export.unreadable", N_("%(path)s: cannot be read (%(error)s)"), path=path,
+                          error=exc.strerror) from None
     with os.fdopen(fd, "rb") as f:
         st = os.fstat(f.fileno())
         if not stat.S_ISREG(st.st_mode):
-            raise ExportError(400, f"{path}: only files can be exported, not folders")
+            raise ExportError(400, "guard.export.not_a_file", N_("%(path)s: only files can be exported, not folders"),
+                              path=path)
         if st.st_size > max_bytes:
-            raise ExportError(413, f"{path}: {st.st_size} bytes is over the export limit of {max_bytes} bytes")
+            raise ExportError(413, "guard.export.too_large",
+                              N_("%(path)s: %(size)s bytes is over the export limit of %(limit)s bytes"),
+                              path=path, size=st.st_size, limit=max_bytes)
         data = f.read(max_bytes + 1)
     if len(data) > max_bytes:
-        raise ExportError(413, f"{path}: over the export limit of {max_bytes} bytes")
+        raise ExportError(413, "guard.export.grew_too_large", N_("%(path)s: over the export limit of %(limit)s bytes"),
+                          path=path, limit=max_bytes)
     return data
 
 
@@ -89,21 +100,23 @@ def _acro_results_for(contents_manager, path: str, names: set[str], max_bytes: i
 def _home_path(raw) -> str:
     """A path in the home as the browser names it; hidden files and folders are refused."""
     if not isinstance(raw, str) or not raw.strip("/"):
-        raise ExportError(400, "each file must be named by its path in the home")
+        raise ExportError(400, "guard.export.no_path", N_("each file must be named by its path in the home"))
     path = raw.strip("/")
     if any(part.startswith(".") for part in path.split("/")):
-        raise ExportError(403, f"{path}: hidden files cannot be exported")
+        raise ExportError(403, "guard.export.hidden_file", N_("%(path)s: hidden files cannot be exported"), path=path)
     return path
 
 
 def _snapshot_all(contents_manager, pairs: list[tuple[str, str]], max_bytes: int) -> list[Snapshot]:
     """Each ``(name, path)``: the file at ``path`` in the home, sent as ``name``, with ACRO's record of it."""
     if len(pairs) > MAX_FILES:
-        raise ExportError(400, f"at most {MAX_FILES} files per export request")
+        raise ExportError(400, "guard.export.too_many_files", N_("at most %(max)s files per export request"),
+                          max=MAX_FILES)
     snaps: list[Snapshot] = []
     for name, path in pairs:
         if any(s.name == name for s in snaps):
-            raise ExportError(400, f"two files named '{name}': export them in separate requests")
+            raise ExportError(400, "guard.export.duplicate_name",
+                              N_("two files named '%(name)s': export them in separate requests"), name=name)
         snaps.append(Snapshot(name, path, _read(contents_manager, path, max_bytes), "output"))
         if name != ACRO_RESULTS:
             acro = _acro_results_for(contents_manager, path, {name, path.rsplit("/", 1)[-1]}, max_bytes)
@@ -115,7 +128,7 @@ def _snapshot_all(contents_manager, pairs: list[tuple[str, str]], max_bytes: int
 def snapshot(contents_manager, paths: list, max_bytes: int) -> list[Snapshot]:
     """The files a new export request names, read from the home."""
     if not isinstance(paths, list) or not paths:
-        raise ExportError(400, "'paths' must be a non-empty list of file paths")
+        raise ExportError(400, "guard.export.no_paths", N_("'paths' must be a non-empty list of file paths"))
     pairs = []
     for raw in paths:
         path = _home_path(raw)
@@ -129,16 +142,20 @@ def snapshot_versions(contents_manager, versions, request: dict, max_bytes: int)
     from the home by the same rules as a first submission; each is sent under the request's name
     for the file, so the review service records it as that file's next version."""
     if not isinstance(versions, list) or not versions:
-        raise ExportError(400, "'files' must be a non-empty list of {\"name\": <file of the request>,"
-                               " \"path\": <file in the home>}")
+        raise ExportError(400, "guard.export.no_versions",
+                          N_("'files' must be a non-empty list of {\"name\": <file of the request>, \"path\": <file"
+                             " in the home>}"))
     current = {f["name"] for f in request.get("files", [])}
     pairs = []
     for item in versions:
         if not isinstance(item, dict) or not isinstance(item.get("name"), str):
-            raise ExportError(400, "each new version must be {\"name\": <file of the request>, \"path\": <file in the home>}")
+            raise ExportError(400, "guard.export.bad_version",
+                              N_("each new version must be {\"name\": <file of the request>, \"path\": <file in the"
+                                 " home>}"))
         if item["name"] not in current:
-            raise ExportError(400, f"'{item['name']}' is not a file of this export request"
-                                   f" (its files: {', '.join(sorted(current))})")
+            raise ExportError(400, "guard.export.not_a_file_of_the_request",
+                              N_("'%(name)s' is not a file of this export request (its files: %(files)s)"),
+                              name=item["name"], files=", ".join(sorted(current)))
         pairs.append((item["name"], _home_path(item.get("path"))))
     return _snapshot_all(contents_manager, pairs, max_bytes)
 
@@ -146,9 +163,11 @@ def snapshot_versions(contents_manager, versions, request: dict, max_bytes: int)
 def justification_of(body: dict) -> str:
     text = body.get("justification")
     if not isinstance(text, str) or not text.strip():
-        raise ExportError(400, "a justification is required: say what the output is and why it must leave")
+        raise ExportError(400, "guard.export.no_justification",
+                          N_("a justification is required: say what the output is and why it must leave"))
     if len(text) > MAX_JUSTIFICATION:
-        raise ExportError(400, f"the justification is over {MAX_JUSTIFICATION} characters")
+        raise ExportError(400, "guard.export.justification_too_long",
+                          N_("the justification is over %(max)s characters"), max=MAX_JUSTIFICATION)
     return text.strip()
 
 

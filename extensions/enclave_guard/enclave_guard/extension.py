@@ -17,7 +17,12 @@ from tornado.ioloop import PeriodicCallback
 from traitlets import Bool, Unicode, default
 from traitlets.config import LoggingConfigurable
 
-from . import policy
+from jupyter_server.base.handlers import APIHandler
+from jupyter_server.services.contents import handlers as contents_handlers
+from jupyter_server.services.kernels import handlers as kernels_handlers
+from jupyter_server.services.sessions import handlers as sessions_handlers
+
+from . import messages, policy
 from .audit import AuditTrail
 from .contents import GuardContentsManager
 from .egress import BATCH_SECONDS, EgressBudget
@@ -34,6 +39,7 @@ from .handlers import (
 from .intake import Intake
 from .kernel_channel import GuardedKernelConnection
 from .kernels import GuardKernelSpecManager
+from .refusals import CodedErrors
 from .terminals import GuardedTerminalManager
 
 
@@ -137,8 +143,26 @@ def _enforce_page_config(hook, settings: policy.GuardSettings):
     return guarded
 
 
+def _coded_routes(base: str) -> list[tuple]:
+    """jupyter_server's contents, sessions and kernels API routes, each API handler made to answer the
+    guard's refusals with their code (:class:`.refusals.CodedErrors`). Taken before the core routes,
+    so all of the contents API's are, in their order (its file route would otherwise take a
+    checkpoint's or trust's path); the sessions' and kernels' API routes match only their own paths."""
+    rules = []
+    for module in (contents_handlers, sessions_handlers, kernels_handlers):
+        for pattern, handler, *kwargs in module.default_handlers:
+            if isinstance(handler, type) and issubclass(handler, APIHandler):
+                handler = type(handler.__name__, (CodedErrors, handler), {"__module__": __name__})
+            elif module is not contents_handlers:
+                continue
+            rules.append((url_path_join(base, pattern), handler, *kwargs))
+    return rules
+
+
 def _load_jupyter_server_extension(serverapp):
     config = EnclaveGuard(parent=serverapp)
+    # The guard's refusals and notices in the language JupyterLab shows (the person's, from the hub).
+    messages.set_locale_from_lab(serverapp)
     workspace = policy.load_workspace(config.workspace_file)
     _check_configuration(serverapp, workspace.guard)
     _require(config.exports_url.startswith(("http://", "https://")),
@@ -172,6 +196,7 @@ def _load_jupyter_server_extension(serverapp):
         (url_path_join(base, r"enclave/api/exports/([0-9a-f]{32})/files"), ExportVersionsHandler),
         (url_path_join(base, r"enclave/api/exports/([0-9a-f]{32})/transitions"), ExportTransitionHandler),
         (url_path_join(base, "enclave/api/uploads"), UploadPolicyHandler),
+        *_coded_routes(base),
     ]
     # Extension rules are inserted before the core ones, so these win over any core route.
     web_app.add_handlers(".*$", rules)
@@ -184,7 +209,8 @@ def _load_jupyter_server_extension(serverapp):
 
     serverapp.io_loop.add_callback(rewrap)
     serverapp.log.info(
-        "Enclave guard loaded for %s/%s (user %s); audit records to %s",
+        "Enclave guard loaded for %s/%s (user %s); audit records to %s; messages in %s",
         workspace.workspace, os.environ.get("JUPYTERHUB_SERVER_NAME", ""), workspace.user, config.audit_socket,
+        messages.current_locale(),
     )
 

@@ -7,6 +7,10 @@ budget is spent. Some answers are charged but never held: the upload policy the 
 and the receipts of the operator's own steps on an export request (submitting it, sending new
 versions of its files, resubmitting or withdrawing it), as results leave through export review,
 held budget or not (none carries anything of the workspace's data).
+
+Errors are JSON, ``{"message", "code", "params", "reason"}``: the message in the operator's
+language, the code stable (:mod:`.refusals`). The checks' findings carry the review service's code
+and params, and its ``message``: the reason in the operator's language (the intake is asked in it).
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from tornado import web
 
 from . import exports, policy
 from .intake import IntakeError
+from .messages import N_, Message
+from .refusals import Refusal, error_body
 
 AUTH_RESOURCE = "enclave_exports"
 
@@ -32,8 +38,8 @@ class ClosedHandler(JupyterHandler):
         self.what = what
 
     def _refuse(self, *args, **kwargs):
-        raise web.HTTPError(403, f"{self.what} are closed in Enclave; request an export instead",
-                            reason="Closed by Enclave")
+        raise Refusal(403, "guard.route_closed", N_("%(what)s are closed in Enclave; request an export instead"),
+                      reason="Closed by Enclave", what=Message("guard.route", self.what))
 
     get = post = put = patch = delete = head = options = _refuse
 
@@ -44,14 +50,9 @@ class ClosedHandler(JupyterHandler):
     def write_error(self, status_code, **kwargs):
         exc = kwargs.get("exc_info", (None, None, None))[1]
         self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps({"message": error_message(exc) or self._reason}))
-
-
-def error_message(exc) -> str | None:
-    """The message a tornado ``HTTPError`` was raised with, as written (tornado keeps a format string:
-    read as it is, a message without arguments would show every '%' doubled)."""
-    message = getattr(exc, "log_message", None)
-    return message % getattr(exc, "args", ()) if message else None
+        body = error_body(exc, self._reason)
+        del body["reason"]
+        self.finish(json.dumps(body))
 
 
 class _GuardAPIHandler(APIHandler):
@@ -60,7 +61,7 @@ class _GuardAPIHandler(APIHandler):
     def write_error(self, status_code, **kwargs):
         exc = kwargs.get("exc_info", (None, None, None))[1]
         self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps({"message": error_message(exc) or self._reason, "reason": getattr(exc, "reason", None)}))
+        self.finish(json.dumps(error_body(exc, self._reason)))
 
     @property
     def guard(self):
@@ -70,25 +71,25 @@ class _GuardAPIHandler(APIHandler):
         try:
             doc = json.loads(self.request.body or b"{}")
         except ValueError:
-            raise web.HTTPError(400, "the request body is not JSON") from None
+            raise Refusal(400, "guard.body_not_json", N_("the request body is not JSON")) from None
         if not isinstance(doc, dict):
-            raise web.HTTPError(400, "the request body must be a JSON object")
+            raise Refusal(400, "guard.body_not_object", N_("the request body must be a JSON object"))
         return doc
 
     async def relay(self, call):
         try:
             return await call
         except IntakeError as exc:
-            raise web.HTTPError(502 if exc.status >= 500 else exc.status, str(exc)) from None
+            raise Refusal.of(502 if exc.status >= 500 else exc.status, exc.message, reason="Export refused") from None
 
-    def finish_shown(self, doc: dict, what: str) -> None:
+    def finish_shown(self, doc: dict, what: Message) -> None:
         """Answer with ``doc``, charged to the operator's egress budget as a contents read is; past the
         budget, refused (403) with the reason instead."""
         body = json.dumps(doc)
         decision = self.guard.egress.admit("contents_read", len(body.encode()))
         if not decision.allowed:
-            # As arguments: the reason may carry a '%' (the receiver's error) that is not a format.
-            raise web.HTTPError(403, "%s: not shown: %s", what, decision.held, reason="Refused by Enclave")
+            raise Refusal(403, "guard.answer_held", N_("%(what)s: not shown: %(held)s"), what=what,
+                          held=decision.held)
         self.finish(body)
 
     def finish_receipt(self, doc: dict) -> None:
@@ -125,14 +126,15 @@ class ChecksHandler(_GuardAPIHandler):
         limit = guard.workspace.guard.export_max_bytes
         if "request" in body:
             if not isinstance(body["request"], str) or not REQUEST_ID.fullmatch(body["request"]):
-                raise web.HTTPError(400, "'request' must be the id of one of your export requests")
+                raise Refusal(400, "guard.export.bad_request_id",
+                              N_("'request' must be the id of one of your export requests"))
             request = await self.relay(guard.intake.request(body["request"]))
             snaps = exports.snapshot_versions(self.contents_manager, body.get("files"), request, limit)
         else:
             snaps = exports.snapshot(self.contents_manager, body.get("paths"), limit)
         result = await self.relay(guard.intake.checks(exports.manifest(guard, snaps), [(s.name, s.data) for s in snaps]))
         self.finish_shown({"files": [s.as_json() for s in snaps], "checks": result.get("files", [])},
-                          "the checks' results")
+                          Message("guard.answer.checks", N_("the checks' results")))
 
 
 REQUEST_ID = re.compile(r"[0-9a-f]{32}")
@@ -160,7 +162,7 @@ def summary(guard, req: dict) -> dict:
             {"id": f.get("id"), "name": f["name"], "version": f.get("version", 1), "sha256": f["sha256"],
              "path": (f.get("provenance") or {}).get("path") or f["name"],
              "check_status": f.get("check_status"),
-             "checks": [{k: c.get(k) for k in ("check", "status", "reason", "location")}
+             "checks": [{k: c.get(k) for k in ("check", "status", "code", "params", "reason", "message", "location")}
                         for c in f.get("checks") or [] if isinstance(c, dict)],
              "decision": f.get("decision"),
              "comments": [shown(c) for c in comments if c.get("file_id") is not None and c.get("file_id") == f.get("id")],
@@ -187,7 +189,8 @@ class ExportsHandler(_GuardAPIHandler):
         shown = []
         for item in listing.get("requests", [])[: self.SHOWN]:
             shown.append(summary(guard, await self.relay(guard.intake.request(item["id"]))))
-        self.finish_shown({"requests": shown, "total": listing.get("total", len(shown))}, "your export requests")
+        self.finish_shown({"requests": shown, "total": listing.get("total", len(shown))},
+                          Message("guard.answer.requests", N_("your export requests")))
 
     @web.authenticated
     @authorized
@@ -210,7 +213,8 @@ class ExportRequestHandler(_GuardAPIHandler):
     @authorized
     async def get(self, request_id: str):
         guard = self.guard
-        self.finish_shown(summary(guard, await self.relay(guard.intake.request(request_id))), "your export request")
+        self.finish_shown(summary(guard, await self.relay(guard.intake.request(request_id))),
+                          Message("guard.answer.request", N_("your export request")))
 
 
 class ExportVersionsHandler(_GuardAPIHandler):
@@ -225,7 +229,9 @@ class ExportVersionsHandler(_GuardAPIHandler):
         body = self.body()
         request = await self.relay(guard.intake.request(request_id))
         if request["state"] != "returned":
-            raise web.HTTPError(409, f"new versions can be sent only while the request is returned (it is {request['state']})")
+            raise Refusal(409, "guard.export.not_returned",
+                          N_("new versions can be sent only while the request is returned (it is %(state)s)"),
+                          reason="Export refused", state=request["state"])
         snaps = exports.snapshot_versions(self.contents_manager, body.get("files"), request,
                                           guard.workspace.guard.export_max_bytes)
         result = await self.relay(guard.intake.update_files(
@@ -244,9 +250,10 @@ class ExportTransitionHandler(_GuardAPIHandler):
         body = self.body()
         to, reason = body.get("to"), body.get("reason", "")
         if to not in REQUESTER_STEPS:
-            raise web.HTTPError(400, f"'to' must be one of {', '.join(sorted(REQUESTER_STEPS))}"
-                                     " (resubmit or withdraw); reviewers decide the rest")
+            raise Refusal(400, "guard.export.bad_step",
+                          N_("'to' must be one of %(steps)s (resubmit or withdraw); reviewers decide the rest"),
+                          reason="Export refused", steps=", ".join(sorted(REQUESTER_STEPS)))
         if not isinstance(reason, str):
-            raise web.HTTPError(400, "'reason' must be text")
+            raise Refusal(400, "guard.export.reason_not_text", N_("'reason' must be text"), reason="Export refused")
         await self.relay(guard.intake.transition(request_id, to, reason))
         self.finish_receipt(summary(guard, await self.relay(guard.intake.request(request_id))))

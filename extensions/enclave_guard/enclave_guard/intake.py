@@ -13,6 +13,9 @@ the workspace). The intake's API (``enclave/exports/app.py``, OpenAPI at ``/api/
 
 Files travel as multipart parts, their names percent-encoded; the manifest declares each one's
 SHA-256 (the service refuses bytes that do not match) and its provenance.
+
+Every call asks in the operator's language (``Accept-Language``, :mod:`.messages`), in which the
+service gives the checks' findings their ``message``.
 """
 
 from __future__ import annotations
@@ -26,17 +29,21 @@ from urllib.parse import quote, urlencode
 
 from urllib3.filepost import encode_multipart_formdata
 
+from . import messages
+from .messages import N_, Message
+
 CHECKS = "/api/checks"
 REQUESTS = "/api/requests"
 TIMEOUT = 60
 
 
 class IntakeError(Exception):
-    """The review service refused a call or could not be reached; the message says which."""
+    """The review service refused a call or could not be reached; ``message`` says which."""
 
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
+    def __init__(self, status: int, message: Message):
+        super().__init__(str(message))
         self.status = status
+        self.message = message
 
 
 class _UnixConnection(http.client.HTTPConnection):
@@ -58,7 +65,8 @@ class Intake:
 
     def _call(self, method: str, path: str, fields: list | None = None, json_body: dict | None = None) -> dict:
         conn = _UnixConnection(self.socket_path)
-        headers = {"Authorization": f"token {self.token}", "Accept": "application/json"}
+        headers = {"Authorization": f"token {self.token}", "Accept": "application/json",
+                   "Accept-Language": messages.current_locale().replace("_", "-")}
         payload = None
         if fields is not None:
             payload, headers["Content-Type"] = encode_multipart_formdata(fields)
@@ -69,7 +77,9 @@ class Intake:
             resp = conn.getresponse()
             data = resp.read()
         except OSError as exc:
-            raise IntakeError(503, f"the export review service cannot be reached: {exc}") from None
+            raise IntakeError(503, Message("guard.export.review_unreachable",
+                                           N_("the export review service cannot be reached: %(error)s"),
+                                           {"error": str(exc)})) from None
         finally:
             conn.close()
         try:
@@ -77,7 +87,8 @@ class Intake:
         except ValueError:
             doc = {"message": data.decode(errors="replace")[:500]}
         if resp.status >= 400:
-            raise IntakeError(resp.status, f"export review: {doc.get('error') or doc.get('message') or resp.reason}")
+            raise IntakeError(resp.status, Message("guard.export.review_refused", N_("export review: %(error)s"),
+                                                   {"error": doc.get("error") or doc.get("message") or resp.reason}))
         return doc
 
     async def call(self, method: str, path: str, fields: list | None = None, json_body: dict | None = None) -> dict:

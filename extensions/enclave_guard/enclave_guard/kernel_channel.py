@@ -43,7 +43,8 @@ from traitlets import default
 
 from . import policy
 from .audit import RecordNotTaken
-from .outputs import OutputBudget, filter_bundle, notice
+from .messages import N_, Message
+from .outputs import OutputBudget, filter_bundle, notice, over_budget, type_not_allowed
 
 V1 = "v1.kernel.websocket.jupyter.org"
 # The header fields of the messaging protocol: what the guard keeps of a request's header.
@@ -101,6 +102,12 @@ class RecordingSession(Session):
         super().send_raw(stream, msg_list, *args, **kwargs)
 
 
+def _coded(message: Message) -> dict:
+    """The metadata of an output the guard writes: its message's stable code and params, so that what
+    reads the output need not read the text (which is in the operator's language)."""
+    return {"enclave": {"code": message.code, "params": message.params_json()}}
+
+
 def _size(parts: list[bytes]) -> int:
     return sum(len(p) for p in parts)
 
@@ -125,7 +132,11 @@ class Outgoing:
         self.parts, self.wire = parts, None
 
 
-WITHHELD_REPLY = notice("reply over the output budget")
+def _withheld_reply() -> str:
+    """What stands in for a reply over the output budget (in the operator's language)."""
+    return notice(Message("guard.output.reply_over_budget", N_("reply over the output budget")))
+
+
 EXECUTION_STATES = ("starting", "idle", "busy", "restarting", "dead")
 
 
@@ -143,17 +154,18 @@ MINIMAL_ANSWERS = {
     "execute_reply": lambda c: {
         "status": c.get("status") if c.get("status") in ("ok", "error", "aborted") else "error",
         "execution_count": _execution_count(c.get("execution_count")), "user_expressions": {}, "payload": []},
-    "inspect_reply": lambda c: {"status": "ok", "found": True, "data": {"text/plain": WITHHELD_REPLY}, "metadata": {}},
+    "inspect_reply": lambda c: {"status": "ok", "found": True, "data": {"text/plain": _withheld_reply()},
+                                "metadata": {}},
     "complete_reply": lambda c: {"status": "ok", "matches": [], "cursor_start": 0, "cursor_end": 0, "metadata": {}},
     "history_reply": lambda c: {"status": "ok", "history": []},
     "is_complete_reply": lambda c: {"status": "unknown"},
     "comm_info_reply": lambda c: {"status": "ok", "comms": {}},
     "kernel_info_reply": lambda c: {
         "status": "ok", "protocol_version": protocol_version, "implementation": "", "implementation_version": "",
-        "language_info": {"name": ""}, "banner": WITHHELD_REPLY, "help_links": []},
+        "language_info": {"name": ""}, "banner": _withheld_reply(), "help_links": []},
     "shutdown_reply": lambda c: {"status": "ok", "restart": c.get("restart") is True},
     "interrupt_reply": lambda c: {"status": "ok"},
-    "input_request": lambda c: {"prompt": WITHHELD_REPLY, "password": c.get("password") is True},
+    "input_request": lambda c: {"prompt": _withheld_reply(), "password": c.get("password") is True},
 }
 
 
@@ -164,7 +176,7 @@ def _dict(value) -> dict:
 def _filtered_output(content: dict) -> dict:
     data, metadata, removed = filter_bundle(_dict(content.get("data")), _dict(content.get("metadata")))
     if not data:
-        data, metadata = {"text/plain": notice("type not allowed: " + ", ".join(removed))}, {}
+        data, metadata = {"text/plain": notice(type_not_allowed(removed))}, {}
     return {**content, "data": data, "metadata": metadata}
 
 
@@ -298,8 +310,9 @@ class GuardedKernelConnection(ZMQChannelsWebsocketConnection):
         """Answer an execute request the kernel never got: busy, the reason as an error, the reply,
         idle; JupyterLab ends the cell with the message shown."""
         parent = {k: request[k] for k in HEADER_FIELDS if k in request}
-        reason = ("Enclave held this cell back: the audit log cannot record it, and code runs only as"
-                  " a recorded execution. Nothing was run; try again in a moment.")
+        reason = Message("guard.kernel.execution_not_recorded", N_(
+            "Enclave held this cell back: the audit log cannot record it, and code runs only as a recorded"
+            " execution. Nothing was run; try again in a moment.")).render()
         error = {"ename": "ExecutionNotRecorded", "evalue": reason, "traceback": [reason]}
         iopub, shell = self.channels.get("iopub"), self.channels.get("shell")
         for stream, msg_type, content in (
@@ -360,8 +373,7 @@ class GuardedKernelConnection(ZMQChannelsWebsocketConnection):
     def _withheld_output(self, msg: Outgoing, request: dict, room: int, budget: OutputBudget) -> list[bytes] | None:
         """What shows of an output over budget: a stream's text cut to what fits, with the notice;
         of any other output, the notice alone, once per request; or nothing."""
-        over = (f"over the output budget ({budget.per_message // 1024} KiB per message, "
-                f"{budget.per_cell // 1024} KiB per cell)")
+        over = over_budget(budget)
         tail = "\n" + notice(over) + "\n"
         content = self._decode(msg.parts[3]) if msg.msg_type == "stream" else {}
         name = content.get("name") if content.get("name") in ("stdout", "stderr") else "stderr"
@@ -371,7 +383,7 @@ class GuardedKernelConnection(ZMQChannelsWebsocketConnection):
         keep = room - _size(notice_only)
         first = budget.first_notice(request["msg_id"])
         if first:
-            self._egress_notice("kernel_output", over, budget.per_cell - room, budget.per_cell)
+            self._egress_notice("kernel_output", str(over), budget.per_cell - room, budget.per_cell)
         if not (text and keep > 0):
             return notice_only if first else None
         shown = self._rebuilt("stream", request, {"name": name, "text": text[:keep] + tail}, header)
@@ -401,12 +413,15 @@ class GuardedKernelConnection(ZMQChannelsWebsocketConnection):
     def _close_over_budget(self) -> None:
         self._closed_by_guard = True
         budget_kib = self._unattributed_max // 1024
-        reason = f"the kernel sent more than {budget_kib} KiB outside any request's budget"
+        reason = Message("guard.kernel.connection_over_budget",
+                         N_("the kernel sent more than %(budget_kib)s KiB outside any request's budget"),
+                         {"budget_kib": budget_kib})
         self.log.warning("Enclave guard: closed a websocket of kernel %s: %s", self.kernel_id, reason)
-        self._egress_notice("kernel_connection", reason, self._unattributed, self._unattributed_max)
+        self._egress_notice("kernel_connection", str(reason), self._unattributed, self._unattributed_max)
         latest = self._requests.latest_execution
         if latest is not None and "iopub" in self.channels:
-            text = notice(f"kernel connection closed: {reason}") + "\n"
+            text = notice(Message("guard.kernel.connection_closed", N_("kernel connection closed: %(reason)s"),
+                                  {"reason": reason})) + "\n"
             parts = self._rebuilt("stream", latest, {"name": "stderr", "text": text})
             self._send(Outgoing(self.channels["iopub"], [], "stream", parts, wire=None))
         self.websocket_handler.close(POLICY_VIOLATION, "Enclave guard: kernel output over the connection budget")
@@ -424,12 +439,14 @@ class GuardedKernelConnection(ZMQChannelsWebsocketConnection):
                 egress.spend("kernel_output", msg.size)
                 self._send(msg)
             elif request and self._first_hold(request["msg_id"]):
-                parts = self._rebuilt("stream", request, {"name": "stderr", "text": decision.held + "\n"})
+                parts = self._rebuilt("stream", request, {"name": "stderr", "text": decision.held.render() + "\n"},
+                                      metadata=_coded(decision.held))
                 self._send(Outgoing(self.channels["iopub"], [], "stream", parts, wire=None))
             return
         self._send(msg)
-        if request and msg.msg_type not in policy.NEVER_DROPPED and (text := egress.take_notice()):
-            parts = self._rebuilt("stream", request, {"name": "stderr", "text": text + "\n"})
+        if request and msg.msg_type not in policy.NEVER_DROPPED and (notice := egress.take_notice()):
+            parts = self._rebuilt("stream", request, {"name": "stderr", "text": notice.render() + "\n"},
+                                  metadata=_coded(notice))
             self._send(Outgoing(self.channels["iopub"], [], "stream", parts, wire=None))
 
     def _first_hold(self, msg_id: str) -> bool:
@@ -462,11 +479,13 @@ class GuardedKernelConnection(ZMQChannelsWebsocketConnection):
     def _header(self, msg_type: str) -> bytes:
         return self.session.pack(self.session.msg_header(msg_type))
 
-    def _rebuilt(self, msg_type: str, parent: dict, content: dict, header: bytes | None = None) -> list[bytes]:
-        """A message of the guard's own making: a fresh header, the request's header as parent,
-        no metadata. Nothing the kernel padded its own headers with comes along."""
+    def _rebuilt(self, msg_type: str, parent: dict, content: dict, header: bytes | None = None,
+                 metadata: dict | None = None) -> list[bytes]:
+        """A message of the guard's own making: a fresh header, the request's header as parent, no
+        metadata but the guard's own (``metadata``). Nothing the kernel padded its own headers with
+        comes along."""
         pack = self.session.pack
-        return [header or self._header(msg_type), pack(parent), pack({}), pack(content)]
+        return [header or self._header(msg_type), pack(parent), pack(metadata or {}), pack(content)]
 
     def _minimal_answer(self, msg: Outgoing, parent: dict) -> list[bytes]:
         return self._rebuilt(msg.msg_type, parent, MINIMAL_ANSWERS[msg.msg_type](self._decode(msg.parts[3])))

@@ -10,14 +10,16 @@ directory. Here every look-up by name goes through the allow-list. The allow-lis
 from __future__ import annotations
 
 from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
-from tornado import web
+
+from .messages import N_
+from .refusals import Refusal
 
 
-class KernelNotAllowed(NoSuchKernel, web.HTTPError):
+class KernelNotAllowed(NoSuchKernel, Refusal):
     def __init__(self, name: str, allowed):
-        web.HTTPError.__init__(
-            self, 403, f"kernel '{name}' is not one of this workspace's kernels ({', '.join(sorted(allowed))})"
-        )
+        Refusal.__init__(self, 403, "guard.kernel_not_allowed",
+                         N_("kernel '%(kernel)s' is not one of this workspace's kernels (%(allowed)s)"),
+                         kernel=name, allowed=", ".join(sorted(allowed)))
         NoSuchKernel.__init__(self, name)
 
 

@@ -11,13 +11,23 @@ from collections import OrderedDict
 
 import nh3
 
+from .messages import N_, Message
 from .policy import HTML_ATTRIBUTES, HTML_TAGS, OUTPUT_MIME_ALLOWED
 
-NOTICE = "[Enclave: output withheld: {reason}]"
+
+def notice(reason: Message) -> str:
+    """What shows in place of withheld output: why, in the operator's language."""
+    return Message("guard.output.withheld", N_("[Enclave: output withheld: %(reason)s]"), {"reason": reason}).render()
 
 
-def notice(reason: str) -> str:
-    return NOTICE.format(reason=reason)
+def over_budget(budget: "OutputBudget") -> Message:
+    return Message("guard.output.over_budget",
+                   N_("over the output budget (%(message_kib)s KiB per message, %(cell_kib)s KiB per cell)"),
+                   {"message_kib": budget.per_message // 1024, "cell_kib": budget.per_cell // 1024})
+
+
+def type_not_allowed(removed: list[str]) -> Message:
+    return Message("guard.output.type_not_allowed", N_("type not allowed: %(types)s"), {"types": ", ".join(removed)})
 
 
 def sanitise_html(html: str) -> str:
@@ -94,10 +104,7 @@ def limit_output(msg_type: str, content: dict, budget: OutputBudget, key: str) -
     Returns the content to show (possibly trimmed, or replaced by a notice), or None when the
     execution's budget is spent and its notice was already shown.
     """
-    over = (
-        f"over the output budget ({budget.per_message // 1024} KiB per message, "
-        f"{budget.per_cell // 1024} KiB per cell)"
-    )
+    over = over_budget(budget)
     if msg_type == "stream":
         text = _text(content.get("text", ""))
         room = budget.allowance(key)
@@ -122,7 +129,7 @@ def limit_output(msg_type: str, content: dict, budget: OutputBudget, key: str) -
                 return None
             reason = over
         else:
-            reason = "type not allowed: " + ", ".join(removed)
+            reason = type_not_allowed(removed)
         return {**content, "data": {"text/plain": notice(reason)}, "metadata": {}}
 
     if msg_type == "error":
@@ -132,7 +139,8 @@ def limit_output(msg_type: str, content: dict, budget: OutputBudget, key: str) -
         lines = []
         for line in content.get("traceback", []):
             if len(line) > room:
-                lines.append(notice("traceback " + over))
+                lines.append(notice(Message("guard.output.traceback_over_budget", N_("traceback %(over)s"),
+                                            {"over": over})))
                 break
             lines.append(line)
             room -= len(line)
@@ -175,6 +183,7 @@ def withhold_outputs(nb: dict, budget: int) -> dict:
         cell = cells.pop()
         before = len(json.dumps(cell["outputs"]).encode())
         cell["outputs"] = [{"output_type": "stream", "name": "stderr",
-                            "text": notice("this notebook is over the budget of one read; run the cell again") + "\n"}]
+                            "text": notice(Message("guard.output.notebook_over_read", N_(
+                                "this notebook is over the budget of one read; run the cell again"))) + "\n"}]
         size -= before - len(json.dumps(cell["outputs"]).encode())
     return nb

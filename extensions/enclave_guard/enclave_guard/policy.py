@@ -13,6 +13,13 @@ import json
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+
+def N_(text: str) -> str:
+    """Marks a text for translation, as :func:`enclave_guard.messages.N_` does (this module is loaded
+    on its own too, by the tests: it imports nothing of the package)."""
+    return text
+
+
 # -- per-workspace settings -------------------------------------------------------------------
 
 WORKSPACE_FILE = "/run/enclave/workspace.json"
@@ -285,23 +292,24 @@ ANSWER_RESERVE_BYTES = 4 * KIB
 
 # -- routes -----------------------------------------------------------------------------------
 
-# Server routes that are closed outright (relative to the base URL; tornado anchors them).
+# Server routes that are closed outright (relative to the base URL; tornado anchors them), and what
+# they are, in the words of the refusal (translated where it is shown: .handlers.ClosedHandler).
 # /files/ is also removed at its source (ContentsManager.files_handler_class = None).
 CLOSED_ROUTES = {
-    r"files/.*": "file downloads",
-    r"view/.*": "file views",
-    r"nbconvert/.*": "notebook conversion",
-    r"api/nbconvert.*": "notebook conversion",
-    r"api/events": "client-sent events",
-    r"proxy/.*": "proxied ports",
-    r"lab/api/extensions.*": "the extension manager",
-    r"lab/api/plugins.*": "the plugin manager",
+    r"files/.*": N_("file downloads"),
+    r"view/.*": N_("file views"),
+    r"nbconvert/.*": N_("notebook conversion"),
+    r"api/nbconvert.*": N_("notebook conversion"),
+    r"api/events": N_("client-sent events"),
+    r"proxy/.*": N_("proxied ports"),
+    r"lab/api/extensions.*": N_("the extension manager"),
+    r"lab/api/plugins.*": N_("the plugin manager"),
 }
 
 # Closed as well unless the workspace enables terminals.
 TERMINAL_ROUTES = {
-    r"api/terminals.*": "terminals",
-    r"terminals/.*": "terminals",
+    r"api/terminals.*": N_("terminals"),
+    r"terminals/.*": N_("terminals"),
 }
 
 

@@ -33,6 +33,7 @@ import sys
 import termios
 import tty
 
+from . import messages
 from .audit import AuditTrail, RecordNotTaken
 from .egress import EgressBudget
 from .policy import AUDIT_SOCKET, WORKSPACE_FILE, load_workspace
@@ -173,10 +174,10 @@ def relay(user_tty: int, master: int, budget: OutputBudget, recorder: InputRecor
             if decision.allowed:
                 to_user.extend(passed)
                 if notice := egress.take_notice():
-                    to_user.extend(f"\r\n{notice}\r\n".encode())
+                    to_user.extend(f"\r\n{notice.render()}\r\n".encode())
             elif not egress_held:
                 egress_held.append(True)
-                to_user.extend(f"\r\n{decision.held}\r\n".encode())
+                to_user.extend(f"\r\n{decision.held.render()}\r\n".encode())
         if budget.paused and not was_paused:
             try:
                 recorder.audit.write("egress.notice", channel="terminal_output", used=budget.used,
@@ -239,6 +240,8 @@ def _write(fd: int, data: bytearray) -> int:
 def main() -> int:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     log = logging.getLogger("enclave.terminal")
+    # The notices in the operator's language (the server's, passed by the terminal manager).
+    messages.set_locale(os.environ.get("ENCLAVE_GUARD_LOCALE", messages.SOURCE_LOCALE))
     workspace = load_workspace(os.environ.get("ENCLAVE_GUARD_WORKSPACE_FILE", WORKSPACE_FILE))
     audit = AuditTrail(os.environ.get("ENCLAVE_GUARD_AUDIT_SOCKET", AUDIT_SOCKET), workspace.user,
                        workspace.workspace, log)

@@ -14,6 +14,8 @@ from typing import Any
 
 from jupyter_server_terminals.terminalmanager import TerminalManager
 
+from . import messages
+
 RELAY = (sys.executable, "-I", "-m", "enclave_guard.terminal_relay")
 RELAY_CWD = "/"
 
@@ -34,4 +36,6 @@ class GuardedTerminalManager(TerminalManager):
         guard = self.parent.web_app.settings["enclave_guard"]
         env["ENCLAVE_GUARD_AUDIT_SOCKET"] = str(guard.audit.socket_path)
         env["ENCLAVE_GUARD_WORKSPACE_FILE"] = str(guard.workspace_file)
+        # Its notices in the operator's language, as the server's.
+        env["ENCLAVE_GUARD_LOCALE"] = messages.current_locale()
         return env

@@ -8,8 +8,19 @@ import { ServerConnection } from '@jupyterlab/services';
 export interface IFinding {
   check: string;
   status: string;
+  /** The reason's stable code (check.small_cells.below_threshold); absent on older findings. */
+  code?: string;
+  params?: Record<string, unknown>;
+  /** The reason in English, as stored. */
   reason: string;
+  /** The reason in the operator's language (the review service's rendering of code and params). */
+  message?: string;
   location?: string;
+}
+
+/** A finding's reason as the operator reads it: in their language when the service gave it. */
+export function findingReason(finding: IFinding): string {
+  return finding.message || finding.reason;
 }
 
 /** The review service's verdict on one file: its findings, or why it was rejected outright. */
@@ -76,10 +87,12 @@ export interface INewVersion {
 }
 
 /** An error of the server's API; `status` is undefined when the server could not be reached. */
+/** A refusal: its message in the operator's language, and the guard's stable code when it gave one. */
 export class ApiError extends Error {
   constructor(
     message: string,
-    readonly status?: number
+    readonly status?: number,
+    readonly code?: string
   ) {
     super(message);
   }
@@ -108,7 +121,8 @@ async function call<T>(
   if (!response.ok) {
     throw new ApiError(
       body.message || `HTTP ${response.status}`,
-      response.status
+      response.status,
+      body.code
     );
   }
   return body as T;

@@ -12,6 +12,7 @@ import {
   IFileCheck,
   INewVersion,
   checkNewVersions,
+  findingReason,
   moveExport,
   runChecks,
   sendNewVersions,
@@ -118,7 +119,7 @@ export class ChecksView {
           element(
             'li',
             '',
-            `${statusLabel(this.trans, finding.status)} · ${finding.check}: ${finding.reason}${
+            `${statusLabel(this.trans, finding.status)} · ${finding.check}: ${findingReason(finding)}${
               finding.location ? ` (${finding.location})` : ''
             }`
           )
@@ -196,7 +197,7 @@ function failing(checks: IChecks): { name: string; problems: string[] }[] {
         ? [f.rejected]
         : (f.checks || [])
             .filter(c => c.status === 'fail')
-            .map(c => `${c.check}: ${c.reason}`)
+            .map(c => `${c.check}: ${findingReason(c)}`)
     }));
 }
 

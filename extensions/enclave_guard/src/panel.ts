@@ -16,6 +16,7 @@ import {
   ApiError,
   IExportFile,
   IExportRequest,
+  findingReason,
   getExport,
   listExports
 } from './api';
@@ -329,7 +330,7 @@ export class ExportsPanel extends Widget {
           element(
             'li',
             '',
-            `${statusLabel(this.trans, c.status)} · ${c.check}: ${c.reason}`
+            `${statusLabel(this.trans, c.status)} · ${c.check}: ${findingReason(c)}`
           )
         );
       }
