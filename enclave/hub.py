@@ -34,6 +34,7 @@ from .audit.client import AuditClient, AuditError, Recorder
 from .audit.hub import audit_service, hub_records
 from .exports.hub import exports_service
 from .host_state import tighten
+from .http_refusals import HTTPRefusal
 from .i18n import N_
 from .logins import client_address
 from .provisioning import lifecycle
@@ -42,7 +43,7 @@ from .rbac import AUDIT_SERVICE, EXPORTS_SERVICE
 from .sandbox.home_image import usage as home_usage
 from .services import hub_child_environment
 from .settings import REPO_ROOT, Settings
-from .spawner import Refusal, unix_socket_url, workspace_refusal
+from .spawner import unix_socket_url, workspace_refusal
 
 TEMPLATES = Path(__file__).parent / "templates"
 SECURE_COOKIES = {"secure": True}
@@ -224,21 +225,21 @@ class LanguageHandler(PageLanguage, BaseHandler):
     async def post(self):
         user = self.current_user
         if getattr(user, "kind", "user") != "user":
-            raise Refusal(403, i18n.Message("language.person_only", N_(
+            raise HTTPRefusal(403, i18n.Message("language.person_only", N_(
                 "only a person chooses a language: a service's token is refused")))
         unknown = sorted(set(self.request.body_arguments) - self.FIELDS)
         if unknown:
-            raise Refusal(400, i18n.Message("language.unknown_field", N_(
+            raise HTTPRefusal(400, i18n.Message("language.unknown_field", N_(
                 "unknown field(s) %(fields)s: this form sets only your own language"), {"fields": ", ".join(unknown)}))
         language = self.get_body_argument("language", "")
         try:
             await asyncio.to_thread(languages.set_language, self.enclave_settings, user.name, language,
                                     Recorder(self.audit, "hub", user.name))
         except languages.LanguageError as exc:
-            raise Refusal(400, exc.message) from None
+            raise HTTPRefusal(400, exc.message) from None
         except AuditError as exc:
             self.log.error("language of %s not changed: the audit log did not take its record (%s)", user.name, exc)
-            raise Refusal(503, i18n.Message("language.not_recorded", N_(
+            raise HTTPRefusal(503, i18n.Message("language.not_recorded", N_(
                 "your language was not changed: the audit log cannot record it"))) from None
         self.redirect(f"{self.hub.base_url}home")
 

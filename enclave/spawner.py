@@ -21,7 +21,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from jupyterhub.spawner import Spawner
-from tornado import web
 from traitlets import Any, Integer, Unicode
 
 from . import i18n, languages, workspaces
@@ -33,6 +32,7 @@ from .exports.sockets import intake_socket
 from .provisioning import lifecycle
 from .rbac import EXPORTS_SERVICE, IDLE_CULLER_SERVICE
 from .files import atomic_write
+from .http_refusals import HTTPRefusal
 from .i18n import N_
 from .sandbox.policy import (
     HUB_SOCKET_DIR,
@@ -62,17 +62,7 @@ def unix_socket_url(path: str | Path) -> str:
     return "http+unix://" + "".join(chr(b) if b in _CASELESS else f"%{b:02x}" for b in os.fsencode(path))
 
 
-class Refusal(web.HTTPError):
-    """A refusal of the hub's (a start, a setting), with its reason as an :class:`enclave.i18n.Message`: ``enclave_message``,
-    which the hub's pages show in the reader's language (``enclave/templates/error.html``,
-    ``not_running.html``); the English text is the error's message, for logs and the REST API."""
-
-    def __init__(self, status_code: int, message: i18n.Message):
-        super().__init__(status_code, "%s", str(message))
-        self.enclave_message = message
-
-
-class SandboxStartError(Refusal):
+class SandboxStartError(HTTPRefusal):
     """A sandbox cannot start. JupyterHub shows the message on the spawn page when the failure is
     immediate and on the spawn-pending page otherwise (``jupyterhub_message`` there, in English;
     Enclave's pages show ``enclave_message`` in the reader's language)."""
@@ -82,19 +72,19 @@ class SandboxStartError(Refusal):
         self.jupyterhub_message = str(message)
 
 
-def workspace_refusal(settings, username: str, workspace: str) -> tuple[workspaces.WorkspaceView | None, Refusal | None]:
+def workspace_refusal(settings, username: str, workspace: str) -> tuple[workspaces.WorkspaceView | None, HTTPRefusal | None]:
     """The workspace ``username`` asks to start a sandbox in, or why they may not: it does not
     exist (404), they are not an operator of it, or :func:`lifecycle.start_refusal` refuses it (403)."""
     try:
         ws = workspaces.get(settings, workspace)
     except workspaces.UnknownWorkspace:
-        return None, Refusal(404, i18n.Message("start.unknown_workspace", N_("There is no workspace named '%(workspace)s'."),
+        return None, HTTPRefusal(404, i18n.Message("start.unknown_workspace", N_("There is no workspace named '%(workspace)s'."),
                                                {"workspace": workspace}))
     if username not in ws.operators:
-        return ws, Refusal(403, i18n.Message("start.not_an_operator", N_("%(user)s is not an operator of workspace '%(workspace)s'."),
+        return ws, HTTPRefusal(403, i18n.Message("start.not_an_operator", N_("%(user)s is not an operator of workspace '%(workspace)s'."),
                                              {"user": username, "workspace": ws.name}))
     refusal = lifecycle.start_refusal(settings, username, ws)
-    return ws, (Refusal(403, refusal) if refusal else None)
+    return ws, (HTTPRefusal(403, refusal) if refusal else None)
 
 
 class SandboxSpawner(Spawner):
@@ -150,7 +140,7 @@ class SandboxSpawner(Spawner):
     def _workspace(self) -> workspaces.WorkspaceView:
         """The workspace this server is for, if the user may start it; else a clear refusal."""
         if not self.name:
-            raise Refusal(400, i18n.Message("start.no_workspace", N_(
+            raise HTTPRefusal(400, i18n.Message("start.no_workspace", N_(
                 "Choose a workspace: each workspace has its own server.")))
         # An unknown workspace, not an operator of it, a frozen, archived or expired workspace, or
         # an account no longer usable (the lifecycle).

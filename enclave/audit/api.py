@@ -11,7 +11,7 @@ The pages are Jinja2 templates with autoescape (``templates/``); nothing here bu
 need no script: their Content-Security-Policy allows none, and only their own inline styles, by a
 nonce drawn for each response. They are in the reader's language: the one they chose on the hub's
 home page (:mod:`enclave.languages`), else their browser's ``Accept-Language``, else English. A
-refusal is a :class:`Refusal`: a stable code, shown in the page's language, or in English with its
+refusal is a :class:`~enclave.http_refusals.HTTPRefusal`: a stable code, shown in the page's language, or in English with its
 code in the API's JSON.
 """
 
@@ -30,6 +30,7 @@ from tornado import web
 from tornado.ioloop import IOLoop
 
 from .. import i18n, languages
+from ..http_refusals import HTTPRefusal
 from ..hub_oauth import RevocableHubOAuth
 from ..i18n import N_, Message
 from ..services import error_message
@@ -48,15 +49,6 @@ PAGE_SIZE = 50
 DEFAULT_REPORT_DAYS = 30
 # The actions offered in the records page's action field: each name, and each prefix as ``prefix.*``.
 ACTION_CHOICES = sorted({f"{name.split('.')[0]}.*" for name in ACTIONS}) + sorted(ACTIONS)
-
-
-class Refusal(web.HTTPError):
-    """An answer refused with a :class:`~enclave.i18n.Message`: its English text is the HTTP error's
-    message (logs), its code and text in the reader's language are what the page or the API shows."""
-
-    def __init__(self, status: int, message: Message) -> None:
-        super().__init__(status, "%s", str(message))
-        self.message = message
 
 
 NOT_AUTHENTICATED = Message("audit.not_authenticated",
@@ -94,9 +86,9 @@ class BaseHandler(HubOAuthenticated, web.RequestHandler):
             self.redirect(self.get_login_url())  # log in through the hub, then come back
             return
         if not user:
-            raise Refusal(403, NOT_AUTHENTICATED)
+            raise HTTPRefusal(403, NOT_AUTHENTICATED)
         if SCOPE_READ not in (user.get("scopes") or []):
-            raise Refusal(403, Message("audit.scope_missing", N_(
+            raise HTTPRefusal(403, Message("audit.scope_missing", N_(
                 "reading the audit log needs the %(scope)s scope (administrators)"), {"scope": SCOPE_READ}))
 
     async def call(self, fn, *args, **kwargs):
@@ -108,7 +100,7 @@ class BaseHandler(HubOAuthenticated, web.RequestHandler):
 
     def write_error(self, status_code: int, **kwargs) -> None:
         exc = kwargs.get("exc_info", (None, None, None))[1]
-        refusal = exc.message if isinstance(exc, Refusal) else None
+        refusal = exc.message if isinstance(exc, HTTPRefusal) else None
         if self.page:
             message = refusal.render(self.page_locale()) if refusal else error_message(exc) or self._reason
             self.finish(self.render_page("error.html", status=status_code, reason=self._reason, message=message,
@@ -161,7 +153,7 @@ class RecordsPage(BaseHandler):
         filters = {name: self.get_argument(name, "").strip() or None for name in FILTERS}
         after = self.get_argument("after", "")
         if after and not after.isdigit():
-            raise Refusal(400, Message("audit.bad_after", N_("after must be a record's seq")))
+            raise HTTPRefusal(400, Message("audit.bad_after", N_("after must be a record's seq")))
         error, page = _filter_error(filters), {"records": [], "next": None}
         if error is None:
             try:
@@ -229,15 +221,15 @@ class ReportPage(BaseHandler):
         since, until = self.get_argument("since", "").strip(), self.get_argument("until", "").strip()
         fmt = self.get_argument("format", "html")
         if fmt not in ("html", "json"):
-            raise Refusal(400, Message("audit.report.bad_format", N_("format must be html or json")))
+            raise HTTPRefusal(400, Message("audit.report.bad_format", N_("format must be html or json")))
         if not (workspace and since and until):
-            raise Refusal(400, Message("audit.report.incomplete", N_("a report needs a workspace, since and until")))
+            raise HTTPRefusal(400, Message("audit.report.incomplete", N_("a report needs a workspace, since and until")))
         try:
             numbers = await self.call(report.build, self.reader, workspace, since, until, self.page_locale())
         except report.BadPeriod as exc:
-            raise Refusal(400, exc.message) from None
+            raise HTTPRefusal(400, exc.message) from None
         except BadQuery as exc:
-            raise Refusal(400, _bad_query(exc)) from None
+            raise HTTPRefusal(400, _bad_query(exc)) from None
         self.add_header("Vary", "Accept-Language")  # the definitions are in the reader's language
         if fmt == "json":
             self.write_json(numbers)
@@ -264,7 +256,7 @@ class HeldBudgetsPage(BaseHandler):
             self.redirect(self.get_login_url())
             return
         if not user:
-            raise Refusal(403, NOT_AUTHENTICATED)
+            raise HTTPRefusal(403, NOT_AUTHENTICATED)
 
     async def get(self):
         from .. import workspaces
@@ -277,7 +269,7 @@ class HeldBudgetsPage(BaseHandler):
             memberships = await self.call(workspaces.for_user, self.reader.settings, user["name"])
             reviewed = {ws.name for ws, roles in memberships if "reviewer" in roles}
             if not reviewed:
-                raise Refusal(403, Message("audit.egress_not_reviewer", N_(
+                raise HTTPRefusal(403, Message("audit.egress_not_reviewer", N_(
                     "held egress budgets are shown to administrators and to each workspace's reviewers")))
             held = [r for r in held if r["workspace"] in reviewed]
         self.finish(self.render_page("egress.html", held=held, since=since))

@@ -23,6 +23,12 @@ Request bodies: every route but the uploads takes at most :data:`FORM_BODY_LIMIT
 reads before any handler code runs. The upload routes (:class:`UploadHandler`) decide from the
 headers who is asking and whether they may submit, and only then let the connection read up to
 :func:`max_body_bytes`.
+
+Refusals carry a stable code (issue #17): the service's (:class:`~enclave.exports.service.ExportError`)
+and the web edge's (:class:`~enclave.http_refusals.HTTPRefusal`: authentication, upload limits, bad
+form bodies). The API's JSON error has the English ``error`` with the ``code``, the English ``text``
+with its ``params``, and ``message``, the text in the caller's language; a page shows the message in
+the reader's language with the code in ``data-code``.
 """
 
 from __future__ import annotations
@@ -45,7 +51,9 @@ from tornado.log import app_log
 from tornado.netutil import bind_unix_socket
 
 from .. import i18n, languages
+from ..http_refusals import HTTPRefusal
 from ..hub_oauth import RevocableHubOAuth
+from ..i18n import N_, Message
 from ..services import error_message, stop_with_parent
 from ..settings import Settings, load_settings_or_exit
 from . import checks, openapi, render, workflow
@@ -66,6 +74,16 @@ FLASH_COOKIE = "enclave-exports-flash"
 FLASH_MAX_AGE_DAYS = 10 / (24 * 60)
 # The requests awaiting a reviewer's vote listed first in the queue, at most.
 MAX_AWAITING = 50
+NOT_AUTHENTICATED = Message("export.not_authenticated", N_(
+    "not authenticated: send 'Authorization: token ...', or log in and send the _xsrf token (form field or"
+    " X-XSRFToken header; uploads: the header)"))
+
+
+def refusal_of(exc: BaseException | None) -> Message | None:
+    """The message with a stable code a refusal carries (the service's, an :class:`HTTPRefusal` of the
+    web edge's), or None (tornado's own errors: their reason phrase alone)."""
+    message = getattr(exc, "message", None)
+    return message if isinstance(message, Message) else None
 
 
 def max_body_bytes(settings: Settings) -> int:
@@ -100,7 +118,8 @@ class BaseHandler(HubOAuthenticated, web.RequestHandler):
     async def prepare(self):
         encoding = self.request.headers.get("Content-Encoding", "identity").lower()
         if encoding not in ("", "identity"):
-            raise web.HTTPError(415, f"compressed uploads are not accepted (Content-Encoding: {encoding})")
+            raise HTTPRefusal(415, Message("export.compressed_body", N_(
+                "compressed uploads are not accepted (Content-Encoding: %(encoding)s)"), {"encoding": encoding}))
         await self._authenticate()
         op = self.operation()
         if op is not None and self.api:
@@ -122,7 +141,9 @@ class BaseHandler(HubOAuthenticated, web.RequestHandler):
         try:
             allowed = self.check_hub_user(model) if model else None
         except UserNotAllowed:
-            raise web.HTTPError(403, f"{model['kind']} {model['name']} may not use the export review service") from None
+            raise HTTPRefusal(403, Message("export.not_allowed", N_(
+                "%(kind)s %(name)s may not use the export review service"),
+                {"kind": model["kind"], "name": model["name"]})) from None
         self._hub_auth_user_cache = self.current_user = allowed
         if allowed:
             self.hub_auth._persist_url_token_if_set(self)
@@ -136,7 +157,7 @@ class BaseHandler(HubOAuthenticated, web.RequestHandler):
         it, HubAuth compares the token sent with one it makes afresh for the session, and those are
         equal when both were made in the same second."""
         if not self.get_cookie("_xsrf"):
-            raise web.HTTPError(403, "the _xsrf cookie is missing")
+            raise HTTPRefusal(403, Message("export.xsrf_cookie_missing", N_("the _xsrf cookie is missing")))
         super().check_xsrf_cookie()
 
     def operation(self) -> dict | None:
@@ -157,10 +178,10 @@ class BaseHandler(HubOAuthenticated, web.RequestHandler):
     def actor(self) -> Actor:
         model = self.current_user
         if not model:
-            raise web.HTTPError(403, "not authenticated: send 'Authorization: token ...', or log in and send"
-                                     " the _xsrf token (form field or X-XSRFToken header; uploads: the header)")
+            raise HTTPRefusal(403, NOT_AUTHENTICATED)
         if self.settings.get("intake") and not getattr(self, "_token_authenticated", False):
-            raise web.HTTPError(403, "the intake socket accepts only token authentication")
+            raise HTTPRefusal(403, Message("export.intake_token_only", N_(
+                "the intake socket accepts only token authentication")))
         return Actor.from_hub(model)
 
     async def call(self, fn, *args, **kwargs):
@@ -177,17 +198,29 @@ class BaseHandler(HubOAuthenticated, web.RequestHandler):
         self.finish(json.dumps(value))
 
     def write_error(self, status_code: int, **kwargs) -> None:
+        """The refusal as the API's JSON (``status``, the English ``error``; for a refusal with a code,
+        its ``code``, English ``text`` and ``params``, and ``message``, the text in the caller's
+        language) or as a page in the reader's language with the code in ``data-code``."""
         exc = kwargs.get("exc_info", (None, None, None))[1]
+        refusal = refusal_of(exc)
         message = error_message(exc) or (str(exc) if isinstance(exc, ExportError) else None)
         message = message or self._reason
         if status_code == 405:
             self.set_header("Allow", ", ".join(m for m in self.SUPPORTED_METHODS if getattr(
                 type(self), m.lower()) is not getattr(web.RequestHandler, m.lower())))
         if self.api:
+            body = {"status": status_code, "error": message}
+            if refusal is not None:
+                locale = self.page_locale()
+                self.set_header("Content-Language", i18n.HTML_LANG[locale])
+                self.add_header("Vary", "Accept-Language")
+                body.update(code=refusal.code, text=refusal.text, params=dict(refusal.params),
+                            message=refusal.render(locale))
             self.set_header("Content-Type", "application/json")
-            self.finish(json.dumps({"status": status_code, "error": message}))
+            self.finish(json.dumps(body))
         else:
-            self.finish(self.render_page("error.html", status=status_code, reason=self._reason, message=message))
+            self.finish(self.render_page("error.html", status=status_code, reason=self._reason,
+                                         refusal=refusal, message=message))
 
     def _handle_request_exception(self, e):
         if isinstance(e, ExportError):
@@ -198,7 +231,8 @@ class BaseHandler(HubOAuthenticated, web.RequestHandler):
     def with_finding_messages(self, doc: dict) -> dict:
         """``doc`` (a request, a check's result, or a document holding them under ``request`` or
         ``files``) with each finding's ``message``: its reason in the caller's language (as
-        :meth:`page_locale` chooses it), next to the English ``reason`` and the stable ``code``."""
+        :meth:`page_locale` chooses it), next to the English ``reason`` and the stable ``code``; and
+        a file the checks refused outright, its refusal's (next to the English ``rejected``)."""
         locale = None
 
         def localised(value):
@@ -207,6 +241,10 @@ class BaseHandler(HubOAuthenticated, web.RequestHandler):
                 return [localised(item) for item in value]
             if not isinstance(value, dict):
                 return value
+            if "rejected" in value and "code" in value:  # a file the checks refused outright
+                if locale is None:
+                    locale = self.page_locale()
+                return {**value, "message": Message(value["code"], value["text"], value["params"]).render(locale)}
             if "checks" in value and isinstance(value["checks"], list):
                 if locale is None:
                     locale = self.page_locale()
@@ -287,12 +325,13 @@ class UploadHandler(BaseHandler):
         await self.call(self.service.sandbox_workspace, self.actor())
         size = self._content_length()
         if size is None:
-            raise web.HTTPError(411, "send uploads with a Content-Length header: a body of unknown length"
-                                     " is not accepted")
+            raise HTTPRefusal(411, Message("export.length_required", N_(
+                "send uploads with a Content-Length header: a body of unknown length is not accepted")))
         limit = max_body_bytes(self.service.settings)
         if size > limit:
-            raise web.HTTPError(413, f"the request body is {size} bytes, over the limit of {limit // 2**20} MiB"
-                                     " for uploads; send fewer or smaller files")
+            raise HTTPRefusal(413, Message("export.body_too_large", N_(
+                "the request body is %(size)s bytes, over the limit of %(limit)s MiB for uploads; send fewer or"
+                " smaller files"), {"size": size, "limit": limit // 2**20}))
         self.request.connection.set_max_body_size(limit)
 
     def _content_length(self) -> int | None:
@@ -320,7 +359,8 @@ class UploadHandler(BaseHandler):
             httputil.parse_body_arguments(self.request.headers.get("Content-Type", ""), self.request.body,
                                           self.request.body_arguments, self.request.files, self.request.headers)
         except httputil.HTTPInputError as exc:
-            raise web.HTTPError(400, f"the upload is not a valid form body: {exc}") from None
+            raise HTTPRefusal(400, Message("export.bad_form_body", N_(
+                "the upload is not a valid form body: %(detail)s"), {"detail": str(exc)})) from None
         openapi.form_fields(self.operation(), {name: self.get_body_argument(name)
                                                for name in self.request.body_arguments}, "multipart/form-data")
         return self.actor(), _uploads(self)
@@ -334,14 +374,16 @@ def file_name(sent: str) -> str:
     try:
         return unquote(sent, errors="strict")
     except UnicodeDecodeError:
-        raise web.HTTPError(400, f"the file name {sent!r} does not decode: percent-encode names as UTF-8"
-                                 " (RFC 7578, section 4.2)") from None
+        raise HTTPRefusal(400, Message("export.bad_file_name_encoding", N_(
+            "the file name %(file)s does not decode: percent-encode names as UTF-8 (RFC 7578, section 4.2)"),
+            {"file": repr(sent)})) from None
 
 
 def _uploads(handler: UploadHandler) -> list[Upload]:
     """Multipart: form fields ``title``, ``context``, ``manifest`` (JSON) and ``file`` parts."""
     if not handler.request.headers.get("Content-Type", "").startswith("multipart/form-data"):
-        raise web.HTTPError(400, "send the files as multipart/form-data with 'file' parts")
+        raise HTTPRefusal(400, Message("export.not_multipart", N_(
+            "send the files as multipart/form-data with 'file' parts")))
     declared = openapi.manifest(handler.get_body_argument("manifest", "{}")).get("files", {})
     uploads = []
     for part in handler.request.files.get("file", []):
@@ -350,7 +392,8 @@ def _uploads(handler: UploadHandler) -> list[Upload]:
         uploads.append(Upload(name, part.body, meta.get("sha256"), meta.get("provenance") or {}))
     for name, meta in declared.items():
         if name not in {u.name for u in uploads}:
-            raise web.HTTPError(400, f"the manifest names {name!r} but no file part carries it (truncated upload?)")
+            raise HTTPRefusal(400, Message("export.manifest_file_missing", N_(
+                "the manifest names %(file)s but no file part carries it (truncated upload?)"), {"file": repr(name)}))
     return uploads
 
 
@@ -456,7 +499,7 @@ class NoRouteHandler(BaseHandler):
 
     async def prepare(self):
         self.api = self.request.path.startswith(self.prefix + "api/")
-        raise web.HTTPError(404, "no such page or API operation")
+        raise HTTPRefusal(404, Message("export.no_route", N_("no such page or API operation")))
 
 
 # -- pages --
@@ -518,18 +561,18 @@ class RequestPage(Page):
     operation_path, operation_method = "/requests/{request_id}", "get"
 
     @web.authenticated
-    async def get(self, request_id, error: str | None = None, status: int = 400):
+    async def get(self, request_id, refusal: Message | None = None, status: int = 400):
         actor = self.actor()
         r = await self.call(self.service.get, actor, request_id)
         previews = {}
         if r["role"] != workflow.REQUESTER:
             for f in r["files"]:
                 previews[f["id"]] = await self._preview(actor, r, f)
-        if error:
+        if refusal:
             self.set_status(status)
         provenance = {f["id"]: render.provenance(f["provenance"]) for f in r["files"]}
-        self.finish(self.render_page("request.html", r=r, previews=previews, provenance=provenance, error=error,
-                                     flash=None if error else self.take_flash(),
+        self.finish(self.render_page("request.html", r=r, previews=previews, provenance=provenance, refusal=refusal,
+                                     flash=None if refusal else self.take_flash(),
                                      new_version_url=self.new_version_url(r)))
 
     def new_version_url(self, r: dict) -> str | None:
@@ -576,7 +619,7 @@ class RequestPage(Page):
                                               for name in self.request.body_arguments}, "application/json")
             result = await self.call(act, fields)
         except ExportError as exc:
-            return await self.get(request_id, error=str(exc), status=exc.status)
+            return await self.get(request_id, refusal=exc.message, status=exc.status)
         anchor, message = done(fields, result)
         self.flash(message)
         self.redirect(f"{self.prefix}requests/{request_id}#{anchor}", status=303)
@@ -684,7 +727,8 @@ class RenderedFile(FilePage):
     async def get(self, request_id, file_id):
         f, data = await self.call(self.service.file_content, self.actor(), request_id, self.params["file_id"])
         if f.kind not in ("notebook", "html"):
-            raise web.HTTPError(404, f"{f.name!r} is shown on the request page, not rendered as HTML")
+            raise HTTPRefusal(404, Message("export.not_rendered", N_(
+                "%(file)s is shown on the request page, not rendered as HTML"), {"file": repr(f.name)}))
         html = await self.call(render.notebook_html, data) if f.kind == "notebook" else data
         self.set_header("Content-Type", "text/html; charset=utf-8")
         self.set_header("Content-Security-Policy", render.FRAME_CSP)

@@ -96,8 +96,18 @@ def render() -> str:
         "| Code | Reason (English) |",
         "|---|---|",
     ]
+    refusals = [
+        "",
+        "## Refusals",
+        "",
+        "The service's refusals have stable codes too (`export.self_review`, `export.not_found`,",
+        "`request.blank`, …). The API answers a refusal with `{\"status\", \"error\", \"code\", \"text\",",
+        "\"params\", \"message\"}`: `error` in English, `text` its template and `params` what fills it,",
+        "`message` in the caller's language; the pages show the message in the reader's language, its",
+        "code in `data-code`.",
+    ]
     lines += ["| `%s` | %s |" % (code, text.replace("|", "\\|")) for code, text in REASONS.items()]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + refusals) + "\n"
 
 
 if __name__ == "__main__":

@@ -20,6 +20,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
+from ..i18n import N_
+from ..refusals import Refusal
 from . import notebook_tables
 from .notebook_tables import FoundTable
 
@@ -61,8 +63,13 @@ _SCRIPT = re.compile(r"<script\b|\bon\w+\s*=|javascript:", re.I)
 MAX_IMAGE_PIXELS = 40_000_000
 
 
-class FileRejected(ValueError):
-    """An uploaded file that is not accepted at all; the message names the file and the reason."""
+# The code of a file over the size cap (a 413, where the other rejections are a 400).
+OVER_CAP = "export.file.over_cap"
+
+
+class FileRejected(Refusal, ValueError):
+    """An uploaded file that is not accepted at all: a stable code (``export.file.*``), the reason
+    naming the file (``str()``: English) and its params."""
 
 
 @dataclass
@@ -98,17 +105,17 @@ class Inspected:
 def check_name(name: str) -> str:
     """The file name, or FileRejected if it is not a plain file name with an allowed extension."""
     if not _SAFE_NAME.match(name) or name in (".", "..") or name.startswith("."):
-        raise FileRejected(
-            f"file name {name!r} is not allowed: use a plain file name (no folders, no '/' or '\\',"
-            " no control characters, not starting with '.')"
-        )
+        raise FileRejected("export.file.bad_name", N_(
+            "file name %(file)s is not allowed: use a plain file name (no folders, no '/' or '\\', no control"
+            " characters, not starting with '.')"), file=repr(name))
     if PurePosixPath(name).name != name or ".." in name:
-        raise FileRejected(f"file name {name!r} is not allowed: it must not contain '..'")
+        raise FileRejected("export.file.dot_dot", N_("file name %(file)s is not allowed: it must not contain '..'"),
+                           file=repr(name))
     ext = name.rsplit(".", 1)[-1].lower() if "." in name else ""
     if ext not in KINDS:
-        raise FileRejected(
-            f"file {name!r}: type '.{ext}' is not exportable; allowed: {', '.join(sorted(KINDS))}"
-        )
+        raise FileRejected("export.file.type_not_exportable", N_(
+            "file %(file)s: type '.%(ext)s' is not exportable; allowed: %(allowed)s"), file=repr(name), ext=ext,
+            allowed=", ".join(sorted(KINDS)))
     return ext
 
 
@@ -123,8 +130,9 @@ def _utf8(name: str, data: bytes) -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise FileRejected(f"file {name!r} is not UTF-8 text (invalid byte at offset {exc.start}): save it as UTF-8"
-                           " (Excel: CSV UTF-8; pandas: encoding=\"utf-8-sig\"), not GBK or GB18030") from None
+        raise FileRejected("export.file.not_utf8", N_(
+            "file %(file)s is not UTF-8 text (invalid byte at offset %(offset)s): save it as UTF-8 (Excel: CSV"
+            " UTF-8; pandas: encoding=\"utf-8-sig\"), not GBK or GB18030"), file=repr(name), offset=exc.start) from None
 
 
 def _sniff(data: bytes) -> str:
@@ -203,26 +211,30 @@ def image_metadata(name: str, data: bytes) -> dict[str, str]:
                     meta[f"exif:{tag}"] = str(value)
                 return meta
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise FileRejected(f"image {name!r} is refused as a decompression bomb: {exc}") from None
+        raise FileRejected("export.file.image_bomb", N_("image %(file)s is refused as a decompression bomb: %(detail)s"),
+                           file=repr(name), detail=str(exc)) from None
     except ValueError as exc:  # Pillow: "Decompressed data too large" for zTXt/iTXt chunks
-        raise FileRejected(f"image {name!r} is refused: {exc}") from None
+        raise FileRejected("export.file.image_refused", N_("image %(file)s is refused: %(detail)s"), file=repr(name),
+                           detail=str(exc)) from None
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise FileRejected(f"image {name!r} cannot be read: {exc}") from None
+        raise FileRejected("export.file.image_unreadable", N_("image %(file)s cannot be read: %(detail)s"),
+                           file=repr(name), detail=str(exc)) from None
 
 
 def _table(name: str, ext: str, text: str) -> list[list[str]]:
     try:
         rows = list(csv.reader(io.StringIO(text, newline=""), delimiter="\t" if ext == "tsv" else ","))
     except csv.Error as exc:
-        raise FileRejected(f"table {name!r} is not valid CSV: {exc}") from None
+        raise FileRejected("export.file.bad_csv", N_("table %(file)s is not valid CSV: %(detail)s"), file=repr(name),
+                           detail=str(exc)) from None
     if not rows:
-        raise FileRejected(f"table {name!r} is empty")
+        raise FileRejected("export.file.empty_table", N_("table %(file)s is empty"), file=repr(name))
     width = len(rows[0])
     for i, row in enumerate(rows[1:], start=2):
         if len(row) != width:
-            raise FileRejected(
-                f"table {name!r} is ragged: line {i} has {len(row)} fields, the header has {width}"
-            )
+            raise FileRejected("export.file.ragged_table", N_(
+                "table %(file)s is ragged: line %(line)s has %(fields)s fields, the header has %(width)s"),
+                file=repr(name), line=i, fields=len(row), width=width)
     return rows
 
 
@@ -233,7 +245,8 @@ def _notebook(inspected: Inspected) -> None:
     try:
         nb = nbformat.reads(inspected.text, as_version=4)
     except Exception as exc:  # nbformat raises several unrelated types for bad documents
-        raise FileRejected(f"notebook {name!r} cannot be read: {exc}") from None
+        raise FileRejected("export.file.notebook_unreadable", N_("notebook %(file)s cannot be read: %(detail)s"),
+                           file=repr(name), detail=str(exc)) from None
     frags = inspected.fragments
     frags.append(Fragment("notebook metadata", json.dumps(nb.metadata, ensure_ascii=False)))
     if "widgets" in nb.metadata:
@@ -292,7 +305,9 @@ def _bundle(inspected: Inspected, where: str, bundle: dict) -> None:
             try:
                 raw = base64.b64decode(value if isinstance(value, str) else "".join(value), validate=False)
             except (binascii.Error, ValueError):
-                raise FileRejected(f"notebook {inspected.name!r}: {where} has a {mime} that is not base64") from None
+                raise FileRejected("export.file.not_base64", N_(
+                    "notebook %(file)s: %(where)s has a %(mime)s that is not base64"), file=repr(inspected.name),
+                    where=where, mime=mime) from None
             meta = image_metadata(f"{inspected.name} ({where})", raw)
             if meta:
                 inspected.image_metadata.append((f"{where} {mime}", meta))
@@ -336,7 +351,8 @@ def _pdf(inspected: Inspected) -> None:
         pages = [page.extract_text() or "" for page in reader.pages]
     except (PdfReadError, ValueError, KeyError, RecursionError) as exc:
         # pypdf raises LimitReachedError (a PdfReadError) for decompression bombs.
-        raise FileRejected(f"PDF {inspected.name!r} cannot be read safely: {exc}") from None
+        raise FileRejected("export.file.pdf_unreadable", N_("PDF %(file)s cannot be read safely: %(detail)s"),
+                           file=repr(inspected.name), detail=str(exc)) from None
     if meta:
         inspected.image_metadata.append(("document information", meta))
         for key, val in meta.items():
@@ -352,7 +368,8 @@ def _svg(inspected: Inspected) -> None:
     try:
         root = SafeET.fromstring(inspected.data, forbid_dtd=True)
     except (DefusedXmlException, SafeET.ParseError) as exc:
-        raise FileRejected(f"SVG {inspected.name!r} is refused: {exc}") from None
+        raise FileRejected("export.file.svg_refused", N_("SVG %(file)s is refused: %(detail)s"),
+                           file=repr(inspected.name), detail=str(exc)) from None
     texts = [t for el in root.iter() for t in (el.text, el.tail) if t and t.strip()]
     if any(el.tag.rsplit("}", 1)[-1] in ("script", "foreignObject") for el in root.iter()):
         inspected.active_content.append("SVG holds script or foreign content")
@@ -385,14 +402,15 @@ def inspect(name: str, data: bytes, max_bytes: int) -> Inspected:
 def _inspect(name: str, data: bytes, max_bytes: int) -> Inspected:
     ext = check_name(name)
     if len(data) == 0:
-        raise FileRejected(f"file {name!r} is empty")
+        raise FileRejected("export.file.empty", N_("file %(file)s is empty"), file=repr(name))
     if len(data) > max_bytes:
-        raise FileRejected(
-            f"file {name!r} is {len(data) / 2**20:.1f} MiB, over the {max_bytes / 2**20:.0f} MiB cap"
-        )
+        raise FileRejected(OVER_CAP, N_("file %(file)s is %(size)s MiB, over the %(cap)s MiB cap"), file=repr(name),
+                           size=f"{len(data) / 2**20:.1f}", cap=f"{max_bytes / 2**20:.0f}")
     archive = _archive(data)
     if archive:
-        raise FileRejected(f"file {name!r} is a {archive}: archives and compressed files are not accepted")
+        raise FileRejected("export.file.archive", N_(
+            "file %(file)s is a %(archive)s: archives and compressed files are not accepted"), file=repr(name),
+            archive=archive)
     inspected = Inspected(name=name, ext=ext, kind=KINDS[ext], data=data, sniffed=_sniff(data))
     # A table must be UTF-8 CSV unless it is plainly something else (then the type check fails it).
     if inspected.kind == "table" and inspected.sniffed not in ("png", "jpeg", "pdf"):

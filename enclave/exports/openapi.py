@@ -15,6 +15,7 @@ from functools import cache
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
 
+from ..i18n import N_
 from ..services import json_api_document
 from . import workflow
 from .service import MAX_REASON_CHARS, BadInput
@@ -92,6 +93,22 @@ _FID = {"name": "file_id", "in": "path", "required": True, "schema": _ID}
 _WORKSPACE = {"type": "string", "pattern": "^[a-z0-9-]{1,40}$"}
 _REASON = {"type": "string", "maxLength": MAX_REASON_CHARS}
 _SCHEMAS = {
+    "Error": {
+        "type": "object", "required": ["status", "error"],
+        "description": "A refusal. One with a stable code (every refusal of the service's own; not tornado's,"
+                       " such as a 405) carries code, text, params and message too.",
+        "properties": {
+            "status": {"type": "integer"},
+            "error": {"type": "string", "description": "The reason in English"},
+            "code": {"type": "string", "pattern": r"^(export|request)\.[a-z0-9_]+(\.[a-z0-9_]+)*$",
+                     "description": "The refusal's stable code (export.self_review, request.field_required, ...)"},
+            "text": {"type": "string", "description": "The English text, its %(name)s placeholders unfilled"},
+            "params": {"type": "object", "description": "The values that fill the text's placeholders"},
+            "message": {"type": "string", "description": "The reason in the caller's language: the one they"
+                                                         " chose on the hub, else their Accept-Language"},
+        },
+        "dependentRequired": {"code": ["text", "params", "message"]},
+    },
     "ExportRequest": {"type": "object", "properties": {
         "id": {"type": "string"}, "workspace": {"type": "string"}, "requester": {"type": "string"},
         "title": {"type": "string"}, "state": {"type": "string", "enum": list(workflow.STATES)},
@@ -117,7 +134,12 @@ _SCHEMAS = {
     "CheckedFiles": {"type": "object", "properties": {"files": {"type": "array", "items": {
         "type": "object", "properties": {
             "name": {"type": "string"}, "status": {"type": "string"},
-            "checks": {"type": "array", "items": {"$ref": "#/components/schemas/Finding"}}}}}}},
+            "checks": {"type": "array", "items": {"$ref": "#/components/schemas/Finding"}},
+            "rejected": {"type": "string", "description": "Why the file is refused outright, in English (then"
+                                                          " it has no checks)"},
+            "code": {"type": "string", "description": "The refusal's stable code (export.file.not_utf8, ...)"},
+            "text": {"type": "string"}, "params": {"type": "object"},
+            "message": {"type": "string", "description": "The refusal in the caller's language"}}}}}},
     "Manifest": {"type": "object", "properties": {"files": {
         "type": "object", "maxProperties": 200, "propertyNames": {"maxLength": 255},
         "additionalProperties": {"type": "object", "properties": {
@@ -236,7 +258,8 @@ def validate(schema: dict, value, where: str) -> None:
     """Check ``value`` (named ``where`` in messages) against ``schema``; :class:`BadInput` if it fails."""
     error = best_match(Draft202012Validator(_resolved(schema)).iter_errors(value))
     if error is not None:
-        raise BadInput(_problem(error, where))
+        code, text, params = _problem(error, where)
+        raise BadInput(code, text, **params)
 
 
 # Query parameters JupyterHub's authentication reads from any request, not the operation's.
@@ -251,8 +274,9 @@ def parameters(op: dict, path_values: list[str], query: dict[str, str], strict: 
     taken = {p["name"] for p in op.get("parameters", []) if p["in"] == "query"}
     unknown = sorted(set(query) - taken - HUB_QUERY)
     if strict and unknown:
-        raise BadInput(f"unknown query parameter {_shown(unknown[0])}; this operation takes"
-                       f" {', '.join(sorted(taken)) or 'none'}")
+        raise BadInput("request.unknown_parameter", N_("unknown query parameter %(parameter)s; this operation takes"
+                                                       " %(parameters)s"),
+                       parameter=_shown(unknown[0]), parameters=", ".join(sorted(taken)) or "none")
     found = {}
     path_params = [p for p in op.get("parameters", []) if p["in"] == "path"]
     for p, raw in zip(path_params, path_values):
@@ -271,10 +295,10 @@ def json_body(op: dict, body: bytes) -> dict:
     try:
         text = body.decode("utf-8") if body else "{}"
     except UnicodeDecodeError:
-        raise BadInput("the request body is not UTF-8 text") from None
+        raise BadInput("request.not_utf8", N_("the request body is not UTF-8 text")) from None
     value = parse_json(text, "the request body")
     if not isinstance(value, dict):
-        raise BadInput("the request body must be a JSON object")
+        raise BadInput("request.not_an_object", N_("the request body must be a JSON object"))
     validate(op["requestBody"]["content"]["application/json"]["schema"], value, "")
     return value
 
@@ -310,13 +334,14 @@ def parse_json(text: str, what: str):
         if bracket in "[{":
             depth += 1
             if depth > MAX_JSON_DEPTH:
-                raise BadInput(f"{what} nests JSON more than {MAX_JSON_DEPTH} levels deep")
+                raise BadInput("request.json_too_deep", N_("%(what)s nests JSON more than %(most)s levels deep"),
+                               what=what, most=MAX_JSON_DEPTH)
         elif bracket in "]}":
             depth -= 1
     try:
         return json.loads(text, parse_float=_number)
     except ValueError:
-        raise BadInput(f"{what} is not valid JSON") from None
+        raise BadInput("request.bad_json", N_("%(what)s is not valid JSON"), what=what) from None
 
 
 def _number(literal: str) -> float | int:
@@ -336,7 +361,8 @@ def _typed(raw: str, schema: dict, name: str):
     kind = schema.get("type")
     if kind == "integer" and _DIGITS.fullmatch(raw):
         if len(raw.lstrip("+-0")) > 20:
-            raise BadInput(f"{name} is out of range: at most {schema.get('maximum')}")
+            raise BadInput("request.out_of_range", N_("%(field)s is out of range: at most %(most)s"), field=name,
+                           most=schema.get("maximum"))
         return int(raw)
     if kind == "boolean" and raw.lower() in _BOOLEANS:
         return _BOOLEANS[raw.lower()]
@@ -354,30 +380,39 @@ def _shown(value) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _problem(error, where: str) -> str:
-    """A message naming the field and the problem, in the service's words."""
+def _problem(error, where: str) -> tuple:
+    """The refusal naming the field and the problem, in the service's words: its code, English text
+    and params (as :class:`BadInput` takes them)."""
     field = ".".join([where] * bool(where) + [str(p) for p in error.absolute_path]) or "the value"
     rule, expected, value, schema = error.validator, error.validator_value, error.instance, error.schema
     if rule == "required":
         missing = next(name for name in expected if name not in value)
-        return f"{field + '.' if error.absolute_path or where else ''}{missing} is required"
+        return ("request.field_required", N_("%(field)s is required"),
+                {"field": f"{field + '.' if error.absolute_path or where else ''}{missing}"})
     if rule == "type":
         kinds = [expected] if isinstance(expected, str) else expected
-        return (f"{field} must be {' or '.join(_TYPE_WORDS[k] for k in kinds)},"
-                f" not {_JSON_TYPES.get(type(value), type(value).__name__)}")
+        return ("request.wrong_type", N_("%(field)s must be %(expected)s, not %(given)s"),
+                {"field": field, "expected": " or ".join(_TYPE_WORDS[k] for k in kinds),
+                 "given": _JSON_TYPES.get(type(value), type(value).__name__)})
     if rule == "enum":
-        return f"unknown {field} {_shown(value)}; {field}: one of {', '.join(map(str, expected))}"
+        return ("request.unknown_value", N_("unknown %(field)s %(value)s; %(field)s: one of %(values)s"),
+                {"field": field, "value": _shown(value), "values": ", ".join(map(str, expected))})
     if rule == "maxLength":
-        return f"{field} may be at most {expected} characters; this one has {len(value)}"
+        return ("request.too_long", N_("%(field)s may be at most %(most)s characters; this one has %(chars)s"),
+                {"field": field, "most": expected, "chars": len(value)})
+    if rule == "minLength" and expected == 1:
+        return "request.empty", N_("%(field)s must not be empty"), {"field": field}
     if rule == "minLength":
-        return f"{field} must not be empty" if expected == 1 else f"{field} needs at least {expected} characters"
+        return "request.too_short", N_("%(field)s needs at least %(least)s characters"), {"field": field, "least": expected}
     if rule in ("minimum", "maximum"):
-        return (f"{field} must be from {schema.get('minimum', '-inf')} to {schema.get('maximum', 'inf')};"
-                f" {_shown(value)} is not")
+        return ("request.out_of_bounds", N_("%(field)s must be from %(least)s to %(most)s; %(value)s is not"),
+                {"field": field, "least": schema.get("minimum", "-inf"), "most": schema.get("maximum", "inf"),
+                 "value": _shown(value)})
     if rule == "pattern" and expected == _WRITTEN:
-        return f"{field} must not be blank"
+        return "request.blank", N_("%(field)s must not be blank"), {"field": field}
     if rule == "pattern":
-        return f"{field} {_shown(value)} does not match {expected}"
+        return ("request.no_match", N_("%(field)s %(value)s does not match %(pattern)s"),
+                {"field": field, "value": _shown(value), "pattern": expected})
     if rule == "maxProperties":
-        return f"{field} may have at most {expected} entries"
-    return f"{field}: {error.message[:200]}"
+        return "request.too_many_entries", N_("%(field)s may have at most %(most)s entries"), {"field": field, "most": expected}
+    return "request.invalid", N_("%(field)s: %(problem)s"), {"field": field, "problem": error.message[:200]}

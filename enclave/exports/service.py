@@ -37,6 +37,8 @@ from sqlalchemy.orm import Session
 
 from .. import workspaces
 from ..audit.client import AuditClient, AuditUnavailable
+from ..i18n import N_
+from ..refusals import Refusal
 from ..releases import release_dir
 from ..settings import ExportSettings, Settings
 from . import checks, files, release, signing, workflow
@@ -60,7 +62,12 @@ MAX_AUDITED_REASON_CHARS = 200
 log = logging.getLogger("enclave.exports")
 
 
-class ExportError(Exception):
+class ExportError(Refusal):
+    """A refusal of the export review service: a stable dotted code (``export.self_review``), the
+    English text marked where it is raised, its params (``exc.message``), and the HTTP ``status``
+    the answer takes. ``str(exc)`` is the English, as logs, audit records and the API's ``error``
+    read it; the pages and the API's ``message`` show it in the reader's language."""
+
     status = 400
 
 
@@ -91,7 +98,8 @@ class Busy(ExportError):
     status = 503
 
     def __init__(self) -> None:
-        super().__init__("the export review service is busy with other changes; nothing was changed, try again")
+        super().__init__("export.busy", N_(
+            "the export review service is busy with other changes; nothing was changed, try again"))
 
 
 class NotRecorded(ExportError):
@@ -100,7 +108,7 @@ class NotRecorded(ExportError):
     status = 503
 
     def __init__(self) -> None:
-        super().__init__("the audit log cannot record this; nothing was changed")
+        super().__init__("export.not_recorded", N_("the audit log cannot record this; nothing was changed"))
 
 
 @dataclass(frozen=True)
@@ -131,7 +139,7 @@ class Actor:
     def from_hub(cls, model: dict) -> "Actor":
         """From ``/hub/api/user``: the token's owner and scopes; the workspace from a server scope."""
         if model.get("kind", "user") != "user":
-            raise Refused("only users act on export requests")
+            raise Refused("export.not_a_user", N_("only users act on export requests"))
         name = model["name"]
         scopes = frozenset(model.get("scopes") or [])
         prefix = f"access:servers!server={name}/"
@@ -156,17 +164,24 @@ def _iso(dt: datetime | None) -> str | None:
     return dt.isoformat(timespec="seconds") if dt else None
 
 
-def _reason(text, required: str | None = None, what: str = "a reason") -> str:
-    """A written reason (or comment: ``what``), stripped; BadInput with ``required`` when it is
-    missing and must be given. The web edge checks the same from the OpenAPI document; this holds
-    for any other caller."""
+# The refusals of a written text (a vote's or a decision's reason, a comment): (code, English text).
+_NOT_TEXT = {"reason": ("export.reason_not_text", N_("a reason must be text")),
+             "comment": ("export.comment_not_text", N_("a comment must be text"))}
+_TOO_LONG = {"reason": ("export.reason_too_long", N_("a reason may be at most %(most)s characters; this one has %(chars)s")),
+             "comment": ("export.comment_too_long", N_("a comment may be at most %(most)s characters; this one has %(chars)s"))}
+
+
+def _reason(text, required: tuple[str, str] | None = None, what: str = "reason") -> str:
+    """A written reason (or comment: ``what``), stripped; BadInput with ``required`` (its code and
+    text) when it is missing and must be given. The web edge checks the same from the OpenAPI
+    document; this holds for any other caller."""
     if text is not None and not isinstance(text, str):
-        raise BadInput(f"{what} must be text")
+        raise BadInput(*_NOT_TEXT[what])
     text = (text or "").strip()
     if required and not text:
-        raise BadInput(required)
+        raise BadInput(*required)
     if len(text) > MAX_REASON_CHARS:
-        raise BadInput(f"{what} may be at most {MAX_REASON_CHARS} characters; this one has {len(text)}")
+        raise BadInput(*_TOO_LONG[what], most=MAX_REASON_CHARS, chars=len(text))
     return text
 
 
@@ -180,6 +195,17 @@ def _audited_checks(findings: list[dict]) -> list[dict]:
     return [{"check": f["check"], "status": f["status"], **({"code": f["code"]} if f.get("code") else {}),
              "reason": f["reason"][:MAX_AUDITED_REASON_CHARS]}
             for f in worst_first[:MAX_AUDITED_FINDINGS]]
+
+
+# Why a workspace that is not active (frozen or archived) takes no new request: (code, English text).
+_NOT_TAKING = {
+    "frozen": ("export.workspace_frozen", N_(
+        "workspace %(workspace)s is frozen (%(reason)s): it takes no new export requests, file versions or"
+        " resubmissions")),
+    "archived": ("export.workspace_archived", N_(
+        "workspace %(workspace)s is archived (%(reason)s): it takes no new export requests, file versions or"
+        " resubmissions")),
+}
 
 
 class ExportService:
@@ -212,7 +238,8 @@ class ExportService:
                 yield s
         except IntegrityError as exc:
             log.warning("a change refused by the database: %s", exc.orig)
-            raise Conflict("this conflicts with a change made at the same time; reload and try again") from None
+            raise Conflict("export.concurrent_change", N_(
+                "this conflicts with a change made at the same time; reload and try again")) from None
         except OperationalError as exc:
             if not waited_too_long(exc):
                 raise
@@ -274,7 +301,7 @@ class ExportService:
         try:
             return workspaces.get(self.settings, name)
         except workspaces.UnknownWorkspace:
-            raise NotFound(f"no workspace named {name!r}") from None
+            raise NotFound("export.unknown_workspace", N_("no workspace named %(workspace)s"), workspace=repr(name)) from None
 
     def is_reviewer(self, actor: Actor, ws: str) -> bool:
         return actor.can_review and actor.name in self.workspace(ws).reviewers
@@ -312,14 +339,13 @@ class ExportService:
 
     def _inspect(self, ws: workspaces.WorkspaceView, upload: Upload) -> files.Inspected:
         if upload.declared_sha256 is not None and sha256(upload.data) != upload.declared_sha256.lower():
-            raise BadInput(
-                f"upload of {upload.name!r} is truncated or corrupted: {len(upload.data)} bytes received"
-                " do not match the declared SHA-256"
-            )
+            raise BadInput("export.upload_corrupted", N_(
+                "upload of %(file)s is truncated or corrupted: %(size)s bytes received do not match the declared"
+                " SHA-256"), file=repr(upload.name), size=len(upload.data))
         try:
             return files.inspect(upload.name, upload.data, self.policy(ws).max_file_mb * 2**20)
         except files.FileRejected as exc:
-            raise (TooLarge if "cap" in str(exc) else BadInput)(str(exc)) from None
+            raise (TooLarge if exc.code == files.OVER_CAP else BadInput).from_refusal(exc) from None
 
     def _check_all(self, ws: workspaces.WorkspaceView, inspected: list[files.Inspected]) -> list[list[dict]]:
         ctx = checks.Context(self._thresholds(ws), self._released_index(ws), checks.acro_outputs(inspected))
@@ -328,12 +354,14 @@ class ExportService:
     def sandbox_workspace(self, actor: Actor) -> workspaces.WorkspaceView:
         """The workspace ``actor`` may submit from: a sandbox server's token, an operator of it."""
         if not actor.can_request:
-            raise Refused("submitting exports needs the custom:exports:request scope")
+            raise Refused("export.scope_missing", N_("submitting exports needs the %(scope)s scope"), scope=SCOPE_REQUEST)
         if actor.workspace is None:
-            raise Refused("export requests are accepted only with a workspace sandbox's server token")
+            raise Refused("export.not_a_sandbox_token", N_(
+                "export requests are accepted only with a workspace sandbox's server token"))
         ws = self.workspace(actor.workspace)
         if actor.name not in ws.operators:
-            raise Refused(f"{actor.name} is not an operator of workspace {ws.name!r}")
+            raise Refused("export.not_an_operator", N_("%(user)s is not an operator of workspace %(workspace)s"),
+                          user=actor.name, workspace=repr(ws.name))
         self._taking_requests(ws)
         return ws
 
@@ -347,31 +375,34 @@ class ExportService:
 
     def _taking_requests(self, ws: workspaces.WorkspaceView) -> None:
         if ws.state != "active":
-            raise Refused(f"workspace {ws.name!r} is {ws.state} ({ws.state_reason}): it takes no new export"
-                          " requests, file versions or resubmissions")
+            raise Refused(*_NOT_TAKING[ws.state], workspace=repr(ws.name), reason=ws.state_reason)
         if ws.expires_at is not None and ws.expires_at <= now():
-            raise Refused(f"workspace {ws.name!r} expired on {_iso(ws.expires_at)}: it takes no new export"
-                          " requests, file versions or resubmissions")
+            raise Refused("export.workspace_expired", N_(
+                "workspace %(workspace)s expired on %(expired)s: it takes no new export requests, file versions"
+                " or resubmissions"), workspace=repr(ws.name), expired=_iso(ws.expires_at))
 
     def _not_archived(self, name: str) -> None:
         ws = self.workspace(name)
         if ws.state == "archived":
-            raise Refused(f"workspace {name!r} is archived ({ws.state_reason}): its export requests can no longer"
-                          " change")
+            raise Refused("export.archived_requests_final", N_(
+                "workspace %(workspace)s is archived (%(reason)s): its export requests can no longer change"),
+                workspace=repr(name), reason=ws.state_reason)
 
     def _uploads(self, ws: workspaces.WorkspaceView, uploads: list[Upload]) -> None:
         if not uploads:
-            raise BadInput("a request needs at least one file")
+            raise BadInput("export.no_files", N_("a request needs at least one file"))
         most = self.policy(ws).max_files_per_request
         if len(uploads) > most:
-            raise BadInput(f"at most {most} files per request")
+            raise BadInput("export.too_many_files", N_("at most %(most)s files per request"), most=most)
         names = [u.name for u in uploads]
         dupes = {n for n in names if names.count(n) > 1}
         if dupes:
-            raise BadInput(f"file names must be unique in a request: {', '.join(sorted(dupes))}")
+            raise BadInput("export.duplicate_names", N_("file names must be unique in a request: %(names)s"),
+                           names=", ".join(sorted(dupes)))
         for u in uploads:
             if not isinstance(u.provenance, dict):
-                raise BadInput(f"provenance of {u.name!r} must be a JSON object")
+                raise BadInput("export.bad_provenance", N_("provenance of %(file)s must be a JSON object"),
+                               file=repr(u.name))
 
     def preflight(self, actor: Actor, uploads: list[Upload]) -> list[dict]:
         """The checks a request would get, without storing anything; bad files are reported, not raised."""
@@ -383,7 +414,9 @@ class ExportService:
                 good.append(self._inspect(ws, u))
                 results.append(None)
             except ExportError as exc:
-                results.append({"name": u.name, "rejected": str(exc)})
+                # As a finding: the English reason, its code and params (the API adds it in the caller's language).
+                results.append({"name": u.name, "rejected": str(exc), "code": exc.code, "text": exc.message.text,
+                                "params": exc.params})
         found = iter(self._check_all(ws, good))
         out = []
         for u, r in zip(uploads, results):
@@ -399,9 +432,10 @@ class ExportService:
         ws = self.sandbox_workspace(actor)
         title, context = (title or "").strip(), (context or "").strip()
         if not title or len(title) > 200:
-            raise BadInput("a title of 1 to 200 characters is required")
+            raise BadInput("export.title_required", N_("a title of 1 to %(most)s characters is required"), most=200)
         if not context or len(context) > 20000:
-            raise BadInput("context is required: say what the outputs are and how disclosure was controlled")
+            raise BadInput("export.context_required", N_(
+                "context is required: say what the outputs are and how disclosure was controlled"))
         self._uploads(ws, uploads)
         inspected = [self._inspect(ws, u) for u in uploads]
         results = self._check_all(ws, inspected)
@@ -439,9 +473,10 @@ class ExportService:
         with self.db.snapshot() as s:
             req = self._get(s, request_id)
             if req.requester != actor.name or req.workspace != ws.name:
-                raise NotFound(f"no export request {request_id}")
+                raise NotFound("export.not_found", N_("no export request %(request)s"), request=request_id)
             if req.state != workflow.RETURNED:
-                raise Conflict(f"files can be changed only while the request is returned (it is {req.state})")
+                raise Conflict("export.files_not_changeable", N_(
+                    "files can be changed only while the request is returned (it is %(state)s)"), state=req.state)
             existing = {f.name: f for f in req.current_files()}
         self._uploads(ws, uploads)
         inspected = [self._inspect(ws, u) for u in uploads]
@@ -453,11 +488,13 @@ class ExportService:
         with self._writing() as s:
             req = self._get(s, request_id, for_update=True)
             if req.state != workflow.RETURNED:
-                raise Conflict(f"files can be changed only while the request is returned (it is {req.state})")
+                raise Conflict("export.files_not_changeable", N_(
+                    "files can be changed only while the request is returned (it is %(state)s)"), state=req.state)
             current = {f.name: f for f in req.current_files()}
             # The checks ran over the files as they were before the uploads were inspected.
             if {f.id for f in current.values()} != {f.id for f in existing.values()}:
-                raise Conflict("the request's files changed while these were checked; send them again")
+                raise Conflict("export.files_changed_meanwhile", N_(
+                    "the request's files changed while these were checked; send them again"))
             for f, u, digest, findings in zip(inspected, uploads, digests, results):
                 old = current.get(f.name)
                 if old is not None and old.sha256 == digest:
@@ -487,7 +524,7 @@ class ExportService:
         req = (session.get(ExportRequest, request_id, with_for_update=for_update)
                if re.fullmatch(r"[0-9a-f]{32}", request_id or "") else None)
         if req is None:
-            raise NotFound(f"no export request {request_id}")
+            raise NotFound("export.not_found", N_("no export request %(request)s"), request=request_id)
         return req
 
     def _visible(self, actor: Actor, req: ExportRequest) -> str:
@@ -498,7 +535,7 @@ class ExportService:
             return workflow.REVIEWER
         if req.requester == actor.name and actor.can_request:
             return workflow.REQUESTER
-        raise NotFound(f"no export request {req.id}")
+        raise NotFound("export.not_found", N_("no export request %(request)s"), request=req.id)
 
     def get(self, actor: Actor, request_id: str) -> dict:
         with self.db.snapshot() as s:
@@ -602,19 +639,22 @@ class ExportService:
         q = select(ExportRequest)
         if mine:
             if not actor.can_request:
-                raise Refused("listing one's requests needs the custom:exports:request scope")
+                raise Refused("export.scope_missing_mine", N_("listing one's requests needs the %(scope)s scope"),
+                              scope=SCOPE_REQUEST)
             q = q.where(ExportRequest.requester == actor.name)
         else:
             allowed = self.reviewed_workspaces(actor)
             if allowed is not None:
                 if not allowed:
-                    raise Refused("the review queue needs the custom:exports:review scope and a workspace to review")
+                    raise Refused("export.scope_missing_queue", N_(
+                        "the review queue needs the %(scope)s scope and a workspace to review"), scope=SCOPE_REVIEW)
                 q = q.where(ExportRequest.workspace.in_(allowed), ExportRequest.requester != actor.name)
         if workspace:
             q = q.where(ExportRequest.workspace == workspace)
         if state:
             if state not in workflow.STATES:
-                raise BadInput(f"unknown state {state!r}; states: {', '.join(workflow.STATES)}")
+                raise BadInput("export.unknown_state", N_("unknown state %(state)s; states: %(states)s"),
+                               state=repr(state), states=", ".join(workflow.STATES))
             q = q.where(ExportRequest.state == state)
         if max_age_days is not None:
             q = q.where(ExportRequest.submitted_at >= (at or now()) - timedelta(days=max_age_days))
@@ -660,26 +700,33 @@ class ExportService:
 
     def vote(self, actor: Actor, request_id: str, file_id: int, decision: str, reason: str) -> dict:
         if decision not in workflow.VOTES:
-            raise BadInput(f"decision must be one of {', '.join(workflow.VOTES)}")
-        reason = _reason(reason, required="every vote needs a written reason")
+            raise BadInput("export.unknown_decision", N_("decision must be one of %(decisions)s"),
+                           decisions=", ".join(workflow.VOTES))
+        reason = _reason(reason, required=("export.reason_required", N_("every vote needs a written reason")))
         with self._writing() as s:
             req = self._get(s, request_id, for_update=True)
             role = self._visible(actor, req)
             if actor.name == req.requester:
-                raise Refused("nobody reviews a request they made")
+                raise Refused("export.self_review", N_("nobody reviews a request they made"))
             if role != workflow.REVIEWER:
-                raise Refused(f"{actor.name} is not a reviewer of workspace {req.workspace!r}")
+                raise Refused("export.not_a_reviewer", N_("%(user)s is not a reviewer of workspace %(workspace)s"),
+                              user=actor.name, workspace=repr(req.workspace))
             self._not_archived(req.workspace)
             if req.state not in (workflow.SUBMITTED, workflow.IN_REVIEW):
-                raise Conflict(f"votes are taken only while a request is submitted or in review (it is {req.state})")
+                raise Conflict("export.not_voting", N_(
+                    "votes are taken only while a request is submitted or in review (it is %(state)s)"), state=req.state)
             f = next((f for f in req.current_files() if f.id == file_id), None)
             if f is None:
-                raise NotFound(f"request {req.id} has no current file {file_id}")
+                raise NotFound("export.no_current_file", N_("request %(request)s has no current file %(file_id)s"),
+                               request=req.id, file_id=file_id)
             mine = next((v for v in f.votes if v.reviewer == actor.name), None)
             if mine is None and len(f.votes) >= req.approvals_required:
-                raise Conflict(f"file {f.name!r} already has the {req.approvals_required} votes the policy requires")
+                raise Conflict("export.votes_complete", N_(
+                    "file %(file)s already has the %(required)s votes the policy requires"),
+                    file=repr(f.name), required=req.approvals_required)
             if mine is not None and len(f.votes) >= req.approvals_required:
-                raise Conflict(f"votes on {f.name!r} are complete and visible to all reviewers; they cannot change")
+                raise Conflict("export.votes_final", N_(
+                    "votes on %(file)s are complete and visible to all reviewers; they cannot change"), file=repr(f.name))
             if mine is None:
                 mine = Vote(file_id=f.id, reviewer=actor.name)
                 s.add(mine)
@@ -730,22 +777,24 @@ class ExportService:
             t = workflow.by_hand(req.state, to)
             if t is None and (req.state, to, workflow.SYSTEM) in workflow.TRANSITIONS:
                 automatic = workflow.TRANSITIONS[(req.state, to, workflow.SYSTEM)]
-                raise Conflict(f"{req.state} -> {to} is not taken by hand: {automatic.description}")
+                raise Conflict("export.automatic_step", N_("%(state)s -> %(to)s is not taken by hand: %(rule)s"),
+                               state=req.state, to=to, rule=automatic.description)
             if t is None:
-                raise Conflict(f"a request cannot go from {req.state} to {to}")
+                raise Conflict("export.no_such_step", N_("a request cannot go from %(state)s to %(to)s"), state=req.state, to=to)
             if t.actor == workflow.REVIEWER and actor.name == req.requester:
-                raise Refused("nobody reviews a request they made")
+                raise Refused("export.self_review", N_("nobody reviews a request they made"))
             if t.actor != role:
-                raise Refused(f"only the request's {t.actor} may {t.action} it")
+                raise Refused("export.not_your_step", N_("only the request's %(role)s may %(action)s it"),
+                              role=t.actor, action=t.action)
             if t.reason_required and not reason:
-                raise BadInput(f"to {t.action} a request, give a written reason")
+                raise BadInput("export.reason_required", N_("to %(action)s a request, give a written reason"), action=t.action)
             if to == workflow.SUBMITTED:  # a resubmission
                 self._taking_requests(self.workspace(req.workspace))
             elif to != workflow.REVOKED:
                 self._not_archived(req.workspace)
             problem = workflow.problem(req, t)
             if problem:
-                raise Conflict(f"cannot {t.action}: {problem}")
+                raise Conflict(problem.code, problem.text, **problem.params)
             self._move(s, req, actor.name, to, t, reason)
             if to == workflow.REVOKED:
                 self._revoke(s, req, actor, reason)
@@ -799,16 +848,18 @@ class ExportService:
         self._move(s, req, workflow.SYSTEM, workflow.RELEASED, step, "")
 
     def comment(self, actor: Actor, request_id: str, text: str, visibility: str, file_id: int | None = None) -> dict:
-        text = _reason(text, required="a comment needs text", what="a comment")
+        text = _reason(text, required=("export.comment_required", N_("a comment needs text")), what="comment")
         if visibility not in ("private", "public"):
-            raise BadInput("visibility must be 'private' (reviewers only) or 'public' (the requester sees it)")
+            raise BadInput("export.unknown_visibility", N_(
+                "visibility must be 'private' (reviewers only) or 'public' (the requester sees it)"))
         with self._writing() as s:
             req = self._get(s, request_id)
             role = self._visible(actor, req)
             if role == workflow.REQUESTER and visibility != "public":
-                raise Refused("a requester's comments are public")
+                raise Refused("export.requester_comments_public", N_("a requester's comments are public"))
             if file_id is not None and file_id not in {f.id for f in req.files}:
-                raise NotFound(f"request {req.id} has no file {file_id}")
+                raise NotFound("export.no_file", N_("request %(request)s has no file %(file_id)s"), request=req.id,
+                               file_id=file_id)
             c = Comment(request_id=req.id, file_id=file_id, author=actor.name, visibility=visibility, text=text, at=now())
             s.add(c)
             s.add(Event(request_id=req.id, actor=actor.name, action="comment", from_state=req.state,
@@ -824,10 +875,11 @@ class ExportService:
             req = self._get(s, request_id)
             role = self._visible(actor, req)
             if role == workflow.REQUESTER:
-                raise Refused("requesters download files only once they are released")
+                raise Refused("export.not_released_yet", N_("requesters download files only once they are released"))
             f = next((f for f in req.files if f.id == file_id), None)
             if f is None:
-                raise NotFound(f"request {req.id} has no file {file_id}")
+                raise NotFound("export.no_file", N_("request %(request)s has no file %(file_id)s"), request=req.id,
+                               file_id=file_id)
             s.add(Event(request_id=req.id, actor=actor.name, action="view", from_state=req.state,
                         to_state=req.state, detail={"file": f.name, "version": f.version}, at=now()))
         return f, self.store.get(f.sha256)
@@ -840,14 +892,16 @@ class ExportService:
             req = self._get(s, request_id)
             role = self._visible(actor, req)
             if role not in (workflow.REQUESTER, workflow.ADMIN):
-                raise Refused("only the requester (and admins) download released files")
+                raise Refused("export.not_the_requester", N_("only the requester (and admins) download released files"))
             f = next((f for f in req.files if f.id == file_id), None)
             if f is None:
-                raise NotFound(f"request {req.id} has no file {file_id}")
+                raise NotFound("export.no_file", N_("request %(request)s has no file %(file_id)s"), request=req.id,
+                               file_id=file_id)
             if req.state == workflow.REVOKED or (f.release is not None and f.release.revoked_at is not None):
-                raise Refused("this release was revoked: it can no longer be downloaded")
+                raise Refused("export.revoked", N_("this release was revoked: it can no longer be downloaded"))
             if req.state != workflow.RELEASED or f.release is None:
-                raise Refused(f"{f.name!r} is not released (the request is {req.state})")
+                raise Refused("export.not_released", N_("%(file)s is not released (the request is %(state)s)"),
+                              file=repr(f.name), state=req.state)
             token = secrets.token_urlsafe(32)
             expires = at + timedelta(seconds=self.cfg.link_ttl_seconds)
             s.add(DownloadLink(token_sha256=hashlib.sha256(token.encode()).hexdigest(), release_id=f.release.id,
@@ -859,9 +913,9 @@ class ExportService:
         with self._writing() as s:
             link = s.get(DownloadLink, hashlib.sha256((token or "").encode()).hexdigest())
             if link is None or link.username != actor.name:
-                raise NotFound("no such download link")
+                raise NotFound("export.no_such_link", N_("no such download link"))
             if link.expires_at <= at:
-                raise Refused("this download link has expired; ask for a new one")
+                raise Refused("export.link_expired", N_("this download link has expired; ask for a new one"))
             rel = s.get(Release, link.release_id)
             f = s.get(RequestFile, rel.file_id)
             # Revocation is read with the request locked: a download and a revocation at the same
@@ -869,10 +923,10 @@ class ExportService:
             req = self._get(s, f.request_id, for_update=True)
             s.refresh(rel)
             if rel.revoked_at is not None or req.state != workflow.RELEASED:
-                raise Refused("this release was revoked: it can no longer be downloaded")
+                raise Refused("export.revoked", N_("this release was revoked: it can no longer be downloaded"))
             # Access is decided again: a link is useless to anyone who lost the right to it.
             if self._visible(actor, req) not in (workflow.REQUESTER, workflow.ADMIN):
-                raise Refused("only the requester (and admins) download released files")
+                raise Refused("export.not_the_requester", N_("only the requester (and admins) download released files"))
             s.add(Event(request_id=req.id, actor=actor.name, action="download", from_state=req.state,
                         to_state=req.state, detail={"file": f.name, "release_id": rel.id}, at=at))
             self._record(s, actor.name, "export.download", req.workspace, request_id=req.id, release_id=rel.id,
@@ -885,7 +939,8 @@ class ExportService:
             self._visible(actor, req)
             f = next((f for f in req.files if f.id == file_id), None)
             if f is None or f.release is None:
-                raise NotFound(f"request {req.id} has no released file {file_id}")
+                raise NotFound("export.no_released_file", N_("request %(request)s has no released file %(file_id)s"),
+                               request=req.id, file_id=file_id)
             rel = f.release
             # Checked with this service's key: a manifest signed with another key is not valid here.
             valid = rel.key_id == self.key_id and signing.verify(self.key.public_key(), rel.manifest, rel.signature)

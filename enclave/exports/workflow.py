@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+from ..i18n import N_, Message
+
 SUBMITTED = "submitted"
 IN_REVIEW = "in_review"
 RETURNED = "returned"
@@ -59,7 +61,8 @@ def file_decision(votes: list[str], required: int) -> str:
     return FILE_CONFLICTED
 
 
-# -- guards: return None when the step may be taken, else the reason it may not --
+# -- guards: return None when the step may be taken, else why it may not: a message with a stable
+# code whose text names the step as %(action)s, which problem() fills --
 
 
 def decisions(request) -> list[tuple[str, str, int]]:
@@ -70,71 +73,92 @@ def decisions(request) -> list[tuple[str, str, int]]:
     ]
 
 
-def _all_voted(request) -> str | None:
+def _all_voted(request) -> Message | None:
     for name, decision, n in decisions(request):
         if decision == FILE_PENDING:
-            return f"file {name!r} has {n} of the {request.approvals_required} votes the policy requires"
+            return Message("export.step.votes_missing", N_(
+                "cannot %(action)s: file %(file)s has %(votes)s of the %(required)s votes the policy requires"),
+                {"file": repr(name), "votes": n, "required": request.approvals_required})
     return None
+
+
+def _file_is(name: str, decision: str) -> Message:
+    """A file's decision that stops a step (its votes conflict, or ask for changes)."""
+    if decision == FILE_CONFLICTED:
+        return Message("export.step.file_conflicted", N_("cannot %(action)s: file %(file)s is conflicted"),
+                       {"file": repr(name)})
+    return Message("export.step.file_changes_requested", N_("cannot %(action)s: file %(file)s is changes requested"),
+                   {"file": repr(name)})
 
 
 def conflicted_files(request) -> list[str]:
     return [name for name, decision, _ in decisions(request) if decision == FILE_CONFLICTED]
 
 
-def guard_voted(request) -> str | None:
-    return None if any(n for _, _, n in decisions(request)) else "no file has a vote yet"
+def guard_voted(request) -> Message | None:
+    return None if any(n for _, _, n in decisions(request)) else Message(
+        "export.step.no_votes", N_("cannot %(action)s: no file has a vote yet"))
 
 
-def guard_votes_approve(request) -> str | None:
+def guard_votes_approve(request) -> Message | None:
     missing = _all_voted(request)
     if missing:
         return missing
     found = decisions(request)
     for name, decision, _ in found:
         if decision in (FILE_CHANGES, FILE_CONFLICTED):
-            return f"file {name!r} is {decision.replace('_', ' ')}"
+            return _file_is(name, decision)
     if not any(d == FILE_APPROVED for _, d, _ in found):
-        return "no file is approved"
+        return Message("export.step.none_approved", N_("cannot %(action)s: no file is approved"))
     return None
 
 
-def guard_votes_reject(request) -> str | None:
+def guard_votes_reject(request) -> Message | None:
     missing = _all_voted(request)
     if missing:
         return missing
     for name, decision, _ in decisions(request):
         if decision != FILE_REJECTED:
-            return f"file {name!r} is {decision.replace('_', ' ')}, not rejected"
+            return Message("export.step.file_not_rejected", N_(
+                "cannot %(action)s: file %(file)s is %(decision)s, not rejected"),
+                {"file": repr(name), "decision": decision.replace("_", " ")})
     return None
 
 
-def guard_votes_return(request) -> str | None:
+def guard_votes_return(request) -> Message | None:
     missing = _all_voted(request)
     if missing:
         return missing
     found = decisions(request)
     for name, decision, _ in found:
         if decision == FILE_CONFLICTED:
-            return f"the votes on {name!r} conflict: a reviewer decides"
+            return Message("export.step.reviewer_decides", N_(
+                "cannot %(action)s: the votes on %(file)s conflict: a reviewer decides"), {"file": repr(name)})
     if not any(d == FILE_CHANGES for _, d, _ in found):
-        return "no file has changes requested"
+        return Message("export.step.no_changes_requested", N_("cannot %(action)s: no file has changes requested"))
     return None
 
 
-def guard_conflict(request) -> str | None:
+def guard_conflict(request) -> Message | None:
     """A reviewer decides for the request only where the votes cannot: a file's votes conflict."""
     missing = _all_voted(request)
     if missing:
         return missing
     if not conflicted_files(request):
-        return "no file's votes conflict: the votes decide the request themselves"
+        return Message("export.step.no_conflict", N_(
+            "cannot %(action)s: no file's votes conflict: the votes decide the request themselves"))
     return None
 
 
-def guard_resubmit(request) -> str | None:
+def guard_resubmit(request) -> Message | None:
     for name, decision, _ in decisions(request):
         if decision in (FILE_CHANGES, FILE_CONFLICTED):
-            return f"file {name!r} is {decision.replace('_', ' ')}: send a new version of it first"
+            if decision == FILE_CONFLICTED:
+                return Message("export.step.new_version_needed", N_(
+                    "cannot %(action)s: file %(file)s is conflicted: send a new version of it first"), {"file": repr(name)})
+            return Message("export.step.new_version_needed", N_(
+                "cannot %(action)s: file %(file)s is changes requested: send a new version of it first"),
+                {"file": repr(name)})
     return None
 
 
@@ -215,9 +239,10 @@ def by_hand(state: str, to: str) -> Transition | None:
                  if frm == state and dest == to and actor != SYSTEM), None)
 
 
-def problem(request, t: Transition) -> str | None:
-    """Why ``t`` cannot be taken from the request's state now; None when it can."""
-    return t.guard(request) if t.guard else None
+def problem(request, t: Transition) -> Message | None:
+    """Why ``t`` cannot be taken from the request's state now, naming the step; None when it can."""
+    why = t.guard(request) if t.guard else None
+    return None if why is None else Message(why.code, why.text, {"action": t.action, **why.params})
 
 
 def automatic_step(request) -> tuple[str, Transition] | None:

@@ -137,10 +137,6 @@ class BadRequest(BadInput):
     """A request refused before the service layer is asked (a name, a moment, a body it cannot
     take): ``message`` is a stable code with its text; ``str()`` is the English text."""
 
-    def __init__(self, code: str, text: str, /, **params) -> None:
-        self.message = i18n.Message(code, text, params)
-        super().__init__(str(self.message))
-
 
 class ChangeNotRecorded(AuditUnavailable):
     """A change refused, and rolled back, because the audit log cannot record it (503)."""

@@ -13,6 +13,7 @@ import io
 import re
 
 import pytest
+import requests
 
 ZH = {"Accept-Language": "zh-CN,zh;q=0.9,en;q=0.8"}
 TITLE = "各区人数统计"
@@ -114,3 +115,84 @@ def test_the_messages_after_a_vote_and_a_comment_in_chinese(hub, client, tokens,
     page = get(rob, url, ZH).text
     assert post_form(rob, page, f"{url}/vote", vote) == (
         f"您对 {FILE} 的投票已记录：批准。投票已决定该导出申请的结果：“已放行”。")
+
+
+def refusal_on(page: str) -> tuple[str, str]:
+    """The refusal a page shows: its stable code and its text."""
+    found = re.search(r'<p class="error" role="alert" id="error" data-code="([^"]+)">([^<]*)</p>', page)
+    assert found, page[:2000]
+    return found.group(1), html.unescape(found.group(2))
+
+
+def test_refusals_on_the_pages_in_chinese_with_their_codes(hub, client, tokens):
+    # 'dual' operates and reviews ws1: voting on their own request is refused, in Chinese, with its code.
+    r = client(tokens["dual@ws1"]).submit({FILE: table()}, title="自审测试", context="季度报告用的各区人数。")
+    assert r.status_code == 201, r.text
+    request_id, file_id = r.json()["id"], r.json()["files"][0]["id"]
+    url = f"{hub.service}/requests/{request_id}"
+    dual = hub.login("dual")
+    page = get(dual, url, ZH).text
+    xsrf = re.search(r'name="_xsrf" value="([^"]+)"', page).group(1)
+    vote = {"_xsrf": xsrf, "file_id": file_id, "decision": "approve", "reason": "我自己看过了"}
+    refused = dual.post(f"{url}/vote", data=vote, headers=ZH, timeout=60)
+    assert refused.status_code == 403 and refused.headers["Content-Language"] == "zh-CN"
+    assert refusal_on(refused.text) == ("export.self_review", "任何人都不能审核自己提出的导出申请")
+    # The same refusal in English for an English browser: the code does not change with the language.
+    refused = dual.post(f"{url}/vote", data=vote, headers={"Accept-Language": "en"}, timeout=60)
+    assert refusal_on(refused.text) == ("export.self_review", "nobody reviews a request they made")
+
+    # A reviewer's vote without a reason: the form is refused naming the field, in Chinese.
+    rita = hub.login("rita")
+    page = get(rita, url, ZH).text
+    xsrf = re.search(r'name="_xsrf" value="([^"]+)"', page).group(1)
+    blank = rita.post(f"{url}/vote", data={"_xsrf": xsrf, "file_id": file_id, "decision": "approve", "reason": "  "},
+                      headers=ZH, timeout=60)
+    assert blank.status_code == 400
+    assert refusal_on(blank.text) == ("request.empty", "reason 不能为空")  # the form's blanks are stripped
+    assert client(tokens["rita"]).get(f"/requests/{request_id}").json()["state"] == "submitted"
+
+    # An error page of its own: a request that does not exist, its number in the Chinese message.
+    missing = get(rita, f"{hub.service}/requests/{'0' * 32}", ZH, status=404).text
+    assert refusal_on(missing) == ("export.not_found", f"不存在导出申请 {'0' * 32}")
+
+
+def test_refusals_through_the_api_carry_code_params_and_the_callers_language(hub, client, tokens):
+    r = client(tokens["dual@ws1"]).submit({FILE: table()}, title="自审测试（接口）", context="季度报告用的各区人数。")
+    assert r.status_code == 201, r.text
+    request_id, file_id = r.json()["id"], r.json()["files"][0]["id"]
+    body = {"file_id": file_id, "decision": "approve", "reason": "我自己看过了"}
+
+    refused = client(tokens["dual"]).post(f"/requests/{request_id}/votes", body, headers=ZH)
+    assert refused.status_code == 403 and refused.headers["Content-Language"] == "zh-CN"
+    assert refused.json() == {"status": 403, "error": "nobody reviews a request they made", "code": "export.self_review",
+                              "text": "nobody reviews a request they made", "params": {},
+                              "message": "任何人都不能审核自己提出的导出申请"}
+
+    # A refusal with params: the English text keeps its placeholders, the params fill them.
+    missing = client(tokens["rita"]).post(f"/requests/{request_id}/votes", {**body, "file_id": 987654}, headers=ZH)
+    assert missing.status_code == 404
+    assert {k: missing.json()[k] for k in ("code", "text", "params")} == {
+        "code": "export.no_current_file", "text": "request %(request)s has no current file %(file_id)s",
+        "params": {"request": request_id, "file_id": 987654}}
+    assert missing.json()["error"] == missing.json()["text"] % missing.json()["params"]
+    assert missing.json()["message"] == f"导出申请 {request_id} 没有当前文件 987654"
+
+    # Without Accept-Language the message is English, as the error is.
+    english = client(tokens["dual"]).post(f"/requests/{request_id}/votes", body).json()
+    assert (english["code"], english["message"]) == ("export.self_review", "nobody reviews a request they made")
+
+    # A refusal of the web edge (no token at all) has its code too.
+    anonymous = requests.post(f"{hub.service}/api/requests/{request_id}/votes", json=body, headers=ZH, timeout=30)
+    assert anonymous.status_code == 403 and anonymous.json()["code"] == "export.not_authenticated"
+    assert anonymous.json()["message"].startswith("未登录")
+
+    # A file the checks refuse outright (a table saved as GBK, as Excel does by default in China):
+    # the check's answer names the refusal's code, and says it in the caller's language.
+    checker = client(tokens["olga@ws1"])
+    checker.session.headers.update(ZH)
+    checked = checker.submit({"区域人数_gbk.csv": "区域,人数\n北区,120\n".encode("gbk")}, path="/checks")
+    assert checked.status_code == 200, checked.text
+    rejected = checked.json()["files"][0]
+    assert (rejected["code"], rejected["params"]["file"]) == ("export.file.not_utf8", "'区域人数_gbk.csv'")
+    assert rejected["rejected"].startswith("file '区域人数_gbk.csv' is not UTF-8 text")
+    assert rejected["message"].startswith("文件 '区域人数_gbk.csv' 不是 UTF-8 文本"), rejected["message"]

@@ -101,8 +101,11 @@ def test_the_votes_take_exactly_one_step_or_leave_it_to_a_reviewer(files, step):
 
 def test_a_returned_request_is_resubmitted_only_with_new_versions_of_what_was_questioned():
     resubmit = workflow.by_hand(workflow.RETURNED, workflow.SUBMITTED)
-    assert "f1.csv" in workflow.problem(Request(workflow.RETURNED, 2, ["approve"] * 2, ["request_changes"] * 2), resubmit)
-    assert "f0.csv" in workflow.problem(Request(workflow.RETURNED, 2, ["approve", "reject"], []), resubmit)
+    changes = workflow.problem(Request(workflow.RETURNED, 2, ["approve"] * 2, ["request_changes"] * 2), resubmit)
+    assert (changes.code, changes.params["file"]) == ("export.step.new_version_needed", "'f1.csv'")
+    assert str(changes) == "cannot resubmit: file 'f1.csv' is changes requested: send a new version of it first"
+    conflicted = workflow.problem(Request(workflow.RETURNED, 2, ["approve", "reject"], []), resubmit)
+    assert (conflicted.code, conflicted.params["file"]) == ("export.step.new_version_needed", "'f0.csv'")
     # A new version has no votes: the file is pending again.
     assert workflow.problem(Request(workflow.RETURNED, 2, ["approve"] * 2, []), resubmit) is None
     changes = Request(workflow.IN_REVIEW, 2, ["approve"] * 2, ["request_changes", "approve"])

@@ -146,7 +146,8 @@ def test_bad_input_is_named(apis):
     assert admin.post("/workspaces", {"name": "x1", "holder": "ghost"}, expect=409)["error"] == \
         "no account named 'ghost'"
     r = admin.request("POST", "/workspaces", data=b'{"name": ', headers={"Content-Type": "application/json"})
-    assert (r.status_code, r.json()) == (400, {"status": 400, "error": "the request body is not valid JSON"})
+    assert (r.status_code, r.json()["error"], r.json()["code"]) == (400, "the request body is not valid JSON",
+                                                                    "request.bad_json")
     assert admin.post("/accounts", {"name": "x1", "roles": "admin"}, expect=400)["error"] == \
         "roles must be a list, not text"
     assert admin.put("/workspaces/census/operators-may-review", {"allowed": "yes"}, expect=400)["error"] == \
@@ -188,7 +189,7 @@ def test_a_refusal_carries_its_stable_code_and_what_fills_its_text(hub, apis):
     assert (naive["code"], naive["params"]) == ("request.moment_without_offset",
                                                 {"field": "expires_at", "value": "'2030-01-01T00:00'"})
     r = admin.request("POST", "/workspaces", data=b'{"name": ', headers={"Content-Type": "application/json"})
-    assert "code" not in r.json()
+    assert (r.json()["code"], r.json()["params"]) == ("request.bad_json", {"what": "the request body"})
 
     with pytest.raises(ProvisioningError) as refused:
         call("POST", path("workspaces", "coded", "members"), {"user": "cora", "role": "operator"}, home=hub.home)
