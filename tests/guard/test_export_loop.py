@@ -133,3 +133,7 @@ def test_new_versions_are_read_by_the_rules_of_a_first_submission(loop, decide, 
     assert r.status_code == 400 and "resubmit or withdraw" in r.json()["message"]
     r = guard_call(alice, "POST", f"/{request_id}/transitions", json={"to": "withdrawn", "reason": "不再需要。"})
     assert r.status_code == 200 and r.json()["state"] == "withdrawn" and r.json()["allowed"] == []
+    # A step the review service refuses reaches the operator in the service's words, its code kept.
+    r = guard_call(alice, "POST", f"/{request_id}/transitions", json={"to": "withdrawn", "reason": "again"})
+    assert r.status_code == 409 and r.json()["code"] == "guard.export.review_refused", r.text
+    assert r.json()["params"]["service_code"].startswith("export."), r.text

@@ -87,8 +87,11 @@ class Intake:
         except ValueError:
             doc = {"message": data.decode(errors="replace")[:500]}
         if resp.status >= 400:
+            # The service words its refusal in the language asked for (Accept-Language) as
+            # ``message``, next to its own stable code, which travels in the params.
             raise IntakeError(resp.status, Message("guard.export.review_refused", N_("export review: %(error)s"),
-                                                   {"error": doc.get("error") or doc.get("message") or resp.reason}))
+                                                   {"error": doc.get("message") or doc.get("error") or resp.reason,
+                                                    "service_code": doc.get("code")}))
         return doc
 
     async def call(self, method: str, path: str, fields: list | None = None, json_body: dict | None = None) -> dict:
