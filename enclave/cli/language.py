@@ -97,8 +97,19 @@ class EnclaveGroup(click.Group):
     """The ``enclave`` command: runs in its user's language (click's usage errors included)."""
 
     def main(self, *args, **kwargs):
+        # Click makes each command's --help option once and keeps it, its text in the language of
+        # the run that made it: made again in this run's (a process that runs the command more
+        # than once, as the tests do, may change language between runs).
+        for command in _commands(self):
+            command._help_option = None
         with click_speaking(command_locale()):
             return super().main(*args, **kwargs)
+
+
+def _commands(command: click.Command) -> Iterator[click.Command]:
+    yield command
+    for sub in getattr(command, "commands", {}).values():
+        yield from _commands(sub)
 
 
 def usage_error(code: str, text: str, /, **params) -> click.UsageError:
