@@ -85,21 +85,14 @@ $(SANDBOX_ENV)/.installed: requirements/sandbox.txt $(SANDBOX_LOCAL_PACKAGES) $(
 	touch $@
 
 # Charts in Chinese with no set-up by the operator: the sandbox policy points MATPLOTLIBRC at this
-# file (DejaVu Sans for Latin text, falling back to Noto Sans CJK SC for Chinese), and mounts the
-# font cache built here at the place matplotlib looks for it, so a kernel's first chart does not
-# scan every system font first. The cache is rebuilt when the system's fonts or the environment change.
+# file (requirements/sandbox-matplotlibrc: DejaVu Sans for Latin text, falling back to Noto Sans
+# CJK SC for Chinese), and mounts the font cache built here at the place matplotlib looks for it,
+# so a kernel's first chart does not scan every system font first. The cache is rebuilt when the system's fonts or the environment change.
 SANDBOX_MATPLOTLIBRC := $(SANDBOX_ENV)/etc/matplotlibrc
 SANDBOX_FONT_CACHE := $(SANDBOX_ENV)/share/enclave/matplotlib
 FONT_DIRS := $(shell find /usr/share/fonts /usr/local/share/fonts -type d 2>/dev/null)
-$(SANDBOX_MATPLOTLIBRC): Makefile
-	mkdir -p $(dir $@)
-	printf '%s\n' \
-	  '# Enclave: the operators'"'"' matplotlib settings (written by the Makefile; edit it there).' \
-	  '# matplotlib falls back along font.family only (a generic family such as sans-serif stands' \
-	  '# for one font): Latin from DejaVu Sans, Chinese from Noto Sans CJK SC.' \
-	  'font.family: DejaVu Sans, Noto Sans CJK SC, WenQuanYi Micro Hei' \
-	  'font.sans-serif: Noto Sans CJK SC, DejaVu Sans, WenQuanYi Micro Hei' > $@
-	chmod 0644 $@
+$(SANDBOX_MATPLOTLIBRC): requirements/sandbox-matplotlibrc
+	install -D -m 0644 $< $@
 $(SANDBOX_FONT_CACHE)/.built: $(SANDBOX_ENV)/.installed $(SANDBOX_MATPLOTLIBRC) $(FONT_DIRS)
 	rm -rf $(SANDBOX_FONT_CACHE) && mkdir -p $(SANDBOX_FONT_CACHE)
 	home=$$(mktemp -d) && env -i PATH=/usr/bin:/bin HOME=$$home MPLCONFIGDIR=$(CURDIR)/$(SANDBOX_FONT_CACHE) \

@@ -70,13 +70,18 @@ USR_SYMLINKS = (("usr/bin", "/bin"), ("usr/sbin", "/sbin"), ("usr/lib", "/lib"),
 @dataclass(frozen=True)
 class Mount:
     """``kind``: ro/rw bind of ``source``; tmpfs of ``size_mb``; or a file of generated ``content``
-    (read-only). Every tmpfs has a size: unsized, it could take half the host's memory."""
+    (read-only). Every tmpfs has a size: unsized, it could take half the host's memory.
+
+    ``system``: part of the operating system or of the operators' environment (``/usr``, the
+    ``/etc`` files a Python environment needs, the environment at /opt/enclave/env, its font list).
+    The bubblewrap backend binds them from the host; a container backend's image holds them."""
 
     target: str
     kind: Literal["ro", "rw", "tmpfs", "file", "symlink"]
     source: str = ""
     content: str = ""
     size_mb: int = 0
+    system: bool = False
 
 
 @dataclass(frozen=True)
@@ -171,14 +176,14 @@ def base_python_prefix(env: Path) -> Path:
 
 
 def _system_mounts(env: Path, identity: Identity, limits: Limits) -> list[Mount]:
-    mounts = [Mount("/usr", "ro", "/usr")]
-    mounts += [Mount(target, "symlink", source) for source, target in USR_SYMLINKS]
-    mounts += [Mount(p, "ro", p) for p in ETC_READONLY if Path(p).exists()]
+    mounts = [Mount("/usr", "ro", "/usr", system=True)]
+    mounts += [Mount(target, "symlink", source, system=True) for source, target in USR_SYMLINKS]
+    mounts += [Mount(p, "ro", p, system=True) for p in ETC_READONLY if Path(p).exists()]
     prefix = base_python_prefix(env)
     if not str(prefix).startswith("/usr/"):
-        mounts.append(Mount(str(prefix), "ro", str(prefix)))
+        mounts.append(Mount(str(prefix), "ro", str(prefix), system=True))
     mounts += [
-        Mount(ENV_MOUNT, "ro", str(env)),
+        Mount(ENV_MOUNT, "ro", str(env), system=True),
         Mount("/etc/passwd", "file", content=(
             f"root:x:0:0::/nonexistent:/usr/sbin/nologin\n"
             f"{identity.username}:x:{identity.uid}:{identity.gid}::{identity.home}:/bin/bash\n")),
@@ -303,7 +308,7 @@ def _font_cache_mounts(env: Path) -> list[Mount]:
     """matplotlib's prebuilt font list, read-only, in MPLCONFIGDIR (none when the environment has no
     prebuilt list: matplotlib then builds one at its first import)."""
     mpl_dir = PER_START_DIRS["MPLCONFIGDIR"]
-    return [Mount(f"{mpl_dir}/{cache.name}", "ro", str(cache))
+    return [Mount(f"{mpl_dir}/{cache.name}", "ro", str(cache), system=True)
             for cache in sorted((env / FONT_CACHE).glob("fontlist-v*.json"))]
 
 

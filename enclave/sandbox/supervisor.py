@@ -35,12 +35,16 @@ import uuid
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import docker as docker_sdk
+
 from ..audit.client import AsyncAuditClient
 from ..host_state import keep_private
+from . import docker as docker_backend
 from .bubblewrap import bwrap_argv
+from .docker import DockerSandbox
 from .egress import EgressLedger, ledger_dir
 from .home_image import mount_home, unmount_home
-from .limits import SandboxCgroup, apply_rlimits
+from .limits import PARENT, SandboxCgroup, apply_rlimits
 from .policy import KERNELS_DIR, SandboxLayout, SandboxPolicy, kernel_policy, terminal_policy
 from .receiver import AuditReceiver
 
@@ -55,10 +59,19 @@ STOP_GRACE_SECONDS = 5
 
 @dataclass
 class Sandboxed:
-    """A running bwrap process and the host pid of the program inside it."""
+    """A running bwrap process and the host pid of the program inside it. The supervisor handles it
+    as it handles a container of the Docker backend (:class:`enclave.sandbox.docker.DockerSandbox`):
+    ``returncode``, ``wait()``, ``signal()``, ``kill()``, ``remove()``."""
 
     process: asyncio.subprocess.Process
     child_pid: int
+
+    @property
+    def returncode(self) -> int | None:
+        return self.process.returncode
+
+    async def wait(self) -> int:
+        return await self.process.wait()
 
     def signal(self, signum: int) -> None:
         try:
@@ -66,21 +79,32 @@ class Sandboxed:
         except ProcessLookupError:
             pass
 
+    def kill(self) -> None:
+        self.signal(signal.SIGKILL)
+        self.process.kill()
+
+    def remove(self) -> None:
+        """Nothing is left of an exited bwrap process."""
+
 
 @dataclass
 class Supervisor:
     server_policy: SandboxPolicy
     layout: SandboxLayout
     bwrap: str
+    # "bubblewrap", or "docker": each sandbox a container of ``image`` (enclave.sandbox.docker).
+    backend: str = "bubblewrap"
+    image: str = ""
     kernel_env: dict[str, str] = field(default_factory=dict)
     # The workspace allows terminals; otherwise the terminal operation is refused.
     terminals_allowed: bool = False
     # Receives the server's audit records, stamped with this sandbox (enclave.sandbox.receiver).
     receiver: AuditReceiver | None = None
     cgroup: SandboxCgroup | None = None
-    server: Sandboxed | None = None
-    kernels: dict[str, Sandboxed] = field(default_factory=dict)
-    terminals: dict[str, Sandboxed] = field(default_factory=dict)
+    server: Sandboxed | DockerSandbox | None = None
+    kernels: dict[str, Sandboxed | DockerSandbox] = field(default_factory=dict)
+    terminals: dict[str, Sandboxed | DockerSandbox] = field(default_factory=dict)
+    docker: docker_sdk.DockerClient | None = None
 
     # -- set-up --
 
@@ -105,8 +129,18 @@ class Supervisor:
         # Named by uid too: unique on the host even across hubs.
         self.cgroup = SandboxCgroup.create(f"{self.server_policy.name}-{uid}", self.server_policy.limits)
 
-    async def _start(self, policy: SandboxPolicy, files: Path, log_path: Path, tty: int | None = None) -> Sandboxed:
+    async def _start(self, policy: SandboxPolicy, files: Path, log_path: Path,
+                     tty: int | None = None) -> Sandboxed | DockerSandbox:
         """Start one sandbox; its output goes to ``log_path``, or it runs on the pty slave ``tty``."""
+        if self.backend == "docker":
+            if tty is not None:
+                raise ValueError("terminals are not available on the Docker backend yet")
+            if self.docker is None:
+                self.docker = docker_sdk.from_env()
+            # The sandbox's cgroup (v1 and v2 alike: a folder under each hierarchy's root) holds its
+            # containers, as it holds the bubblewrap backend's processes.
+            parent = f"/{PARENT}/{self.cgroup.dirs[0].name}" if self.cgroup is not None else None
+            return await docker_backend.start(self.docker, policy, self.image, files, log_path, parent)
         read_fd, write_fd = os.pipe()
         argv = bwrap_argv(policy, self.bwrap, files, info_fd=write_fd)
         cgroup = self.cgroup
@@ -146,7 +180,7 @@ class Supervisor:
         kdir = self._kernel_dir(kernel_id)
         kernel = self.kernels.get(kernel_id)
         if op == "prepare":
-            if kernel is not None and kernel.process.returncode is None:
+            if kernel is not None and kernel.returncode is None:
                 raise ValueError(f"kernel {kernel_id} is running")
             if kernel is None and len(self.kernels) >= MAX_KERNELS:
                 raise ValueError(f"at most {MAX_KERNELS} kernels per workspace server")
@@ -156,7 +190,7 @@ class Supervisor:
             kdir.chmod(0o700)
             return {"ipc_dir": f"{KERNELS_DIR}/{kernel_id}"}
         if op == "start":
-            if kernel is not None and kernel.process.returncode is None:
+            if kernel is not None and kernel.returncode is None:
                 raise ValueError(f"kernel {kernel_id} is already running")
             if not kdir.is_dir() or kdir.is_symlink():
                 raise ValueError(f"kernel {kernel_id} was not prepared")
@@ -171,7 +205,7 @@ class Supervisor:
         if kernel is None:
             raise ValueError(f"no kernel {kernel_id}")
         if op == "poll":
-            return {"returncode": kernel.process.returncode}
+            return {"returncode": kernel.returncode}
         if op == "signal":
             signum = int(request.get("signum", 0))
             if signum not in KERNEL_SIGNALS:
@@ -179,8 +213,9 @@ class Supervisor:
             kernel.signal(signum)
             return {}
         if op == "cleanup":
-            if kernel.process.returncode is None:
+            if kernel.returncode is None:
                 raise ValueError(f"kernel {kernel_id} is still running")
+            await asyncio.to_thread(kernel.remove)
             if not request.get("restart"):
                 del self.kernels[kernel_id]
                 shutil.rmtree(kdir, ignore_errors=True)
@@ -194,7 +229,7 @@ class Supervisor:
         """Start a terminal sandbox on a new pty; return the reply and the pty's master side."""
         if not self.terminals_allowed:
             raise ValueError("this workspace does not allow terminals")
-        for ended in [k for k, t in self.terminals.items() if t.process.returncode is not None]:
+        for ended in [k for k, t in self.terminals.items() if t.returncode is not None]:
             del self.terminals[ended]
             shutil.rmtree(self.layout.run / "files" / f"terminal-{ended}", ignore_errors=True)
         if len(self.terminals) >= MAX_TERMINALS:
@@ -262,34 +297,35 @@ class Supervisor:
             loop = asyncio.get_running_loop()
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(signum, stop.set)
-            server_exit = asyncio.ensure_future(self.server.process.wait())
+            server_exit = asyncio.ensure_future(self.server.wait())
             stopping = asyncio.ensure_future(stop.wait())
             await asyncio.wait([server_exit, stopping], return_when=asyncio.FIRST_COMPLETED)
             launcher.close()
             await self.shutdown()
             # After the server and its terminals are gone: what they sent last is recorded.
             receiving.close()
-            return self.server.process.returncode or 0
+            return self.server.returncode or 0
         finally:
             # Whether it ran or failed to start: the home is not left mounted.
             unmount_home(self.layout.home)
 
     async def shutdown(self) -> None:
-        running = [s for s in [self.server, *self.kernels.values(), *self.terminals.values()]
-                   if s and s.process.returncode is None]
+        started = [s for s in [self.server, *self.kernels.values(), *self.terminals.values()] if s]
+        running = [s for s in started if s.returncode is None]
         for s in running:
             s.signal(signal.SIGTERM)
         # A shell has nothing to save, and its sandbox's first process ignores SIGTERM.
         for t in self.terminals.values():
             t.signal(signal.SIGKILL)
         try:
-            await asyncio.wait_for(asyncio.gather(*(s.process.wait() for s in running)), STOP_GRACE_SECONDS)
+            await asyncio.wait_for(asyncio.gather(*(s.wait() for s in running)), STOP_GRACE_SECONDS)
         except TimeoutError:
             for s in running:
-                if s.process.returncode is None:
-                    s.signal(signal.SIGKILL)
-                    s.process.kill()
-            await asyncio.gather(*(s.process.wait() for s in running))
+                if s.returncode is None:
+                    s.kill()
+            await asyncio.gather(*(s.wait() for s in running))
+        for s in started:
+            await asyncio.to_thread(s.remove)
         shutil.rmtree(self.layout.server_run, ignore_errors=True)
         shutil.rmtree(self.layout.kernels, ignore_errors=True)
         shutil.rmtree(self.layout.audit_receiver, ignore_errors=True)
@@ -332,6 +368,8 @@ def load_spec(path: Path) -> Supervisor:
             lab_state=Path(layout["lab_state"]),
         ),
         bwrap=spec["bwrap"],
+        backend=spec.get("backend", "bubblewrap"),
+        image=spec.get("image", ""),
         kernel_env=spec["kernel_env"],
         terminals_allowed=bool(spec.get("terminals", False)),
         receiver=AuditReceiver(AsyncAuditClient(spec["audit"]["socket"]), spec["audit"]["user"],
