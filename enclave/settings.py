@@ -125,7 +125,11 @@ class LimitSettings(_Section):
 
 
 class SandboxSettings(_Section):
-    backend: Literal["bubblewrap"] = "bubblewrap"
+    # How sandboxes are made from the sandbox policy: bubblewrap on the host (the hub's host binds
+    # its /usr and the operators' environment, python_env), or Docker containers of `image`
+    # (enclave/sandbox/docker.py; images/build.sh builds it).
+    backend: Literal["bubblewrap", "docker"] = "bubblewrap"
+    image: str = "enclave/sandbox"
     # The operator's Python environment (mounted read-only at /opt/enclave/env).
     python_env: Path = REPO_ROOT / ".venv-sandbox"
     bwrap: str = "bwrap"

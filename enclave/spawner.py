@@ -223,6 +223,8 @@ class SandboxSpawner(Spawner):
                 "data": [[str(src), name] for src, name in layout.data],
             },
             "bwrap": s.sandbox.bwrap,
+            "backend": s.sandbox.backend,
+            "image": s.sandbox.image,
             # ACRO in the kernel reads the workspace's thresholds from here (enclave_guard.disclosure).
             "kernel_env": {"ENCLAVE_ACRO_THRESHOLDS": json.dumps(acro)},
             # The supervisor starts terminal sandboxes only if the workspace allows them.

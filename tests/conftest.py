@@ -74,6 +74,23 @@ def seed(hub: Hub) -> None:
         grant(settings, ws, release)
 
 
+def pytest_generate_tests(metafunc):
+    """Tests through the session's hub run on the sandbox backends their module is marked with
+    (``pytestmark = pytest.mark.backends("bubblewrap", "docker")``), on bubblewrap alone otherwise:
+    one hub per backend for the whole session."""
+    if "sandbox_backend" in metafunc.fixturenames:
+        marker = metafunc.definition.get_closest_marker("backends")
+        metafunc.parametrize("sandbox_backend", marker.args if marker else ("bubblewrap",),
+                             indirect=True, scope="session")
+
+
+@pytest.fixture(scope="session")
+def sandbox_backend(request) -> str:
+    """The sandbox backend of the session's hub: bubblewrap, or docker (containers of the image
+    images/build.sh builds)."""
+    return request.param
+
+
 @pytest.fixture(scope="session")
 def hub_factory(tmp_path_factory):
     hubs: list[Hub] = []
@@ -91,8 +108,9 @@ def hub_factory(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def enclave(hub_factory) -> Hub:
-    hub = hub_factory("enclave", ENCLAVE_SANDBOX__IDLE_TIMEOUT="0")
+def enclave(hub_factory, sandbox_backend) -> Hub:
+    hub = hub_factory(f"enclave-{sandbox_backend}", ENCLAVE_SANDBOX__IDLE_TIMEOUT="0",
+                      ENCLAVE_SANDBOX__BACKEND=sandbox_backend)
     seed(hub)
     hub.start()
     return hub

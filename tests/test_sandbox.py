@@ -10,6 +10,8 @@ import pytest
 from conftest import PASSWORD
 from enclave_testing import REPO
 
+pytestmark = pytest.mark.backends("bubblewrap", "docker")
+
 
 def test_kernel_runs_as_an_unprivileged_uid_with_no_new_privileges(alice_kernel):
     info = alice_kernel.value(
@@ -65,9 +67,13 @@ def test_the_hub_and_proxy_on_host_loopback_are_unreachable(alice_kernel, enclav
 def test_host_state_is_not_visible(alice_kernel, enclave):
     paths = [str(enclave.home), str(REPO), str(enclave.home / "enclave.sqlite"),
              str(enclave.home / "secrets"), "/sys/class/net", "/run/enclave/hub", "/run/enclave/server",
-             "/run/enclave/exports", "/etc/shadow", "/etc/resolv.conf", "/root/.ssh"]
+             "/run/enclave/exports", "/etc/shadow", "/root/.ssh"]
     visible = alice_kernel.value(f"import os, json; print(json.dumps([p for p in {paths!r} if os.path.exists(p)]))")
     assert visible == []
+    # No resolver: none at all (bubblewrap), or an empty file over the one Docker gives every container.
+    resolver = alice_kernel.value("import os, json; p = '/etc/resolv.conf'; "
+                                  "print(json.dumps(open(p).read() if os.path.exists(p) else ''))")
+    assert resolver == ""
 
 
 def test_data_holds_only_the_workspaces_releases_read_only(alice_kernel):

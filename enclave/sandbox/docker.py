@@ -23,7 +23,8 @@ always                      a read-only root file system, every capability dropp
                             ``no-new-privileges``, no ``/dev/shm`` (``ipc_mode="none"``), host name
                             ``enclave``, and never the Docker socket; Docker's own
                             ``/etc/resolv.conf`` (the host's resolver) and ``/etc/hostname`` are
-                            replaced by generated files: no resolver, and ``enclave``
+                            replaced by generated files (no resolver, and ``enclave``), and its
+                            ``/sys`` (the host's, read-only) by an empty tmpfs
 ==========================  ==========================================================================
 
 The paths in a policy are the host's: whoever creates the containers (the supervisor, in the
@@ -86,6 +87,8 @@ def container_options(policy: SandboxPolicy, image: str, files_dir: Path, cgroup
             mounts.append(DockerMount(m.target, str(path), type="bind", read_only=True))
         else:  # a symlink is the system's: the image has it
             raise ValueError(f"sandbox {policy.name}: a {m.kind} mount at {m.target} is not the system's")
+    # No /sys, as in a bubblewrap sandbox: Docker mounts the host's (read-only), network devices and all.
+    tmpfs["/sys"] = "size=4k,mode=0555,nosuid,nodev,noexec"
     limits = policy.limits
     memory = limits.memory_mb * 2**20
     file_size = limits.max_file_mb * 2**20
