@@ -35,9 +35,11 @@ Docker daemon does.
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import os
 import signal as signals
+import socket
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 
 import docker
@@ -46,7 +48,7 @@ from docker.models.containers import Container
 from docker.types import Mount as DockerMount
 from docker.types import Ulimit
 
-from .policy import Mount, SandboxPolicy
+from .policy import CONTROLLING_TERMINAL, ENV_MOUNT, Mount, SandboxPolicy
 
 IMAGE = "enclave/sandbox"
 # Every sandbox container carries these labels: what it is, and which sandbox (the policy's name).
@@ -121,19 +123,35 @@ def container_options(policy: SandboxPolicy, image: str, files_dir: Path, cgroup
     }
 
 
-@dataclass
 class DockerSandbox:
     """One running sandbox container, as the supervisor handles a sandbox of either backend:
-    ``returncode`` (None while it runs), ``wait()``, ``signal()``, ``kill()``."""
+    ``returncode`` (None while it runs, set as soon as it exits, as an asyncio process's is),
+    ``wait()``, ``signal()``, ``kill()``, ``remove()``. Made in a running event loop."""
 
-    container: Container
-    returncode: int | None = None
+    def __init__(self, container: Container) -> None:
+        self.container = container
+        self.returncode: int | None = None
+        loop = asyncio.get_running_loop()
+        self._exited = loop.create_future()
+        # A thread of its own for the whole of the container's life: waiting in asyncio's default
+        # executor would take one of its few threads per sandbox, and a workspace's kernels and
+        # terminals would leave none for anything else.
+        threading.Thread(target=self._watch, args=(loop,), daemon=True, name=f"wait-{container.name}").start()
+
+    def _watch(self, loop: asyncio.AbstractEventLoop) -> None:
+        try:
+            code = self.container.wait()["StatusCode"]
+        except (NotFound, APIError, OSError):  # removed from under it: it has ended all the same
+            code = -signals.SIGKILL
+        loop.call_soon_threadsafe(self._ended, code)
+
+    def _ended(self, code: int) -> None:
+        self.returncode = code
+        if not self._exited.done():
+            self._exited.set_result(code)
 
     async def wait(self) -> int:
-        if self.returncode is None:
-            result = await asyncio.to_thread(self.container.wait)
-            self.returncode = result["StatusCode"]
-        return self.returncode
+        return await asyncio.shield(self._exited)
 
     def signal(self, signum: int) -> None:
         if self.returncode is not None:
@@ -157,9 +175,119 @@ async def start(client: docker.DockerClient, policy: SandboxPolicy, image: str, 
                 log_path: Path, cgroup_parent: str | None = None) -> DockerSandbox:
     """Create and start ``policy``'s container; its output is appended to ``log_path``. A container
     left by an earlier run under the same name (a killed supervisor's) is removed first."""
-    options = container_options(policy, image, files_dir, cgroup_parent)
+    container = await _run(client, container_options(policy, image, files_dir, cgroup_parent))
+    threading.Thread(target=_copy_logs, args=(container, log_path), daemon=True,
+                     name=f"logs-{policy.name}").start()
+    return DockerSandbox(container)
+
+
+# The first process of a terminal container (Python's, in isolated mode: nothing of the home is
+# imported): it makes a pty in the container, hands its master side over the socket named by its
+# first argument, and only then starts the shell (the rest of its arguments) on the slave side,
+# as that session's controlling terminal, and waits for it. No code of the operator's runs before
+# the master side is handed over.
+PTY_HANDOFF = """
+import fcntl, os, socket, sys, termios
+master, slave = os.openpty()
+with socket.socket(socket.AF_UNIX) as handoff:
+    handoff.connect(sys.argv[1])
+    socket.send_fds(handoff, [b"pty"], [master])
+os.close(master)
+shell = os.fork()
+if shell == 0:
+    os.setsid()
+    fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
+    for fd in (0, 1, 2):
+        os.dup2(slave, fd)
+    os.closerange(3, 1024)
+    os.execv(sys.argv[2], sys.argv[2:])
+os.close(slave)
+sys.exit(os.waitstatus_to_exitcode(os.waitpid(shell, 0)[1]))
+"""
+HANDOFF_DIR = "/run/pty-handoff"
+# _IOR('T', 0x30, unsigned int) of linux/asm-generic/ioctls.h (not in Python's termios): the number
+# of a pty's slave side, asked of its master side.
+TIOCGPTN = 0x80045430
+HANDOFF_SECONDS = 30
+
+
+async def start_terminal(client: docker.DockerClient, policy: SandboxPolicy, image: str, files_dir: Path,
+                         cgroup_parent: str | None = None) -> tuple[DockerSandbox, int]:
+    """Start a terminal sandbox; return it and the master side of the pty its shell runs on.
+
+    The bubblewrap backend starts the shell on a pty the supervisor made. A container cannot be
+    handed a file descriptor, and the terminal Docker gives a container is reached only through
+    Docker's own streams, whose buffers would keep output that the pty would have dropped on
+    Ctrl-C, or held back at once when the server pauses it at the budget. So the container makes
+    the pty itself (:data:`PTY_HANDOFF`) and hands its master side out over a unix socket in a
+    folder only it is given; the server then reads and writes the shell's own pty, as with
+    bubblewrap. ``setsid --ctty`` (the policy's) is the handoff's own work here."""
+    argv = list(policy.argv)
+    if tuple(argv[:len(CONTROLLING_TERMINAL)]) == CONTROLLING_TERMINAL:
+        argv = argv[len(CONTROLLING_TERMINAL):]
+    handoff_dir = files_dir / "handoff"
+    handoff_dir.mkdir(parents=True, exist_ok=True)
+    os.chown(handoff_dir, policy.identity.uid, policy.identity.gid)
+    handoff_dir.chmod(0o700)
+    path = handoff_dir / "pty.sock"
+    path.unlink(missing_ok=True)
+    listener = socket.socket(socket.AF_UNIX)
+    folder = os.open(handoff_dir, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        await asyncio.to_thread(lambda: client.containers.get(policy.name).remove(force=True))
+        # Through the folder's descriptor: a socket's path may be at most 107 bytes long.
+        listener.bind(f"/proc/self/fd/{folder}/{path.name}")
+        os.chown(path, policy.identity.uid, policy.identity.gid)
+        listener.listen(1)
+        listener.setblocking(False)
+        options = container_options(policy, image, files_dir, cgroup_parent)
+        options["command"] = [f"{ENV_MOUNT}/bin/python", "-I", "-c", PTY_HANDOFF, f"{HANDOFF_DIR}/pty.sock", *argv]
+        options["mounts"].append(DockerMount(HANDOFF_DIR, str(handoff_dir), type="bind"))
+        container = await _run(client, options)
+        sandbox = DockerSandbox(container)
+        receiving = asyncio.ensure_future(_receive_pty(listener))
+        try:
+            await asyncio.wait([receiving, asyncio.ensure_future(sandbox.wait())], timeout=HANDOFF_SECONDS,
+                               return_when=asyncio.FIRST_COMPLETED)
+            if not receiving.done():
+                receiving.cancel()
+                said = (await asyncio.to_thread(container.logs, tail=5)).decode(errors="replace").strip()
+                raise RuntimeError(f"the terminal sandbox handed no pty over ({said or 'no output'})")
+            master = receiving.result()
+        except BaseException:
+            sandbox.kill()
+            await asyncio.to_thread(sandbox.remove)
+            raise
+    finally:
+        listener.close()
+        os.close(folder)
+        path.unlink(missing_ok=True)
+    return sandbox, master
+
+
+async def _receive_pty(listener: socket.socket) -> int:
+    """The one file descriptor the terminal container hands over: the master side of a pty."""
+    loop = asyncio.get_running_loop()
+    conn, _ = await loop.sock_accept(listener)
+    with conn:
+        conn.setblocking(True)
+        _, fds, _, _ = await asyncio.to_thread(socket.recv_fds, conn, 16, 1)
+    if len(fds) != 1:
+        for fd in fds:
+            os.close(fd)
+        raise RuntimeError("the terminal container handed over no pty")
+    master = fds[0]
+    try:
+        fcntl.ioctl(master, TIOCGPTN, b"\0" * 4)  # only a pty's master side answers this
+    except OSError:
+        os.close(master)
+        raise RuntimeError("the terminal container handed over something that is not a pty's master side") from None
+    return master
+
+
+async def _run(client: docker.DockerClient, options: dict) -> Container:
+    """Create and start a container, after removing one left by an earlier run under its name."""
+    try:
+        await asyncio.to_thread(lambda: client.containers.get(options["name"]).remove(force=True))
     except NotFound:
         pass
     container = await asyncio.to_thread(client.containers.create, **options)
@@ -168,9 +296,7 @@ async def start(client: docker.DockerClient, policy: SandboxPolicy, image: str, 
     except APIError:
         await asyncio.to_thread(container.remove, force=True)
         raise
-    threading.Thread(target=_copy_logs, args=(container, log_path), daemon=True,
-                     name=f"logs-{policy.name}").start()
-    return DockerSandbox(container)
+    return container
 
 
 def _copy_logs(container: Container, log_path: Path) -> None:

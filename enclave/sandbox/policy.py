@@ -346,6 +346,12 @@ def kernel_policy(server: SandboxPolicy, layout: SandboxLayout, kernel_id: str,
                          limits=server.limits, mounts=tuple(mounts), env=env, workdir=identity.home)
 
 
+# Makes the pty a terminal sandbox is started with its shell's controlling terminal (bubblewrap
+# starts the shell on the pty but in no session of its own); a container backend whose first process
+# already has its terminal as controlling terminal leaves it out (enclave.sandbox.docker).
+CONTROLLING_TERMINAL = ("/usr/bin/setsid", "--ctty", "--wait")
+
+
 def terminal_policy(server: SandboxPolicy, layout: SandboxLayout, terminal_id: str,
                     workspace_env: dict[str, str]) -> SandboxPolicy:
     """A terminal's sandbox: a kernel's view (home, /data, nothing of the server) running an
@@ -357,7 +363,7 @@ def terminal_policy(server: SandboxPolicy, layout: SandboxLayout, terminal_id: s
     home (``--norc --noprofile``), readline takes the system's inputrc (a key binding in
     ``~/.inputrc`` could type a command the operator never did), and history stays per terminal."""
     identity = server.identity
-    argv = ("/usr/bin/setsid", "--ctty", "--wait", "/bin/bash", "--norc", "--noprofile", "-i")
+    argv = (*CONTROLLING_TERMINAL, "/bin/bash", "--norc", "--noprofile", "-i")
     env = _base_env(identity) | workspace_env | {
         "TERM": "xterm-256color",
         "PS1": r"\u@enclave:\w\$ ",

@@ -129,18 +129,22 @@ class Supervisor:
         # Named by uid too: unique on the host even across hubs.
         self.cgroup = SandboxCgroup.create(f"{self.server_policy.name}-{uid}", self.server_policy.limits)
 
+    def _docker(self) -> docker_sdk.DockerClient:
+        if self.docker is None:
+            self.docker = docker_sdk.from_env()
+        return self.docker
+
+    def _cgroup_parent(self) -> str | None:
+        """The sandbox's cgroup, as Docker names a parent (v1 and v2 alike: a folder under each
+        hierarchy's root): it holds the containers, as it holds the bubblewrap backend's processes."""
+        return f"/{PARENT}/{self.cgroup.dirs[0].name}" if self.cgroup is not None else None
+
     async def _start(self, policy: SandboxPolicy, files: Path, log_path: Path,
                      tty: int | None = None) -> Sandboxed | DockerSandbox:
         """Start one sandbox; its output goes to ``log_path``, or it runs on the pty slave ``tty``."""
         if self.backend == "docker":
-            if tty is not None:
-                raise ValueError("terminals are not available on the Docker backend yet")
-            if self.docker is None:
-                self.docker = docker_sdk.from_env()
-            # The sandbox's cgroup (v1 and v2 alike: a folder under each hierarchy's root) holds its
-            # containers, as it holds the bubblewrap backend's processes.
-            parent = f"/{PARENT}/{self.cgroup.dirs[0].name}" if self.cgroup is not None else None
-            return await docker_backend.start(self.docker, policy, self.image, files, log_path, parent)
+            return await docker_backend.start(self._docker(), policy, self.image, files, log_path,
+                                              self._cgroup_parent())
         read_fd, write_fd = os.pipe()
         argv = bwrap_argv(policy, self.bwrap, files, info_fd=write_fd)
         cgroup = self.cgroup
@@ -230,19 +234,27 @@ class Supervisor:
         if not self.terminals_allowed:
             raise ValueError("this workspace does not allow terminals")
         for ended in [k for k, t in self.terminals.items() if t.returncode is not None]:
-            del self.terminals[ended]
+            await asyncio.to_thread(self.terminals.pop(ended).remove)
             shutil.rmtree(self.layout.run / "files" / f"terminal-{ended}", ignore_errors=True)
         if len(self.terminals) >= MAX_TERMINALS:
             raise ValueError(f"at most {MAX_TERMINALS} terminals per workspace server")
         rows, cols = request.get("rows"), request.get("cols")
+        size = (struct.pack("HHHH", rows, cols, 0, 0)
+                if all(isinstance(n, int) and 0 < n < 10000 for n in (rows, cols)) else None)
         terminal_id = str(uuid.uuid4())
+        policy = terminal_policy(self.server_policy, self.layout, terminal_id, self.kernel_env)
+        files = self.layout.run / "files" / f"terminal-{terminal_id}"
+        if self.backend == "docker":  # the container makes the pty and hands its master side out
+            self.terminals[terminal_id], master = await docker_backend.start_terminal(
+                self._docker(), policy, self.image, files, self._cgroup_parent())
+            if size:
+                fcntl.ioctl(master, termios.TIOCSWINSZ, size)
+            return {"terminal_id": terminal_id}, master
         master, slave = os.openpty()
         try:
-            if all(isinstance(n, int) and 0 < n < 10000 for n in (rows, cols)):
-                fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
-            policy = terminal_policy(self.server_policy, self.layout, terminal_id, self.kernel_env)
-            self.terminals[terminal_id] = await self._start(
-                policy, self.layout.run / "files" / f"terminal-{terminal_id}", Path(os.devnull), tty=slave)
+            if size:
+                fcntl.ioctl(slave, termios.TIOCSWINSZ, size)
+            self.terminals[terminal_id] = await self._start(policy, files, Path(os.devnull), tty=slave)
         except BaseException:
             os.close(master)
             raise

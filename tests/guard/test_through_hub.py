@@ -14,6 +14,8 @@ import json
 import re
 import uuid
 
+import pytest
+
 MARK = "Zanzibar-7781"
 CSV = f"id,name\n1,{MARK}\n"
 RELEASED = "Heping"  # a value of the release mounted at /data/households@1/table.csv
@@ -40,6 +42,9 @@ def refused(r, *marks: str) -> None:
     for mark in marks or (MARK,):
         assert mark not in r.text
         assert base64.b64encode(mark.encode()).decode()[:8] not in r.text
+
+
+pytestmark = pytest.mark.backends("bubblewrap", "docker")
 
 
 def test_files_download(alice, alice_kernel):

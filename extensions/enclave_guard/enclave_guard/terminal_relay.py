@@ -246,14 +246,15 @@ def main() -> int:
     audit = AuditTrail(os.environ.get("ENCLAVE_GUARD_AUDIT_SOCKET", AUDIT_SOCKET), workspace.user,
                        workspace.workspace, log)
     user_tty = sys.stdin.fileno()
+    # Raw: keystrokes reach the sandbox's own pty unchanged, which does the echo, line editing
+    # and signals (Ctrl-C) for the shell. Raw at once, and without flushing (TCSANOW, not setraw's
+    # TCSAFLUSH): what the operator types while the sandbox starts waits for it, unechoed, whole.
+    tty.setraw(user_tty, termios.TCSANOW)
     try:
         terminal_id, master = open_terminal(os.environ["ENCLAVE_LAUNCHER_SOCKET"], _winsize(user_tty))
     except (OSError, RuntimeError, ValueError, KeyError) as exc:
-        print(f"enclave: this terminal could not be opened: {exc}", flush=True)
+        os.write(user_tty, f"enclave: this terminal could not be opened: {exc}\r\n".encode())
         return 1
-    # Raw: keystrokes reach the sandbox's own pty unchanged, which does the echo, line editing
-    # and signals (Ctrl-C) for the shell.
-    tty.setraw(user_tty)
     recorder = InputRecorder(audit, terminal_id)
     egress = EgressBudget(audit, workspace.guard.egress_budgets)
     try:
