@@ -581,15 +581,23 @@ def configure(c, settings: Settings) -> None:
 
 def check_host(settings: Settings) -> None:
     """Refuse to start on a host that cannot run the sandboxes, saying what is missing."""
+    sandbox = settings.sandbox
     if os.geteuid() != 0:
         raise SystemExit(
-            "enclave: the bubblewrap sandbox runs each workspace server under its own unprivileged"
-            " uid, which needs the hub to start as root."
+            "enclave: each workspace server runs in a sandbox under its own unprivileged uid, with its"
+            " home's quota image mounted, which needs the hub to start as root."
         )
-    if shutil.which(settings.sandbox.bwrap) is None:
-        raise SystemExit(f"enclave: '{settings.sandbox.bwrap}' not found: apt-get install bubblewrap")
-    if not (settings.sandbox.python_env / "bin" / "jupyterhub-singleuser").exists():
+    if sandbox.backend == "docker":
+        if sandbox.launcher:  # the launcher's container checks for itself what it needs
+            return
+        if not Path("/var/run/docker.sock").exists() and "DOCKER_HOST" not in os.environ:
+            raise SystemExit("enclave: sandbox.backend is 'docker' but no Docker daemon is reachable"
+                             " (/var/run/docker.sock, DOCKER_HOST)")
+        return
+    if shutil.which(sandbox.bwrap) is None:
+        raise SystemExit(f"enclave: '{sandbox.bwrap}' not found: apt-get install bubblewrap")
+    if not (sandbox.python_env / "bin" / "jupyterhub-singleuser").exists():
         raise SystemExit(
-            f"enclave: the sandbox environment {settings.sandbox.python_env} is missing"
+            f"enclave: the sandbox environment {sandbox.python_env} is missing"
             " or incomplete: run 'make setup'"
         )

@@ -130,6 +130,10 @@ class SandboxSettings(_Section):
     # (enclave/sandbox/docker.py; images/build.sh builds it).
     backend: Literal["bubblewrap", "docker"] = "bubblewrap"
     image: str = "enclave/sandbox"
+    # Docker backend: the hub asks the launcher (enclave/sandbox/launcher.py, a container of its own
+    # holding the Docker socket) to run each server's supervisor, instead of running it itself. The
+    # container deployment (docker-compose.yml) sets it, so sandboxes outlive the hub's container.
+    launcher: bool = False
     # The operator's Python environment (mounted read-only at /opt/enclave/env).
     python_env: Path = REPO_ROOT / ".venv-sandbox"
     bwrap: str = "bwrap"

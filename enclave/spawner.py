@@ -13,9 +13,6 @@ import asyncio
 import json
 import os
 import secrets
-import signal
-import subprocess
-import sys
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,6 +31,8 @@ from .rbac import EXPORTS_SERVICE, IDLE_CULLER_SERVICE
 from .files import atomic_write
 from .http_refusals import HTTPRefusal
 from .i18n import N_
+from .sandbox.launcher import LauncherClient, LauncherError, Supervisors
+from .sandbox.launcher import socket_path as launcher_socket
 from .sandbox.policy import (
     HUB_SOCKET_DIR,
     Identity,
@@ -42,7 +41,8 @@ from .sandbox.policy import (
     server_policy,
 )
 
-SUPERVISOR_MODULE = "enclave.sandbox.supervisor"
+# The supervisors this hub process starts itself (sandbox.launcher off).
+LOCAL_SUPERVISORS = Supervisors()
 # Lab's user settings of its Language plugin, under the (user, workspace)'s Lab state.
 LAB_LANGUAGE_SETTINGS = "user-settings/@jupyterlab/translation-extension/plugin.jupyterlab-settings"
 
@@ -94,7 +94,6 @@ class SandboxSpawner(Spawner):
     sandbox_id = Unicode("")
     # Who asked for the stop under way, when it came through the API: (kind, name) (enclave.hub).
     stop_requested_by: tuple[str, str] | None = None
-    _proc: subprocess.Popen | None = None
 
     def load_state(self, state):
         super().load_state(state)
@@ -236,19 +235,17 @@ class SandboxSpawner(Spawner):
 
         socket_path = layout.server_run / "jupyter.sock"
         socket_path.unlink(missing_ok=True)
-        log = open(self._run_dir / "supervisor.log", "ab")
-        self._proc = subprocess.Popen(
-            # Isolated mode and "/" as working directory: nothing on sys.path that a user can write.
-            [sys.executable, "-I", "-m", SUPERVISOR_MODULE, str(self._spec_path)],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
-            cwd="/", env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
-        )
-        log.close()
-        self.pid = self._proc.pid
+        try:
+            self.pid = await self._supervisors.start(self._spec_path)
+        except LauncherError as exc:
+            self.stop_requested_by = ("sandbox", f"did not start: {exc}")
+            await self._record_stop()
+            raise SandboxStartError(i18n.Message("start.failed", N_("The sandbox did not start: %(reason)s"),
+                                                 {"reason": str(exc)})) from None
         # Wait for the server's socket, so a sandbox that fails shows its reason on the spawn page.
         deadline = asyncio.get_running_loop().time() + s.sandbox.start_timeout
         while not socket_path.exists():
-            if self._proc.poll() is not None:
+            if not await self._supervisor_alive():
                 self.pid = 0
                 reason = self._failure_reason()
                 # Its start is recorded: so is its end, whatever it was.
@@ -272,22 +269,26 @@ class SandboxSpawner(Spawner):
         errors = [ln for ln in lines if "Error" in ln or "error" in ln or "bwrap:" in ln]
         return (errors or lines or ["no output"])[-1][-500:]
 
-    def _supervisor_alive(self) -> bool:
+    @property
+    def _supervisors(self) -> Supervisors | LauncherClient:
+        """Who runs this server's supervisor: this hub process, or the launcher when the hub runs in
+        a container of its own (``sandbox.launcher``; enclave.sandbox.launcher says why)."""
+        if self.enclave_settings.sandbox.launcher:
+            return LauncherClient(launcher_socket(self.enclave_settings))
+        return LOCAL_SUPERVISORS
+
+    async def _supervisor_alive(self) -> bool:
         if not self.pid:
             return False
-        if self._proc is not None and self._proc.pid == self.pid:
-            return self._proc.poll() is None
-        # After a hub restart the supervisor is not our child: check it is still the one we started.
         try:
-            cmdline = Path(f"/proc/{self.pid}/cmdline").read_bytes().split(b"\0")
-            stat = Path(f"/proc/{self.pid}/stat").read_text()
-        except OSError:
-            return False
-        state = stat.rsplit(")", 1)[1].split()[0]
-        return state != "Z" and SUPERVISOR_MODULE.encode() in cmdline and str(self._spec_path).encode() in cmdline
+            return await self._supervisors.alive(self.pid, self._spec_path)
+        except LauncherError as exc:
+            # Not known to have ended: the hub keeps it, and polls again.
+            self.log.error("cannot ask the launcher about %s: %s", self.sandbox_id, exc)
+            return True
 
     async def poll(self):
-        if self._supervisor_alive():
+        if await self._supervisor_alive():
             return None
         if self.pid:  # it ended without being asked (the server exited, or was killed)
             self.stop_requested_by = ("sandbox", "the server exited")
@@ -297,21 +298,11 @@ class SandboxSpawner(Spawner):
         return 0
 
     async def stop(self, now=False):
-        if not self._supervisor_alive():
+        if not await self._supervisor_alive():
             return
         await self._record_stop()
-        os.kill(self.pid, signal.SIGTERM)
-        for _ in range(100 if not now else 20):
-            if not self._supervisor_alive():
-                break
-            await asyncio.sleep(0.1)
-        else:
-            # The supervisor's bwrap processes die with it (--die-with-parent).
-            os.kill(self.pid, signal.SIGKILL)
-            while self._supervisor_alive():
-                await asyncio.sleep(0.1)
+        await self._supervisors.stop(self.pid, self._spec_path, now=now)
         self.pid = 0
-
 
     def _record_stop(self):
         """``sandbox.cull`` when the idle culler asked, else ``sandbox.stop`` naming who asked, as a

@@ -19,7 +19,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from enclave_testing import Hub, PostgresCluster, grant  # noqa: E402
+from enclave_testing import Hub, PostgresCluster, backend_settings, grant  # noqa: E402
 from playwright.async_api import expect  # noqa: E402
 
 # A browser test's expectations wait up to 60 s, not Playwright's 5: a notebook run, a spawn or a
@@ -104,13 +104,14 @@ def hub_factory(tmp_path_factory):
     for hub in hubs:
         hub.stop()
         hub.stop_all_sandboxes()  # their supervisors unmount the homes
+        hub.stop_launcher()
         shutil.rmtree(hub.home / "home-images", ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
 def enclave(hub_factory, sandbox_backend) -> Hub:
     hub = hub_factory(f"enclave-{sandbox_backend}", ENCLAVE_SANDBOX__IDLE_TIMEOUT="0",
-                      ENCLAVE_SANDBOX__BACKEND=sandbox_backend)
+                      **backend_settings(sandbox_backend))
     seed(hub)
     hub.start()
     return hub

@@ -210,6 +210,9 @@ class Hub:
     # Hubs on one machine must not hand out the same sandbox uids.
     uid_base: int = field(default_factory=lambda: 300_000 + 1000 * next(_hub_numbers))
     proc: subprocess.Popen | None = None
+    # The launcher (enclave.sandbox.launcher) when the hub asks one for its supervisors
+    # (ENCLAVE_SANDBOX__LAUNCHER=true), as in the container deployment: it outlives the hub's restarts.
+    launcher: subprocess.Popen | None = None
     # The public host name (its subdomains are the users' and services' origins), and TLS at the
     # proxy: (certificate, key) PEM files, the certificate also trusted by this hub's clients.
     domain: str = "localhost"
@@ -263,6 +266,8 @@ class Hub:
                               text=True, timeout=120)
 
     def start(self) -> None:
+        if self.env.get("ENCLAVE_SANDBOX__LAUNCHER") == "true" and (self.launcher is None or self.launcher.poll() is not None):
+            self.start_launcher()
         log = open(self.home / "hub.log", "ab")
         self.proc = subprocess.Popen([str(ENCLAVE), "hub"], env=self.env, stdout=log, stderr=log,
                                      start_new_session=True)
@@ -290,6 +295,27 @@ class Hub:
     def restart(self) -> None:
         self.stop()
         self.start()
+
+    def start_launcher(self) -> None:
+        socket_path = self.home / "run" / "launcher.sock"
+        socket_path.unlink(missing_ok=True)
+        with open(self.home / "launcher.log", "ab") as log:
+            self.launcher = subprocess.Popen([str(ENCLAVE.parent / "python"), "-I", "-m", "enclave.sandbox.launcher"],
+                                             env=self.env, stdout=log, stderr=log, start_new_session=True, cwd="/")
+
+        def listening():
+            if self.launcher.poll() is not None:
+                raise RuntimeError(f"the launcher exited {self.launcher.returncode}: "
+                                   + (self.home / "launcher.log").read_text(errors="replace")[-2000:])
+            return socket_path.exists()
+
+        wait_for(listening, 30, "the launcher to listen")
+
+    def stop_launcher(self) -> None:
+        """SIGTERM: the launcher stops every supervisor it runs, then ends."""
+        if self.launcher and self.launcher.poll() is None:
+            self.launcher.send_signal(signal.SIGTERM)
+            self.launcher.wait(60)
 
     def consent(self, workspace: str, release: str, holder: str = "holder") -> None:
         """The data holder's consent to a release an admin asked for (``enclave workspace attach``),
@@ -350,6 +376,14 @@ class Hub:
                                  f"hub log:\n{self.log_tail()}")
         s.username = username
         return s
+
+
+def backend_settings(backend: str) -> dict[str, str]:
+    """A test hub's settings for a sandbox backend: bubblewrap, or docker as the container deployment
+    runs it (containers of images/build.sh's enclave/sandbox, the supervisors in a launcher)."""
+    if backend == "docker":
+        return {"ENCLAVE_SANDBOX__BACKEND": "docker", "ENCLAVE_SANDBOX__LAUNCHER": "true"}
+    return {"ENCLAVE_SANDBOX__BACKEND": backend}
 
 
 def supervisor_pids(home: Path) -> list[int]:

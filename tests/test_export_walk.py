@@ -16,13 +16,13 @@ import io
 import json
 
 import pytest
-from enclave_testing import CHROMIUM, CHROMIUM_ARGS, download_from_exports_panel, log_in
+from enclave_testing import CHROMIUM, CHROMIUM_ARGS, backend_settings, download_from_exports_panel, log_in
 from playwright.async_api import async_playwright, expect
 
 from enclave import demo
 from enclave.settings import Settings
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.backends("bubblewrap", "docker")]
 
 TIMEOUT = 120_000
 RELEASE = "/data/residents@1/residents.parquet"
@@ -64,9 +64,10 @@ def notebook(cells: list[str]) -> str:
 
 
 @pytest.fixture(scope="module")
-def walk(hub_factory):
-    """The demo, as ``make demo`` seeds it (two approvals per file), on a hub of its own."""
-    hub = hub_factory("walk", ENCLAVE_SANDBOX__IDLE_TIMEOUT="0")
+def walk(hub_factory, sandbox_backend):
+    """The demo, as ``make demo`` seeds it (two approvals per file), on a hub of its own per
+    sandbox backend (docker: through a launcher, as the container deployment runs it)."""
+    hub = hub_factory(f"walk-{sandbox_backend}", ENCLAVE_SANDBOX__IDLE_TIMEOUT="0", **backend_settings(sandbox_backend))
     passwords = {name: password for name, _, password in demo.seed(Settings(home=hub.home))}
     hub.start()
     return hub, passwords

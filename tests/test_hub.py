@@ -105,6 +105,7 @@ def test_spawn_failure_shows_its_reason(enclave):
         moved.rename(release)
 
 
+@pytest.mark.backends("bubblewrap", "docker")  # on docker, the supervisors run in the launcher
 def test_restarting_the_hub_keeps_running_servers_reachable(enclave, alice, alice_kernel):
     alice_kernel.run("x = 'still here'")
     before = supervisor_pids(enclave.home)

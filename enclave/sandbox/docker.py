@@ -51,18 +51,28 @@ from docker.types import Ulimit
 from .policy import CONTROLLING_TERMINAL, ENV_MOUNT, Mount, SandboxPolicy
 
 IMAGE = "enclave/sandbox"
-# Every sandbox container carries these labels: what it is, and which sandbox (the policy's name).
+# Every sandbox container carries these labels: what it is, which sandbox (the policy's name), and
+# the runtime directory of the server it belongs to (which names the deployment: see
+# remove_orphans()).
 LABEL_ROLE = "org.enclave.role"
 LABEL_SANDBOX = "org.enclave.sandbox"
+LABEL_RUN = "org.enclave.run"
+
+
+def container_name(policy: SandboxPolicy) -> str:
+    """The policy's name with its uid: unique on the host across deployments and test hubs
+    (each hands out its own uids), as the sandbox's cgroup is."""
+    return f"enclave-{policy.name}-{policy.identity.uid}"
 
 
 def _file_name(target: str) -> str:
     return target.strip("/").replace("/", "_")
 
 
-def container_options(policy: SandboxPolicy, image: str, files_dir: Path, cgroup_parent: str | None = None) -> dict:
+def container_options(policy: SandboxPolicy, image: str, files_dir: Path, cgroup_parent: str | None = None,
+                      run_dir: Path | None = None) -> dict:
     """The keyword arguments of ``docker.containers.create`` for ``policy``. Generated files
-    (``kind="file"``) are written into ``files_dir``."""
+    (``kind="file"``) are written into ``files_dir``; ``run_dir`` is the server's runtime directory."""
     if policy.network != "none":  # pragma: no cover - the policy type admits no other value
         raise ValueError(f"sandbox {policy.name}: network {policy.network!r} is not 'none'")
     files_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -117,8 +127,9 @@ def container_options(policy: SandboxPolicy, image: str, files_dir: Path, cgroup
                     Ulimit(name="fsize", soft=file_size, hard=file_size),
                     Ulimit(name="core", soft=0, hard=0)],
         "cgroup_parent": cgroup_parent,
-        "labels": {LABEL_ROLE: "sandbox", LABEL_SANDBOX: policy.name},
-        "name": policy.name,
+        "labels": {LABEL_ROLE: "sandbox", LABEL_SANDBOX: policy.name,
+                   **({LABEL_RUN: str(run_dir)} if run_dir is not None else {})},
+        "name": container_name(policy),
         "detach": True,
     }
 
@@ -172,10 +183,10 @@ class DockerSandbox:
 
 
 async def start(client: docker.DockerClient, policy: SandboxPolicy, image: str, files_dir: Path,
-                log_path: Path, cgroup_parent: str | None = None) -> DockerSandbox:
+                log_path: Path, cgroup_parent: str | None = None, run_dir: Path | None = None) -> DockerSandbox:
     """Create and start ``policy``'s container; its output is appended to ``log_path``. A container
     left by an earlier run under the same name (a killed supervisor's) is removed first."""
-    container = await _run(client, container_options(policy, image, files_dir, cgroup_parent))
+    container = await _run(client, container_options(policy, image, files_dir, cgroup_parent, run_dir))
     threading.Thread(target=_copy_logs, args=(container, log_path), daemon=True,
                      name=f"logs-{policy.name}").start()
     return DockerSandbox(container)
@@ -212,7 +223,7 @@ HANDOFF_SECONDS = 30
 
 
 async def start_terminal(client: docker.DockerClient, policy: SandboxPolicy, image: str, files_dir: Path,
-                         cgroup_parent: str | None = None) -> tuple[DockerSandbox, int]:
+                         cgroup_parent: str | None = None, run_dir: Path | None = None) -> tuple[DockerSandbox, int]:
     """Start a terminal sandbox; return it and the master side of the pty its shell runs on.
 
     The bubblewrap backend starts the shell on a pty the supervisor made. A container cannot be
@@ -239,7 +250,7 @@ async def start_terminal(client: docker.DockerClient, policy: SandboxPolicy, ima
         os.chown(path, policy.identity.uid, policy.identity.gid)
         listener.listen(1)
         listener.setblocking(False)
-        options = container_options(policy, image, files_dir, cgroup_parent)
+        options = container_options(policy, image, files_dir, cgroup_parent, run_dir)
         options["command"] = [f"{ENV_MOUNT}/bin/python", "-I", "-c", PTY_HANDOFF, f"{HANDOFF_DIR}/pty.sock", *argv]
         options["mounts"].append(DockerMount(HANDOFF_DIR, str(handoff_dir), type="bind"))
         container = await _run(client, options)
@@ -282,6 +293,24 @@ async def _receive_pty(listener: socket.socket) -> int:
         os.close(master)
         raise RuntimeError("the terminal container handed over something that is not a pty's master side") from None
     return master
+
+
+def remove_orphans(client: docker.DockerClient, run_dirs: Path, supervised=lambda run: False) -> list[str]:
+    """Remove the sandbox containers of servers whose runtime directory is ``run_dirs`` or under
+    it, but not of those ``supervised(run_dir)`` says a supervisor runs; return their names. A
+    supervisor killed outright (SIGKILL, its container or host gone) cannot stop its containers: its
+    server's next supervisor removes them before it starts any, and a launcher removes those of
+    servers no supervisor runs when it starts."""
+    removed = []
+    for container in client.containers.list(all=True, filters={"label": f"{LABEL_ROLE}=sandbox"}):
+        run = container.labels.get(LABEL_RUN)
+        if run and Path(run).is_relative_to(run_dirs) and not supervised(Path(run)):
+            try:
+                container.remove(force=True)
+            except NotFound:
+                continue
+            removed.append(container.name)
+    return removed
 
 
 async def _run(client: docker.DockerClient, options: dict) -> Container:

@@ -110,6 +110,9 @@ class Supervisor:
 
     def prepare(self) -> None:
         uid, gid = self.server_policy.identity.uid, self.server_policy.identity.gid
+        if self.backend == "docker":  # what a killed supervisor of this server left running
+            for name in docker_backend.remove_orphans(self._docker(), self.layout.run):
+                log.warning("removed container %s, left by an earlier run", name)
         # The home is its image, mounted before any sandbox binds it (its quota: enclave.sandbox.home_image).
         mount_home(self.layout.home_image, self.layout.home, self.server_policy.limits.disk_mb, uid, gid)
         self.layout.lab_state.mkdir(parents=True, exist_ok=True)
@@ -144,7 +147,7 @@ class Supervisor:
         """Start one sandbox; its output goes to ``log_path``, or it runs on the pty slave ``tty``."""
         if self.backend == "docker":
             return await docker_backend.start(self._docker(), policy, self.image, files, log_path,
-                                              self._cgroup_parent())
+                                              self._cgroup_parent(), self.layout.run)
         read_fd, write_fd = os.pipe()
         argv = bwrap_argv(policy, self.bwrap, files, info_fd=write_fd)
         cgroup = self.cgroup
@@ -246,7 +249,7 @@ class Supervisor:
         files = self.layout.run / "files" / f"terminal-{terminal_id}"
         if self.backend == "docker":  # the container makes the pty and hands its master side out
             self.terminals[terminal_id], master = await docker_backend.start_terminal(
-                self._docker(), policy, self.image, files, self._cgroup_parent())
+                self._docker(), policy, self.image, files, self._cgroup_parent(), self.layout.run)
             if size:
                 fcntl.ioctl(master, termios.TIOCSWINSZ, size)
             return {"terminal_id": terminal_id}, master

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import subprocess
 import time
 import uuid
@@ -23,7 +22,7 @@ from playwright.async_api import async_playwright
 from tornado.httpclient import HTTPRequest
 from tornado.websocket import websocket_connect
 
-from enclave_testing import CHROMIUM, CHROMIUM_ARGS, audit_hub_side, close_audit_hub_side, cookie_value, free_port
+from enclave_testing import CHROMIUM, CHROMIUM_ARGS, audit_hub_side, backend_settings, close_audit_hub_side, cookie_value, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 SANDBOX_ENV = REPO / ".venv-sandbox"
@@ -287,10 +286,11 @@ def _service_registered(hub) -> bool:
 
 
 @pytest.fixture(scope="session")
-def review_hub(hub_factory):
+def review_hub(hub_factory, sandbox_backend):
     """A hub whose workspace policy needs one approval (alpha has one reviewer, carol; bob is an
-    operator who never requests an export)."""
-    hub = hub_factory("review", ENCLAVE_SANDBOX__IDLE_TIMEOUT="0", ENCLAVE_EXPORTS__APPROVALS_REQUIRED="1")
+    operator who never requests an export), per sandbox backend (docker: through a launcher)."""
+    hub = hub_factory(f"review-{sandbox_backend}", ENCLAVE_SANDBOX__IDLE_TIMEOUT="0",
+                      ENCLAVE_EXPORTS__APPROVALS_REQUIRED="1", **backend_settings(sandbox_backend))
     for name, role in (("alice", "operator"), ("bob", "operator"), ("carol", "reviewer")):
         r = hub.enclave("user", "add", name, "--role", role, "--password-stdin", input=PASSWORD + "\n")
         assert r.returncode == 0, r.stderr

@@ -15,6 +15,9 @@ import uuid
 
 import pytest
 
+# The export loop through a server and kernels in bubblewrap sandboxes, and in containers.
+pytestmark = pytest.mark.backends("bubblewrap", "docker")
+
 PASSWORD = "correct-horse-battery-staple"  # tests/conftest.py's accounts
 
 OLD = "区县,户数\n和平区,120\n南山区,135\n"
