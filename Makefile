@@ -9,12 +9,12 @@ SANDBOX_ENV := .venv-sandbox
 NODE_BIN := node_modules/.bin
 export ENCLAVE_HOME ?= $(CURDIR)/var
 
-.PHONY: demo test setup system-deps hub-env sandbox-env proxy test-deps catalogues clean
+.PHONY: demo test setup system-deps hub-env sandbox-env proxy test-deps docker images catalogues clean
 
 demo: setup
 	$(VENV)/bin/enclave demo
 
-test: setup test-deps
+test: setup test-deps images
 	$(VENV)/bin/python -m pytest -p no:cacheprovider $(PYTEST_ARGS)
 
 setup: system-deps hub-env sandbox-env proxy
@@ -122,6 +122,33 @@ test-deps:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	  else echo "The tests need:$$missing. Run: sudo apt-get install -y$$missing"; exit 1; fi; \
 	fi
+
+# Docker, for the container deployment (docker-compose.yml) and the Docker sandbox backend's tests:
+# Debian's engine and docker-compose 1.29, debootstrap for the local base image (images/base.sh).
+# The daemon is started here when it is not running and nothing (systemd) starts it.
+DOCKER_PACKAGES := docker.io docker-compose debootstrap
+docker:
+	@missing=""; \
+	test -x /usr/bin/docker || missing="$$missing docker.io"; \
+	command -v docker-compose >/dev/null || missing="$$missing docker-compose"; \
+	PATH="$$PATH:/usr/sbin:/sbin" command -v debootstrap >/dev/null || missing="$$missing debootstrap"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else echo "Docker needs:$$missing. Run: sudo apt-get install -y$$missing"; exit 1; fi; \
+	fi
+	@if ! /usr/bin/docker info >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" != 0 ]; then echo "The Docker daemon is not running: start it (sudo dockerd)"; exit 1; fi; \
+	  echo "starting dockerd (log: /var/log/dockerd.log)"; \
+	  PATH="$$PATH:/usr/sbin:/sbin" setsid nohup dockerd >>/var/log/dockerd.log 2>&1 </dev/null & \
+	  for i in $$(seq 60); do /usr/bin/docker info >/dev/null 2>&1 && break; sleep 1; done; \
+	  /usr/bin/docker info >/dev/null 2>&1 || { tail -n 20 /var/log/dockerd.log; exit 1; }; \
+	fi
+
+# Enclave's images (images/build.sh: reuses cached layers, prints their sizes).
+images: docker
+	images/build.sh
 
 # Translations: extract the texts babel.cfg covers into enclave/locale/enclave.pot (generated, not
 # kept) and merge them into each locale's catalogue, enclave/locale/<locale>/LC_MESSAGES/enclave.po;

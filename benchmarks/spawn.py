@@ -1,13 +1,18 @@
 """Spawn time through the proxy: Enclave's sandbox vs JupyterHub's plain local process spawner.
 
 Run: .venv/bin/python benchmarks/spawn.py [--runs 5] [--concurrent 10]   (as root)
+     .venv/bin/python benchmarks/spawn.py --backend docker [--runs 5]     (images/build.sh first)
 
-Prints, from one run on this machine:
+Prints, from one run on this machine (bubblewrap):
 - median time from spawn request to JupyterLab answering through the proxy, sandbox and plain,
   and their ratio (target: sandbox <= 1.10 x plain);
 - for N concurrent sandbox spawns, p95 latency against the machine's limit
   N x (CPU seconds of one spawn) / cores (target: p95 <= 1.3 x that limit);
 - idle resident memory per sandbox (server + one kernel).
+With ``--backend docker``: the median time from spawn request to JupyterLab of the Docker backend
+(containers, supervisors in a launcher, as the container deployment runs them) against the
+bubblewrap backend, interleaved in the same run (target: docker <= 1.5 x bubblewrap), and the sizes
+of Enclave's images.
 Figures are printed, never asserted.
 """
 
@@ -25,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from enclave_testing import REPO, Hub, processes_of_uid, wait_for  # noqa: E402
+from enclave_testing import REPO, Hub, backend_settings, processes_of_uid, wait_for  # noqa: E402
 
 from enclave import accounts, workspaces  # noqa: E402
 from enclave.settings import Settings  # noqa: E402
@@ -93,21 +98,65 @@ class PlainHub(Hub):
         wait_for(up, 60, "the plain hub")
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument("--concurrent", type=int, default=10)
-    args = ap.parse_args()
-    users = [f"u{i}" for i in range(args.concurrent)]
-    tmp = Path(tempfile.mkdtemp(prefix="enclave-bench-"))
-
-    enclave = Hub(home=tmp / "enclave", env_overrides={"ENCLAVE_SANDBOX__IDLE_TIMEOUT": "0"})
-    enclave.home.mkdir()
-    settings = Settings(home=enclave.home)
+def make_hub(home: Path, users: list[str], **env) -> Hub:
+    hub = Hub(home=home, env_overrides={"ENCLAVE_SANDBOX__IDLE_TIMEOUT": "0", **env})
+    hub.home.mkdir()
+    settings = Settings(home=hub.home)
     workspaces.create(settings, "bench")
     for u in users:
         accounts.add_user(settings, u, ["operator"], PASSWORD)
         workspaces.add_member(settings, "bench", u, "operator")
+    return hub
+
+
+def compare_backends(runs: int) -> None:
+    """The Docker backend against bubblewrap, interleaved: spawn to JupyterLab through the proxy."""
+    import docker
+
+    tmp = Path(tempfile.mkdtemp(prefix="enclave-bench-"))
+    hubs = {backend: make_hub(tmp / backend, ["u0"], **backend_settings(backend)) for backend in ("bubblewrap", "docker")}
+    times: dict[str, list[float]] = {backend: [] for backend in hubs}
+    try:
+        sessions = {}
+        for backend, hub in hubs.items():
+            hub.start()
+            sessions[backend] = hub.login("u0", PASSWORD)
+            timed_start(sessions[backend], "bench")  # the first start makes the home's image
+            sessions[backend].stop("bench")
+        for _ in range(runs):
+            for backend, session in sessions.items():
+                times[backend].append(timed_start(session, "bench"))
+                session.stop("bench")
+        med = {backend: statistics.median(t) for backend, t in times.items()}
+        print(f"spawn -> JupyterLab through the proxy, median of {runs} (after a first start of each):")
+        for backend, t in times.items():
+            print(f"  {backend:10} {med[backend]:6.2f} s   {['%.2f' % x for x in t]}")
+        print(f"  ratio docker/bubblewrap {med['docker'] / med['bubblewrap']:6.2f}   (target <= 1.5)")
+        print("images:")
+        for image in sorted(docker.from_env().images.list(name="enclave/*"), key=lambda i: i.tags):
+            for tag in image.tags:
+                print(f"  {tag:28} {image.attrs['Size'] / 1e6:8.0f} MB")
+    finally:
+        for hub in hubs.values():
+            hub.stop()
+            hub.stop_all_sandboxes()
+            hub.stop_launcher()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--concurrent", type=int, default=10)
+    ap.add_argument("--backend", choices=["bubblewrap", "docker"], default="bubblewrap",
+                    help="docker: compare the Docker backend with bubblewrap")
+    args = ap.parse_args()
+    if args.backend == "docker":
+        compare_backends(args.runs)
+        return
+    users = [f"u{i}" for i in range(args.concurrent)]
+    tmp = Path(tempfile.mkdtemp(prefix="enclave-bench-"))
+
+    enclave = make_hub(tmp / "enclave", users)
     plain = PlainHub(home=tmp / "plain")
     plain.home.mkdir()
     enclave.start()

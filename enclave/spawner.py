@@ -1,10 +1,21 @@
-"""SandboxSpawner: one bubblewrap sandbox per (operator, workspace) named server.
+"""SandboxSpawner: one sandbox per (operator, workspace) named server.
 
 The spawner checks that the user is an operator of the workspace, builds the sandbox policy,
-and starts the host-side supervisor (``enclave.sandbox.supervisor``), which runs the single-user
-server on a unix socket in a sandbox with no network, and each kernel in a sibling sandbox.
-The supervisor lives in its own session, so sandboxes keep running across hub restarts; the
-spawner finds it again by the pid kept in its state.
+and starts the supervisor (``enclave.sandbox.supervisor``), which runs the single-user server on a
+unix socket in a sandbox with no network, and each kernel and terminal in a sibling sandbox: a
+bubblewrap sandbox on the host, or a container (``sandbox.backend``). The supervisor lives in its
+own session, so sandboxes keep running across hub restarts; the spawner finds it again by the pid
+kept in its state.
+
+With the Docker backend in the container deployment, the hub runs in a container without the
+Docker socket and the supervisors run in the launcher's (``sandbox.launcher``;
+:mod:`enclave.sandbox.launcher`). This is one spawner for both backends, not a subclass of
+DockerSpawner: every DockerSpawner method (create, start, poll, stop, remove) calls the Docker API
+from the hub, which in this deployment must not hold it, and it would start the server's container
+alone, when here a root supervisor must stay beside it to start kernels and terminals on the
+server's request, prepare the home's quota image and receive its audit records (what the
+supervisor's protocol does for both backends). The containers are made by the supervisor with the
+Docker SDK that DockerSpawner is built on.
 """
 
 from __future__ import annotations
