@@ -518,6 +518,10 @@ def configure(c, settings: Settings) -> None:
         c.JupyterHub.ssl_cert = settings.hub.ssl_cert
         c.JupyterHub.ssl_key = settings.hub.ssl_key
     c.JupyterHub.db_url = settings.hub_db_url
+    # JupyterHub's own database migrates at start after an upgrade, as Enclave's, the review
+    # service's and the audit log's do (their Alembic migrations run when each opens its database);
+    # JupyterHub backs a SQLite file up first.
+    c.JupyterHub.upgrade_db = True
     c.JupyterHub.cookie_secret_file = str(settings.secrets_dir / "jupyterhub_cookie_secret")
     c.JupyterHub.pid_file = str(settings.hub_dir / "jupyterhub.pid")
     c.JupyterHub.log_level = settings.hub.log_level
