@@ -68,6 +68,13 @@ def test_garbage_gets_a_refusal(hub, request_line):
     assert reply["ok"] is False and reply["error"]
 
 
+def test_enclave_doctor_asks_the_launcher_about_docker(hub):
+    lines = hub.enclave("doctor").stdout.splitlines()
+    assert f"OK launcher: answers at {hub.home / 'run' / 'launcher.sock'}" in lines
+    assert any(line.startswith("OK docker: Docker ") and line.endswith(", image enclave/sandbox") for line in lines)
+    assert not any("bubblewrap" in line for line in lines)  # not this deployment's backend
+
+
 def test_stopping_the_launcher_stops_its_sandboxes(hub):
     alice = hub.login("alice", PASSWORD)
     assert alice.start("alpha").status_code == 200
@@ -124,3 +131,7 @@ def test_containers_a_killed_supervisor_left_are_removed(hub):
              "the hub to see alice's server gone")
     bob.stop("alpha")  # asked of the new launcher: it finds bob's supervisor by its pid and spec
     assert containers_of("bob") == []
+    # alice's home is still mounted (her supervisor could not unmount it): her next start takes it over.
+    assert alice.start("alpha").status_code == 200
+    alice.stop("alpha")
+    assert not (hub.home / "homes" / "alice" / "alpha").is_mount()

@@ -300,12 +300,7 @@ def check_versions(settings) -> Iterator[Check]:
     else:
         yield Check("jupyterhub", False, N_("%(installed)s, pinned %(pinned)s: pip install -r requirements/hub.txt"),
                     installed=installed, pinned=pinned)
-    bwrap = _command_version([settings.sandbox.bwrap, "--version"])
-    if bwrap is not None:
-        yield Check("bubblewrap", True, "%(version)s", version=bwrap)  # its own words
-    else:
-        yield Check("bubblewrap", False, N_("'%(command)s' does not run: apt-get install bubblewrap"),
-                    command=settings.sandbox.bwrap)
+    yield from check_backend(settings)
     node = _command_version([shutil.which("node") or "node", "--version"])
     package = REPO_ROOT / "node_modules" / "configurable-http-proxy" / "package.json"
     proxy = json.loads(package.read_text()).get("version") if package.exists() else None
@@ -315,6 +310,43 @@ def check_versions(settings) -> Iterator[Check]:
         missing = ([] if node else [translated(N_("node does not run: apt-get install nodejs npm"))]) + \
                   ([] if proxy else [translated(N_("not installed: npm ci (in the repository)"))])
         yield Check("configurable-http-proxy", False, "%(missing)s", missing="; ".join(missing))
+
+def check_backend(settings) -> Iterator[Check]:
+    """What makes the sandboxes: bubblewrap on this host; or Docker, asked here or, in the container
+    deployment, of the launcher (the hub's container has no Docker socket)."""
+    sandbox = settings.sandbox
+    if sandbox.backend == "bubblewrap":
+        bwrap = _command_version([sandbox.bwrap, "--version"])
+        if bwrap is not None:
+            yield Check("bubblewrap", True, "%(version)s", version=bwrap)  # its own words
+        else:
+            yield Check("bubblewrap", False, N_("'%(command)s' does not run: apt-get install bubblewrap"),
+                        command=sandbox.bwrap)
+        return
+    if sandbox.launcher:
+        import asyncio
+
+        from ..sandbox.launcher import LauncherClient, LauncherError, socket_path
+
+        try:
+            status = asyncio.run(LauncherClient(socket_path(settings)).status(sandbox.image))
+        except LauncherError as exc:
+            yield Check("launcher", False, N_("%(error)s: is the launcher's container running?"), error=str(exc))
+            return
+        yield Check("launcher", True, N_("answers at %(path)s"), path=str(socket_path(settings)))
+    else:
+        from ..sandbox.launcher import docker_status
+
+        status = docker_status(sandbox.image)
+    if status["error"]:
+        yield Check("docker", False, N_("the Docker daemon does not answer: %(error)s"), error=status["error"])
+    elif not status["image"]:
+        yield Check("docker", False, N_("Docker %(version)s has no image %(image)s: run images/build.sh"),
+                    version=status["version"], image=sandbox.image)
+    else:
+        yield Check("docker", True, N_("Docker %(version)s, image %(image)s"), version=status["version"],
+                    image=sandbox.image)
+
 
 CHECKS: tuple[Callable, ...] = (check_state, check_sockets, check_cgroups, check_disk, check_home_images,
                                 check_versions)

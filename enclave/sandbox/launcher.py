@@ -15,6 +15,7 @@ Protocol: one JSON object per line, one request per connection, and its reply::
     {"op": "start", "spec": PATH}                       -> {"ok": true, "pid": N}
     {"op": "alive", "spec": PATH, "pid": N}             -> {"ok": true, "alive": BOOL}
     {"op": "stop",  "spec": PATH, "pid": N, "now": B}   -> {"ok": true}
+    {"op": "status", "image": NAME}                     -> {"ok": true, "version": V, "image": B, "error": E}
     (a refusal)                                         -> {"ok": false, "error": "..."}
 
 ``spec`` is a supervisor's spec, written by the hub's spawner: it must lie under
@@ -140,6 +141,11 @@ class LauncherClient:
     async def stop(self, pid: int, spec: Path, now: bool = False) -> None:
         await self._ask({"op": "stop", "spec": str(spec), "pid": pid, "now": now})
 
+    async def status(self, image: str) -> dict:
+        """What :func:`docker_status` finds in the launcher's container (``enclave doctor``)."""
+        reply = await self._ask({"op": "status", "image": image})
+        return {key: reply.get(key) for key in ("version", "image", "error")}
+
 
 class Launcher:
     """The launcher's side: answers the hub's requests with :class:`Supervisors`."""
@@ -182,6 +188,11 @@ class Launcher:
             await self.supervisors.stop(self._pid(request), spec, now=request.get("now") is True)
             log.info("stopped the supervisor of %s", spec.parent)
             return {}
+        if op == "status":
+            image = request.get("image")
+            if not isinstance(image, str) or not image:
+                raise ValueError("a status request names the sandbox image")
+            return await asyncio.to_thread(docker_status, image)
         raise ValueError(f"unknown operation {op!r}")
 
     async def serve_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -217,6 +228,24 @@ class Launcher:
             await stop.wait()
         # Stopping the launcher stops every sandbox it runs, as each supervisor stops its own.
         await self.supervisors.stop_all()
+
+
+def docker_status(image: str) -> dict:
+    """The Docker daemon's version, whether it has ``image``, and why not if it does not answer."""
+    import docker
+    from docker.errors import DockerException, ImageNotFound
+
+    try:
+        client = docker.from_env(timeout=10)
+        version = client.version().get("Version", "?")
+        try:
+            client.images.get(image)
+            present = True
+        except ImageNotFound:
+            present = False
+        return {"version": version, "image": present, "error": None}
+    except DockerException as exc:
+        return {"version": None, "image": False, "error": str(exc)}
 
 
 def running_specs() -> set[Path]:
