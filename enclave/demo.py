@@ -1,12 +1,17 @@
-"""The demo: an admin, a data holder, two operators sharing a workspace, two reviewers, and a masked
-release of generated residents' data (``synthetic.demo``), attached with the holder's consent."""
+"""The demo: an admin, a data holder, two operators sharing a workspace, two reviewers, and two
+releases of generated residents' data (``synthetic.demo``), a masked one and a synthetic one, both
+attached to the workspace with the holder's consent. The raw source stays registered on the
+holder's side, and the synthetic release's sealed view (``synthetic.sealed``) is built, for
+sealed runs."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-from synthetic.demo import publish_demo_release
+from synthetic import sealed
+from synthetic import sources as holder_sources
+from synthetic.demo import DEMO_SOURCE, publish_demo_release, publish_demo_synthetic_release
 from synthetic.gates.base import verdicts
 from synthetic.store import manifest as release_manifest
 
@@ -25,6 +30,12 @@ ACCOUNTS = (
     ("carol", ("reviewer",)),
     ("dave", ("reviewer",)),
 )
+# Why each release is asked for, as the data holder reads it when consenting.
+REASONS = {
+    "masked": "Demo: generated residents' data, masked, for trying Enclave out",
+    "synthetic": "Demo: generated residents' data, synthetic, for writing code that sealed runs execute on the"
+                 " real rows",
+}
 
 
 def credentials_path(settings: Settings) -> Path:
@@ -41,23 +52,33 @@ def seed(settings: Settings, record=None) -> list[tuple[str, tuple[str, ...], st
         password = accounts.generate_password()
         accounts.add_user(settings, name, list(roles), password, record)
         created.append((name, roles, password))
-    release = publish_demo_release(settings)
+    registered_before = any(s.name == DEMO_SOURCE for s in holder_sources.sources(settings.holder_dir))
+    releases = [publish_demo_release(settings), publish_demo_synthetic_release(settings)]
     if record is not None:
-        manifest = release_manifest(settings.release_store, release)
-        record("data.release_published", detail=without_floats({
-            "release": release, "method": manifest["method"], "content_hash": manifest["content_hash"],
-            "gates": verdicts(manifest["gates"])}))
-    sources.set_holder(settings, sources.source_of(release), HOLDER, record)
+        if not registered_before:
+            record("data.source_registered", detail={"source": DEMO_SOURCE, "change": "registered"})
+        for release in releases:
+            manifest = release_manifest(settings.release_store, release)
+            seeded = {"seed": manifest["contract"]["synthesis"]["seed"]} if manifest["method"] == "synthetic" else {}
+            record("data.release_published", detail=without_floats({
+                "release": release, "method": manifest["method"], "content_hash": manifest["content_hash"],
+                "gates": verdicts(manifest["gates"]), **seeded}))
+    sources.set_holder(settings, DEMO_SOURCE, HOLDER, record)
     workspaces.create(settings, WORKSPACE, record, purpose=PURPOSE, holder=HOLDER)
     for name, roles in ACCOUNTS:
         for role in roles:
             if role in ("operator", "reviewer"):
                 workspaces.add_member(settings, WORKSPACE, name, role, record)
-    workspaces.attach(settings, WORKSPACE, release, by="demo",
-                      reason="Demo: generated residents' data, masked, for trying Enclave out", record=record)
-    # The holder's consent is an action of the holder's account (the provisioning service's pages);
-    # the demo gives it in the holder's name, so that it starts with data to work on.
-    workspaces.consent(settings, WORKSPACE, release, HOLDER, record)
+    for release in releases:
+        method = release_manifest(settings.release_store, release)["method"]
+        workspaces.attach(settings, WORKSPACE, release, by="demo", reason=REASONS[method], record=record)
+        # The holder's consent is an action of the holder's account (the provisioning service's pages);
+        # the demo gives it in the holder's name, so that it starts with data to work on.
+        workspaces.consent(settings, WORKSPACE, release, HOLDER, record)
+    view = sealed.build(settings, releases[1], by="demo")
+    if record is not None:
+        record("data.sealed_view_built", detail={"release": view.release, "source": DEMO_SOURCE,
+                                                 "content_hash": view.content_hash})
     path = credentials_path(settings)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:

@@ -10,10 +10,14 @@
 
 Every table carries a ``generated`` marker in its file name and its contract says ``generated:
 true``, which travels into the release's manifest, README and report.
+
+``enclave demo`` keeps the residents' raw files in the data holder's domain (``holder_dir``), where
+they stay registered as the source of its masked and synthetic releases.
 """
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from datetime import date, timedelta
 from pathlib import Path
@@ -305,17 +309,60 @@ def write_enterprises(folder: Path, n: int = 500, seed: int = 11) -> Path:
     return path
 
 
+DEMO_SOURCE = "residents"
+
+
+def demo_source_dir(settings) -> Path:
+    """Where the demo's raw source lives: in the data holder's domain (``holder_dir``), never in
+    the release store and never mounted into a sandbox."""
+    return Path(settings.holder_dir) / "demo" / DEMO_SOURCE
+
+
+def write_demo_source(settings, rows: int = 2000) -> Path:
+    """The demo's GENERATED raw residents and their contract, kept in the holder's domain (folders
+    0700, files 0600) so that the source stays registered behind its releases; written once.
+    Returns the contract's path."""
+    folder = demo_source_dir(settings)
+    contract = folder / "residents.yaml"
+    if contract.is_file():
+        return contract
+    folder.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = Path(tempfile.mkdtemp(prefix=".residents.", suffix=".partial", dir=folder.parent))
+    try:
+        write_residents(tmp, n=rows)
+        for p in tmp.iterdir():
+            p.chmod(0o600)
+        tmp.rename(folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return contract
+
+
+def _latest(settings, method: str) -> str | None:
+    from . import store
+
+    found = [r for r in store.releases(settings.release_store) if r.startswith(f"{DEMO_SOURCE}@")
+             and store.manifest(settings.release_store, r).get("method") == method]
+    return max(found, key=lambda r: int(r.split("@")[1]) if r.split("@")[1].isdigit() else 0) if found else None
+
+
 def publish_demo_release(settings, rows: int = 2000) -> str:
     """A masked ``residents`` release from GENERATED data; the latest one if it already exists.
 
-    The raw data is generated into a temporary folder on the holder's side and removed afterwards:
-    only the masked release reaches the store.
+    The raw data is generated once into the holder's domain (:func:`write_demo_source`) and stays
+    there, registered as the source ``residents``: only the masked release reaches the store.
     """
-    from . import pipeline, store
+    from . import pipeline
 
-    existing = [r for r in store.releases(settings.release_store) if r.startswith("residents@")]
-    if existing:
-        return max(existing, key=lambda r: int(r.split("@")[1]) if r.split("@")[1].isdigit() else 0)
-    with tempfile.TemporaryDirectory(prefix="enclave-demo-raw-") as tmp:
-        contract = write_residents(Path(tmp), n=rows)
-        return pipeline.release(settings, contract, "masked", by="demo", progress=False).release
+    return _latest(settings, "masked") or pipeline.release(
+        settings, write_demo_source(settings, rows), "masked", by="demo", progress=False).release
+
+
+def publish_demo_synthetic_release(settings, rows: int = 2000) -> str:
+    """A synthetic ``residents`` release of the same source (GaussianCopula, the contract's defaults),
+    whose sealed view sealed runs use; the latest one if it already exists."""
+    from . import pipeline
+
+    return _latest(settings, "synthetic") or pipeline.release(
+        settings, write_demo_source(settings, rows), "synthetic", by="demo", progress=False).release

@@ -241,6 +241,9 @@ ACTIONS: dict[str, Action] = {
                                     ("release", "reason")),
     "data.release_published": Action("a release published: every gate passed", "hub",
                                      ("release", "method", "content_hash", "gates"), ("seed",)),
+    "data.sealed_view_built": Action("a synthetic release's sealed view built on the holder's side (the real rows"
+                                     " it was generated from, for sealed runs; never mounted into a workspace's"
+                                     " sandbox)", "hub", ("release", "source", "content_hash")),
     "data.release_refused": Action("a release refused: a gate failed, synthesis did not finish, or the contract"
                                    " did not hold", "hub", ("release", "method", "reason"), ("gates", "seed")),
 }

@@ -1,5 +1,6 @@
 """``enclave data``: the data holder's releases (build, list, show, verify), their raw sources and
-lineage (``data source``, ``data lineage``: the holder's own records), and the hub's view of
+lineage (``data source``, ``data lineage``: the holder's own records), the sealed views of
+synthetic releases (``data sealed-view``: their real rows, root's only), and the hub's view of
 sources (``data sources``, ``data set-holder``: who holds each; they consent to its releases'
 attachment to workspaces).
 
@@ -16,7 +17,7 @@ import click
 
 from ..i18n import N_
 from . import main, operator_name, pass_ctx
-from .language import CommandError, refusal, usage_error
+from .language import CommandError, refusal, render, translated, usage_error
 
 # The codes of the refusals whose words are not translated yet: the release store's, the pseudonym
 # keys' and the synthesis' (synthetic/store.py, masking.py, synthesis.py).
@@ -221,6 +222,54 @@ def verify(ctx, release: str) -> None:
             click.echo(f"{release}: {p}", err=True)
         raise SystemExit(1)
     click.echo(f"{release}: intact ({store.manifest(ctx.settings.release_store, release)['content_hash']})")
+
+
+@data.command("sealed-view")
+@click.argument("release")
+@click.option("--check", "check_only", is_flag=True,
+              help="Verify the sealed view against its manifest (files, hashes, root-only modes, the release it was"
+                   " made from) instead of building it; exit 1 on any difference.")
+@pass_ctx
+def sealed_view(ctx, release: str, check_only: bool) -> None:
+    """Build (or rebuild) the sealed view of synthetic RELEASE on the data holder's side: the real rows it
+    was generated from, identifiers treated as in the release, in the release's tables, columns and
+    types, readable by root only and never mounted into a workspace's sandbox. Sealed runs execute
+    notebooks written against the release on it."""
+    from synthetic import sealed
+
+    if check_only:
+        try:
+            problems = sealed.check(ctx.settings, release)
+            manifest = sealed.read_manifest(ctx.settings.holder_dir, release)
+        except (*_errors(), sealed.SealedViewError) as exc:
+            raise _error(exc) from None
+        if problems:
+            for p in problems:
+                click.echo(f"{release}: {render(p)}", err=True)
+            raise SystemExit(1)
+        click.echo(translated(N_("sealed view of %(release)s: intact (content hash %(hash)s)"))
+                   % {"release": release, "hash": manifest["content_hash"]})
+        return
+    from ..audit.client import AuditError
+
+    with ctx.recording() as record:
+        try:
+            view = sealed.build(ctx.settings, release, by=operator_name())
+        except (*_errors(), sealed.SealedViewError) as exc:
+            raise _error(exc) from None
+        try:
+            record("data.sealed_view_built", detail={"release": release, "source": view.manifest["source"],
+                                                     "content_hash": view.content_hash})
+        except AuditError as exc:
+            sealed.remove(ctx.settings.holder_dir, release)
+            raise refusal("audit.sealed_view_not_recorded",
+                          N_("the sealed view of %(release)s was removed: the audit log did not record it"
+                             " (%(problem)s)"), release=release, problem=str(exc)) from None
+    click.echo(translated(N_("sealed view of %(release)s built in %(path)s (content hash %(hash)s)"))
+               % {"release": release, "path": view.path, "hash": view.content_hash})
+    for t, info in view.manifest["tables"].items():
+        click.echo(translated(N_("  %(table)s: %(rows)s rows, %(columns)s columns"))
+                   % {"table": t, "rows": info["rows"], "columns": len(info["columns"])})
 
 
 @data.command("sources")
