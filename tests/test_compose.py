@@ -27,7 +27,18 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from enclave_testing import cookie_value, free_port, wait_for  # noqa: E402
+from enclave_testing import (  # noqa: E402
+    Browser,
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    Hub,
+    cookie_value,
+    download_from_exports_panel,
+    free_port,
+    request_export,
+    vote,
+    wait_for,
+)
 
 from enclave import migrate  # noqa: E402
 
@@ -123,6 +134,11 @@ class Stack:
             "_xsrf": cookie_value(http, self.url + "/hub/login", "_xsrf")})
         assert r.url.endswith("/hub/home"), f"login as {username}: {r.status_code} {r.url}\n{self.logs()}"
         return http
+
+    def as_hub(self) -> Hub:
+        """This deployment as tests/enclave_testing.py's HTTP helpers see a hub (its URL and
+        origins): sessions, kernels through the proxy, the services' pages. Not started by them."""
+        return Hub(home=self.state, port=self.port)
 
     def psql(self, database: str, sql: str) -> str:
         """A query as PostgreSQL's superuser, on the postgres container's own socket."""
@@ -305,6 +321,107 @@ def _run_doc_block(stack: Stack, block: str, backup: Path) -> None:
     assert done.returncode == 0, f"{block}\nexit {done.returncode}\n{done.stdout}\n{done.stderr}\n{stack.logs()}"
 
 
+# The export walk through the deployment: a release of households, the holder's consent in her
+# browser, an operator's analysis in her container, two reviewers, the download and its verification.
+WALK = "households"
+WALK_RELEASE = "households@1"
+WALK_PURPOSE = "各区县户数统计（测试）"
+WALK_PEOPLE = {"heidi": "holder", "liu": "operator", "carol": "reviewer", "dave": "reviewer"}
+WALK_PASSWORD = "走查-correct-horse-battery"
+COUNTS = ("import pandas as pd\n"
+          f"df = pd.read_csv('/data/{WALK_RELEASE}/table.csv')\n"
+          "counts = (df.groupby('区县').size() / 5).round().astype(int) * 5\n"
+          "counts.rename('户数').to_csv('counts.csv')\n"
+          "print(open('counts.csv', encoding='utf-8').read())")
+
+
+def _publish_walk_release(stack: Stack) -> None:
+    """A release as the store publishes one (root's, read-only), in the deployment's state directory."""
+    rows = [f"{district},{size}" for district, n in (("和平区", 60), ("南开区", 45), ("河西区", 35))
+            for size in [1 + i % 5 for i in range(n)]]
+    data = stack.state / "releases" / WALK_RELEASE / "data"
+    data.mkdir(parents=True)
+    (data / "table.csv").write_text("区县,人口\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    (data / "table.csv").chmod(0o444)
+    data.chmod(0o555)
+
+
+@pytest.mark.browser
+async def test_an_export_walks_through_the_deployment_in_chromium(stack):
+    from playwright.async_api import async_playwright, expect
+
+    for name, role in WALK_PEOPLE.items():
+        stack.enclave("user", "add", name, "--role", role, "--password-stdin", input=WALK_PASSWORD + "\n")
+    _publish_walk_release(stack)
+    stack.enclave("data", "set-holder", "households", "heidi")
+    stack.enclave("workspace", "create", WALK, "--purpose", WALK_PURPOSE, "--holder", "heidi")
+    for name, role in WALK_PEOPLE.items():
+        if role in ("operator", "reviewer"):
+            stack.enclave("workspace", "add-member", WALK, name, "--role", role)
+    stack.enclave("workspace", "attach", WALK, WALK_RELEASE, "--reason", "户数统计")
+    hub = stack.as_hub()
+
+    async with async_playwright() as p:
+        chromium = Browser(await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS))
+        # heidi consents in her browser, shown the workspace's purpose.
+        ctx, page = await chromium.person(hub, "heidi", WALK_PASSWORD)
+        await page.goto(f"{hub.service_url('provisioning')}/consents")
+        request = page.locator(f".consent-request[data-workspace={WALK}]")
+        await expect(request.locator("p.purpose")).to_have_text(WALK_PURPOSE)
+        await request.get_by_role("button", name="Consent").click()
+        await expect(page.locator(f".consent-request[data-workspace={WALK}]")).to_have_count(0)
+        await ctx.close()
+
+        # liu starts the workspace's container, counts households on /data and asks to export them.
+        liu_ctx, lab = await chromium.person(hub, "liu", WALK_PASSWORD)
+        await lab.click(f"#start-{WALK}")
+        await lab.wait_for_url(f"**/user/liu/{WALK}/lab**")
+        await lab.wait_for_selector(".jp-DirListing-content")
+        liu = hub.login("liu", WALK_PASSWORD)
+        assert liu.start(WALK).status_code == 200  # already running: the server's log-in
+        kernel = liu.kernel(WALK)
+        written, error = kernel.run(COUNTS)
+        kernel.close()
+        assert error is None and written.startswith("区县,户数\n"), (written, error)
+        assert len(_sandbox_containers(WALK)) == 2  # the server and its kernel, each a container
+        dialog = await request_export(lab, ["counts.csv"], "各区县户数（已取整到5），用于年度报告。")
+        await dialog.locator(".jp-Dialog-button", has_text="Submit for review").click()
+        requested = lab.locator(".jp-Dialog", has_text="Export requested")
+        await expect(requested).to_be_visible()
+        await requested.locator(".jp-Dialog-button.jp-mod-accept").click()
+        await lab.locator('.jp-SideBar [data-id="enclave-exports"]').click()
+        entry = lab.locator(".enclave-export", has_text="counts.csv")
+        request_id = await entry.get_attribute("data-request-id")
+
+        # Two reviewers approve: the second approval releases it.
+        for reviewer in ("carol", "dave"):
+            ctx, page = await chromium.person(hub, reviewer, WALK_PASSWORD)
+            await vote(page, hub, request_id, {"counts.csv": ("approve", "已取整，可以发布。")})
+            await ctx.close()
+
+        # liu downloads it from her Exports panel; the deployment's `enclave exports verify` accepts it.
+        data = await download_from_exports_panel(liu_ctx, entry, "counts.csv", chromium.timeout)
+        await liu_ctx.close()
+        assert chromium.errors == [], "\n".join(chromium.errors)
+    assert data.decode("utf-8-sig").replace("\r\n", "\n") == written.rstrip("\n") + "\n"
+    downloaded = stack.state / "downloads" / "counts.csv"
+    downloaded.parent.mkdir()
+    downloaded.write_bytes(data)
+    verified = stack.enclave("exports", "verify", str(downloaded))
+    assert "VALID" in verified.stdout and "requested by liu" in verified.stdout, verified.stdout
+    liu.stop(WALK)
+
+
+def _requests_seen_by(stack: Stack, user: str, password: str) -> list[dict]:
+    """The export requests ``user`` sees in the review service's API, logged in as a browser is."""
+    session = stack.as_hub().login(user, password)
+    service = stack.as_hub().service_url("exports")
+    session.http.get(f"{service}/", timeout=60)  # the service's own log-in, through the hub
+    r = session.http.get(f"{service}/api/requests", params={"mine": "true"}, timeout=60)
+    assert r.status_code == 200, r.text
+    return r.json()["requests"]
+
+
 def test_down_then_up_keeps_the_accounts(stack, accounts):
     stack.compose("down", "--timeout", "20")
     stack.up()
@@ -335,6 +452,9 @@ def _backup_and_restore(stack: Stack, accounts: dict, backup: Path) -> None:
     _run_doc_block(stack, _production_doc_block("### Restoring"), backup)
     stack.wait_for_hub()
     stack.login("wang", accounts["wang"])
-    assert stack.psql("enclave", "SELECT username FROM accounts ORDER BY username").split() == ["ops-admin", "wang"]
+    assert set(stack.psql("enclave", "SELECT username FROM accounts").split()) == {"ops-admin", "wang", *WALK_PEOPLE}
+    # The released export request of the walk is back, as its requester sees it.
+    [request] = _requests_seen_by(stack, "liu", WALK_PASSWORD)
+    assert request["state"] == "released", request
     # The restored secrets are the ones in use: the audit log still verifies with its signing key.
     stack.enclave("audit", "verify")
