@@ -726,6 +726,58 @@ async def download_from_exports_panel(context, entry, name: str, timeout: float)
         return f.read()
 
 
+class Browser:
+    """One chromium (Playwright's); a context per person; every console error and page error collected."""
+
+    def __init__(self, browser, timeout: float = 120_000):
+        self.browser = browser
+        self.timeout = timeout
+        self.errors: list[str] = []
+
+    async def person(self, hub, name: str, password: str):
+        context = await self.browser.new_context(accept_downloads=True)
+        context.on("page", self._watch)
+        page = await context.new_page()
+        page.set_default_timeout(self.timeout)
+        await log_in(page, hub, name, password)
+        return context, page
+
+    def _watch(self, page) -> None:
+        page.on("console", lambda m: m.type == "error" and self.errors.append(f"{page.url}: {m.text}"))
+        page.on("pageerror", lambda e: self.errors.append(f"{page.url}: {e}"))
+
+
+async def request_export(page, names: list[str], justification: str):
+    """Select ``names`` in JupyterLab's file browser, right-click, "Request export…", fill in the
+    justification; return the dialog (to submit)."""
+    from playwright.async_api import expect
+
+    await page.locator(".jp-DirListing-item", has_text=names[0]).first.click()
+    for name in names[1:]:
+        await page.locator(".jp-DirListing-item", has_text=name).first.click(modifiers=["Control"])
+    await page.locator(".jp-DirListing-item", has_text=names[-1]).first.click(button="right")
+    await page.locator(".lm-Menu-itemLabel", has_text="Request export…").click()
+    dialog = page.locator(".jp-Dialog")
+    await expect(dialog.locator(".enclave-check").first).to_be_visible()
+    await dialog.locator("textarea.enclave-justification").fill(justification)
+    return dialog
+
+
+async def vote(page, hub, request_id: str, votes: dict[str, tuple[str, str]]) -> None:
+    """A reviewer votes on each file named in ``votes``: (decision, reason); each vote confirmed."""
+    from playwright.async_api import expect
+
+    await page.goto(f"{hub.service_url('exports')}/requests/{request_id}")
+    for name, (decision, reason) in votes.items():
+        card = page.locator("section.file", has=page.locator("h3", has_text=name))
+        form = card.locator("form.vote")
+        await form.locator("select[name=decision]").select_option(decision)
+        await form.locator("textarea[name=reason]").fill(reason)
+        await form.locator("button[type=submit]").click()
+        await expect(page.locator("#flash")).to_be_visible()
+
+
+
 HOLDER = "holder"
 PURPOSE = "tests: analysis of the released data"
 

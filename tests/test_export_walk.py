@@ -16,7 +16,15 @@ import io
 import json
 
 import pytest
-from enclave_testing import CHROMIUM, CHROMIUM_ARGS, backend_settings, download_from_exports_panel, log_in
+from enclave_testing import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    Browser,
+    backend_settings,
+    download_from_exports_panel,
+    request_export,
+    vote,
+)
 from playwright.async_api import async_playwright, expect
 
 from enclave import demo
@@ -73,57 +81,12 @@ def walk(hub_factory, sandbox_backend):
     return hub, passwords
 
 
-class Browser:
-    """One chromium; a context per person; every console error and page error collected."""
-
-    def __init__(self, browser):
-        self.browser = browser
-        self.errors: list[str] = []
-
-    async def person(self, hub, name: str, password: str):
-        context = await self.browser.new_context(accept_downloads=True)
-        context.on("page", self._watch)
-        page = await context.new_page()
-        page.set_default_timeout(TIMEOUT)
-        await log_in(page, hub, name, password)
-        return context, page
-
-    def _watch(self, page) -> None:
-        page.on("console", lambda m: m.type == "error" and self.errors.append(f"{page.url}: {m.text}"))
-        page.on("pageerror", lambda e: self.errors.append(f"{page.url}: {e}"))
-
-
 @pytest.fixture
 async def chromium():
     async with async_playwright() as p:
         b = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield Browser(b)
         await b.close()
-
-
-async def request_export(page, names: list[str], justification: str):
-    """Select ``names`` in the file browser, right-click, "Request export…", fill, submit."""
-    await page.locator(".jp-DirListing-item", has_text=names[0]).first.click()
-    for name in names[1:]:
-        await page.locator(".jp-DirListing-item", has_text=name).first.click(modifiers=["Control"])
-    await page.locator(".jp-DirListing-item", has_text=names[-1]).first.click(button="right")
-    await page.locator(".lm-Menu-itemLabel", has_text="Request export…").click()
-    dialog = page.locator(".jp-Dialog")
-    await expect(dialog.locator(".enclave-check").first).to_be_visible()
-    await dialog.locator("textarea.enclave-justification").fill(justification)
-    return dialog
-
-
-async def vote(page, hub, request_id: str, votes: dict[str, tuple[str, str]]) -> None:
-    """A reviewer votes on each file named in ``votes``: (decision, reason); each vote confirmed."""
-    await page.goto(f"{hub.service_url('exports')}/requests/{request_id}")
-    for name, (decision, reason) in votes.items():
-        card = page.locator("section.file", has=page.locator("h3", has_text=name))
-        form = card.locator("form.vote")
-        await form.locator("select[name=decision]").select_option(decision)
-        await form.locator("textarea[name=reason]").fill(reason)
-        await form.locator("button[type=submit]").click()
-        await expect(page.locator("#flash")).to_be_visible()
 
 
 async def test_alice_carol_dave_alice(chromium, walk):
