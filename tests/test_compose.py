@@ -422,13 +422,16 @@ def _requests_seen_by(stack: Stack, user: str, password: str) -> list[dict]:
     return r.json()["requests"]
 
 
-def test_down_then_up_keeps_the_accounts(stack, accounts):
+def test_down_then_up_keeps_the_accounts_and_requests(stack, accounts):
     stack.compose("down", "--timeout", "20")
     stack.up()
     stack.login("wang", accounts["wang"])
     stack.login("ops-admin", accounts["ops-admin"])
     listed = stack.enclave("user", "list").stdout
     assert "wang" in listed and "ops-admin" in listed
+    # And the walk's export request, released.
+    [request] = _requests_seen_by(stack, "liu", WALK_PASSWORD)
+    assert request["state"] == "released", request
 
 
 def test_the_documented_backup_restores_into_an_empty_deployment(stack, accounts):
