@@ -14,7 +14,10 @@ export ENCLAVE_HOME ?= $(CURDIR)/var
 demo: setup
 	$(VENV)/bin/enclave demo
 
-test: setup test-deps images
+# The system's packages one after the other (apt holds a lock), then the environments and the
+# images side by side: building the images is mostly waiting for downloads and writing layers.
+test: system-deps test-deps docker
+	$(MAKE) --no-print-directory -j2 --output-sync=target hub-env sandbox-env proxy images
 	$(VENV)/bin/python -m pytest -p no:cacheprovider $(PYTEST_ARGS)
 
 setup: system-deps hub-env sandbox-env proxy

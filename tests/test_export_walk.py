@@ -30,7 +30,8 @@ from playwright.async_api import async_playwright, expect
 from enclave import demo
 from enclave.settings import Settings
 
-pytestmark = [pytest.mark.browser, pytest.mark.backends("bubblewrap", "docker")]
+# On bubblewrap; the container deployment's walk (tests/test_compose.py) runs the same path on Docker.
+pytestmark = pytest.mark.browser
 
 TIMEOUT = 120_000
 RELEASE = "/data/residents@1/residents.parquet"
@@ -73,8 +74,8 @@ def notebook(cells: list[str]) -> str:
 
 @pytest.fixture(scope="module")
 def walk(hub_factory, sandbox_backend):
-    """The demo, as ``make demo`` seeds it (two approvals per file), on a hub of its own per
-    sandbox backend (docker: through a launcher, as the container deployment runs it)."""
+    """The demo, as ``make demo`` seeds it (two approvals per file), on a hub of its own for the
+    module's sandbox backend."""
     hub = hub_factory(f"walk-{sandbox_backend}", ENCLAVE_SANDBOX__IDLE_TIMEOUT="0", **backend_settings(sandbox_backend))
     passwords = {name: password for name, _, password in demo.seed(Settings(home=hub.home))}
     hub.start()
