@@ -373,3 +373,85 @@ def terminal_policy(server: SandboxPolicy, layout: SandboxLayout, terminal_id: s
     return SandboxPolicy(name=f"{server.name}-terminal-{terminal_id[:8]}", argv=argv, identity=identity,
                          limits=server.limits, mounts=tuple(_workspace_mounts(server, layout)), env=env,
                          workdir=identity.home)
+
+
+# -- sealed runs (issue #18): one notebook executed headless in a sandbox of its own ---------------
+
+# The run's own folder in its home: the executed notebook and the driver's result are written there,
+# and no input or output of a run may be put in it (enclave.sealed.runner).
+SEALED_RUN_FOLDER = ".sealed-run"
+SEALED_EXECUTED = "executed.ipynb"
+SEALED_RESULT = "result.json"
+# The driver: the sandbox's first process, run in isolated mode (-I) from the read-only environment,
+# so nothing of the home is imported. It executes the notebook with nbclient on a kernel started in
+# the same sandbox (there is no server to ask for a sibling): the environment's own ``python3``
+# kernel, but as every kernel of a workspace is started, in isolated mode, without jedi, over ipc
+# (TCP would need loopback), from a kernelspec in the sandbox's own /tmp that comes before every
+# other (so a notebook naming another kernel, such as the workspaces' ``enclave-python``, runs on
+# this one). It writes the executed notebook (as far as it ran) and its result into
+# ~/.sealed-run/, and exits 0 when every cell ran, 1 when one failed.
+SEALED_RUN_DRIVER = r"""
+import json, os, sys
+from pathlib import Path
+notebook, out_dir, cell_seconds = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
+spec = Path("/tmp/jupyter-sealed/kernels/python3")
+spec.mkdir(parents=True)
+(spec / "kernel.json").write_text(json.dumps({
+    "argv": [sys.executable, "-I", "-m", "ipykernel_launcher", "-f", "{connection_file}",
+             "--IPCompleter.use_jedi=False"],
+    "display_name": "Python 3 (ipykernel)", "language": "python"}))
+os.environ["JUPYTER_PATH"] = "/tmp/jupyter-sealed"
+import nbformat
+from jupyter_client.manager import AsyncKernelManager
+from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
+nb = nbformat.read(notebook, as_version=4)
+client = NotebookClient(nb, km=AsyncKernelManager(
+    kernel_name="python3", transport="ipc", ip="/tmp/jupyter-sealed/kernel-ipc",
+    connection_file="/tmp/jupyter-sealed/kernel.json"),
+                        kernel_name="python3", timeout=cell_seconds,
+                        resources={"metadata": {"path": str(notebook.parent)}})
+result = {"state": "succeeded", "error": None}
+try:
+    client.execute()
+except CellExecutionError as exc:
+    result = {"state": "failed", "error": {"type": exc.ename, "message": exc.evalue}}
+except Exception as exc:
+    result = {"state": "failed", "error": {"type": type(exc).__name__, "message": str(exc)}}
+out_dir.mkdir(exist_ok=True)
+try:
+    nbformat.write(nb, out_dir / "executed.ipynb")
+finally:
+    (out_dir / "result.json").write_text(json.dumps(result, ensure_ascii=False))
+sys.exit(0 if result["state"] == "succeeded" else 1)
+"""
+
+
+def sealed_run_policy(env: Path, identity: Identity, limits: Limits, name: str, home: Path,
+                      data: tuple[Path, str], notebook: str, cell_seconds: int,
+                      workspace_env: dict[str, str] | None = None) -> SandboxPolicy:
+    """One sealed run's sandbox: the operators' environment read-only (the one workspace sandboxes
+    run), its own fresh ``home`` (on the host: the run's disk image, holding only the notebook and
+    the chosen inputs), ``data`` = (host folder, release) read-only at ``/data/<release>`` (the
+    sealed view for a sealed run, the workspace's view of the synthetic release for its pre-run:
+    the same path, so the same code reads either), a sized ``/tmp``, and nothing else: no network
+    (only ``lo``), no socket of the hub, a server, the launcher or the audit receiver, no terminal.
+    ``identity`` is the run's own uid, never a workspace sandbox's. ``notebook`` is the notebook's
+    path relative to the home; ``cell_seconds`` the per-cell timeout (the whole run's is kept by
+    the runner, which kills the sandbox). ``workspace_env``: the workspace's settings for code
+    (ACRO's thresholds), as its kernels have them."""
+    folder, release = data
+    if not release or "/" in release or release in (".", ".."):
+        raise ValueError(f"{release!r} is not a release name to mount under /data")
+    if not notebook or Path(notebook).is_absolute() or ".." in Path(notebook).parts:
+        raise ValueError(f"the notebook's path {notebook!r} is not a path inside the home")
+    if cell_seconds <= 0:
+        raise ValueError(f"the per-cell timeout must be positive (got {cell_seconds})")
+    mounts = (_system_mounts(env, identity, limits) + _font_cache_mounts(env)
+              + [Mount(identity.home, "rw", str(home)), Mount(f"/data/{release}", "ro", str(folder))])
+    argv = (f"{ENV_MOUNT}/bin/python", "-I", "-c", SEALED_RUN_DRIVER, f"{identity.home}/{notebook}",
+            f"{identity.home}/{SEALED_RUN_FOLDER}", str(cell_seconds))
+    env_vars = _base_env(identity) | (workspace_env or {}) | {
+        "MPLBACKEND": "module://matplotlib_inline.backend_inline"}
+    return SandboxPolicy(name=name, argv=argv, identity=identity, limits=limits, mounts=tuple(mounts),
+                         env=env_vars, workdir=identity.home)
