@@ -79,8 +79,10 @@ def layout(tmp_path):
     os.chown(home, UID, UID)
     release.mkdir(parents=True)
     (release / "table.csv").write_text("区县,人数\n和平区,12\n")
-    # Writable by anyone on the host: only the read-only mount can stop the sandbox.
+    # Writable by anyone on the host: only the read-only mount can stop the sandbox. The folder is
+    # the sandbox's to read whatever umask an earlier test left this process.
     (release / "table.csv").chmod(0o666)
+    release.chmod(0o755)
     (tmp_path / "run" / "kernels" / KERNEL_ID).mkdir(parents=True)
     return SandboxLayout(
         env=REPO / ".venv-sandbox", home=home, home_image=tmp_path / "home.ext4", run=tmp_path / "run",
