@@ -18,7 +18,7 @@ demo: setup
 # images side by side: building the images is mostly waiting for downloads and writing layers.
 test: system-deps test-deps docker
 	$(MAKE) --no-print-directory -j2 --output-sync=target hub-env sandbox-env proxy images
-	$(VENV)/bin/python -m pytest -p no:cacheprovider $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest -p no:cacheprovider --durations=40 $(PYTEST_ARGS)
 
 setup: system-deps hub-env sandbox-env proxy
 
