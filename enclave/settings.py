@@ -168,6 +168,25 @@ class ExportSettings(_Section):
     link_ttl_seconds: int = Field(600, ge=10)
 
 
+class SealedRunSettings(_Section):
+    """Sealed runs (``enclave.sealed``), run by the export review service: an operator's notebook on
+    the real data, its results leaving only through review. Each workspace's data holder sets its own
+    policy (approval, runs per day, reviewers, limits); these are the defaults until they do."""
+
+    # Runs at once on this host; each holds its slot for its whole time limit (enclave.sealed.workflow).
+    slots: int = Field(1, ge=1, le=64)
+    approval_required: bool = True
+    # Runs an operator may submit in one workspace in 24 hours.
+    runs_per_day: int = Field(3, ge=0, le=1000)
+    # A run's limits (enclave.sealed.runner.RunLimits).
+    seconds: int = Field(600, ge=5, le=86_400)
+    memory_mb: int = Field(2048, ge=128)
+    disk_mb: int = Field(512, ge=16)
+    cpus: float = Field(1.0, gt=0)
+    # The notebook and its inputs together, as submitted.
+    max_input_mb: int = Field(16, ge=1, le=1024)
+
+
 class AuditSettings(_Section):
     """The audit log (``enclave.audit``): one hash-chained, append-only log on the hub side."""
 
@@ -215,6 +234,7 @@ class Settings(BaseSettings):
     accounts: AccountSettings = AccountSettings()
     sandbox: SandboxSettings = SandboxSettings()
     exports: ExportSettings = ExportSettings()
+    sealed_runs: SealedRunSettings = SealedRunSettings()
     audit: AuditSettings = AuditSettings()
     provisioning: ProvisioningSettings = ProvisioningSettings()
     workspaces: WorkspacesSettings = WorkspacesSettings()

@@ -49,6 +49,8 @@ from .sandbox.policy import (
     Identity,
     Limits,
     SandboxLayout,
+    acro_environment,
+    acro_thresholds,
     server_policy,
 )
 
@@ -200,10 +202,10 @@ class SandboxSpawner(Spawner):
         identity = Identity(uid=uid, gid=uid, username=self.user.name, home=f"/home/{self.user.name}")
         limits = Limits(**ws.effective_limits(s.sandbox.limits).model_dump())
         terminals = ws.guard.get("terminals") is True
+        acro = acro_thresholds(s.exports)
         policy = server_policy(layout, identity, limits, f"{self.user.name}-{ws.name}", self._hub_env(),
                                terminals=terminals, lab_locale=self._lab_locale(layout))
 
-        acro = _acro_thresholds(s)
         self.sandbox_id = f"{self.user.name}/{ws.name}/{secrets.token_hex(6)}"
         # Recorded before it starts, with the policy it runs under; without its record, no sandbox.
         try:
@@ -236,7 +238,7 @@ class SandboxSpawner(Spawner):
             "backend": s.sandbox.backend,
             "image": s.sandbox.image,
             # ACRO in the kernel reads the workspace's thresholds from here (enclave_guard.disclosure).
-            "kernel_env": {"ENCLAVE_ACRO_THRESHOLDS": json.dumps(acro)},
+            "kernel_env": acro_environment(s.exports),
             # The supervisor starts terminal sandboxes only if the workspace allows them.
             "terminals": terminals,
             # The receiver of this sandbox's audit records stamps them with these, not the sender's.
@@ -354,10 +356,3 @@ def _policy_record(policy, layout: SandboxLayout) -> dict:
                    for m in policy.mounts],
         "data": [{"target": f"/data/{name}", "kind": "ro", "source": str(source)} for source, name in layout.data],
     })
-
-
-def _acro_thresholds(settings) -> dict:
-    """The workspace's disclosure-control thresholds, under the names ACRO uses."""
-    e = settings.exports
-    return {"safe_threshold": e.min_cell_count, "safe_nk_n": e.nk_n, "safe_nk_k": e.nk_k,
-            "safe_pratio_p": e.p_ratio}

@@ -57,6 +57,17 @@ DETAIL_KEYS: dict[str, str] = {
     "homes": "the operators whose homes in the workspace were deleted",
     "archived_at": "when the workspace was archived (ISO 8601, UTC)",
     "release": "a data release, `NAME@VERSION`",
+    "run_id": "a sealed run's id",
+    "notebook_sha256": "the SHA-256 of a sealed run's notebook, frozen when it was submitted",
+    "inputs": "the files of the home a sealed run was given: `[{path, sha256, size}]`",
+    "outputs": "the paths in a sealed run's home to keep when it ends",
+    "step": "a sealed run's step (`enclave.sealed.workflow.TRANSITIONS`): approve, refuse, withdraw, start, run, end",
+    "state": "the state a sealed run is in after the step",
+    "outcome": "how a sealed run on the real data ended (succeeded, failed, timed_out, refused: for reviewers"
+               " and auditors, never shown to the operator) and the SHA-256 of what it produced",
+    "approval_required": "whether a workspace's sealed runs wait for its data holder's approval",
+    "runs_per_day": "the sealed runs an operator may submit in a workspace in 24 hours",
+    "reviewers": "the people a data holder appointed to review a workspace's sealed-run results",
     "columns": "the columns made visible, by table (`{table: [column, …]}`; absent means all)",
     "content_hash": "SHA-256 over a release's (or view's) files",
     "limits": "resource limits (object: memory_mb, pids, cpus, max_file_mb)",
@@ -232,6 +243,13 @@ ACTIONS: dict[str, Action] = {
     "export.download": Action("a released file downloaded", "workspace", ("request_id", "release_id"),
                               ("file", "sha256")),
     "export.revoke": Action("a release revoked", "workspace", ("request_id", "release_id", "reason")),
+    # Sealed runs (run by the review service, enclave.sealed).
+    "sealed_run.policy": Action("a workspace's sealed-run policy set by its data holder", "workspace",
+                                ("approval_required", "runs_per_day", "reviewers", "limits", "version")),
+    "sealed_run.submit": Action("a sealed run of an operator's notebook on the real data submitted", "workspace",
+                                ("run_id", "release", "notebook_sha256", "inputs", "outputs", "state")),
+    "sealed_run.step": Action("a sealed run's step (approved, refused, withdrawn, started, run, ended)",
+                              "workspace", ("run_id", "step", "state"), ("reason", "outcome", "request_id")),
     # Data releases (the data holder's side, through the CLI).
     "data.source_registered": Action("a data holder's raw source registered, or a new cut or file version of it"
                                      " recorded (on the holder's side; the raw data stays there)", "hub",

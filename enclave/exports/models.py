@@ -21,6 +21,7 @@ from typing import Iterator
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     ForeignKey,
     Index,
@@ -86,14 +87,29 @@ class ExportRequest(Base):
     datasets: Mapped[list] = mapped_column(JSON)
     submitted_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # "sandbox": submitted by an operator from their sandbox; "sealed_run": made from a sealed run's
+    # results (computed on the raw data): reviewed only by its appointed reviewers, and hidden from
+    # the requester until it is decided.
+    origin: Mapped[str] = mapped_column(String(16), default="sandbox", server_default="sandbox")
     files: Mapped[list["RequestFile"]] = relationship(
         back_populates="request", order_by="RequestFile.id", lazy="selectin"
     )
     events: Mapped[list["Event"]] = relationship(order_by="Event.id", lazy="selectin", viewonly=True)
     comments: Mapped[list["Comment"]] = relationship(order_by="Comment.id", lazy="selectin", viewonly=True)
+    appointed: Mapped[list["AppointedReviewer"]] = relationship(lazy="selectin", viewonly=True)
 
     def current_files(self) -> list["RequestFile"]:
         return [f for f in self.files if f.superseded_by is None]
+
+
+class AppointedReviewer(Base):
+    """Someone the data holder appointed to review a sealed run's request (frozen when it is made);
+    a request with appointed reviewers is reviewed by them alone, not by the workspace's reviewers."""
+
+    __tablename__ = "appointed_reviewers"
+
+    request_id: Mapped[str] = mapped_column(ForeignKey("export_requests.id"), primary_key=True)
+    reviewer: Mapped[str] = mapped_column(String(64), primary_key=True, index=True)
 
 
 class RequestFile(Base):
@@ -182,6 +198,60 @@ class DownloadLink(Base):
     username: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class SealedRunPolicy(Base):
+    """A workspace's sealed-run policy, set by the data holder of its sources: whether a run waits
+    for the holder's approval, how many runs an operator may submit a day, who reviews their results
+    (people who see results computed on the raw data), and the run's limits."""
+
+    __tablename__ = "sealed_run_policies"
+
+    workspace: Mapped[str] = mapped_column(String(40), primary_key=True)
+    approval_required: Mapped[bool] = mapped_column(Boolean)
+    runs_per_day: Mapped[int] = mapped_column(Integer)
+    reviewers: Mapped[list] = mapped_column(JSON)
+    # RunLimits' fields (enclave.sealed.runner.RunLimits) over [sealed_runs] limits.
+    limits: Mapped[dict] = mapped_column(JSON)
+    version: Mapped[int] = mapped_column(Integer)
+    updated_by: Mapped[str] = mapped_column(String(64))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class SealedRun(Base):
+    """One sealed run of an operator's notebook (``enclave.sealed``): the frozen notebook and inputs
+    (in the blob store, by hash), the outputs to keep, its state, and what came of it. ``outcome``
+    (state, error, withheld outputs, provenance, duration) is for reviewers only; the operator is shown
+    what ``enclave.sealed.workflow.shown_to_operator`` allows."""
+
+    __tablename__ = "sealed_runs"
+    __table_args__ = (
+        Index("ix_sealed_runs_queue", "state", "submitted_at"),
+        Index("ix_sealed_runs_requester", "workspace", "requester", "submitted_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    workspace: Mapped[str] = mapped_column(String(40))
+    requester: Mapped[str] = mapped_column(String(64))
+    release: Mapped[str] = mapped_column(String(160))
+    notebook_path: Mapped[str] = mapped_column(String(1024))
+    notebook_sha256: Mapped[str] = mapped_column(String(64), index=True)
+    # [{"path", "sha256", "size"}]: the files of the home the notebook needs.
+    inputs: Mapped[list] = mapped_column(JSON)
+    # Paths in the run's home to keep when it ends.
+    outputs: Mapped[list] = mapped_column(JSON)
+    limits: Mapped[dict] = mapped_column(JSON)
+    policy_version: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(20))
+    # Why it was refused: {"code", "text", "params"} (the holder's reason, or the pre-run's error).
+    refusal: Mapped[dict | None] = mapped_column(JSON)
+    submitted_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # When the run on the real data started: what the operator's view is computed from.
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    outcome: Mapped[dict | None] = mapped_column(JSON)
+    # The export request its results became.
+    export_request_id: Mapped[str | None] = mapped_column(ForeignKey("export_requests.id"))
 
 
 # -- engine and sessions --

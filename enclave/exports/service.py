@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Iterator
 
-from sqlalchemy import and_, case, false, func, select
+from sqlalchemy import and_, case, false, func, or_, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -42,7 +42,7 @@ from ..refusals import Refusal
 from ..releases import release_dir
 from ..settings import ExportSettings, Settings
 from . import checks, files, release, signing, workflow
-from .models import (Database, DownloadLink, Event, ExportRequest, Comment, Release, RequestFile, Vote,
+from .models import (AppointedReviewer, Database, DownloadLink, Event, ExportRequest, Comment, Release, RequestFile, Vote,
                      db_url, waited_too_long)
 from .store import BlobStore, sha256
 
@@ -303,16 +303,34 @@ class ExportService:
         except workspaces.UnknownWorkspace:
             raise NotFound("export.unknown_workspace", N_("no workspace named %(workspace)s"), workspace=repr(name)) from None
 
-    def is_reviewer(self, actor: Actor, ws: str) -> bool:
-        return actor.can_review and actor.name in self.workspace(ws).reviewers
+    def may_review(self, actor: Actor, req: ExportRequest) -> bool:
+        """Whether ``actor`` reviews ``req``: a sealed run's request by its appointed reviewers alone,
+        any other by the workspace's reviewers."""
+        if not actor.can_review:
+            return False
+        if req.origin == workflow.SEALED_RUN:
+            return actor.name in {a.reviewer for a in req.appointed}
+        return actor.name in self.workspace(req.workspace).reviewers
 
     def reviewed_workspaces(self, actor: Actor) -> list[str] | None:
-        """Workspaces whose requests ``actor`` reviews; None means all (admins)."""
+        """Workspaces whose requests ``actor`` reviews (or some of them, as an appointed reviewer of
+        sealed runs' requests); None means all (admins)."""
         if actor.is_admin:
             return None
         if not actor.can_review:
             return []
-        return [w.name for w in workspaces.all_workspaces(self.settings) if actor.name in w.reviewers]
+        with self.db.snapshot() as s:
+            appointed = set(s.scalars(select(ExportRequest.workspace).join(AppointedReviewer).where(
+                AppointedReviewer.reviewer == actor.name)))
+        return sorted({w.name for w in workspaces.all_workspaces(self.settings) if actor.name in w.reviewers}
+                      | appointed)
+
+    def _reviewable_by(self, actor: Actor):
+        """A condition on export requests: ``actor`` reviews it (see :meth:`may_review`)."""
+        mine = [w.name for w in workspaces.all_workspaces(self.settings) if actor.name in w.reviewers]
+        appointed = select(AppointedReviewer.request_id).where(AppointedReviewer.reviewer == actor.name)
+        return or_(and_(ExportRequest.origin != workflow.SEALED_RUN, ExportRequest.workspace.in_(mine)),
+                   and_(ExportRequest.origin == workflow.SEALED_RUN, ExportRequest.id.in_(appointed)))
 
     # -- policies --
 
@@ -436,6 +454,14 @@ class ExportService:
         if not context or len(context) > 20000:
             raise BadInput("export.context_required", N_(
                 "context is required: say what the outputs are and how disclosure was controlled"))
+        return self._create(ws, actor.name, actor.name, title, context, uploads)
+
+    def _create(self, ws: workspaces.WorkspaceView, requester: str, recorded_by: str, title: str, context: str,
+                uploads: list[Upload], origin: str = "sandbox", appointed: tuple[str, ...] = (),
+                made_in=None) -> str:
+        """A new request of ``requester``'s, its files checked and stored, recorded as ``recorded_by``'s
+        act. ``made_in``: a function given the open transaction and the request's id, for a caller's
+        own change made in the same transaction."""
         self._uploads(ws, uploads)
         inspected = [self._inspect(ws, u) for u in uploads]
         results = self._check_all(ws, inspected)
@@ -443,13 +469,15 @@ class ExportService:
         request_id = uuid.uuid4().hex
         with self._writing() as s:
             req = ExportRequest(
-                id=request_id, workspace=ws.name, requester=actor.name, title=title, context=context,
+                id=request_id, workspace=ws.name, requester=requester, title=title, context=context,
                 state=workflow.SUBMITTED, approvals_required=self.policy(ws).approvals_required,
-                policy_version=ws.export_policy_label(),
+                policy_version=ws.export_policy_label(), origin=origin,
                 datasets=list(ws.releases), submitted_at=now(), updated_at=now(),
             )
             s.add(req)
             s.flush()  # events refer to the request without a relationship that would order the inserts
+            for reviewer in appointed:
+                s.add(AppointedReviewer(request_id=request_id, reviewer=reviewer))
             added = []
             for f, u, digest, findings in zip(inspected, uploads, digests, results):
                 added.append(RequestFile(
@@ -458,13 +486,15 @@ class ExportService:
                     provenance=u.provenance, submitted_at=now(),
                 ))
                 s.add(added[-1])
-            s.add(Event(request_id=request_id, actor=actor.name, action="submit", from_state=None,
+            s.add(Event(request_id=request_id, actor=recorded_by, action="submit", from_state=None,
                         to_state=workflow.SUBMITTED, detail={"files": [u.name for u in uploads]}, at=now()))
-            self._record(s, actor.name, "export.request", ws.name, request_id=request_id, title=title,
+            self._record(s, recorded_by, "export.request", ws.name, request_id=request_id, title=title,
                          justification=context,
                          files=[{"name": f.name, "sha256": f.sha256, "size": f.size} for f in added])
             for f in added:
-                self._record_check(s, actor.name, req, f)
+                self._record_check(s, recorded_by, req, f)
+            if made_in is not None:
+                made_in(s, request_id)
         return request_id
 
     def update_files(self, actor: Actor, request_id: str, uploads: list[Upload]) -> list[dict]:
@@ -531,9 +561,10 @@ class ExportService:
         """The role in which ``actor`` sees ``req``; NotFound (not Refused) so existence does not leak."""
         if actor.is_admin:
             return workflow.ADMIN
-        if self.is_reviewer(actor, req.workspace) and actor.name != req.requester:
+        if self.may_review(actor, req) and actor.name != req.requester:
             return workflow.REVIEWER
-        if req.requester == actor.name and actor.can_request:
+        if (req.requester == actor.name and actor.can_request
+                and (req.origin != workflow.SEALED_RUN or req.state in workflow.SHOWN_TO_SEALED_RUN_REQUESTER)):
             return workflow.REQUESTER
         raise NotFound("export.not_found", N_("no export request %(request)s"), request=req.id)
 
@@ -641,14 +672,16 @@ class ExportService:
             if not actor.can_request:
                 raise Refused("export.scope_missing_mine", N_("listing one's requests needs the %(scope)s scope"),
                               scope=SCOPE_REQUEST)
-            q = q.where(ExportRequest.requester == actor.name)
+            q = q.where(ExportRequest.requester == actor.name,
+                        or_(ExportRequest.origin != workflow.SEALED_RUN,
+                            ExportRequest.state.in_(workflow.SHOWN_TO_SEALED_RUN_REQUESTER)))
         else:
             allowed = self.reviewed_workspaces(actor)
             if allowed is not None:
                 if not allowed:
                     raise Refused("export.scope_missing_queue", N_(
                         "the review queue needs the %(scope)s scope and a workspace to review"), scope=SCOPE_REVIEW)
-                q = q.where(ExportRequest.workspace.in_(allowed), ExportRequest.requester != actor.name)
+                q = q.where(self._reviewable_by(actor), ExportRequest.requester != actor.name)
         if workspace:
             q = q.where(ExportRequest.workspace == workspace)
         if state:
@@ -712,6 +745,10 @@ class ExportService:
                 raise Refused("export.not_a_reviewer", N_("%(user)s is not a reviewer of workspace %(workspace)s"),
                               user=actor.name, workspace=repr(req.workspace))
             self._not_archived(req.workspace)
+            if req.origin == workflow.SEALED_RUN and decision == workflow.REQUEST_CHANGES:
+                raise BadInput("export.sealed_run_no_changes", N_(
+                    "a sealed run's results cannot be changed by its requester: approve or reject them (a new run"
+                    " makes a new request)"))
             if req.state not in (workflow.SUBMITTED, workflow.IN_REVIEW):
                 raise Conflict("export.not_voting", N_(
                     "votes are taken only while a request is submitted or in review (it is %(state)s)"), state=req.state)

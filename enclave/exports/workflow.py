@@ -34,6 +34,11 @@ STATES = {
     REVOKED: "Release revoked by an admin; no further downloads.",
 }
 FINAL = frozenset({REJECTED, WITHDRAWN, REVOKED})
+# A sealed run's request (``origin`` "sealed_run") is computed on the raw data: its requester sees
+# it only once reviewers have decided it, and it is never returned for changes (its files come from
+# the run, not from the requester: a new run is a new request).
+SEALED_RUN = "sealed_run"
+SHOWN_TO_SEALED_RUN_REQUESTER = frozenset({APPROVED, RELEASED, REJECTED, REVOKED})
 OPEN = frozenset({SUBMITTED, IN_REVIEW, RETURNED})
 
 # Who takes a step.

@@ -455,3 +455,16 @@ def sealed_run_policy(env: Path, identity: Identity, limits: Limits, name: str, 
         "MPLBACKEND": "module://matplotlib_inline.backend_inline"}
     return SandboxPolicy(name=name, argv=argv, identity=identity, limits=limits, mounts=tuple(mounts),
                          env=env_vars, workdir=identity.home)
+
+
+def acro_thresholds(exports) -> dict:
+    """The disclosure-control thresholds of ``exports`` (an ``ExportSettings``: [exports], or a
+    workspace's export policy) under the names ACRO uses."""
+    return {"safe_threshold": exports.min_cell_count, "safe_nk_n": exports.nk_n, "safe_nk_k": exports.nk_k,
+            "safe_pratio_p": exports.p_ratio}
+
+
+def acro_environment(exports) -> dict[str, str]:
+    """A kernel's environment naming :func:`acro_thresholds`; ACRO in the kernel reads it
+    (``enclave_guard.disclosure``)."""
+    return {"ENCLAVE_ACRO_THRESHOLDS": json.dumps(acro_thresholds(exports))}

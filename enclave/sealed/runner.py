@@ -53,7 +53,7 @@ from ..i18n import Message, N_
 from ..refusals import Refusal
 from ..sandbox.bubblewrap import bwrap_argv
 from ..sandbox.home_image import HomeImageError, mount_home, unmount_home
-from ..sandbox.limits import PARENT, SandboxCgroup, apply_rlimits
+from ..sandbox.limits import CGROUP_ROOT, PARENT, SandboxCgroup, apply_rlimits
 from ..sandbox.policy import (
     SEALED_EXECUTED,
     SEALED_RESULT,
@@ -525,6 +525,30 @@ async def _stop(sandbox) -> None:
     except TimeoutError:
         sandbox.kill()
         await sandbox.wait()
+
+
+def remove_leftovers(settings: Settings) -> list[str]:
+    """What runs left when the process running them died (a hub or service crash): their sandboxes
+    (bubblewrap's in their cgroups, or containers), mounted homes, images and data copies, under
+    ``run_dir/sealed``. Run when the service starts, before it runs anything; returns the run ids."""
+    root = settings.run_dir / "sealed"
+    if not root.is_dir():
+        return []
+    if settings.sandbox.backend == "docker":
+        import docker as docker_sdk
+
+        from ..sandbox import docker as docker_backend
+
+        docker_backend.remove_orphans(docker_sdk.from_env(), root)
+    left = sorted(p for p in root.iterdir() if p.is_dir() and RUN_ID.match(p.name))
+    for folder in left:
+        # The run's cgroup is named after the run and its uid (:meth:`_Run.run`).
+        for parent in [CGROUP_ROOT / PARENT, *(CGROUP_ROOT / c / PARENT for c in ("memory", "pids", "cpu"))]:
+            for d in parent.glob(f"sealed-{folder.name}-*") if parent.is_dir() else ():
+                SandboxCgroup([d]).remove()
+        unmount_home(folder / "home")
+        shutil.rmtree(folder, ignore_errors=True)
+    return [p.name for p in left]
 
 
 # -- files ----------------------------------------------------------------------------------------------
