@@ -2,7 +2,7 @@
 releases of generated residents' data (``synthetic.demo``), a masked one and a synthetic one, both
 attached to the workspace with the holder's consent. The raw source stays registered on the
 holder's side, and the synthetic release's sealed view (``synthetic.sealed``) is built, for
-sealed runs."""
+sealed runs, which the holder's policy for the workspace lets the demo's reviewers review."""
 
 from __future__ import annotations
 
@@ -79,6 +79,7 @@ def seed(settings: Settings, record=None) -> list[tuple[str, tuple[str, ...], st
     if record is not None:
         record("data.sealed_view_built", detail={"release": view.release, "source": DEMO_SOURCE,
                                                  "content_hash": view.content_hash})
+    set_sealed_run_policy(settings)
     path = credentials_path(settings)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
@@ -86,3 +87,22 @@ def seed(settings: Settings, record=None) -> list[tuple[str, tuple[str, ...], st
         for name, roles, password in created:
             f.write(f"{name}\t{','.join(roles)}\t{password}\n")
     return created
+
+
+# The demo workspace's sealed-run policy, as its data holder sets it: the demo's reviewers appointed
+# (they will see results computed on the raw rows), runs waiting for the holder's approval, and a time
+# limit a demo notebook fits in (a run holds its slot for all of it).
+SEALED_RUN_POLICY = {"approval_required": True, "reviewers": ["carol", "dave"], "limits": {"seconds": 60}}
+
+
+def set_sealed_run_policy(settings: Settings) -> None:
+    """Set :data:`SEALED_RUN_POLICY` in the holder's name, through the review service's layer (which
+    records it in the audit log: the hub's audit service, or the one the command started)."""
+    from .exports.service import Actor, ExportService
+    from .sealed.service import SealedRuns
+
+    exports = ExportService(settings)
+    try:
+        SealedRuns(exports).set_policy(Actor(HOLDER, frozenset()), WORKSPACE, SEALED_RUN_POLICY)
+    finally:
+        exports.close()

@@ -12,6 +12,7 @@ import pytest
 
 from enclave import demo, sources, workspaces
 from enclave.audit import records
+from enclave.audit.client import audit_service
 from enclave.settings import Settings
 from synthetic import keys, masking, sealed, store
 from synthetic import sources as holder_sources
@@ -29,7 +30,10 @@ def seeded(tmp_path_factory):
                                     "workspace": workspace, "detail": detail}))
 
     settings = Settings(home=tmp_path_factory.mktemp("demo"))
-    assert demo.seed(settings, record)
+    # The CLI's own records are the ones taken here; the review service's layer, which keeps the
+    # sealed-run policy, records through the audit service (started for the while, as the CLI does).
+    with audit_service(settings):
+        assert demo.seed(settings, record)
     return settings, taken
 
 
@@ -82,3 +86,17 @@ def test_the_synthetic_release_is_attached_beside_the_masked_one_and_its_sealed_
     # The demo workspace's sealed view is the whole view, at the paths its sandboxes read.
     given = sealed.for_workspace(settings, demo.WORKSPACE, "residents@2")
     assert sorted(p.name for p in given.path.iterdir()) == ["README.txt", "residents.csv", "residents.parquet"]
+
+
+def test_the_holder_lets_the_demos_reviewers_review_its_sealed_runs(seeded):
+    from enclave.exports.service import ExportService
+    from enclave.sealed.service import SealedRuns
+
+    settings, _ = seeded
+    exports = ExportService(settings)
+    try:
+        policy = SealedRuns(exports).policy(demo.WORKSPACE)
+    finally:
+        exports.close()
+    assert policy["reviewers"] == ["carol", "dave"] and policy["approval_required"] and policy["version"] == 1
+    assert not set(policy["reviewers"]) & workspaces.get(settings, demo.WORKSPACE).operators

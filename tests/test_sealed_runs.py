@@ -24,12 +24,13 @@ from enclave_testing import HOLDER, grant
 from enclave import accounts, workspaces
 from enclave.audit.client import audit_service
 from enclave.audit.reader import AuditReader
+from enclave.audit.trace import render_text, trace
 from enclave.exports import workflow as export_workflow
 from enclave.exports.models import SealedRun
 from enclave.exports.service import SCOPE_REQUEST, SCOPE_REVIEW, Actor, ExportError, ExportService
 from enclave.sealed.service import SealedRuns
 from enclave.settings import Settings
-from synthetic import pipeline, sealed
+from synthetic import pipeline, sealed, store
 
 WS = "alpha"
 TABLE = "收入"
@@ -99,7 +100,15 @@ def settings(tmp_path_factory) -> Settings:
 
 @pytest.fixture(scope="module")
 def runs(settings):
-    with audit_service(settings):
+    with audit_service(settings) as log:
+        # What the holder's commands record of the release and its sealed view (enclave data ...).
+        manifest = store.manifest(settings.release_store, RELEASE[0])
+        log.append("cli", "tester", "data.source_registered", detail={"source": "incomes", "change": "registered"})
+        log.append("cli", "tester", "data.release_published", detail={
+            "release": RELEASE[0], "method": "synthetic", "content_hash": manifest["content_hash"], "gates": {}})
+        log.append("cli", "tester", "data.sealed_view_built", detail={
+            "release": RELEASE[0], "source": "incomes", "content_hash": sealed.read_manifest(
+                settings.holder_dir, RELEASE[0])["content_hash"]})
         exports = ExportService(settings)
         yield SealedRuns(exports)
         exports.close()
@@ -137,8 +146,11 @@ def test_the_policy_is_the_data_holders(runs, settings):
         assert code_of(runs.set_policy, who, WS, {"approval_required": False}) == "sealed_run.not_the_holder"
     holder = person(HOLDER)
     assert code_of(runs.set_policy, holder, WS, {"reviewers": ["rita", "alice"]}) == "sealed_run.reviewer_is_operator"
-    assert code_of(runs.set_policy, holder, WS, {"runs_per_day": -1}) == "sealed_run.bad_policy_value"
-    assert code_of(runs.set_policy, holder, WS, {"limits": {"seconds": 1}}) == "sealed_run.bad_policy_value"
+    assert code_of(runs.set_policy, holder, WS, {"reviewers": ["rita", "无此人"]}) == "sealed_run.reviewer_unknown"
+    assert code_of(runs.set_policy, holder, WS, {"reviewers": [HOLDER]}) == "sealed_run.reviewer_without_role"
+    assert code_of(runs.set_policy, holder, WS, {"runs_per_day": -1}) == "sealed_run.bad_runs_per_day"
+    assert code_of(runs.set_policy, holder, WS, {"approval_required": "yes"}) == "sealed_run.bad_approval_required"
+    assert code_of(runs.set_policy, holder, WS, {"limits": {"seconds": 1}}) == "sealed_run.bad_limits"
     assert code_of(runs.set_policy, holder, WS, {"colour": "red"}) == "sealed_run.unknown_policy_key"
     # Before any reviewer is appointed, no run can be made: nobody could review its results.
     assert code_of(submit, runs, settings) == "sealed_run.no_reviewers"
@@ -248,6 +260,21 @@ def test_runs_end_as_requests_the_appointed_reviewers_alone_see_and_the_operator
     synthetic = pd.read_parquet(mounted[RELEASE[0]] / f"{TABLE}.parquet").dropna()
     assert np.polyfit(synthetic["年龄"].astype(float), synthetic["收入"].astype(float), 1)[0] != pytest.approx(slope)
     assert code_of(exports.get, alice, request_ids[failed["id"]]) == "export.not_found"  # still undecided
+
+    # From the downloaded bytes back to the run, its notebook and its source.
+    reader = AuditReader(settings)
+    try:
+        traced = trace(settings, reader, data=exports.download(alice, exports.create_link(
+            alice, good["id"], _file(released, "系数.json"))["token"])[1])
+    finally:
+        reader.close()
+    assert traced["released"] and traced["problems"] == [], traced["problems"]
+    run = traced["sealed_run"]
+    assert run["id"] == ok["id"] and run["notebook_sha256"] == rows[ok["id"]].notebook_sha256
+    assert [s["step"] for s in run["steps"]] == ["start", "run", "end"] and run["requester"] == "alice"
+    assert run["source"]["name"] == "incomes" and run["source"]["sealed_view"] and run["source"]["registered"]
+    text = render_text(traced)
+    assert f"sealed run {ok['id']}" in text and "the source incomes" in text
 
     ends = [r["detail"] for r in records(settings, "sealed_run.step") if r["detail"]["step"] == "end"]
     assert {e["run_id"]: e["outcome"]["state"] for e in ends} == {ok["id"]: "succeeded", failed["id"]: "failed"}

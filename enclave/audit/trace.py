@@ -18,6 +18,12 @@ The walk, each step citing the audit records it rests on by ``seq``:
    columns of the ``workspace.attach`` record in force when the session started, checked against
    the workspace's supply manifest (which also gives the view's and the release's hashes).
 
+A sealed run's result (its provenance names the run) takes another path after step 2: the run's
+``sealed_run.submit`` record (the frozen notebook's hash, inputs and outputs) and each of its steps to
+the ``end`` that made the request, then the data it read (the hash of the sealed view it was given)
+and the source behind it: the ``data.sealed_view_built``, ``data.release_published`` and
+``data.source_registered`` records of its release and source.
+
 What does not line up (a signed approver with no vote record, an execution in the provenance not in
 the log, a release mounted without an attachment) is listed under ``problems``: the trace reports
 what the records say and where they disagree; it never fills a gap with a guess.
@@ -209,10 +215,66 @@ def trace(settings: Settings, reader: AuditReader, data: bytes | None = None, di
         problems.append(f"the release was revoked at {release['revoked_at']}")
 
     _review_steps(reader, result, request, file, release, problems)
+    if found["provenance"].get("sealed_run"):
+        result["sealed_run"] = _sealed_run(reader, request, found["provenance"], problems)
+        result["executions"], result["sessions"] = [], []
+        return result
     executions = _executions(reader, request, found["provenance"], result["request_record"], problems)
     result["executions"] = executions
     result["sessions"] = _sessions(settings, reader, request["workspace"], executions, problems)
     return result
+
+
+def _sealed_run(reader, request: dict, provenance: dict, problems: list) -> dict:
+    """Steps 3 to 5 for a sealed run's result: the run (its submission with the frozen notebook's
+    hash, inputs and outputs, and each step to its end), the data it read (the release's sealed view,
+    by hash) and the source behind it (the records of the sealed view's building and the release's
+    publication)."""
+    run_id = provenance["sealed_run"]
+    records = [r for r in each_record(reader, workspace=request["workspace"], action="sealed_run.*")
+               if r["detail"].get("run_id") == run_id]
+    submitted = next((r for r in records if r["action"] == "sealed_run.submit"), None)
+    steps = [{**cite(r), "step": r["detail"]["step"], "state": r["detail"]["state"],
+              "outcome": r["detail"].get("outcome"), "request_id": r["detail"].get("request_id")}
+             for r in records if r["action"] == "sealed_run.step"]
+    run = {"id": run_id, "submit_record": cite(submitted), "steps": steps,
+           "notebook_sha256": provenance.get("notebook_sha256"), "release": provenance.get("release"),
+           "data_hash": provenance.get("data_hash"), "environment": provenance.get("environment"),
+           "limits": provenance.get("limits"), "duration_seconds": provenance.get("duration_seconds")}
+    if submitted is None:
+        problems.append(f"no sealed_run.submit record for sealed run {run_id}")
+    else:
+        d = submitted["detail"]
+        run.update(requester=submitted["actor"], inputs=d["inputs"], outputs=d["outputs"])
+        if d["notebook_sha256"] != provenance.get("notebook_sha256"):
+            problems.append(f"the file's provenance names notebook {provenance.get('notebook_sha256')}, the run's"
+                            f" submission {d['notebook_sha256']}")
+        if submitted["actor"] != request["requester"]:
+            problems.append(f"sealed run {run_id} was submitted by {submitted['actor']}, the request is"
+                            f" {request['requester']}'s")
+    end = next((s for s in steps if s["step"] == "end"), None)
+    if end is None:
+        problems.append(f"no record of sealed run {run_id}'s end")
+    elif end["request_id"] != request["id"]:
+        problems.append(f"sealed run {run_id} ended into request {end['request_id']}, not {request['id']}")
+    release = provenance.get("release") or ""
+    source = release.partition("@")[0]
+    built = [r for r in each_record(reader, action="data.sealed_view_built") if r["detail"]["release"] == release]
+    published = [r for r in each_record(reader, action="data.release_published") if r["detail"]["release"] == release]
+    registered = [r for r in each_record(reader, action="data.source_registered") if r["detail"]["source"] == source]
+    run["source"] = {
+        "name": (built[-1]["detail"]["source"] if built else source),
+        "sealed_view": [{**cite(r), "content_hash": r["detail"]["content_hash"]} for r in built],
+        "release_published": [{**cite(r), "content_hash": r["detail"]["content_hash"]} for r in published],
+        "registered": [{**cite(r), "change": r["detail"]["change"], "sha256": r["detail"].get("sha256")}
+                       for r in registered],
+    }
+    if not built:
+        problems.append(f"no data.sealed_view_built record for release {release}: the data the run read is not"
+                        " traced to its source")
+    if not published:
+        problems.append(f"no data.release_published record for release {release}")
+    return run
 
 
 def _review_steps(reader, result: dict, request: dict, file: dict, release: dict | None, problems: list) -> None:
@@ -375,10 +437,13 @@ def render_text(t: dict) -> str:
                + f" [seq {d['seq']}]" for d in t["decisions"]]
     root.append((f"request {req['id']} “{req['title']}” in workspace {req['workspace']} by {req['requester']},"
                  f" submitted {req['submitted_at']}{_at(t.get('request_record'))}; now {req['state']}", review))
-    root.append((f"executions that wrote it ({sum(e['seq'] is not None for e in t['executions'])} of"
-                 f" {len(t['executions'])} in the provenance found in the log)",
-                 [_execution_node(e) for e in t["executions"]]))
-    root.extend(_session_node(s) for s in t["sessions"])
+    if t.get("sealed_run"):
+        root.extend(_sealed_run_nodes(t["sealed_run"]))
+    else:
+        root.append((f"executions that wrote it ({sum(e['seq'] is not None for e in t['executions'])} of"
+                     f" {len(t['executions'])} in the provenance found in the log)",
+                     [_execution_node(e) for e in t["executions"]]))
+        root.extend(_session_node(s) for s in t["sessions"])
     if t["problems"]:
         root.append(("PROBLEMS", list(t["problems"])))
     return head + "\n" + "".join(_tree(root, ""))
@@ -391,6 +456,28 @@ def _at(record: dict | None) -> str:
 def _findings(checks: list) -> str:
     flagged = [c.get("check", "?") for c in checks if isinstance(c, dict) and c.get("status") != "pass"]
     return f" ({', '.join(flagged)})" if flagged else ""
+
+
+def _sealed_run_nodes(run: dict) -> list:
+    steps = [f"{s['step']} → {s['state']} by {s['actor']} at {s['time']}"
+             + (f", outcome {s['outcome']['state']}" if s.get("outcome") else "") + f" [seq {s['seq']}]"
+             for s in run["steps"]]
+    given = [f"input {i['path']} sha256 {i['sha256']}" for i in run.get("inputs", [])]
+    given += [f"output asked for: {o}" for o in run.get("outputs", [])]
+    source = run["source"]
+    data = [f"release {run['release']} published, content hash {p['content_hash']} [seq {p['seq']}]"
+            for p in source["release_published"]]
+    data += [f"sealed view built by {b['actor']} at {b['time']}, content hash {b['content_hash']} [seq {b['seq']}]"
+             for b in source["sealed_view"]]
+    data += [f"source {source['name']} {r['change']}" + (f", sha256 {r['sha256']}" if r.get("sha256") else "")
+             + f" [seq {r['seq']}]" for r in source["registered"]]
+    return [
+        (f"sealed run {run['id']} of notebook sha256 {run['notebook_sha256']} by {run.get('requester', '?')}"
+         f"{_at(run['submit_record'])}; it read {run['data_hash']} in {run['duration_seconds']} s",
+         given + steps),
+        (f"the data: the sealed view of {run['release']}, behind it the source {source['name']}",
+         data or ["no record of the release or its source"]),
+    ]
 
 
 def _execution_node(e: dict):

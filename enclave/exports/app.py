@@ -37,6 +37,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 import signal
 from functools import partial
 from pathlib import Path
@@ -44,20 +45,23 @@ from urllib.parse import quote, unquote, urlencode, urlparse
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from jupyterhub.services.auth import HubOAuthCallbackHandler, HubOAuthenticated, UserNotAllowed
+from sqlalchemy import select
 from tornado import httputil, web
 from tornado.httpserver import HTTPServer
 from tornado.ioloop import IOLoop
 from tornado.log import app_log
 from tornado.netutil import bind_unix_socket
 
-from .. import i18n, languages
+from .. import db, i18n, languages
 from ..http_refusals import HTTPRefusal
 from ..hub_oauth import RevocableHubOAuth
 from ..i18n import N_, Message
 from ..services import error_message, stop_with_parent
 from ..settings import Settings, load_settings_or_exit
 from . import checks, openapi, render, workflow
+from ..sealed.service import SealedRuns, run_queue
 from .service import Actor, ExportError, ExportService, Upload
+from .store import sha256
 from .sockets import intake_socket
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -277,7 +281,8 @@ class BaseHandler(HubOAuthenticated, web.RequestHandler):
         return env.get_template(template).render(
             prefix=self.prefix, user=model.get("name", ""), xsrf=self.xsrf_token.decode(),
             can_review=bool(actor and (actor.can_review or actor.is_admin)),
-            can_request=bool(actor and actor.can_request), **ns,
+            can_request=bool(actor and actor.can_request),
+            holds_a_workspace=bool(actor) and _holds_a_workspace(self.service.settings, actor.name), **ns,
         )
 
 
@@ -352,6 +357,12 @@ class UploadHandler(BaseHandler):
 
     def upload(self) -> tuple[Actor, list[Upload]]:
         """Who is uploading, and the files of the body received (parsed as tornado parses any body)."""
+        actor = self.parse_upload()
+        return actor, _uploads(self)
+
+    def parse_upload(self) -> Actor:
+        """Parse the body received (as tornado parses any body), check its text fields against the
+        operation, and return who is uploading."""
         self.refuse_if_refused()
         self.request.body = b"".join(self._chunks)
         self._chunks.clear()
@@ -363,7 +374,7 @@ class UploadHandler(BaseHandler):
                 "the upload is not a valid form body: %(detail)s"), {"detail": str(exc)})) from None
         openapi.form_fields(self.operation(), {name: self.get_body_argument(name)
                                                for name in self.request.body_arguments}, "multipart/form-data")
-        return self.actor(), _uploads(self)
+        return self.actor()
 
 
 def file_name(sent: str) -> str:
@@ -417,6 +428,100 @@ class RequestsAPI(UploadHandler):
             self.get_body_argument("context", ""), uploads,
         )
         self.write_json(self.with_finding_messages(await self.call(self.service.get, actor, request_id)), status=201)
+
+
+class SealedRunsAPI(UploadHandler):
+    """An operator's sealed runs: submitted from their sandbox (the notebook and inputs as files, what
+    to keep as the ``request`` field), listed as the operator may see them."""
+
+    operation_path = "/sealed-runs"
+
+    @property
+    def sealed(self) -> SealedRuns:
+        return self.settings["sealed"]
+
+    async def get(self):
+        self.refuse_if_refused()
+        self.write_json({"runs": self.with_refusal_messages(await self.call(self.sealed.runs_of, self.actor()))})
+
+    async def post(self):
+        actor = self.parse_upload()
+        spec = openapi.sealed_run_request(self.get_body_argument("request", "{}"))
+        sent = {}
+        for part in self.request.files.get("file", []):
+            sent[file_name(part.filename)] = part.body
+        wanted = [spec["notebook"], *spec.get("inputs", [])]
+        for path in wanted:
+            if path not in sent:
+                raise HTTPRefusal(400, Message("export.sealed_run_file_missing", N_(
+                    "%(path)s is named in the request but no file part carries it"), {"path": path}))
+            declared = spec.get("manifest", {}).get(path)
+            if declared is not None and sha256(sent[path]) != declared.lower():
+                raise HTTPRefusal(400, Message("export.upload_corrupted", N_(
+                    "upload of %(file)s is truncated or corrupted: %(size)s bytes received do not match the declared"
+                    " SHA-256"), {"file": repr(path), "size": len(sent[path])}))
+        run = await self.call(self.sealed.submit, actor, spec["release"], spec["notebook"], sent[spec["notebook"]],
+                              [(p, sent[p]) for p in spec.get("inputs", [])], spec.get("outputs", []))
+        self.write_json(self.with_refusal_messages([run])[0], status=201)
+
+    def with_refusal_messages(self, runs: list[dict]) -> list[dict]:
+        """Each refused run's refusal with its ``message`` in the caller's language."""
+        locale = None
+        out = []
+        for run in runs:
+            if run.get("refusal"):
+                locale = locale or self.page_locale()
+                r = run["refusal"]
+                run = {**run, "refusal": {**r, "message": Message(r["code"], r["text"], r["params"]).render(locale)}}
+            out.append(run)
+        return out
+
+
+class SealedRunReleasesAPI(SealedRunsAPI):
+    operation_path = "/sealed-runs/releases"
+
+    async def get(self):
+        self.refuse_if_refused()
+        self.write_json({"releases": await self.call(self.sealed.releases_of, self.actor())})
+
+
+class SealedRunWithdrawAPI(BaseHandler):
+    operation_path = "/sealed-runs/{run_id}/withdraw"
+
+    async def post(self, run_id):
+        runs: SealedRuns = self.settings["sealed"]
+        self.write_json(await self.call(runs.withdraw, self.actor(), run_id))
+
+
+class SealedRunsAwaitingAPI(BaseHandler):
+    operation_path = "/sealed-runs/awaiting"
+
+    async def get(self):
+        runs: SealedRuns = self.settings["sealed"]
+        self.write_json({"runs": await self.call(runs.awaiting_holder, self.actor())})
+
+
+class SealedRunDecisionAPI(BaseHandler):
+    operation_path = "/sealed-runs/{run_id}/decision"
+
+    async def post(self, run_id):
+        body = self.json_body()
+        runs: SealedRuns = self.settings["sealed"]
+        self.write_json(await self.call(runs.decide, self.actor(), run_id, body["approve"], body.get("reason", "")))
+
+
+class SealedRunPolicyAPI(BaseHandler):
+    operation_path = "/workspaces/{workspace}/sealed-run-policy"
+
+    async def get(self, workspace):
+        runs: SealedRuns = self.settings["sealed"]
+        await self.call(runs.exports.workspace, workspace)  # 404 for a workspace that is not
+        self.write_json(await self.call(runs.policy, workspace))
+
+    async def put(self, workspace):
+        body = self.json_body()
+        runs: SealedRuns = self.settings["sealed"]
+        self.write_json(await self.call(runs.set_policy, self.actor(), workspace, body))
 
 
 class ChecksAPI(UploadHandler):
@@ -513,6 +618,9 @@ class HomePage(Page):
     @web.authenticated
     def get(self):
         actor = self.actor()
+        if not (actor.can_review or actor.is_admin or actor.can_request) and _holds_a_workspace(
+                self.service.settings, actor.name):
+            return self.redirect(self.prefix + "sealed-runs")  # a data holder's one page here
         self.redirect(self.prefix + ("queue" if actor.can_review or actor.is_admin else "mine"))
 
 
@@ -735,6 +843,129 @@ class RenderedFile(FilePage):
         self.finish(html)
 
 
+def _holds_a_workspace(settings: Settings, name: str) -> bool:
+    """Whether ``name`` is the data holder of some workspace: one look-up, made for every page, whose
+    header links such a reader to their sealed runs."""
+    with db.snapshot(settings.enclave_db_url) as s:
+        return s.scalar(select(db.Workspace.name).where(db.Workspace.holder == name).limit(1)) is not None
+
+
+# What separates the user names of a policy's appointed reviewers, as people type lists: commas
+# (the Chinese ， and 、 too), semicolons, spaces and new lines.
+_NAME_SEPARATORS = re.compile(r"[\s,，、;；]+")
+# The limits a holder sets on the page (cpus keeps its default or an API-set value).
+_PAGE_LIMITS = ("seconds", "memory_mb", "disk_mb")
+
+
+def _whole_number(text: str) -> int | str:
+    """A form's number as an int (full-width digits too, as Chinese input methods type them); text
+    that is not one stays text, for the policy's schema to name the field and the problem."""
+    text = text.strip()
+    return int(text) if text.isdecimal() and len(text) <= 18 else text
+
+
+def _boolean(text: str) -> bool | str:
+    """A form's yes/no choice (``true``, ``false``); anything else stays text, for the schema to refuse."""
+    return {"true": True, "false": False}.get(text, text)
+
+
+class SealedRunsPage(Page):
+    """The data holder's sealed runs: the policy of each workspace whose data holder the reader is, as
+    a form, and the runs awaiting their approval, each with Approve and Refuse. Who may do what is
+    :class:`~enclave.sealed.service.SealedRuns`'s to decide; its refusals are shown here with their
+    codes. A reader who holds no workspace reads that sealed runs are set by data holders."""
+
+    # The one-time message after a form is sent, as on a request's page.
+    flash, take_flash = RequestPage.flash, RequestPage.take_flash
+
+    @property
+    def sealed(self) -> SealedRuns:
+        return self.settings["sealed"]
+
+    @web.authenticated
+    async def get(self, refusal: Message | None = None, status: int = 400, sent: dict | None = None):
+        actor = self.actor()
+        held = [ws for ws in await self.call(_all_workspaces, self.service) if ws.holder == actor.name]
+        policies = {ws.name: await self.call(self.sealed.policy, ws.name) for ws in held}
+        awaiting = await self.call(self.sealed.awaiting_holder, actor)
+        if refusal:
+            self.set_status(status)
+        self.finish(self.render_page("sealed_runs.html", held=held, policies=policies, awaiting=awaiting,
+                                     refusal=refusal, sent=sent, flash=None if refusal else self.take_flash()))
+
+    def done(self, anchor: str, message: str) -> None:
+        """Post/redirect/get: back to the page at ``anchor``, saying ``message`` once."""
+        self.flash(message)
+        self.redirect(f"{self.prefix}sealed-runs#{anchor}", status=303)
+
+
+class SealedRunPolicyPage(SealedRunsPage):
+    """The policy form of one workspace (its ``workspace`` field): the keys whose values differ from
+    the workspace's policy go to ``set_policy``, checked first as the API's body is."""
+
+    async def post(self):
+        actor = self.actor()
+        sent = {name: self.get_body_argument(name, "") for name in (
+            "workspace", "approval_required", "runs_per_day", "reviewers", *_PAGE_LIMITS)}
+        workspace = sent["workspace"]
+        try:
+            changes = await self.call(self.policy_changes, workspace, sent)
+            # An unchanged form makes no new version of the policy (and no audit record of one).
+            policy = await self.call(self.sealed.set_policy, actor, workspace, changes) if changes else None
+        except ExportError as exc:
+            return await self.get(refusal=exc.message, status=exc.status, sent=sent)
+        _ = i18n.translations(self.page_locale()).gettext
+        if policy is None:
+            message = _("Nothing changed in the sealed-run policy of %(workspace)s.") % {"workspace": workspace}
+        else:
+            message = _("The sealed-run policy of %(workspace)s is saved (version %(version)s).") % {
+                "workspace": workspace, "version": policy["version"]}
+        self.done(f"policy-{workspace}", message)
+
+    def policy_changes(self, workspace: str, sent: dict) -> dict:
+        """What the form changes in the workspace's policy, typed and checked as the policy API's body."""
+        self.service.workspace(workspace)  # an unknown workspace is refused, not given the defaults
+        wanted = {
+            "approval_required": _boolean(sent["approval_required"]),
+            "runs_per_day": _whole_number(sent["runs_per_day"]),
+            "reviewers": [name for name in _NAME_SEPARATORS.split(sent["reviewers"]) if name],
+            "limits": {key: _whole_number(sent[key]) for key in _PAGE_LIMITS},
+        }
+        openapi.validate({"$ref": "#/components/schemas/SealedRunPolicy"}, wanted, "")
+        current = self.sealed.policy(workspace)
+        changes = {key: wanted[key] for key in ("approval_required", "runs_per_day") if wanted[key] != current[key]}
+        if sorted(set(wanted["reviewers"])) != current["reviewers"]:
+            changes["reviewers"] = wanted["reviewers"]
+        limits = {key: value for key, value in wanted["limits"].items() if value != current["limits"][key]}
+        if limits:
+            changes["limits"] = limits
+        return changes
+
+
+class SealedRunDecisionPage(SealedRunsPage):
+    """Approve a run awaiting the reader's approval, or refuse it with a reason its operator reads:
+    the form's fields typed and checked as the decision API's body."""
+
+    operation_path, operation_method = SealedRunDecisionAPI.operation_path, "post"
+
+    async def post(self, run_id):
+        actor = self.actor()
+        try:
+            fields = openapi.form_fields(self.operation(), {name: self.get_body_argument(name)
+                                                            for name in self.request.body_arguments},
+                                         "application/json")
+            run = await self.call(self.sealed.decide, actor, run_id, fields["approve"], fields.get("reason", ""))
+        except ExportError as exc:
+            return await self.get(refusal=exc.message, status=exc.status)
+        _ = i18n.translations(self.page_locale()).gettext
+        if fields["approve"]:
+            message = _("The sealed run of %(notebook)s is approved: it is queued.") % {"notebook": run["notebook"]}
+        else:
+            message = _("The sealed run of %(notebook)s is refused; its requester reads your reason.") % {
+                "notebook": run["notebook"]}
+        self.done("awaiting", message)
+
+
 # -- applications --
 
 
@@ -764,16 +995,23 @@ def make_app(service: ExportService, prefix: str, hub_base: str = "/") -> web.Ap
         (p + f"requests/{rid}/files/{fid}/download", DownloadPage),
         (p + f"requests/{rid}/files/{fid}/manifest", ManifestPage),
         (p + r"download/([A-Za-z0-9_-]{20,100})", DownloadHandler),
+        (p + "sealed-runs", SealedRunsPage),
+        (p + "sealed-runs/policy", SealedRunPolicyPage),
+        (p + r"sealed-runs/([0-9a-f]{32})/decision", SealedRunDecisionPage),
     ] + _api_routes(p, intake=False)
-    return web.Application(routes, service=service, prefix=p, jinja=jinja, cookie_secret=os.urandom(32),
-                           hub_base=hub_base, default_handler_class=NoRouteHandler)
+    return web.Application(routes, service=service, sealed=SealedRuns(service), prefix=p, jinja=jinja,
+                           cookie_secret=os.urandom(32), hub_base=hub_base, default_handler_class=NoRouteHandler)
 
 
 def _api_routes(p: str, intake: bool) -> list:
     rid, fid = r"([0-9a-f]{32})", r"(\d+)"
     a = p + "api/"
+    run = r"([0-9a-f]{32})"
     requester = [
         (a + "openapi.json", OpenAPIHandler),
+        (a + "sealed-runs", SealedRunsAPI),
+        (a + "sealed-runs/releases", SealedRunReleasesAPI),
+        (a + f"sealed-runs/{run}/withdraw", SealedRunWithdrawAPI),
         (a + "requests", RequestsAPI),
         (a + "checks", ChecksAPI),
         (a + f"requests/{rid}", RequestAPI),
@@ -784,6 +1022,9 @@ def _api_routes(p: str, intake: bool) -> list:
     if intake:
         return requester
     return requester + [
+        (a + "sealed-runs/awaiting", SealedRunsAwaitingAPI),
+        (a + f"sealed-runs/{run}/decision", SealedRunDecisionAPI),
+        (a + r"workspaces/([a-z0-9-]{1,40})/sealed-run-policy", SealedRunPolicyAPI),
         (a + f"requests/{rid}/votes", VotesAPI),
         (a + f"requests/{rid}/files/{fid}/links", LinksAPI),
         (a + f"requests/{rid}/files/{fid}/manifest", ManifestAPI),
@@ -794,8 +1035,8 @@ def make_intake_app(service: ExportService) -> web.Application:
     """The sandbox-facing app: the requester's API only, token authentication only."""
     # A cookie is never accepted here (see BaseHandler.actor), but HubOAuth looks for one when a
     # token is unknown, and tornado needs a secret to even look.
-    return web.Application(_api_routes("/", intake=True), service=service, prefix="/", intake=True,
-                           cookie_secret=os.urandom(32), default_handler_class=NoRouteHandler)
+    return web.Application(_api_routes("/", intake=True), service=service, sealed=SealedRuns(service), prefix="/",
+                           intake=True, cookie_secret=os.urandom(32), default_handler_class=NoRouteHandler)
 
 
 async def serve(settings: Settings) -> None:
@@ -813,6 +1054,15 @@ async def serve(settings: Settings) -> None:
     else:
         if settled:
             app_log.info("%d open request(s) whose votes were in moved on as the votes decide", settled)
+    sealed = SealedRuns(service)
+    try:
+        moved = sealed.recover()
+    except ExportError as exc:  # the audit log not up yet: the runs stay as they are until the next start
+        app_log.warning("sealed runs a stopped service left were not recovered: %s", exc)
+    else:
+        if moved:
+            app_log.warning("%d sealed run(s) a stopped service left were queued again or ended", moved)
+    queue = asyncio.create_task(run_queue(sealed, settings.sealed_runs.slots))
     prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/services/exports/")
     url = urlparse(os.environ.get("JUPYTERHUB_SERVICE_URL", f"http://127.0.0.1:{settings.exports.port}"))
     hub_base = os.environ.get("JUPYTERHUB_BASE_URL") or "/"
@@ -835,6 +1085,10 @@ async def serve(settings: Settings) -> None:
     await stop.wait()
 
     app_log.info("export review service stopping")
+    # Runs in progress are stopped (their sandboxes killed, their files removed); the next start ends
+    # them as interrupted, or queues again those still in their pre-run.
+    queue.cancel()
+    await asyncio.gather(queue, return_exceptions=True)
     # The intake socket first: a new service binds it only once it has the port, which this one
     # still holds, so the socket removed here is never the new service's.
     intake.stop()

@@ -16,6 +16,7 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
 
 from ..i18n import N_
+from ..sealed import workflow as sealed_workflow
 from ..services import json_api_document
 from . import workflow
 from .service import MAX_REASON_CHARS, BadInput
@@ -100,8 +101,9 @@ _SCHEMAS = {
         "properties": {
             "status": {"type": "integer"},
             "error": {"type": "string", "description": "The reason in English"},
-            "code": {"type": "string", "pattern": r"^(export|request)\.[a-z0-9_]+(\.[a-z0-9_]+)*$",
-                     "description": "The refusal's stable code (export.self_review, request.field_required, ...)"},
+            "code": {"type": "string", "pattern": r"^(export|request|sealed_run|sealed)\.[a-z0-9_]+(\.[a-z0-9_]+)*$",
+                     "description": "The refusal's stable code (export.self_review, request.field_required,"
+                                    " sealed_run.daily_limit, ...)"},
             "text": {"type": "string", "description": "The English text, its %(name)s placeholders unfilled"},
             "params": {"type": "object", "description": "The values that fill the text's placeholders"},
             "message": {"type": "string", "description": "The reason in the caller's language: the one they"
@@ -140,6 +142,43 @@ _SCHEMAS = {
             "code": {"type": "string", "description": "The refusal's stable code (export.file.not_utf8, ...)"},
             "text": {"type": "string"}, "params": {"type": "object"},
             "message": {"type": "string", "description": "The refusal in the caller's language"}}}}}},
+    "SealedRun": {
+        "type": "object", "required": ["id", "release", "notebook", "submitted_at", "state"],
+        "description": "A sealed run as its operator sees it: never its outcome, duration, error or sizes (see"
+                       " docs/sealed-runs.md); a refusal with its reason.",
+        "properties": {
+            "id": {"type": "string"}, "release": {"type": "string"}, "notebook": {"type": "string"},
+            "submitted_at": {"type": "string"},
+            "state": {"type": "string", "enum": list(sealed_workflow.OPERATOR_STATES)},
+            "refusal": {"type": "object", "properties": {"code": {"type": "string"}, "text": {"type": "string"},
+                                                         "params": {"type": "object"}, "message": {"type": "string"}}},
+        }},
+    "SealedRunRequest": {
+        "type": "object", "required": ["release", "notebook"], "additionalProperties": False,
+        "properties": {
+            "release": {"type": "string", "maxLength": 160},
+            "notebook": {"type": "string", "minLength": 1, "maxLength": 1024,
+                         "description": "The notebook's path in the home; its folder is the kernel's working directory"},
+            "inputs": {"type": "array", "maxItems": 100, "items": {"type": "string", "minLength": 1, "maxLength": 1024},
+                       "description": "Files of the home the notebook needs (code, parameters), by path"},
+            "outputs": {"type": "array", "maxItems": 50, "items": {"type": "string", "minLength": 1, "maxLength": 1024},
+                        "description": "Paths in the run's home to keep when it ends: its results, for review"},
+            "manifest": {"type": "object", "maxProperties": 101, "propertyNames": {"maxLength": 1024},
+                         "additionalProperties": {"type": "string", "pattern": "^[0-9a-fA-F]{64}$"},
+                         "description": "The SHA-256 of the notebook and of each input, by path"},
+        }},
+    "SealedRunPolicy": {
+        "type": "object", "additionalProperties": False,
+        "properties": {
+            "approval_required": {"type": "boolean"},
+            "runs_per_day": {"type": "integer", "minimum": 0, "maximum": 1000},
+            "reviewers": {"type": "array", "maxItems": 50, "items": {"type": "string", "pattern": "^[a-z0-9][a-z0-9._-]{0,63}$"}},
+            "limits": {"type": "object", "additionalProperties": False, "properties": {
+                "seconds": {"type": "integer", "minimum": 5, "maximum": 86_400},
+                "memory_mb": {"type": "integer", "minimum": 128, "maximum": 1_048_576},
+                "disk_mb": {"type": "integer", "minimum": 16, "maximum": 1_048_576},
+                "cpus": {"type": "number", "exclusiveMinimum": 0, "maximum": 256}}},
+        }},
     "Manifest": {"type": "object", "properties": {"files": {
         "type": "object", "maxProperties": 200, "propertyNames": {"maxLength": 255},
         "additionalProperties": {"type": "object", "properties": {
@@ -209,7 +248,58 @@ def openapi_document(prefix: str, intake: bool = False) -> dict:
                              "file_id": _ID}, ["text"])),
         },
     }
+    _RUN = {"name": "run_id", "in": "path", "required": True, "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"}}
+    _RUN_ANSWER = {"application/json": {"schema": {"$ref": "#/components/schemas/SealedRun"}}}
+    paths.update({
+        "/sealed-runs": {
+            "get": _op("The caller's sealed runs in their sandbox's workspace, newest first (sandbox server token)",
+                       {"200": {"description": "runs: each as its operator sees it"}, **_SANDBOX_GONE}),
+            "post": _op("Submit a sealed run of a notebook on the real data (sandbox server token): multipart with"
+                        " the 'request' field and one 'file' part per file (the notebook and each input), named by"
+                        " its percent-encoded path",
+                        {"201": {"description": "Queued, or awaiting the data holder's approval",
+                                 "content": _RUN_ANSWER}, **_SANDBOX_GONE, **_UPLOAD_ERRORS, **_AUDITED},
+                        description=_UPLOAD_AUTH, requestBody={"required": True, "content": {"multipart/form-data": {
+                            "schema": {"type": "object", "required": ["request"], "properties": {
+                                "request": {"type": "string", "contentMediaType": "application/json",
+                                            "contentSchema": {"$ref": "#/components/schemas/SealedRunRequest"}},
+                                "file": _FILES["file"]}}}}}),
+        },
+        "/sealed-runs/releases": {
+            "get": _op("The releases of the caller's workspace a sealed run may use (synthetic, with a sealed view)",
+                       {"200": {"description": "releases: their names"}, **_SANDBOX_GONE}),
+        },
+        "/sealed-runs/{run_id}/withdraw": {
+            "post": _op("Take a run back while it is queued or awaiting approval (its operator)",
+                        {"200": {"description": "The run", "content": _RUN_ANSWER}, **_NOT_FOUND, **_CONFLICT,
+                         **_AUDITED}, parameters=[_RUN]),
+        },
+    })
     if not intake:
+        paths.update({
+            "/sealed-runs/awaiting": {
+                "get": _op("Sealed runs awaiting the caller's approval, in the workspaces whose data holder they are",
+                           {"200": {"description": "runs: who, which release, the notebook's hash, inputs and"
+                                                   " outputs"}}),
+            },
+            "/sealed-runs/{run_id}/decision": {
+                "post": _op("The data holder approves a run awaiting approval, or refuses it with a reason the"
+                            " operator sees",
+                            {"200": {"description": "The run", "content": _RUN_ANSWER}, **_NOT_FOUND, **_CONFLICT,
+                             **_AUDITED}, parameters=[_RUN], requestBody=_json_body(
+                                {"approve": {"type": "boolean"}, "reason": _REASON}, ["approve"])),
+            },
+            "/workspaces/{workspace}/sealed-run-policy": {
+                "get": _op("A workspace's sealed-run policy (its data holder's, else the defaults)",
+                           {"200": {"description": "The policy and its version"}, **_NOT_FOUND},
+                           parameters=[{"name": "workspace", "in": "path", "required": True, "schema": _WORKSPACE}]),
+                "put": _op("Change a workspace's sealed-run policy (its data holder only); the keys given change",
+                           {"200": {"description": "The policy and its version"}, **_NOT_FOUND, **_AUDITED},
+                           parameters=[{"name": "workspace", "in": "path", "required": True, "schema": _WORKSPACE}],
+                           requestBody={"required": True, "content": {"application/json": {
+                               "schema": {"$ref": "#/components/schemas/SealedRunPolicy"}}}}),
+            },
+        })
         paths.update({
             "/requests/{request_id}/votes": {
                 "post": _op("Vote on one file (reviewers of the workspace, never the requester)",
@@ -320,6 +410,13 @@ def manifest(text: str) -> dict:
     value = parse_json(text, "the 'manifest' field")
     schema = operation("/requests", "post")["requestBody"]["content"]["multipart/form-data"]["schema"]
     validate(schema["properties"]["manifest"]["contentSchema"], value, "manifest")
+    return value
+
+
+def sealed_run_request(text: str) -> dict:
+    """A sealed run's ``request`` field: JSON of bounded depth, as its ``contentSchema`` says."""
+    value = parse_json(text, "the 'request' field")
+    validate({"$ref": "#/components/schemas/SealedRunRequest"}, value, "request")
     return value
 
 

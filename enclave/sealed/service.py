@@ -89,35 +89,26 @@ class SealedRuns:
             raise BadInput("sealed_run.unknown_policy_key", N_("%(key)s is not a sealed-run policy key (%(known)s)"),
                            key=repr(unknown[0]), known=", ".join(POLICY_KEYS))
         if "approval_required" in changes and not isinstance(changes["approval_required"], bool):
-            raise BadInput("sealed_run.bad_policy_value", N_("%(key)s must be %(kind)s (got %(value)s)"),
-                           key="approval_required", kind="true or false", value=repr(changes["approval_required"]))
+            raise BadInput("sealed_run.bad_approval_required", N_("approval_required must be true or false (got"
+                                                                  " %(value)s)"), value=repr(changes["approval_required"]))
         if "runs_per_day" in changes and not (isinstance(changes["runs_per_day"], int)
                                               and not isinstance(changes["runs_per_day"], bool)
                                               and 0 <= changes["runs_per_day"] <= 1000):
-            raise BadInput("sealed_run.bad_policy_value", N_("%(key)s must be %(kind)s (got %(value)s)"),
-                           key="runs_per_day", kind="a whole number from 0 to 1000", value=repr(changes["runs_per_day"]))
+            raise BadInput("sealed_run.bad_runs_per_day", N_("runs_per_day must be a whole number from 0 to 1000 (got"
+                                                             " %(value)s)"), value=repr(changes["runs_per_day"]))
         if "reviewers" in changes:
-            reviewers = changes["reviewers"]
-            if not isinstance(reviewers, list) or not all(isinstance(r, str) and r for r in reviewers):
-                raise BadInput("sealed_run.bad_policy_value", N_("%(key)s must be %(kind)s (got %(value)s)"),
-                               key="reviewers", kind="a list of user names", value=repr(reviewers))
-            operators = sorted(set(reviewers) & ws.operators)
-            if operators:
-                raise Refused("sealed_run.reviewer_is_operator", N_(
-                    "%(user)s is an operator of workspace %(workspace)s: operators never review results computed on"
-                    " the raw data"), user=operators[0], workspace=repr(workspace))
-            changes = {**changes, "reviewers": sorted(set(reviewers))}
+            changes = {**changes, "reviewers": self._reviewers(ws, changes["reviewers"])}
         if "limits" in changes:
             limits = changes["limits"]
             bad = [k for k in (limits if isinstance(limits, dict) else {}) if k not in LIMIT_KEYS]
-            if not isinstance(limits, dict) or bad:
-                raise BadInput("sealed_run.bad_policy_value", N_("%(key)s must be %(kind)s (got %(value)s)"),
-                               key="limits", kind="an object of " + ", ".join(LIMIT_KEYS), value=repr(limits))
             try:
+                if not isinstance(limits, dict) or bad:
+                    raise ValueError
                 self._run_limits({**{k: getattr(self.cfg, k) for k in LIMIT_KEYS}, **limits})
-            except (TypeError, ValueError) as exc:
-                raise BadInput("sealed_run.bad_policy_value", N_("%(key)s must be %(kind)s (got %(value)s)"),
-                               key="limits", kind=str(exc), value=repr(limits)) from None
+            except (TypeError, ValueError):
+                raise BadInput("sealed_run.bad_limits", N_(
+                    "limits must hold only seconds (at least 5), memory_mb (at least 128), disk_mb (at least 16) and"
+                    " cpus (above 0) (got %(value)s)"), value=repr(limits)) from None
         with self.exports._writing() as s:
             row = s.get(SealedRunPolicy, workspace, with_for_update=True)
             current = self._policy_dict(row)
@@ -134,6 +125,29 @@ class SealedRuns:
             self.exports._record(s, actor.name, "sealed_run.policy", workspace, **without_floats(
                 {k: policy[k] for k in ("approval_required", "runs_per_day", "reviewers", "limits", "version")}))
         return policy
+
+    def _reviewers(self, ws, reviewers) -> list[str]:
+        """The reviewers a holder appoints: accounts with the reviewer role, none an operator of the
+        workspace (people who will see results computed on the raw data)."""
+        from .. import accounts
+
+        if not isinstance(reviewers, list) or not all(isinstance(r, str) and r for r in reviewers):
+            raise BadInput("sealed_run.bad_reviewers", N_("reviewers must be a list of user names (got %(value)s)"),
+                           value=repr(reviewers))
+        operators = sorted(set(reviewers) & ws.operators)
+        if operators:
+            raise Refused("sealed_run.reviewer_is_operator", N_(
+                "%(user)s is an operator of workspace %(workspace)s: operators never review results computed on"
+                " the raw data"), user=operators[0], workspace=repr(ws.name))
+        for name in sorted(set(reviewers)):
+            try:
+                account = accounts.get_account(self.settings, name)
+            except accounts.AccountError:
+                raise BadInput("sealed_run.reviewer_unknown", N_("no account named %(user)s"), user=repr(name)) from None
+            if "reviewer" not in account.roles:
+                raise Refused("sealed_run.reviewer_without_role", N_(
+                    "%(user)s does not have the reviewer role: only reviewers review export requests"), user=name)
+        return sorted(set(reviewers))
 
     @staticmethod
     def _run_limits(limits: dict) -> RunLimits:
@@ -268,6 +282,21 @@ class SealedRuns:
                      "outputs": r.outputs, "submitted_at": r.submitted_at.isoformat()}
                     for r in rows if self.exports.workspace(r.workspace).holder == actor.name]
 
+    def releases_of(self, actor: Actor) -> list[str]:
+        """The releases of the actor's sandbox's workspace a sealed run may use: those with a sealed
+        view (synthetic releases whose raw source the data holder keeps registered)."""
+        from synthetic import sealed
+
+        ws = self.exports.sandbox_workspace(actor)
+        found = []
+        for release in ws.releases:
+            try:
+                sealed.for_workspace(self.settings, ws.name, release)
+            except sealed.SealedViewError:
+                continue
+            found.append(release)
+        return found
+
     # -- the runner's side --
 
     def start_next(self) -> str | None:
@@ -332,12 +361,57 @@ class SealedRuns:
             return row
 
     async def execute(self, run_id: str, slot: int) -> Outcome | None:
+        """:meth:`_execute`, and if the runner itself fails (not the notebook: a bug, the host), the run
+        ends all the same: refused while in its pre-run, or with its error for review."""
+        try:
+            return await self._execute(run_id, slot)
+        except asyncio.CancelledError:
+            raise  # the service is stopping: the next start recovers the run
+        except Exception as exc:
+            log.exception("sealed run %s: the runner failed", run_id)
+            await asyncio.to_thread(self._runner_failed, run_id, exc)
+            return None
+
+    def _runner_failed(self, run_id: str, exc: Exception) -> None:
+        with self.exports.db.snapshot() as s:
+            row = self._get(s, run_id)
+        if row.state == workflow.PRE_RUNNING:
+            self._refuse(run_id, {"code": "sealed_run.runner_failed", "text": N_(
+                "the run could not be started (%(error)s); nothing ran on the real data"),
+                "params": {"error": type(exc).__name__}})
+        elif row.state == workflow.RUNNING:
+            outcome = Outcome(run_id, "failed", RunLimits(**row.limits), 0.0,
+                              error=RunError("RunnerError", f"{type(exc).__name__}: {exc}"))
+            self._end(run_id, outcome, _outcome_record(outcome))
+
+    def _refuse(self, run_id: str, refusal: dict) -> None:
+        with self.exports._writing() as s:
+            r = self._get(s, run_id, for_update=True)
+            r.refusal = refusal
+            self._step(s, r, workflow.REFUSED, workflow.RUNNER, "system", refusal["code"])
+
+    def _still_offered(self, row: SealedRun) -> dict | None:
+        """Why a run taken from the queue cannot run any more (its release detached from the workspace,
+        or its sealed view gone since it was submitted), as a refusal; None when it can."""
+        from synthetic import sealed
+
+        try:
+            sealed.for_workspace(self.settings, row.workspace, row.release)
+        except sealed.SealedViewError as exc:
+            return {"code": exc.code, "text": exc.message.text, "params": dict(exc.message.params)}
+        return None
+
+    async def _execute(self, run_id: str, slot: int) -> Outcome | None:
         """Run ``run_id`` (taken by :meth:`start_next`) in runner slot ``slot``: the pre-run on the synthetic release, then,
         if it succeeded, the run on the sealed view. Returns the real run's outcome (None when the
         run was refused), once the slot may be given to another run: at the real run's start plus its
         time limit, so that when the next run starts does not tell how long this one took."""
         with self.exports.db.snapshot() as s:
             row = self._get(s, run_id)
+        gone = await asyncio.to_thread(self._still_offered, row)
+        if gone is not None:
+            await asyncio.to_thread(self._refuse, run_id, gone)
+            return None
         pre = await run(self.settings, self._request(row, slot, "synthetic_release"))
         if pre.state != "succeeded":
             error = pre.error
@@ -347,14 +421,7 @@ class SealedRuns:
                            "the notebook did not succeed on the synthetic release (%(state)s: %(error)s): it was not"
                            " run on the real data"),
                         "params": {"state": pre.state, "error": f"{error.type}: {error.message}" if error else ""}})
-
-            def refuse() -> None:
-                with self.exports._writing() as s:
-                    r = self._get(s, run_id, for_update=True)
-                    r.refusal = refusal
-                    self._step(s, r, workflow.REFUSED, workflow.RUNNER, "system", refusal["code"])
-
-            await asyncio.to_thread(refuse)
+            await asyncio.to_thread(self._refuse, run_id, refusal)
             return None
         row = await asyncio.to_thread(self._take, run_id, workflow.RUNNING)
         started = time.monotonic()
@@ -460,3 +527,37 @@ def _outcome_record(outcome: Outcome) -> dict:
         "provenance": asdict(outcome.provenance) if outcome.provenance else None,
         "ended_at": datetime.now().astimezone().isoformat(),
     }
+
+
+async def run_queue(runs: SealedRuns, slots: int, poll_seconds: float = 2.0) -> None:
+    """Run queued runs, at most ``slots`` at once, until cancelled (the service stopping). Each run
+    is taken once (:meth:`SealedRuns.start_next`) into a free slot, whose uid it runs as."""
+    free = set(range(slots))
+    running: set[asyncio.Task] = set()
+
+    async def one(run_id: str, slot: int) -> None:
+        try:
+            await runs.execute(run_id, slot)
+        finally:
+            free.add(slot)
+
+    try:
+        while True:
+            while free:
+                try:
+                    run_id = await asyncio.to_thread(runs.start_next)
+                except ExportError as exc:  # the audit log or the database not answering: try again later
+                    log.warning("the sealed-run queue could not take a run: %s", exc)
+                    break
+                if run_id is None:
+                    break
+                slot = min(free)
+                free.discard(slot)
+                task = asyncio.create_task(one(run_id, slot))
+                running.add(task)
+                task.add_done_callback(running.discard)
+            await asyncio.sleep(poll_seconds)
+    finally:
+        for task in list(running):
+            task.cancel()
+        await asyncio.gather(*running, return_exceptions=True)

@@ -27,11 +27,13 @@ WORKSPACE = "fuzz"
 # Examples per operation, role and mode (valid and invalid input): the file runs in a few minutes
 # per backend on two cores.
 EXAMPLES = 50
-UPLOADS = {("POST", "/requests"), ("POST", "/checks"), ("POST", "/requests/{request_id}/files")}
+UPLOADS = {("POST", "/requests"), ("POST", "/checks"), ("POST", "/requests/{request_id}/files"),
+           ("POST", "/sealed-runs")}
 # Operations whose valid-looking input the service may still refuse with 400 for rules a schema
-# cannot state: what files contain and whether the manifest matches them (uploads), and which
-# transitions need a written reason. The other checks apply to them all the same.
-CONTENT_RULES = UPLOADS | {("POST", "/requests/{request_id}/transitions")}
+# cannot state: what files contain and whether the manifest (a sealed run's request field) matches
+# them (uploads), which transitions need a written reason, and that refusing a sealed run does. The
+# other checks apply to them all the same.
+CONTENT_RULES = UPLOADS | {("POST", "/requests/{request_id}/transitions"), ("POST", "/sealed-runs/{run_id}/decision")}
 ROLES = {
     "operator's server token": "olga@fuzz",
     "reviewer": "rita",
