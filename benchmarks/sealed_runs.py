@@ -22,8 +22,8 @@ for the while), that many runs of a short regression on the demo's synthetic rel
 at once, with no approval, and the service's queue (:func:`enclave.sealed.service.run_queue`) runs
 them, ``--slots`` at a time, each holding its slot for its time limit (``--limit`` seconds: what
 keeps the operator's view free of the data's timing). Printed: the time until every run has ended
-and made its export request, runs per minute, the floor the slots and the limit set (ceil(runs /
-slots) x limit), and as the baseline the same runs executed one after the other with
+and made its export request, runs per minute, the part of it the slots' holding sets (the last runs
+start after (ceil(runs / slots) - 1) x limit), and as the baseline the same runs executed one after the other with
 :func:`enclave.sealed.run` alone (the real run only: no queue, no pre-run, no holding).
 """
 
@@ -170,10 +170,11 @@ def queue_throughput(runs_wanted: int, slots: int, limit: int) -> None:
                 assert outcome.state == "succeeded", outcome.error
             baseline = time.monotonic() - started
             exports.close()
-    floor = math.ceil(runs_wanted / slots) * limit
+    # The last runs start once the runs before them have held their slots for the limit.
+    floor = (math.ceil(runs_wanted / slots) - 1) * limit
     print(f"queue: {runs_wanted} runs submitted at once, {slots} slot(s), time limit {limit} s")
     print(f"  until every run ended with its export request: {queued:.1f} s ({60 * runs_wanted / queued:.1f} runs/min)")
-    print(f"  floor set by the slots held for the limit:      {floor} s")
+    print(f"  of which the slots held for the limit, at least: {floor} s")
     print(f"  baseline, the real runs alone one after another: {baseline:.1f} s"
           f" ({60 * runs_wanted / baseline:.1f} runs/min); ratio {queued / baseline:.2f}x")
 
