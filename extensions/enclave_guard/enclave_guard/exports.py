@@ -53,30 +53,61 @@ class Snapshot:
         return {"name": self.name, "path": self.path, "sha256": self.sha256, "size": len(self.data), "role": self.role}
 
 
-def _read(contents_manager, path: str, max_bytes: int) -> bytes:
+@dataclass(frozen=True)
+class ReadingRefusals:
+    """How a refusal to read a file of the home is worded for one purpose. Export requests and sealed
+    runs read the home by the same rules (:func:`read_home_file`) but refuse in their own words and
+    codes: each rule's ``(code, English text)``, and the refusal class that carries them. The texts
+    take ``path``; ``unreadable`` also ``error``, ``too_large`` ``size`` and ``limit``,
+    ``grew_too_large`` ``limit``."""
+
+    error: type[Refusal]
+    no_such_file: tuple[str, str]
+    unreadable: tuple[str, str]
+    not_a_file: tuple[str, str]
+    too_large: tuple[str, str]
+    grew_too_large: tuple[str, str]
+
+
+def read_home_file(contents_manager, path: str, max_bytes: int, refusals: ReadingRefusals) -> bytes:
+    """The bytes of the regular file at ``path`` in the home: every symlink resolved and the result
+    inside the home (the contents API's rule), never a folder, never more than ``max_bytes``."""
     real = contents_manager._real_inside(path)
+
+    def refuse(status: int, rule: tuple[str, str], **params) -> Refusal:
+        return refusals.error(status, rule[0], rule[1], path=path, **params)
+
     try:
         # O_NOFOLLOW: the path was resolved above; a symlink swapped in since is not followed.
         fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW)
     except FileNotFoundError:
-        raise ExportError(404, "guard.export.no_such_file", N_("%(path)s: no such file"), path=path) from None
+        raise refuse(404, refusals.no_such_file) from None
     except OSError as exc:
-        raise ExportError(403, "guard.export.unreadable", N_("%(path)s: cannot be read (%(error)s)"), path=path,
-                          error=exc.strerror) from None
-    with os.fdopen(fd, "rb") as f:
-        st = os.fstat(f.fileno())
+        raise refuse(403, refusals.unreadable, error=exc.strerror) from None
+    try:
+        # Looked at before a file object is made of it: Python refuses to make one of a folder.
+        st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise ExportError(400, "guard.export.not_a_file", N_("%(path)s: only files can be exported, not folders"),
-                              path=path)
+            raise refuse(400, refusals.not_a_file)
         if st.st_size > max_bytes:
-            raise ExportError(413, "guard.export.too_large",
-                              N_("%(path)s: %(size)s bytes is over the export limit of %(limit)s bytes"),
-                              path=path, size=st.st_size, limit=max_bytes)
-        data = f.read(max_bytes + 1)
+            raise refuse(413, refusals.too_large, size=st.st_size, limit=max_bytes)
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            data = f.read(max_bytes + 1)
+    finally:
+        os.close(fd)
     if len(data) > max_bytes:
-        raise ExportError(413, "guard.export.grew_too_large", N_("%(path)s: over the export limit of %(limit)s bytes"),
-                          path=path, limit=max_bytes)
+        raise refuse(413, refusals.grew_too_large, limit=max_bytes)
     return data
+
+
+EXPORT_READING = ReadingRefusals(
+    error=ExportError,
+    no_such_file=("guard.export.no_such_file", N_("%(path)s: no such file")),
+    unreadable=("guard.export.unreadable", N_("%(path)s: cannot be read (%(error)s)")),
+    not_a_file=("guard.export.not_a_file", N_("%(path)s: only files can be exported, not folders")),
+    too_large=("guard.export.too_large", N_("%(path)s: %(size)s bytes is over the export limit of %(limit)s bytes")),
+    grew_too_large=("guard.export.grew_too_large", N_("%(path)s: over the export limit of %(limit)s bytes")),
+)
 
 
 def _acro_results_for(contents_manager, path: str, names: set[str], max_bytes: int) -> Snapshot | None:
@@ -84,7 +115,7 @@ def _acro_results_for(contents_manager, path: str, names: set[str], max_bytes: i
     folder = path.rsplit("/", 1)[0] if "/" in path else ""
     results_path = f"{folder}/{ACRO_RESULTS}" if folder else ACRO_RESULTS
     try:
-        data = _read(contents_manager, results_path, max_bytes)
+        data = read_home_file(contents_manager, results_path, max_bytes, EXPORT_READING)
         doc = json.loads(data)
     except (web.HTTPError, ValueError):
         return None
@@ -117,7 +148,7 @@ def _snapshot_all(contents_manager, pairs: list[tuple[str, str]], max_bytes: int
         if any(s.name == name for s in snaps):
             raise ExportError(400, "guard.export.duplicate_name",
                               N_("two files named '%(name)s': export them in separate requests"), name=name)
-        snaps.append(Snapshot(name, path, _read(contents_manager, path, max_bytes), "output"))
+        snaps.append(Snapshot(name, path, read_home_file(contents_manager, path, max_bytes, EXPORT_READING), "output"))
         if name != ACRO_RESULTS:
             acro = _acro_results_for(contents_manager, path, {name, path.rsplit("/", 1)[-1]}, max_bytes)
             if acro is not None and not any(s.name == ACRO_RESULTS for s in snaps):

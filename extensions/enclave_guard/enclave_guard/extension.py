@@ -34,6 +34,9 @@ from .handlers import (
     ExportsHandler,
     ExportTransitionHandler,
     ExportVersionsHandler,
+    SealedRunReleasesHandler,
+    SealedRunsHandler,
+    SealedRunWithdrawHandler,
     UploadPolicyHandler,
 )
 from .intake import Intake
@@ -195,6 +198,9 @@ def _load_jupyter_server_extension(serverapp):
         (url_path_join(base, r"enclave/api/exports/([0-9a-f]{32})"), ExportRequestHandler),
         (url_path_join(base, r"enclave/api/exports/([0-9a-f]{32})/files"), ExportVersionsHandler),
         (url_path_join(base, r"enclave/api/exports/([0-9a-f]{32})/transitions"), ExportTransitionHandler),
+        (url_path_join(base, "enclave/api/sealed-runs"), SealedRunsHandler),
+        (url_path_join(base, "enclave/api/sealed-runs/releases"), SealedRunReleasesHandler),
+        (url_path_join(base, r"enclave/api/sealed-runs/([0-9a-f]{32})/withdraw"), SealedRunWithdrawHandler),
         (url_path_join(base, "enclave/api/uploads"), UploadPolicyHandler),
         *_coded_routes(base),
     ]

@@ -1,4 +1,5 @@
-"""HTTP handlers: closed routes, and the export request API used by the JupyterLab extension.
+"""HTTP handlers: closed routes, and the export request and sealed-run APIs used by the JupyterLab
+extension.
 
 What the export API answers is shown in the browser like anything else the guard serves (the request
 list carries titles and reviewers' comments, the checks' results their findings), so it is charged
@@ -6,7 +7,9 @@ to the operator's egress budget on the path a contents read takes, and refused l
 budget is spent. Some answers are charged but never held: the upload policy the file browser needs,
 and the receipts of the operator's own steps on an export request (submitting it, sending new
 versions of its files, resubmitting or withdrawing it), as results leave through export review,
-held budget or not (none carries anything of the workspace's data).
+held budget or not (none carries anything of the workspace's data). The sealed-run API is charged
+the same way: the releases a run may use and the list of runs as reads, submitting and withdrawing
+a run as receipts.
 
 Errors are JSON, ``{"message", "code", "params", "reason"}``: the message in the operator's
 language, the code stable (:mod:`.refusals`). The checks' findings carry the review service's code
@@ -23,7 +26,7 @@ from jupyter_server.base.handlers import APIHandler, JupyterHandler
 from jupyter_server.utils import url_path_join
 from tornado import web
 
-from . import exports, policy
+from . import exports, policy, sealed_runs
 from .intake import IntakeError
 from .messages import N_, Message
 from .refusals import Refusal, error_body
@@ -76,11 +79,15 @@ class _GuardAPIHandler(APIHandler):
             raise Refusal(400, "guard.body_not_object", N_("the request body must be a JSON object"))
         return doc
 
+    # The reason (HTTP reason phrase) of a refusal the review service gave, relayed.
+    refused_reason = "Export refused"
+
     async def relay(self, call):
         try:
             return await call
         except IntakeError as exc:
-            raise Refusal.of(502 if exc.status >= 500 else exc.status, exc.message, reason="Export refused") from None
+            status = 502 if exc.status >= 500 else exc.status
+            raise Refusal.of(status, exc.message, reason=self.refused_reason) from None
 
     def finish_shown(self, doc: dict, what: Message) -> None:
         """Answer with ``doc``, charged to the operator's egress budget as a contents read is; past the
@@ -257,3 +264,54 @@ class ExportTransitionHandler(_GuardAPIHandler):
             raise Refusal(400, "guard.export.reason_not_text", N_("'reason' must be text"), reason="Export refused")
         await self.relay(guard.intake.transition(request_id, to, reason))
         self.finish_receipt(summary(guard, await self.relay(guard.intake.request(request_id))))
+
+
+class _SealedRunsHandler(_GuardAPIHandler):
+    """The sealed-run routes: the review service's refusals are relayed as a sealed run's."""
+
+    refused_reason = "Sealed run refused"
+
+
+class SealedRunReleasesHandler(_SealedRunsHandler):
+    """The releases of the workspace a sealed run may use (synthetic releases with a sealed view):
+    the choices of "Run on real data…"; none means sealed runs are not offered here."""
+
+    @web.authenticated
+    @authorized
+    async def get(self):
+        listing = await self.relay(self.guard.intake.sealed_run_releases())
+        releases = [r for r in listing.get("releases", []) if isinstance(r, str)]
+        self.finish_shown({"releases": releases},
+                          Message("guard.answer.sealed_run_releases", N_("the releases sealed runs may use")))
+
+
+class SealedRunsHandler(_SealedRunsHandler):
+    """The operator's sealed runs in the workspace (GET), and "Run on real data…" (POST
+    ``{"release", "notebook", "inputs", "outputs"}``: the server reads the notebook and the inputs from
+    the home, :mod:`.sealed_runs`)."""
+
+    @web.authenticated
+    @authorized
+    async def get(self):
+        listing = await self.relay(self.guard.intake.sealed_runs())
+        runs = [sealed_runs.shown(r) for r in listing.get("runs", []) if isinstance(r, dict)]
+        self.finish_shown({"runs": runs}, Message("guard.answer.sealed_runs", N_("your sealed runs")))
+
+    @web.authenticated
+    @authorized
+    async def post(self):
+        guard = self.guard
+        run, files = sealed_runs.submission(self.contents_manager, self.body(), guard.workspace.guard.export_max_bytes)
+        created = await self.relay(guard.intake.submit_sealed_run(run, files))
+        self.set_status(201)
+        self.finish_receipt(sealed_runs.shown(created))
+
+
+class SealedRunWithdrawHandler(_SealedRunsHandler):
+    """Take a run back while it waits (queued, or awaiting the data holder's approval); the service
+    refuses it (409) once the run has started."""
+
+    @web.authenticated
+    @authorized
+    async def post(self, run_id: str):
+        self.finish_receipt(sealed_runs.shown(await self.relay(self.guard.intake.withdraw_sealed_run(run_id))))

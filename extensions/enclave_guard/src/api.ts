@@ -200,3 +200,67 @@ export interface IUploadPolicy {
 export function uploadPolicy(): Promise<IUploadPolicy> {
   return call<IUploadPolicy>('', {}, 'enclave/api/uploads');
 }
+
+/** Why a sealed run was refused: the data holder's reason, or the error of the notebook's run on
+ * the synthetic release. `message` is in the operator's language when the service gave it. */
+export interface ISealedRunRefusal {
+  code?: string;
+  text: string;
+  params?: Record<string, unknown>;
+  message?: string;
+}
+
+/**
+ * A sealed run as its operator sees it: never its outcome, duration, error or sizes (those depend
+ * on the real data and go to review). `state` is one of queued, awaiting_approval, running, ended,
+ * refused, withdrawn.
+ */
+export interface ISealedRun {
+  id: string;
+  release: string;
+  /** The notebook's path in the home. */
+  notebook: string;
+  submitted_at: string;
+  state: string;
+  /** True while the run waits (queued, or awaiting the data holder's approval). */
+  withdrawable: boolean;
+  refusal?: ISealedRunRefusal | null;
+}
+
+/** What "Run on real data…" sends; the server reads the notebook and the inputs from the home. */
+export interface ISealedRunRequest {
+  release: string;
+  notebook: string;
+  inputs: string[];
+  outputs: string[];
+}
+
+const SEALED_RUNS = 'enclave/api/sealed-runs';
+
+/** The releases a sealed run may use in this workspace (none: sealed runs are not offered). */
+export async function sealedRunReleases(): Promise<string[]> {
+  const body = await call<{ releases: string[] }>('releases', {}, SEALED_RUNS);
+  return body.releases || [];
+}
+
+export function submitSealedRun(request: ISealedRunRequest): Promise<ISealedRun> {
+  return call<ISealedRun>(
+    '',
+    { method: 'POST', body: JSON.stringify(request) },
+    SEALED_RUNS
+  );
+}
+
+/** The operator's sealed runs in this workspace, newest first. */
+export async function listSealedRuns(): Promise<ISealedRun[]> {
+  const body = await call<{ runs: ISealedRun[] }>('', {}, SEALED_RUNS);
+  return body.runs || [];
+}
+
+export function withdrawSealedRun(id: string): Promise<ISealedRun> {
+  return call<ISealedRun>(
+    `${encodeURIComponent(id)}/withdraw`,
+    { method: 'POST' },
+    SEALED_RUNS
+  );
+}

@@ -3,7 +3,8 @@
  *
  * The download, open-in-tab, share, export-as, copy-output and print plugins are disabled and
  * locked by the server (page config), which also refuses those channels itself: this extension is
- * the user interface of the one way out, "Request export…", and the Exports panel.
+ * the user interface of the one way out, "Request export…", and the Exports panel; and of sealed
+ * runs, "Run on real data…" on a notebook, followed in the same panel.
  *
  * `<lab URL>?enclave-exports` opens the Exports panel; `?enclave-exports=<request id>` opens it on
  * that request (the review service's request page links there).
@@ -21,8 +22,10 @@ import { LabIcon } from '@jupyterlab/ui-components';
 import { uploadPolicy } from './api';
 import { requestExport } from './dialogs';
 import { ExportsPanel } from './panel';
+import { runOnRealData } from './sealedRuns';
 
 const COMMAND = 'enclave:request-export';
+const SEALED_RUN_COMMAND = 'enclave:run-on-real-data';
 const PANEL_ID = 'enclave-exports';
 /** `<lab URL>?enclave-exports=<request id>` opens the Exports panel on that request. */
 const QUERY = 'enclave-exports';
@@ -35,7 +38,7 @@ const exportIcon = new LabIcon({
 
 const plugin: JupyterFrontEndPlugin<void> = {
   id: 'enclave-guard:exports',
-  description: 'Request export… and the Exports panel.',
+  description: 'Request export…, Run on real data… and the Exports panel.',
   autoStart: true,
   requires: [IDefaultFileBrowser, ILabShell, ITranslator],
   optional: [ICommandPalette],
@@ -70,11 +73,43 @@ const plugin: JupyterFrontEndPlugin<void> = {
       selector: '.jp-DirListing-item[data-isdir="false"]',
       rank: 1
     });
+
+    app.commands.addCommand(SEALED_RUN_COMMAND, {
+      label: trans.__('Run on real data…'),
+      caption: trans.__(
+        'Run the selected notebook on the real data; its results go to export review'
+      ),
+      execute: () => {
+        const notebooks = Array.from(browser.selectedItems()).filter(item =>
+          item.path.endsWith('.ipynb')
+        );
+        return runOnRealData(
+          trans,
+          app.serviceManager.contents,
+          notebooks.length === 1 ? notebooks[0].path : undefined,
+          () => {
+            shell.activateById(PANEL_ID);
+            panel.focusSealedRuns();
+          }
+        );
+      }
+    });
+    app.contextMenu.addItem({
+      command: SEALED_RUN_COMMAND,
+      selector: '.jp-DirListing-item[data-file-type="notebook"]',
+      rank: 2
+    });
+
     if (palette) {
       palette.addItem({
         command: COMMAND,
         category: trans.__('Enclave'),
         rank: 0
+      });
+      palette.addItem({
+        command: SEALED_RUN_COMMAND,
+        category: trans.__('Enclave'),
+        rank: 1
       });
     }
 

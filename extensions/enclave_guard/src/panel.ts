@@ -2,13 +2,19 @@
  * The Exports side panel: the operator's export requests in this workspace, their state, each
  * file's automated checks and reviewers' decision (two labels), the reviewers' public reasons, the
  * steps the operator may take (send a new version, resubmit, withdraw) and, once released, a link
- * to download each released file.
+ * to download each released file. Below them, the operator's sealed runs ("Run on real data…"):
+ * each run's notebook, release, submission time and state, the only things shown of a run before
+ * its results pass review, and "Withdraw" while it waits.
  *
  * It polls while shown: every 5 s while the server answers; backing off up to a minute while it
  * cannot be reached or fails (5xx), and stopping after four such failures in a row; and not at all
  * once it answers with an error that will not change by asking again (a 4xx, such as the hub's 424
- * for a stopped server). "Retry" asks again.
+ * for a stopped server). "Retry" asks again. The export requests drive that; the sealed runs are
+ * asked for at the same polls, and their own failure is shown in their section without stopping
+ * the export requests' updates (a refusal that will not change stops asking for the runs until
+ * the panel is asked to refresh).
  */
+import { Time } from '@jupyterlab/coreutils';
 import { TranslationBundle } from '@jupyterlab/translation';
 import { Widget } from '@lumino/widgets';
 
@@ -16,9 +22,11 @@ import {
   ApiError,
   IExportFile,
   IExportRequest,
+  ISealedRun,
   findingReason,
   getExport,
-  listExports
+  listExports,
+  listSealedRuns
 } from './api';
 import {
   element,
@@ -27,6 +35,7 @@ import {
   stateLabel,
   statusLabel
 } from './dialogs';
+import { sealedRunStateLabel, withdrawRun } from './sealedRuns';
 
 const REFRESH_MS = 5000;
 const MAX_BACKOFF_MS = 60000;
@@ -34,6 +43,18 @@ const MAX_BACKOFF_MS = 60000;
 const MAX_FAILURES = 4;
 
 const OPEN_STATES = new Set(['submitted', 'in_review', 'returned']);
+
+/** An error that asking again will not change: a 4xx other than a time-out or "too many". */
+function refusedForGood(error: any): boolean {
+  const status = error instanceof ApiError ? error.status : undefined;
+  return (
+    status !== undefined &&
+    status >= 400 &&
+    status < 500 &&
+    status !== 408 &&
+    status !== 429
+  );
+}
 
 function label(kind: string, value: string, text: string): HTMLElement {
   const node = element(
@@ -55,6 +76,16 @@ export class ExportsPanel extends Widget {
   private stopped = false;
   private focused: string | null = null;
   private requests: IExportRequest[] = [];
+  private readonly sealedRuns: HTMLElement;
+  private readonly runList: HTMLElement;
+  private readonly runsStatus: HTMLElement;
+  private runs: ISealedRun[] = [];
+  /** Why the sealed runs could not be listed at the last poll ('' when they were). */
+  private runsError = '';
+  /** The sealed runs were refused in a way asking again will not change: not asked at polls. */
+  private runsRefused = false;
+  /** Scroll to the sealed runs once they are listed (after "Run on real data…"). */
+  private showRuns = false;
 
   constructor(private readonly trans: TranslationBundle) {
     super();
@@ -75,12 +106,42 @@ export class ExportsPanel extends Widget {
     );
     this.empty.hidden = true;
     this.list = element('ol', 'enclave-exports-list');
-    this.node.append(heading, this.status, this.empty, this.list);
+    // Shown once the operator has sealed runs in this workspace (or they cannot be listed).
+    this.sealedRuns = element('section', 'enclave-sealed-runs');
+    this.runList = element('ol', 'enclave-sealed-runs-list');
+    this.runsStatus = element('p', 'enclave-exports-error');
+    this.runsStatus.setAttribute('role', 'status');
+    this.sealedRuns.append(
+      element('h3', '', trans.__('Sealed runs')),
+      element(
+        'p',
+        'enclave-sealed-runs-note',
+        trans.__(
+          'Notebooks run on the real data. Only their state is shown here; their results go to export review.'
+        )
+      ),
+      this.runsStatus,
+      this.runList
+    );
+    this.sealedRuns.hidden = true;
+    this.node.append(
+      heading,
+      this.status,
+      this.empty,
+      this.list,
+      this.sealedRuns
+    );
   }
 
   /** Show this request (say, from a link of the review service) at the top of the panel. */
   focusRequest(id: string): void {
     this.focused = id;
+    void this.refresh();
+  }
+
+  /** Show the sealed runs (a run was just submitted). */
+  focusSealedRuns(): void {
+    this.showRuns = true;
     void this.refresh();
   }
 
@@ -105,40 +166,47 @@ export class ExportsPanel extends Widget {
   private schedule(): void {
     this.cancel();
     if (this.isVisible && !this.stopped) {
-      this.timer = window.setTimeout(() => void this.refresh(), this.delay);
+      this.timer = window.setTimeout(() => void this.poll(), this.delay);
     }
   }
 
   /** Ask the server now (resuming polling if it had stopped). */
   async refresh(): Promise<void> {
+    this.runsRefused = false;
+    await this.poll();
+  }
+
+  private async poll(): Promise<void> {
     this.cancel();
     if (this.stopped) {
       this.stopped = false;
       this.failures = 0;
       this.delay = REFRESH_MS;
     }
-    try {
-      const requests = await listExports();
-      if (this.focused && !requests.some(r => r.id === this.focused)) {
-        requests.unshift(await getExport(this.focused));
-      }
-      this.requests = requests;
+    const [requests, runs] = await Promise.allSettled([
+      this.loadRequests(),
+      this.runsRefused ? Promise.resolve(this.runs) : listSealedRuns()
+    ]);
+    if (runs.status === 'fulfilled') {
+      this.runs = runs.value;
+      this.runsError = this.runsRefused ? this.runsError : '';
+    } else {
+      this.runsRefused = refusedForGood(runs.reason);
+      this.runsError = runs.reason.message;
+    }
+    this.renderRuns();
+    if (requests.status === 'fulfilled') {
+      this.requests = requests.value;
       this.render();
       this.showStatus('');
       this.delay = REFRESH_MS;
       this.failures = 0;
-    } catch (error: any) {
-      const status = error instanceof ApiError ? error.status : undefined;
-      if (
-        status !== undefined &&
-        status >= 400 &&
-        status < 500 &&
-        status !== 408 &&
-        status !== 429
-      ) {
+    } else {
+      const error: any = requests.reason;
+      if (refusedForGood(error)) {
         this.stopped = true;
         const message =
-          status === 424
+          error.status === 424
             ? this.trans.__(
                 'Your workspace server has stopped. The panel stopped updating.'
               )
@@ -171,6 +239,14 @@ export class ExportsPanel extends Widget {
     this.schedule();
   }
 
+  private async loadRequests(): Promise<IExportRequest[]> {
+    const requests = await listExports();
+    if (this.focused && !requests.some(r => r.id === this.focused)) {
+      requests.unshift(await getExport(this.focused));
+    }
+    return requests;
+  }
+
   private showStatus(message: string, retry = false): void {
     this.status.textContent = message;
     this.status.classList.toggle('enclave-exports-error', !!message);
@@ -200,6 +276,59 @@ export class ExportsPanel extends Widget {
       focused.classList.add('enclave-export-focused');
       focused.scrollIntoView({ block: 'nearest' });
     }
+  }
+
+  private renderRuns(): void {
+    this.runList.textContent = '';
+    this.runsStatus.textContent = this.runsError
+      ? this.trans.__('Sealed runs cannot be shown: %1', this.runsError)
+      : '';
+    this.sealedRuns.hidden = !this.runs.length && !this.runsError;
+    for (const run of this.runs) {
+      this.runList.appendChild(this.renderRun(run));
+    }
+    if (this.showRuns && this.runs.length) {
+      this.showRuns = false;
+      this.sealedRuns.scrollIntoView({ block: 'start' });
+    }
+  }
+
+  private renderRun(run: ISealedRun): HTMLElement {
+    const state = run.state.replace(/[^a-z_]/g, '');
+    const item = element(
+      'li',
+      `enclave-sealed-run enclave-sealed-run-${state}`
+    );
+    item.dataset.runId = run.id;
+    const title = element('div', 'enclave-export-title');
+    title.append(
+      element('span', 'enclave-sealed-run-notebook', run.notebook),
+      label('run', run.state, sealedRunStateLabel(this.trans, run))
+    );
+    item.appendChild(title);
+    item.appendChild(
+      element(
+        'p',
+        'enclave-sealed-run-meta',
+        this.trans.__(
+          'Release %1, submitted %2',
+          run.release,
+          run.submitted_at ? Time.format(run.submitted_at) : '?'
+        )
+      )
+    );
+    if (run.withdrawable) {
+      const actions = element('div', 'enclave-export-actions');
+      actions.appendChild(
+        this.button(
+          this.trans.__('Withdraw'),
+          'enclave-sealed-run-withdraw',
+          () => withdrawRun(this.trans, run, () => void this.refresh())
+        )
+      );
+      item.appendChild(actions);
+    }
+    return item;
   }
 
   private renderRequest(request: IExportRequest): HTMLElement {
