@@ -7,6 +7,14 @@ the chart and a table of counts instead. carol and dave (reviewers) find the req
 home, and both ask for the counts to be rounded: the request returns to alice with their reasons.
 alice sends a new version of the counts and resubmits; both approve, which releases the request;
 alice downloads the new version from her Exports panel. No page logs a console error.
+
+Then the sealed-run path: alice builds a regression on the synthetic release and runs it on the real
+rows ("Run on real data…"), with a second notebook that fails on the real rows only; heidi (the data
+holder) shortens the workspace's time limit and approves both; alice's panel shows the two runs in
+the same words; carol and dave, whom heidi appointed, release the coefficients and, of the failed
+run, its exception's type alone; alice downloads both, the coefficients are those of the sealed view
+(not the synthetic ones), and ``enclave audit trace`` walks from the file to the run, its notebook and
+the source.
 """
 
 from __future__ import annotations
@@ -14,6 +22,10 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
+
+import numpy as np
+import pandas as pd
 
 import pytest
 from enclave_testing import (
@@ -28,7 +40,9 @@ from enclave_testing import (
 from playwright.async_api import async_playwright, expect
 
 from enclave import demo
+from enclave.audit.client import Recorder, audit_service
 from enclave.settings import Settings
+from synthetic import sealed
 
 # On bubblewrap; the container deployment's walk (tests/test_compose.py) runs the same path on Docker.
 pytestmark = pytest.mark.browser
@@ -76,8 +90,11 @@ def notebook(cells: list[str]) -> str:
 def walk(hub_factory, sandbox_backend):
     """The demo, as ``make demo`` seeds it (two approvals per file), on a hub of its own for the
     module's sandbox backend."""
-    hub = hub_factory(f"walk-{sandbox_backend}", ENCLAVE_SANDBOX__IDLE_TIMEOUT="0", **backend_settings(sandbox_backend))
-    passwords = {name: password for name, _, password in demo.seed(Settings(home=hub.home))}
+    hub = hub_factory(f"walk-{sandbox_backend}", ENCLAVE_SANDBOX__IDLE_TIMEOUT="0", ENCLAVE_SEALED_RUNS__SLOTS="2",
+                      **backend_settings(sandbox_backend))
+    with audit_service(Settings(home=hub.home)) as log:  # recorded as `enclave demo` records its seeding
+        passwords = {name: password for name, _, password in demo.seed(Settings(home=hub.home),
+                                                                       Recorder(log, "cli", "root"))}
     hub.start()
     return hub, passwords
 
@@ -114,7 +131,9 @@ async def test_alice_carol_dave_alice(chromium, walk):
     await lab.get_by_text("Run All Cells", exact=True).click()
     outputs = lab.locator(".jp-Notebook .jp-OutputArea-output")
     await expect(outputs.filter(has_text="regions:")).to_be_visible()
-    text = "\n".join(await outputs.all_inner_texts())
+    # Their text, rendered or not: JupyterLab leaves cells scrolled out of view unrendered
+    # (content-visibility), and chromium gives such an element no inner text.
+    text = "\n".join(await outputs.all_text_contents())
     assert "rows, columns: (" in text and ", 10)" in text.split("rows, columns: (", 1)[1].splitlines()[0], text
     assert "R2:" in text, text
     assert "glyph warnings: []" in text, text
@@ -196,4 +215,154 @@ async def test_alice_carol_dave_alice(chromium, walk):
     kernel.close()
     alice.stop("demo")
 
+    assert chromium.errors == [], "\n".join(chromium.errors)
+
+
+# -- sealed runs: the same regression on the synthetic release and on the real rows ------------------
+
+FOLDER = "真实运行"
+REGRESSION = [
+    "import json, os\nimport numpy as np, pandas as pd\n"
+    "df = pd.read_parquet('/data/residents@2/residents.parquet').dropna(subset=['income'])\n"
+    "X = pd.get_dummies(df[['education', 'resident_id_sex']], drop_first=True, dtype=float)\n"
+    "X.insert(0, '常数', 1.0)\n"
+    "coef, *_ = np.linalg.lstsq(X.to_numpy(), df['income'].to_numpy(float), rcond=None)\n"
+    "coefficients = {name: float(c) for name, c in zip(X.columns, coef)}",
+    "os.makedirs('结果', exist_ok=True)\n"
+    "json.dump(coefficients, open('结果/系数.json', 'w', encoding='utf-8'), ensure_ascii=False, indent=1)",
+]
+# Pseudonyms of the synthetic release are generated ("sdv-id-…"); the sealed view's are the real rows'.
+FAILS_ON_REAL_ROWS = REGRESSION[:1] + [
+    "if not df['resident_id'].iloc[0].startswith('sdv-id-'):\n    raise LookupError('只在真实数据上失败')"]
+
+
+def coefficients_of(df: pd.DataFrame) -> dict[str, float]:
+    df = df.dropna(subset=["income"])
+    X = pd.get_dummies(df[["education", "resident_id_sex"]], drop_first=True, dtype=float)
+    X.insert(0, "常数", 1.0)
+    coef, *_ = np.linalg.lstsq(X.to_numpy(), df["income"].to_numpy(float), rcond=None)
+    return {name: float(c) for name, c in zip(X.columns, coef)}
+
+
+async def run_on_real_data(lab, notebook: str, output: str) -> None:
+    """Right-click ``notebook`` in the file browser, "Run on real data…", keep ``output``, submit (the
+    Exports panel then shows the run, in the file browser's place)."""
+    item = lab.locator(".jp-DirListing-item", has_text=notebook).first
+    if not await item.is_visible():
+        await lab.locator('.jp-SideBar [data-id="filebrowser"]').click()
+    await item.click(button="right")
+    await lab.locator(".lm-Menu-itemLabel", has_text="Run on real data…").click()
+    dialog = lab.locator(".jp-Dialog", has_text="Run on real data")
+    await dialog.locator("select.enclave-sealed-run-release").select_option("residents@2")
+    await dialog.locator("textarea.enclave-sealed-run-outputs").fill(output)
+    await dialog.locator(".jp-Dialog-button", has_text="Submit the run").click()
+    await expect(lab.locator(".enclave-sealed-run", has_text=notebook)).to_be_visible()
+
+
+async def review(chromium, hub, reviewer: str, password: str, title: str, decisions: dict[str, str]) -> str:
+    """``reviewer`` finds the request titled ``title`` awaiting their vote and votes on every file:
+    approve those named in ``decisions``, reject the rest. Returns the request's id."""
+    ctx, page = await chromium.person(hub, reviewer, password)
+    await page.goto(f"{hub.service_url('exports')}/")
+    link = page.locator("#awaiting a", has_text=title)
+    await expect(link).to_be_visible()
+    request_id = re.search(r"requests/([0-9a-f]{32})", await link.get_attribute("href")).group(1)
+    await link.click()
+    names = await page.locator("section.file h3").all_inner_texts()
+    files = [n.split()[0] for n in names]
+    assert set(decisions) <= set(files), files
+    await vote(page, hub, request_id, {f: ("approve", decisions[f]) if f in decisions
+                                       else ("reject", "不发布：含有对原始数据运行的细节。") for f in files})
+    await ctx.close()
+    return request_id
+
+
+async def test_alice_runs_her_regression_on_the_real_rows(chromium, walk, tmp_path):
+    hub, passwords = walk
+    settings = Settings(home=hub.home)
+
+    # -- alice writes her notebooks and builds the regression on the synthetic release --
+    alice_ctx, lab = await chromium.person(hub, "alice", passwords["alice"])
+    await lab.click("#start-demo")
+    await lab.wait_for_url("**/user/alice/demo/lab**")
+    # Lab comes back as she left it: her Exports panel may be where the file browser was.
+    await lab.wait_for_selector(".jp-SideBar [data-id='filebrowser']")
+    if not await lab.locator(".jp-DirListing-content").is_visible():
+        await lab.locator(".jp-SideBar [data-id='filebrowser']").click()
+    await lab.wait_for_selector(".jp-DirListing-content")
+    alice = hub.login("alice", passwords["alice"])
+    assert alice.start("demo").status_code == 200
+    assert alice.server_api("demo", "PUT", f"/contents/{FOLDER}", json={"type": "directory"}).status_code in (200, 201)
+    for name, cells in (("回归.ipynb", REGRESSION), ("只在真实数据上失败.ipynb", FAILS_ON_REAL_ROWS)):
+        r = alice.server_api("demo", "PUT", f"/contents/{FOLDER}/{name}",
+                             json={"type": "notebook", "format": "json", "content": json.loads(notebook(cells))})
+        assert r.status_code in (200, 201), r.text
+    kernel = alice.kernel("demo")
+    out, err = kernel.run("\n".join(REGRESSION[:1]) + "\nprint(json.dumps(coefficients, ensure_ascii=False))")
+    assert err is None, err
+    on_synthetic = json.loads(out.strip().splitlines()[-1])
+    kernel.close()
+
+    # -- she runs both on the real data: they wait for the data holder --
+    await lab.locator(".jp-DirListing-item", has_text=FOLDER).dblclick()
+    await lab.wait_for_selector(".jp-DirListing-item >> text=回归.ipynb")
+    await run_on_real_data(lab, "回归.ipynb", f"{FOLDER}/结果/系数.json")
+    await run_on_real_data(lab, "只在真实数据上失败.ipynb", f"{FOLDER}/结果/系数.json")
+    runs = lab.locator(".enclave-sealed-run")
+    await expect(runs.filter(has_text="回归.ipynb")).to_contain_text("awaiting the data holder's approval")
+
+    # -- heidi shortens the time limit (a run holds its slot for all of it) and approves both --
+    ctx, page = await chromium.person(hub, "heidi", passwords["heidi"])
+    await page.goto(f"{hub.service_url('exports')}/sealed-runs")
+    await page.locator("#seconds-demo").fill("30")
+    await page.locator("#policy-demo button[type=submit]").click()
+    await expect(page.locator("#flash")).to_be_visible()
+    for _ in range(2):
+        await page.locator("#awaiting form.approve button").first.click()
+        await expect(page.locator("#flash")).to_be_visible()
+    await expect(page.locator("#awaiting form.approve")).to_have_count(0)
+    await ctx.close()
+
+    # -- alice's panel: the run that succeeded and the one that failed end in the same words --
+    for name in ("回归.ipynb", "只在真实数据上失败.ipynb"):
+        await expect(runs.filter(has_text=name)).to_have_class(re.compile("enclave-sealed-run-ended"), timeout=TIMEOUT)
+    states = [await runs.filter(has_text=n).locator(".enclave-label-run").inner_text()
+              for n in ("回归.ipynb", "只在真实数据上失败.ipynb")]
+    assert states[0] == states[1] == "ended: results go to review", states
+    panel_text = await lab.locator(".enclave-sealed-runs").inner_text()
+    assert "LookupError" not in panel_text and "Traceback" not in panel_text, panel_text
+
+    # -- carol and dave, appointed by heidi, release the coefficients, and of the failure its type alone --
+    for reviewer in ("carol", "dave"):
+        ok = await review(chromium, hub, reviewer, passwords[reviewer], "回归.ipynb",
+                          {"系数.json": "回归系数，汇总结果，可以发布。"})
+        failed = await review(chromium, hub, reviewer, passwords[reviewer], "只在真实数据上失败.ipynb",
+                              {"error-type.txt": "只告诉申请人异常类型。"})
+
+    # -- alice downloads them from her panel --
+    entry = lab.locator(f".enclave-export[data-request-id='{ok}']")
+    if not await lab.locator(".enclave-sealed-runs").is_visible():  # the panel is open since her runs
+        await lab.locator('.jp-SideBar [data-id="enclave-exports"]').click()
+    data = await download_from_exports_panel(alice_ctx, entry, "系数.json", TIMEOUT)
+    on_real = json.loads(data.decode("utf-8"))
+    view = pd.read_parquet(sealed.sealed_dir(settings.holder_dir, "residents@2") / "data" / "residents.parquet")
+    assert on_real == pytest.approx(coefficients_of(view))
+    assert on_real != pytest.approx(on_synthetic)
+    error_type = await download_from_exports_panel(
+        alice_ctx, lab.locator(f".enclave-export[data-request-id='{failed}']"), "error-type.txt", TIMEOUT)
+    assert error_type.decode().strip() == "LookupError"
+    await alice_ctx.close()
+    alice.stop("demo")
+
+    # -- from the downloaded file back to the run, its notebook and the source --
+    downloaded = tmp_path / "系数.json"
+    downloaded.write_bytes(data)
+    r = hub.enclave("audit", "trace", str(downloaded), "--format", "json")
+    assert r.returncode == 0, r.stderr
+    traced = json.loads(r.stdout)
+    assert traced["released"] and traced["problems"] == [], traced["problems"]
+    run = traced["sealed_run"]
+    assert run["requester"] == "alice" and run["release"] == "residents@2"
+    assert [s["step"] for s in run["steps"]] == ["approve", "start", "run", "end"]
+    assert run["source"]["name"] == "residents" and run["source"]["sealed_view"] and run["source"]["registered"]
     assert chromium.errors == [], "\n".join(chromium.errors)

@@ -242,6 +242,7 @@ def test_runs_end_as_requests_the_appointed_reviewers_alone_see_and_the_operator
     provenance = _file(good, "系数.json", "provenance")
     assert provenance["sealed_run"] == ok["id"] and provenance["data_kind"] == "sealed_view"
     assert provenance["notebook_sha256"] == rows[ok["id"]].notebook_sha256
+    assert provenance["source"] == "incomes" and set(provenance["source_files"]) == {TABLE}
     assert code_of(exports.vote, rita, good["id"], _file(good, "系数.json"), "request_changes", "改") == \
         "export.sealed_run_no_changes"
 

@@ -438,7 +438,8 @@ class SealedRuns:
             row = self._get(s, run_id)
         policy = self.policy(row.workspace)
         provenance = {"sealed_run": run_id, **(summary["provenance"] or {}), "limits": row.limits,
-                      "duration_seconds": summary["duration_seconds"], "state": outcome.state}
+                      "duration_seconds": summary["duration_seconds"], "state": outcome.state,
+                      **_source_versions(self.settings, row.release)}
         names = result_names(row.notebook_path, list(row.outputs))
         uploads = []
         if outcome.executed_notebook:
@@ -496,6 +497,19 @@ def result_names(notebook_path: str, outputs: list[str]) -> dict[str, str]:
                 " notebook, or a failed run's %(reserved)s)"), path=path, file=name, reserved=", ".join(RESERVED_NAMES))
         names[str(path)] = name
     return names
+
+
+def _source_versions(settings, release: str) -> dict:
+    """The source behind the release and the versions (SHA-256) of its raw files the sealed view was
+    made from: provenance for reviewers (the files' paths stay on the holder's side)."""
+    from synthetic import sealed
+
+    try:
+        manifest = sealed.read_manifest(settings.holder_dir, release)
+    except sealed.SealedViewError:
+        return {}
+    return {"source": manifest["source"],
+            "source_files": {table: f["sha256"] for table, f in manifest["source_files"].items()}}
 
 
 def _context(row: SealedRun, outcome: Outcome, summary: dict) -> str:
