@@ -290,3 +290,28 @@ def test_the_sealed_runs_page_is_generated_from_the_steps():
     from enclave.sealed import docs
 
     assert docs.DOC_PATH.read_text(encoding="utf-8") == docs.render(), "run: python -m enclave.sealed.docs"
+
+
+def test_a_restarted_service_queues_pre_runs_again_ends_interrupted_runs_and_removes_their_files(runs, settings):
+    """What a service killed mid-run leaves: a run in its pre-run (synthetic data only) is queued
+    again; one running on the real data ends, its request telling reviewers it was interrupted; the
+    run's folder on disk is removed."""
+    pre, real = (submit(runs, settings) for _ in range(2))
+    for run_id in (pre["id"], real["id"]):
+        assert runs.start_next() == run_id
+    with runs.exports._writing() as s:  # the second one had got as far as its run on the real data
+        runs._step(s, runs._get(s, real["id"], for_update=True), "running", "runner", "system")
+    left = settings.run_dir / "sealed" / f"{real['id']}-run"
+    (left / "home").mkdir(parents=True)
+    (left / "home" / "partial.csv").write_text("半截输出\n", encoding="utf-8")
+
+    assert runs.recover() == 2
+    assert not left.exists()
+    with runs.exports.db.snapshot() as s:
+        assert s.get(SealedRun, pre["id"]).state == "queued"
+        ended = s.get(SealedRun, real["id"])
+        assert ended.state == "ended" and ended.outcome["error"]["type"] == "Interrupted"
+        request_id = ended.export_request_id
+    view = runs.exports.get(person("rita", SCOPE_REVIEW), request_id)
+    assert {f["name"] for f in view["files"]} == {"error-type.txt", "error.txt"}
+    assert runs.withdraw(operator(), pre["id"])["state"] == "withdrawn"
