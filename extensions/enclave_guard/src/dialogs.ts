@@ -258,7 +258,8 @@ export async function confirmDespiteChecks(
   return result.button.accept;
 }
 
-async function tell(
+/** A message with an OK button. */
+export async function tell(
   trans: TranslationBundle,
   title: string,
   body: string

@@ -20,7 +20,7 @@ import {
   submitSealedRun,
   withdrawSealedRun
 } from './api';
-import { element } from './dialogs';
+import { element, tell } from './dialogs';
 
 /** A sealed run's state in the display language (the refusal's reason comes with "refused"). */
 export function sealedRunStateLabel(
@@ -48,18 +48,6 @@ export function sealedRunStateLabel(
     default:
       return run.state;
   }
-}
-
-async function tell(
-  trans: TranslationBundle,
-  title: string,
-  body: string
-): Promise<void> {
-  await showDialog({
-    title,
-    body,
-    buttons: [Dialog.okButton({ label: trans.__('OK') })]
-  });
 }
 
 /** What the operator chose in the dialog, kept when a refusal sends them back to it. */
