@@ -12,8 +12,8 @@ Then the sealed-run path: alice builds a regression on the synthetic release and
 rows ("Run on real data…"), with a second notebook that fails on the real rows only; heidi (the data
 holder) shortens the workspace's time limit and approves both; alice's panel shows the two runs in
 the same words; carol and dave, whom heidi appointed, release the coefficients and, of the failed
-run, its exception's type alone; alice downloads both, the coefficients are those of the sealed view
-(not the synthetic ones), and ``enclave audit trace`` walks from the file to the run, its notebook and
+run, its exception's type alone; alice downloads both, the coefficients are those computed directly on
+the raw file (not the synthetic ones), and ``enclave audit trace`` walks from the file to the run, its notebook and
 the source.
 """
 
@@ -42,7 +42,6 @@ from playwright.async_api import async_playwright, expect
 from enclave import demo
 from enclave.audit.client import Recorder, audit_service
 from enclave.settings import Settings
-from synthetic import sealed
 
 # On bubblewrap; the container deployment's walk (tests/test_compose.py) runs the same path on Docker.
 pytestmark = pytest.mark.browser
@@ -345,8 +344,14 @@ async def test_alice_runs_her_regression_on_the_real_rows(chromium, walk, tmp_pa
         await lab.locator('.jp-SideBar [data-id="enclave-exports"]').click()
     data = await download_from_exports_panel(alice_ctx, entry, "系数.json", TIMEOUT)
     on_real = json.loads(data.decode("utf-8"))
-    view = pd.read_parquet(sealed.sealed_dir(settings.holder_dir, "residents@2") / "data" / "residents.parquet")
-    assert on_real == pytest.approx(coefficients_of(view))
+    # Directly on the raw file on the holder's side, treated as the release's contract says: sex from
+    # the ID number (its 17th digit), income top/bottom coded at the 1st and 99th percentiles.
+    raw = pd.read_csv(settings.holder_dir / "demo" / "residents" / "residents.generated.csv", dtype=str)
+    income = raw["income"].astype(float)
+    on_raw = coefficients_of(pd.DataFrame({
+        "education": raw["education"], "income": income.clip(income.quantile(0.01), income.quantile(0.99)),
+        "resident_id_sex": np.where(raw["resident_id"].str[16].astype(int) % 2 == 1, "M", "F")}))
+    assert on_real == pytest.approx(on_raw)
     assert on_real != pytest.approx(on_synthetic)
     error_type = await download_from_exports_panel(
         alice_ctx, lab.locator(f".enclave-export[data-request-id='{failed}']"), "error-type.txt", TIMEOUT)
