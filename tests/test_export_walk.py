@@ -42,6 +42,7 @@ from playwright.async_api import async_playwright, expect
 from enclave import demo
 from enclave.audit.client import Recorder, audit_service
 from enclave.settings import Settings
+from synthetic import sealed
 
 # On bubblewrap; the container deployment's walk (tests/test_compose.py) runs the same path on Docker.
 pytestmark = pytest.mark.browser
@@ -322,6 +323,9 @@ async def test_alice_runs_her_regression_on_the_real_rows(chromium, walk, tmp_pa
     await expect(page.locator("#awaiting form.approve")).to_have_count(0)
     await ctx.close()
 
+    sealed_view = sealed.sealed_dir(settings.holder_dir, "residents@2") / "data" / "residents.parquet"
+    assert sealed_view.is_file()  # on the holder's side
+
     # -- alice's panel: the run that succeeded and the one that failed end in the same words --
     for name in ("回归.ipynb", "只在真实数据上失败.ipynb"):
         await expect(runs.filter(has_text=name)).to_have_class(re.compile("enclave-sealed-run-ended"), timeout=TIMEOUT)
@@ -330,6 +334,32 @@ async def test_alice_runs_her_regression_on_the_real_rows(chromium, walk, tmp_pa
     assert states[0] == states[1] == "ended: results go to review", states
     panel_text = await lab.locator(".enclave-sealed-runs").inner_text()
     assert "LookupError" not in panel_text and "Traceback" not in panel_text, panel_text
+
+    # -- from alice's sandbox, before review: nothing of the runs but their states; no sealed view, no
+    # raw source, no run's files, no way to the review service but her server's --
+    r = alice.server_request("demo", "GET", "enclave/api/sealed-runs")
+    assert r.status_code == 200, r.text
+    assert all(set(run) == {"id", "release", "notebook", "submitted_at", "state", "withdrawable"}
+               for run in r.json()["runs"]), r.json()
+    r = alice.server_request("demo", "GET", "enclave/api/exports")
+    assert r.status_code == 200 and "Sealed run of" not in r.text, r.text
+    probe = [str(sealed_view), str(settings.holder_dir / "demo" / "residents" / "residents.generated.csv"),
+             str(settings.holder_dir), str(settings.run_dir / "sealed"), str(settings.home / "exports"),
+             "/run/enclave/exports/intake.sock"]
+    kernel = alice.kernel("demo")
+    out, err = kernel.run(
+        "import json, os, socket\nfound = {'data': sorted(os.listdir('/data'))}\n"
+        f"for p in {probe!r}:\n"
+        "    try:\n        open(p, 'rb').read(1); found[p] = 'read'\n"
+        "    except Exception as e:\n        found[p] = type(e).__name__\n"
+        "try:\n    socket.create_connection(('127.0.0.1', %d), timeout=3); found['hub'] = 'connected'\n"
+        "except Exception as e:\n    found['hub'] = type(e).__name__\n"
+        "print(json.dumps(found))" % hub.port)
+    kernel.close()
+    assert err is None, err
+    found = json.loads(out.strip().splitlines()[-1])
+    assert found.pop("data") == ["residents@1", "residents@2"], found
+    assert all(v in ("FileNotFoundError", "PermissionError", "OSError", "ConnectionRefusedError") for v in found.values()), found
 
     # -- carol and dave, appointed by heidi, release the coefficients, and of the failure its type alone --
     for reviewer in ("carol", "dave"):

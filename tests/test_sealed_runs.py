@@ -315,3 +315,20 @@ def test_a_restarted_service_queues_pre_runs_again_ends_interrupted_runs_and_rem
     view = runs.exports.get(person("rita", SCOPE_REVIEW), request_id)
     assert {f["name"] for f in view["files"]} == {"error-type.txt", "error.txt"}
     assert runs.withdraw(operator(), pre["id"])["state"] == "withdrawn"
+
+
+def test_without_the_sealed_view_of_its_release_a_run_is_refused(runs, settings):
+    """The holder removed the sealed view (or never registered the source it is made from): a new run
+    is refused, and one queued before is refused when its turn comes, before anything runs."""
+    queued = submit(runs, settings)
+    assert queued["state"] == "queued"
+    sealed.remove(settings.holder_dir, RELEASE[0])
+    assert code_of(submit, runs, settings) == "sealed.not_built"
+
+    async def turn():
+        assert runs.start_next() == queued["id"]
+        return await runs.execute(queued["id"], 0)
+
+    assert asyncio.run(turn()) is None
+    shown = {r["id"]: r for r in runs.runs_of(operator())}[queued["id"]]
+    assert shown["state"] == "refused" and shown["refusal"]["code"] == "sealed.not_built"
