@@ -252,6 +252,10 @@ def test_runs_end_as_requests_the_appointed_reviewers_alone_see_and_the_operator
             exports.vote(reviewer, good["id"], f["id"], "approve" if f["name"] == "系数.json" else "reject", "审核")
     released = exports.get(alice, good["id"])
     assert released["state"] == export_workflow.RELEASED
+    # Of the rest (the executed notebook, rejected), alice learns nothing: no name, size or check, and
+    # not the run's outcome or duration from the context reviewers read.
+    assert [f["name"] for f in released["files"]] == ["系数.json"] and released["context"] == ""
+    assert all(h["detail"] == {} for h in released["history"]), released["history"]
     link = exports.create_link(alice, good["id"], _file(released, "系数.json"))
     coefficients = json.loads(exports.download(alice, link["token"])[1])
     raw = raw_table().dropna()

@@ -577,8 +577,13 @@ class ExportService:
         # The requester sees file decisions once the reviewers are done with the request (returned included).
         decided = req.state not in (workflow.SUBMITTED, workflow.IN_REVIEW)
         voting = role == workflow.REVIEWER and req.state in (workflow.SUBMITTED, workflow.IN_REVIEW)
+        # A sealed run's results were computed on the raw data, and the operator's code decided their
+        # names, sizes and content: its requester sees the files reviewers released and nothing of the
+        # others (not a name, a size or a check), nor the run's outcome the request's context states.
+        sealed_requester = role == workflow.REQUESTER and req.origin == workflow.SEALED_RUN
+        files = [f for f in req.current_files() if f.release is not None] if sealed_requester else req.current_files()
         out_files = []
-        for f in req.current_files():
+        for f in files:
             votes = [v.decision for v in f.votes]
             complete = len(f.votes) >= req.approvals_required
             mine = next((v for v in f.votes if v.reviewer == actor.name), None)
@@ -612,7 +617,7 @@ class ExportService:
         ]
         history = [
             {"actor": self._shown_actor(role, e), "action": e.action, "from": e.from_state, "to": e.to_state,
-             "detail": e.detail, "at": _iso(e.at)}
+             "detail": {} if sealed_requester else e.detail, "at": _iso(e.at)}
             for e in req.events
             if self._shows_event(role, actor, req, e)
         ]
@@ -627,7 +632,8 @@ class ExportService:
         returns = [e for e in req.events if e.to_state == workflow.RETURNED and e.from_state != e.to_state]
         return {
             "id": req.id, "workspace": req.workspace, "requester": req.requester, "title": req.title,
-            "context": req.context, "state": req.state, "approvals_required": req.approvals_required,
+            "context": "" if sealed_requester else req.context, "state": req.state,
+            "approvals_required": req.approvals_required, "origin": req.origin,
             "policy_version": req.policy_version, "datasets": req.datasets,
             "submitted_at": _iso(req.submitted_at), "updated_at": _iso(req.updated_at),
             "role": role, "files": out_files, "comments": comments, "history": history, "allowed": allowed,
