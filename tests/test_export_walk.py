@@ -317,6 +317,8 @@ async def test_alice_runs_her_regression_on_the_real_rows(chromium, walk, tmp_pa
     await page.locator("#seconds-demo").fill("30")
     await page.locator("#policy-demo button[type=submit]").click()
     await expect(page.locator("#flash")).to_be_visible()
+    # She reads each notebook's code before it runs on her data.
+    await expect(page.locator("#awaiting details.code pre", has_text="np.linalg.lstsq").first).to_be_attached()
     for _ in range(2):
         await page.locator("#awaiting form.approve button").first.click()
         await expect(page.locator("#flash")).to_be_visible()

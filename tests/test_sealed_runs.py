@@ -165,6 +165,9 @@ def test_a_run_waits_for_the_holders_approval_and_refusals_say_why(runs, setting
     first = submit(runs, settings)
     assert first["state"] == "awaiting_approval" and set(first) == {"id", "release", "notebook", "submitted_at", "state"}
     assert code_of(runs.decide, operator(), first["id"], True) == "sealed_run.not_the_holder"
+    [awaiting] = runs.awaiting_holder(person(HOLDER))  # what the holder decides from, the code included
+    assert awaiting["id"] == first["id"] and awaiting["code"] == REGRESSION
+    assert runs.awaiting_holder(person("rita", SCOPE_REVIEW)) == []
     refused = runs.decide(person(HOLDER), first["id"], False, "目的不符")
     assert refused["state"] == "refused" and refused["refusal"]["text"] == "目的不符"
     second = submit(runs, settings)

@@ -192,6 +192,9 @@ class SealedRuns:
         run_id = uuid.uuid4().hex
         state = workflow.AWAITING_APPROVAL if policy["approval_required"] else workflow.QUEUED
         with self.exports._writing() as s:
+            # The workspace's submissions one at a time (on PostgreSQL; SQLite's write lock does it):
+            # two at once must not both count the runs before either is added.
+            s.get(SealedRunPolicy, ws.name, with_for_update=True)
             since = now() - timedelta(hours=24)
             today = s.scalar(select(func.count()).select_from(SealedRun).where(
                 SealedRun.workspace == ws.name, SealedRun.requester == actor.name, SealedRun.submitted_at > since))
@@ -279,8 +282,20 @@ class SealedRuns:
                              .order_by(SealedRun.submitted_at)).all()
             return [{"id": r.id, "workspace": r.workspace, "requester": r.requester, "release": r.release,
                      "notebook": r.notebook_path, "notebook_sha256": r.notebook_sha256, "inputs": r.inputs,
-                     "outputs": r.outputs, "submitted_at": r.submitted_at.isoformat()}
+                     "outputs": r.outputs, "submitted_at": r.submitted_at.isoformat(),
+                     "code": self._code_cells(r.notebook_sha256)}
                     for r in rows if self.exports.workspace(r.workspace).holder == actor.name]
+
+    def _code_cells(self, notebook_sha256: str) -> list[str]:
+        """The frozen notebook's code cells, for the holder to read before approving (the code will
+        run on their raw data); empty when the notebook cannot be read as one."""
+        try:
+            notebook = json.loads(self.exports.store.get(notebook_sha256))
+            cells = notebook.get("cells", [])
+            return [c["source"] if isinstance(c["source"], str) else "".join(c["source"])
+                    for c in cells if isinstance(c, dict) and c.get("cell_type") == "code" and "source" in c]
+        except (OSError, ValueError, TypeError, AttributeError, KeyError):
+            return []
 
     def releases_of(self, actor: Actor) -> list[str]:
         """The releases of the actor's sandbox's workspace a sealed run may use: those with a sealed
