@@ -205,12 +205,14 @@ def main() -> int:
         work.mkdir()
 
         # Calibrate: the notebook's resamples for about --seconds outside (kernel start included).
-        probe = 2000
+        # A probe long enough for its time to stand out of a kernel start's noise (2,000 resamples
+        # did not: the notebook came out at 2 s, not the 10 s wanted).
+        probe = 20_000
         base = outside(settings, notebook(0), data, work)
-        per = (outside(settings, notebook(probe), data, work) - base) / probe
+        per = max((outside(settings, notebook(probe), data, work) - base) / probe, 1e-6)
         resamples = max(probe, int((args.seconds - base) / per))
         # Once more at about the length wanted: a longer measure is a steadier one.
-        per = (outside(settings, notebook(resamples), data, work) - base) / resamples
+        per = max((outside(settings, notebook(resamples), data, work) - base) / resamples, 1e-6)
         resamples = max(probe, int((args.seconds - base) / per))
         nb = notebook(resamples)
         print(f"notebook: {resamples} bootstrap resamples of a 20,000-row regression")
