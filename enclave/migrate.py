@@ -66,13 +66,27 @@ def sqlite_revisions(path: Path) -> set[str] | None:
         connection.close()
 
 
+# The PostgreSQL advisory lock a migration holds for its transaction (any number: advisory locks are
+# per database, and nothing else of Enclave takes one).
+_MIGRATION_LOCK = 0x656E636C  # "encl"
+
+
 def run_online(engine, metadata) -> None:
-    """The body of a migrations ``env.py``: run the pending migrations on ``engine``."""
+    """The body of a migrations ``env.py``: run the pending migrations on ``engine``.
+
+    Every process that opens a database migrates it, and after an upgrade several do so at once
+    (the hub, the services, a CLI command). One migrates; the others wait for it and then find
+    nothing left to do: Alembic reads the database's revision inside the migration's transaction,
+    after that transaction has taken the database's migration lock (on PostgreSQL an advisory lock;
+    SQLite's write lock, which ``enclave.db``'s engines take as a transaction begins)."""
     from alembic import context
+    from sqlalchemy import text
 
     with engine.connect() as connection:
         # render_as_batch: SQLite can only alter tables by copying them.
         context.configure(connection=connection, target_metadata=metadata, render_as_batch=True)
         with context.begin_transaction():
+            if connection.dialect.name == "postgresql":
+                connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
             context.run_migrations()
     engine.dispose()

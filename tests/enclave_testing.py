@@ -28,6 +28,7 @@ import uuid
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from unittest import mock
 from urllib.parse import urlparse
 
 import requests
@@ -317,15 +318,22 @@ class Hub:
             self.launcher.send_signal(signal.SIGTERM)
             self.launcher.wait(60)
 
+    def settings(self):
+        """This hub's settings as its own processes read them: its home's file and its environment
+        (a test may put its databases elsewhere, ENCLAVE_AUDIT__DB_URL for one)."""
+        from enclave.settings import load_settings
+
+        with mock.patch.dict(os.environ, self.env, clear=True):
+            return load_settings()
+
     def consent(self, workspace: str, release: str, holder: str = "holder") -> None:
         """The data holder's consent to a release an admin asked for (``enclave workspace attach``),
         given as the provisioning service gives it: through the service layer, recorded in the audit
         log as the holder's. (Consenting through the service's API and pages has tests of its own.)"""
         from enclave import workspaces
         from enclave.audit.client import AuditClient
-        from enclave.settings import Settings
 
-        settings = Settings(home=self.home)
+        settings = self.settings()
         client = AuditClient(settings)
         try:
             workspaces.consent(settings, workspace, release, holder, lambda action, workspace=None, detail=None:
@@ -337,9 +345,8 @@ class Hub:
         """Every record of this hub's audit log matching ``filters`` (user, workspace, action…), read
         from its database as ``enclave audit query`` does."""
         from enclave.audit.reader import AuditReader
-        from enclave.settings import Settings
 
-        reader = AuditReader(Settings(home=self.home))
+        reader = AuditReader(self.settings())
         records, after = [], None
         try:
             while True:

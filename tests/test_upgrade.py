@@ -39,24 +39,27 @@ def test_databases_of_the_previous_release_migrate_at_start(hub_factory, urls):
 
     hub = hub_factory("upgrade", ENCLAVE_DB_URL=urls["enclave"], ENCLAVE_HUB__DB_URL=urls["hub"],
                       ENCLAVE_EXPORTS__DB_URL=urls["exports"], ENCLAVE_AUDIT__DB_URL=urls["audit"])
-    hub.start()
-    for args in (("user", "add", "alice", "--role", "operator", "--password-stdin"),
-                 ("workspace", "create", "alpha"),
-                 ("workspace", "add-member", "alpha", "alice", "--role", "operator")):
-        r = hub.enclave(*args, input=PASSWORD + "\n")
-        assert r.returncode == 0, (args, r.stderr)
-    hub.login("alice", PASSWORD)
-    hub.stop()
+    try:
+        hub.start()
+        for args in (("user", "add", "alice", "--role", "operator", "--password-stdin"),
+                     ("workspace", "create", "alpha"),
+                     ("workspace", "add-member", "alpha", "alice", "--role", "operator")):
+            r = hub.enclave(*args, input=PASSWORD + "\n")
+            assert r.returncode == 0, (args, r.stderr)
+        hub.login("alice", PASSWORD)
+        hub.stop()
 
-    for name, (migrations, revision) in PREVIOUS.items():
-        command.downgrade(migrate.alembic_config(urls[name], migrations), revision)
-        assert revisions(urls[name]) == {revision}
+        for name, (migrations, revision) in PREVIOUS.items():
+            command.downgrade(migrate.alembic_config(urls[name], migrations), revision)
+            assert revisions(urls[name]) == {revision}
 
-    hub.start()  # the hub, the review service and the audit service each open theirs
-    hub.login("alice", PASSWORD)
-    for name, (migrations, _) in PREVIOUS.items():
-        assert revisions(urls[name]) == migrate.head_revisions(migrations), name
-    shown = hub.enclave("workspace", "show", "alpha")
-    assert shown.returncode == 0 and "alice" in shown.stdout
-    # What the newest migration added is in use.
-    assert hub.enclave("user", "set-language", "alice", "zh_CN").returncode == 0
+        hub.start()  # the hub, the review service and the audit service each open theirs
+        hub.login("alice", PASSWORD)
+        for name, (migrations, _) in PREVIOUS.items():
+            assert revisions(urls[name]) == migrate.head_revisions(migrations), name
+        shown = hub.enclave("workspace", "show", "alpha")
+        assert shown.returncode == 0 and "alice" in shown.stdout
+        # What the newest migration added is in use.
+        assert hub.enclave("user", "set-language", "alice", "zh_CN").returncode == 0
+    finally:
+        hub.stop()  # before the session's PostgreSQL cluster stops, or its shutdown waits on a lost database
