@@ -68,11 +68,39 @@ def _quiet(fn, *args, **kwargs):
         return fn(*args, **kwargs)
 
 
+def _sdmetrics_frames(released, synth_ctx, contract: Contract):
+    """The real and released tables as SDMetrics' reports read them (one table alone, or all of
+    them), computed once and shared by the diagnostic and quality gates.
+
+    Their categorical columns are given as pandas categoricals with the same categories on both
+    sides: SDMetrics then counts and compares codes instead of hashing every text value again in
+    each of its metrics, and its scores are unchanged (an absent category counts nothing)."""
+    md = synth_ctx["metadata"]
+    cached = synth_ctx.get("sdmetrics_frames")
+    if cached is not None and cached[0] is released:
+        return cached[1]
+    real, canonical = synth_ctx["real"], _canonical(released, synth_ctx, contract)
+    tables_r, tables_s = {}, {}
+    for tname, df_s in canonical.items():
+        df_r, df_s = real[tname].copy(deep=False), df_s.copy(deep=False)
+        columns = md.to_dict()["tables"][tname]["columns"]
+        for c, spec in columns.items():
+            if spec.get("sdtype") != "categorical" or c not in df_r or df_r[c].dtype != object:
+                continue
+            categories = pd.unique(np.concatenate([pd.unique(df_r[c].dropna()), pd.unique(df_s[c].dropna())]))
+            df_r[c] = pd.Categorical(df_r[c], categories=categories)
+            df_s[c] = pd.Categorical(df_s[c], categories=categories)
+        tables_r[tname], tables_s[tname] = df_r, df_s
+    frames = (tables_r, tables_s) if len(real) > 1 else (next(iter(tables_r.values())), next(iter(tables_s.values())))
+    synth_ctx["sdmetrics_frames"] = (released, frames)
+    return frames
+
+
 def diagnostic(released, synth_ctx, contract: Contract, **_) -> list[GateResult]:
     from sdv.evaluation import run_diagnostic
 
-    real, md, released = synth_ctx["real"], synth_ctx["metadata"], _canonical(released, synth_ctx, contract)
-    data_r, data_s = (real, released) if len(real) > 1 else (next(iter(real.values())), next(iter(released.values())))
+    md = synth_ctx["metadata"]
+    data_r, data_s = _sdmetrics_frames(released, synth_ctx, contract)
     with _seeded(contract.synthesis.seed):
         score = float(_quiet(run_diagnostic, data_r, data_s, md, verbose=False).get_score())
     limit = contract.gates.diagnostic
@@ -82,8 +110,8 @@ def diagnostic(released, synth_ctx, contract: Contract, **_) -> list[GateResult]
 def quality(released, synth_ctx, contract: Contract, **_) -> list[GateResult]:
     from sdv.evaluation import evaluate_quality
 
-    real, md, released = synth_ctx["real"], synth_ctx["metadata"], _canonical(released, synth_ctx, contract)
-    data_r, data_s = (real, released) if len(real) > 1 else (next(iter(real.values())), next(iter(released.values())))
+    md = synth_ctx["metadata"]
+    data_r, data_s = _sdmetrics_frames(released, synth_ctx, contract)
     with _seeded(contract.synthesis.seed):  # SDMetrics samples 50,000 rows of larger tables
         report = _quiet(evaluate_quality, data_r, data_s, md, verbose=False)
     score = float(report.get_score())
@@ -406,11 +434,13 @@ def _attack_frame(df: pd.DataFrame) -> pd.DataFrame:
 
 def _anonymeter_risks(ori: pd.DataFrame, syn: pd.DataFrame, control: pd.DataFrame, n: int, sensitive: list[str],
                       seed: int) -> dict[str, float]:
-    from anonymeter.evaluators import InferenceEvaluator, LinkabilityEvaluator, SinglingOutEvaluator
+    from anonymeter.evaluators import InferenceEvaluator, LinkabilityEvaluator
+
+    from .singling_out import SinglingOut
 
     cols = list(syn.columns)
     risks: dict[str, float] = {}
-    so = SinglingOutEvaluator(ori=ori, syn=syn, control=control, n_attacks=n, seed=seed)
+    so = SinglingOut(ori=ori, syn=syn, control=control, n_attacks=n, seed=seed)
     risks["singling_out"] = _quiet(lambda: so.evaluate(mode="univariate").risk().value)
     if len(cols) >= 2:
         half = len(cols) // 2

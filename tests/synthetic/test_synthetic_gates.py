@@ -223,6 +223,46 @@ def test_copies_compare_values_whatever_their_dtype_and_empty_equals_empty():
     assert result.value == 0.5 and not result.passed and result.threshold == "<= 0.2"
 
 
+# Anonymeter's attacks in a process of their own: a table shaped like the wages survey, and a
+# "release" of fresh rows with 3 % of the training rows copied (as above), so that every risk has
+# something to measure.
+_ATTACKS_IN_A_PROCESS = """
+import json, sys, warnings
+from pathlib import Path
+warnings.simplefilter("ignore")
+sys.path[:0] = [sys.argv[2], sys.argv[3]]
+import pandas as pd
+from synthetic import gates
+from test_synthetic_gates import _halves, _wages_with_an_outlier_in_training
+contract, prepared, train, holdout = _halves(_wages_with_an_outlier_in_training(Path(sys.argv[1])))
+rows = train["wages"]
+fresh = rows.sample(n=582, replace=True, random_state=1).assign(hours=lambda d: d["hours"] + 0.05)
+released = {"wages": pd.concat([fresh, rows.sample(n=18, random_state=2)], ignore_index=True)}
+ctx = {"real": prepared.tables, "train": train, "holdout": holdout}
+print(json.dumps({r.gate: r.value for r in gates.attack_risks(released=released, synth_ctx=ctx, contract=contract)}))
+"""
+
+
+def test_attack_risks_are_the_same_in_every_run(tmp_path):
+    """A gate's value depends on the data and ``synthesis.seed`` alone, or a holder re-runs a
+    release until chance lets it pass. Polars, under Anonymeter's singling-out attack, lists a
+    column's values and rare values in an order that changes from process to process, and the
+    attack's queries were drawn from those lists."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    here = Path(__file__).parent
+    runs = [subprocess.run([sys.executable, "-c", _ATTACKS_IN_A_PROCESS, str(tmp_path / f"raw{i}"), str(here),
+                            str(here.parent.parent)], capture_output=True, text=True, timeout=300,
+                           env={**__import__("os").environ, "PYTHONHASHSEED": str(i)})
+            for i in range(4)]
+    assert all(r.returncode == 0 for r in runs), [r.stderr[-2000:] for r in runs]
+    risks = [json.loads(r.stdout.splitlines()[-1]) for r in runs]
+    assert risks[0]["attack_risk:singling_out"] > 0  # the attack finds something to measure
+    assert risks == [risks[0]] * len(risks)
+
+
 # -- Panels: PAR keeps each person's rows together ------------------------------------------------
 
 PANEL = {
