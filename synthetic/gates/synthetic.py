@@ -72,9 +72,10 @@ def _sdmetrics_frames(released, synth_ctx, contract: Contract):
     """The real and released tables as SDMetrics' reports read them (one table alone, or all of
     them), computed once and shared by the diagnostic and quality gates.
 
-    Their categorical columns are given as pandas categoricals with the same categories on both
-    sides: SDMetrics then counts and compares codes instead of hashing every text value again in
-    each of its metrics, and its scores are unchanged (an absent category counts nothing)."""
+    Their categorical columns are given as pandas categoricals, each side of its own values:
+    SDMetrics then counts and compares codes instead of hashing every text value again in each of
+    its metrics, with the same scores (tests/synthetic/test_gates.py). Categories shared by both
+    sides would not do: a category one side lacks changes SDMetrics' association of a pair."""
     md = synth_ctx["metadata"]
     cached = synth_ctx.get("sdmetrics_frames")
     if cached is not None and cached[0] is released:
@@ -87,9 +88,7 @@ def _sdmetrics_frames(released, synth_ctx, contract: Contract):
         for c, spec in columns.items():
             if spec.get("sdtype") != "categorical" or c not in df_r or df_r[c].dtype != object:
                 continue
-            categories = pd.unique(np.concatenate([pd.unique(df_r[c].dropna()), pd.unique(df_s[c].dropna())]))
-            df_r[c] = pd.Categorical(df_r[c], categories=categories)
-            df_s[c] = pd.Categorical(df_s[c], categories=categories)
+            df_r[c], df_s[c] = df_r[c].astype("category"), df_s[c].astype("category")
         tables_r[tname], tables_s[tname] = df_r, df_s
     frames = (tables_r, tables_s) if len(real) > 1 else (next(iter(tables_r.values())), next(iter(tables_s.values())))
     synth_ctx["sdmetrics_frames"] = (released, frames)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -10,7 +11,7 @@ import pytest
 import yaml
 
 from synthetic import gates, keys, masking, pipeline, synthesis
-from synthetic.contract import load_contract, load_tables
+from synthetic.contract import Contract, load_contract, load_tables
 
 
 def _copy(tmp_path, residents_dir, edit=None, edit_csv=None):
@@ -204,3 +205,48 @@ def test_cli_refusal_names_the_failed_gate(settings, store_listing, tmp_path, re
     reader.close()
     assert refused["source"] == "cli" and refused["detail"]["method"] == "masked"
     assert any(g["gate"] == "no_identifier_patterns" and not g["passed"] for g in refused["detail"]["gates"])
+
+
+def test_quality_and_diagnostic_are_sdvs_own_scores():
+    """The gates hand SDMetrics categorical columns as pandas categoricals (for speed): the scores,
+    property by property, are those of SDV's reports on the tables as they are."""
+    from sdv.evaluation import evaluate_quality, run_diagnostic
+    from sdv.metadata import Metadata
+
+    def table(n, seed):
+        r = np.random.default_rng(seed)
+        level = r.integers(0, 5, n)  # education, which income and the region follow (pair trends)
+        region = np.where(r.random(n) < 0.7, level * 6, r.integers(0, 30, n))
+        return pd.DataFrame({
+            "id": [f"R{seed}{i:06d}" for i in range(n)],
+            "sex": r.choice(["女", "男", None], n, p=[0.5, 0.45, 0.05]),
+            "region": [f"3301{x:02d}" for x in region],
+            "education": np.array(["小学", "初中", "高中", "本科", "研究生"])[level],
+            "income": np.where(r.random(n) < 0.05, np.nan, r.lognormal(9 + 0.4 * level, 0.5, n)),
+            "visit": pd.Timestamp("2023-01-01") + pd.to_timedelta(r.integers(0, 700, n), unit="D"),
+        })
+
+    real, syn = table(3000, 1), table(2500, 2)
+    syn.loc[syn.index[:40], "region"] = "339999"  # a region no real row has
+    syn["income"] = syn["income"].sample(frac=1, random_state=0).to_numpy()  # education no longer tells it
+    contract = Contract.model_validate({"name": "people", "tables": {"people": {"path": "p.csv", "primary_key": "id",
+        "columns": {"id": {"role": "direct_identifier", "type": "string", "treatment": "pseudonymise"},
+                    "sex": {"role": "quasi_identifier", "type": "string"},
+                    "region": {"role": "quasi_identifier", "type": "string"},
+                    "education": {"role": "measure", "type": "string"},
+                    "income": {"role": "measure", "type": "float"},
+                    "visit": {"role": "date", "type": "date"}}}}})
+    md = Metadata.detect_from_dataframes(data={"people": real})
+    ctx = {"real": {"people": real}, "metadata": md}
+    (quality,) = gates.quality(released={"people": syn}, synth_ctx=ctx, contract=contract)
+    (diagnostic,) = gates.diagnostic(released={"people": syn}, synth_ctx=ctx, contract=contract)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected_quality = evaluate_quality(real, syn, md, verbose=False)
+        expected_diagnostic = run_diagnostic(real, syn, md, verbose=False)
+    assert quality.value == round(expected_quality.get_score(), 4)
+    assert diagnostic.value == round(expected_diagnostic.get_score(), 4)
+    props = expected_quality.get_properties()
+    assert quality.detail == ", ".join(f"{p}: {s:.3f}" for p, s in zip(props["Property"], props["Score"]))
+    assert not any(pd.isna(props["Score"]))  # both properties measured
+    assert diagnostic.value < 1  # the new region shows
