@@ -8,6 +8,7 @@ another has just migrated, and each migration runs once.
 
 from __future__ import annotations
 
+import importlib
 import multiprocessing
 from pathlib import Path
 
@@ -23,7 +24,7 @@ DATABASES = {"enclave": (db.MIGRATIONS, "0004"), "exports": (exports_models.MIGR
 
 
 def _open_at_once(url: str, migrations: str, barrier, results) -> None:
-    from alembic import command  # noqa: F401  (imported before the barrier: the processes race on the database)
+    importlib.import_module("alembic.command")  # imported before the barrier: the processes race on the database
 
     barrier.wait()
     try:
