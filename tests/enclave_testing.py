@@ -146,6 +146,18 @@ POSTGRES_BIN = Path("/usr/lib/postgresql/15/bin")
 UNPRIVILEGED = 65534  # nobody
 
 
+def alembic_revisions(url: str) -> set[str]:
+    """The revisions Alembic stamped on the database at ``url``."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return {row[0] for row in conn.execute(text("SELECT version_num FROM alembic_version"))}
+    finally:
+        engine.dispose()
+
+
 class PostgresCluster:
     """A throwaway PostgreSQL 15 cluster from Debian's binaries, run as an unprivileged user (initdb
     and postgres refuse to run as root), listening only on a unix socket in its own temporary

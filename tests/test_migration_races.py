@@ -13,7 +13,7 @@ import multiprocessing
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
+from enclave_testing import alembic_revisions
 
 from enclave import db, migrate
 from enclave.exports import models as exports_models
@@ -32,15 +32,6 @@ def _open_at_once(url: str, migrations: str, barrier, results) -> None:
         results.put("ok")
     except Exception as exc:  # what the process's user would have seen
         results.put(f"{type(exc).__name__}: {exc}"[:500])
-
-
-def _revisions(url: str) -> set[str]:
-    engine = create_engine(url)
-    try:
-        with engine.connect() as conn:
-            return {row[0] for row in conn.execute(text("SELECT version_num FROM alembic_version"))}
-    finally:
-        engine.dispose()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -69,4 +60,4 @@ def test_processes_opening_a_database_a_revision_behind_at_once_all_find_it_migr
         for p in processes:
             p.join(30)
         assert outcomes == ["ok"] * PROCESSES
-        assert _revisions(url) == migrate.head_revisions(migrations)
+        assert alembic_revisions(url) == migrate.head_revisions(migrations)

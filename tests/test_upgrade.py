@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 from conftest import PASSWORD
-from sqlalchemy import create_engine, text
+from enclave_testing import alembic_revisions as revisions
 
 from enclave import db, migrate
 from enclave.exports import models as exports_models
@@ -18,15 +18,6 @@ from enclave.exports import models as exports_models
 # What the release before this one had: Enclave's database before language preferences (0005), the
 # review service's before policies moved to workspaces (0002).
 PREVIOUS = {"enclave": (db.MIGRATIONS, "0004"), "exports": (exports_models.MIGRATIONS, "0001")}
-
-
-def revisions(url: str) -> set[str]:
-    engine = create_engine(url)
-    try:
-        with engine.connect() as conn:
-            return {row[0] for row in conn.execute(text("SELECT version_num FROM alembic_version"))}
-    finally:
-        engine.dispose()
 
 
 @pytest.fixture(scope="module")
