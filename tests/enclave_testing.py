@@ -330,7 +330,7 @@ class Hub:
             self.launcher.send_signal(signal.SIGTERM)
             self.launcher.wait(60)
 
-    def settings(self):
+    def own_settings(self):
         """This hub's settings as its own processes read them: its home's file and its environment
         (a test may put its databases elsewhere, ENCLAVE_AUDIT__DB_URL for one)."""
         from enclave.settings import load_settings
@@ -345,7 +345,7 @@ class Hub:
         from enclave import workspaces
         from enclave.audit.client import AuditClient
 
-        settings = self.settings()
+        settings = self.own_settings()
         client = AuditClient(settings)
         try:
             workspaces.consent(settings, workspace, release, holder, lambda action, workspace=None, detail=None:
@@ -358,7 +358,7 @@ class Hub:
         from its database as ``enclave audit query`` does."""
         from enclave.audit.reader import AuditReader
 
-        reader = AuditReader(self.settings())
+        reader = AuditReader(self.own_settings())
         records, after = [], None
         try:
             while True:
