@@ -8,8 +8,14 @@ that owns nothing but the sandbox's home.
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
+import signal
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from .limits import SandboxCgroup, apply_rlimits
 from .policy import SandboxPolicy
 
 NAMESPACES = (
@@ -72,3 +78,73 @@ def bwrap_argv(policy: SandboxPolicy, bwrap: str, files_dir: Path, info_fd: int)
         "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--", *policy.argv,
     ]
     return args
+
+
+@dataclass
+class Sandboxed:
+    """A running bwrap process and the host pid of the program inside it. The supervisor handles it
+    as it handles a container of the Docker backend (:class:`enclave.sandbox.docker.DockerSandbox`):
+    ``returncode``, ``wait()``, ``signal()``, ``kill()``, ``remove()``."""
+
+    process: asyncio.subprocess.Process
+    child_pid: int
+
+    @property
+    def returncode(self) -> int | None:
+        return self.process.returncode
+
+    async def wait(self) -> int:
+        return await self.process.wait()
+
+    def signal(self, signum: int) -> None:
+        try:
+            os.kill(self.child_pid, signum)
+        except ProcessLookupError:
+            pass
+
+    def kill(self) -> None:
+        self.signal(signal.SIGKILL)
+        self.process.kill()
+
+    def remove(self) -> None:
+        """Nothing is left of an exited bwrap process."""
+
+
+async def start(policy: SandboxPolicy, bwrap: str, files_dir: Path, log_path: Path,
+                cgroup: SandboxCgroup | None = None, tty: int | None = None) -> Sandboxed:
+    """Start ``policy``'s sandbox, as :func:`enclave.sandbox.docker.start` does a container: in
+    ``cgroup`` (else under the policy's rlimits alone), its output appended to ``log_path``, or
+    running on the pty slave ``tty``. Returns once bwrap reports the sandboxed program started;
+    raises RuntimeError with bwrap's exit status if it did not."""
+    read_fd, write_fd = os.pipe()
+    argv = bwrap_argv(policy, bwrap, files_dir, info_fd=write_fd)
+
+    def in_child() -> None:
+        if cgroup is not None:
+            cgroup.add_self()
+        apply_rlimits(policy.limits, with_memory=cgroup is None)
+
+    with open(log_path, "ab") as out:
+        stdin, stdout = (tty, tty) if tty is not None else (asyncio.subprocess.DEVNULL, out)
+        process = await asyncio.create_subprocess_exec(
+            *argv, stdin=stdin, stdout=stdout, stderr=stdout, env=policy.env,
+            pass_fds=(write_fd,), preexec_fn=in_child)
+    os.close(write_fd)
+    info = await asyncio.to_thread(_read_info, read_fd)
+    if "child-pid" not in info:
+        await process.wait()
+        raise RuntimeError(f"sandbox {policy.name} did not start (bwrap exit {process.returncode})")
+    return Sandboxed(process, info["child-pid"])
+
+
+def _read_info(fd: int) -> dict:
+    """bwrap writes one JSON object to --info-fd once the sandboxed program is started."""
+    data = b""
+    with os.fdopen(fd, "rb") as f:
+        while chunk := f.read(4096):
+            data += chunk
+            try:
+                return json.loads(data)
+            except json.JSONDecodeError:
+                continue
+    return {}

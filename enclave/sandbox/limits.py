@@ -65,6 +65,12 @@ class SandboxCgroup:
 
     dirs: list[Path]
 
+    @property
+    def docker_parent(self) -> str:
+        """The cgroup as Docker names a container's parent (v1 and v2 alike: a folder under each
+        hierarchy's root): it holds the Docker backend's containers, as it holds bwrap's processes."""
+        return f"/{PARENT}/{self.dirs[0].name}"
+
     @classmethod
     def create(cls, name: str, limits: Limits) -> "SandboxCgroup | None":
         try:

@@ -40,11 +40,12 @@ import docker as docker_sdk
 from ..audit.client import AsyncAuditClient
 from ..host_state import keep_private
 from . import docker as docker_backend
-from .bubblewrap import bwrap_argv
+from . import bubblewrap
+from .bubblewrap import Sandboxed
 from .docker import DockerSandbox
 from .egress import EgressLedger, ledger_dir
 from .home_image import mount_home, unmount_home
-from .limits import PARENT, SandboxCgroup, apply_rlimits
+from .limits import SandboxCgroup
 from .policy import KERNELS_DIR, SandboxLayout, SandboxPolicy, kernel_policy, terminal_policy
 from .receiver import AuditReceiver
 
@@ -55,36 +56,6 @@ MAX_TERMINALS = 8
 # Signals the server may ask to deliver to one of its kernels.
 KERNEL_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGKILL, signal.SIGHUP, signal.SIGQUIT}
 STOP_GRACE_SECONDS = 5
-
-
-@dataclass
-class Sandboxed:
-    """A running bwrap process and the host pid of the program inside it. The supervisor handles it
-    as it handles a container of the Docker backend (:class:`enclave.sandbox.docker.DockerSandbox`):
-    ``returncode``, ``wait()``, ``signal()``, ``kill()``, ``remove()``."""
-
-    process: asyncio.subprocess.Process
-    child_pid: int
-
-    @property
-    def returncode(self) -> int | None:
-        return self.process.returncode
-
-    async def wait(self) -> int:
-        return await self.process.wait()
-
-    def signal(self, signum: int) -> None:
-        try:
-            os.kill(self.child_pid, signum)
-        except ProcessLookupError:
-            pass
-
-    def kill(self) -> None:
-        self.signal(signal.SIGKILL)
-        self.process.kill()
-
-    def remove(self) -> None:
-        """Nothing is left of an exited bwrap process."""
 
 
 @dataclass
@@ -137,38 +108,16 @@ class Supervisor:
             self.docker = docker_sdk.from_env()
         return self.docker
 
-    def _cgroup_parent(self) -> str | None:
-        """The sandbox's cgroup, as Docker names a parent (v1 and v2 alike: a folder under each
-        hierarchy's root): it holds the containers, as it holds the bubblewrap backend's processes."""
-        return f"/{PARENT}/{self.cgroup.dirs[0].name}" if self.cgroup is not None else None
-
     async def _start(self, policy: SandboxPolicy, files: Path, log_path: Path,
                      tty: int | None = None) -> Sandboxed | DockerSandbox:
         """Start one sandbox; its output goes to ``log_path``, or it runs on the pty slave ``tty``."""
         if self.backend == "docker":
             return await docker_backend.start(self._docker(), policy, self.image, files, log_path,
-                                              self._cgroup_parent(), self.layout.run)
-        read_fd, write_fd = os.pipe()
-        argv = bwrap_argv(policy, self.bwrap, files, info_fd=write_fd)
-        cgroup = self.cgroup
-
-        def in_child() -> None:
-            if cgroup is not None:
-                cgroup.add_self()
-            apply_rlimits(policy.limits, with_memory=cgroup is None)
-
-        with open(log_path, "ab") as out:
-            stdin, stdout = (tty, tty) if tty is not None else (asyncio.subprocess.DEVNULL, out)
-            proc = await asyncio.create_subprocess_exec(
-                *argv, stdin=stdin, stdout=stdout, stderr=stdout, env=policy.env,
-                pass_fds=(write_fd,), preexec_fn=in_child,
-            )
-        os.close(write_fd)
-        info = await asyncio.get_running_loop().run_in_executor(None, _read_info, read_fd)
-        if "child-pid" not in info:
-            await proc.wait()
-            raise RuntimeError(f"sandbox {policy.name} did not start (bwrap exit {proc.returncode}); see {log_path}")
-        return Sandboxed(proc, info["child-pid"])
+                                              self.cgroup and self.cgroup.docker_parent, self.layout.run)
+        try:
+            return await bubblewrap.start(policy, self.bwrap, files, log_path, self.cgroup, tty)
+        except RuntimeError as exc:
+            raise RuntimeError(f"{exc}; see {log_path}") from None
 
     # -- the launcher: kernels on the server's request --
 
@@ -249,7 +198,7 @@ class Supervisor:
         files = self.layout.run / "files" / f"terminal-{terminal_id}"
         if self.backend == "docker":  # the container makes the pty and hands its master side out
             self.terminals[terminal_id], master = await docker_backend.start_terminal(
-                self._docker(), policy, self.image, files, self._cgroup_parent(), self.layout.run)
+                self._docker(), policy, self.image, files, self.cgroup and self.cgroup.docker_parent, self.layout.run)
             if size:
                 fcntl.ioctl(master, termios.TIOCSWINSZ, size)
             return {"terminal_id": terminal_id}, master
@@ -347,19 +296,6 @@ class Supervisor:
         shutil.rmtree(self.layout.run / "files", ignore_errors=True)
         if self.cgroup is not None:
             self.cgroup.remove()
-
-
-def _read_info(fd: int) -> dict:
-    """bwrap writes one JSON object to --info-fd once the sandboxed program is started."""
-    data = b""
-    with os.fdopen(fd, "rb") as f:
-        while chunk := f.read(4096):
-            data += chunk
-            try:
-                return json.loads(data)
-            except json.JSONDecodeError:
-                continue
-    return {}
 
 
 def _home_subdir(cwd: object, home: str) -> str:

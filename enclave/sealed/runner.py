@@ -51,9 +51,9 @@ from typing import TYPE_CHECKING, Literal
 
 from ..i18n import Message, N_
 from ..refusals import Refusal
-from ..sandbox.bubblewrap import bwrap_argv
+from ..sandbox import bubblewrap
 from ..sandbox.home_image import HomeImageError, mount_home, unmount_home
-from ..sandbox.limits import CGROUP_ROOT, PARENT, SandboxCgroup, apply_rlimits
+from ..sandbox.limits import CGROUP_ROOT, PARENT, SandboxCgroup
 from ..sandbox.policy import (
     SEALED_EXECUTED,
     SEALED_RESULT,
@@ -446,38 +446,19 @@ class _Run:
                                    disk_mb=str(self.request.limits.disk_mb), problem=exc.strerror or str(exc)) from None
 
     async def _start(self, policy, log_path: Path):
-        from ..sandbox.supervisor import Sandboxed, _read_info
-
         files = self.folder / "files"
         if self.settings.sandbox.backend == "docker":
             import docker as docker_sdk
 
             from ..sandbox import docker as docker_backend
 
-            parent = f"/{PARENT}/{self.cgroup.dirs[0].name}" if self.cgroup is not None else None
             client = await asyncio.to_thread(docker_sdk.from_env)
             return await docker_backend.start(client, policy, self.settings.sandbox.image, files, log_path,
-                                              parent, self.folder)
-        read_fd, write_fd = os.pipe()
-        argv = bwrap_argv(policy, self.settings.sandbox.bwrap, files, info_fd=write_fd)
-        cgroup = self.cgroup
-
-        def in_child() -> None:
-            if cgroup is not None:
-                cgroup.add_self()
-            apply_rlimits(policy.limits, with_memory=cgroup is None)
-
-        with open(log_path, "ab") as out:
-            process = await asyncio.create_subprocess_exec(
-                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out, env=policy.env,
-                pass_fds=(write_fd,), preexec_fn=in_child)
-        os.close(write_fd)
-        info = await asyncio.to_thread(_read_info, read_fd)
-        if "child-pid" not in info:
-            await process.wait()
-            raise RuntimeError(f"sealed run {self.request.run_id} did not start (bwrap exit {process.returncode}):"
-                               f" {_tail(log_path)}")
-        return Sandboxed(process, info["child-pid"])
+                                              self.cgroup and self.cgroup.docker_parent, self.folder)
+        try:
+            return await bubblewrap.start(policy, self.settings.sandbox.bwrap, files, log_path, self.cgroup)
+        except RuntimeError as exc:
+            raise RuntimeError(f"sealed run {self.request.run_id}: {exc}: {_tail(log_path)}") from None
 
     def _end_processes(self) -> None:
         if self.cgroup is not None:
