@@ -97,11 +97,28 @@ def _hash_files(root: Path) -> str:
     return h.hexdigest()
 
 
-def build_view(settings: Settings, workspace: str, release: str, selection: dict[str, list[str]]) -> str:
-    """Materialise the selected columns of ``release`` for ``workspace``; return the view's hash."""
+def cut_columns(data: Path, out: Path, selection: dict[str, list[str]]) -> list[str]:
+    """Write the ``selection`` (table -> columns) of the release files in ``data`` into ``out``, as
+    Parquet and CSV; return a README line per table. A workspace's view and its sealed view
+    (:mod:`synthetic.sealed`) are cut by this one function, so the two stay interchangeable."""
     import pandas as pd
     import pyarrow.parquet as pq
 
+    lines = []
+    for t, cols in selection.items():
+        table = pq.read_table(data / f"{t}.parquet", columns=cols)
+        # pandas' schema metadata lists every column of the release: keep only our own labels.
+        meta = {k: v for k, v in (table.schema.metadata or {}).items() if k.startswith(b"enclave.")}
+        pq.write_table(table.replace_schema_metadata(meta), out / f"{t}.parquet")
+        # The CSV is cut from the release's own CSV so values read exactly as published there.
+        csv = pd.read_csv(data / f"{t}.csv", usecols=cols, dtype=str, keep_default_na=False)
+        csv[cols].to_csv(out / f"{t}.csv", index=False)
+        lines.append(f"Table {t}: {table.num_rows} rows; columns: {', '.join(cols)}")
+    return lines
+
+
+def build_view(settings: Settings, workspace: str, release: str, selection: dict[str, list[str]]) -> str:
+    """Materialise the selected columns of ``release`` for ``workspace``; return the view's hash."""
     data = release_dir(settings, release) / "data"
     target = view_dir(settings, workspace, release)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -111,15 +128,7 @@ def build_view(settings: Settings, workspace: str, release: str, selection: dict
         readme = data / "README.txt"
         if readme.is_file() and "GENERATED DATA" in readme.read_text(encoding="utf-8"):
             lines += ["GENERATED DATA: every person and enterprise in this release is made up.", ""]
-        for t, cols in selection.items():
-            table = pq.read_table(data / f"{t}.parquet", columns=cols)
-            # pandas' schema metadata lists every column of the release: keep only our own labels.
-            meta = {k: v for k, v in (table.schema.metadata or {}).items() if k.startswith(b"enclave.")}
-            pq.write_table(table.replace_schema_metadata(meta), tmp / f"{t}.parquet")
-            # The CSV is cut from the release's own CSV so values read exactly as published there.
-            csv = pd.read_csv(data / f"{t}.csv", usecols=cols, dtype=str, keep_default_na=False)
-            csv[cols].to_csv(tmp / f"{t}.csv", index=False)
-            lines.append(f"Table {t}: {table.num_rows} rows; columns: {', '.join(cols)}")
+        lines += cut_columns(data, tmp, selection)
         (tmp / "README.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
         digest = _hash_files(tmp)
         for p in tmp.iterdir():

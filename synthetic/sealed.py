@@ -44,6 +44,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
+from enclave.files import atomic_write
 from enclave.i18n import Message, N_
 from enclave.refusals import Refusal
 
@@ -343,8 +344,7 @@ def workspace_view(settings: HolderSettings, workspace: str, release: str,
     """``selection``'s columns of ``release``'s sealed view (``None``: all), laid out as the
     workspace's view of the release (:func:`enclave.supply.build_view`), so a notebook reads the same
     paths under ``/data/<release>``. Made again when the selection or the sealed view changed."""
-    import pandas as pd
-    import pyarrow.parquet as pq
+    from enclave import supply
 
     if not WORKSPACE_NAME.match(workspace):
         raise SealedViewError("sealed.bad_workspace", N_("'%(workspace)s' is not a workspace name"),
@@ -385,13 +385,7 @@ def workspace_view(settings: HolderSettings, workspace: str, release: str,
                          ""]
                 if "GENERATED DATA" in (source / "README.txt").read_text(encoding="utf-8"):
                     lines += ["GENERATED DATA: every person and enterprise in this source is made up.", ""]
-                for t, cols in selection.items():
-                    table = pq.read_table(source / f"{t}.parquet", columns=cols)
-                    meta = {k: v for k, v in (table.schema.metadata or {}).items() if k.startswith(b"enclave.")}
-                    pq.write_table(table.replace_schema_metadata(meta), tmp / f"{t}.parquet")
-                    csv = pd.read_csv(source / f"{t}.csv", usecols=cols, dtype=str, keep_default_na=False)
-                    csv[cols].to_csv(tmp / f"{t}.csv", index=False)
-                    lines.append(f"Table {t}: {table.num_rows} rows; columns: {', '.join(cols)}")
+                lines += supply.cut_columns(source, tmp, selection)
                 (tmp / "README.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
             digest = _hash_files(tmp)
             _make_private(tmp)
@@ -400,7 +394,7 @@ def workspace_view(settings: HolderSettings, workspace: str, release: str,
             _remove(tmp)
             raise
         record = {**wanted, "content_hash": digest, "created_at": datetime.now(UTC).isoformat(timespec="seconds")}
-        _write_private(record_path, json.dumps(record, indent=2, ensure_ascii=False))
+        atomic_write(record_path, json.dumps(record, indent=2, ensure_ascii=False))
     return WorkspaceSealedView(workspace, release, target, digest, selection)
 
 
@@ -422,19 +416,6 @@ def _make_private(root: Path) -> None:
         os.chmod(dirpath, 0o700)
         for f in filenames:
             os.chmod(os.path.join(dirpath, f), 0o600)
-
-
-def _write_private(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def _replace(new: Path, target: Path) -> None:

@@ -28,12 +28,12 @@ import fcntl
 import json
 import os
 import re
-import tempfile
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
+from enclave.files import atomic_write
 from enclave.i18n import Message, N_
 
 from .store import sha256_file
@@ -157,19 +157,9 @@ def releasing(holder_dir: Path, name: str) -> contextlib.AbstractContextManager[
 
 
 def _write_json(path: Path, data: dict) -> None:
-    """Write ``data`` to ``path`` atomically: a temporary file beside it, synced, then renamed."""
+    """Write ``data`` to ``path`` atomically (readable by root alone), making its folder if needed."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, ensure_ascii=False, indent=2)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, json.dumps(data, ensure_ascii=False, indent=2))
 
 
 def source(holder_dir: Path, name: str) -> Source:
