@@ -6,11 +6,21 @@ the committed page differs.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+
 from ..settings import REPO_ROOT
 from . import workflow
 from .checks import CHECKS, REASONS
 
 DOC_PATH = REPO_ROOT / "docs" / "export-review.md"
+
+
+def states_section(states: Mapping[str, str], final: Iterable[str]) -> list[str]:
+    """A workflow page's "States" section: each state with its meaning, then the final ones (this
+    page's, and the sealed runs' page's, :mod:`enclave.sealed.docs`)."""
+    return ["## States", "", "| State | Meaning |", "|---|---|",
+            *(f"| `{s}` | {meaning} |" for s, meaning in states.items()),
+            "", f"Final states: {', '.join(f'`{s}`' for s in sorted(final))}.", ""]
 
 
 def render() -> str:
@@ -32,16 +42,9 @@ def render() -> str:
         "reviewer decide for the request, with a written reason; the request page says so, and offers",
         "only the steps that can be taken.",
         "",
-        "## States",
-        "",
-        "| State | Meaning |",
-        "|---|---|",
     ]
-    lines += [f"| `{s}` | {meaning} |" for s, meaning in workflow.STATES.items()]
+    lines += states_section(workflow.STATES, workflow.FINAL)
     lines += [
-        "",
-        f"Final states: {', '.join(f'`{s}`' for s in sorted(workflow.FINAL))}.",
-        "",
         "## Transitions",
         "",
         "| From | To | Who | Action | Reason required | Condition |",

@@ -6,6 +6,7 @@ steps of :mod:`enclave.sealed.workflow` and the defaults of ``[sealed_runs]``.
 
 from __future__ import annotations
 
+from ..exports.docs import states_section
 from ..settings import REPO_ROOT, SealedRunSettings
 from . import workflow
 from .service import LIMIT_KEYS, RESERVED_NAMES
@@ -33,16 +34,9 @@ def render() -> str:
         "The export review service runs the queue (`enclave/sealed/service.py`); each run goes through",
         "the steps below, each an audit record (`sealed_run.submit`, `sealed_run.step`).",
         "",
-        "## States",
-        "",
-        "| State | Meaning |",
-        "|---|---|",
     ]
-    lines += [f"| `{s}` | {meaning} |" for s, meaning in workflow.STATES.items()]
+    lines += states_section(workflow.STATES, workflow.FINAL)
     lines += [
-        "",
-        f"Final states: {', '.join(f'`{s}`' for s in sorted(workflow.FINAL))}.",
-        "",
         "## Steps",
         "",
         "| From | To | Who | Action | Reason required | Meaning |",
