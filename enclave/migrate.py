@@ -76,17 +76,20 @@ def run_online(engine, metadata) -> None:
 
     Every process that opens a database migrates it, and after an upgrade several do so at once
     (the hub, the services, a CLI command). One migrates; the others wait for it and then find
-    nothing left to do: Alembic reads the database's revision inside the migration's transaction,
-    after that transaction has taken the database's migration lock (on PostgreSQL an advisory lock;
-    SQLite's write lock, which ``enclave.db``'s engines take as a transaction begins)."""
+    nothing left to do. So the whole run is one transaction of ours, which Alembic joins. It takes
+    the database's migration lock as it begins and holds it from the revision read to the last
+    migration: on PostgreSQL an advisory lock; on SQLite the write lock, which the engines of
+    ``enclave.db`` and the export service take as a transaction begins (the audit log is migrated
+    only by its one writer, under the writer's lock). Left to itself, Alembic gives each SQLite
+    migration a transaction of its own and lets the lock go between two of them, where another
+    process could run the next migration before this one ran it again."""
     from alembic import context
     from sqlalchemy import text
 
-    with engine.connect() as connection:
+    with engine.connect() as connection, connection.begin():
+        if connection.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
         # render_as_batch: SQLite can only alter tables by copying them.
         context.configure(connection=connection, target_metadata=metadata, render_as_batch=True)
-        with context.begin_transaction():
-            if connection.dialect.name == "postgresql":
-                connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
-            context.run_migrations()
+        context.run_migrations()
     engine.dispose()

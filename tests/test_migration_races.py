@@ -20,7 +20,8 @@ from enclave.exports import models as exports_models
 
 PROCESSES = 4
 ROUNDS = 3
-DATABASES = {"enclave": (db.MIGRATIONS, "0004"), "exports": (exports_models.MIGRATIONS, "0001")}
+# Two migrations behind each: the processes must not interleave between two migrations either.
+DATABASES = {"enclave": (db.MIGRATIONS, "0003"), "exports": (exports_models.MIGRATIONS, "0001")}
 
 
 def _open_at_once(url: str, migrations: str, barrier, results) -> None:
@@ -61,3 +62,56 @@ def test_processes_opening_a_database_a_revision_behind_at_once_all_find_it_migr
             p.join(30)
         assert outcomes == ["ok"] * PROCESSES
         assert alembic_revisions(url) == migrate.head_revisions(migrations)
+
+
+# Three migrations of a database of its own; the last one looks at the database from another
+# connection, as another process opening it would, and writes down the revision it finds there.
+_ENV = """
+from alembic import context
+from sqlalchemy import MetaData
+
+from enclave.exports.models import make_engine
+from enclave.migrate import run_online
+
+run_online(make_engine(context.config.get_main_option("sqlalchemy.url")), MetaData())
+"""
+_MIGRATION = """
+import sqlite3
+from pathlib import Path
+
+from alembic import op
+
+revision = {revision!r}
+down_revision = {down_revision!r}
+
+
+def upgrade():
+    op.execute("CREATE TABLE table_{revision} (id INTEGER)")
+    if revision == "0003":
+        path = op.get_bind().engine.url.database
+        seen = sqlite3.connect(path).execute("SELECT version_num FROM alembic_version").fetchall()
+        Path(path + ".seen").write_text(" ".join(row[0] for row in seen))
+"""
+
+
+def test_a_sqlite_database_is_seen_at_its_old_revision_until_its_last_migration_is_done(tmp_path):
+    """Alembic gives each SQLite migration a transaction of its own, and so let go of the write lock
+    between two of them: another process took it there, ran the next migration, and the first then
+    ran it again ("duplicate column name"). One transaction holds the lock from the revision read to
+    the last migration."""
+    from alembic import command
+
+    migrations = tmp_path / "migrations"
+    (migrations / "versions").mkdir(parents=True)
+    (migrations / "env.py").write_text(_ENV)
+    for revision, down_revision in (("0001", None), ("0002", "0001"), ("0003", "0002")):
+        (migrations / "versions" / f"{revision}.py").write_text(
+            _MIGRATION.format(revision=revision, down_revision=down_revision))
+    database = tmp_path / "db.sqlite"
+    url = f"sqlite:///{database}"
+    command.upgrade(migrate.alembic_config(url, migrations), "0001")
+
+    migrate.upgrade(url, migrations)
+
+    assert (tmp_path / "db.sqlite.seen").read_text() == "0001"
+    assert alembic_revisions(url) == {"0003"}
