@@ -1,7 +1,7 @@
 """Migrations under concurrency: every process that opens a database migrates it (enclave.migrate).
 
 After an upgrade, the hub, the review service, the provisioning service and a CLI command all open
-Enclave's database at once, each finding it a revision behind; the review service and the CLI do
+Enclave's database at once, each finding it migrations behind; the review service and the CLI do
 the same to the review service's. Each must find it at the newest revision, none may fail on what
 another has just migrated, and each migration runs once.
 """
